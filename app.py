@@ -1,0 +1,71 @@
+"""Strategy Arena web UI: wires the core library into Gradio tabs. Launches only under ``__main__``."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+
+import gradio as gr
+
+from assistant.errors import ArenaError
+from assistant.runtime import Runtime
+from assistant.settings import Settings, add_settings_flags, load_settings
+from ui.plain_chat import build_plain_chat
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind_policy(settings: Settings) -> None:
+    """Refuse to expose the app beyond this machine without a password, unless explicitly told to."""
+    if not is_loopback(settings.host) and not settings.auth and not settings.insecure_no_auth:
+        raise ArenaError(
+            f"refusing to listen on {settings.host} without --auth user:password "
+            "(or ARENA_AUTH); pass --insecure-no-auth to do it anyway")
+
+
+def build_app(settings: Settings, runtime: Runtime | None = None) -> gr.Blocks:
+    """Build the whole UI for one Settings; loads the base model so the header can name it."""
+    runtime = runtime or Runtime(settings)
+    base = runtime.base
+    with gr.Blocks(title="Strategy Arena") as demo:
+        gr.Markdown(f"# Strategy Arena\nModel: **{base.model_id}** · dtype **{_short(base.dtype)}** · "
+                    f"device **{base.device}**", elem_id="arena-header")
+        with gr.Tabs():
+            with gr.Tab("Chat", id="chat"):
+                build_plain_chat(runtime)
+    return demo
+
+
+def _short(dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def launch(settings: Settings) -> None:
+    check_bind_policy(settings)
+    settings.uploads_dir.mkdir(parents=True, exist_ok=True)
+    demo = build_app(settings)
+    demo.queue(default_concurrency_limit=2)
+    demo.launch(server_name=settings.host, server_port=settings.port,
+                auth=list(settings.auth) or None, allowed_paths=[str(settings.uploads_dir)],
+                show_error=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="app.py", description="Start the Strategy Arena web UI.")
+    add_settings_flags(parser, server=True)
+    try:
+        launch(load_settings(parser.parse_args(argv)))
+    except (ArenaError, ValueError) as exc:
+        parser.exit(2, f"error: {exc}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

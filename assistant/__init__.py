@@ -1,0 +1,1 @@
+"""Strategy Arena core: model loading, variants, generation and comparison (no UI imports)."""

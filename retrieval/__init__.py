@@ -1,0 +1,1 @@
+"""Strategy Arena retrieval: loading, chunking, embedding, indexes and search (no UI imports)."""

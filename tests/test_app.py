@@ -1,0 +1,42 @@
+"""The Gradio app builds from Settings, names the model in its header, and guards its bind address."""
+
+from __future__ import annotations
+
+import pytest
+
+from assistant.errors import ArenaError
+from assistant.runtime import Runtime
+from assistant.settings import Settings
+
+
+def test_build_app_header_names_model(tiny_loaded, tmp_path):
+    import app
+
+    demo = app.build_app(Settings(data_dir=tmp_path), Runtime(Settings(data_dir=tmp_path), tiny_loaded))
+    header = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "arena-header"][0]
+    assert "tiny-llama" in header.value and "float32" in header.value and "cpu" in header.value
+
+
+@pytest.mark.parametrize("host,auth,insecure,ok", [
+    ("127.0.0.1", (), False, True),
+    ("localhost", (), False, True),
+    ("0.0.0.0", (), False, False),
+    ("0.0.0.0", (("u", "p"),), False, True),
+    ("0.0.0.0", (), True, True),
+])
+def test_bind_policy(host, auth, insecure, ok, tmp_path):
+    import app
+
+    settings = Settings(data_dir=tmp_path, host=host, auth=auth, insecure_no_auth=insecure)
+    if ok:
+        app.check_bind_policy(settings)
+    else:
+        with pytest.raises(ArenaError, match="without --auth"):
+            app.check_bind_policy(settings)
+
+
+def test_plain_chat_streams_growing_text(tiny_loaded, tmp_path):
+    from assistant.generation import stream_text
+
+    parts = list(stream_text(tiny_loaded, [{"role": "user", "content": "hello"}], max_new_tokens=8))
+    assert parts and all(len(a) <= len(b) for a, b in zip(parts, parts[1:]))

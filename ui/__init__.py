@@ -1,0 +1,1 @@
+"""Gradio wiring for Strategy Arena: small tab modules over the core library."""
