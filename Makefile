@@ -41,6 +41,7 @@ bench: install
 	$(PY) benchmarks/retrieval.py
 	$(PY) benchmarks/generation.py
 	$(PY) benchmarks/training.py
+	$(PY) benchmarks/compare.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -10,7 +10,11 @@ import gradio as gr
 from assistant.errors import ArenaError
 from assistant.runtime import Runtime
 from assistant.settings import Settings, add_settings_flags, load_settings
-from ui.plain_chat import build_plain_chat
+from ui.adapters import build_adapters_tab
+from ui.chat import build_chat
+from ui.compare import build_compare_tab
+from ui.documents import build_documents_tab
+from ui.train import build_train_tab
 
 
 def is_loopback(host: str) -> bool:
@@ -37,9 +41,17 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> gr.Blocks:
     with gr.Blocks(title="Strategy Arena") as demo:
         gr.Markdown(f"# Strategy Arena\nModel: **{base.model_id}** · dtype **{_short(base.dtype)}** · "
                     f"device **{base.device}**", elem_id="arena-header")
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("Chat", id="chat"):
-                build_plain_chat(runtime)
+                build_chat(runtime)
+            with gr.Tab("Documents", id="documents"):
+                build_documents_tab(runtime)
+            with gr.Tab("Compare", id="compare"):
+                build_compare_tab(runtime)
+            with gr.Tab("Train", id="train"):
+                build_train_tab(runtime, tabs)
+            with gr.Tab("Adapters", id="adapters"):
+                build_adapters_tab(runtime)
     return demo
 
 

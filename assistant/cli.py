@@ -64,6 +64,80 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _add_training_commands(sub) -> None:
+    """`train` and `adapters` (implementations in training/cli.py, imported only when run)."""
+    from training.config import add_train_flags
+
+    def run(name):
+        def call(args, settings):
+            import training.cli
+
+            return getattr(training.cli, name)(args, settings)
+        return call
+
+    p = sub.add_parser("train", help="fine-tune an adapter: arena train CONFIG.yaml or --data FILE ...")
+    add_settings_flags(p)
+    add_train_flags(p)
+    p.set_defaults(func=run("cmd_train"))
+    p = sub.add_parser("adapters", help="list / delete / rename / export (merge) trained adapters")
+    add_settings_flags(p)
+    from training.cli import add_adapters_args
+
+    add_adapters_args(p)
+    p.set_defaults(func=run("cmd_adapters"))
+
+
+def _add_compare_command(sub) -> None:
+    """`compare` (implementation in assistant/compare/cli.py, imported only when run)."""
+    from assistant.compare.cli import add_compare_args
+
+    def call(args, settings):
+        from assistant.compare.cli import cmd_compare
+
+        return cmd_compare(args, settings)
+
+    p = sub.add_parser("compare", help="score base / prompt / rag / finetuned variants on held-out questions")
+    add_settings_flags(p)
+    add_compare_args(p)
+    p.set_defaults(func=call)
+
+
+def _add_ask_command(sub) -> None:
+    """`ask` (implementation in assistant/ask.py, imported only when run)."""
+    from assistant.ask import add_ask_arguments
+
+    def call(args, settings):
+        from assistant.ask import cmd_ask
+
+        return cmd_ask(args, settings)
+
+    p = sub.add_parser("ask", help="answer one question (or a JSONL file) with the variants side by side")
+    add_settings_flags(p)
+    add_ask_arguments(p)
+    p.set_defaults(func=call)
+
+
+def _add_retrieval_commands(sub) -> None:
+    """`ingest` and `search` (implementations in retrieval/cli.py, imported only when run)."""
+    from retrieval.cli import add_ingest_args, add_search_args
+
+    def run(name):
+        def call(args, settings):
+            import retrieval.cli
+
+            return getattr(retrieval.cli, name)(args, settings)
+        return call
+
+    p = sub.add_parser("ingest", help="add files/folders to the document index (RAG)")
+    add_settings_flags(p)
+    add_ingest_args(p)
+    p.set_defaults(func=run("cmd_ingest"))
+    p = sub.add_parser("search", help="top-k chunks for a query (or --queries FILE.jsonl) with sources")
+    add_settings_flags(p)
+    add_search_args(p)
+    p.set_defaults(func=run("cmd_search"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arena", description="Prompting vs RAG vs fine-tuning, measured.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -73,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="start the web UI (same as python app.py)")
     add_settings_flags(p, server=True)
     p.set_defaults(func=cmd_serve)
+    _add_training_commands(sub)
+    _add_retrieval_commands(sub)
+    _add_compare_command(sub)
+    _add_ask_command(sub)
     return parser
 
 

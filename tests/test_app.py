@@ -33,10 +33,3 @@ def test_bind_policy(host, auth, insecure, ok, tmp_path):
     else:
         with pytest.raises(ArenaError, match="without --auth"):
             app.check_bind_policy(settings)
-
-
-def test_plain_chat_streams_growing_text(tiny_loaded, tmp_path):
-    from assistant.generation import stream_text
-
-    parts = list(stream_text(tiny_loaded, [{"role": "user", "content": "hello"}], max_new_tokens=8))
-    assert parts and all(len(a) <= len(b) for a, b in zip(parts, parts[1:]))

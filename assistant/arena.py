@@ -1,0 +1,186 @@
+"""The Arena: builds each variant's prompt, resolves adapters and documents, and runs them all at once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from assistant import variants as V
+from assistant.engine import Engine, GenSettings, Row, RowOutput
+from assistant.errors import ArenaError
+from assistant.variants import VariantConfig
+
+
+@dataclass
+class Prepared:
+    """What one variant will send to the model; `error` set means the column cannot run."""
+
+    messages: list[dict]
+    adapter: str | None
+    sources: list = field(default_factory=list)
+    notice: str = ""
+    error: str = ""
+
+
+@dataclass
+class Answer:
+    """One variant's (possibly still growing) answer with its timings."""
+
+    variant: str
+    text: str
+    sources: list
+    ttft_s: float
+    tokens: int
+    tokens_per_s: float
+    prompt_tokens: int
+    messages: list[dict]
+    adapter: str | None
+    notice: str = ""   # e.g. truncated question or trimmed context
+    error: str = ""    # the column could not run (no adapter, no documents, ...)
+    done: bool = False
+
+    def to_json(self) -> dict:
+        return {"answer": self.text, "sources": [source_json(h) for h in self.sources], "ttft_s": self.ttft_s,
+                "tokens": self.tokens, "tokens_per_s": self.tokens_per_s, "notice": self.notice,
+                "error": self.error, "adapter": self.adapter}
+
+
+def source_json(hit) -> dict:
+    return {"citation": hit.citation, "source": hit.source, "section": getattr(hit, "section", ""),
+            "page": getattr(hit, "page", None), "score": round(float(hit.score), 4)}
+
+
+def _optional(runtime, name: str):
+    """A Runtime property another part provides, or None while that part is absent."""
+    try:
+        return getattr(runtime, name)
+    except (AttributeError, ImportError):
+        return None
+
+
+class Arena:
+    """The one object the UI, the CLI `ask` and the comparison use to run variants side by side."""
+
+    def __init__(self, runtime, embed: Callable | None = None):
+        self.runtime = runtime
+        self._embed = embed
+
+    @property
+    def engine(self) -> Engine:
+        return self.runtime.engine
+
+    def embed(self, texts: list[str]):
+        if self._embed is None:
+            embedder = _optional(self.runtime, "embedder")
+            if embedder is None:
+                raise ArenaError("dynamic few-shot needs the embedder, which is not available; set k to 0")
+            self._embed = embedder.encode
+        return self._embed(texts)
+
+    def prepare(self, question: str, variants, cfg: VariantConfig, history=None,
+                gen: GenSettings | None = None) -> dict[str, Prepared]:
+        """Each variant's messages, adapter and sources for one question (no generation)."""
+        gen = gen or GenSettings()
+        question, notice = V.truncate_question(question, self.engine.context_length // 4,
+                                               self.engine.count_tokens)
+        names = V.parse_variants(",".join(variants))
+        hits = self._retrieve(question, cfg) if V.RAG_VARIANTS & set(names) else None
+        adapter, adapter_error = self._adapter(cfg) if V.ADAPTER_VARIANTS & set(names) else (None, "")
+        out = {}
+        for name in names:
+            hist = (history or {}).get(name) if isinstance(history, dict) else history
+            out[name] = self._prepare_one(name, question, cfg, hist, gen, hits, adapter, adapter_error)
+            out[name].notice = "; ".join(filter(None, [notice, out[name].notice]))
+        return out
+
+    def _prepare_one(self, name, question, cfg, history, gen, hits, adapter, adapter_error) -> Prepared:
+        if name in V.ADAPTER_VARIANTS and adapter_error:
+            return Prepared([], None, error=adapter_error)
+        if name in V.RAG_VARIANTS and isinstance(hits, str):
+            return Prepared([], None, error=hits)
+        use_adapter = adapter if name in V.ADAPTER_VARIANTS else None
+        if name == "prompt":
+            shots = V.check_few_shot(cfg.few_shot)
+            if cfg.dynamic_k > 0:
+                shots = V.pick_few_shot(question, shots, cfg.dynamic_k, self.embed)
+            return Prepared(V.prompt_messages(question, cfg.system_prompt, shots, history), None)
+        if name in V.RAG_VARIANTS:
+            return self._prepare_rag(question, history, gen, hits, use_adapter)
+        return Prepared(V.base_messages(question, history), use_adapter)
+
+    def _prepare_rag(self, question, history, gen, hits, adapter) -> Prepared:
+        fixed = len(self.engine.chat_ids(V.rag_messages(question, [], history)))
+        budget = V.rag_budget(self.engine.context_length, gen.max_new_tokens, fixed)
+        kept, notice = V.fit_hits(hits, budget, self.engine.count_tokens)
+        return Prepared(V.rag_messages(question, kept, history), adapter, kept, notice)
+
+    def _retrieve(self, question: str, cfg: VariantConfig):
+        """Top-k hits, or the message to show when there is nothing to retrieve from."""
+        try:
+            store = _optional(self.runtime, "store")
+            if store is None or store.is_empty():
+                return V.NO_DOCUMENTS
+            return store.search(question, k=cfg.rag_k, mode=cfg.rag_mode)
+        except ArenaError as exc:  # e.g. the embedder cannot load: show it in the RAG columns only
+            return f"retrieval unavailable: {exc}"
+
+    def _adapter(self, cfg: VariantConfig) -> tuple[str | None, str]:
+        """(adapter name loaded in the engine, error message to show instead)."""
+        registry = _optional(self.runtime, "registry")
+        if registry is None or not registry.list():
+            return None, V.NO_ADAPTER
+        if not cfg.adapter:
+            return None, "no adapter selected — pick one in the adapter dropdown"
+        info = registry.get(cfg.adapter)  # ArenaError naming the unknown adapter and the available ones
+        self.engine.load_adapter(info.name, info.path)
+        return info.name, ""
+
+    def stream(self, question, variants, cfg: VariantConfig, gen: GenSettings,
+               histories=None) -> Iterator[dict[str, Answer]]:
+        """Yield growing answers for all variants at once (one batched forward for the mixable ones)."""
+        gen.check(self.engine.context_length)
+        prepared = self.prepare(question, variants, cfg, histories, gen)
+        runnable = [n for n, p in prepared.items() if not p.error]
+        rows = [Row(self.engine.chat_ids(prepared[n].messages), prepared[n].adapter) for n in runnable]
+        for name, row in zip(runnable, rows, strict=True):
+            if len(row.input_ids) + gen.max_new_tokens > self.engine.context_length:
+                raise ArenaError(f"the {name} prompt ({len(row.input_ids)} tokens) plus {gen.max_new_tokens} new "
+                                 f"tokens exceeds the model's context of {self.engine.context_length}; "
+                                 "start a new conversation or lower max new tokens")
+        answers = {n: _answer(n, p, RowOutput(done=bool(p.error)), 0) for n, p in prepared.items()}
+        if not rows:
+            yield answers
+            return
+        for outs in self.engine.stream(rows, gen):
+            for name, row, out in zip(runnable, rows, outs, strict=True):
+                answers[name] = _answer(name, prepared[name], out, len(row.input_ids))
+            yield dict(answers)
+
+    def ask(self, question, variants, cfg: VariantConfig, gen: GenSettings) -> dict[str, Answer]:
+        last = {}
+        for answers in self.stream(question, variants, cfg, gen):
+            last = answers
+        return last
+
+    def ask_many(self, questions: list[str], variants, cfg, gen, progress=None) -> list[dict[str, Answer]]:
+        """Answers to each question in order; `progress(done, total)` is called after each."""
+        results = []
+        for i, question in enumerate(questions, 1):
+            results.append(self.ask(question, variants, cfg, gen))
+            if progress:
+                progress(i, len(questions))
+        return results
+
+    def reference_nll(self, prepared: dict[str, Prepared], reference: str) -> dict[str, float]:
+        """Mean per-token NLL of `reference` as the reply under each runnable variant's prompt and adapter."""
+        ref_ids = self.engine.tokenizer(reference.strip(), add_special_tokens=False)["input_ids"]
+        if not ref_ids:
+            raise ArenaError("reference answer is empty")
+        return {name: self.engine.nll(self.engine.chat_ids(p.messages), ref_ids, p.adapter)
+                for name, p in prepared.items() if not p.error}
+
+
+def _answer(name: str, prep: Prepared, out: RowOutput, prompt_tokens: int) -> Answer:
+    return Answer(name, out.text, prep.sources, round(out.ttft_s, 3), len(out.tokens),
+                  round(out.tokens_per_s, 2), prompt_tokens, prep.messages, prep.adapter,
+                  prep.notice, prep.error, out.done)

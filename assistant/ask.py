@@ -1,0 +1,76 @@
+"""`arena ask`: one question (or a JSONL file of them) through the chosen variants, printed as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from assistant.engine import GenSettings
+from assistant.errors import ArenaError
+from assistant.runtime import Runtime
+from assistant.settings import Settings
+from assistant.variants import VARIANTS, VariantConfig, parse_variants
+
+
+def add_ask_arguments(p: argparse.ArgumentParser) -> None:
+    """The `ask` subcommand's own flags (settings flags are added by the caller)."""
+    p.add_argument("question", nargs="?", help="the question (or use --questions FILE.jsonl)")
+    p.add_argument("--questions", type=Path, help='JSONL file, one {"question": ...} per line')
+    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {','.join(VARIANTS)}")
+    p.add_argument("--adapter", default=None, help="adapter for finetuned / rag+finetuned")
+    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--top-p", dest="top_p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repetition-penalty", dest="repetition_penalty", type=float, default=1.0)
+    p.add_argument("--system-prompt", dest="system_prompt", default=None, help="prompt variant's system prompt")
+
+
+def read_questions(path: Path) -> list[str]:
+    """Questions from a JSONL file; ArenaError names the file and line of a bad entry."""
+    if not path.is_file():
+        raise ArenaError(f"questions file {path} does not exist")
+    questions = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ArenaError(f"{path} line {n}: not valid JSON ({exc.msg})") from None
+        if not isinstance(item, dict) or not str(item.get("question", "")).strip():
+            raise ArenaError(f'{path} line {n}: expected {{"question": "..."}} with a non-empty question')
+        questions.append(str(item["question"]))
+    if not questions:
+        raise ArenaError(f"{path} holds no questions")
+    return questions
+
+
+def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    """Answer with every chosen variant; one JSON object per question, in order."""
+    if bool(args.question) == bool(args.questions):
+        raise ArenaError("give either a QUESTION or --questions FILE.jsonl (exactly one)")
+    questions = read_questions(args.questions) if args.questions else [args.question]
+    variants = parse_variants(args.variants)
+    gen = GenSettings(args.max_new_tokens, args.temperature, args.top_p, args.seed, args.repetition_penalty)
+    cfg = VariantConfig(adapter=args.adapter)
+    if args.system_prompt is not None:
+        cfg.system_prompt = args.system_prompt
+    arena = Runtime(settings).arena
+    for question in questions:
+        answers = arena.ask(question, variants, cfg, gen)
+        data = {name: answer.to_json() for name, answer in answers.items()}
+        print(json.dumps(data) if args.json else _text(question, data), flush=True)
+    return 0
+
+
+def _text(question: str, data: dict) -> str:
+    lines = [f"Q: {question}"]
+    for name, a in data.items():
+        stats = f"{a['tokens']} tokens, {a['tokens_per_s']} tok/s, first token {a['ttft_s']} s"
+        lines.append(f"\n[{name}] " + (f"({a['error']})" if a["error"] else f"({stats})"))
+        lines += [f"  note: {a['notice']}"] if a["notice"] else []
+        lines += [a["answer"]] if not a["error"] else []
+        lines += [f"  [{i}] {s['citation']} (score {s['score']})" for i, s in enumerate(a["sources"], 1)]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Strategy comparison: metrics, statistics, leakage and forgetting checks, recommendation, reports, runs."""

@@ -1,0 +1,159 @@
+"""Comparison reports: a bar chart with error bars (PNG), a Markdown file and a self-contained HTML file."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+from assistant.compare.metrics import METRIC_LABELS
+
+CHART_METRICS = ("f1", "rougeL", "contains", "semantic", "nll", "groundedness", "retrieval_hit")
+UNIT_METRICS = {"f1", "rougeL", "exact", "contains", "semantic", "groundedness", "retrieval_hit"}  # in [0, 1]
+TABLE_METRICS = ("f1", "rougeL", "exact", "contains", "semantic", "nll", "ppl", "groundedness",
+                 "retrieval_hit", "ttft_s", "tokens_per_s")
+
+
+def chart_png(variants: dict[str, dict[str, dict]], metrics=CHART_METRICS) -> bytes:
+    """One small bar panel per metric, a bar per variant, whiskers = the 95 % bootstrap interval."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend state, safe on worker threads
+
+    shown = [m for m in metrics if any(v.get(m, {}).get("mean") is not None for v in variants.values())]
+    cols = min(4, max(1, len(shown)))
+    rows = max(1, -(-len(shown) // cols))
+    fig = Figure(figsize=(3.2 * cols, 2.8 * rows), dpi=90, layout="constrained")
+    names = list(variants)
+    for i, metric in enumerate(shown):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        means, low, high = [], [], []
+        for name in names:
+            s = variants[name].get(metric) or {}
+            mean = s.get("mean")
+            means.append(mean or 0.0)
+            low.append(0.0 if mean is None else mean - s["ci_low"])
+            high.append(0.0 if mean is None else s["ci_high"] - mean)
+        ax.bar(range(len(names)), means, yerr=[low, high], capsize=3, color=[f"C{j}" for j in range(len(names))])
+        for j, name in enumerate(names):
+            if (variants[name].get(metric) or {}).get("mean") is None:  # e.g. groundedness without retrieval
+                ax.text(j, 0, "n/a", ha="center", va="bottom", fontsize=7, color="grey")
+        if metric in UNIT_METRICS:
+            ax.set_ylim(min(0.0, min(m - lo for m, lo in zip(means, low, strict=True))), 1.05)
+        ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=7)
+        ax.set_title(METRIC_LABELS.get(metric, metric), fontsize=9)
+        ax.tick_params(axis="y", labelsize=7)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _cell(summary: dict | None) -> str:
+    if not summary or summary.get("mean") is None:
+        return "–"
+    return f"{summary['mean']:.3f} [{summary['ci_low']:.3f}, {summary['ci_high']:.3f}]"
+
+
+def _rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    """Results table: one row per variant, one column per metric that has any value."""
+    variants = result["variants"]
+    metrics = [m for m in TABLE_METRICS if any(v.get(m, {}).get("mean") is not None for v in variants.values())]
+    header = ["variant"] + [METRIC_LABELS[m] for m in metrics]
+    return header, [[name] + [_cell(v.get(m)) for m in metrics] for name, v in variants.items()]
+
+
+def _cost_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    header = ["variant", "adapter training (s)", "extra prompt tokens", "extra memory (MB)"]
+    rows = [[v, f"{c.get('training_seconds', 0):g}", f"{c.get('extra_prompt_tokens', 0):.1f}",
+             f"{c.get('memory_mb', 0):.1f}"] for v, c in result.get("costs", {}).items()]
+    return header, rows
+
+
+def _paired_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    metric = result["recommendation"].get("metric", "f1")
+    header = ["variant", f"{METRIC_LABELS.get(metric, metric)} minus base [95 % CI]"]
+    return header, [[v, _cell(d.get(metric))] for v, d in result.get("paired", {}).items()]
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    def esc(s):
+        return str(s).replace("|", "\\|").replace("\n", " ")
+    lines = ["| " + " | ".join(esc(h) for h in header) + " |", "|" + " --- |" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows])
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _per_question_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    names = list(result["variants"])
+    header = ["#", "question", "reference"] + [f"{n} (F1)" for n in names]
+    rows = []
+    for i, item in enumerate(result.get("per_question", []), 1):
+        cells = []
+        for n in names:
+            a = item["answers"].get(n, {})
+            cells.append(f"{a.get('text', '')} ({a.get('scores', {}).get('f1', 0):.2f})")
+        rows.append([str(i), item["question"], item["reference"]] + cells)
+    return header, rows
+
+
+def _sections(result: dict) -> list[tuple[str, tuple[list[str], list[list[str]]] | list[str]]]:
+    """Report sections in order: (title, table or list of lines)."""
+    forgetting = result.get("forgetting") or []
+    return [
+        ("Results (mean [95 % bootstrap CI])", _rows(result)),
+        ("Paired difference against base", _paired_rows(result)),
+        ("Costs", _cost_rows(result)),
+        ("Forgetting check", [f["message"] for f in forgetting] or ["not run (no adapter compared)"]),
+        ("Warnings", result.get("warnings") or ["none"]),
+        ("Per question", _per_question_rows(result)),
+    ]
+
+
+def render_markdown(result: dict, chart_name: str) -> str:
+    rec = result["recommendation"]
+    parts = ["# Strategy comparison", "", f"**Recommendation: {rec.get('variant') or 'none'}.** {rec['reason']}",
+             "", f"![metrics with 95 % intervals]({chart_name})", ""]
+    for title, body in _sections(result):
+        parts += [f"## {title}", ""]
+        parts += [_md_table(*body)] if isinstance(body, tuple) else [f"- {line}" for line in body]
+        parts.append("")
+    parts += ["## Settings", "", "```", *(f"{k}: {v}" for k, v in result.get("settings", {}).items()), "```", ""]
+    return "\n".join(parts)
+
+
+def render_html(result: dict, png: bytes) -> str:
+    rec = result["recommendation"]
+    data = base64.b64encode(png).decode()
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Strategy comparison</title>",
+             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:"
+             "collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top;"
+             "font-size:13px}</style></head><body><h1>Strategy comparison</h1>",
+             f"<p><b>Recommendation: {html.escape(str(rec.get('variant') or 'none'))}.</b> "
+             f"{html.escape(rec['reason'])}</p>",
+             f"<img alt='metrics with 95 % intervals' src='data:image/png;base64,{data}'>"]
+    for title, body in _sections(result):
+        parts.append(f"<h2>{html.escape(title)}</h2>")
+        if isinstance(body, tuple):
+            parts.append(_html_table(*body))
+        else:
+            parts.append("<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in body) + "</ul>")
+    settings = "\n".join(f"{k}: {v}" for k, v in result.get("settings", {}).items())
+    parts.append(f"<h2>Settings</h2><pre>{html.escape(settings)}</pre></body></html>")
+    return "".join(parts)
+
+
+def write_report(result: dict, path: Path) -> dict[str, Path]:
+    """Write <path>.md (chart as a sibling PNG) and <path>.html (chart embedded); return the three paths."""
+    path = Path(path)
+    md_path = path if path.suffix.lower() == ".md" else path.with_suffix(".md")
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    png = chart_png(result["variants"])
+    png_path, html_path = md_path.with_suffix(".png"), md_path.with_suffix(".html")
+    png_path.write_bytes(png)
+    md_path.write_text(render_markdown(result, png_path.name), encoding="utf-8")
+    html_path.write_text(render_html(result, png), encoding="utf-8")
+    return {"markdown": md_path, "html": html_path, "png": png_path}

@@ -1,0 +1,189 @@
+"""Run a strategy comparison: every variant answers every question, then score, summarise and recommend."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from assistant.compare import metrics as M
+from assistant.compare.evalset import EvalItem
+from assistant.compare.forgetting import DEFAULT_MARGIN, arena_scorer, check_forgetting
+from assistant.compare.leakage import find_overlaps, overlap_warnings
+from assistant.compare.recommend import recommend
+from assistant.compare.runs import RunStore
+from assistant.compare.stats import exp_summary, paired_against, summarize
+from assistant.errors import ArenaError
+
+ADAPTER_VARIANTS = ("finetuned", "rag+finetuned")
+RAG_VARIANTS = ("rag", "rag+finetuned")
+DISAGREE_F1_SPREAD = 0.3
+
+
+@dataclass
+class CompareConfig:
+    """What to compare and how; stored with every run."""
+
+    variants: tuple[str, ...] = ("base", "prompt", "rag", "finetuned", "rag+finetuned")
+    metric: str = "f1"
+    adapter: str | None = None
+    seed: int = 0
+    max_new_tokens: int = 128
+    forgetting: bool = True
+    forgetting_margin: float = DEFAULT_MARGIN
+    eval_name: str = ""
+    label: str = ""
+
+
+def validate(cc: CompareConfig, items: list[EvalItem]) -> None:
+    from assistant.variants import VARIANTS
+
+    if not items:
+        raise ArenaError("the evaluation set is empty")
+    unknown = [v for v in cc.variants if v not in VARIANTS]
+    if unknown or not cc.variants:
+        raise ArenaError(f"unknown variant(s) {unknown or '(none given)'}; choose from {', '.join(VARIANTS)}")
+    if cc.metric not in M.PRIMARY_METRICS:
+        raise ArenaError(f"unknown metric {cc.metric!r}; choose one of {', '.join(M.PRIMARY_METRICS)}")
+    needs = [v for v in cc.variants if v in ADAPTER_VARIANTS]
+    if needs and not cc.adapter:
+        raise ArenaError(f"variant(s) {', '.join(needs)} need an adapter: pass --adapter NAME")
+
+
+def _embedder(runtime):
+    """The shared embedder for semantic similarity and near-duplicate checks, or None when unavailable."""
+    try:
+        return runtime.embedder
+    except (AttributeError, ArenaError):
+        return None
+
+
+def run_comparison(runtime, items: list[EvalItem], cc: CompareConfig, cfg=None,
+                   progress: Callable[[float, str], None] | None = None, store: bool = True) -> dict:
+    """Answer, score and summarise; returns the JSON-ready result (also stored in runs.sqlite)."""
+    from assistant.engine import GenSettings
+    from assistant.variants import VariantConfig
+
+    validate(cc, items)
+    progress = progress or (lambda fraction, text: None)
+    cfg = replace(cfg or VariantConfig(), adapter=cc.adapter)
+    gen = GenSettings(max_new_tokens=cc.max_new_tokens, temperature=0.0, top_p=1.0, seed=cc.seed)
+    arena, variants = runtime.arena, list(cc.variants)
+    questions = [it.question for it in items]
+    progress(0.0, f"answering {len(items)} questions × {len(variants)} variants")
+    answers = arena.ask_many(questions, variants, cfg, gen,
+                             progress=lambda done, total: progress(0.7 * done / max(total, 1), "answering"))
+    check_answers(answers)
+    progress(0.7, "reference likelihoods")
+    nlls = [arena.reference_nll(arena.prepare(it.question, variants, cfg), it.answer) for it in items]
+    progress(0.8, "scoring")
+    per_question, table = score_all(items, variants, answers, nlls, _embedder(runtime))
+    result = summarise(table, variants, cc)
+    result["costs"] = variant_costs(runtime, variants, answers, cc.adapter)
+    result["recommendation"] = recommend(result["variants"], result["costs"], cc.metric).to_dict()
+    result["per_question"] = per_question
+    result["warnings"] = leakage_warnings(runtime, cc, questions)
+    result["forgetting"] = []
+    if cc.adapter and cc.forgetting and any(v in ADAPTER_VARIANTS for v in variants):
+        progress(0.9, "forgetting check")
+        result["forgetting"] = [check_forgetting(cc.adapter, arena_scorer(arena, cfg, cc.adapter),
+                                                 cc.forgetting_margin)]
+        result["warnings"] += [f["message"] for f in result["forgetting"] if f["flagged"]]
+    result["settings"] = run_settings(runtime, cc, cfg, gen, len(items))
+    if store:
+        result["run_id"] = RunStore(Path(runtime.settings.data_dir) / "runs.sqlite").add(
+            result["settings"], result, label=cc.label)
+    progress(1.0, "done")
+    return result
+
+
+def check_answers(answers: list[dict]) -> None:
+    """A variant that cannot run (no documents, no adapter) would leave holes: stop with its reason."""
+    for per_variant in answers:
+        for name, answer in per_variant.items():
+            if getattr(answer, "error", ""):
+                raise ArenaError(f"variant {name!r} cannot run: {answer.error}")
+
+
+def score_all(items, variants, answers, nlls, embedder) -> tuple[list[dict], dict]:
+    """Per-question records and table[variant][metric] = per-question values."""
+    table = {v: {} for v in variants}
+    per_question = []
+    sims = {}
+    if embedder is not None:  # one encode call for every variant's answers: per-call overhead dominates
+        flat = M.semantic_similarities(embedder, [a[v].text for v in variants for a in answers],
+                                       [it.answer for v in variants for it in items])
+        sims = {v: flat[k * len(items):(k + 1) * len(items)] for k, v in enumerate(variants)}
+    for i, (item, ans, nll) in enumerate(zip(items, answers, nlls, strict=True)):
+        record = {"question": item.question, "reference": item.answer, "source": item.source, "answers": {}}
+        for v in variants:
+            a = ans[v]
+            scores = M.answer_scores(a.text, item.answer, [h.text for h in a.sources])
+            scores.update(semantic=sims[v][i] if sims else None, nll=float(nll[v]),
+                          ppl=M.perplexity(float(nll[v])), ttft_s=a.ttft_s, tokens_per_s=a.tokens_per_s)
+            for metric, value in scores.items():
+                table[v].setdefault(metric, []).append(value)
+            record["answers"][v] = {"text": a.text, "adapter": a.adapter, "scores": scores,
+                                    "sources": [{"citation": h.citation, "text": h.text, "score": h.score}
+                                                for h in a.sources]}
+        record["disagree"] = disagree(record["answers"])
+        per_question.append(record)
+    return per_question, table
+
+
+def disagree(answers: dict) -> bool:
+    """Variants disagree when some contain the reference and others not, or their token F1 spreads widely."""
+    f1 = [a["scores"]["f1"] for a in answers.values()]
+    hit = {a["scores"]["contains"] for a in answers.values()}
+    return len(answers) > 1 and (len(hit) > 1 or max(f1) - min(f1) >= DISAGREE_F1_SPREAD)
+
+
+def summarise(table: dict, variants: list[str], cc: CompareConfig) -> dict:
+    """Bootstrap summaries per variant (perplexity mapped from the NLL interval) and paired diffs vs base."""
+    summary = summarize({v: {m: vals for m, vals in table[v].items() if m != "ppl"} for v in variants},
+                        seed=cc.seed)
+    for v in variants:
+        summary[v]["ppl"] = exp_summary(summary[v]["nll"])
+    paired = paired_against(table, "base", seed=cc.seed)
+    return {"variants": summary, "paired": paired}
+
+
+def _folder_mb(path: Path) -> float:
+    path = Path(path)
+    if not path.exists():
+        return 0.0
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+def variant_costs(runtime, variants: list[str], answers: list[dict], adapter: str | None) -> dict:
+    """Per variant: adapter training seconds, mean prompt tokens beyond the plainest variant, extra memory."""
+    prompt = {v: sum(a[v].prompt_tokens for a in answers) / len(answers) for v in variants}
+    floor = prompt.get("base", min(prompt.values()))
+    info = runtime.registry.get(adapter) if adapter and set(variants) & set(ADAPTER_VARIANTS) else None
+    index_mb = _folder_mb(Path(runtime.settings.data_dir) / "index")
+    costs = {}
+    for v in variants:
+        tuned = v in ADAPTER_VARIANTS and info is not None
+        costs[v] = {
+            "training_seconds": float(info.metrics.get("train_seconds", 0.0)) if tuned else 0.0,
+            "extra_prompt_tokens": max(0.0, prompt[v] - floor),
+            "memory_mb": (_folder_mb(info.path) if tuned else 0.0) + (index_mb if v in RAG_VARIANTS else 0.0),
+        }
+    return costs
+
+
+def leakage_warnings(runtime, cc: CompareConfig, questions: list[str]) -> list[str]:
+    """Warn about evaluation questions the compared adapter was trained on (exact or near-duplicate)."""
+    if not cc.adapter or not set(cc.variants) & set(ADAPTER_VARIANTS):
+        return []
+    trained = runtime.registry.training_questions(cc.adapter)
+    overlaps = find_overlaps(questions, trained, embedder=_embedder(runtime))
+    return overlap_warnings(cc.adapter, overlaps, len(questions))
+
+
+def run_settings(runtime, cc: CompareConfig, cfg, gen, n_items: int) -> dict:
+    s = runtime.settings
+    return {"eval": cc.eval_name, "questions": n_items, "variants": list(cc.variants), "adapter": cc.adapter,
+            "metric": cc.metric, "seed": cc.seed, "model": s.model, "embedder": s.embedder,
+            "generation": asdict(gen), "system_prompt": cfg.system_prompt, "few_shot": len(cfg.few_shot),
+            "rag_k": cfg.rag_k, "rag_mode": cfg.rag_mode, "forgetting_margin": cc.forgetting_margin}

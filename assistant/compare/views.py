@@ -1,0 +1,75 @@
+"""Plain tables and HTML for showing comparison results (used by the Compare tab; no UI imports)."""
+
+from __future__ import annotations
+
+import html
+
+from assistant.compare.metrics import METRIC_LABELS
+from assistant.compare.report import TABLE_METRICS
+
+QUESTION_SCORES = ("f1", "rougeL", "contains", "semantic", "nll", "groundedness", "retrieval_hit")
+
+
+def _cell(s: dict | None) -> str:
+    if not s or s.get("mean") is None:
+        return "–"
+    return f"{s['mean']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}]"
+
+
+def results_table(result: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: one row per variant, mean [95 % CI] per metric, plus the paired F1 gain over base."""
+    variants = result["variants"]
+    metrics = [m for m in TABLE_METRICS if any(v.get(m, {}).get("mean") is not None for v in variants.values())]
+    primary = result["recommendation"].get("metric", "f1")
+    header = ["variant"] + [METRIC_LABELS[m] for m in metrics] + [f"Δ {METRIC_LABELS[primary]} vs base"]
+    rows = []
+    for name, summary in variants.items():
+        diff = result.get("paired", {}).get(name, {}).get(primary)
+        rows.append([name] + [_cell(summary.get(m)) for m in metrics] + [_cell(diff) if diff else "–"])
+    return header, rows
+
+
+def question_choices(result: dict, only_disagree: bool = False) -> list[tuple[str, int]]:
+    """(label, index) pairs for the per-question picker, optionally only where the variants disagree."""
+    out = []
+    for i, item in enumerate(result.get("per_question", [])):
+        if only_disagree and not item.get("disagree"):
+            continue
+        mark = " ⚡" if item.get("disagree") else ""
+        out.append((f"#{i + 1} {item['question'][:80]}{mark}", i))
+    return out
+
+
+def question_html(result: dict, index: int) -> str:
+    """One question: reference, every variant's answer side by side with its scores and sources."""
+    items = result.get("per_question", [])
+    if not 0 <= index < len(items):
+        return "<p>No question selected.</p>"
+    item = items[index]
+    head = (f"<p><b>Question:</b> {html.escape(item['question'])}</p>"
+            f"<p><b>Reference:</b> {html.escape(item['reference'])}</p>")
+    cols = []
+    for name, ans in item["answers"].items():
+        scores = "<br>".join(f"{METRIC_LABELS[m]}: {ans['scores'][m]:.3f}" for m in QUESTION_SCORES
+                             if ans["scores"].get(m) is not None)
+        sources = "".join(f"<li>{html.escape(s['citation'])}</li>" for s in ans.get("sources", []))
+        cols.append(f"<td style='vertical-align:top'><b>{html.escape(name)}</b>"
+                    f"<p>{html.escape(ans['text'])}</p><small>{scores}</small>"
+                    + (f"<ul>{sources}</ul>" if sources else "") + "</td>")
+    return head + "<table class='arena-compare-q'><tr>" + "".join(cols) + "</tr></table>"
+
+
+def runs_table(runs) -> tuple[list[str], list[list]]:
+    """Past runs side by side: id, label, eval set, primary metric per variant and the recommendation."""
+    names = []
+    for run in runs:
+        names += [v for v in run.result.get("variants", {}) if v not in names]
+    header = ["id", "label", "eval", "metric"] + names + ["recommended"]
+    rows = []
+    for run in runs:
+        metric = run.settings.get("metric", "f1")
+        variants = run.result.get("variants", {})
+        cells = [_cell(variants.get(n, {}).get(metric)) for n in names]
+        rec = run.result.get("recommendation", {}).get("variant") or "none"
+        rows.append([run.id, run.label, run.settings.get("eval", ""), metric] + cells + [rec])
+    return header, rows

@@ -1,0 +1,389 @@
+"""One base model in memory, peft adapters loaded by name, and a batched streaming decode loop."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from assistant.errors import ArenaError
+from assistant.models import LoadedModel
+
+BASE = "__base__"  # peft's name for "no adapter" rows in a mixed batch
+MIXABLE_TYPES = {"LORA"}  # peft tuners whose layers support `adapter_names` mixed batches
+
+
+@dataclass
+class GenSettings:
+    """Generation settings shared by all variants so the comparison is fair."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    repetition_penalty: float = 1.0
+
+    def check(self, context_length: int) -> None:
+        """Raise ArenaError naming the first absurd value."""
+        if not 1 <= self.max_new_tokens <= context_length // 2:
+            raise ArenaError(f"max new tokens must be 1-{context_length // 2} (half the model's context "
+                             f"of {context_length}), got {self.max_new_tokens}")
+        if not 0 <= self.temperature <= 5:
+            raise ArenaError(f"temperature must be between 0 and 5, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ArenaError(f"top-p must be in (0, 1], got {self.top_p}")
+        if not 0.5 <= self.repetition_penalty <= 3:
+            raise ArenaError(f"repetition penalty must be between 0.5 and 3, got {self.repetition_penalty}")
+
+
+@dataclass
+class Row:
+    """One sequence to continue: prompt token ids and the adapter to use (None = base weights)."""
+
+    input_ids: list[int]
+    adapter: str | None = None
+
+
+@dataclass
+class RowOutput:
+    """The growing output of one row."""
+
+    tokens: list[int] = field(default_factory=list)
+    text: str = ""
+    ttft_s: float = 0.0
+    seconds: float = 0.0
+    done: bool = False
+
+    @property
+    def tokens_per_s(self) -> float:
+        decode = self.seconds - self.ttft_s
+        return (len(self.tokens) - 1) / decode if len(self.tokens) > 1 and decode > 0 else 0.0
+
+
+@dataclass
+class AdapterSlot:
+    """How a loaded adapter is run: in the mixed batch, alone on the shared model, or on its own model."""
+
+    name: str
+    path: Path
+    peft_type: str | None
+    mode: str  # "mixed" | "solo" (same weights, own call: DoRA) | "separate" (own model: full/prompt tuning/...)
+
+
+def adapter_peft_type(path: Path) -> tuple[str | None, bool]:
+    """(peft type, uses DoRA) of an adapter folder; (None, False) for a full model folder."""
+    cfg = path / "adapter_config.json"
+    if cfg.is_file():
+        data = json.loads(cfg.read_text())
+        return str(data.get("peft_type", "")).upper() or None, bool(data.get("use_dora"))
+    if (path / "config.json").is_file():
+        return None, False
+    raise ArenaError(f"adapter folder {path} has neither adapter_config.json nor config.json")
+
+
+class Engine:
+    """Generates for many (prompt, adapter) rows at once over one shared base model."""
+
+    def __init__(self, loaded: LoadedModel):
+        self.loaded = loaded
+        self.tokenizer = loaded.tokenizer
+        self.model = loaded.model  # becomes a PeftModel once the first mixable adapter is loaded
+        self.slots: dict[str, AdapterSlot] = {}
+        self._separate: dict[str, torch.nn.Module] = {}  # at most one extra model, see _separate_model
+        self._lock = threading.RLock()  # one generation at a time: the KV cache and hooks are per call
+
+    @property
+    def context_length(self) -> int:
+        cfg = self.loaded.model.config
+        return int(getattr(cfg, "max_position_embeddings", 0) or 2048)
+
+    @property
+    def eos_ids(self) -> set[int]:
+        ids = {self.tokenizer.eos_token_id}
+        cfg_eos = getattr(getattr(self.loaded.model, "generation_config", None), "eos_token_id", None)
+        ids.update(cfg_eos if isinstance(cfg_eos, list) else [cfg_eos])
+        return {i for i in ids if i is not None}
+
+    def chat_ids(self, messages: list[dict]) -> list[int]:
+        """Token ids of a conversation with the model's own chat template, ready for the reply."""
+        out = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
+        return list(out["input_ids"])
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def load_adapter(self, name: str, path: Path) -> AdapterSlot:
+        """Load an adapter folder under `name` once; later calls with the same name and path are free."""
+        path = Path(path)
+        with self._lock:
+            slot = self.slots.get(name)
+            if slot is not None and slot.path == path:
+                return slot
+            if slot is not None:  # same name, new folder (re-trained or renamed): replace the old weights
+                self._unload(slot)
+            peft_type, dora = adapter_peft_type(path)
+            mode = "separate" if peft_type not in MIXABLE_TYPES else ("solo" if dora else "mixed")
+            if mode != "separate":
+                self._attach(name, path)
+            self.slots[name] = AdapterSlot(name, path, peft_type, mode)
+            return self.slots[name]
+
+    def _unload(self, slot: AdapterSlot) -> None:
+        self.slots.pop(slot.name)
+        self._separate.pop(slot.name, None)
+        if slot.mode != "separate":
+            self.model.delete_adapter(slot.name)
+            self._set_active([])
+
+    def _attach(self, name: str, path: Path) -> None:
+        from peft import PeftModel
+
+        if isinstance(self.model, PeftModel):
+            self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+        else:
+            self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name, is_trainable=False)
+        self.model.eval()
+        self._set_active([])
+
+    def _separate_model(self, name: str) -> torch.nn.Module:
+        """Full-model folders and non-LoRA peft types get their own model; only the latest one is kept."""
+        if name in self._separate:
+            return self._separate[name]
+        from transformers import AutoModelForCausalLM
+
+        slot = self.slots[name]
+        self._separate.clear()  # keep memory bounded to base + one extra model
+        if slot.peft_type is None:
+            model = AutoModelForCausalLM.from_pretrained(slot.path, dtype=self.loaded.dtype)
+        else:
+            from peft import PeftModel
+
+            if not Path(self.loaded.path, "config.json").is_file():
+                raise ArenaError(f"adapter {name!r} ({slot.peft_type}) needs the base model folder, "
+                                 f"but the base was not loaded from one ({self.loaded.path})")
+            base = AutoModelForCausalLM.from_pretrained(self.loaded.path, dtype=self.loaded.dtype)
+            model = PeftModel.from_pretrained(base, str(slot.path), is_trainable=False)
+        self._separate[name] = model.to(self.loaded.device).eval()
+        return self._separate[name]
+
+    def stream(self, rows: list[Row], gen: GenSettings) -> Iterator[list[RowOutput]]:
+        """Yield every row's growing output: mixed rows in one batched call, then solo/separate rows."""
+        gen.check(self.context_length)
+        for row in rows:
+            if row.adapter is not None and row.adapter not in self.slots:
+                raise ArenaError(f"adapter {row.adapter!r} is not loaded; loaded: {sorted(self.slots) or 'none'}")
+        outputs = [RowOutput() for _ in rows]
+        with self._lock:
+            for group in self._groups(rows):
+                start = time.perf_counter()
+                for step in self._run_group([rows[i] for i in group], gen):
+                    for i, out in zip(group, step, strict=True):
+                        outputs[i] = out
+                    yield outputs
+                self._finish([outputs[i] for i in group], start)
+        yield outputs
+
+    @staticmethod
+    def _finish(outputs: list[RowOutput], start: float) -> None:
+        for out in outputs:
+            out.done = True
+            out.seconds = out.seconds or time.perf_counter() - start
+
+    def _groups(self, rows: list[Row]) -> list[list[int]]:
+        """Indices of rows that can share one forward: all mixable rows together, every other row alone."""
+        mixed = [i for i, r in enumerate(rows) if r.adapter is None or self.slots[r.adapter].mode == "mixed"]
+        others = [[i] for i in range(len(rows)) if i not in mixed]
+        return ([mixed] if mixed else []) + others
+
+    def _run_group(self, rows: list[Row], gen: GenSettings) -> Iterator[list[RowOutput]]:
+        adapter = rows[0].adapter
+        slot = self.slots.get(adapter) if adapter else None
+        if slot is not None and slot.mode == "separate":
+            return decode(self._separate_model(adapter), self.tokenizer, rows, gen, self.eos_ids, None)
+        if slot is not None and slot.mode == "solo":
+            return decode(self._inner(), self.tokenizer, rows, gen, self.eos_ids,
+                          lambda idx: self._activated([adapter]))
+        names = [r.adapter or BASE for r in rows]
+        return decode(self._inner(), self.tokenizer, rows, gen, self.eos_ids, self._router(names))
+
+    @contextmanager
+    def _activated(self, names: list[str]):
+        """Make `names` the active adapters for one call, then none again (the base stays plain)."""
+        self._set_active(names)
+        try:
+            yield
+        finally:
+            self._set_active([])
+
+    def _set_active(self, names: list[str]) -> None:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        # With no active adapter the injected layers act as the plain base model, so code that uses
+        # runtime.base.model directly (training, comparison) never sees an adapter by accident.
+        for module in self.model.modules():
+            if isinstance(module, BaseTunerLayer):
+                module.set_adapter(names, inference_mode=True)
+
+    def _inner(self) -> torch.nn.Module:
+        from peft import PeftModel
+
+        # Calling the wrapped transformers model skips PeftModel.forward's per-call bookkeeping.
+        return self.model.base_model.model if isinstance(self.model, PeftModel) else self.model
+
+    def _router(self, names: list[str]):
+        """Row indices -> a context routing those rows to their adapters (None without any adapter)."""
+        from peft import PeftModel
+
+        if not isinstance(self.model, PeftModel) or all(n == BASE for n in names):
+            return None  # no adapter active: the injected layers already compute the plain base model
+        # Hooks live only for one forward, so nothing stays routed while a stream is paused between tokens.
+        return lambda idx: self.model.base_model._enable_peft_forward_hooks(
+            adapter_names=[names[i] for i in idx])
+
+    def generate(self, rows: list[Row], gen: GenSettings) -> list[RowOutput]:
+        """The final outputs of stream()."""
+        last: list[RowOutput] = []
+        for outputs in self.stream(rows, gen):
+            last = outputs
+        return last
+
+    def nll(self, prompt_ids: list[int], reference_ids: list[int], adapter: str | None) -> float:
+        """Mean per-token negative log-likelihood of `reference_ids` after `prompt_ids` (teacher forcing)."""
+        if not reference_ids:
+            raise ArenaError("reference answer is empty")
+        ids = torch.tensor([prompt_ids + reference_ids], device=self.loaded.device)
+        with self._lock, torch.inference_mode():
+            slot = self.slots.get(adapter) if adapter else None
+            if slot is not None and slot.mode == "separate":
+                logits = self._separate_model(adapter)(input_ids=ids).logits
+            else:
+                route = (lambda idx: self._activated([adapter])) if slot is not None and slot.mode == "solo" \
+                    else self._router([adapter or BASE])
+                with route([0]) if route else nullcontext():
+                    logits = self._inner()(input_ids=ids).logits
+        logits = logits[0, len(prompt_ids) - 1:-1].float()
+        return float(torch.nn.functional.cross_entropy(logits, ids[0, len(prompt_ids):]))
+
+
+def decode(model, tokenizer, rows: list[Row], gen: GenSettings, eos_ids: set[int], route) -> Iterator[
+        list[RowOutput]]:
+    """Batched decode with a KV cache, yielding all rows' outputs after every token.
+
+    `route(row_indices)` returns the context that routes those rows to their adapters (or is None).
+    """
+    with torch.inference_mode():
+        yield from _decode_loop(model, tokenizer, rows, gen, eos_ids, route or (lambda idx: nullcontext()))
+
+
+def _decode_loop(model, tokenizer, rows, gen, eos_ids, route):
+    device = next(model.parameters()).device
+    ids, mask = _left_pad(rows, tokenizer.pad_token_id, device)
+    seen = _seen_mask(ids, mask, model.config.vocab_size) if gen.repetition_penalty != 1.0 else None
+    sampler = torch.Generator(device="cpu").manual_seed(gen.seed)
+    start, outs = time.perf_counter(), [RowOutput() for _ in rows]
+    cache, logits = prefill(model, rows, route, device)
+    positions = mask.sum(-1, keepdim=True)
+    everyone = list(range(len(rows)))
+    for _ in range(gen.max_new_tokens):
+        nxt = pick_next(logits.float(), gen, seen, sampler)
+        if _record(outs, nxt.tolist(), tokenizer, eos_ids, time.perf_counter() - start):
+            break
+        yield outs
+        if seen is not None:
+            seen[torch.arange(len(rows)), nxt] = True
+        mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
+        with route(everyone):
+            logits = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=positions,
+                           past_key_values=cache, use_cache=True).logits[:, -1]
+        positions = positions + 1
+    yield outs
+
+
+def prefill(model, rows: list[Row], route, device):
+    """Each prompt alone (no compute wasted on padding), then one left-padded KV cache for the batch."""
+    from transformers import DynamicCache
+
+    caches, last = [], []
+    for i, row in enumerate(rows):
+        cache = DynamicCache(config=model.config)
+        with route([i]):
+            out = model(input_ids=torch.tensor([row.input_ids], device=device), past_key_values=cache,
+                        use_cache=True, logits_to_keep=1)
+        caches.append(cache)
+        last.append(out.logits[:, -1])
+    if len(rows) == 1:
+        return caches[0], last[0]
+    return merge_caches(caches, model.config), torch.cat(last)
+
+
+def merge_caches(caches: list, config):
+    """Stack single-row caches into one batch, left-padding each layer's keys/values with zeros."""
+    from transformers import DynamicCache
+
+    merged = DynamicCache(config=config)
+    width = max(c.get_seq_length() for c in caches)
+    for layer in range(len(caches[0].layers)):
+        keys = [_pad_left(c.layers[layer].keys, width) for c in caches]
+        values = [_pad_left(c.layers[layer].values, width) for c in caches]
+        merged.update(torch.cat(keys), torch.cat(values), layer)
+    return merged
+
+
+def _pad_left(t: torch.Tensor, width: int) -> torch.Tensor:
+    """[1, heads, seq, dim] -> [1, heads, width, dim]; the attention mask hides the zero slots."""
+    return torch.nn.functional.pad(t, (0, 0, width - t.shape[2], 0))
+
+
+def _left_pad(rows: list[Row], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r.input_ids) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row.input_ids):] = torch.tensor(row.input_ids)
+        mask[i, width - len(row.input_ids):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _seen_mask(ids: torch.Tensor, mask: torch.Tensor, vocab: int) -> torch.Tensor:
+    seen = torch.zeros((ids.shape[0], vocab), dtype=torch.bool, device=ids.device)
+    seen.scatter_(1, ids * mask, mask.bool())  # padded slots scatter False, so pads are not "seen"
+    return seen
+
+
+def pick_next(logits: torch.Tensor, gen: GenSettings, seen: torch.Tensor | None,
+              sampler: torch.Generator) -> torch.Tensor:
+    """Next token per row: repetition penalty (as in transformers), then greedy or temperature/top-p."""
+    if seen is not None:
+        penalized = torch.where(logits > 0, logits / gen.repetition_penalty, logits * gen.repetition_penalty)
+        logits = torch.where(seen, penalized, logits)
+    if gen.temperature == 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits / gen.temperature, dim=-1)
+    if gen.top_p < 1:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        drop = sorted_p.cumsum(-1) - sorted_p > gen.top_p  # keep the smallest prefix reaching top_p
+        probs = probs.scatter(1, order, sorted_p.masked_fill(drop, 0))
+    return torch.multinomial(probs.cpu(), 1, generator=sampler).squeeze(1).to(logits.device)
+
+
+def _record(outs: list[RowOutput], tokens: list[int], tokenizer, eos_ids: set[int], elapsed: float) -> bool:
+    """Append each unfinished row's token; return True once every row is finished."""
+    for out, tok in zip(outs, tokens, strict=True):
+        if out.done:
+            continue
+        if not out.tokens:
+            out.ttft_s = elapsed
+        if tok in eos_ids:
+            out.done, out.seconds = True, elapsed
+            continue
+        out.tokens.append(tok)
+        out.seconds = elapsed
+        # A trailing replacement char is an incomplete multi-byte character; show it once complete.
+        out.text = tokenizer.decode(out.tokens, skip_special_tokens=True).rstrip("\ufffd")
+    return all(out.done for out in outs)

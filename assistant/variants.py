@@ -1,0 +1,145 @@
+"""The five variants as small prompt builders over one engine: base, prompt, rag, finetuned, rag+finetuned."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from assistant.errors import ArenaError
+
+VARIANTS = ("base", "prompt", "rag", "finetuned", "rag+finetuned")
+ADAPTER_VARIANTS = {"finetuned", "rag+finetuned"}
+RAG_VARIANTS = {"rag", "rag+finetuned"}
+
+DEFAULT_SYSTEM_PROMPT = ("You are a precise assistant for this team's domain. Answer in a few sentences; "
+                         "if you are not sure, say so instead of guessing.")
+RAG_INSTRUCTION = ("Answer the question using only the numbered context passages below. Cite the passages "
+                   "you use as [n]. If the context does not contain the answer, say that it does not.")
+NO_ADAPTER = "no adapter yet — train one in the Train tab"
+NO_DOCUMENTS = "no documents yet — add some in the Documents tab"
+
+
+@dataclass
+class VariantConfig:
+    """User-editable settings of the prompt and RAG variants and the chosen adapter."""
+
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    few_shot: list[dict] = field(default_factory=list)  # [{"question", "answer"}]
+    dynamic_k: int = 0  # 0 = use the whole fixed few-shot list; k > 0 = the k pairs nearest the question
+    rag_k: int = 4
+    rag_mode: str = "hybrid"
+    adapter: str | None = None
+
+
+def parse_variants(text: str) -> list[str]:
+    """'base,rag' -> ['base', 'rag'] in canonical order; ArenaError naming an unknown variant."""
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown or not names:
+        raise ArenaError(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}" if unknown
+                         else f"no variants given; choose from {', '.join(VARIANTS)}")
+    return [v for v in VARIANTS if v in names]
+
+
+def base_messages(question: str, history: list[dict] | None = None) -> list[dict]:
+    """The question (after any earlier turns) with nothing added."""
+    return list(history or []) + [{"role": "user", "content": question}]
+
+
+def prompt_messages(question: str, system_prompt: str, shots: list[dict],
+                    history: list[dict] | None = None) -> list[dict]:
+    """System prompt, few-shot pairs as earlier user/assistant turns, then the conversation."""
+    messages = [{"role": "system", "content": system_prompt.strip()}] if system_prompt.strip() else []
+    for shot in shots:
+        messages += [{"role": "user", "content": shot["question"]},
+                     {"role": "assistant", "content": shot["answer"]}]
+    return messages + base_messages(question, history)
+
+
+def check_few_shot(pairs: list[dict]) -> list[dict]:
+    """Validate few-shot pairs; ArenaError names the first bad entry."""
+    for i, pair in enumerate(pairs, 1):
+        if not isinstance(pair, dict) or not str(pair.get("question", "")).strip() \
+                or not str(pair.get("answer", "")).strip():
+            raise ArenaError(f"few-shot example {i} needs a non-empty 'question' and 'answer', got {pair!r}")
+    return pairs
+
+
+def pick_few_shot(question: str, pairs: list[dict], k: int,
+                  embed: Callable[[list[str]], np.ndarray]) -> list[dict]:
+    """The k pairs whose questions are nearest the question by embedding (cosine), nearest last."""
+    if k <= 0 or len(pairs) <= k:
+        return list(pairs)
+    vectors = embed([question] + [p["question"] for p in pairs])
+    vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
+    scores = vectors[1:] @ vectors[0]
+    nearest = np.argsort(-scores, kind="stable")[:k]
+    # Nearest last: it ends up closest to the question in the prompt.
+    return [pairs[i] for i in reversed(nearest)]
+
+
+def format_passage(n: int, hit) -> str:
+    return f"[{n}] ({hit.citation})\n{hit.text.strip()}"
+
+
+def fit_hits(hits: list, budget: int, count_tokens: Callable[[str], int]) -> tuple[list, str]:
+    """Keep hits in rank order while their passages fit `budget` tokens; cut the first that overflows."""
+    kept, used = [], 0
+    for hit in hits:
+        cost = count_tokens(format_passage(len(kept) + 1, hit)) + 2
+        if used + cost <= budget:
+            kept.append(hit)
+            used += cost
+            continue
+        room = budget - used - count_tokens(format_passage(len(kept) + 1, _Cut(hit, ""))) - 8
+        if room > 16:  # a cut passage is still useful when a good part of it fits
+            kept.append(_Cut(hit, _cut_text(hit.text, room, count_tokens)))
+        dropped = len(hits) - len(kept)
+        return kept, f"context trimmed to fit {budget} tokens ({dropped} passage(s) dropped, last one cut)"
+    return kept, ""
+
+
+def _cut_text(text: str, tokens: int, count_tokens: Callable[[str], int]) -> str:
+    """The longest prefix of text within `tokens` tokens (binary search on characters)."""
+    lo, hi = 0, len(text)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if count_tokens(text[:mid]) <= tokens else (lo, mid - 1)
+    return text[:lo].rstrip() + " …"
+
+
+class _Cut:
+    """A hit whose text was shortened to fit the budget; everything else is the original hit's."""
+
+    def __init__(self, hit, text: str):
+        self._hit, self.text = hit, text
+
+    def __getattr__(self, name):
+        return getattr(self._hit, name)
+
+
+def rag_messages(question: str, hits: list, history: list[dict] | None = None) -> list[dict]:
+    """Instruction plus numbered passages as the system turn, then the conversation."""
+    passages = "\n\n".join(format_passage(i, h) for i, h in enumerate(hits, 1))
+    system = f"{RAG_INSTRUCTION}\n\nContext:\n{passages}" if hits else \
+        f"{RAG_INSTRUCTION}\n\nContext:\n(no passages found)"
+    return [{"role": "system", "content": system}] + base_messages(question, history)
+
+
+def rag_budget(context_length: int, max_new_tokens: int, fixed_tokens: int) -> int:
+    """Tokens left for passages after the answer, the question/history and the template (10% margin)."""
+    return max(0, int(context_length * 0.9) - max_new_tokens - fixed_tokens)
+
+
+def truncate_question(question: str, max_tokens: int, count_tokens: Callable[[str], int]) -> tuple[str, str]:
+    """(question, notice): over-long questions are cut to `max_tokens` with a visible notice."""
+    question = question.strip()
+    if not question:
+        raise ArenaError("the question is empty; type a question first")
+    tokens = count_tokens(question)
+    if tokens <= max_tokens:
+        return question, ""
+    return _cut_text(question, max_tokens, count_tokens), \
+        f"question truncated from {tokens} to {max_tokens} tokens"

@@ -1,0 +1,286 @@
+"""Document loaders: bytes in, text segments out (with page or section titles for citations)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from assistant.errors import ArenaError
+
+MAX_FILE_BYTES = 50 * 1024 * 1024  # a larger file is almost always a data dump, not a document
+TEXT_KINDS = {".txt": "txt", ".text": "txt", ".md": "md", ".markdown": "md", ".rst": "rst", ".html": "html",
+              ".htm": "html", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
+SUPPORTED = ".txt .md .rst .html .htm .pdf .docx .jsonl .csv"
+TEXT_COLUMNS = ("text", "content", "body", "document", "passage", "chunk")
+RST_UNDERLINE = re.compile(r"^([=\-~^\"'`#*+<>:._])\1{2,}\s*$")
+
+
+class LoaderError(ArenaError):
+    """A file that cannot be turned into text; the message names the file and the reason."""
+
+
+@dataclass
+class Segment:
+    """A stretch of document text with where it sits: a section title and/or a page number."""
+
+    text: str
+    title: str = ""
+    page: int | None = None
+    title_in_text: bool = True  # False for labels like "row 12" that cite a row but are not a heading
+
+
+@dataclass
+class LoadedDocument:
+    source: str
+    kind: str
+    segments: list[Segment] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "\n\n".join(s.text for s in self.segments)
+
+
+def load_file(path: Path, max_bytes: int = MAX_FILE_BYTES, source: str | None = None) -> LoadedDocument:
+    """Read one file, detect its type by content and extension, and return its text segments."""
+    path = Path(path)
+    name = source or path.name
+    if not path.is_file():
+        raise LoaderError(f"{name}: not a file")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise LoaderError(f"{name}: file is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit")
+    return load_bytes(path.read_bytes(), name)
+
+
+def load_bytes(data: bytes, name: str) -> LoadedDocument:
+    """Parse raw bytes; binary signatures win over the extension so a misnamed file still loads."""
+    if not data.strip():
+        raise LoaderError(f"{name}: file is empty")
+    kind = detect_kind(data, name)
+    segments = PARSERS[kind](data, name)
+    segments = [s for s in segments if s.text.strip()]
+    if not segments:
+        raise LoaderError(f"{name}: no text found in this {kind.upper()} file")
+    return LoadedDocument(name, kind, segments)
+
+
+def detect_kind(data: bytes, name: str) -> str:
+    """Return pdf, docx, html, md, rst, jsonl, csv or txt; raise for binary or unsupported files."""
+    ext = Path(name).suffix.lower()
+    if data.startswith(b"%PDF"):
+        return "pdf"
+    if data.startswith(b"PK\x03\x04"):
+        if _is_docx(data):
+            return "docx"
+        raise LoaderError(f"{name}: unsupported type (a zip archive that is not a .docx); supported: {SUPPORTED}")
+    if ext == ".pdf":
+        raise LoaderError(f"{name}: corrupt PDF (no %PDF header)")
+    if ext == ".docx":
+        raise LoaderError(f"{name}: corrupt DOCX (not a zip archive)")
+    if _looks_binary(data):
+        raise LoaderError(f"{name}: unsupported type (binary content); supported: {SUPPORTED}")
+    if ext in TEXT_KINDS:
+        return TEXT_KINDS[ext]
+    return _sniff_text(decode_text(data, name))
+
+
+def _is_docx(data: bytes) -> bool:
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            return "word/document.xml" in zf.namelist()
+    except zipfile.BadZipFile:
+        return False
+
+
+def _looks_binary(data: bytes) -> bool:
+    head = data[:8192]
+    if b"\x00" in head:
+        return True
+    try:
+        head.decode("utf-8")
+        return False
+    except UnicodeDecodeError as exc:
+        # A multi-byte character cut at the 8 KiB boundary is not binary.
+        if exc.start >= len(head) - 4:
+            return False
+    controls = sum(b < 9 or 13 < b < 32 for b in head)
+    return controls > len(head) * 0.05
+
+
+def decode_text(data: bytes, name: str) -> str:
+    for encoding in ("utf-8-sig", "cp1252"):
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    return data.decode("latin-1")
+
+
+def _sniff_text(text: str) -> str:
+    head = text.lstrip()[:2000].lower()
+    if head.startswith(("<!doctype html", "<html")) or re.search(r"<(body|p|div|h1)[\s>]", head):
+        return "html"
+    lines = [ln for ln in text.splitlines()[:20] if ln.strip()]
+    if lines and all(ln.lstrip().startswith("{") and ln.rstrip().endswith("}") for ln in lines):
+        return "jsonl"
+    if re.search(r"^#{1,6} \S", text, re.M):
+        return "md"
+    return "txt"
+
+
+def parse_txt(data: bytes, name: str) -> list[Segment]:
+    return [Segment(decode_text(data, name))]
+
+
+def parse_markdown(data: bytes, name: str) -> list[Segment]:
+    """Split at #/##/### headers (langchain's header splitter) so each section keeps its title."""
+    from langchain_text_splitters import MarkdownHeaderTextSplitter
+
+    headers = [("#", "h1"), ("##", "h2"), ("###", "h3")]
+    splitter = MarkdownHeaderTextSplitter(headers_to_split_on=headers, strip_headers=True)
+    segments = []
+    for doc in splitter.split_text(decode_text(data, name)):
+        titles = [doc.metadata[k] for _, k in headers if k in doc.metadata]
+        segments.append(Segment(doc.page_content, titles[-1] if titles else ""))
+    return segments
+
+
+def parse_rst(data: bytes, name: str) -> list[Segment]:
+    """Split at reStructuredText titles: a line underlined (optionally overlined) with punctuation."""
+    lines = decode_text(data, name).splitlines()
+    segments, title, body = [], "", []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        nxt = lines[i + 1] if i + 1 < len(lines) else ""
+        if line.strip() and not RST_UNDERLINE.match(line) and RST_UNDERLINE.match(nxt) \
+                and len(nxt.rstrip()) >= len(line.rstrip()):
+            if body and body[-1].strip() and RST_UNDERLINE.match(body[-1]):
+                body.pop()  # the overline of an over-and-underlined title
+            segments.append(Segment("\n".join(body).strip(), title))
+            title, body, i = line.strip(), [], i + 2
+            continue
+        body.append(line)
+        i += 1
+    segments.append(Segment("\n".join(body).strip(), title))
+    return segments
+
+
+def parse_html(data: bytes, name: str) -> list[Segment]:
+    """Visible text grouped under the nearest h1-h4 heading."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(decode_text(data, name), "html.parser")
+    for tag in soup(["script", "style", "noscript", "template"]):
+        tag.decompose()
+    segments, title, parts = [], "", []
+    blocks = soup.find_all(["h1", "h2", "h3", "h4", "p", "li", "pre", "td", "dt", "dd", "blockquote"])
+    for el in blocks:
+        if el.find_parent(["p", "li", "td", "dd", "blockquote"]) is not None and el.name != "pre":
+            continue  # nested block: its text is already in the parent's
+        text = el.get_text(" ", strip=True)
+        if el.name in {"h1", "h2", "h3", "h4"}:
+            segments.append(Segment("\n".join(parts), title))
+            title, parts = text, []
+        elif text:
+            parts.append(text)
+    segments.append(Segment("\n".join(parts), title))
+    if not any(s.text.strip() for s in segments):  # no block tags: fall back to all visible text
+        return [Segment(soup.get_text("\n", strip=True))]
+    return segments
+
+
+def parse_pdf(data: bytes, name: str) -> list[Segment]:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        pages = [Segment(page.extract_text() or "", page=i + 1) for i, page in enumerate(reader.pages)]
+    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+        raise LoaderError(f"{name}: corrupt PDF ({exc})") from exc
+    if not any(p.text.strip() for p in pages):
+        raise LoaderError(f"{name}: PDF has no extractable text (scanned images need OCR first)")
+    return pages
+
+
+def parse_docx(data: bytes, name: str) -> list[Segment]:
+    """Paragraphs grouped under the nearest Heading/Title style; table cells appended at the end."""
+    import docx
+
+    try:
+        document = docx.Document(io.BytesIO(data))
+    except Exception as exc:  # python-docx raises assorted zip/xml/key errors for broken files
+        raise LoaderError(f"{name}: corrupt DOCX ({exc})") from exc
+    segments, title, parts = [], "", []
+    for para in document.paragraphs:
+        style = (para.style.name if para.style is not None else "") or ""
+        if style.startswith(("Heading", "Title")) and para.text.strip():
+            segments.append(Segment("\n".join(parts), title))
+            title, parts = para.text.strip(), []
+        elif para.text.strip():
+            parts.append(para.text)
+    segments.append(Segment("\n".join(parts), title))
+    for n, table in enumerate(document.tables, start=1):
+        rows = [" | ".join(c.text.strip() for c in row.cells) for row in table.rows]
+        segments.append(Segment("\n".join(rows), f"table {n}", title_in_text=False))
+    return segments
+
+
+def rows_to_segments(rows: list[dict], name: str) -> list[Segment]:
+    """One segment per row: the text column, or question + answer for FAQ exports."""
+    if not rows:
+        raise LoaderError(f"{name}: no rows")
+    columns = list(rows[0].keys())
+    lower = {str(c).lower(): c for c in columns}
+    text_col = next((lower[c] for c in TEXT_COLUMNS if c in lower), None)
+    title_col = lower.get("title") or lower.get("question")
+    if text_col is None and not ("question" in lower and "answer" in lower):
+        raise LoaderError(f"{name}: no text column; expected one of {', '.join(TEXT_COLUMNS)} "
+                          f"(or question + answer), found: {', '.join(map(str, columns))}")
+    segments = []
+    for n, row in enumerate(rows, start=1):
+        if text_col is not None:
+            text = str(row.get(text_col) or "")
+        else:
+            text = f"{row.get(lower['question']) or ''}\n{row.get(lower['answer']) or ''}"
+        title = str(row.get(title_col) or "") if title_col else ""
+        segments.append(Segment(text, title) if title else Segment(text, f"row {n}", title_in_text=False))
+    return segments
+
+
+def parse_jsonl(data: bytes, name: str) -> list[Segment]:
+    rows = []
+    for n, line in enumerate(decode_text(data, name).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise LoaderError(f"{name}: line {n} is not valid JSON ({exc.msg})") from exc
+        if not isinstance(row, dict):
+            raise LoaderError(f"{name}: line {n} is not a JSON object")
+        rows.append(row)
+    return rows_to_segments(rows, name)
+
+
+def parse_csv(data: bytes, name: str) -> list[Segment]:
+    text = decode_text(data, name)
+    try:
+        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t|")
+    except csv.Error:
+        dialect = csv.excel
+    try:
+        rows = list(csv.DictReader(io.StringIO(text), dialect=dialect))
+    except csv.Error as exc:
+        raise LoaderError(f"{name}: unreadable CSV ({exc})") from exc
+    return rows_to_segments(rows, name)
+
+
+PARSERS = {"txt": parse_txt, "md": parse_markdown, "rst": parse_rst, "html": parse_html, "pdf": parse_pdf,
+           "docx": parse_docx, "jsonl": parse_jsonl, "csv": parse_csv}

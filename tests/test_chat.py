@@ -1,0 +1,174 @@
+"""The Arena and the Chat tab's handlers on the tiny model: five columns stream, votes, blind mode, CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from assistant.arena import Arena
+from assistant.engine import GenSettings
+from assistant.errors import ArenaError
+from assistant.runtime import Runtime
+from assistant.settings import Settings
+from assistant.variants import NO_ADAPTER, NO_DOCUMENTS, VARIANTS, VariantConfig
+from tests.test_engine import make_lora
+from tests.test_variants import FakeHit
+from ui import chat
+
+
+class ListStore:
+    """A document store over a fixed list of hits (the retrieval part is tested on its own)."""
+
+    def __init__(self, hits):
+        self.hits = hits
+
+    def is_empty(self):
+        return not self.hits
+
+    def search(self, query, k=5, mode="hybrid"):
+        return self.hits[:k]
+
+
+class ChatRuntime(Runtime):
+    """Runtime with a document store and the real adapter registry under the test's data dir."""
+
+    def __init__(self, settings, base, hits):
+        super().__init__(settings, base)
+        self._hits = hits
+
+    @property
+    def store(self):
+        return ListStore(self._hits)
+
+    @property
+    def registry(self):
+        from training.registry import AdapterRegistry
+
+        return AdapterRegistry(self.settings.data_dir)
+
+
+HITS = [FakeHit("The M8 bolt takes 25 Nm.", "manual.pdf", 0.91, 1, "manual.pdf p.3", page=3),
+        FakeHit("Hold reset for 5 s.", "faq.rst", 0.42, 2, "faq.rst § Reset", section="Reset")]
+
+
+@pytest.fixture
+def runtime(tiny_loaded, data_dir, tmp_path):
+    from training.registry import AdapterRegistry
+
+    folder = make_lora(tiny_loaded.model, tmp_path / "lora", 1)
+    AdapterRegistry(data_dir).register("tiny-lora", folder, {"method": "lora", "peft_type": "LORA"}, ["q"])
+    return ChatRuntime(Settings(data_dir=data_dir), tiny_loaded, HITS)
+
+
+CFG = VariantConfig(system_prompt="Be brief.", few_shot=[{"question": "q1", "answer": "a1"}], adapter="tiny-lora")
+
+
+def test_stream_turn_grows_every_column(runtime):
+    session = chat.new_session()
+    steps = list(chat.stream_turn(runtime.arena, session, "torque for M8?", list(VARIANTS), CFG,
+                                  GenSettings(max_new_tokens=6)))
+    assert len(steps) >= 6
+    for col in range(5):
+        replies = [views[col].messages[-1]["content"] for _, views in steps[:-1] if views[col].messages]
+        assert replies and all(b.startswith(a) for a, b in zip(replies, replies[1:], strict=False))
+    final = steps[-1][1]
+    assert [v.title for v in final] == ["Base", "Prompt-engineered", "RAG", "Fine-tuned", "RAG + fine-tuned"]
+    assert "manual.pdf" in final[2].sources and "0.910" in final[2].sources and "tok/s" in final[0].stats
+    assert session["histories"]["rag"][-2] == {"role": "user", "content": "torque for M8?"}
+    assert "[1] (manual.pdf p.3)" in session["context"]
+
+
+def test_prepared_prompts_per_variant(runtime):
+    prep = runtime.arena.prepare("torque?", list(VARIANTS), CFG)
+    assert prep["base"].messages == [{"role": "user", "content": "torque?"}] and prep["base"].adapter is None
+    assert prep["prompt"].messages[0]["content"] == "Be brief." and prep["prompt"].messages[1]["content"] == "q1"
+    assert "The M8 bolt takes 25 Nm." in prep["rag"].messages[0]["content"] and prep["rag"].sources == HITS
+    assert prep["finetuned"].adapter == "tiny-lora" and prep["finetuned"].messages == prep["base"].messages
+    assert prep["rag+finetuned"].adapter == "tiny-lora" and prep["rag+finetuned"].sources == HITS
+    nll = runtime.arena.reference_nll(prep, "25 Nm")
+    assert set(nll) == set(VARIANTS) and nll["base"] != nll["finetuned"]
+
+
+def test_missing_documents_and_adapters_show_messages(tiny_loaded, data_dir):
+    runtime = ChatRuntime(Settings(data_dir=data_dir), tiny_loaded, [])
+    answers = runtime.arena.ask("hi", list(VARIANTS), VariantConfig(), GenSettings(max_new_tokens=3))
+    assert answers["rag"].error == NO_DOCUMENTS and answers["finetuned"].error == NO_ADAPTER
+    assert answers["rag+finetuned"].error and not answers["base"].error and answers["base"].tokens > 0
+
+
+def test_unknown_adapter_and_bad_settings_are_refused(runtime):
+    with pytest.raises(ArenaError, match="unknown adapter 'nope'; available: tiny-lora"):
+        runtime.arena.ask("hi", ["finetuned"], VariantConfig(adapter="nope"), GenSettings(max_new_tokens=2))
+    with pytest.raises(ArenaError, match="temperature"):
+        runtime.arena.ask("hi", ["base"], CFG, GenSettings(temperature=-1))
+    history = {"base": [{"role": "user", "content": "x" * 1500}, {"role": "assistant", "content": "ok"}]}
+    with pytest.raises(ArenaError, match="base prompt .* exceeds the model's context of 2048"):
+        list(runtime.arena.stream("hi", ["base"], CFG, GenSettings(max_new_tokens=1000), history))
+    long_q = "why " * 2000
+    answer = runtime.arena.ask(long_q, ["base"], CFG, GenSettings(max_new_tokens=2))["base"]
+    assert "question truncated" in answer.notice
+
+
+def test_votes_round_trip_and_blind_mode(runtime):
+    session = chat.new_session()
+    steps = list(chat.stream_turn(runtime.arena, session, "hi", ["base", "prompt", "rag"], CFG,
+                                  GenSettings(max_new_tokens=3), blind=True, rng=random.Random(3)))
+    titles = [v.title for v in steps[-1][1]]
+    assert titles[:3] == ["Answer A", "Answer B", "Answer C"] and not any(v.visible for v in steps[-1][1][3:])
+    assert sorted(session["order"]) == ["base", "prompt", "rag"]
+    message = chat.record_vote(runtime.votes, session, 1)
+    (vote,) = runtime.votes.all()
+    assert vote.winner == session["order"][1] and vote.blind and vote.question == "hi"
+    assert set(vote.answers) == {"base", "prompt", "rag"} and "manual.pdf p.3" in vote.context
+    assert chat.TITLES[vote.winner] in message
+    assert chat.views(session, {}, "")[0].title == chat.TITLES[session["order"][0]]  # names revealed
+    with pytest.raises(ArenaError, match="already has a vote"):
+        chat.record_vote(runtime.votes, session, 0)
+
+
+def test_chat_tab_builds(runtime):
+    import gradio as gr
+
+    with gr.Blocks() as demo:
+        chat.build_chat(runtime)
+    ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
+    assert {"chat-input", "chat-blind", "chat-adapter", "chat-bot-4", "chat-vote-0"} <= ids
+
+
+def test_cli_ask_json_and_questions_file(tiny_model_dir, data_dir, tmp_path, capsys):
+    from assistant.cli import main
+
+    common = ["--data-dir", str(data_dir), "--model", str(tiny_model_dir), "--json", "--max-new-tokens", "4"]
+    assert main(["ask", "hello?", "--variants", "base,prompt"] + common) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data) == {"base", "prompt"}
+    assert {"answer", "sources", "ttft_s", "tokens", "tokens_per_s"} <= set(data["base"])
+    qfile = tmp_path / "q.jsonl"
+    qfile.write_text('{"question": "one"}\n{"question": "two"}\n')
+    assert main(["ask", "--questions", str(qfile), "--variants", "base"] + common) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all("base" in json.loads(line) for line in lines)
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["   "], "question is empty"),
+    (["hi", "--temperature", "-1"], "temperature"),
+    (["hi", "--max-new-tokens", "999999"], "max new tokens"),
+    (["hi", "--variants", "base,nope"], "unknown variant 'nope'"),
+])
+def test_cli_ask_bad_input_exits_2(tiny_model_dir, data_dir, capsys, extra, message):
+    from assistant.cli import main
+
+    assert main(["ask", *extra, "--data-dir", str(data_dir), "--model", str(tiny_model_dir)]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.e2e
+def test_bundled_model_answers_side_by_side(bundled_data_dir, tmp_path):
+    runtime = Runtime(Settings(data_dir=bundled_data_dir))
+    arena = Arena(runtime)
+    answers = arena.ask("What is the capital of France?", ["base", "prompt"], VariantConfig(),
+                        GenSettings(max_new_tokens=12))
+    assert "Paris" in answers["base"].text and answers["prompt"].tokens > 0

@@ -1,0 +1,289 @@
+"""Strategy comparison building blocks: metrics, statistics, recommendation, leakage, forgetting, report, runs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from assistant.compare import metrics as M
+from assistant.compare.forgetting import check_forgetting, load_probe, peft_scorer
+from assistant.compare.leakage import find_overlaps, overlap_warnings, split_by_section
+from assistant.compare.recommend import recommend
+from assistant.compare.report import write_report
+from assistant.compare.runs import RunStore
+from assistant.compare.stats import bootstrap_ci, exp_summary, paired_against, paired_difference
+from assistant.errors import ArenaError
+
+# ---------------------------------------------------------------- metrics (hand-computed values)
+
+
+def test_token_f1_hand_computed():
+    # "cat sat on mat" vs "cat on mat": P = 3/4, R = 1 -> F1 = 6/7
+    assert M.token_f1("The cat sat on the mat", "a cat on a mat") == pytest.approx(6 / 7)
+    # P = 1, R = 1/3 -> 0.5
+    assert M.token_f1("Paris", "The capital is Paris") == pytest.approx(0.5)
+    assert M.token_f1("Lyon", "Paris") == 0.0
+    assert M.token_f1("", "Paris") == 0.0 and M.token_f1("", "") == 1.0
+
+
+def test_rouge_l_hand_computed():
+    # LCS "the cat on mat" = 4; P = 4/6, R = 4/4 -> F = 0.8
+    assert M.rouge_l("the cat sat on the mat", "the cat on mat") == pytest.approx(0.8)
+    assert M.rouge_l("completely different", "the cat on mat") == 0.0
+
+
+def test_exact_and_contains():
+    assert M.exact_match("The Paris!", "paris") == 1.0
+    assert M.exact_match("Paris, France", "paris") == 0.0
+    assert M.contains("It is Paris, France.", "paris") == 1.0
+    assert M.contains("Parisian food", "paris") == 0.0  # whole words only
+
+
+def test_groundedness_and_retrieval_hit():
+    chunks = ["France's capital city is Paris."]
+    # content words of the answer: paris, capital, france -> all in the chunk
+    assert M.groundedness("Paris is the capital of France", chunks) == 1.0
+    # content words: paris, tower, river -> 1 of 3 supported
+    assert M.groundedness("Paris has a tower and a river", chunks) == pytest.approx(1 / 3)
+    assert M.groundedness("anything", []) is None
+    assert M.retrieval_hit("Paris", ["Lyon is big", "The capital is Paris."]) == 1.0
+    assert M.retrieval_hit("Paris", ["Lyon is big"]) == 0.0
+    assert M.retrieval_hit("Paris", []) is None
+
+
+class FakeEmbedder:
+    """Deterministic vectors per text, to check the cosine arithmetic exactly."""
+
+    VECTORS = {"a": [1.0, 0.0], "b": [1.0, 1.0], "c": [0.0, 3.0]}
+
+    def encode(self, texts):
+        return np.array([self.VECTORS[t] for t in texts], dtype=np.float32)
+
+
+def test_semantic_similarity_is_cosine():
+    sims = M.semantic_similarities(FakeEmbedder(), ["a", "b", "a"], ["b", "b", "c"])
+    assert sims == pytest.approx([1 / math.sqrt(2), 1.0, 0.0], abs=1e-6)
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def test_bootstrap_is_reproducible_with_a_seed():
+    values = [0.1, 0.5, 0.9, 0.3, 0.7, 0.2, 0.8]
+    a, b = bootstrap_ci(values, seed=7), bootstrap_ci(values, seed=7)
+    assert a == b
+    assert a["mean"] == pytest.approx(sum(values) / len(values))
+    assert a["ci_low"] < a["mean"] < a["ci_high"]
+    assert bootstrap_ci(values, seed=8) != a
+    assert bootstrap_ci([1, 1, 1])["ci_low"] == 1.0 == bootstrap_ci([1, 1, 1])["ci_high"]
+    assert bootstrap_ci([None, None])["mean"] is None
+    assert bootstrap_ci([None, 2.0, None])["mean"] == 2.0  # a metric that does not apply is skipped
+
+
+def test_paired_difference_against_base():
+    d = paired_difference([1.0, 2.0, 3.0], [0.0, 0.0, 0.0], seed=0)
+    assert d["mean"] == pytest.approx(2.0) and d["ci_low"] >= 1.0 and d["ci_high"] <= 3.0
+    scores = {"base": {"f1": [0.1, 0.2]}, "rag": {"f1": [0.5, 0.6]}}
+    assert paired_against(scores)["rag"]["f1"]["mean"] == pytest.approx(0.4)
+    ppl = exp_summary({"mean": 0.0, "ci_low": 0.0, "ci_high": math.log(2), "n": 3})
+    assert ppl["mean"] == 1.0 and ppl["ci_high"] == pytest.approx(2.0)
+
+
+# ---------------------------------------------------------------- recommendation
+
+
+def _s(mean, low, high):
+    return {"mean": mean, "ci_low": low, "ci_high": high, "n": 20}
+
+
+COSTS = {
+    "base": {"training_seconds": 0, "extra_prompt_tokens": 0, "memory_mb": 0},
+    "prompt": {"training_seconds": 0, "extra_prompt_tokens": 120, "memory_mb": 0},
+    "rag": {"training_seconds": 0, "extra_prompt_tokens": 400, "memory_mb": 2.5},
+    "finetuned": {"training_seconds": 300, "extra_prompt_tokens": 0, "memory_mb": 4.0},
+}
+
+
+def test_recommend_clear_win():
+    summary = {"base": {"f1": _s(0.2, 0.15, 0.25)}, "prompt": {"f1": _s(0.4, 0.35, 0.45)},
+               "rag": {"f1": _s(0.6, 0.55, 0.65)}}
+    rec = recommend(summary, COSTS, "f1")
+    assert rec.variant == "rag" and rec.clear and rec.deciding_cost is None
+    assert "0.600" in rec.reason and "prompt" in rec.reason and "0.400" in rec.reason
+
+
+def test_recommend_tie_prefers_cheaper_and_names_the_cost():
+    summary = {"base": {"f1": _s(0.2, 0.15, 0.25)}, "rag": {"f1": _s(0.50, 0.43, 0.57)},
+               "finetuned": {"f1": _s(0.52, 0.45, 0.59)}}
+    rec = recommend(summary, COSTS, "f1")
+    assert rec.variant == "rag" and not rec.clear
+    assert rec.deciding_cost == "training_seconds"
+    assert "No clear winner" in rec.reason and "300" in rec.reason and "finetuned" in rec.reason
+
+
+def test_recommend_tie_decided_by_prompt_tokens():
+    summary = {"base": {"f1": _s(0.30, 0.20, 0.40)}, "prompt": {"f1": _s(0.32, 0.22, 0.42)}}
+    rec = recommend(summary, COSTS, "f1")
+    assert rec.variant == "base" and rec.deciding_cost == "extra_prompt_tokens" and "120" in rec.reason
+
+
+def test_recommend_lower_is_better_metric_and_errors():
+    summary = {"base": {"nll": _s(3.0, 2.8, 3.2)}, "finetuned": {"nll": _s(1.5, 1.3, 1.7)}}
+    assert recommend(summary, COSTS, "nll").variant == "finetuned"
+    with pytest.raises(ArenaError, match="unknown metric 'bleu'"):
+        recommend(summary, COSTS, "bleu")
+
+
+# ---------------------------------------------------------------- leakage guard
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    from retrieval.embedder import load_embedder
+
+    return load_embedder("bundled:all-minilm-l6-v2")
+
+
+def test_leakage_catches_exact_and_paraphrase(minilm):
+    train = ["How do I reset my password?", "What is the warranty period for the battery?"]
+    evals = ["how do I reset my password", "Where do I download the invoice?",
+             "How long does the battery warranty last?", "How do I reset the router to factory settings?"]
+    overlaps = find_overlaps(evals, train, embedder=minilm)
+    assert [(o.eval_index, o.kind) for o in overlaps] == [(0, "exact"), (2, "near-duplicate")]
+    assert overlaps[1].train_question == train[1] and overlaps[1].similarity > 0.85
+    assert find_overlaps(evals, train)[0].kind == "exact"  # without an embedder: exact only
+    lines = overlap_warnings("faq-lora", overlaps, len(evals))
+    assert "2 of 4" in lines[0] and "faq-lora" in lines[0]
+
+
+def test_split_by_section_never_shares_a_section():
+    pairs = [{"question": f"q{i}", "answer": "a", "source": f"doc{i % 3}.txt", "section": f"s{i % 5}"}
+             for i in range(40)]
+    train, evals = split_by_section(pairs, eval_fraction=0.25, seed=3)
+    assert len(train) + len(evals) == 40 and evals and train
+    train_keys = {(p["source"], p["section"]) for p in train}
+    assert not train_keys & {(p["source"], p["section"]) for p in evals}
+    assert split_by_section(pairs, 0.25, seed=3) == (train, evals)
+
+
+# ---------------------------------------------------------------- forgetting check
+
+
+def _peft_tiny(tiny_model, destroy: bool):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    # lm_head is targeted because the random tiny model's logits are near uniform: only a change at the
+    # output layer moves its perplexity, which is what a destructive adapter must do.
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "lm_head"])
+    model = get_peft_model(tiny_model, config)
+    if destroy:
+        torch.manual_seed(0)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if "lora_B" in name:
+                    param.copy_(torch.randn_like(param) * 5.0)
+    return model.eval()
+
+
+def test_forgetting_not_flagged_for_zero_initialized_adapter(tiny_model, tiny_tokenizer):
+    probe = load_probe()
+    probe.paragraphs = probe.paragraphs[:3]  # the byte-level tiny tokenizer makes long texts slow
+    fine = check_forgetting("zero", peft_scorer(_peft_tiny(tiny_model, False), tiny_tokenizer), probe=probe)
+    assert not fine["flagged"] and abs(fine["probes"]["general_qa"]["relative_change"]) < 1e-4
+    assert fine["message"].startswith("ok")
+
+
+def test_forgetting_flags_destroyed_adapter(tiny_model, tiny_tokenizer):
+    probe = load_probe()
+    probe.paragraphs = probe.paragraphs[:3]
+    bad = check_forgetting("broken", peft_scorer(_peft_tiny(tiny_model, True), tiny_tokenizer), probe=probe)
+    assert bad["flagged"] and bad["message"].startswith("FORGETTING")
+    assert max(p["relative_change"] for p in bad["probes"].values()) > 0.15
+
+
+def test_shipped_probe_data():
+    probe = load_probe()
+    assert len(probe.qa) == 20 and len(probe.paragraphs) == 8
+    assert all(q.endswith("?") and a for q, a in probe.qa)
+
+
+# ---------------------------------------------------------------- report and runs store
+
+
+def synthetic_result() -> dict:
+    variants = {"base": {"f1": _s(0.2, 0.1, 0.3), "nll": _s(3.0, 2.8, 3.2)},
+                "rag": {"f1": _s(0.6, 0.5, 0.7), "nll": _s(2.0, 1.8, 2.2), "groundedness": _s(0.8, 0.7, 0.9)}}
+    rec = recommend(variants, COSTS, "f1").to_dict()
+    per_q = [{"question": "Q1 | pipe?", "reference": "A1", "source": "", "disagree": True,
+              "answers": {"base": {"text": "x", "scores": {"f1": 0.0}, "sources": []},
+                          "rag": {"text": "A1", "scores": {"f1": 1.0},
+                                  "sources": [{"citation": "faq.md", "text": "A1"}]}}}]
+    return {"variants": variants, "paired": {"rag": {"f1": _s(0.4, 0.3, 0.5)}}, "costs": COSTS,
+            "recommendation": rec, "per_question": per_q, "warnings": ["a warning"], "forgetting": [],
+            "settings": {"metric": "f1"}}
+
+
+def test_report_files_written(tmp_path):
+    paths = write_report(synthetic_result(), tmp_path / "out" / "report.md")
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = paths["markdown"].read_text()
+    assert "**Recommendation: rag.**" in md and "![metrics" in md and "Q1 \\| pipe?" in md
+    assert "0.600 [0.500, 0.700]" in md and "a warning" in md
+    page = paths["html"].read_text()
+    assert "data:image/png;base64," in page and "<table>" in page and "Q1 | pipe?" in page
+
+
+def test_run_store_roundtrip(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    first = store.add({"metric": "f1"}, synthetic_result(), label="first")
+    second = store.add({"metric": "nll"}, {"variants": {}})
+    assert [r.id for r in store.list()] == [second, first]
+    run = store.get(first)
+    assert run.label == "first" and run.settings == {"metric": "f1"}
+    assert run.result["recommendation"]["variant"] == "rag"
+    with pytest.raises(ArenaError, match="no comparison run with id 99"):
+        store.get(99)
+
+
+# ---------------------------------------------------------------- views and the Compare tab
+
+
+def test_views_tables_and_question_html(tmp_path):
+    from assistant.compare import views
+
+    result = synthetic_result()
+    header, rows = views.results_table(result)
+    assert header[0] == "variant" and header[-1] == "Δ token F1 vs base"
+    assert rows[1][0] == "rag" and rows[1][1] == "0.600 [0.500, 0.700]" and rows[1][-1] == "0.400 [0.300, 0.500]"
+    assert views.question_choices(result, only_disagree=True) == [("#1 Q1 | pipe? ⚡", 0)]
+    page = views.question_html(result, 0)
+    assert "faq.md" in page and "token F1: 1.000" in page and "Reference:</b> A1" in page
+    store = RunStore(tmp_path / "runs.sqlite")
+    store.add({"metric": "f1", "eval": "e.jsonl"}, result, label="r1")
+    header, rows = views.runs_table(store.list())
+    assert header == ["id", "label", "eval", "metric", "base", "rag", "recommended"]
+    assert rows[0][-1] == "rag" and rows[0][2] == "e.jsonl"
+
+
+def test_compare_tab_builds(tiny_loaded, data_dir):
+    import gradio as gr
+
+    from assistant.runtime import Runtime
+    from assistant.settings import Settings
+    from ui.compare import build_compare_tab
+
+    with gr.Blocks() as demo:
+        build_compare_tab(Runtime(Settings(data_dir=data_dir), base=tiny_loaded))
+    ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
+    assert {"compare-run", "compare-table", "compare-variants", "compare-question"} <= ids
+
+
+def test_cli_summary_text():
+    from assistant.compare.cli import summary_text
+
+    text = summary_text(synthetic_result())
+    assert "token F1 (mean [95 % CI]):" in text and "rag            0.600 [0.500, 0.700]" in text
+    assert "recommendation: rag" in text and "warning: a warning" in text

@@ -1,0 +1,153 @@
+"""Training data: formats, schema errors with line numbers, dedup, split, fingerprint, masking, builders."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from assistant.errors import ArenaError
+from training import builders
+from training.config import JobConfig
+from training.data import Example, dedup, fingerprint, load_file, mix, split
+from training.registry import sanitize_name
+from training.tokenize import IGNORE, tokenize_chat, tokenize_text
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_every_format_normalizes(tmp_path):
+    rows = [
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
+        {"prompt": "p", "completion": "c"},
+        {"instruction": "do it", "input": "x", "output": "done"},
+        {"question": "q?", "answer": "a", "context": "ctx"},
+        {"text": "raw words"},
+        {"prompt": "p2", "chosen": "good", "rejected": "bad"},
+    ]
+    ex = load_file(write_jsonl(tmp_path / "d.jsonl", rows))
+    assert [e.kind for e in ex] == ["chat", "chat", "chat", "chat", "text", "pref"]
+    assert ex[2].messages[0]["content"] == "do it\n\nx"
+    assert "ctx" in ex[3].messages[0]["content"] and ex[3].messages[-1]["content"] == "a"
+    assert ex[5].chosen == "good" and ex[5].question() == "p2"
+
+
+def test_json_and_csv(tmp_path):
+    (tmp_path / "d.json").write_text(json.dumps([{"question": "a?", "answer": "b"}, {"text": "t"}], indent=1))
+    assert [e.kind for e in load_file(tmp_path / "d.json")] == ["chat", "text"]
+    (tmp_path / "d.csv").write_text("question,answer\nWhat?,That\nWho?,Them\n")
+    assert [e.question() for e in load_file(tmp_path / "d.csv")] == ["What?", "Who?"]
+
+
+def test_schema_errors_name_file_and_line(tmp_path):
+    path = write_jsonl(tmp_path / "bad.jsonl", [{"question": "q", "answer": "a"}, {"question": "q2"}])
+    with pytest.raises(ArenaError, match=r"bad.jsonl line 2: field 'answer'"):
+        load_file(path)
+    (tmp_path / "broken.jsonl").write_text('{"text": "ok"}\n\n{"text": \n')
+    with pytest.raises(ArenaError, match=r"broken.jsonl line 3: invalid JSON"):
+        load_file(tmp_path / "broken.jsonl")
+    (tmp_path / "x.json").write_text('[\n {"text": "a"},\n {"foo": 1}\n]')
+    with pytest.raises(ArenaError, match=r"x.json line 3 \(item 1\): unknown row format"):
+        load_file(tmp_path / "x.json")
+    (tmp_path / "c.csv").write_text("question,answer\nok?,fine\nmissing?,\n")
+    with pytest.raises(ArenaError, match=r"c.csv line 3"):
+        load_file(tmp_path / "c.csv")
+    with pytest.raises(ArenaError, match="no assistant turn"):
+        write_jsonl(tmp_path / "m.jsonl", [{"messages": [{"role": "user", "content": "x"}]}])
+        load_file(tmp_path / "m.jsonl")
+
+
+def test_dedup_split_fingerprint_mix():
+    rows = [Example("text", text=f"t{i % 10}", origin=str(i)) for i in range(20)]
+    uniq = dedup(rows)
+    assert len(uniq) == 10 and uniq[0].origin == "0"
+    tr, va = split(uniq, 0.2, seed=1)
+    assert len(va) == 2 and len(tr) == 8 and not {e.text for e in tr} & {e.text for e in va}
+    assert split(uniq, 0.2, seed=1) == (tr, va) and split(uniq, 0.2, seed=2) != (tr, va)
+    assert fingerprint(tr, va) == fingerprint(*split(uniq, 0.2, seed=1))
+    assert fingerprint(tr, va) != fingerprint(va, tr)
+    mixed = mix([(tr, 2.0), (va, 0.5)], seed=0)
+    assert len(mixed) == 16 + 1
+
+
+def test_prompt_tokens_are_masked(tiny_tokenizer):
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"},
+            {"role": "assistant", "content": "Paris."}]
+    row = tokenize_chat(tiny_tokenizer, msgs, max_length=512)
+    trained = tiny_tokenizer.decode([t for t, lab in zip(row["input_ids"], row["labels"], strict=True)
+                                     if lab != IGNORE])
+    assert trained.startswith("Paris.") and "<|im_end|>" in trained
+    assert "France" not in trained and "Be brief" not in trained
+    assert tiny_tokenizer.decode(row["input_ids"]).startswith("<|im_start|>system")
+    assert tokenize_chat(tiny_tokenizer, msgs, max_length=10) is None  # truncation left no answer
+
+
+def test_raw_text_trains_on_all_tokens_in_windows(tiny_tokenizer):
+    rows = tokenize_text(tiny_tokenizer, "x" * 250, max_length=100)
+    assert [len(r["input_ids"]) for r in rows] == [100, 100, 51]
+    assert all(r["labels"] == r["input_ids"] for r in rows)
+
+
+def test_qa_and_cpt_from_sections():
+    sections = [
+        builders.SectionText("How do I reset the router?", "Hold the reset button for ten seconds until "
+                             "the light blinks.", "faq.rst"),
+        builders.SectionText("Overview", "A widget is a small device that counts sheep at night. "
+                             "It is blue.", "manual.pdf"),
+        builders.SectionText("How do I reset the router?", "Hold the reset button for ten seconds until "
+                             "the light blinks.", "faq.rst"),
+    ]
+    qa = builders.qa_from_sections(sections)
+    questions = [e.question() for e in qa]
+    assert questions == ["How do I reset the router?", "What is a widget?"]
+    assert "ten seconds" in qa[0].messages[-1]["content"]
+    cpt = builders.cpt_from_sections(sections)
+    assert len(cpt) == 2 and cpt[0].kind == "text" and cpt[0].text.startswith("How do I reset")
+
+
+def test_generated_qa_is_parsed_and_filtered():
+    sec = [builders.SectionText("Intro", "Sheep counting widgets.", "m.pdf")]
+    reply = "Q: What do widgets count?\nA: They count sheep at night.\nQ: Empty?\nA: no"
+    qa = builders.generated_qa(sec, lambda prompt: reply)
+    assert [e.question() for e in qa] == ["What do widgets count?"]
+
+
+def test_preference_pairs_from_votes():
+    votes = [SimpleNamespace(id=1, question="q", winner="rag", answers={"rag": "good", "base": "bad",
+                                                                       "prompt": "good"})]
+    pairs = builders.pref_from_votes(votes)
+    assert [(p.chosen, p.rejected) for p in pairs] == [("good", "bad")]
+
+
+def test_grounded_examples_carry_context_and_distractors():
+    qa = [builders.chat(f"Question {i}?", f"Answer {i}") for i in range(4)]
+    hit = lambda i: SimpleNamespace(text=f"chunk {i}", citation=f"doc{i}.txt")  # noqa: E731
+    rows = builders.grounded_examples(qa, lambda q, k: [hit(int(q.split()[1][0]))], k=1, distractors=1)
+    user = rows[0].messages[1]["content"]
+    assert "[doc0.txt] chunk 0" in user and user.count("[doc") == 2
+    assert rows[0].messages[0]["role"] == "system" and rows[0].messages[-1]["content"] == "Answer 0"
+
+
+def test_config_yaml_round_trip_and_errors(tmp_path):
+    cfg = JobConfig(name="x", data=[{"path": "a.jsonl"}], lora_r=4, use_dora=True)
+    cfg.to_yaml(tmp_path / "c.yaml")
+    assert JobConfig.from_yaml(tmp_path / "c.yaml") == cfg
+    (tmp_path / "bad.yaml").write_text("lora_r: many\n")
+    with pytest.raises(ArenaError, match="lora_r must be a int"):
+        JobConfig.from_yaml(tmp_path / "bad.yaml")
+    (tmp_path / "unk.yaml").write_text("lora_rank: 3\n")
+    with pytest.raises(ArenaError, match="unknown setting"):
+        JobConfig.from_yaml(tmp_path / "unk.yaml")
+    with pytest.raises(ArenaError, match="unknown method"):
+        JobConfig(method="magic", data=[{"path": "a"}]).validate()
+
+
+def test_names_are_sanitized():
+    assert sanitize_name("../../etc/passwd") == "etc-passwd"
+    assert sanitize_name("my adapter v2") == "my-adapter-v2"
+    with pytest.raises(ArenaError):
+        sanitize_name("../..")

@@ -1,0 +1,97 @@
+"""The UI's job path: `arena train` launched as a subprocess, tailed, cancelled, resumed; tabs build."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from assistant.errors import ArenaError
+from assistant.runtime import Runtime
+from assistant.settings import Settings
+from training.config import JobConfig
+from training.jobs import JobManager
+from training.registry import AdapterRegistry
+
+
+def wait_for(predicate, timeout=240.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_subprocess_job_cancel_resume(tmp_path, tiny_model_dir, data_dir):
+    path = tmp_path / "qa.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"p{i}", "completion": f"answer {i}"}) + "\n" for i in range(12)))
+    settings = Settings(data_dir=data_dir, model=str(tiny_model_dir), device="cpu")
+    cfg = JobConfig(name="ui-job", data=[{"path": str(path)}], max_steps=30, batch_size=2, max_length=48,
+                    eval_steps=10, save_steps=100, lora_r=2, lora_alpha=4, job_id="ui-job")
+    jobs = JobManager(settings)
+    jobs.start(cfg)
+    with pytest.raises(ArenaError, match="still running"):
+        jobs.start(cfg)  # one job at a time
+    assert wait_for(lambda: any("loss" in r for r in jobs.progress()["records"])), jobs.log_tail()
+    jobs.cancel()
+    assert jobs.wait(240) == 0, jobs.log_tail()
+    p = jobs.progress()
+    assert p["state"] == "cancelled" and 0 < p["status"]["step"] < 30
+    stopped = p["status"]["step"]
+    assert (jobs.folder / "checkpoints" / f"checkpoint-{stopped}").is_dir()
+    jobs.resume()
+    assert jobs.wait(300) == 0, jobs.log_tail()
+    p = jobs.progress()
+    assert p["state"] == "done" and p["step"] == 30 and p["fraction"] == 1.0
+    loss_steps = [r["step"] for r in p["records"] if "loss" in r]
+    assert loss_steps == list(range(1, 31))  # one record per step across the cancel/resume boundary
+    assert AdapterRegistry(data_dir).names() == ["ui-job"]
+
+
+def test_train_and_adapters_tabs_build(data_dir):
+    import gradio as gr
+
+    from ui.adapters import build_adapters_tab
+    from ui.train import _plot_frame, _progress_md, build_train_tab
+
+    runtime = Runtime(Settings(data_dir=data_dir))
+    with gr.Blocks() as demo, gr.Tabs() as tabs:
+        with gr.Tab("Train", id="train"):
+            build_train_tab(runtime, tabs)
+        with gr.Tab("Adapters", id="adapters"):
+            build_adapters_tab(runtime)
+    assert demo is not None
+    frame = _plot_frame([{"step": 1, "loss": 2.0}, {"step": 1, "val_loss": 2.5}])
+    assert sorted(frame["series"]) == ["train", "validation"]
+    assert "step 3/10 (30 %)" in _progress_md({"state": "running", "step": 3, "max_steps": 10, "fraction": 0.3,
+                                                "eta_s": 70})
+
+
+def test_two_process_ddp_saves_exactly_one_adapter(tmp_path, tiny_model_dir, data_dir):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists() and not shutil.which("torchrun"):
+        pytest.skip("torchrun is not installed")
+    path = tmp_path / "qa.jsonl"
+    path.write_text("".join(json.dumps({"question": f"q{i}?", "answer": f"a{i}"}) + "\n" for i in range(20)))
+    cfg = JobConfig(name="ddp", data=[{"path": str(path)}], max_steps=3, batch_size=2, max_length=48,
+                    eval_steps=2, lora_r=2, lora_alpha=4)
+    cfg.to_yaml(tmp_path / "ddp.yaml")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", "29561", "-m", "assistant",
+                          "train", str(tmp_path / "ddp.yaml"), "--data-dir", str(data_dir), "--model",
+                          str(tiny_model_dir), "--device", "cpu", "--json"],
+                         cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    reports = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{\"")]
+    assert len(reports) == 1 and reports[0]["metrics"]["world_size"] == 2  # only rank 0 reports
+    assert AdapterRegistry(data_dir).names() == ["ddp"]
+    assert not list((data_dir / "adapters").glob(".tmp-*"))

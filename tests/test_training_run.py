@@ -1,0 +1,166 @@
+"""Training runs on the tiny model: SFT LoRA, every method, cancel/resume, DPO from votes, registry."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file as load_safetensors
+
+from assistant.errors import ArenaError
+from assistant.settings import Settings
+from assistant.votes import VoteStore
+from training.config import JobConfig
+from training.registry import AdapterRegistry, load_adapter_model
+from training.runner import job_dir, read_status, run_job
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = dict(max_steps=3, batch_size=2, max_length=96, eval_steps=2, save_steps=50, val_fraction=0.2,
+            lora_r=4, lora_alpha=8)
+
+
+@pytest.fixture
+def qa_file(tmp_path):
+    path = tmp_path / "qa.jsonl"
+    colors = ["red", "blue", "green"]
+    path.write_text("".join(json.dumps({"question": f"Color of item {i}?", "answer": f"{colors[i % 3]}."}) + "\n"
+                            for i in range(16)))
+    return path
+
+
+@pytest.fixture
+def settings(tiny_model_dir, data_dir):
+    return Settings(data_dir=data_dir, model=str(tiny_model_dir), device="cpu")
+
+
+def cfg_for(qa_file, **kw) -> JobConfig:
+    return JobConfig(**{"name": "t", "data": [{"path": str(qa_file)}], **FAST, **kw})
+
+
+def generate(model, tokenizer) -> str:
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "Color of item 1?"}],
+                                        add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.inference_mode():
+        out = model.generate(**ids, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.decode(out[0, ids["input_ids"].shape[1]:])
+
+
+def test_sft_lora_logs_loss_changes_adapter_not_base(qa_file, settings, tiny_model_dir, tiny_tokenizer):
+    result = run_job(cfg_for(qa_file, learning_rate=5e-3), settings)
+    metrics = [json.loads(x) for x in (Path(result["job_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    assert any("loss" in m for m in metrics) and any("val_loss" in m for m in metrics)
+    assert metrics[-1]["step"] == 3 and "eta_s" in metrics[0]
+    info = AdapterRegistry(settings.data_dir).get(result["adapter"])
+    assert info.peft_type == "LORA" and info.metrics["val_loss"] > 0
+    assert {"job.yaml", "metrics.jsonl", "adapter_model.safetensors"} <= {p.name for p in info.path.iterdir()}
+    model = load_adapter_model(info, settings)
+    base = load_safetensors(str(tiny_model_dir / "model.safetensors"))
+    for name, tensor in model.get_base_model().state_dict().items():
+        clean = name.replace("base_layer.", "")
+        if "lora_" not in name and clean in base:
+            assert torch.equal(tensor, base[clean]), f"base weight {name} changed"
+    lora_b = [t for n, t in load_safetensors(str(info.path / "adapter_model.safetensors")).items() if "lora_B" in n]
+    assert lora_b and any(t.abs().sum() > 0 for t in lora_b)  # B starts at zero: non-zero means it trained
+    assert isinstance(generate(model, tiny_tokenizer), str)
+    assert AdapterRegistry(settings.data_dir).training_questions(info.name)[0].startswith("Color of item")
+
+
+@pytest.mark.parametrize("method,extra,peft_type", [
+    ("lora", {"use_dora": True, "use_rslora": True}, "LORA"),
+    ("ia3", {"learning_rate": 1e-2}, "IA3"),
+    ("prompt_tuning", {"num_virtual_tokens": 4, "learning_rate": 3e-2}, "PROMPT_TUNING"),
+    ("full", {"learning_rate": 1e-4}, None),
+    ("freeze", {"train_layers": 1, "learning_rate": 1e-4}, None),
+])
+def test_each_method_loads_back_and_generates(method, extra, peft_type, qa_file, settings, tiny_tokenizer):
+    result = run_job(cfg_for(qa_file, name=method, method=method, max_steps=2, **extra), settings)
+    info = AdapterRegistry(settings.data_dir).get(result["adapter"])
+    assert info.peft_type == peft_type and info.method == method
+    assert isinstance(generate(load_adapter_model(info, settings), tiny_tokenizer), str)
+
+
+def test_freeze_trains_only_top_layers(qa_file, settings, tiny_model_dir):
+    result = run_job(cfg_for(qa_file, method="freeze", train_layers=1, learning_rate=1e-3, max_steps=2), settings)
+    after = load_safetensors(str(Path(result["path"]) / "model.safetensors"))
+    before = load_safetensors(str(tiny_model_dir / "model.safetensors"))
+    assert torch.equal(after["model.layers.0.mlp.up_proj.weight"], before["model.layers.0.mlp.up_proj.weight"])
+    assert not torch.equal(after["model.layers.1.mlp.up_proj.weight"], before["model.layers.1.mlp.up_proj.weight"])
+
+
+def test_qlora_on_cpu_refuses_clearly(qa_file, settings):
+    with pytest.raises(ArenaError, match="qlora.*CUDA GPU"):
+        run_job(cfg_for(qa_file, method="qlora"), settings)
+
+
+def test_cancel_checkpoint_resume_matches_uninterrupted(qa_file, settings):
+    cfg = cfg_for(qa_file, name="resumed", max_steps=4, save_steps=2, job_id="resume-job")
+    folder = job_dir(settings, cfg)
+    folder.mkdir(parents=True)
+    (folder / "CANCEL").touch()  # the job stops (and checkpoints) at its first step boundary
+    result = run_job(cfg, settings)
+    assert result["state"] == "cancelled" and result["step"] == 1
+    assert (folder / "checkpoints" / "checkpoint-1").is_dir() and read_status(folder)["state"] == "cancelled"
+    resumed = run_job(JobConfig.from_yaml(folder / "config.yaml"), settings, resume=True)
+    records = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert resumed["metrics"]["steps"] == 4
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]  # continued from step 1, no repeats
+    straight = run_job(cfg_for(qa_file, name="straight", max_steps=4, save_steps=2), settings)
+    a = load_safetensors(str(Path(resumed["path"]) / "adapter_model.safetensors"))
+    b = load_safetensors(str(Path(straight["path"]) / "adapter_model.safetensors"))
+    for key, value in a.items():
+        assert torch.allclose(value, b[key], atol=1e-4), key
+
+
+def test_dpo_from_votes(settings):
+    votes = VoteStore(settings.data_dir / "votes.sqlite")
+    for i in range(6):
+        votes.add(f"Question {i}?", {"rag": f"Good answer {i}.", "base": f"bad {i}"}, winner="rag")
+    cfg = JobConfig(name="prefs", method="dpo", data=[{"source": "votes"}], **FAST)
+    result = run_job(cfg, settings)
+    info = AdapterRegistry(settings.data_dir).get(result["adapter"])
+    assert info.method == "dpo" and info.peft_type == "LORA" and result["metrics"]["steps"] == 3
+
+
+def test_registry_round_trip_and_merge_export(qa_file, settings, tmp_path, tiny_tokenizer):
+    result = run_job(cfg_for(qa_file, name="my adapter", max_steps=1, val_fraction=0.0), settings)
+    reg = AdapterRegistry(settings.data_dir)
+    assert result["adapter"] == "my-adapter" and reg.names() == ["my-adapter"]
+    (reg.root / ".tmp-half").mkdir()  # an incomplete folder without the marker is ignored
+    renamed = reg.rename("my-adapter", "renamed")
+    assert reg.names() == ["renamed"]
+    out = reg.merge_export("renamed", tmp_path / "merged", settings)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    peft_model = load_adapter_model(renamed, settings)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.inference_mode():
+        assert torch.allclose(merged(ids).logits, peft_model(ids).logits, atol=1e-4)
+    assert isinstance(generate(merged, AutoTokenizer.from_pretrained(out)), str)
+    reg.delete("renamed")
+    assert reg.list() == []
+    with pytest.raises(ArenaError, match="unknown adapter 'renamed'"):
+        reg.get("renamed")
+
+
+def test_cli_train_and_adapters_json(qa_file, settings, tiny_model_dir, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    base = [sys.executable, "-m", "assistant"]
+    flags = ["--data-dir", str(settings.data_dir), "--model", str(tiny_model_dir), "--json"]
+    yaml_path = tmp_path / "job.yaml"
+    cfg_for(qa_file, name="cli", max_steps=2).to_yaml(yaml_path)
+    run = subprocess.run(base + ["train", str(yaml_path), "--lora-r", "2"] + flags, env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["adapter"] == "cli" and JobConfig.from_yaml(Path(result["path"]) / "job.yaml").lora_r == 2
+    listing = subprocess.run(base + ["adapters"] + flags, env=env, cwd=ROOT, capture_output=True, text=True)
+    assert [a["name"] for a in json.loads(listing.stdout)] == ["cli"]
+    bad = subprocess.run(base + ["train", "--data", str(tmp_path / "missing.jsonl")] + flags, env=env, cwd=ROOT,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "missing.jsonl does not exist" in bad.stderr

@@ -1,0 +1,158 @@
+"""Training data from what the app already has: documents, chat votes, and RAG answers (distillation)."""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from assistant.errors import ArenaError
+from training.data import Example, chat, dedup
+
+QUESTION_WORDS = ("how", "what", "why", "when", "where", "which", "who", "can", "do", "does", "is", "are",
+                  "should", "may", "will")
+# "X is a/an/the ...", "X means ...", "X refers to ..." with a short subject: a definition-like sentence.
+DEFINITION = re.compile(r"^(?P<term>[A-Z][\w\- ]{1,40}?) (?:is|are|means|refers to) (?:an? |the )?(?P<rest>.{15,})$")
+GROUNDED_SYSTEM = "Answer the question using only the context below. Cite the source in brackets."
+
+
+@dataclass
+class SectionText:
+    """The part of a retrieval Section these builders need (retrieval.store.Section has the same fields)."""
+
+    title: str
+    text: str
+    source: str
+
+
+def _sentences(text: str) -> list[str]:
+    return [s.strip() for s in re.split(r"(?<=[.!?])\s+", " ".join(text.split())) if s.strip()]
+
+
+def is_question(title: str) -> bool:
+    t = title.strip()
+    return t.endswith("?") or (t.split(" ", 1)[0].lower() in QUESTION_WORDS and len(t.split()) >= 3)
+
+
+def qa_from_sections(sections, min_answer_chars: int = 20, max_answer_chars: int = 1200) -> list[Example]:
+    """Question-style headings with their section text, plus definition sentences; deduped and filtered."""
+    out = []
+    for sec in sections:
+        body = " ".join(sec.text.split())
+        if is_question(sec.title) and min_answer_chars <= len(body):
+            question = sec.title.strip() if sec.title.strip().endswith("?") else sec.title.strip() + "?"
+            out.append(chat(question, _clip(body, max_answer_chars), origin=f"{sec.source} § {sec.title}"))
+        out += _definitions(body, sec.source)
+    return _filter_qa(dedup(out))
+
+
+def _definitions(body: str, source: str) -> list[Example]:
+    out = []
+    for sentence in _sentences(body):
+        m = DEFINITION.match(sentence)
+        if m and len(m.group("term").split()) <= 5:
+            verb = "are" if " are " in sentence[: len(m.group("term")) + 5] else "is"
+            term = re.sub(r"^(A|An|The) ", lambda a: a.group(1).lower() + " ", m.group("term").strip())
+            out.append(chat(f"What {verb} {term}?", sentence, origin=source))
+    return out
+
+
+def _clip(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    end = max(cut.rfind(". "), cut.rfind("? "), cut.rfind("! "))
+    return cut[: end + 1] if end > limit // 3 else cut
+
+
+def _filter_qa(rows: list[Example]) -> list[Example]:
+    """Drop pairs whose answer merely repeats the question or whose question appears twice."""
+    seen, out = set(), []
+    for ex in rows:
+        q = ex.question().lower().strip()
+        a = ex.messages[-1]["content"].lower()
+        if q in seen or a.strip().rstrip("?") == q.rstrip("?"):
+            continue
+        seen.add(q)
+        out.append(ex)
+    return out
+
+
+def generated_qa(sections, generate, per_section: int = 1) -> list[Example]:
+    """Pairs written by a generator model: generate(prompt) -> 'Q: ...\\nA: ...' text, parsed and filtered."""
+    out = []
+    for sec in sections:
+        prompt = (f"Write {per_section} question and answer pair(s) about this text, as lines 'Q: ...' "
+                  f"and 'A: ...'.\n\n{sec.text[:1500]}")
+        reply = generate(prompt)
+        for q, a in re.findall(r"Q:\s*(.+?)\s*\nA:\s*(.+?)(?=\nQ:|\Z)", reply, flags=re.S):
+            if len(a.strip()) >= 10 and q.strip():
+                out.append(chat(q.strip(), a.strip(), origin=f"{sec.source} (generated)"))
+    return _filter_qa(dedup(out))
+
+
+def cpt_from_sections(sections) -> list[Example]:
+    """Continued pre-training rows: each section's text, titled, as raw text."""
+    return dedup([Example("text", text=f"{s.title}\n\n{s.text}".strip() if s.title else s.text.strip(),
+                          origin=s.source) for s in sections if s.text.strip()])
+
+
+def pref_from_votes(votes) -> list[Example]:
+    """One preference pair per (winner, loser) answer of each vote; identical answers are skipped."""
+    out = []
+    for v in votes:
+        chosen = v.answers.get(v.winner, "").strip()
+        for variant, text in sorted(v.answers.items()):
+            if variant != v.winner and text.strip() and text.strip() != chosen and chosen:
+                out.append(Example("pref", [{"role": "user", "content": v.question}], chosen=chosen,
+                                   rejected=text.strip(), origin=f"vote {v.id}"))
+    return dedup(out)
+
+
+def grounded_examples(qa: list[Example], search, k: int = 3, distractors: int = 1,
+                      seed: int = 0) -> list[Example]:
+    """Context-grounded SFT: each question with retrieved chunks plus random distractor chunks.
+
+    search(question, k) -> list of hits with .text and .citation (retrieval.store.Hit).
+    """
+    rng = random.Random(seed)
+    pool = []
+    rows = []
+    for ex in qa:
+        hits = list(search(ex.question(), k))
+        pool += hits
+        rows.append((ex, hits))
+    out = []
+    for ex, hits in rows:
+        extra = [h for h in rng.sample(pool, min(len(pool), distractors + len(hits)))
+                 if h not in hits][:distractors]
+        chunks = hits + extra
+        rng.shuffle(chunks)
+        context = "\n\n".join(f"[{h.citation}] {h.text}" for h in chunks)
+        question = f"Context:\n{context}\n\nQuestion: {ex.question()}"
+        out.append(chat(question, ex.messages[-1]["content"], system=GROUNDED_SYSTEM, origin=ex.origin))
+    return out
+
+
+def read_questions(path: Path) -> list[str]:
+    """A question list: one per line (.txt) or any training file's user turns."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArenaError(f"questions file {path} does not exist")
+    if path.suffix.lower() in {".jsonl", ".json", ".csv"}:
+        from training.data import load_file
+
+        return [ex.question() for ex in load_file(path) if ex.question()]
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def distill(questions: list[str], arena, cfg=None, gen=None, progress=None) -> list[Example]:
+    """Distillation: the RAG variant's answers (via Arena.ask_many) become targets for a plain adapter."""
+    from assistant.engine import GenSettings  # the chat helper's contract; imported only when used
+    from assistant.variants import VariantConfig
+
+    cfg = cfg or VariantConfig(system_prompt="", few_shot=[])
+    answers = arena.ask_many(questions, ["rag"], cfg, gen or GenSettings(), progress=progress)
+    return [chat(q, a["rag"].text.strip(), origin="distilled from rag")
+            for q, a in zip(questions, answers, strict=True) if a["rag"].text.strip()]

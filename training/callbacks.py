@@ -1,0 +1,117 @@
+"""Trainer callbacks: JSON-lines metrics with ETA, cancel (signal or file) with a checkpoint, early stopping."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+CANCEL_FILE = "CANCEL"
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """All records of a metrics.jsonl (a partially written last line is skipped)."""
+    out = []
+    if not Path(path).is_file():
+        return out
+    for line in Path(path).read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop records after `step` (logged after the checkpoint a resumed run restarts from)."""
+    kept = [r for r in read_metrics(path) if r.get("step", 0) <= step]
+    Path(path).write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+
+class MetricsCallback(TrainerCallback):
+    """Append step, loss, val_loss, learning rate, tokens/s and ETA to metrics.jsonl (main process only)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.start = time.time()
+        self.start_step = 0
+        self.last = None  # (time, tokens) of the previous train log, for tokens/s
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start, self.start_step = time.time(), state.global_step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        rec = {"step": state.global_step, "max_steps": state.max_steps, "epoch": round(state.epoch or 0, 4),
+               "time": round(time.time(), 3)}
+        if "loss" in logs:
+            rec["loss"] = logs["loss"]
+        if "eval_loss" in logs:
+            rec["val_loss"] = logs["eval_loss"]
+        if "learning_rate" in logs:
+            rec["learning_rate"] = logs["learning_rate"]
+        if "num_tokens" in logs and "loss" in logs:
+            now, tokens = time.time(), float(logs["num_tokens"])
+            if self.last and now > self.last[0]:
+                rec["tokens_per_s"] = round((tokens - self.last[1]) / (now - self.last[0]), 2)
+            self.last = (now, tokens)
+            rec["tokens"] = tokens
+        done = state.global_step - self.start_step
+        if done > 0 and state.max_steps:
+            per_step = (time.time() - self.start) / done
+            rec["eta_s"] = round(per_step * (state.max_steps - state.global_step), 1)
+        if "train_runtime" in logs:
+            rec["train_runtime"] = logs["train_runtime"]
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+
+
+class CancelCallback(TrainerCallback):
+    """On SIGTERM/SIGINT or a CANCEL file in the job folder: save a checkpoint now and stop cleanly."""
+
+    def __init__(self, job_dir: Path):
+        self.file = Path(job_dir) / CANCEL_FILE
+        self.requested = False
+        self.cancelled_at: int | None = None
+
+    def install_signals(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum, frame):
+        self.requested = True  # acted on at the next step boundary, where a checkpoint is consistent
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.requested or self.file.exists():
+            self.requested = True
+            self.cancelled_at = state.global_step
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
+class EarlyStopping(TrainerCallback):
+    """Stop when validation loss has not improved for `patience` evaluations; remembers the best."""
+
+    def __init__(self, patience: int, min_delta: float = 0.0):
+        self.patience, self.min_delta = patience, min_delta
+        self.best, self.best_step, self.bad = math.inf, 0, 0
+        self.stopped_at: int | None = None
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        loss = (metrics or {}).get("eval_loss")
+        if loss is None:
+            return control
+        if loss < self.best - self.min_delta:
+            self.best, self.best_step, self.bad = loss, state.global_step, 0
+        else:
+            self.bad += 1
+            if self.patience > 0 and self.bad >= self.patience:
+                self.stopped_at = state.global_step
+                control.should_training_stop = True
+        return control

@@ -1,0 +1,211 @@
+"""One job configuration: a dataclass loadable from YAML and from CLI flags, saved next to the artifact."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from assistant.errors import ArenaError
+
+METHODS = ("lora", "ia3", "prompt_tuning", "full", "freeze", "qlora", "dpo")
+SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
+DOC_KINDS = ("cpt", "qa", "grounded")
+
+
+@dataclass
+class JobConfig:
+    """Everything that defines one training run (data, method, hyper-parameters, where it goes)."""
+
+    name: str = "adapter"
+    method: str = "lora"
+    # Data sources, each {"path": FILE} or {"source": "documents", "kind": cpt|qa|grounded} or
+    # {"source": "votes"} or {"source": "distill", "questions": FILE}, with an optional "weight" (default 1).
+    data: list[dict] = field(default_factory=list)
+    base_model: str = ""  # empty: the app's configured model
+    init_from: str = ""  # continue from this registered adapter (sequential fine-tuning)
+    system_prompt: str = ""  # prepended to chat rows that have none
+    # LoRA family
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: str = "all-linear"
+    use_dora: bool = False
+    use_rslora: bool = False
+    # other methods
+    num_virtual_tokens: int = 16  # prompt_tuning
+    train_layers: int = 2  # freeze: number of top layers left trainable
+    dpo_beta: float = 0.1
+    # optimisation
+    learning_rate: float = 2e-4
+    epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides epochs
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr_scheduler: str = "cosine"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_length: int = 512
+    packing: bool = False  # padding-free packing; off = length-grouped batches (faster on CPU, measured)
+    bf16: bool = False
+    seed: int = 0
+    # validation
+    val_fraction: float = 0.1
+    eval_steps: int = 20
+    early_stopping_patience: int = 0  # 0: off
+    save_steps: int = 50
+    logging_steps: int = 1
+    # sweep: {"learning_rate": [...], "lora_r": [...]} runs every combination and keeps the best
+    sweep: dict = field(default_factory=dict)
+    job_id: str = ""  # filled on first run; the job folder is <data_dir>/jobs/<job_id>
+
+    def validate(self) -> None:
+        """Raise ArenaError naming the first bad value."""
+        if self.method not in METHODS:
+            raise ArenaError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.lr_scheduler not in SCHEDULERS:
+            raise ArenaError(f"lr_scheduler {self.lr_scheduler!r} must be one of {', '.join(SCHEDULERS)}")
+        for name in ("lora_r", "batch_size", "grad_accum", "max_length", "eval_steps", "save_steps"):
+            if getattr(self, name) < 1:
+                raise ArenaError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.val_fraction < 1:
+            raise ArenaError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.learning_rate <= 0:
+            raise ArenaError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.max_steps <= 0 and self.epochs <= 0:
+            raise ArenaError("set max_steps > 0 or epochs > 0")
+        if not self.data:
+            raise ArenaError("no training data: pass --data FILE (or --from-documents / --from-votes)")
+        unknown = set(self.sweep) - {"learning_rate", "lora_r"}
+        if unknown:
+            raise ArenaError(f"sweep supports learning_rate and lora_r, not {sorted(unknown)}")
+
+    def ensure_job_id(self) -> str:
+        if not self.job_id:
+            self.job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{self.name}"
+        return self.job_id
+
+    def to_yaml(self, path: Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(yaml.safe_dump(asdict(self), sort_keys=False, allow_unicode=True))
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "config") -> JobConfig:
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ArenaError(f"{where}: unknown setting(s) {', '.join(unknown)}")
+        values = {}
+        for key, value in data.items():
+            values[key] = _coerce(known[key], value, where)
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> JobConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise ArenaError(f"config file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f" line {mark.line + 1}" if mark else ""
+            raise ArenaError(f"{path.name}{line}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+        if not isinstance(data, dict):
+            raise ArenaError(f"{path.name}: expected a mapping of settings")
+        return cls.from_dict(data, path.name)
+
+
+def _coerce(f, value, where: str):
+    """Check/convert one YAML value to the field's type, naming the setting on error."""
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+    try:
+        if kind == "bool":
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if kind == "int":
+            if isinstance(value, bool) or float(value) != int(float(value)):
+                raise ValueError
+            return int(float(value))
+        if kind == "float":
+            return float(value)
+        if kind == "str":
+            return "" if value is None else str(value)
+    except (TypeError, ValueError):
+        raise ArenaError(f"{where}: {f.name} must be a {kind}, got {value!r}") from None
+    if kind.startswith("list") and not isinstance(value, list):
+        raise ArenaError(f"{where}: {f.name} must be a list, got {value!r}")
+    if kind.startswith("dict") and not isinstance(value, dict):
+        raise ArenaError(f"{where}: {f.name} must be a mapping, got {value!r}")
+    return value
+
+
+def add_train_flags(p: argparse.ArgumentParser) -> None:
+    """CLI flags for `arena train`: each overrides the YAML value when given."""
+    p.add_argument("config", nargs="?", help="job YAML (flags below override its values)")
+    p.add_argument("--data", action="append", default=None, metavar="FILE[:WEIGHT]",
+                   help="training file (.jsonl/.json/.csv); repeat to mix with weights")
+    p.add_argument("--from-documents", choices=DOC_KINDS, action="append", default=None,
+                   help="build data from the ingested documents")
+    p.add_argument("--from-votes", action="store_true", help="preference pairs from chat votes (for dpo)")
+    p.add_argument("--distill", metavar="QUESTIONS", default=None,
+                   help="file of questions (one per line): the RAG variant's answers become targets")
+    p.add_argument("--resume", action="store_true", help="continue the job from its last checkpoint")
+    p.add_argument("--method", choices=METHODS, default=None)
+    p.add_argument("--name", default=None)
+    for name, typ in (("lora_r", int), ("lora_alpha", int), ("learning_rate", float), ("epochs", float),
+                      ("max_steps", int), ("batch_size", int), ("grad_accum", int), ("max_length", int),
+                      ("eval_steps", int), ("save_steps", int), ("early_stopping_patience", int),
+                      ("seed", int), ("val_fraction", float), ("num_virtual_tokens", int),
+                      ("train_layers", int), ("warmup_steps", int), ("dpo_beta", float)):
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None)
+    p.add_argument("--lr-scheduler", dest="lr_scheduler", choices=SCHEDULERS, default=None)
+    p.add_argument("--init-from", dest="init_from", default=None, help="registered adapter to continue from")
+    p.add_argument("--base-model", dest="base_model", default=None, help="base model (default: --model)")
+    for name in ("use_dora", "use_rslora", "bf16"):
+        p.add_argument("--" + name.replace("_", "-"), dest=name, action="store_true", default=None)
+    p.add_argument("--packing", dest="packing", action="store_true", default=None,
+                   help="padding-free packing instead of length-grouped batches")
+    p.add_argument("--sweep-lr", dest="sweep_lr", type=float, nargs="+", default=None)
+    p.add_argument("--sweep-r", dest="sweep_r", type=int, nargs="+", default=None)
+
+
+def config_from_args(args: argparse.Namespace) -> JobConfig:
+    """YAML (if given) overlaid with the CLI flags that were actually passed."""
+    cfg = JobConfig.from_yaml(args.config) if args.config else JobConfig()
+    for f in fields(JobConfig):
+        value = getattr(args, f.name, None)
+        if value is not None and f.name != "data":
+            setattr(cfg, f.name, value)
+    cfg.data = list(cfg.data) + _data_flags(args)
+    if args.sweep_lr:
+        cfg.sweep["learning_rate"] = args.sweep_lr
+    if args.sweep_r:
+        cfg.sweep["lora_r"] = args.sweep_r
+    return cfg
+
+
+def _data_flags(args: argparse.Namespace) -> list[dict]:
+    out = []
+    for spec in args.data or []:
+        path, _, weight = spec.rpartition(":") if _has_weight(spec) else (spec, "", "")
+        out.append({"path": str(Path(path).resolve()), "weight": float(weight) if weight else 1.0})
+    out += [{"source": "documents", "kind": kind} for kind in args.from_documents or []]
+    if args.from_votes:
+        out.append({"source": "votes"})
+    if args.distill:
+        out.append({"source": "distill", "questions": str(Path(args.distill).resolve())})
+    return out
+
+
+def _has_weight(spec: str) -> bool:
+    head, sep, tail = spec.rpartition(":")
+    try:
+        float(tail)
+    except ValueError:
+        return False
+    return bool(sep and head)

@@ -1,0 +1,225 @@
+"""Training data: load JSONL/JSON/CSV in common formats, normalize, dedup, split, fingerprint, tokenize."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from assistant.errors import ArenaError
+
+ROLES = {"system", "user", "assistant"}
+FORMATS = "messages, prompt/completion, prompt/chosen/rejected, instruction/input/output, question/answer, text"
+
+
+@dataclass
+class Example:
+    """One normalized training row: chat (messages ending with an assistant turn), raw text, or a preference."""
+
+    kind: str  # "chat" | "text" | "pref"
+    messages: list[dict] = field(default_factory=list)  # chat: full conversation; pref: the prompt turns
+    text: str = ""
+    chosen: str = ""
+    rejected: str = ""
+    origin: str = ""  # "file.jsonl line 12": where it came from, for error messages
+
+    def key(self) -> str:
+        """Canonical content (origin excluded) used for dedup and fingerprints."""
+        data = asdict(self)
+        data.pop("origin")
+        return json.dumps(data, sort_keys=True, ensure_ascii=False)
+
+    def question(self) -> str:
+        """The last user turn (what the adapter was asked), or "" for raw text."""
+        users = [m["content"] for m in self.messages if m["role"] == "user"]
+        return users[-1] if users else ""
+
+
+def chat(question: str, answer: str, system: str = "", origin: str = "") -> Example:
+    """A one-turn chat example."""
+    msgs = [{"role": "system", "content": system}] if system else []
+    msgs += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    return Example("chat", msgs, origin=origin)
+
+
+def _text(row: dict, key: str, where: str) -> str:
+    value = row.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise ArenaError(f"{where}: field {key!r} must be a non-empty string, got {value!r:.60}")
+    return value.strip()
+
+
+def _messages(value, where: str) -> list[dict]:
+    if not isinstance(value, list) or not value:
+        raise ArenaError(f"{where}: 'messages' must be a non-empty list of {{role, content}} objects")
+    out = []
+    for i, m in enumerate(value):
+        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+            raise ArenaError(f"{where}: message {i} must have role in {sorted(ROLES)} and a string content, "
+                             f"got {m!r:.80}")
+        out.append({"role": m["role"], "content": m["content"]})
+    return out
+
+
+def normalize(row, where: str) -> Example:
+    """Map one raw row in any supported format to an Example; raise ArenaError naming the row."""
+    if not isinstance(row, dict):
+        raise ArenaError(f"{where}: expected an object, got {type(row).__name__}")
+    if "messages" in row:
+        msgs = _messages(row["messages"], where)
+        if not any(m["role"] == "assistant" for m in msgs):
+            raise ArenaError(f"{where}: 'messages' has no assistant turn to learn from")
+        while msgs[-1]["role"] != "assistant":
+            msgs.pop()  # trailing user turns have no answer: nothing to learn from them
+        return Example("chat", msgs, origin=where)
+    if "chosen" in row or "rejected" in row:
+        prompt = row.get("prompt")
+        msgs = _messages(prompt, where) if isinstance(prompt, list) else [
+            {"role": "user", "content": _text(row, "prompt", where)}]
+        return Example("pref", msgs, chosen=_text(row, "chosen", where), rejected=_text(row, "rejected", where),
+                       origin=where)
+    if "completion" in row:
+        prompt = row.get("prompt")
+        msgs = _messages(prompt, where) if isinstance(prompt, list) else [
+            {"role": "user", "content": _text(row, "prompt", where)}]
+        return Example("chat", msgs + [{"role": "assistant", "content": _text(row, "completion", where)}],
+                       origin=where)
+    if "instruction" in row:
+        extra = row.get("input") or ""
+        question = _text(row, "instruction", where) + (f"\n\n{extra.strip()}" if str(extra).strip() else "")
+        return chat(question, _text(row, "output", where), origin=where)
+    if "question" in row:
+        question = _text(row, "question", where)
+        context = row.get("context") or ""
+        if str(context).strip():
+            question = f"Context:\n{str(context).strip()}\n\nQuestion: {question}"
+        return chat(question, _text(row, "answer", where), origin=where)
+    if "text" in row:
+        return Example("text", text=_text(row, "text", where), origin=where)
+    raise ArenaError(f"{where}: unknown row format with keys {sorted(row)}; expected one of: {FORMATS}")
+
+
+def load_file(path: Path) -> list[Example]:
+    """Read a .jsonl, .json or .csv file into Examples; errors name the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArenaError(f"training data file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return _load_jsonl(path)
+    if suffix == ".json":
+        return _load_json(path)
+    if suffix == ".csv":
+        return _load_csv(path)
+    raise ArenaError(f"training data file {path}: unsupported extension {suffix!r} (use .jsonl, .json or .csv)")
+
+
+def _load_jsonl(path: Path) -> list[Example]:
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path.name} line {n}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ArenaError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+        out.append(normalize(row, where))
+    return out
+
+
+def _load_json(path: Path) -> list[Example]:
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ArenaError(f"{path.name} line {exc.lineno}: invalid JSON ({exc.msg})") from None
+    if isinstance(data, dict):
+        data = data.get("data") if isinstance(data.get("data"), list) else [data]
+    if not isinstance(data, list):
+        raise ArenaError(f"{path.name}: expected a JSON list of rows")
+    lines = _item_lines(text, len(data))
+    return [normalize(row, f"{path.name} line {lines[i]} (item {i})") for i, row in enumerate(data)]
+
+
+def _item_lines(text: str, count: int) -> list[int]:
+    """Best-effort line number where each top-level list item starts (depth-1 '{' positions)."""
+    lines, depth, line, in_str, esc = [], 0, 1, False, False
+    for ch in text:
+        if ch == "\n":
+            line += 1
+        if in_str:  # skip string contents, honouring backslash escapes
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+            continue
+        if ch == '"':
+            in_str = True
+        elif ch in "[{":
+            if depth == 1:
+                lines.append(line)
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+    return lines + [0] * (count - len(lines))
+
+
+def _load_csv(path: Path) -> list[Example]:
+    out = []
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        for row in reader:
+            clean = {k.strip(): v for k, v in row.items() if k and v not in (None, "")}
+            if clean:
+                out.append(normalize(clean, f"{path.name} line {reader.line_num}"))
+    return out
+
+
+def dedup(examples: list[Example]) -> list[Example]:
+    """Drop exact duplicates (same normalized content), keeping the first occurrence."""
+    seen, out = set(), []
+    for ex in examples:
+        k = ex.key()
+        if k not in seen:
+            seen.add(k)
+            out.append(ex)
+    return out
+
+
+def split(examples: list[Example], val_fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """Seeded shuffle, then hold out val_fraction (at least one row when there are 2+ rows and fraction > 0)."""
+    rows = list(examples)
+    random.Random(seed).shuffle(rows)
+    n_val = round(len(rows) * val_fraction)
+    if val_fraction > 0 and len(rows) >= 2:
+        n_val = min(max(n_val, 1), len(rows) - 1)
+    return rows[n_val:], rows[:n_val]
+
+
+def fingerprint(train: list[Example], val: list[Example]) -> str:
+    """Short sha256 of the final train/validation content (order included)."""
+    h = hashlib.sha256()
+    for tag, rows in (("train", train), ("val", val)):
+        h.update(tag.encode())
+        for ex in rows:
+            h.update(ex.key().encode("utf-8"))
+            h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def mix(sources: list[tuple[list[Example], float]], seed: int) -> list[Example]:
+    """Multi-task mix: weight w keeps round(w * n) rows of a source (sampling with replacement beyond n)."""
+    rng, out = random.Random(seed), []
+    for rows, weight in sources:
+        if weight < 0:
+            raise ArenaError(f"data weight must be >= 0, got {weight}")
+        want = round(len(rows) * weight)
+        whole, rest = divmod(want, len(rows)) if rows else (0, 0)
+        out += rows * whole + rng.sample(rows, rest)
+    return out

@@ -1,0 +1,88 @@
+"""Launch `arena train` as a subprocess for the UI: one job at a time, cancel, resume, tail its metrics."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from assistant.errors import ArenaError
+from assistant.settings import Settings
+from training.callbacks import CANCEL_FILE, read_metrics
+from training.config import JobConfig
+from training.runner import job_dir, read_status
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class JobManager:
+    """Runs the SAME command line users run (`python -m assistant train CONFIG.yaml`), never via a shell."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self.folder: Path | None = None
+
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, cfg: JobConfig) -> Path:
+        """Write the job YAML and launch it; refuses while another job runs."""
+        cfg.validate()
+        folder = job_dir(self.settings, cfg)
+        folder.mkdir(parents=True, exist_ok=True)
+        cfg.to_yaml(folder / "config.yaml")
+        return self._launch(folder, resume=False)
+
+    def resume(self, folder: Path | None = None) -> Path:
+        folder = Path(folder or self.folder or "")
+        if not (folder / "config.yaml").is_file():
+            raise ArenaError("no job to resume: start a job first")
+        return self._launch(folder, resume=True)
+
+    def _launch(self, folder: Path, resume: bool) -> Path:
+        with self._lock:
+            if self.running():
+                raise ArenaError(f"job {self.folder.name} is still running; cancel it or wait")
+            (folder / CANCEL_FILE).unlink(missing_ok=True)
+            cmd = [sys.executable, "-m", "assistant", "train", str(folder / "config.yaml"),
+                   "--data-dir", str(self.settings.data_dir), "--model", self.settings.model,
+                   "--device", self.settings.device, "--json"] + (["--resume"] if resume else [])
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
+                                                                         os.environ.get("PYTHONPATH")]))}
+            log = (folder / "log.txt").open("a")
+            self._proc = subprocess.Popen(cmd, cwd=str(ROOT), env=env, stdout=log, stderr=subprocess.STDOUT)
+            log.close()  # the child keeps its own handle
+            self.folder = folder
+            return folder
+
+    def cancel(self) -> None:
+        """Ask the job to checkpoint and stop (a cancel file, read at the next step; SIGTERM does the same)."""
+        if self.folder is None:
+            raise ArenaError("no job to cancel")
+        (self.folder / CANCEL_FILE).touch()
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        return self._proc.wait(timeout) if self._proc else None
+
+    def progress(self) -> dict:
+        """State, step/max_steps, fraction, ETA, the loss history and the log tail of the current job."""
+        if self.folder is None:
+            return {"state": "idle", "records": []}
+        records = read_metrics(self.folder / "metrics.jsonl")
+        status = read_status(self.folder)
+        state = status.get("state", "starting")
+        if state == "running" and not self.running():
+            state = "failed"  # the process died without reporting (crash, kill -9): resume can pick it up
+        last = next((r for r in reversed(records) if "max_steps" in r), {})
+        step, total = last.get("step", 0), last.get("max_steps") or 0
+        return {"state": "running" if self.running() and state != "done" else state, "step": step,
+                "max_steps": total, "fraction": step / total if total else 0.0, "eta_s": last.get("eta_s"),
+                "records": records, "status": status, "job_dir": str(self.folder), "log": self.log_tail()}
+
+    def log_tail(self, chars: int = 2000) -> str:
+        path = self.folder / "log.txt" if self.folder else None
+        return path.read_text(errors="replace")[-chars:] if path and path.is_file() else ""

@@ -1,0 +1,216 @@
+"""Run one training job: prepare data, build the trainer (trl SFT or DPO), train, save, register."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from assistant.errors import ArenaError
+from assistant.settings import Settings
+from training.callbacks import CancelCallback, EarlyStopping, MetricsCallback, truncate_metrics
+from training.config import JobConfig
+from training.data import Example
+from training.registry import AdapterRegistry
+from training.sources import prepare_data
+
+CHECKPOINTS = "checkpoints"
+
+
+def job_dir(settings: Settings, cfg: JobConfig) -> Path:
+    return Path(settings.data_dir) / "jobs" / cfg.ensure_job_id()
+
+
+def write_status(folder: Path, **fields) -> None:
+    """status.json for the UI and scripts; written atomically (main process only)."""
+    if not is_main_process():
+        return
+    tmp = folder / f"status.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps({"updated": time.time(), **fields}, default=str))
+    tmp.replace(folder / "status.json")
+
+
+def read_status(folder: Path) -> dict:
+    try:
+        return json.loads((Path(folder) / "status.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _args_common(cfg: JobConfig, folder: Path, device, has_val: bool) -> dict:
+    return dict(
+        output_dir=str(folder / CHECKPOINTS), per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay,
+        logging_steps=cfg.logging_steps, eval_strategy="steps" if has_val else "no", eval_steps=cfg.eval_steps,
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2, seed=cfg.seed, data_seed=cfg.seed,
+        bf16=cfg.bf16, use_cpu=device.type == "cpu", report_to="none", disable_tqdm=True,
+        dataloader_num_workers=0, max_length=cfg.max_length, save_only_model=False)
+
+
+def make_trainer(cfg: JobConfig, model, tokenizer, train: list[Example], val: list[Example], folder: Path,
+                 device, callbacks: list):
+    """trl SFTTrainer on pre-tokenized rows (prompt already masked), or DPOTrainer on preference pairs."""
+    from datasets import Dataset
+
+    from training.tokenize import pref_rows, tokenize_examples
+
+    if cfg.method == "dpo":
+        from trl import DPOConfig, DPOTrainer
+
+        tr, va = pref_rows(train), pref_rows(val)
+        if not tr:
+            raise ArenaError("method 'dpo' needs preference pairs (prompt/chosen/rejected rows or --from-votes)")
+        args = DPOConfig(beta=cfg.dpo_beta, **_args_common(cfg, folder, device, bool(va)))
+        return DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(tr),
+                          eval_dataset=Dataset.from_list(va) if va else None, processing_class=tokenizer,
+                          callbacks=callbacks)
+    from trl import SFTConfig, SFTTrainer
+
+    tr, va = (tokenize_examples(tokenizer, rows, cfg.max_length) for rows in (train, val))
+    if not tr:
+        raise ArenaError(f"method {cfg.method!r} needs chat or text rows; the data has none usable "
+                         "(preference pairs only train with method 'dpo')")
+    # Default: length-grouped batches (rows of similar length together, so pad-to-longest wastes little and
+    # attention stays short). Padding-free packing is optional: on CPU its block-diagonal mask over one long
+    # row measured slower here (benchmarks/training.py). Prompt tuning prepends virtual tokens: no packing.
+    packing = cfg.packing and cfg.method != "prompt_tuning"
+    args = SFTConfig(packing=packing, packing_strategy="bfd", eval_packing=packing,
+                     train_sampling_strategy="random" if packing else "group_by_length",
+                     **_args_common(cfg, folder, device, bool(va)))
+    return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(tr),
+                      eval_dataset=Dataset.from_list(va) if va else None, processing_class=tokenizer,
+                      callbacks=callbacks)
+
+
+def last_checkpoint(folder: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    ckpt = folder / CHECKPOINTS
+    return get_last_checkpoint(str(ckpt)) if ckpt.is_dir() else None
+
+
+def train_one(cfg: JobConfig, settings: Settings, folder: Path, resume: bool = False, runtime=None) -> dict:
+    """Train in `folder` and save the artifact to folder/artifact; returns a result dict (state, metrics)."""
+    from transformers import AutoTokenizer, set_seed
+
+    from assistant.models import resolve_device, resolve_model_path
+    from training.methods import build_trainable, trainable_summary
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg.to_yaml(folder / "config.yaml")
+    device = resolve_device(settings.device)
+    train, val, fp = prepare_data(cfg, settings, folder, runtime, reuse=resume)
+    base = resolve_model_path(cfg.base_model or settings.model, settings)
+    init = AdapterRegistry(settings.data_dir).get(cfg.init_from) if cfg.init_from else None
+    set_seed(cfg.seed)
+    tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=settings.trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = build_trainable(cfg, base, device, init, settings.trust_remote_code)
+    cancel, stopper = CancelCallback(folder), EarlyStopping(cfg.early_stopping_patience)
+    cancel.install_signals()
+    ckpt = last_checkpoint(folder) if resume else None
+    if resume and ckpt is None:
+        raise ArenaError(f"job {folder.name} has no checkpoint to resume from")
+    if ckpt and is_main_process():
+        truncate_metrics(folder / "metrics.jsonl", int(ckpt.rsplit("-", 1)[-1]))
+    callbacks = [MetricsCallback(folder / "metrics.jsonl"), cancel, stopper]
+    trainer = make_trainer(cfg, model, tokenizer, train, val, folder, device, callbacks)
+    write_status(folder, state="running", pid=os.getpid(), name=cfg.name, fingerprint=fp)
+    started = time.time()
+    result = trainer.train(resume_from_checkpoint=ckpt)
+    seconds = time.time() - started
+    if cancel.requested:
+        write_status(folder, state="cancelled", step=trainer.state.global_step, name=cfg.name)
+        (folder / "CANCEL").unlink(missing_ok=True)
+        return {"state": "cancelled", "step": trainer.state.global_step, "job_dir": str(folder)}
+    metrics = _final_metrics(trainer, result, stopper, seconds, train, trainable_summary(model))
+    if trainer.accelerator.is_main_process:
+        _save_artifact(trainer, tokenizer, cfg, folder / "artifact")
+    trainer.accelerator.wait_for_everyone()
+    return {"state": "done", "metrics": metrics, "fingerprint": fp, "job_dir": str(folder),
+            "base_model": cfg.base_model or settings.model, "questions": _questions(train),
+            "peft_type": _peft_type(model)}
+
+
+def _final_metrics(trainer, result, stopper, seconds, train, summary) -> dict:
+    from training.callbacks import read_metrics
+
+    history = read_metrics(Path(trainer.args.output_dir).parent / "metrics.jsonl")
+    losses = [r["loss"] for r in history if "loss" in r]
+    vals = [r["val_loss"] for r in history if "val_loss" in r]
+    if trainer.eval_dataset is not None:
+        vals.append(trainer.evaluate()["eval_loss"])
+    tokens = [r["tokens"] for r in history if "tokens" in r]
+    return {"train_loss": losses[-1] if losses else result.training_loss, "val_loss": vals[-1] if vals else None,
+            "best_val_loss": min(vals) if vals else None, "steps": trainer.state.global_step,
+            "train_seconds": round(seconds, 2), "tokens": tokens[-1] if tokens else None,
+            "tokens_per_s": round(tokens[-1] / seconds, 2) if tokens and seconds > 0 else None,
+            "early_stopped_at": stopper.stopped_at, "train_rows": len(train),
+            "world_size": trainer.args.world_size, **summary}
+
+
+def _peft_type(model) -> str | None:
+    config = getattr(model, "peft_config", None)
+    if not config:
+        return None
+    peft_type = next(iter(config.values())).peft_type
+    return str(getattr(peft_type, "value", peft_type))
+
+
+def _questions(rows: list[Example]) -> list[str]:
+    return sorted({ex.question() for ex in rows if ex.question()})
+
+
+def _save_artifact(trainer, tokenizer, cfg: JobConfig, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+
+
+def register(result: dict, cfg: JobConfig, settings: Settings) -> dict:
+    """Put a finished job's artifact into the adapter registry (main process only)."""
+    if result["state"] != "done" or not is_main_process():
+        return result
+    folder = Path(result["job_dir"])
+    meta = {"method": cfg.method, "base_model": result["base_model"], "metrics": result["metrics"],
+            "peft_type": result["peft_type"], "fingerprint": result["fingerprint"], "job_id": cfg.job_id,
+            "config": asdict(cfg)}
+    info = AdapterRegistry(settings.data_dir).register(
+        cfg.name, folder / "artifact", meta, result["questions"],
+        {"job.yaml": folder / "config.yaml", "metrics.jsonl": folder / "metrics.jsonl"})
+    write_status(folder, state="done", adapter=info.name, metrics=result["metrics"], name=cfg.name)
+    out = {k: v for k, v in result.items() if k != "questions"}  # stored with the adapter; too long to print
+    return {**out, "adapter": info.name, "path": str(info.path)}
+
+
+def run_job(cfg: JobConfig, settings: Settings, resume: bool = False, runtime=None) -> dict:
+    """Validate, train (or sweep) and register; the one entry point behind `arena train`."""
+    cfg.validate()
+    folder = job_dir(settings, cfg)
+    if resume and not (folder / "config.yaml").is_file():
+        raise ArenaError(f"nothing to resume: job folder {folder} does not exist")
+    if cfg.sweep:
+        from training.sweep import run_sweep
+
+        return run_sweep(cfg, settings, folder, runtime)
+    try:
+        result = train_one(cfg, settings, folder, resume, runtime)
+    except Exception as exc:
+        if folder.is_dir():
+            write_status(folder, state="failed", error=str(exc), name=cfg.name)
+        raise
+    return register(result, cfg, settings)
+
+
+def trial_config(cfg: JobConfig, **overrides) -> JobConfig:
+    return replace(cfg, sweep={}, **overrides)

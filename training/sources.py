@@ -1,0 +1,132 @@
+"""Resolve a job's data sources (files, documents, votes, distillation) into one seeded train/val split."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from assistant.errors import ArenaError
+from assistant.settings import Settings
+from training.config import JobConfig
+from training.data import Example, dedup, fingerprint, load_file, mix, split
+
+
+def source_label(spec: dict) -> str:
+    if "path" in spec:
+        return Path(spec["path"]).name
+    return "+".join(str(spec.get(k)) for k in ("source", "kind") if spec.get(k))
+
+
+def load_source(spec: dict, settings: Settings, runtime=None) -> list[Example]:
+    """Rows of one data source spec (see JobConfig.data)."""
+    from training import builders
+
+    kind = spec.get("source", "file" if "path" in spec else None)
+    if kind == "file":
+        return load_file(Path(spec["path"]))
+    if kind == "votes":
+        from assistant.votes import VoteStore
+
+        return builders.pref_from_votes(VoteStore(Path(settings.data_dir) / "votes.sqlite").all())
+    if kind == "documents":
+        return _from_documents(spec.get("kind", "qa"), _runtime(runtime, settings))
+    if kind == "distill":
+        questions = builders.read_questions(Path(spec["questions"]))
+        return builders.distill(questions, _runtime(runtime, settings).arena)
+    raise ArenaError(f"unknown data source {spec!r}: use path, or source documents / votes / distill")
+
+
+def _runtime(runtime, settings: Settings):
+    if runtime is None:
+        from assistant.runtime import Runtime
+
+        runtime = Runtime(settings)
+    return runtime
+
+
+def _from_documents(kind: str, runtime) -> list[Example]:
+    from training import builders
+
+    store = runtime.store
+    if store.is_empty():
+        raise ArenaError("no documents ingested yet: add documents before building training data from them")
+    sections = store.sections()
+    if kind == "cpt":
+        return builders.cpt_from_sections(sections)
+    qa = builders.qa_from_sections(sections)
+    if kind == "grounded":
+        return builders.grounded_examples(qa, lambda q, k: store.search(q, k=k))
+    return qa
+
+
+def with_system(rows: list[Example], system: str) -> list[Example]:
+    """Add the job's system prompt to chat rows that do not have one."""
+    if not system:
+        return rows
+    for ex in rows:
+        if ex.kind == "chat" and ex.messages and ex.messages[0]["role"] != "system":
+            ex.messages.insert(0, {"role": "system", "content": system})
+    return rows
+
+
+def build_split(cfg: JobConfig, settings: Settings, runtime=None) -> tuple[list[Example], list[Example]]:
+    """Per source: load, dedup, split (seeded); then mix the train parts with their weights."""
+    parts, val = [], []
+    for spec in cfg.data:
+        rows = dedup(with_system(load_source(spec, settings, runtime), cfg.system_prompt))
+        if not rows:
+            raise ArenaError(f"data source {source_label(spec)} produced no rows")
+        tr, va = split(rows, cfg.val_fraction, cfg.seed)
+        parts.append((tr, float(spec.get("weight", 1.0))))
+        val += va
+    return mix(parts, cfg.seed), val
+
+
+def _dump(path: Path, rows: list[Example]) -> None:
+    path.write_text("".join(json.dumps(asdict(ex), ensure_ascii=False) + "\n" for ex in rows))
+
+
+def _load(path: Path) -> list[Example]:
+    return [Example(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+
+
+def prepare_data(cfg: JobConfig, settings: Settings, folder: Path, runtime=None,
+                 reuse: bool = False) -> tuple[list[Example], list[Example], str]:
+    """The job's final train/val rows, saved in the job folder (a resumed job re-reads exactly those)."""
+    train_file, val_file = folder / "train.jsonl", folder / "val.jsonl"
+    if reuse and train_file.is_file() and val_file.is_file():
+        train, val = _load(train_file), _load(val_file)
+    else:
+        train, val = build_split(cfg, settings, runtime)
+        # Every rank of a multi-process run builds the same rows; a temp file + rename keeps writes atomic.
+        for path, rows in ((train_file, train), (val_file, val)):
+            tmp = path.with_name(f"{path.name}.tmp-{id(rows)}-{_rank()}")
+            _dump(tmp, rows)
+            tmp.replace(path)
+    return train, val, fingerprint(train, val)
+
+
+def _rank() -> str:
+    import os
+
+    return os.environ.get("RANK", "0")
+
+
+def preview(specs: list[dict], settings: Settings, runtime=None, n: int = 3) -> list[dict]:
+    """Per source: row count, kinds and the first rows (for the Train tab)."""
+    out = []
+    for spec in specs:
+        rows = dedup(load_source(spec, settings, runtime))
+        kinds = sorted({ex.kind for ex in rows})
+        out.append({"source": source_label(spec), "rows": len(rows), "kinds": kinds,
+                    "first": [_row_text(ex) for ex in rows[:n]]})
+    return out
+
+
+def _row_text(ex: Example) -> str:
+    if ex.kind == "text":
+        return ex.text[:200]
+    if ex.kind == "pref":
+        return f"Q: {ex.question()[:120]} | chosen: {ex.chosen[:60]} | rejected: {ex.rejected[:60]}"
+    return f"Q: {ex.question()[:120]} | A: {ex.messages[-1]['content'][:100]}"

@@ -1,0 +1,68 @@
+"""Adapters tab: list trained adapters, delete, rename, merge-and-export to a plain model folder."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from assistant.errors import ArenaError
+from assistant.runtime import Runtime
+
+
+def _table(runtime: Runtime) -> pd.DataFrame:
+    rows = [{"name": i.name, "method": i.method, "type": i.peft_type or "full model",
+             "val loss": i.metrics.get("val_loss"), "steps": i.metrics.get("steps"),
+             "tokens/s": i.metrics.get("tokens_per_s"),
+             "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(i.created))}
+            for i in runtime.registry.list()]
+    return pd.DataFrame(rows or [{"name": "(none yet)"}])
+
+
+def build_adapters_tab(runtime: Runtime) -> None:
+    """A table of adapters plus delete / rename / export actions on the chosen one."""
+    table = gr.Dataframe(value=lambda: _table(runtime), interactive=False, elem_id="adapters-table")
+    with gr.Row():
+        choice = gr.Dropdown(choices=[], label="Adapter", elem_id="adapters-choice")
+        refresh = gr.Button("↻ Refresh", size="sm")
+    with gr.Row():
+        new_name = gr.Textbox(label="New name")
+        rename = gr.Button("Rename")
+        delete = gr.Button("Delete", variant="stop")
+    with gr.Row():
+        export_dir = gr.Textbox(label="Export folder (merged full model)",
+                                value=str(Path(runtime.settings.data_dir) / "exports"))
+        export = gr.Button("Merge and export")
+    message = gr.Markdown(elem_id="adapters-message")
+
+    def refreshed(msg: str = ""):
+        names = runtime.registry.names()
+        return _table(runtime), gr.Dropdown(choices=names, value=names[-1] if names else None), msg
+
+    def act(fn):
+        def handler(*args):
+            try:
+                return refreshed(fn(*args))
+            except ArenaError as exc:
+                raise gr.Error(str(exc)) from None
+        return handler
+
+    def do_rename(name, new):
+        return f"Renamed {name} → {runtime.registry.rename(name or '', new or '').name}"
+
+    def do_delete(name):
+        runtime.registry.delete(name or "")
+        return f"Deleted {name}"
+
+    def do_export(name, folder):
+        out = Path(folder) / (name or "adapter")
+        runtime.registry.merge_export(name or "", out, runtime.settings)
+        return f"Exported {name} (merged) to `{out}`"
+
+    outputs = [table, choice, message]
+    refresh.click(lambda: refreshed(), None, outputs)
+    rename.click(act(do_rename), [choice, new_name], outputs)
+    delete.click(act(do_delete), [choice], outputs)
+    export.click(act(do_export), [choice, export_dir], outputs)

@@ -1,0 +1,259 @@
+"""Chat tab: one question, one column per variant (own history, stats, sources), votes and blind mode."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+
+import gradio as gr
+
+from assistant.engine import GenSettings
+from assistant.errors import ArenaError
+from assistant.variants import DEFAULT_SYSTEM_PROMPT, VARIANTS, VariantConfig, format_passage
+
+TITLES = {"base": "Base", "prompt": "Prompt-engineered", "rag": "RAG", "finetuned": "Fine-tuned",
+          "rag+finetuned": "RAG + fine-tuned"}
+BLIND_TITLES = [f"Answer {c}" for c in "ABCDE"]
+
+
+def new_session() -> dict:
+    """Per-browser-tab chat state: histories per variant and the last turn (for votes)."""
+    return {"histories": {v: [] for v in VARIANTS}, "order": list(VARIANTS), "blind": False,
+            "question": "", "answers": {}, "context": "", "voted": False}
+
+
+@dataclass
+class ColumnView:
+    """What one column shows."""
+
+    title: str
+    messages: list[dict]
+    stats: str
+    sources: str
+    visible: bool
+
+
+def column_order(variants: list[str], blind: bool, rng: random.Random) -> list[str]:
+    """Variants in display order: canonical, or shuffled when blind."""
+    order = [v for v in VARIANTS if v in variants]
+    if blind:
+        rng.shuffle(order)
+    return order
+
+
+def stats_line(answer, extra: str = "") -> str:
+    if answer.error:
+        return f"⚠️ {answer.error}"
+    parts = [f"first token {answer.ttft_s:.2f} s · {answer.tokens_per_s:.1f} tok/s · {answer.tokens} tokens"]
+    parts += [f"ℹ️ {answer.notice}"] if answer.notice else []
+    parts += [extra] if extra else []
+    return "  \n".join(parts)
+
+
+def sources_table(sources: list) -> str:
+    if not sources:
+        return ""
+    rows = ["| # | file | section / page | score |", "|---|---|---|---|"]
+    for i, hit in enumerate(sources, 1):
+        where = getattr(hit, "section", "") or (f"p.{hit.page}" if getattr(hit, "page", None) else "")
+        rows.append(f"| {i} | {hit.source} | {where} | {float(hit.score):.3f} |")
+    return "\n".join(rows)
+
+
+def views(session: dict, answers: dict, question: str, extras: dict | None = None) -> list[ColumnView]:
+    """The five columns for the current state; answers may still be growing."""
+    out = []
+    for i in range(len(VARIANTS)):
+        if i >= len(session["order"]):
+            out.append(ColumnView("", [], "", "", False))
+            continue
+        name = session["order"][i]
+        title = BLIND_TITLES[i] if session["blind"] and not session["voted"] else TITLES[name]
+        history = list(session["histories"][name])
+        answer = answers.get(name)
+        if answer is not None and not answer.error:
+            history += [{"role": "user", "content": question}, {"role": "assistant", "content": answer.text}]
+        stats = stats_line(answer, (extras or {}).get(name, "")) if answer else ""
+        out.append(ColumnView(title, history, stats, sources_table(answer.sources) if answer else "", True))
+    return out
+
+
+def stream_turn(arena, session: dict, question: str, variants: list[str], cfg: VariantConfig,
+                gen: GenSettings, blind: bool = False, rng: random.Random | None = None):
+    """Run one question through the arena, yielding (session, column views) as the answers grow."""
+    if not variants:
+        raise ArenaError("select at least one variant")
+    session.update(order=column_order(variants, blind, rng or random.Random()), blind=blind, voted=False,
+                   question=question, answers={}, context="")
+    histories = {v: session["histories"][v] for v in variants}
+    extras = separate_call_notes(arena, cfg, variants)
+    answers = {}
+    for answers in arena.stream(question, variants, cfg, gen, histories):
+        yield session, views(session, answers, question, extras)
+    _commit(session, question, answers)
+    yield session, views_after(session, answers, extras)
+
+
+def views_after(session: dict, answers: dict, extras: dict) -> list[ColumnView]:
+    """Columns after a finished turn: histories already hold the turn; stats and sources stay visible."""
+    shown = views(session, {n: a for n, a in answers.items() if a.error}, "", extras)
+    for view, name in zip(shown, session["order"], strict=False):
+        answer = answers.get(name)
+        if answer is not None and not answer.error:
+            view.stats, view.sources = stats_line(answer, extras.get(name, "")), sources_table(answer.sources)
+    return shown
+
+
+def _commit(session: dict, question: str, answers: dict) -> None:
+    for name, answer in answers.items():
+        if not answer.error:
+            session["histories"][name] += [{"role": "user", "content": question},
+                                           {"role": "assistant", "content": answer.text}]
+    session["answers"] = {n: a.text for n, a in answers.items() if not a.error}
+    rag = answers.get("rag") or answers.get("rag+finetuned")
+    session["context"] = "\n\n".join(format_passage(i, h) for i, h in enumerate(rag.sources, 1)) if rag else ""
+
+
+def separate_call_notes(arena, cfg: VariantConfig, variants: list[str]) -> dict[str, str]:
+    """A note for adapter columns whose adapter cannot join the batched call."""
+    slot = arena.engine.slots.get(cfg.adapter or "")
+    if slot is None or slot.mode == "mixed":
+        return {}
+    why = "full model folder" if slot.peft_type is None else f"{slot.peft_type}{' (DoRA)' * (slot.mode == 'solo')}"
+    note = f"generated in a separate call after the batched columns ({why} cannot share the batch)"
+    return {v: note for v in variants if v in ("finetuned", "rag+finetuned")}
+
+
+def record_vote(votes, session: dict, column: int) -> str:
+    """Store the vote for the variant shown in `column`; returns the message to show."""
+    if not session.get("answers"):
+        raise ArenaError("ask a question before voting")
+    if session.get("voted"):
+        raise ArenaError("this turn already has a vote; ask another question")
+    if column >= len(session["order"]) or session["order"][column] not in session["answers"]:
+        raise ArenaError("that column has no answer to vote for")
+    winner = session["order"][column]
+    votes.add(session["question"], session["answers"], winner, session["context"], session["blind"])
+    session["voted"] = True
+    return f"Vote stored: **{TITLES[winner]}** was best" + (" (blind)." if session["blind"] else ".")
+
+
+def parse_few_shot(text: str) -> list[dict]:
+    """Few-shot pairs from JSON lines ({"question": ..., "answer": ...}); errors name the line."""
+    pairs = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                pairs.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ArenaError(f"few-shot line {n}: not valid JSON ({exc.msg})") from None
+    return pairs
+
+
+def adapter_choices(runtime) -> list[str]:
+    try:
+        return [a.name for a in runtime.registry.list()]
+    except (AttributeError, ImportError, ArenaError):
+        return []
+
+
+def build_chat(runtime) -> None:
+    """The Chat tab: controls, five variant columns, votes."""
+    session = gr.State(new_session())
+    with gr.Row():
+        box = gr.Textbox(placeholder="Ask one question; every selected variant answers it…", show_label=False,
+                         elem_id="chat-input", scale=6)
+        send = gr.Button("Ask", variant="primary", scale=1, elem_id="chat-send")
+    with gr.Row():
+        picked = gr.CheckboxGroup(list(VARIANTS), value=list(VARIANTS), label="Variants", elem_id="chat-variants")
+        adapter = gr.Dropdown(adapter_choices(runtime), label="Adapter (fine-tuned columns)", value=None,
+                              allow_custom_value=False, elem_id="chat-adapter")
+        blind = gr.Checkbox(False, label="Blind mode (shuffle, hide names until the vote)", elem_id="chat-blind")
+        clear = gr.Button("New conversation", size="sm")
+    settings = _settings_accordion()
+    status = gr.Markdown(elem_id="chat-status")
+    columns = _columns()
+    outputs = [session, status] + [c for col in columns for c in col[:6]]
+    inputs = [box, session, picked, adapter, blind] + settings
+
+    def respond(message, state, variants, adapter_name, blind_on, *values):
+        try:
+            cfg, gen = _configs(adapter_name, *values)
+            for new_state, shown in stream_turn(runtime.arena, state, message, list(variants or []), cfg, gen,
+                                            bool(blind_on)):
+                yield [new_state, ""] + _render(shown)
+        except ArenaError as exc:
+            raise gr.Error(str(exc)) from None
+
+    send.click(respond, inputs, outputs).then(lambda: "", None, box)
+    box.submit(respond, inputs, outputs).then(lambda: "", None, box)
+    adapter.focus(lambda: gr.update(choices=adapter_choices(runtime)), None, adapter)
+    clear.click(lambda: [new_session(), ""] + _render(views(new_session(), {}, "")), None, outputs)
+    for i, col in enumerate(columns):
+        col[6].click(_voter(runtime, i), [session], [session, status] + [c[1] for c in columns])
+
+
+def _voter(runtime, column: int):
+    def vote(state):
+        try:
+            message = record_vote(runtime.votes, state, column)
+        except ArenaError as exc:
+            raise gr.Error(str(exc)) from None
+        titles = [TITLES[v] for v in state["order"]] + [""] * (len(VARIANTS) - len(state["order"]))
+        return [state, message] + [gr.update(value=f"### {t}") for t in titles]
+    return vote
+
+
+def _settings_accordion() -> list:
+    with gr.Accordion("System prompt, few-shot and generation settings", open=False):
+        system = gr.Textbox(DEFAULT_SYSTEM_PROMPT, label="System prompt (prompt variant)", lines=3,
+                            elem_id="chat-system")
+        shots = gr.Textbox("", label='Few-shot examples, one JSON per line: {"question": ..., "answer": ...}',
+                           lines=4, elem_id="chat-fewshot")
+        with gr.Row():
+            dynamic_k = gr.Number(0, label="Dynamic few-shot k (0 = use the whole list)", precision=0)
+            rag_k = gr.Number(4, label="RAG passages (k)", precision=0)
+            rag_mode = gr.Dropdown(["hybrid", "dense", "bm25"], value="hybrid", label="Retrieval mode")
+        with gr.Row():
+            max_new = gr.Number(256, label="Max new tokens", precision=0, elem_id="chat-max-new")
+            temperature = gr.Number(0.0, label="Temperature (0 = greedy)", elem_id="chat-temperature")
+            top_p = gr.Number(1.0, label="Top-p")
+            seed = gr.Number(0, label="Seed", precision=0)
+            penalty = gr.Number(1.0, label="Repetition penalty")
+    return [system, shots, dynamic_k, rag_k, rag_mode, max_new, temperature, top_p, seed, penalty]
+
+
+def _configs(adapter_name, system, shots, dynamic_k, rag_k, rag_mode, max_new, temperature, top_p, seed,
+             penalty) -> tuple[VariantConfig, GenSettings]:
+    cfg = VariantConfig(system or "", parse_few_shot(shots or ""), int(dynamic_k or 0), int(rag_k or 4),
+                        rag_mode or "hybrid", adapter_name or None)
+    gen = GenSettings(int(max_new or 0), float(temperature or 0), float(top_p if top_p is not None else 1),
+                      int(seed or 0), float(penalty if penalty is not None else 1))
+    return cfg, gen
+
+
+def _columns() -> list[tuple]:
+    """Five columns: (column, title, chatbot, stats, sources accordion, sources table, vote button)."""
+    cols = []
+    with gr.Row(equal_height=False):
+        for i, name in enumerate(VARIANTS):
+            with gr.Column(min_width=220, elem_id=f"chat-col-{i}") as column:
+                title = gr.Markdown(f"### {TITLES[name]}", elem_id=f"chat-title-{i}")
+                bot = gr.Chatbot(height=380, show_label=False, elem_id=f"chat-bot-{i}")
+                stats = gr.Markdown(elem_id=f"chat-stats-{i}")
+                with gr.Accordion("Sources", open=False) as panel:
+                    table = gr.Markdown(elem_id=f"chat-sources-{i}")
+                vote = gr.Button("👍 Best answer", size="sm", elem_id=f"chat-vote-{i}")
+            cols.append((column, title, bot, stats, panel, table, vote))
+    return cols
+
+
+def _render(shown: list[ColumnView]) -> list:
+    """Gradio updates for the five columns: visibility, title, chatbot, stats, sources panel and table."""
+    out = []
+    for view in shown:
+        out += [gr.update(visible=view.visible), gr.update(value=f"### {view.title}"),
+                gr.update(value=view.messages), gr.update(value=view.stats),
+                gr.update(visible=bool(view.sources)), gr.update(value=view.sources)]
+    return out

@@ -1,0 +1,142 @@
+"""Compare tab: run the measured comparison, show results with CIs, chart, recommendation and per-question view."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from assistant.compare import views
+from assistant.compare.metrics import METRIC_LABELS, PRIMARY_METRICS
+from assistant.compare.report import chart_png, write_report
+from assistant.compare.runs import RunStore
+from assistant.errors import ArenaError
+from assistant.runtime import Runtime
+from assistant.variants import VARIANTS
+
+
+def _adapters(runtime: Runtime) -> list[str]:
+    try:
+        return [a.name for a in runtime.registry.list()]
+    except (AttributeError, ArenaError):
+        return []
+
+
+def _runs(runtime: Runtime) -> RunStore:
+    return RunStore(Path(runtime.settings.data_dir) / "runs.sqlite")
+
+
+def _image(result: dict):
+    from PIL import Image
+
+    return Image.open(io.BytesIO(chart_png(result["variants"])))
+
+
+def build_compare_tab(runtime: Runtime) -> None:
+    """Inputs, a run button with progress, results, chart, recommendation, per-question view, past runs."""
+    state = gr.State({})
+    with gr.Row():
+        eval_file = gr.File(label="Evaluation set (JSONL/CSV: question, answer[, source])",
+                            file_types=[".jsonl", ".csv"], elem_id="compare-eval-file")
+        with gr.Column():
+            from_docs = gr.Checkbox(label="Draw from the ingested documents (held-out sections)", value=False)
+            limit = gr.Number(label="Max questions (0 = all)", value=0, precision=0)
+    with gr.Row():
+        variants = gr.CheckboxGroup(list(VARIANTS), value=["base", "prompt", "rag"], label="Variants",
+                                    elem_id="compare-variants")
+        adapter = gr.Dropdown(_adapters(runtime), label="Adapter", allow_custom_value=False)
+        refresh = gr.Button("↻ adapters", size="sm")
+        metric = gr.Dropdown([(METRIC_LABELS[m], m) for m in PRIMARY_METRICS], value="f1", label="Primary metric")
+        max_new = gr.Slider(16, 512, value=128, step=16, label="Max new tokens")
+    run = gr.Button("Run comparison", variant="primary", elem_id="compare-run")
+    recommendation = gr.Markdown(elem_id="compare-recommendation")
+    table = gr.Dataframe(label="Results: mean [95 % bootstrap CI]", interactive=False, elem_id="compare-table")
+    chart = gr.Image(label="Metrics with 95 % intervals", type="pil", interactive=False)
+    warnings = gr.Markdown()
+    with gr.Accordion("Per question", open=False):
+        only_disagree = gr.Checkbox(label="Only questions where the variants disagree", value=False)
+        pick = gr.Dropdown([], label="Question", elem_id="compare-question")
+        detail = gr.HTML()
+    export = gr.File(label="Export (Markdown, HTML, PNG, JSON)", file_count="multiple", interactive=False)
+    with gr.Accordion("Past runs", open=False):
+        past = gr.Dataframe(interactive=False, elem_id="compare-past")
+        with gr.Row():
+            run_id = gr.Number(label="Run id to open", precision=0)
+            open_run = gr.Button("Open run")
+            reload_runs = gr.Button("↻ runs")
+
+    # Gradio finds the progress tracker by this default value, so the call in the signature is intended.
+    def start(file, draw, lim, chosen, adapter_name, metric_name, tokens, progress=gr.Progress()):  # noqa: B008
+        try:
+            result = _run(runtime, file, draw, int(lim or 0), chosen, adapter_name, metric_name, int(tokens),
+                          lambda f, text: progress(f, desc=text))
+        except ArenaError as exc:
+            raise gr.Error(str(exc)) from None
+        return _show(runtime, result, only=False) + (_past(runtime),)
+
+    shown = [state, recommendation, table, chart, warnings, pick, detail, export]
+    run.click(start, [eval_file, from_docs, limit, variants, adapter, metric, max_new], shown + [past])
+    refresh.click(lambda: gr.update(choices=_adapters(runtime)), None, adapter)
+    only_disagree.change(lambda r, only: gr.update(choices=views.question_choices(r, only), value=None)
+                         if r else gr.update(), [state, only_disagree], pick)
+    pick.change(lambda r, i: views.question_html(r, -1 if i is None else int(i)) if r else "", [state, pick],
+                detail)
+    reload_runs.click(lambda: _past(runtime), None, past)
+    open_run.click(lambda i: _open(runtime, i), run_id, shown)
+
+
+def _run(runtime, file, draw, lim, chosen, adapter_name, metric_name, tokens, progress) -> dict:
+    from assistant.compare.evalset import draw_eval_set, load_eval_set
+    from assistant.compare.runner import CompareConfig, run_comparison
+
+    if draw:
+        trained = runtime.registry.training_questions(adapter_name) if adapter_name else []
+        items, _ = draw_eval_set(runtime.store.sections(), exclude_questions=trained)
+        name = "drawn from documents"
+    elif file:
+        path = Path(file if isinstance(file, str) else file.name)
+        items, name = load_eval_set(path), path.name
+    else:
+        raise ArenaError("choose an evaluation file or tick 'draw from the ingested documents'")
+    items = items[:lim] if lim > 0 else items
+    cc = CompareConfig(variants=tuple(chosen or ()), metric=metric_name, adapter=adapter_name or None,
+                       max_new_tokens=tokens, eval_name=name)
+    return run_comparison(runtime, items, cc, progress=progress)
+
+
+def _show(runtime, result: dict, only: bool) -> tuple:
+    header, rows = views.results_table(result)
+    rec = result["recommendation"]
+    text = f"### Recommendation: {rec.get('variant') or 'none'}\n{rec['reason']}"
+    warn = "\n".join(f"- ⚠️ {w}" for w in result.get("warnings", [])) or ""
+    choices = views.question_choices(result, only)
+    first = choices[0][1] if choices else None
+    return (result, text, pd.DataFrame(rows, columns=header), _image(result), warn,
+            gr.update(choices=choices, value=first), views.question_html(result, -1 if first is None else first),
+            _export(runtime, result))
+
+
+def _export(runtime, result: dict) -> list[str]:
+    """Report files under uploads/ (the only folder the server may serve files from)."""
+    folder = runtime.settings.uploads_dir / "compare"
+    stem = folder / f"run-{result.get('run_id', int(time.time()))}"
+    paths = write_report(result, stem.with_suffix(".md"))
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
+    return [str(paths["markdown"]), str(paths["html"]), str(paths["png"]), str(stem.with_suffix(".json"))]
+
+
+def _past(runtime):
+    header, rows = views.runs_table(_runs(runtime).list())
+    return pd.DataFrame(rows, columns=header)
+
+
+def _open(runtime, run_id) -> tuple:
+    try:
+        result = _runs(runtime).get(int(run_id or 0)).result
+    except ArenaError as exc:
+        raise gr.Error(str(exc)) from None
+    return _show(runtime, result, only=False)

@@ -1,0 +1,169 @@
+"""Train tab: pick data, method and a few numbers, start `arena train` as a subprocess, watch it learn."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from assistant.errors import ArenaError
+from assistant.runtime import Runtime
+from training.config import DOC_KINDS, METHODS, JobConfig
+from training.jobs import JobManager
+from training.registry import sanitize_name
+from training.sources import preview
+
+DEFAULT_LR = {"lora": 2e-4, "ia3": 3e-3, "prompt_tuning": 3e-2, "full": 2e-5, "freeze": 5e-5, "qlora": 2e-4,
+              "dpo": 5e-5}
+
+
+def _specs(runtime: Runtime, files, use_docs: bool, doc_kind: str, use_votes: bool) -> list[dict]:
+    """Data-source specs; uploads are copied into uploads/ so the job can re-read them on resume."""
+    specs = []
+    for f in files or []:
+        src = Path(getattr(f, "name", f))
+        target = runtime.settings.uploads_dir / "training" / src.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if src.resolve() != target.resolve():
+            shutil.copy2(src, target)
+        specs.append({"path": str(target.resolve())})
+    if use_docs:
+        specs.append({"source": "documents", "kind": doc_kind})
+    if use_votes:
+        specs.append({"source": "votes"})
+    return specs
+
+
+def _plot_frame(records: list[dict]) -> pd.DataFrame:
+    rows = [{"step": r["step"], "loss": r["loss"], "series": "train"} for r in records if "loss" in r]
+    rows += [{"step": r["step"], "loss": r["val_loss"], "series": "validation"} for r in records if "val_loss" in r]
+    return pd.DataFrame(rows or [{"step": 0, "loss": None, "series": "train"}])
+
+
+def _progress_md(p: dict) -> str:
+    if p["state"] == "idle":
+        return "No job yet."
+    pct = int(100 * p.get("fraction", 0))
+    eta = p.get("eta_s")
+    eta_text = f" · ETA {int(eta // 60)}m{int(eta % 60):02d}s" if eta is not None and p["state"] == "running" else ""
+    bar = f"<progress value='{pct}' max='100' style='width:100%'></progress>"
+    return f"**{p['state']}** · step {p.get('step', 0)}/{p.get('max_steps') or '?'} ({pct} %){eta_text}\n\n{bar}"
+
+
+def _summary_md(p: dict) -> str:
+    status = p.get("status", {})
+    if p["state"] == "done" and status.get("metrics"):
+        m = status["metrics"]
+        return (f"### Adapter **{status.get('adapter')}** is ready\n"
+                f"time {m.get('train_seconds')} s · {m.get('tokens_per_s')} tokens/s · train loss "
+                f"{_f(m.get('train_loss'))} · val loss {_f(m.get('val_loss'))} · steps {m.get('steps')}")
+    if p["state"] == "failed":
+        return f"**Failed:** {status.get('error') or 'the process stopped'} — see the log; *Resume* continues " \
+               "from the last checkpoint."
+    if p["state"] == "cancelled":
+        return f"Cancelled at step {status.get('step')}; checkpoint saved. Press *Resume* to continue."
+    return ""
+
+
+def _f(v) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+def build_train_tab(runtime: Runtime, tabs: gr.Tabs | None = None) -> None:
+    """Data sources + preview, method and hyper-parameters, start/cancel/resume, live progress and loss plot."""
+    jobs = JobManager(runtime.settings)
+    with gr.Row():
+        files = gr.File(label="Training files (JSONL / JSON / CSV)", file_count="multiple",
+                        file_types=[".jsonl", ".json", ".csv"], elem_id="train-files")
+        with gr.Column():
+            use_docs = gr.Checkbox(label="Build from ingested documents", value=False)
+            doc_kind = gr.Dropdown(list(DOC_KINDS), value="qa", label="Document data",
+                                   info="cpt = continued pre-training, qa = drawn Q&A, grounded = Q&A with context")
+            use_votes = gr.Checkbox(label="Preference pairs from chat votes (method dpo)", value=False)
+            preview_btn = gr.Button("Preview data", size="sm")
+    data_table = gr.Dataframe(label="Sources", interactive=False, elem_id="train-preview")
+    with gr.Row():
+        name = gr.Textbox(value="my-adapter", label="Adapter name", elem_id="train-name")
+        method = gr.Dropdown(list(METHODS), value="lora", label="Method", elem_id="train-method")
+        lr = gr.Number(value=2e-4, label="Learning rate", minimum=1e-7, maximum=1.0)
+        rank = gr.Number(value=16, label="LoRA rank", precision=0, minimum=1, maximum=256)
+    with gr.Row():
+        epochs = gr.Number(value=1, label="Epochs", minimum=0.1, maximum=100)
+        max_steps = gr.Number(value=-1, label="Max steps (-1 = use epochs)", precision=0)
+        batch = gr.Number(value=8, label="Batch size", precision=0, minimum=1, maximum=256)
+        eval_steps = gr.Number(value=20, label="Validate every N steps", precision=0, minimum=1)
+        patience = gr.Number(value=0, label="Early-stopping patience (0 = off)", precision=0, minimum=0)
+    with gr.Row():
+        dora = gr.Checkbox(label="DoRA", value=False)
+        rslora = gr.Checkbox(label="rsLoRA", value=False)
+        seed = gr.Number(value=0, label="Seed", precision=0)
+    with gr.Row():
+        start = gr.Button("Start training", variant="primary", elem_id="train-start")
+        cancel = gr.Button("Cancel", elem_id="train-cancel")
+        resume = gr.Button("Resume", elem_id="train-resume")
+    progress = gr.Markdown("No job yet.", elem_id="train-progress")
+    plot = gr.LinePlot(x="step", y="loss", color="series", label="Loss", elem_id="train-plot")
+    summary = gr.Markdown(elem_id="train-summary")
+    chat_btn = gr.Button("Chat with it", visible=False)
+    with gr.Accordion("Log", open=False):
+        log = gr.Textbox(lines=10, show_label=False, interactive=False)
+    timer = gr.Timer(1.0, active=False)
+
+    def do_preview(files, use_docs, doc_kind, use_votes):
+        specs = _specs(runtime, files, use_docs, doc_kind, use_votes)
+        if not specs:
+            raise gr.Error("Add a training file or pick documents / votes first.")
+        try:
+            rows = preview(specs, runtime.settings, runtime)
+        except ArenaError as exc:
+            raise gr.Error(str(exc)) from None
+        return pd.DataFrame([{"source": r["source"], "rows": r["rows"], "kinds": ", ".join(r["kinds"]),
+                              "first rows": "\n".join(r["first"])} for r in rows])
+
+    def do_start(files, use_docs, doc_kind, use_votes, name, method, lr, rank, epochs, max_steps, batch,
+                 eval_steps, patience, dora, rslora, seed):
+        try:
+            cfg = JobConfig(name=sanitize_name(name), method=method, learning_rate=float(lr), lora_r=int(rank),
+                            lora_alpha=2 * int(rank), epochs=float(epochs), max_steps=int(max_steps),
+                            batch_size=int(batch), eval_steps=int(eval_steps),
+                            early_stopping_patience=int(patience), use_dora=dora, use_rslora=rslora,
+                            seed=int(seed), data=_specs(runtime, files, use_docs, doc_kind, use_votes))
+            cfg.job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}"
+            jobs.start(cfg)
+        except ArenaError as exc:
+            raise gr.Error(str(exc)) from None
+        return gr.Timer(active=True), "Starting…", gr.Button(visible=False)
+
+    def do_cancel():
+        try:
+            jobs.cancel()
+        except ArenaError as exc:
+            raise gr.Error(str(exc)) from None
+        return "Cancelling: saving a checkpoint at the next step…"
+
+    def do_resume():
+        try:
+            jobs.resume()
+        except ArenaError as exc:
+            raise gr.Error(str(exc)) from None
+        return gr.Timer(active=True), "Resuming…"
+
+    def tick():
+        p = jobs.progress()
+        finished = p["state"] in {"done", "failed", "cancelled"} and not jobs.running()
+        return (_progress_md(p), _plot_frame(p["records"]), _summary_md(p), p.get("log", ""),
+                gr.Button(visible=p["state"] == "done"), gr.Timer(active=not finished))
+
+    data_inputs = [files, use_docs, doc_kind, use_votes]
+    preview_btn.click(do_preview, data_inputs, data_table)
+    method.change(lambda m: DEFAULT_LR.get(m, 2e-4), method, lr)
+    start.click(do_start, data_inputs + [name, method, lr, rank, epochs, max_steps, batch, eval_steps, patience,
+                                         dora, rslora, seed], [timer, progress, chat_btn])
+    cancel.click(do_cancel, None, progress)
+    resume.click(do_resume, None, [timer, progress])
+    timer.tick(tick, None, [progress, plot, summary, log, chat_btn, timer])
+    if tabs is not None:
+        chat_btn.click(lambda: gr.Tabs(selected="chat"), None, tabs)
