@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import platform
 import sys
@@ -64,93 +65,44 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _add_training_commands(sub) -> None:
-    """`train` and `adapters` (implementations in training/cli.py, imported only when run)."""
-    from training.config import add_train_flags
-
-    def run(name):
-        def call(args, settings):
-            import training.cli
-
-            return getattr(training.cli, name)(args, settings)
-        return call
-
-    p = sub.add_parser("train", help="fine-tune an adapter: arena train CONFIG.yaml or --data FILE ...")
-    add_settings_flags(p)
-    add_train_flags(p)
-    p.set_defaults(func=run("cmd_train"))
-    p = sub.add_parser("adapters", help="list / delete / rename / export (merge) trained adapters")
-    add_settings_flags(p)
-    from training.cli import add_adapters_args
-
-    add_adapters_args(p)
-    p.set_defaults(func=run("cmd_adapters"))
+def _lazy(module: str, name: str):
+    """A command function that imports its module only when run, so `arena --help` stays fast."""
+    def call(args: argparse.Namespace, settings: Settings) -> int:
+        return getattr(importlib.import_module(module), name)(args, settings)
+    return call
 
 
-def _add_compare_command(sub) -> None:
-    """`compare` (implementation in assistant/compare/cli.py, imported only when run)."""
-    from assistant.compare.cli import add_compare_args
-
-    def call(args, settings):
-        from assistant.compare.cli import cmd_compare
-
-        return cmd_compare(args, settings)
-
-    p = sub.add_parser("compare", help="score base / prompt / rag / finetuned variants on held-out questions")
-    add_settings_flags(p)
-    add_compare_args(p)
-    p.set_defaults(func=call)
-
-
-def _add_ask_command(sub) -> None:
-    """`ask` (implementation in assistant/ask.py, imported only when run)."""
-    from assistant.ask import add_ask_arguments
-
-    def call(args, settings):
-        from assistant.ask import cmd_ask
-
-        return cmd_ask(args, settings)
-
-    p = sub.add_parser("ask", help="answer one question (or a JSONL file) with the variants side by side")
-    add_settings_flags(p)
-    add_ask_arguments(p)
-    p.set_defaults(func=call)
-
-
-def _add_retrieval_commands(sub) -> None:
-    """`ingest` and `search` (implementations in retrieval/cli.py, imported only when run)."""
-    from retrieval.cli import add_ingest_args, add_search_args
-
-    def run(name):
-        def call(args, settings):
-            import retrieval.cli
-
-            return getattr(retrieval.cli, name)(args, settings)
-        return call
-
-    p = sub.add_parser("ingest", help="add files/folders to the document index (RAG)")
-    add_settings_flags(p)
-    add_ingest_args(p)
-    p.set_defaults(func=run("cmd_ingest"))
-    p = sub.add_parser("search", help="top-k chunks for a query (or --queries FILE.jsonl) with sources")
-    add_settings_flags(p)
-    add_search_args(p)
-    p.set_defaults(func=run("cmd_search"))
+def _command(sub, name: str, help_text: str, func, add_args=None, server: bool = False) -> None:
+    p = sub.add_parser(name, help=help_text)
+    add_settings_flags(p, server=server)
+    if add_args is not None:
+        add_args(p)
+    p.set_defaults(func=func)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from assistant.ask import add_ask_arguments
+    from assistant.compare.cli import add_compare_args
+    from retrieval.cli import add_ingest_args, add_search_args
+    from training.cli import add_adapters_args
+    from training.config import add_train_flags
+
     parser = argparse.ArgumentParser(prog="arena", description="Prompting vs RAG vs fine-tuning, measured.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("info", help="versions, device, dtype, resolved model paths")
-    add_settings_flags(p)
-    p.set_defaults(func=cmd_info)
-    p = sub.add_parser("serve", help="start the web UI (same as python app.py)")
-    add_settings_flags(p, server=True)
-    p.set_defaults(func=cmd_serve)
-    _add_training_commands(sub)
-    _add_retrieval_commands(sub)
-    _add_compare_command(sub)
-    _add_ask_command(sub)
+    _command(sub, "info", "versions, device, dtype, resolved model paths", cmd_info)
+    _command(sub, "serve", "start the web UI (same as python app.py)", cmd_serve, server=True)
+    _command(sub, "ingest", "add files/folders to the document index (RAG)",
+             _lazy("retrieval.cli", "cmd_ingest"), add_ingest_args)
+    _command(sub, "search", "top-k chunks for a query (or --queries FILE.jsonl) with sources",
+             _lazy("retrieval.cli", "cmd_search"), add_search_args)
+    _command(sub, "ask", "answer one question (or a JSONL file) with the variants side by side",
+             _lazy("assistant.ask", "cmd_ask"), add_ask_arguments)
+    _command(sub, "train", "fine-tune an adapter: arena train CONFIG.yaml or --data FILE ...",
+             _lazy("training.cli", "cmd_train"), add_train_flags)
+    _command(sub, "adapters", "list / delete / rename / export (merge) trained adapters",
+             _lazy("training.cli", "cmd_adapters"), add_adapters_args)
+    _command(sub, "compare", "score base / prompt / rag / finetuned variants on held-out questions",
+             _lazy("assistant.compare.cli", "cmd_compare"), add_compare_args)
     return parser
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from assistant.models import LoadedModel, load_model
 from assistant.settings import Settings
@@ -11,17 +12,22 @@ from assistant.settings import Settings
 class Runtime:
     """Holds the one copy of each heavy resource; loads each on first use, thread-safely."""
 
-    def __init__(self, settings: Settings, base: LoadedModel | None = None):
+    def __init__(self, settings: Settings, base: LoadedModel | None = None, **preloaded):
+        """Tests and scripts may hand in ready-made resources by name (base=tiny model, embedder=...)."""
         self.settings = settings
         self._lock = threading.RLock()
-        self._base = base  # tests pass a tiny in-process model here
+        self._made: dict[str, object] = {k: v for k, v in {"base": base, **preloaded}.items() if v is not None}
+
+    def _once(self, name: str, factory: Callable[[], object]):
+        # RLock: factories may ask for other resources (the store needs the embedder).
+        with self._lock:
+            if name not in self._made:
+                self._made[name] = factory()
+            return self._made[name]
 
     @property
     def base(self) -> LoadedModel:
-        with self._lock:
-            if self._base is None:
-                self._base = load_model(self.settings)
-            return self._base
+        return self._once("base", lambda: load_model(self.settings))
 
     @property
     def embedder(self):
@@ -29,57 +35,40 @@ class Runtime:
         from assistant.models import resolve_device
         from retrieval.embedding import Embedder
 
-        with self._lock:
-            if getattr(self, "_embedder", None) is None:
-                self._embedder = Embedder.load(self.settings.embedder, str(resolve_device(self.settings.device)))
-            return self._embedder
+        device = str(resolve_device(self.settings.device))
+        return self._once("embedder", lambda: Embedder.load(self.settings.embedder, device))
 
     @property
     def store(self):
         """The document store (data_dir/index): SQLite + FAISS + BM25, reloaded when another process commits."""
         from retrieval.store import DocumentStore
 
-        with self._lock:
-            if getattr(self, "_store", None) is None:
-                self._store = DocumentStore.open(self.settings.data_dir, self.embedder)
-            return self._store
+        return self._once("store", lambda: DocumentStore.open(self.settings.data_dir, self.embedder))
 
     @property
     def engine(self):
         """The one generation engine over `base` (adapters are loaded into it by name)."""
         from assistant.engine import Engine
 
-        with self._lock:
-            if getattr(self, "_engine", None) is None:
-                self._engine = Engine(self.base)
-            return self._engine
+        return self._once("engine", lambda: Engine(self.base))
 
     @property
     def arena(self):
         """Prompt builders + engine: what the Chat tab, `arena ask` and the comparison call."""
         from assistant.arena import Arena
 
-        with self._lock:
-            if getattr(self, "_arena", None) is None:
-                self._arena = Arena(self)
-            return self._arena
+        return self._once("arena", lambda: Arena(self))
 
     @property
     def registry(self):
         """Trained adapters (data_dir/adapters); re-reads the folder on every list(), so it is cheap to share."""
         from training.registry import AdapterRegistry
 
-        with self._lock:
-            if getattr(self, "_registry", None) is None:
-                self._registry = AdapterRegistry(self.settings.data_dir)
-            return self._registry
+        return self._once("registry", lambda: AdapterRegistry(self.settings.data_dir))
 
     @property
     def votes(self):
         """The "best answer" vote log (data_dir/votes.sqlite)."""
         from assistant.votes import VoteStore
 
-        with self._lock:
-            if getattr(self, "_votes", None) is None:
-                self._votes = VoteStore(self.settings.data_dir / "votes.sqlite")
-            return self._votes
+        return self._once("votes", lambda: VoteStore(self.settings.data_dir / "votes.sqlite"))

@@ -31,22 +31,9 @@ class ListStore:
         return self.hits[:k]
 
 
-class ChatRuntime(Runtime):
-    """Runtime with a document store and the real adapter registry under the test's data dir."""
-
-    def __init__(self, settings, base, hits):
-        super().__init__(settings, base)
-        self._hits = hits
-
-    @property
-    def store(self):
-        return ListStore(self._hits)
-
-    @property
-    def registry(self):
-        from training.registry import AdapterRegistry
-
-        return AdapterRegistry(self.settings.data_dir)
+def chat_runtime(settings, base, hits) -> Runtime:
+    """Runtime with a fixed document store; the adapter registry is the real one under the data dir."""
+    return Runtime(settings, base, store=ListStore(hits))
 
 
 HITS = [FakeHit("The M8 bolt takes 25 Nm.", "manual.pdf", 0.91, 1, "manual.pdf p.3", page=3),
@@ -59,7 +46,7 @@ def runtime(tiny_loaded, data_dir, tmp_path):
 
     folder = make_lora(tiny_loaded.model, tmp_path / "lora", 1)
     AdapterRegistry(data_dir).register("tiny-lora", folder, {"method": "lora", "peft_type": "LORA"}, ["q"])
-    return ChatRuntime(Settings(data_dir=data_dir), tiny_loaded, HITS)
+    return chat_runtime(Settings(data_dir=data_dir), tiny_loaded, HITS)
 
 
 CFG = VariantConfig(system_prompt="Be brief.", few_shot=[{"question": "q1", "answer": "a1"}], adapter="tiny-lora")
@@ -92,7 +79,7 @@ def test_prepared_prompts_per_variant(runtime):
 
 
 def test_missing_documents_and_adapters_show_messages(tiny_loaded, data_dir):
-    runtime = ChatRuntime(Settings(data_dir=data_dir), tiny_loaded, [])
+    runtime = chat_runtime(Settings(data_dir=data_dir), tiny_loaded, [])
     answers = runtime.arena.ask("hi", list(VARIANTS), VariantConfig(), GenSettings(max_new_tokens=3))
     assert answers["rag"].error == NO_DOCUMENTS and answers["finetuned"].error == NO_ADAPTER
     assert answers["rag+finetuned"].error and not answers["base"].error and answers["base"].tokens > 0

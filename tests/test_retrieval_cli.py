@@ -85,8 +85,7 @@ def test_cli_errors_exit_2(data_dir, tmp_path, capsys):
 def test_documents_tab_upload_search_delete(embedder, docs, data_dir, tiny_loaded):
     from ui.documents import build_documents_tab, document_rows, search_rows, upload_files
 
-    runtime = Runtime(Settings(data_dir=data_dir), base=tiny_loaded)
-    runtime._embedder = embedder
+    runtime = Runtime(Settings(data_dir=data_dir), base=tiny_loaded, embedder=embedder)
     steps = []
     message = upload_files(runtime, [str(docs / "faq.md"), str(docs / "broken.docx")], "headers", None, None,
                            lambda frac, desc="": steps.append((frac, desc)))
