@@ -8,6 +8,7 @@ from pathlib import Path
 
 from assistant.engine import GenSettings
 from assistant.errors import ArenaError
+from assistant.jsonl import read_questions
 from assistant.runtime import Runtime
 from assistant.settings import Settings
 from assistant.variants import VARIANTS, VariantConfig, parse_variants
@@ -25,26 +26,6 @@ def add_ask_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repetition-penalty", dest="repetition_penalty", type=float, default=1.0)
     p.add_argument("--system-prompt", dest="system_prompt", default=None, help="prompt variant's system prompt")
-
-
-def read_questions(path: Path) -> list[str]:
-    """Questions from a JSONL file; ArenaError names the file and line of a bad entry."""
-    if not path.is_file():
-        raise ArenaError(f"questions file {path} does not exist")
-    questions = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ArenaError(f"{path} line {n}: not valid JSON ({exc.msg})") from None
-        if not isinstance(item, dict) or not str(item.get("question", "")).strip():
-            raise ArenaError(f'{path} line {n}: expected {{"question": "..."}} with a non-empty question')
-        questions.append(str(item["question"]))
-    if not questions:
-        raise ArenaError(f"{path} holds no questions")
-    return questions
 
 
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from assistant.cli import emit
 from assistant.errors import ArenaError
+from assistant.jsonl import read_questions
 from assistant.settings import Settings
 from retrieval.chunking import SPLITTERS, ChunkConfig
 from retrieval.loaders import MAX_FILE_BYTES
@@ -72,31 +73,12 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if report.errors else 0
 
 
-def read_queries(path: str) -> list[str]:
-    """Questions from a JSONL file, one {"question": ...} per line; errors name the line."""
-    file = Path(path)
-    if not file.is_file():
-        raise ArenaError(f"{path}: no such file")
-    questions = []
-    for n, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ArenaError(f"{path} line {n}: not valid JSON ({exc.msg})") from exc
-        if not isinstance(row, dict) or not isinstance(row.get("question"), str):
-            raise ArenaError(f"{path} line {n}: expected an object with a \"question\" string")
-        questions.append(row["question"])
-    return questions
-
-
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     if (args.query is None) == (args.queries is None):
         raise ArenaError("give either a QUERY or --queries FILE.jsonl")
     if args.k < 1:
         raise ArenaError(f"--k must be at least 1, got {args.k}")
-    queries = read_queries(args.queries) if args.queries else [args.query]
+    queries = read_questions(args.queries) if args.queries else [args.query]
     store = _open_store(settings, need_embedder=args.mode != "bm25")
     if store.is_empty():
         print("warning: no documents ingested yet (arena ingest PATH...)", file=sys.stderr)

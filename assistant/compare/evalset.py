@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from assistant.compare.leakage import split_by_section
 from assistant.compare.metrics import normalize
 from assistant.errors import ArenaError
+from assistant.jsonl import jsonl_rows
 
 
 @dataclass
@@ -43,15 +43,7 @@ def load_eval_set(path: Path) -> list[EvalItem]:
     suffix = path.suffix.lower()
     text = path.read_text(encoding="utf-8-sig")
     if suffix in {".jsonl", ".json"}:
-        items = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ArenaError(f"{path.name} line {n}: not valid JSON ({exc.msg})") from None
-            items.append(_item(row, f"{path.name} line {n}"))
+        items = [_item(row, f"{path.name} line {n}") for n, row in jsonl_rows(text, path.name)]
     elif suffix == ".csv":
         reader = csv.DictReader(text.splitlines())
         # Line numbers count the header as line 1, as a spreadsheet shows them.
