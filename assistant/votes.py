@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from assistant.errors import ArenaError
+from assistant.sqlite_store import SqliteStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS votes (
@@ -36,18 +35,10 @@ class Vote:
     blind: bool
 
 
-class VoteStore:
+class VoteStore(SqliteStore):
     """Append-only vote log in one SQLite file (each write is its own transaction)."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute(SCHEMA)
-
-    def _connect(self) -> sqlite3.Connection:
-        # A fresh connection per call: Gradio handlers run on worker threads.
-        return sqlite3.connect(self.path, timeout=30)
+    schema = SCHEMA
 
     def add(self, question: str, answers: dict[str, str], winner: str, context: str = "",
             blind: bool = False) -> int:

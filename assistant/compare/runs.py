@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from assistant.errors import ArenaError
+from assistant.sqlite_store import SqliteStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -32,18 +31,10 @@ class Run:
     result: dict
 
 
-class RunStore:
+class RunStore(SqliteStore):
     """Append-only log of comparison runs in one SQLite file."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute(SCHEMA)
-
-    def _connect(self) -> sqlite3.Connection:
-        # A fresh connection per call: Gradio handlers run on worker threads.
-        return sqlite3.connect(self.path, timeout=30)
+    schema = SCHEMA
 
     def add(self, settings: dict, result: dict, label: str = "") -> int:
         label = label or time.strftime("%Y-%m-%d %H:%M:%S")
