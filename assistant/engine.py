@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 
 from assistant.errors import ArenaError
+from assistant.lora_batch import BASE, LoraRouter, lora_linear_only
 from assistant.models import LoadedModel
 
-BASE = "__base__"  # peft's name for "no adapter" rows in a mixed batch
-MIXABLE_TYPES = {"LORA"}  # peft tuners whose layers support `adapter_names` mixed batches
+MIXABLE_TYPES = {"LORA"}  # peft tuners our batched hooks can apply (plain LoRA Linear layers)
 
 
 @dataclass
@@ -78,6 +78,9 @@ class AdapterSlot:
 
 def adapter_peft_type(path: Path) -> tuple[str | None, bool]:
     """(peft type, uses DoRA) of an adapter folder; (None, False) for a full model folder."""
+    from assistant.models import require_safetensors
+
+    require_safetensors(path, "adapter folder")
     cfg = path / "adapter_config.json"
     if cfg.is_file():
         data = json.loads(cfg.read_text())
@@ -96,7 +99,11 @@ class Engine:
         self.model = loaded.model  # becomes a PeftModel once the first mixable adapter is loaded
         self.slots: dict[str, AdapterSlot] = {}
         self._separate: dict[str, torch.nn.Module] = {}  # at most one extra model, see _separate_model
-        self._lock = threading.RLock()  # one generation at a time: the KV cache and hooks are per call
+        # One generation at a time (the KV cache and hooks are per call). A plain Lock, not an RLock: Gradio
+        # advances a streaming generator from different worker threads, and an RLock released by another
+        # thread than its owner raises and stays held forever (every later request then hangs).
+        self._lock = threading.Lock()
+        self.router = LoraRouter()  # our batched LoRA application (lora_batch.py), not peft's masked loop
 
     @property
     def context_length(self) -> int:
@@ -131,6 +138,9 @@ class Engine:
             mode = "separate" if peft_type not in MIXABLE_TYPES else ("solo" if dora else "mixed")
             if mode != "separate":
                 self._attach(name, path)
+                self.router.install(self.model)
+                if mode == "mixed" and not lora_linear_only(self.model, name):
+                    mode = "solo"  # e.g. LoRA on embeddings or modules_to_save: peft's own path, alone
             self.slots[name] = AdapterSlot(name, path, peft_type, mode)
             return self.slots[name]
 
@@ -160,14 +170,15 @@ class Engine:
         slot = self.slots[name]
         self._separate.clear()  # keep memory bounded to base + one extra model
         if slot.peft_type is None:
-            model = AutoModelForCausalLM.from_pretrained(slot.path, dtype=self.loaded.dtype)
+            model = AutoModelForCausalLM.from_pretrained(slot.path, dtype=self.loaded.dtype, use_safetensors=True)
         else:
             from peft import PeftModel
 
             if not Path(self.loaded.path, "config.json").is_file():
                 raise ArenaError(f"adapter {name!r} ({slot.peft_type}) needs the base model folder, "
                                  f"but the base was not loaded from one ({self.loaded.path})")
-            base = AutoModelForCausalLM.from_pretrained(self.loaded.path, dtype=self.loaded.dtype)
+            base = AutoModelForCausalLM.from_pretrained(self.loaded.path, dtype=self.loaded.dtype,
+                                                        use_safetensors=True)
             model = PeftModel.from_pretrained(base, str(slot.path), is_trainable=False)
         self._separate[name] = model.to(self.loaded.device).eval()
         return self._separate[name]
@@ -238,13 +249,17 @@ class Engine:
 
     def _router(self, names: list[str]):
         """Row indices -> a context routing those rows to their adapters (None without any adapter)."""
-        from peft import PeftModel
-
-        if not isinstance(self.model, PeftModel) or all(n == BASE for n in names):
+        if all(n == BASE for n in names):
             return None  # no adapter active: the injected layers already compute the plain base model
-        # Hooks live only for one forward, so nothing stays routed while a stream is paused between tokens.
-        return lambda idx: self.model.base_model._enable_peft_forward_hooks(
-            adapter_names=[names[i] for i in idx])
+        plans: dict[tuple, list] = {}  # the decode loop asks for the same rows every token: plan once
+        device = self.loaded.device
+
+        def route(idx):
+            key = tuple(idx)
+            if key not in plans:
+                plans[key] = self.router.plan([names[i] for i in idx], device)
+            return self.router.routed(plans[key])
+        return route
 
     def generate(self, rows: list[Row], gen: GenSettings) -> list[RowOutput]:
         """The final outputs of stream()."""
@@ -277,8 +292,16 @@ def decode(model, tokenizer, rows: list[Row], gen: GenSettings, eos_ids: set[int
 
     `route(row_indices)` returns the context that routes those rows to their adapters (or is None).
     """
-    with torch.inference_mode():
-        yield from _decode_loop(model, tokenizer, rows, gen, eos_ids, route or (lambda idx: nullcontext()))
+    steps = _decode_loop(model, tokenizer, rows, gen, eos_ids, route or (lambda idx: nullcontext()))
+    while True:
+        # Grad mode is thread-local and Gradio resumes a streaming generator from different worker threads,
+        # so inference mode is entered around every step, not once around the loop (else: "Inference tensors
+        # cannot be saved for backward" as soon as a step runs on another thread).
+        with torch.inference_mode():
+            outs = next(steps, None)
+        if outs is None:
+            return
+        yield outs
 
 
 def _decode_loop(model, tokenizer, rows, gen, eos_ids, route):

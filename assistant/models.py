@@ -112,6 +112,20 @@ def bundled_cache_path(model_id: str, settings: Settings) -> Path:
     return target
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+def require_safetensors(folder: Path | str, what: str) -> None:
+    """Refuse a weights folder that offers only pickle files: unpickling can run arbitrary code."""
+    folder = Path(folder)
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise ArenaError(f"{what} {folder} holds only pickle weights ({', '.join(pickles)}); "
+                         "only .safetensors files are loaded (convert them with safetensors first)")
+
+
 def resolve_model_path(model_id: str, settings: Settings) -> str:
     """Map a model id to something ``from_pretrained`` accepts, or raise naming what was tried."""
     if model_id in BUNDLED:
@@ -122,6 +136,7 @@ def resolve_model_path(model_id: str, settings: Settings) -> str:
     if local.is_dir():
         if not (local / "config.json").is_file():
             raise ModelNotFoundError(f"model folder {local} has no config.json")
+        require_safetensors(local, "model folder")
         return str(local)
     return model_id  # a hub id; from_pretrained honours HF_HUB_OFFLINE and the local HF cache
 

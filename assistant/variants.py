@@ -104,6 +104,9 @@ def fit_hits(hits: list, budget: int, count_tokens: Callable[[str], int]) -> tup
 def _cut_text(text: str, tokens: int, count_tokens: Callable[[str], int]) -> str:
     """The longest prefix of text within `tokens` tokens (binary search on characters)."""
     lo, hi = 0, len(text)
+    probe = min(hi, tokens * 64)  # a token rarely spans 64 characters: bound a huge text (1 MB prompt) first
+    if probe < hi and count_tokens(text[:probe]) > tokens:
+        hi = probe
     while lo < hi:
         mid = (lo + hi + 1) // 2
         lo, hi = (mid, hi) if count_tokens(text[:mid]) <= tokens else (lo, mid - 1)

@@ -7,6 +7,7 @@ Run: .venv/bin/python benchmarks/generation.py [--data-dir DIR] [--tokens 48] [-
     each lever (SDPA, threads, bf16 weights, int8 dynamic-quantized Linear layers, optionally a static KV
     cache + torch.compile); runs are interleaved and the median kept, because the 2 cores are shared.
 (b) wall time of all five variants in one engine call / the slowest variant alone -> `side-by-side ratio`.
+    Measured for our batched LoRA hooks and, in the same run, for peft's `adapter_names` path (reference).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from assistant import variants as V  # noqa: E402
-from assistant.engine import Engine, GenSettings, Row, decode  # noqa: E402
+from assistant.engine import BASE, Engine, GenSettings, Row, decode  # noqa: E402
 from assistant.models import load_model  # noqa: E402
 from assistant.settings import Settings  # noqa: E402
 
@@ -84,7 +85,7 @@ def levers(settings: Settings, args) -> dict:
     bf16 = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).eval()
     int8 = torch.ao.quantization.quantize_dynamic(copy.deepcopy(fp32), {torch.nn.Linear}, dtype=torch.qint8)
     table = {}
-    for threads in (2, 1):  # other processes on the 2 cores make 2 threads spin: measure both
+    for threads in sorted({args.threads, 1}, reverse=True):  # other processes make 2 threads spin: measure 1 too
         t = f", {threads} thread{'s' * (threads > 1)}"
         table |= {f"transformers generate fp32 eager{t}": (reference, eager, threads),
                   f"transformers generate fp32 sdpa{t}": (reference, fp32, threads),
@@ -140,6 +141,15 @@ class FixedLength(Engine):
     eos_ids = set()
 
 
+class PeftMixed(FixedLength):
+    """Reference: the same engine routing LoRA rows through peft's own mixed-batch path (`adapter_names`)."""
+
+    def _router(self, names):
+        if all(n == BASE for n in names):
+            return None
+        return lambda idx: self.model.base_model._enable_peft_forward_hooks(adapter_names=[names[i] for i in idx])
+
+
 def part_b(settings: Settings, args) -> None:
     from peft import LoraConfig, get_peft_model
 
@@ -158,15 +168,21 @@ def part_b(settings: Settings, args) -> None:
         rows = variant_rows(engine, "bench", args.side_tokens)
         gen = GenSettings(max_new_tokens=args.side_tokens)
         engine.generate([rows["base"]], GenSettings(max_new_tokens=2))  # warm-up
-        alone = {n: _timed(engine, [r], gen) for n, r in rows.items()}
-        together = _timed(engine, list(rows.values()), gen)
-    slowest = max(alone, key=alone.get)
+        reference = PeftMixed(base)  # shares the same PeftModel: peft's hooks instead of ours
+        reference.model, reference.slots = engine.model, engine.slots
+        results = {}
+        for label, eng in (("ours (batched LoRA hooks)", engine), ("peft adapter_names", reference)):
+            alone = {n: _timed(eng, [r], gen) for n, r in rows.items()}
+            results[label] = (alone, _timed(eng, list(rows.values()), gen))
     print(f"(b) five variants, {args.side_tokens} new tokens each, {args.threads} thread(s); prompt tokens: "
           + ", ".join(f"{n} {len(r.input_ids)}" for n, r in rows.items()))
-    for n, s in alone.items():
-        print(f"  {n:14s} alone {s:6.2f} s")
-    print(f"  all five in one call {together:6.2f} s; slowest alone: {slowest} {alone[slowest]:.2f} s")
-    print(f"side-by-side ratio: {together / alone[slowest]:.2f}")
+    for label, (alone, together) in results.items():
+        slowest = max(alone, key=alone.get)
+        print(f"  {label}: alone " + ", ".join(f"{n} {s:.2f} s" for n, s in alone.items()))
+        print(f"  {label}: all five in one call {together:.2f} s; slowest alone {slowest} {alone[slowest]:.2f} s;"
+              f" ratio {together / alone[slowest]:.2f}")
+    alone, together = results["ours (batched LoRA hooks)"]
+    print(f"side-by-side ratio: {together / max(alone.values()):.2f}")
 
 
 def _timed(engine: Engine, rows: list[Row], gen: GenSettings) -> float:

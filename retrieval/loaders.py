@@ -13,6 +13,9 @@ from pathlib import Path
 from assistant.errors import ArenaError
 
 MAX_FILE_BYTES = 50 * 1024 * 1024  # a larger file is almost always a data dump, not a document
+# A DOCX is a zip: its declared uncompressed size is checked before python-docx extracts anything, so a
+# zip bomb (kilobytes that inflate to gigabytes) is refused instead of exhausting memory.
+MAX_UNZIPPED_BYTES = 200 * 1024 * 1024
 TEXT_KINDS = {".txt": "txt", ".text": "txt", ".md": "md", ".markdown": "md", ".rst": "rst", ".html": "html",
               ".htm": "html", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 SUPPORTED = ".txt .md .rst .html .htm .pdf .docx .jsonl .csv"
@@ -75,7 +78,7 @@ def detect_kind(data: bytes, name: str) -> str:
     if data.startswith(b"%PDF"):
         return "pdf"
     if data.startswith(b"PK\x03\x04"):
-        if _is_docx(data):
+        if _is_docx(data, name):
             return "docx"
         raise LoaderError(f"{name}: unsupported type (a zip archive that is not a .docx); supported: {SUPPORTED}")
     if ext == ".pdf":
@@ -89,12 +92,17 @@ def detect_kind(data: bytes, name: str) -> str:
     return _sniff_text(decode_text(data, name))
 
 
-def _is_docx(data: bytes) -> bool:
+def _is_docx(data: bytes, name: str) -> bool:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            return "word/document.xml" in zf.namelist()
+            infos = zf.infolist()
     except zipfile.BadZipFile:
         return False
+    declared = sum(i.file_size for i in infos)
+    if declared > MAX_UNZIPPED_BYTES:
+        raise LoaderError(f"{name}: refused, the archive declares {declared / 1e6:.0f} MB uncompressed "
+                          f"(limit {MAX_UNZIPPED_BYTES / 1e6:.0f} MB; possibly a zip bomb)")
+    return any(i.filename == "word/document.xml" for i in infos)
 
 
 def _looks_binary(data: bytes) -> bool:
@@ -197,11 +205,13 @@ def parse_html(data: bytes, name: str) -> list[Segment]:
 
 def parse_pdf(data: bytes, name: str) -> list[Segment]:
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
+    from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError
 
     try:
         reader = PdfReader(io.BytesIO(data))
         pages = [Segment(page.extract_text() or "", page=i + 1) for i, page in enumerate(reader.pages)]
+    except (FileNotDecryptedError, DependencyError) as exc:  # pypdf already tried the empty owner-only password
+        raise LoaderError(f"{name}: PDF is encrypted (password-protected); save an unprotected copy first") from exc
     except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
         raise LoaderError(f"{name}: corrupt PDF ({exc})") from exc
     if not any(p.text.strip() for p in pages):

@@ -71,3 +71,63 @@ def shot(page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def upload(page, elem_id: str, path: Path) -> None:
+    """Put a file into a gr.File component and wait until the component lists it (upload finished)."""
+    from playwright.sync_api import expect
+
+    page.locator(f"#{elem_id} input[type=file]").set_input_files(str(path))
+    expect(page.locator(f"#{elem_id}")).to_contain_text(Path(path).name, timeout=30_000)
+
+
+def pick_option(page, elem_id: str, option: str, timeout: float = 30_000) -> list[str]:
+    """Open a gr.Dropdown (its focus handler may refresh the choices), choose `option`; return all options."""
+    page.locator(f"#{elem_id} input").click()
+    wanted = page.get_by_role("option", name=option, exact=True)
+    wanted.wait_for(timeout=timeout)
+    names = [t.strip() for t in page.get_by_role("option").all_inner_texts()]
+    wanted.click()
+    return names
+
+
+# One point symbol per plotted record: vega draws a hover symbol for every data row of the line plot.
+_PLOT_POINTS_JS = "el => el.querySelectorAll('g.mark-symbol.role-mark path').length"
+
+
+def plot_points(page, elem_id: str) -> int:
+    """How many data points a gr.LinePlot currently draws."""
+    return page.locator(f"#{elem_id}").evaluate(_PLOT_POINTS_JS)
+
+
+def watch_training(page, timeout: float = 240.0, on_midway=None) -> list[dict]:
+    """Poll the Train tab until the job ends; one {"t", "text", "bar", "points"} per change seen.
+
+    `on_midway(page)` runs once, the first time a step strictly between 0 and the last one is shown
+    (used to screenshot the running job).
+    """
+    seen: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = page.locator("#train-progress").inner_text()
+        bar = page.locator("#train-progress progress")
+        obs = {"t": round(time.monotonic(), 2), "text": text, "points": plot_points(page, "train-plot"),
+               "bar": int(bar.get_attribute("value") or 0) if bar.count() else None,
+               "step": step_of(text)}
+        if not seen or (obs["text"], obs["points"]) != (seen[-1]["text"], seen[-1]["points"]):
+            seen.append(obs)
+            if on_midway and obs["step"] and obs["step"][0] not in (0, obs["step"][1]):
+                on_midway(page)
+                on_midway = None
+        if any(state in text for state in ("done ·", "failed", "cancelled")):
+            return seen
+        page.wait_for_timeout(250)
+    raise AssertionError(f"training did not finish within {timeout}s; last seen: {seen[-3:]}")
+
+
+def step_of(progress_text: str) -> tuple[int, int] | None:
+    """(step, max_steps) from the Train tab's progress line, e.g. 'running · step 3/12 (25 %)'."""
+    import re
+
+    m = re.search(r"step (\d+)/(\d+)", progress_text)
+    return (int(m.group(1)), int(m.group(2))) if m else None

@@ -1,20 +1,76 @@
-"""Real-browser end-to-end tests: Debian chromium driven by playwright against the running app."""
+"""Real-browser end-to-end tests: Debian chromium driven by playwright against the running app.
+
+One app subprocess (tiny random model) and one browser page serve the whole module, and the tests run as
+one user's session in file order: add a document, train an adapter, chat with every variant (using that
+document and adapter), compare. Each step saves a screenshot under test-artifacts/browser/.
+"""
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 
-from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, require_chromium, shot, start_app, stop_app
+from tests.browser_support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    pick_option,
+    require_chromium,
+    shot,
+    start_app,
+    stop_app,
+    upload,
+    watch_training,
+)
 
 pytestmark = pytest.mark.browser
 
+DOC_NAME = "espresso-manual.md"
+DOC = """# Espresso machine manual
+
+## What does error E42 mean?
+Error E42 means the water tank is empty. Refill the tank and press the reset button.
+
+## How do I descale the machine?
+Fill the tank with descaling solution and hold the steam button for five seconds.
+
+## How do I reset it?
+Press and hold the power button for ten seconds until the light turns white.
+"""
+ADAPTER = "browser-lora"
+MAX_STEPS = 16
+TITLES = ["Base", "Prompt-engineered", "RAG", "Fine-tuned", "RAG + fine-tuned"]
+RAG_COLUMNS = {2, 4}
+DONE: set[str] = set()  # steps of the session that succeeded, so a later step names a failed prerequisite
+
+
+def needs(step: str) -> None:
+    if step not in DONE:
+        pytest.fail(f"the earlier '{step}' step of this browser session failed; see that test first")
+
 
 @pytest.fixture(scope="module")
-def app_url(tiny_model_dir, tmp_path_factory):
+def files(tmp_path_factory):
+    """The document, training set and evaluation set the user uploads."""
+    folder = tmp_path_factory.mktemp("browser-files")
+    (folder / DOC_NAME).write_text(DOC)
+    rows = [{"question": f"How many grams of coffee does recipe {i} use?",
+             "answer": f"Recipe {i} uses {10 + i} grams of coffee."} for i in range(40)]
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    evals = [{"question": "What does error E42 mean?", "answer": "The water tank is empty."},
+             {"question": "How do I reset it?", "answer": "Hold the power button for ten seconds."},
+             {"question": "How do I descale the machine?", "answer": "Use descaling solution and the steam button."}]
+    (folder / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in evals))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def app(tiny_model_dir, tmp_path_factory):
     require_chromium()
     data_dir = tmp_path_factory.mktemp("browser-data")
     proc, url = start_app(str(tiny_model_dir), data_dir, data_dir / "app.log")
-    yield url
+    yield url, data_dir
     stop_app(proc)
 
 
@@ -29,11 +85,12 @@ def browser():
         b.close()
 
 
-@pytest.fixture
-def page(browser, app_url):
+@pytest.fixture(scope="module")
+def page(browser, app):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     pg = context.new_page()
-    pg.goto(app_url, wait_until="domcontentloaded")
+    pg.set_default_timeout(30_000)
+    pg.goto(app[0], wait_until="domcontentloaded")
     pg.wait_for_selector("#arena-header", timeout=60_000)
     yield pg
     context.close()
@@ -43,3 +100,122 @@ def test_header_names_model(page):
     header = page.locator("#arena-header").inner_text()
     assert "tiny-llama" in header and "float32" in header
     shot(page, "01-header")
+
+
+def test_upload_document_is_listed(page, files, app):
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Documents").click()
+    upload(page, "docs-upload", files / DOC_NAME)
+    page.locator("#docs-add").click()
+    # The embedder loads on the first ingestion, hence the generous timeout. (The progress overlay also
+    # names the file, so the table is checked for a cell holding exactly the name, after the status.)
+    expect(page.locator("#docs-status")).to_contain_text(f"{DOC_NAME}: added", timeout=120_000)
+    expect(page.locator("#docs-status")).to_contain_text("0 file(s) failed")
+    expect(page.locator("#docs-table").get_by_role("gridcell", name=DOC_NAME, exact=True)).to_have_count(1)
+    assert (app[1] / "uploads" / "documents" / DOC_NAME).read_text() == DOC
+    shot(page, "02-documents-listed")
+    DONE.add("documents")
+
+
+def test_training_shows_progress_and_registers_adapter(page, files, app):
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Train").click()
+    upload(page, "train-files", files / "train.jsonl")
+    page.locator("#train-name textarea").fill(ADAPTER)
+    page.get_by_label("Max steps (-1 = use epochs)").fill(str(MAX_STEPS))
+    page.get_by_label("Batch size").fill("4")
+    page.get_by_label("Validate every N steps").fill("4")
+    page.locator("#train-start").click()
+    seen = watch_training(page, on_midway=lambda pg: shot(pg, "03-train-running"))
+    last = seen[-1]
+    assert last["text"].startswith("done"), f"job ended as: {last['text']}\n{_log(app)}"
+    midway = [o for o in seen if o["step"] and 0 < o["step"][0] < MAX_STEPS]
+    assert midway, f"never saw the job between step 0 and {MAX_STEPS}: {[o['text'] for o in seen]}"
+    # The bar and the plot moved while the job ran, and ended further on than anything seen midway.
+    assert 0 < midway[0]["bar"] < 100 and last["bar"] == 100
+    assert midway[0]["points"] >= 1 and last["points"] > midway[0]["points"]
+    assert last["step"] == (MAX_STEPS, MAX_STEPS)
+    expect(page.locator("#train-summary")).to_contain_text(f"Adapter {ADAPTER} is ready")
+    shot(page, "04-train-done")
+    assert (app[1] / "adapters" / ADAPTER / "arena_adapter.json").is_file()
+
+    page.get_by_role("tab", name="Chat").click()
+    options = pick_option(page, "chat-adapter", ADAPTER)
+    assert ADAPTER in options
+    assert page.locator("#chat-adapter input").input_value() == ADAPTER
+    shot(page, "05-chat-adapter-listed")
+    DONE.add("train")
+
+
+def _column_tokens(page, i: int) -> int:
+    stats = page.locator(f"#chat-stats-{i}").inner_text()
+    m = re.search(r"(\d+) tokens", stats)
+    assert m and "⚠️" not in stats, f"column {i} ({TITLES[i]}) has no answer metrics: {stats!r}"
+    return int(m.group(1))
+
+
+def _ask(page, question: str, turn: int) -> None:
+    """Send one question and wait until every column shows this turn's question and an answer."""
+    from playwright.sync_api import expect
+
+    page.locator("#chat-input textarea").fill(question)
+    page.locator("#chat-send").click()
+    for i in range(len(TITLES)):
+        bot = page.locator(f"#chat-bot-{i}")
+        expect(bot.locator("[data-testid=user]")).to_have_count(turn, timeout=120_000)
+        expect(bot.locator("[data-testid=user]").last).to_contain_text(question)
+        expect(page.locator(f"#chat-stats-{i}")).to_contain_text("tokens", timeout=120_000)
+    # The input box is cleared once the whole streamed turn has finished.
+    expect(page.locator("#chat-input textarea")).to_have_value("", timeout=120_000)
+
+
+def test_chat_fills_every_column_and_lists_rag_sources(page):
+    from playwright.sync_api import expect
+
+    needs("documents"), needs("train")
+    page.get_by_role("button", name="System prompt, few-shot and generation settings").click()
+    page.locator("#chat-max-new input").fill("48")  # the tiny model rarely stops early: keep turns short
+    _ask(page, "What does error E42 mean?", turn=1)
+    for i, title in enumerate(TITLES):
+        expect(page.locator(f"#chat-title-{i}")).to_have_text(title)
+        assert _column_tokens(page, i) >= 1
+        sources = page.locator(f"#chat-col-{i}").get_by_role("button", name="Sources")
+        if i in RAG_COLUMNS:
+            sources.click()
+            expect(page.locator(f"#chat-sources-{i}")).to_contain_text(DOC_NAME)
+        else:
+            expect(sources).to_be_hidden()
+    shot(page, "06-chat-answers-and-sources")
+    # A second turn in the same session: every column answers again (the engine is free after a stream).
+    _ask(page, "How do I reset it?", turn=2)
+    for i in range(len(TITLES)):
+        assert 1 <= _column_tokens(page, i) <= 48
+    shot(page, "07-chat-second-turn")
+    DONE.add("chat")
+
+
+def test_compare_shows_table_and_chart(page, files):
+    from playwright.sync_api import expect
+
+    needs("documents")
+    page.get_by_role("tab", name="Compare").click()
+    upload(page, "compare-eval-file", files / "eval.jsonl")
+    page.locator("#compare-run").click()
+    expect(page.locator("#compare-recommendation")).to_contain_text("Recommendation:", timeout=180_000)
+    table = page.locator("#compare-table")
+    for variant in ("base", "prompt", "rag"):
+        expect(table).to_contain_text(variant)
+    expect(table).to_contain_text("token F1")
+    assert re.search(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", table.inner_text()), "no 'mean [CI]' cells"
+    chart = page.locator("#compare-chart img")
+    expect(chart).to_be_visible()
+    size = chart.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    assert size[0] > 200 and size[1] > 100, f"chart image not rendered: {size}"
+    shot(page, "08-compare-results")
+
+
+def _log(app) -> str:
+    log = app[1] / "app.log"
+    return log.read_text(errors="replace")[-3000:] if log.is_file() else ""

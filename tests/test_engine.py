@@ -149,3 +149,39 @@ def test_dora_adapter_runs_alone_and_matches_peft(tiny_loaded, tmp_path):
         ref = peft.generate(input_ids=torch.tensor([row.input_ids]), max_new_tokens=8, do_sample=False,
                             pad_token_id=tiny_loaded.tokenizer.pad_token_id)[0, len(row.input_ids):].tolist()
     assert ours and ours == [t for t in ref if t not in engine.eos_ids][:len(ours)]
+
+
+def test_lora_rows_match_peft_own_generate(engine_with_adapters, tiny_loaded, tmp_path):
+    """Our batched LoRA hooks give peft's answer for each adapter, mixed with base and another adapter."""
+    from peft import PeftModel
+
+    engine = engine_with_adapters
+    rows = _rows(engine)
+    ours = engine.generate(rows, GenSettings(max_new_tokens=10))
+    for row, out in zip(rows[1:3], ours[1:3], strict=True):
+        reference = PeftModel.from_pretrained(make_tiny_copy(tiny_loaded), str(engine.slots[row.adapter].path))
+        with torch.inference_mode():
+            ref = reference.generate(input_ids=torch.tensor([row.input_ids]), max_new_tokens=10, do_sample=False,
+                                     pad_token_id=tiny_loaded.tokenizer.pad_token_id)[0, len(row.input_ids):]
+        assert out.tokens and out.tokens == [t for t in ref.tolist() if t not in engine.eos_ids][:len(out.tokens)]
+
+
+def make_tiny_copy(loaded):
+    """A fresh copy of the plain base weights (the engine's model carries the injected LoRA layers)."""
+    from tests.conftest import make_tiny_model
+
+    model = make_tiny_model(loaded.model.config.vocab_size)
+    model.load_state_dict({k.replace("base_model.model.", "").replace(".base_layer", ""): v
+                           for k, v in loaded.model.state_dict().items() if "lora_" not in k})
+    return model.eval()
+
+
+def test_embedding_lora_falls_back_to_peft_alone(tiny_loaded, tmp_path):
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    peft = get_peft_model(copy.deepcopy(tiny_loaded.model), LoraConfig(r=4, target_modules=["embed_tokens", "q_proj"]))
+    peft.save_pretrained(tmp_path / "e")
+    engine = Engine(tiny_loaded)
+    assert engine.load_adapter("e", tmp_path / "e").mode == "solo"

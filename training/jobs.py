@@ -12,6 +12,7 @@ from assistant.errors import ArenaError
 from assistant.settings import Settings
 from training.callbacks import CANCEL_FILE, read_metrics
 from training.config import JobConfig
+from training.lock import TrainingLock
 from training.runner import job_dir, read_status
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +33,7 @@ class JobManager:
     def start(self, cfg: JobConfig) -> Path:
         """Write the job YAML and launch it; refuses while another job runs."""
         cfg.validate()
+        self._check_free()  # before writing anything for a job that cannot start
         folder = job_dir(self.settings, cfg)
         folder.mkdir(parents=True, exist_ok=True)
         cfg.to_yaml(folder / "config.yaml")
@@ -45,8 +47,7 @@ class JobManager:
 
     def _launch(self, folder: Path, resume: bool) -> Path:
         with self._lock:
-            if self.running():
-                raise ArenaError(f"job {self.folder.name} is still running; cancel it or wait")
+            self._check_free()
             (folder / CANCEL_FILE).unlink(missing_ok=True)
             cmd = [sys.executable, "-m", "assistant", "train", str(folder / "config.yaml"),
                    "--data-dir", str(self.settings.data_dir), "--model", self.settings.model,
@@ -58,6 +59,14 @@ class JobManager:
             log.close()  # the child keeps its own handle
             self.folder = folder
             return folder
+
+    def _check_free(self) -> None:
+        """Refuse while our own job runs, or while any process holds the data folder's training lock."""
+        if self.running():
+            raise ArenaError(f"job {self.folder.name} is still running; cancel it or wait")
+        lock = TrainingLock(self.settings.data_dir)
+        if lock.busy():  # e.g. `arena train` started from a terminal on the same data folder
+            raise ArenaError(f"another training job is running ({lock.holder()}); wait for it or cancel it")
 
     def cancel(self) -> None:
         """Ask the job to checkpoint and stop (a cancel file, read at the next step; SIGTERM does the same)."""

@@ -66,7 +66,7 @@ def load_base(path: str, cfg: JobConfig, device: torch.device, trust_remote_code
     """The base model in fp32 (master weights; bf16 is applied as autocast by the trainer), or 4-bit for qlora."""
     from transformers import AutoModelForCausalLM
 
-    kwargs = {"dtype": torch.float32, "trust_remote_code": trust_remote_code}
+    kwargs = {"dtype": torch.float32, "trust_remote_code": trust_remote_code, "use_safetensors": True}
     if cfg.method == "qlora":
         from transformers import BitsAndBytesConfig
 
@@ -81,6 +81,10 @@ def build_trainable(cfg: JobConfig, base_model_path: str, device: torch.device, 
     """Load the base (or the init_from full model) and make the right parameters trainable."""
     if cfg.method == "qlora":
         check_qlora(device)
+    if init is not None:
+        from assistant.models import require_safetensors
+
+        require_safetensors(init.path, f"adapter {init.name!r} folder")
     continue_full = init is not None and init.peft_type is None
     if continue_full and cfg.method in PEFT_METHODS:
         raise ArenaError(f"init_from {init.name!r} is a full model; continue it with method full or freeze")

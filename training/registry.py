@@ -141,8 +141,11 @@ def load_adapter_model(info: AdapterInfo, settings, dtype=None):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    from assistant.models import require_safetensors
+
     dtype = dtype or torch.float32
+    require_safetensors(info.path, f"adapter {info.name!r} folder")
     if info.peft_type is None:
-        return AutoModelForCausalLM.from_pretrained(info.path, dtype=dtype).eval()
-    base = AutoModelForCausalLM.from_pretrained(base_path(info, settings), dtype=dtype)
+        return AutoModelForCausalLM.from_pretrained(info.path, dtype=dtype, use_safetensors=True).eval()
+    base = AutoModelForCausalLM.from_pretrained(base_path(info, settings), dtype=dtype, use_safetensors=True)
     return PeftModel.from_pretrained(base, info.path).eval()

@@ -68,11 +68,14 @@ def make_trainer(cfg: JobConfig, model, tokenizer, train: list[Example], val: li
         tr, va = pref_rows(train), pref_rows(val)
         if not tr:
             raise ArenaError("method 'dpo' needs preference pairs (prompt/chosen/rejected rows or --from-votes)")
-        args = DPOConfig(beta=cfg.dpo_beta, **_args_common(cfg, folder, device, bool(va)))
+        args = DPOConfig(beta=cfg.dpo_beta, activation_checkpointing=False,
+                         **_args_common(cfg, folder, device, bool(va)))
         return DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(tr),
                           eval_dataset=Dataset.from_list(va) if va else None, processing_class=tokenizer,
                           callbacks=callbacks)
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
+
+    from training.loss import answer_only_sft_trainer
 
     tr, va = (tokenize_examples(tokenizer, rows, cfg.max_length) for rows in (train, val))
     if not tr:
@@ -82,19 +85,29 @@ def make_trainer(cfg: JobConfig, model, tokenizer, train: list[Example], val: li
     # attention stays short). Padding-free packing is optional: on CPU its block-diagonal mask over one long
     # row measured slower here (benchmarks/training.py). Prompt tuning prepends virtual tokens: no packing.
     packing = cfg.packing and cfg.method != "prompt_tuning"
+    # trl turns gradient checkpointing on by default; it recomputes every layer in the backward (~30 % slower)
+    # to save activation memory that a small model on CPU does not need.
     args = SFTConfig(packing=packing, packing_strategy="bfd", eval_packing=packing,
                      train_sampling_strategy="random" if packing else "group_by_length",
-                     **_args_common(cfg, folder, device, bool(va)))
-    return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(tr),
-                      eval_dataset=Dataset.from_list(va) if va else None, processing_class=tokenizer,
-                      callbacks=callbacks)
+                     activation_checkpointing=False, **_args_common(cfg, folder, device, bool(va)))
+    trainer_cls = answer_only_sft_trainer()
+    return trainer_cls(model=model, args=args, train_dataset=Dataset.from_list(tr),
+                       eval_dataset=Dataset.from_list(va) if va else None, processing_class=tokenizer,
+                       callbacks=callbacks)
 
 
 def last_checkpoint(folder: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
+    """The newest COMPLETE checkpoint: a kill -9 mid-save leaves a folder without a readable trainer_state.json
+    (the Trainer writes it after the weights, optimizer and RNG state), which must not be resumed from."""
     ckpt = folder / CHECKPOINTS
-    return get_last_checkpoint(str(ckpt)) if ckpt.is_dir() else None
+    found = [p for p in ckpt.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()] if ckpt.is_dir() else []
+    for path in sorted(found, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        return str(path)
+    return None
 
 
 def train_one(cfg: JobConfig, settings: Settings, folder: Path, resume: bool = False, runtime=None) -> dict:
@@ -199,6 +212,17 @@ def run_job(cfg: JobConfig, settings: Settings, resume: bool = False, runtime=No
     folder = job_dir(settings, cfg)
     if resume and not (folder / "config.yaml").is_file():
         raise ArenaError(f"nothing to resume: job folder {folder} does not exist")
+    if not is_main_process():  # launcher ranks follow rank 0, which holds the one-job lock
+        return _run_job(cfg, settings, folder, resume, runtime)
+    from training.lock import TrainingLock
+
+    lock = TrainingLock(settings.data_dir)
+    lock.acquire(cfg.job_id)
+    with lock:
+        return _run_job(cfg, settings, folder, resume, runtime)
+
+
+def _run_job(cfg: JobConfig, settings: Settings, folder: Path, resume: bool, runtime) -> dict:
     if cfg.sweep:
         from training.sweep import run_sweep
 

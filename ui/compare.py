@@ -55,7 +55,8 @@ def build_compare_tab(runtime: Runtime) -> None:
     run = gr.Button("Run comparison", variant="primary", elem_id="compare-run")
     recommendation = gr.Markdown(elem_id="compare-recommendation")
     table = gr.Dataframe(label="Results: mean [95 % bootstrap CI]", interactive=False, elem_id="compare-table")
-    chart = gr.Image(label="Metrics with 95 % intervals", type="pil", interactive=False)
+    chart = gr.Image(label="Metrics with 95 % intervals", type="pil", interactive=False,
+                     elem_id="compare-chart")
     warnings = gr.Markdown()
     with gr.Accordion("Per question", open=False):
         only_disagree = gr.Checkbox(label="Only questions where the variants disagree", value=False)

@@ -26,7 +26,7 @@ def document_rows(runtime: Runtime) -> list[list]:
 
 def upload_files(runtime: Runtime, files: list[str], splitter: str, size, overlap, progress) -> str:
     """Copy uploads under data_dir/uploads/documents, ingest them, and describe what happened per file."""
-    from retrieval.ingest import ingest_files
+    from retrieval.ingest import ingest_files, safe_upload_name
 
     if not files:
         raise ArenaError("choose one or more files first")
@@ -37,10 +37,10 @@ def upload_files(runtime: Runtime, files: list[str], splitter: str, size, overla
     pairs = []
     for f in files:
         src = Path(f)
-        dest = target / src.name
+        dest = target / safe_upload_name(src.name)
         if src.resolve() != dest.resolve():
             shutil.copyfile(src, dest)
-        pairs.append((dest, src.name))
+        pairs.append((dest, dest.name))
 
     def report(done, total, chunks, message):
         progress(done / max(total, 1) * (0.5 if message != "embedding" else 0.9),

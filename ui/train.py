@@ -105,7 +105,10 @@ def build_train_tab(runtime: Runtime, tabs: gr.Tabs | None = None) -> None:
         cancel = gr.Button("Cancel", elem_id="train-cancel")
         resume = gr.Button("Resume", elem_id="train-resume")
     progress = gr.Markdown("No job yet.", elem_id="train-progress")
-    plot = gr.LinePlot(x="step", y="loss", color="series", label="Loss", elem_id="train-plot")
+    # A fixed color map: otherwise the legend and colors keep the series of the first frame (train only),
+    # and the validation curve that appears later is drawn unlabeled in the same color.
+    plot = gr.LinePlot(x="step", y="loss", color="series", label="Loss", elem_id="train-plot",
+                       color_map={"train": "#2563eb", "validation": "#ea580c"})
     summary = gr.Markdown(elem_id="train-summary")
     chat_btn = gr.Button("Chat with it", visible=False)
     with gr.Accordion("Log", open=False):
