@@ -9,17 +9,17 @@ from pathlib import Path
 from assistant.errors import ArenaError
 
 
-def jsonl_rows(text: str, name: str) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for each non-blank line; ArenaError for invalid JSON or a non-object."""
+def jsonl_rows(text: str, name: str, error: type[ArenaError] = ArenaError) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line; `error` (an ArenaError) for bad JSON or a non-object."""
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ArenaError(f"{name} line {n}: not valid JSON ({exc.msg})") from None
+            raise error(f"{name} line {n}: not valid JSON ({exc.msg})") from None
         if not isinstance(row, dict):
-            raise ArenaError(f"{name} line {n}: expected a JSON object")
+            raise error(f"{name} line {n}: expected a JSON object")
         yield n, row
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from assistant.errors import ArenaError
+from assistant.jsonl import jsonl_rows
 
 MAX_FILE_BYTES = 50 * 1024 * 1024  # a larger file is almost always a data dump, not a document
 # A DOCX is a zip: its declared uncompressed size is checked before python-docx extracts anything, so a
@@ -265,17 +265,7 @@ def rows_to_segments(rows: list[dict], name: str) -> list[Segment]:
 
 
 def parse_jsonl(data: bytes, name: str) -> list[Segment]:
-    rows = []
-    for n, line in enumerate(decode_text(data, name).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise LoaderError(f"{name}: line {n} is not valid JSON ({exc.msg})") from exc
-        if not isinstance(row, dict):
-            raise LoaderError(f"{name}: line {n} is not a JSON object")
-        rows.append(row)
+    rows = [row for _, row in jsonl_rows(decode_text(data, name), name, LoaderError)]
     return rows_to_segments(rows, name)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -78,7 +79,9 @@ def upload(page, elem_id: str, path: Path) -> None:
     from playwright.sync_api import expect
 
     page.locator(f"#{elem_id} input[type=file]").set_input_files(str(path))
-    expect(page.locator(f"#{elem_id}")).to_contain_text(Path(path).name, timeout=30_000)
+    # Gradio renders the stem and the extension in separate spans, so whitespace may fall between them.
+    name = re.compile(re.escape(Path(path).stem) + r"\s*" + re.escape(Path(path).suffix))
+    expect(page.locator(f"#{elem_id}")).to_contain_text(name, timeout=30_000)
 
 
 def pick_option(page, elem_id: str, option: str, timeout: float = 30_000) -> list[str]:

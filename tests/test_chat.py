@@ -13,7 +13,7 @@ from assistant.errors import ArenaError
 from assistant.runtime import Runtime
 from assistant.settings import Settings
 from assistant.variants import NO_ADAPTER, NO_DOCUMENTS, VARIANTS, VariantConfig
-from tests.test_engine import make_lora
+from tests.conftest import make_lora
 from tests.test_variants import FakeHit
 from ui import chat
 

@@ -13,6 +13,7 @@ from assistant.compare.runner import CompareConfig, run_comparison
 from assistant.compare.runs import RunStore
 from assistant.errors import ArenaError
 from assistant.variants import VARIANTS
+from tests.conftest import make_lora
 
 FAQ = """# Widget FAQ
 
@@ -42,22 +43,6 @@ EVAL = [
 TRAINED = ["how do i reset the widget", "What colour is the case?"]
 
 
-def _lora(model, folder):
-    """A LoRA adapter for the tiny model with non-zero B, so the finetuned variants really differ."""
-    import copy
-
-    from peft import LoraConfig, get_peft_model
-
-    peft = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, lora_alpha=16, target_modules="all-linear"))
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, param in peft.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.5)
-    peft.save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, tiny_model_dir):
     """A data dir with the FAQ ingested, a registered LoRA adapter and an eval file; plus a Runtime on it."""
@@ -81,7 +66,7 @@ def env(tmp_path_factory, tiny_model_dir):
     ingest_paths(runtime.store, [root / "faq.md"])
     meta = {"method": "lora", "base_model": str(tiny_model_dir), "peft_type": "LORA",
             "metrics": {"train_seconds": 42.0}}
-    AdapterRegistry(data_dir).register("faq-lora", _lora(model, root / "lora"), meta, TRAINED)
+    AdapterRegistry(data_dir).register("faq-lora", make_lora(model, root / "lora", 1), meta, TRAINED)
     eval_file = root / "eval.jsonl"
     eval_file.write_text("\n".join(json.dumps(row) for row in EVAL) + "\n")
     return {"runtime": runtime, "data_dir": data_dir, "eval": eval_file, "root": root,

@@ -7,22 +7,7 @@ import torch
 
 from assistant.engine import Engine, GenSettings, Row
 from assistant.errors import ArenaError
-
-
-def make_lora(model, folder, seed: int):
-    """Save a LoRA adapter for `model` whose B weights are non-zero (so it really changes outputs)."""
-    import copy
-
-    from peft import LoraConfig, get_peft_model
-
-    peft = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, lora_alpha=16, target_modules="all-linear"))
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for name, param in peft.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.5)
-    peft.save_pretrained(folder)
-    return folder
+from tests.conftest import make_lora
 
 
 @pytest.fixture

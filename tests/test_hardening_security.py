@@ -15,7 +15,7 @@ from assistant.models import resolve_model_path
 from assistant.runtime import Runtime
 from assistant.settings import Settings, load_settings
 from assistant.variants import VariantConfig
-from tests.test_engine import make_lora
+from tests.conftest import make_lora
 from training.config import JobConfig
 from training.jobs import JobManager
 from training.lock import TrainingLock

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import time
 from pathlib import Path
@@ -72,9 +73,18 @@ def _f(v) -> str:
     return "-" if v is None else f"{v:.4f}"
 
 
-def build_train_tab(runtime: Runtime, tabs: gr.Tabs | None = None) -> None:
-    """Data sources + preview, method and hyper-parameters, start/cancel/resume, live progress and loss plot."""
-    jobs = JobManager(runtime.settings)
+def _shown(fn):
+    """Wrap a handler so an ArenaError reaches the user as a Gradio error popup, not a stack trace."""
+    @functools.wraps(fn)  # keeps the handler's name, which Gradio uses as the API endpoint name
+    def call(*args):
+        try:
+            return fn(*args)
+        except ArenaError as exc:
+            raise gr.Error(str(exc)) from None
+    return call
+
+
+def _data_section():
     with gr.Row():
         files = gr.File(label="Training files (JSONL / JSON / CSV)", file_count="multiple",
                         file_types=[".jsonl", ".json", ".csv"], elem_id="train-files")
@@ -85,6 +95,11 @@ def build_train_tab(runtime: Runtime, tabs: gr.Tabs | None = None) -> None:
             use_votes = gr.Checkbox(label="Preference pairs from chat votes (method dpo)", value=False)
             preview_btn = gr.Button("Preview data", size="sm")
     data_table = gr.Dataframe(label="Sources", interactive=False, elem_id="train-preview")
+    return [files, use_docs, doc_kind, use_votes], preview_btn, data_table
+
+
+def _hyper_section():
+    """Numeric inputs with bounds (not free text), in the order do_start takes them."""
     with gr.Row():
         name = gr.Textbox(value="my-adapter", label="Adapter name", elem_id="train-name")
         method = gr.Dropdown(list(METHODS), value="lora", label="Method", elem_id="train-method")
@@ -100,6 +115,26 @@ def build_train_tab(runtime: Runtime, tabs: gr.Tabs | None = None) -> None:
         dora = gr.Checkbox(label="DoRA", value=False)
         rslora = gr.Checkbox(label="rsLoRA", value=False)
         seed = gr.Number(value=0, label="Seed", precision=0)
+    method.change(lambda m: DEFAULT_LR.get(m, 2e-4), method, lr)
+    return [name, method, lr, rank, epochs, max_steps, batch, eval_steps, patience, dora, rslora, seed]
+
+
+def _job_config(runtime: Runtime, files, use_docs, doc_kind, use_votes, name, method, lr, rank, epochs,
+                max_steps, batch, eval_steps, patience, dora, rslora, seed) -> JobConfig:
+    cfg = JobConfig(name=sanitize_name(name), method=method, learning_rate=float(lr), lora_r=int(rank),
+                    lora_alpha=2 * int(rank), epochs=float(epochs), max_steps=int(max_steps),
+                    batch_size=int(batch), eval_steps=int(eval_steps),
+                    early_stopping_patience=int(patience), use_dora=dora, use_rslora=rslora,
+                    seed=int(seed), data=_specs(runtime, files, use_docs, doc_kind, use_votes))
+    cfg.job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}"
+    return cfg
+
+
+def build_train_tab(runtime: Runtime, tabs: gr.Tabs | None = None) -> None:
+    """Data sources + preview, method and hyper-parameters, start/cancel/resume, live progress and loss plot."""
+    jobs = JobManager(runtime.settings)
+    data_inputs, preview_btn, data_table = _data_section()
+    hyper_inputs = _hyper_section()
     with gr.Row():
         start = gr.Button("Start training", variant="primary", elem_id="train-start")
         cancel = gr.Button("Cancel", elem_id="train-cancel")
@@ -119,39 +154,20 @@ def build_train_tab(runtime: Runtime, tabs: gr.Tabs | None = None) -> None:
         specs = _specs(runtime, files, use_docs, doc_kind, use_votes)
         if not specs:
             raise gr.Error("Add a training file or pick documents / votes first.")
-        try:
-            rows = preview(specs, runtime.settings, runtime)
-        except ArenaError as exc:
-            raise gr.Error(str(exc)) from None
+        rows = preview(specs, runtime.settings, runtime)
         return pd.DataFrame([{"source": r["source"], "rows": r["rows"], "kinds": ", ".join(r["kinds"]),
                               "first rows": "\n".join(r["first"])} for r in rows])
 
-    def do_start(files, use_docs, doc_kind, use_votes, name, method, lr, rank, epochs, max_steps, batch,
-                 eval_steps, patience, dora, rslora, seed):
-        try:
-            cfg = JobConfig(name=sanitize_name(name), method=method, learning_rate=float(lr), lora_r=int(rank),
-                            lora_alpha=2 * int(rank), epochs=float(epochs), max_steps=int(max_steps),
-                            batch_size=int(batch), eval_steps=int(eval_steps),
-                            early_stopping_patience=int(patience), use_dora=dora, use_rslora=rslora,
-                            seed=int(seed), data=_specs(runtime, files, use_docs, doc_kind, use_votes))
-            cfg.job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}"
-            jobs.start(cfg)
-        except ArenaError as exc:
-            raise gr.Error(str(exc)) from None
+    def do_start(*values):
+        jobs.start(_job_config(runtime, *values))
         return gr.Timer(active=True), "Starting…", gr.Button(visible=False)
 
     def do_cancel():
-        try:
-            jobs.cancel()
-        except ArenaError as exc:
-            raise gr.Error(str(exc)) from None
+        jobs.cancel()
         return "Cancelling: saving a checkpoint at the next step…"
 
     def do_resume():
-        try:
-            jobs.resume()
-        except ArenaError as exc:
-            raise gr.Error(str(exc)) from None
+        jobs.resume()
         return gr.Timer(active=True), "Resuming…"
 
     def tick():
@@ -160,13 +176,10 @@ def build_train_tab(runtime: Runtime, tabs: gr.Tabs | None = None) -> None:
         return (_progress_md(p), _plot_frame(p["records"]), _summary_md(p), p.get("log", ""),
                 gr.Button(visible=p["state"] == "done"), gr.Timer(active=not finished))
 
-    data_inputs = [files, use_docs, doc_kind, use_votes]
-    preview_btn.click(do_preview, data_inputs, data_table)
-    method.change(lambda m: DEFAULT_LR.get(m, 2e-4), method, lr)
-    start.click(do_start, data_inputs + [name, method, lr, rank, epochs, max_steps, batch, eval_steps, patience,
-                                         dora, rslora, seed], [timer, progress, chat_btn])
-    cancel.click(do_cancel, None, progress)
-    resume.click(do_resume, None, [timer, progress])
+    preview_btn.click(_shown(do_preview), data_inputs, data_table)
+    start.click(_shown(do_start), data_inputs + hyper_inputs, [timer, progress, chat_btn])
+    cancel.click(_shown(do_cancel), None, progress)
+    resume.click(_shown(do_resume), None, [timer, progress])
     timer.tick(tick, None, [progress, plot, summary, log, chat_btn, timer])
     if tabs is not None:
         chat_btn.click(lambda: gr.Tabs(selected="chat"), None, tabs)
