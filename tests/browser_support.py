@@ -112,7 +112,7 @@ def watch_training(page, timeout: float = 240.0, on_midway=None) -> list[dict]:
     seen: list[dict] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        text = page.locator("#train-progress").inner_text()
+        text = progress_text(page)
         bar = page.locator("#train-progress progress")
         obs = {"t": round(time.monotonic(), 2), "text": text, "points": plot_points(page, "train-plot"),
                "bar": int(bar.get_attribute("value") or 0) if bar.count() else None,
@@ -126,6 +126,17 @@ def watch_training(page, timeout: float = 240.0, on_midway=None) -> list[dict]:
             return seen
         page.wait_for_timeout(250)
     raise AssertionError(f"training did not finish within {timeout}s; last seen: {seen[-3:]}")
+
+
+# Gradio's loading overlay ("processing | 0.2/0.1s", "queue: 1/2 | 0.3s") sits inside the component while
+# a timer tick is in flight; it is not part of what the app wrote.
+_OVERLAY = re.compile(r"^\s*(processing|queue\b).*\|.*s\s*$")
+
+
+def progress_text(page) -> str:
+    """The Train tab's progress line as the app wrote it, without Gradio's loading overlay."""
+    lines = page.locator("#train-progress").inner_text().splitlines()
+    return "\n".join(line for line in lines if line.strip() and not _OVERLAY.match(line)).strip()
 
 
 def step_of(progress_text: str) -> tuple[int, int] | None:
