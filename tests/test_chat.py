@@ -13,8 +13,8 @@ from assistant.errors import ArenaError
 from assistant.runtime import Runtime
 from assistant.settings import Settings
 from assistant.variants import NO_ADAPTER, NO_DOCUMENTS, VARIANTS, VariantConfig
+from retrieval.store import Hit
 from tests.conftest import make_lora
-from tests.test_variants import FakeHit
 from ui import chat
 
 
@@ -36,8 +36,8 @@ def chat_runtime(settings, base, hits) -> Runtime:
     return Runtime(settings, base, store=ListStore(hits))
 
 
-HITS = [FakeHit("The M8 bolt takes 25 Nm.", "manual.pdf", 0.91, 1, "manual.pdf p.3", page=3),
-        FakeHit("Hold reset for 5 s.", "faq.rst", 0.42, 2, "faq.rst § Reset", section="Reset")]
+HITS = [Hit("The M8 bolt takes 25 Nm.", "manual.pdf", 0.91, 1, "manual.pdf p.3", page=3),
+        Hit("Hold reset for 5 s.", "faq.rst", 0.42, 2, "faq.rst § Reset", section="Reset")]
 
 
 @pytest.fixture

@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 
 from assistant import variants as V
 from assistant.errors import ArenaError
-
-
-@dataclass
-class FakeHit:  # the fields of retrieval.store.Hit the prompt builders read
-    text: str
-    source: str
-    score: float
-    chunk_id: int
-    citation: str
-    section: str = ""
-    page: int | None = None
+from retrieval.store import Hit
 
 
 def words(text: str) -> int:
@@ -38,8 +26,8 @@ def test_base_and_prompt_messages():
 
 
 def test_rag_messages_number_passages_and_ask_for_citations():
-    hits = [FakeHit("Use 25 Nm.", "manual.pdf", 0.9, 1, "manual.pdf p.3", page=3),
-            FakeHit("Reset by holding.", "faq.rst", 0.5, 2, "faq.rst § Reset")]
+    hits = [Hit("Use 25 Nm.", "manual.pdf", 0.9, 1, "manual.pdf p.3", page=3),
+            Hit("Reset by holding.", "faq.rst", 0.5, 2, "faq.rst § Reset")]
     msgs = V.rag_messages("torque?", hits)
     system = msgs[0]["content"]
     assert "[1] (manual.pdf p.3)\nUse 25 Nm." in system and "[2] (faq.rst § Reset)" in system
@@ -47,7 +35,7 @@ def test_rag_messages_number_passages_and_ask_for_citations():
 
 
 def test_rag_budget_keeps_rank_order_and_cuts_the_overflowing_passage():
-    hits = [FakeHit(" ".join(f"w{i}" for i in range(40)), f"d{j}.txt", 1 - j / 10, j, f"d{j}.txt")
+    hits = [Hit(" ".join(f"w{i}" for i in range(40)), f"d{j}.txt", 1 - j / 10, j, f"d{j}.txt")
             for j in range(4)]
     kept, notice = V.fit_hits(hits, 120, words)
     assert [h.source for h in kept] == ["d0.txt", "d1.txt", "d2.txt"]
