@@ -47,7 +47,8 @@ def chart_png(variants: dict[str, dict[str, dict]], metrics=CHART_METRICS) -> by
     return buf.getvalue()
 
 
-def _cell(summary: dict | None) -> str:
+def ci_cell(summary: dict | None) -> str:
+    """'mean [ci_low, ci_high]' of one metric summary, or a dash when it has no value."""
     if not summary or summary.get("mean") is None:
         return "–"
     return f"{summary['mean']:.3f} [{summary['ci_low']:.3f}, {summary['ci_high']:.3f}]"
@@ -58,7 +59,7 @@ def _rows(result: dict) -> tuple[list[str], list[list[str]]]:
     variants = result["variants"]
     metrics = [m for m in TABLE_METRICS if any(v.get(m, {}).get("mean") is not None for v in variants.values())]
     header = ["variant"] + [METRIC_LABELS[m] for m in metrics]
-    return header, [[name] + [_cell(v.get(m)) for m in metrics] for name, v in variants.items()]
+    return header, [[name] + [ci_cell(v.get(m)) for m in metrics] for name, v in variants.items()]
 
 
 def _cost_rows(result: dict) -> tuple[list[str], list[list[str]]]:
@@ -71,7 +72,7 @@ def _cost_rows(result: dict) -> tuple[list[str], list[list[str]]]:
 def _paired_rows(result: dict) -> tuple[list[str], list[list[str]]]:
     metric = result["recommendation"].get("metric", "f1")
     header = ["variant", f"{METRIC_LABELS.get(metric, metric)} minus base [95 % CI]"]
-    return header, [[v, _cell(d.get(metric))] for v, d in result.get("paired", {}).items()]
+    return header, [[v, ci_cell(d.get(metric))] for v, d in result.get("paired", {}).items()]
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:

@@ -5,15 +5,9 @@ from __future__ import annotations
 import html
 
 from assistant.compare.metrics import METRIC_LABELS
-from assistant.compare.report import TABLE_METRICS
+from assistant.compare.report import TABLE_METRICS, ci_cell
 
 QUESTION_SCORES = ("f1", "rougeL", "contains", "semantic", "nll", "groundedness", "retrieval_hit")
-
-
-def _cell(s: dict | None) -> str:
-    if not s or s.get("mean") is None:
-        return "–"
-    return f"{s['mean']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}]"
 
 
 def results_table(result: dict) -> tuple[list[str], list[list[str]]]:
@@ -25,7 +19,7 @@ def results_table(result: dict) -> tuple[list[str], list[list[str]]]:
     rows = []
     for name, summary in variants.items():
         diff = result.get("paired", {}).get(name, {}).get(primary)
-        rows.append([name] + [_cell(summary.get(m)) for m in metrics] + [_cell(diff) if diff else "–"])
+        rows.append([name] + [ci_cell(summary.get(m)) for m in metrics] + [ci_cell(diff) if diff else "–"])
     return header, rows
 
 
@@ -69,7 +63,7 @@ def runs_table(runs) -> tuple[list[str], list[list]]:
     for run in runs:
         metric = run.settings.get("metric", "f1")
         variants = run.result.get("variants", {})
-        cells = [_cell(variants.get(n, {}).get(metric)) for n in names]
+        cells = [ci_cell(variants.get(n, {}).get(metric)) for n in names]
         rec = run.result.get("recommendation", {}).get("variant") or "none"
         rows.append([run.id, run.label, run.settings.get("eval", ""), metric] + cells + [rec])
     return header, rows
