@@ -9,8 +9,19 @@ import time
 from pathlib import Path
 
 from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 CANCEL_FILE = "CANCEL"
+TRIALS = "trials"  # a sweep trains each trial in <job>/trials/<n>
+
+
+def cancel_files(job_dir: Path) -> list[Path]:
+    """The CANCEL files a job obeys: its own and, for a sweep trial, its sweep's (the folder the UI launched)."""
+    job_dir = Path(job_dir)
+    files = [job_dir / CANCEL_FILE]
+    if job_dir.parent.name == TRIALS:
+        files.append(job_dir.parent.parent / CANCEL_FILE)
+    return files
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -75,7 +86,8 @@ class CancelCallback(TrainerCallback):
     """On SIGTERM/SIGINT or a CANCEL file in the job folder: save a checkpoint now and stop cleanly."""
 
     def __init__(self, job_dir: Path):
-        self.file = Path(job_dir) / CANCEL_FILE
+        self.files = cancel_files(job_dir)
+        self.file = self.files[0]
         self.requested = False
         self.cancelled_at: int | None = None
 
@@ -87,7 +99,7 @@ class CancelCallback(TrainerCallback):
         self.requested = True  # acted on at the next step boundary, where a checkpoint is consistent
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.requested or self.file.exists():
+        if self.requested or any(f.exists() for f in self.files):
             self.requested = True
             self.cancelled_at = state.global_step
             control.should_save = True
@@ -95,19 +107,38 @@ class CancelCallback(TrainerCallback):
         return control
 
 
-class EarlyStopping(TrainerCallback):
-    """Stop when validation loss has not improved for `patience` evaluations; remembers the best."""
+class EarlyStopping(TrainerCallback, ExportableState):
+    """Stop when validation loss has not improved for `patience` evaluations; remembers the best.
+
+    Its counters are saved in each checkpoint (TrainerState.stateful_callbacks) and restored on resume, so a
+    resumed run stops at the same step as an uninterrupted one instead of starting its patience afresh.
+    """
 
     def __init__(self, patience: int, min_delta: float = 0.0):
         self.patience, self.min_delta = patience, min_delta
-        self.best, self.best_step, self.bad = math.inf, 0, 0
+        self.best: float | None = None  # None until the first evaluation (JSON has no infinity)
+        self.best_step, self.bad = 0, 0
         self.stopped_at: int | None = None
+
+    def state(self) -> dict:
+        return {"args": {"patience": self.patience, "min_delta": self.min_delta},
+                "attributes": {"best": self.best, "best_step": self.best_step, "bad": self.bad,
+                               "stopped_at": self.stopped_at}}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # Restored in place rather than by the Trainer (restore_callback_states_from_checkpoint): the Trainer
+        # swaps in a new instance, while the runner reads `stopped_at` from the one it created.
+        saved = (state.stateful_callbacks or {}).get(type(self).__name__)
+        saved = saved[0] if isinstance(saved, list) else saved
+        for key, value in ((saved or {}).get("attributes") or {}).items():
+            if key in self.state()["attributes"]:
+                setattr(self, key, value)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         loss = (metrics or {}).get("eval_loss")
         if loss is None:
             return control
-        if loss < self.best - self.min_delta:
+        if not math.isnan(loss) and (self.best is None or loss < self.best - self.min_delta):
             self.best, self.best_step, self.bad = loss, state.global_step, 0
         else:
             self.bad += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -14,6 +15,8 @@ from assistant.errors import ArenaError
 METHODS = ("lora", "ia3", "prompt_tuning", "full", "freeze", "qlora", "dpo")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 DOC_KINDS = ("cpt", "qa", "grounded")
+LORA_METHODS = ("lora", "qlora", "dpo")  # the methods whose adapter has a LoRA rank
+MAX_TRIALS = 12  # a sweep trains every trial in turn: more is hours on a CPU
 
 
 @dataclass
@@ -58,7 +61,8 @@ class JobConfig:
     early_stopping_patience: int = 0  # 0: off
     save_steps: int = 50
     logging_steps: int = 1
-    # sweep: {"learning_rate": [...], "lora_r": [...]} runs every combination and keeps the best
+    # sweep: {"learning_rate": [...], "lora_r": [...]} runs every combination and registers the one with the
+    # lowest validation loss; lora_alpha follows the rank (alpha/r kept) so only the rank changes.
     sweep: dict = field(default_factory=dict)
     job_id: str = ""  # filled on first run; the job folder is <data_dir>/jobs/<job_id>
 
@@ -79,9 +83,24 @@ class JobConfig:
             raise ArenaError("set max_steps > 0 or epochs > 0")
         if not self.data:
             raise ArenaError("no training data: pass --data FILE (or --from-documents / --from-votes)")
+        if self.sweep:
+            self.validate_sweep()
+
+    def validate_sweep(self) -> None:
+        """The sweep part of validate(): known axes, numbers, at most MAX_TRIALS, a validation split."""
         unknown = set(self.sweep) - {"learning_rate", "lora_r"}
         if unknown:
             raise ArenaError(f"sweep supports learning_rate and lora_r, not {sorted(unknown)}")
+        lrs, ranks = sweep_axes(self)
+        if len(lrs) * len(ranks) > MAX_TRIALS:
+            raise ArenaError(f"sweep has {len(lrs)} learning rates x {len(ranks)} ranks = {len(lrs) * len(ranks)} "
+                             f"trials; keep it at {MAX_TRIALS} or fewer on this hardware")
+        if self.val_fraction <= 0:
+            raise ArenaError("a sweep picks the best run by validation loss: set val_fraction > 0")
+        if len(ranks) > 1 and self.method not in LORA_METHODS:
+            raise ArenaError(f"method {self.method!r} has no LoRA rank to sweep (use {', '.join(LORA_METHODS)})")
+        if len(ranks) > 1 and self.init_from:
+            raise ArenaError(f"init_from {self.init_from!r} fixes the LoRA rank: sweep only the learning rate")
 
     def ensure_job_id(self) -> str:
         if not self.job_id:
@@ -117,6 +136,32 @@ class JobConfig:
         if not isinstance(data, dict):
             raise ArenaError(f"{path.name}: expected a mapping of settings")
         return cls.from_dict(data, path.name)
+
+
+def sweep_axes(cfg: JobConfig) -> tuple[list[float], list[int]]:
+    """The sweep's distinct learning rates and ranks, in the given order (the job's own value if not swept)."""
+    lrs = _sweep_list(cfg.sweep, "learning_rate", cfg.learning_rate, float)
+    ranks = _sweep_list(cfg.sweep, "lora_r", cfg.lora_r, int)
+    if min(lrs) <= 0 or min(ranks) < 1:
+        raise ArenaError("sweep learning rates must be > 0 and ranks >= 1")
+    return lrs, ranks
+
+
+def _sweep_list(sweep: dict, key: str, default, kind) -> list:
+    values = sweep.get(key) or [default]
+    if not isinstance(values, list):
+        raise ArenaError(f"sweep {key} must be a list, got {values!r}")
+    out = []
+    for v in values:
+        try:
+            num = float(v)  # YAML reads 1e-4 (no dot) as a string
+        except (TypeError, ValueError):
+            num = math.nan
+        if isinstance(v, bool) or not math.isfinite(num) or (kind is int and num != int(num)):
+            raise ArenaError(f"sweep {key} must be a list of {'integers' if kind is int else 'numbers'}, "
+                             f"got {values!r}")
+        out.append(kind(num))
+    return list(dict.fromkeys(out))  # a repeated value would only train the same trial twice
 
 
 def _coerce(f, value, where: str):
@@ -170,8 +215,21 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--" + name.replace("_", "-"), dest=name, action="store_true", default=None)
     p.add_argument("--packing", dest="packing", action="store_true", default=None,
                    help="padding-free packing instead of length-grouped batches")
-    p.add_argument("--sweep-lr", dest="sweep_lr", type=float, nargs="+", default=None)
-    p.add_argument("--sweep-r", dest="sweep_r", type=int, nargs="+", default=None)
+    p.add_argument("--sweep-lr", dest="sweep_lr", type=_numbers(float), nargs="+", default=None, metavar="LR",
+                   help="sweep these learning rates (comma- or space-separated, e.g. 1e-4,3e-4)")
+    p.add_argument("--sweep-rank", "--sweep-r", dest="sweep_r", type=_numbers(int), nargs="+", default=None,
+                   metavar="R", help=f"sweep these LoRA ranks (e.g. 4,8); at most {MAX_TRIALS} combinations")
+
+
+def _numbers(kind):
+    """argparse type for '1e-4,3e-4': a list of numbers (the flags also take them space-separated)."""
+    def parse(text: str) -> list:
+        try:
+            return [kind(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__}s separated by commas, got {text!r}") from None
+    parse.__name__ = f"{kind.__name__} list"  # argparse names the type in its error message
+    return parse
 
 
 def config_from_args(args: argparse.Namespace) -> JobConfig:
@@ -182,10 +240,11 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         if value is not None and f.name != "data":
             setattr(cfg, f.name, value)
     cfg.data = list(cfg.data) + _data_flags(args)
+    cfg.sweep = dict(cfg.sweep)
     if args.sweep_lr:
-        cfg.sweep["learning_rate"] = args.sweep_lr
+        cfg.sweep["learning_rate"] = [v for part in args.sweep_lr for v in part]
     if args.sweep_r:
-        cfg.sweep["lora_r"] = args.sweep_r
+        cfg.sweep["lora_r"] = [v for part in args.sweep_r for v in part]
     return cfg
 
 

@@ -81,8 +81,9 @@ class JobManager:
         """State, step/max_steps, fraction, ETA, the loss history and the log tail of the current job."""
         if self.folder is None:
             return {"state": "idle", "records": []}
-        records = read_metrics(self.folder / "metrics.jsonl")
         status = read_status(self.folder)
+        # a sweep trains in trial folders: its status names the trial being trained (or the best one, when done)
+        records = read_metrics(Path(status.get("trial_dir") or self.folder) / "metrics.jsonl")
         state = status.get("state", "starting")
         if state == "running" and not self.running():
             state = "failed"  # the process died without reporting (crash, kill -9): resume can pick it up

@@ -226,7 +226,7 @@ def _run_job(cfg: JobConfig, settings: Settings, folder: Path, resume: bool, run
     if cfg.sweep:
         from training.sweep import run_sweep
 
-        return run_sweep(cfg, settings, folder, runtime)
+        return run_sweep(cfg, settings, folder, runtime, resume)
     try:
         result = train_one(cfg, settings, folder, resume, runtime)
     except Exception as exc:

@@ -4,44 +4,139 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
+import os
+import shutil
+import signal
 from pathlib import Path
 
 from assistant.errors import ArenaError
 from assistant.settings import Settings
-from training.config import JobConfig
+from training.callbacks import CANCEL_FILE, TRIALS
+from training.config import JobConfig, sweep_axes
+
+RESULT = "result.json"  # a finished trial's result: a resumed sweep does not train it again
 
 
 def trial_grid(cfg: JobConfig) -> list[dict]:
-    lrs = cfg.sweep.get("learning_rate") or [cfg.learning_rate]
-    ranks = cfg.sweep.get("lora_r") or [cfg.lora_r]
-    grid = [{"learning_rate": float(lr), "lora_r": int(r)} for lr, r in itertools.product(lrs, ranks)]
-    if len(grid) > 12:
-        raise ArenaError(f"sweep has {len(grid)} trials; keep it at 12 or fewer on this hardware")
-    return grid
+    """Every (learning rate, rank) pair; lora_alpha follows the rank so alpha/r (the LoRA scale) stays put."""
+    cfg.validate_sweep()  # refuses more than MAX_TRIALS trials
+    lrs, ranks = sweep_axes(cfg)
+    return [{"learning_rate": lr, "lora_r": r, "lora_alpha": max(1, round(cfg.lora_alpha * r / cfg.lora_r))}
+            for lr, r in itertools.product(lrs, ranks)]
 
 
-def run_sweep(cfg: JobConfig, settings: Settings, folder: Path, runtime=None) -> dict:
-    """Every trial trains in jobs/<id>/trials/<n>; the lowest final validation loss wins."""
-    from training.runner import register, train_one, trial_config
+def run_sweep(cfg: JobConfig, settings: Settings, folder: Path, runtime=None, resume: bool = False) -> dict:
+    """Train every trial in <job>/trials/<n>; register the lowest final validation loss under the job's name.
 
-    if cfg.val_fraction <= 0:
-        raise ArenaError("a sweep picks the best run by validation loss: set val_fraction > 0")
+    Cancel (the job's CANCEL file, SIGTERM or SIGINT) stops the running trial at a checkpoint. With resume,
+    finished trials are kept, the cancelled one continues from its checkpoint and the rest follow.
+    """
+    from training.runner import write_status
+
+    grid = trial_grid(cfg)
     folder.mkdir(parents=True, exist_ok=True)
     cfg.to_yaml(folder / "config.yaml")
+    previous = _catch_signals(folder)
+    try:
+        return _sweep(cfg, settings, folder, grid, runtime, resume)
+    except Exception as exc:
+        write_status(folder, state="failed", error=str(exc), name=cfg.name)
+        raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
+
+def _sweep(cfg: JobConfig, settings: Settings, folder: Path, grid: list[dict], runtime, resume: bool) -> dict:
+    from training.runner import register, trial_config, write_status
+
     rows, results = [], []
-    for n, params in enumerate(trial_grid(cfg)):
-        trial = trial_config(cfg, job_id=f"{cfg.job_id}/trials/{n}", **params)
-        result = train_one(trial, settings, folder / "trials" / str(n), runtime=runtime)
+    for n, params in enumerate(grid):
+        trial_dir = folder / TRIALS / str(n)
+        where = {"name": cfg.name, "trial_dir": str(trial_dir),
+                 "sweep": {"trial": n, "trials": len(grid), "rows": _mark(rows)}}
+        if (folder / CANCEL_FILE).exists():  # cancelled between trials: do not start the next one
+            return _cancelled(folder, {"state": "cancelled", "step": 0}, where)
+        write_status(folder, state="running", pid=os.getpid(), **where)
+        trial = trial_config(cfg, job_id=f"{cfg.job_id}/{TRIALS}/{n}", **params)
+        result = _run_trial(trial, settings, trial_dir, runtime, resume)
+        _catch_signals(folder)  # the trial installed its own handlers, which die with it
         if result["state"] == "cancelled":
-            return {**result, "sweep": _mark(rows)}
-        rows.append({**params, "val_loss": result["metrics"]["val_loss"], "trial": n})
+            return _cancelled(folder, result, where)
+        rows.append(_row(n, params, result))
         results.append((trial, result))
-    best = min(range(len(rows)), key=lambda i: rows[i]["val_loss"])
+    best = _best(rows)
     rows = _mark(rows, best)
-    (folder / "sweep.json").write_text(json.dumps(rows, indent=1))
     trial, result = results[best]
+    _write_table(folder, rows)
     out = register(result, trial, settings)
-    return {**out, "sweep": rows}
+    write_status(folder, state="done", adapter=out.get("adapter"), metrics=result["metrics"], name=cfg.name,
+                 trial_dir=result["job_dir"], sweep={"trials": len(grid), "rows": rows})
+    return {**out, "job_dir": str(folder), "trial_dir": result["job_dir"], "sweep": rows}
+
+
+def _run_trial(trial: JobConfig, settings: Settings, trial_dir: Path, runtime, resume: bool) -> dict:
+    """A finished trial's saved result, its checkpoint continued, or a fresh run (resume only reuses work
+    done with the same trial settings)."""
+    from training.runner import is_main_process, last_checkpoint, train_one
+
+    same = resume and (trial_dir / "config.yaml").is_file() and \
+        JobConfig.from_yaml(trial_dir / "config.yaml") == trial
+    if same and (trial_dir / RESULT).is_file():
+        return json.loads((trial_dir / RESULT).read_text())
+    from_checkpoint = same and last_checkpoint(trial_dir) is not None
+    if not from_checkpoint and is_main_process():
+        _clear(trial_dir)
+    result = train_one(trial, settings, trial_dir, resume=from_checkpoint, runtime=runtime)
+    if result["state"] == "done" and is_main_process():
+        (trial_dir / RESULT).write_text(json.dumps(result, default=str))
+    return result
+
+
+def _clear(trial_dir: Path) -> None:
+    """A fresh trial starts from nothing: a stale metrics file would be appended to, stale checkpoints kept."""
+    from training.runner import CHECKPOINTS
+
+    for name in ("metrics.jsonl", "status.json", RESULT):
+        (trial_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(trial_dir / CHECKPOINTS, ignore_errors=True)
+
+
+def _catch_signals(folder: Path) -> dict:
+    """Outside a trial's training loop, SIGTERM/SIGINT become the job's CANCEL file, read before the next
+    trial and at its first step (otherwise the finished trial's handler would swallow them)."""
+    def on_signal(signum, frame):
+        (folder / CANCEL_FILE).touch()
+
+    return {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
+def _cancelled(folder: Path, result: dict, where: dict) -> dict:
+    from training.runner import write_status
+
+    write_status(folder, state="cancelled", step=result["step"], **where)
+    (folder / CANCEL_FILE).unlink(missing_ok=True)  # else a resume would stop again at once
+    return {**result, "job_dir": str(folder), "sweep": where["sweep"]["rows"]}
+
+
+def _row(n: int, params: dict, result: dict) -> dict:
+    val = result["metrics"].get("val_loss")
+    if val is None:
+        raise ArenaError(f"sweep trial {n} has no validation loss: the data is too small for a validation split")
+    return {"trial": n, **params, "val_loss": val}
+
+
+def _best(rows: list[dict]) -> int:
+    """Index of the lowest validation loss; a diverged trial (NaN) never wins."""
+    return min(range(len(rows)), key=lambda i: math.inf if math.isnan(rows[i]["val_loss"]) else rows[i]["val_loss"])
+
+
+def _write_table(folder: Path, rows: list[dict]) -> None:
+    from training.runner import is_main_process
+
+    if is_main_process():
+        (folder / "sweep.json").write_text(json.dumps(rows, indent=1))
 
 
 def _mark(rows: list[dict], best: int | None = None) -> list[dict]:

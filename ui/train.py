@@ -12,30 +12,74 @@ import pandas as pd
 
 from assistant.errors import ArenaError
 from assistant.runtime import Runtime
-from training.config import DOC_KINDS, METHODS, JobConfig
+from training.builders import read_questions
+from training.config import DOC_KINDS, LORA_METHODS, MAX_TRIALS, METHODS, JobConfig
 from training.jobs import JobManager
 from training.registry import sanitize_name
 from training.sources import preview
 
 DEFAULT_LR = {"lora": 2e-4, "ia3": 3e-3, "prompt_tuning": 3e-2, "full": 2e-5, "freeze": 5e-5, "qlora": 2e-4,
               "dpo": 5e-5}
+LR_STEPS = (0.25, 0.5, 1, 2, 4)  # sweep learning rates, as multiples of the method's default
+RANKS = (4, 8, 16, 32, 64)
 
 
-def _specs(runtime: Runtime, files, use_docs: bool, doc_kind: str, use_votes: bool) -> list[dict]:
+def _specs(runtime: Runtime, files, use_docs: bool, doc_kind: str, use_votes: bool, questions=None) -> list[dict]:
     """Data-source specs; uploads are copied into uploads/ so the job can re-read them on resume."""
-    specs = []
-    for f in files or []:
-        src = Path(getattr(f, "name", f))
-        target = runtime.settings.uploads_dir / "training" / src.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if src.resolve() != target.resolve():
-            shutil.copy2(src, target)
-        specs.append({"path": str(target.resolve())})
+    specs = [{"path": _keep(runtime, f, "training")} for f in files or []]
     if use_docs:
         specs.append({"source": "documents", "kind": doc_kind})
     if use_votes:
         specs.append({"source": "votes"})
+    if questions:
+        specs.append({"source": "distill", "questions": _keep(runtime, questions, "training/questions")})
     return specs
+
+
+def _keep(runtime: Runtime, upload, sub: str) -> str:
+    """Copy an upload (Gradio's temp file) into uploads/<sub>/ and return the copy's absolute path."""
+    src = Path(getattr(upload, "name", upload))
+    target = runtime.settings.uploads_dir / sub / src.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if src.resolve() != target.resolve():
+        shutil.copy2(src, target)
+    return str(target.resolve())
+
+
+def _preview_frame(runtime: Runtime, specs: list[dict]) -> pd.DataFrame:
+    """Count, kinds and first rows per source. Distillation only counts its questions: its rows are the RAG
+    model's answers, generated when the job runs (too slow for a preview)."""
+    rows = []
+    for spec in specs:
+        if spec.get("source") == "distill":
+            questions = list(dict.fromkeys(read_questions(Path(spec["questions"]))))
+            rows.append({"source": f"distill: {Path(spec['questions']).name}", "rows": len(questions),
+                         "kinds": ["questions (rag answers them at training time)"], "first": questions[:3]})
+        else:
+            rows += preview([spec], runtime.settings, runtime)
+    return pd.DataFrame([{"source": r["source"], "rows": r["rows"], "kinds": ", ".join(r["kinds"]),
+                          "first rows": "\n".join(r["first"])} for r in rows])
+
+
+def _grid(lr, rank, lrs, ranks) -> tuple[float, int, dict]:
+    """The job's learning rate, rank and sweep: checked values replace the field's; two or more
+    combinations make the job a sweep."""
+    lrs = sorted({float(v) for v in lrs or []}) or [float(lr)]
+    ranks = sorted({int(v) for v in ranks or []}) or [int(rank)]
+    sweep = {"learning_rate": lrs, "lora_r": ranks} if len(lrs) * len(ranks) > 1 else {}
+    return lrs[0], ranks[0], sweep
+
+
+def _lr_choices(method: str) -> list[tuple[str, float]]:
+    """Learning rates around the method's default (they differ by orders of magnitude between methods)."""
+    values = [float(f"{DEFAULT_LR.get(method, 2e-4) * k:.2g}") for k in LR_STEPS]
+    return [(f"{v:g}", v) for v in values]
+
+
+def _sweep_choices(method: str):
+    """Method changed: learning rates around its default; ranks only for LoRA methods."""
+    return (gr.CheckboxGroup(choices=_lr_choices(method), value=[]),
+            gr.CheckboxGroup(value=[], interactive=method in LORA_METHODS))
 
 
 def _plot_frame(records: list[dict]) -> pd.DataFrame:
@@ -47,26 +91,41 @@ def _plot_frame(records: list[dict]) -> pd.DataFrame:
 def _progress_md(p: dict) -> str:
     if p["state"] == "idle":
         return "No job yet."
+    sweep = p.get("status", {}).get("sweep", {})
+    trial = f"trial {sweep['trial'] + 1}/{sweep['trials']} · " if "trial" in sweep and p["state"] == "running" else ""
     pct = int(100 * p.get("fraction", 0))
     eta = p.get("eta_s")
     eta_text = f" · ETA {int(eta // 60)}m{int(eta % 60):02d}s" if eta is not None and p["state"] == "running" else ""
     bar = f"<progress value='{pct}' max='100' style='width:100%'></progress>"
-    return f"**{p['state']}** · step {p.get('step', 0)}/{p.get('max_steps') or '?'} ({pct} %){eta_text}\n\n{bar}"
+    return f"**{p['state']}** · {trial}step {p.get('step', 0)}/{p.get('max_steps') or '?'} ({pct} %){eta_text}\n\n{bar}"
 
 
 def _summary_md(p: dict) -> str:
     status = p.get("status", {})
+    table = _sweep_md(status.get("sweep", {}).get("rows") or [])
     if p["state"] == "done" and status.get("metrics"):
         m = status["metrics"]
         return (f"### Adapter **{status.get('adapter')}** is ready\n"
                 f"time {m.get('train_seconds')} s · {m.get('tokens_per_s')} tokens/s · train loss "
-                f"{_f(m.get('train_loss'))} · val loss {_f(m.get('val_loss'))} · steps {m.get('steps')}")
+                f"{_f(m.get('train_loss'))} · val loss {_f(m.get('val_loss'))} · steps {m.get('steps')}") + table
     if p["state"] == "failed":
         return f"**Failed:** {status.get('error') or 'the process stopped'} — see the log; *Resume* continues " \
                "from the last checkpoint."
     if p["state"] == "cancelled":
-        return f"Cancelled at step {status.get('step')}; checkpoint saved. Press *Resume* to continue."
+        sweep = status.get("sweep", {})
+        trial = f" of trial {sweep['trial'] + 1}/{sweep['trials']}" if "trial" in sweep else ""
+        return f"Cancelled at step {status.get('step')}{trial}; checkpoint saved. Press *Resume* to continue." + table
     return ""
+
+
+def _sweep_md(rows: list[dict]) -> str:
+    """The sweep's trials so far as a Markdown table; the registered (best) one is starred."""
+    if not rows:
+        return ""
+    lines = ["| learning rate | rank | val loss | best |", "|---|---|---|---|"]
+    lines += [f"| {r['learning_rate']:g} | {r['lora_r']} | {_f(r['val_loss'])} | {'★' if r['best'] else ''} |"
+              for r in rows]
+    return "\n\n**Sweep** (the best by validation loss is the adapter)\n\n" + "\n".join(lines)
 
 
 def _f(v) -> str:
@@ -94,8 +153,11 @@ def _data_section():
                                    info="cpt = continued pre-training, qa = drawn Q&A, grounded = Q&A with context")
             use_votes = gr.Checkbox(label="Preference pairs from chat votes (method dpo)", value=False)
             preview_btn = gr.Button("Preview data", size="sm")
+        # distillation: the RAG variant answers these questions when the job runs; the adapter learns its answers
+        questions = gr.File(label='Distillation questions (JSONL, {"question": ...} per line)',
+                            file_types=[".jsonl"], elem_id="train-questions")
     data_table = gr.Dataframe(label="Sources", interactive=False, elem_id="train-preview")
-    return [files, use_docs, doc_kind, use_votes], preview_btn, data_table
+    return [files, use_docs, doc_kind, use_votes, questions], preview_btn, data_table
 
 
 def _hyper_section():
@@ -119,13 +181,27 @@ def _hyper_section():
     return [name, method, lr, rank, epochs, max_steps, batch, eval_steps, patience, dora, rslora, seed]
 
 
-def _job_config(runtime: Runtime, files, use_docs, doc_kind, use_votes, name, method, lr, rank, epochs,
-                max_steps, batch, eval_steps, patience, dora, rslora, seed) -> JobConfig:
-    cfg = JobConfig(name=sanitize_name(name), method=method, learning_rate=float(lr), lora_r=int(rank),
-                    lora_alpha=2 * int(rank), epochs=float(epochs), max_steps=int(max_steps),
+def _sweep_section(method: gr.Dropdown):
+    """Learning rates x ranks to try, as fixed numeric choices; in the order do_start takes them."""
+    with gr.Accordion("Sweep: learning rate × LoRA rank", open=False, elem_id="train-sweep"):
+        gr.Markdown(f"Check two or more combinations (at most {MAX_TRIALS}) to train each one and keep the one "
+                    "with the lowest validation loss. Unchecked: the values above.")
+        with gr.Row():
+            lrs = gr.CheckboxGroup(_lr_choices("lora"), label="Learning rates", elem_id="train-sweep-lr")
+            ranks = gr.CheckboxGroup(list(RANKS), label="LoRA ranks", elem_id="train-sweep-rank")
+    method.change(_sweep_choices, method, [lrs, ranks])
+    return [lrs, ranks]
+
+
+def _job_config(runtime: Runtime, files, use_docs, doc_kind, use_votes, questions, name, method, lr, rank,
+                epochs, max_steps, batch, eval_steps, patience, dora, rslora, seed, lrs=(), ranks=()) -> JobConfig:
+    lr, rank, sweep = _grid(lr, rank, lrs, ranks)
+    cfg = JobConfig(name=sanitize_name(name), method=method, learning_rate=lr, lora_r=rank,
+                    lora_alpha=2 * rank, epochs=float(epochs), max_steps=int(max_steps),
                     batch_size=int(batch), eval_steps=int(eval_steps),
                     early_stopping_patience=int(patience), use_dora=dora, use_rslora=rslora,
-                    seed=int(seed), data=_specs(runtime, files, use_docs, doc_kind, use_votes))
+                    seed=int(seed), sweep=sweep,
+                    data=_specs(runtime, files, use_docs, doc_kind, use_votes, questions))
     cfg.job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}"
     return cfg
 
@@ -135,6 +211,7 @@ def build_train_tab(runtime: Runtime, tabs: gr.Tabs | None = None) -> None:
     jobs = JobManager(runtime.settings)
     data_inputs, preview_btn, data_table = _data_section()
     hyper_inputs = _hyper_section()
+    sweep_inputs = _sweep_section(method=hyper_inputs[1])
     with gr.Row():
         start = gr.Button("Start training", variant="primary", elem_id="train-start")
         cancel = gr.Button("Cancel", elem_id="train-cancel")
@@ -150,13 +227,11 @@ def build_train_tab(runtime: Runtime, tabs: gr.Tabs | None = None) -> None:
         log = gr.Textbox(lines=10, show_label=False, interactive=False)
     timer = gr.Timer(1.0, active=False)
 
-    def do_preview(files, use_docs, doc_kind, use_votes):
-        specs = _specs(runtime, files, use_docs, doc_kind, use_votes)
+    def do_preview(*values):
+        specs = _specs(runtime, *values)
         if not specs:
-            raise gr.Error("Add a training file or pick documents / votes first.")
-        rows = preview(specs, runtime.settings, runtime)
-        return pd.DataFrame([{"source": r["source"], "rows": r["rows"], "kinds": ", ".join(r["kinds"]),
-                              "first rows": "\n".join(r["first"])} for r in rows])
+            raise gr.Error("Add a training file or questions, or pick documents / votes first.")
+        return _preview_frame(runtime, specs)
 
     def do_start(*values):
         jobs.start(_job_config(runtime, *values))
@@ -177,7 +252,7 @@ def build_train_tab(runtime: Runtime, tabs: gr.Tabs | None = None) -> None:
                 gr.Button(visible=p["state"] == "done"), gr.Timer(active=not finished))
 
     preview_btn.click(_shown(do_preview), data_inputs, data_table)
-    start.click(_shown(do_start), data_inputs + hyper_inputs, [timer, progress, chat_btn])
+    start.click(_shown(do_start), data_inputs + hyper_inputs + sweep_inputs, [timer, progress, chat_btn])
     cancel.click(_shown(do_cancel), None, progress)
     resume.click(_shown(do_resume), None, [timer, progress])
     timer.tick(tick, None, [progress, plot, summary, log, chat_btn, timer])
