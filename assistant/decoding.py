@@ -84,7 +84,7 @@ def _decode_loop(model, tokenizer, rows, gen, eos_ids, route):
     seen = _seen_mask(ids, mask, model.config.vocab_size) if gen.repetition_penalty != 1.0 else None
     sampler = torch.Generator(device="cpu").manual_seed(gen.seed)
     start, outs = time.perf_counter(), [RowOutput() for _ in rows]
-    cache, logits = prefill(model, rows, route, device)
+    cache, logits = prefill(model, rows, route, device, gen.max_new_tokens + 1)
     positions = mask.sum(-1, keepdim=True)
     everyone = list(range(len(rows)))
     for _ in range(gen.max_new_tokens):
@@ -102,9 +102,12 @@ def _decode_loop(model, tokenizer, rows, gen, eos_ids, route):
     yield outs
 
 
-def prefill(model, rows: list[Row], route, device):
-    """Each prompt alone (no compute wasted on padding), then one left-padded KV cache for the batch."""
+def prefill(model, rows: list[Row], route, device, room: int):
+    """Each prompt alone (no compute wasted on padding), then one left-padded, growing KV cache for the batch
+    with `room` free slots per row for the tokens to come (see kv_cache.py)."""
     from transformers import DynamicCache
+
+    from assistant.kv_cache import merge_caches
 
     caches, last = [], []
     for i, row in enumerate(rows):
@@ -114,27 +117,7 @@ def prefill(model, rows: list[Row], route, device):
                         use_cache=True, logits_to_keep=1)
         caches.append(cache)
         last.append(out.logits[:, -1])
-    if len(rows) == 1:
-        return caches[0], last[0]
-    return merge_caches(caches, model.config), torch.cat(last)
-
-
-def merge_caches(caches: list, config):
-    """Stack single-row caches into one batch, left-padding each layer's keys/values with zeros."""
-    from transformers import DynamicCache
-
-    merged = DynamicCache(config=config)
-    width = max(c.get_seq_length() for c in caches)
-    for layer in range(len(caches[0].layers)):
-        keys = [_pad_left(c.layers[layer].keys, width) for c in caches]
-        values = [_pad_left(c.layers[layer].values, width) for c in caches]
-        merged.update(torch.cat(keys), torch.cat(values), layer)
-    return merged
-
-
-def _pad_left(t: torch.Tensor, width: int) -> torch.Tensor:
-    """[1, heads, seq, dim] -> [1, heads, width, dim]; the attention mask hides the zero slots."""
-    return torch.nn.functional.pad(t, (0, 0, width - t.shape[2], 0))
+    return merge_caches(caches, model.config, room), torch.cat(last)
 
 
 def _left_pad(rows: list[Row], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
