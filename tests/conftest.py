@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -110,3 +111,21 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="ARENA_SKIP_E2E=1"))
         if skip_browser and "browser" in item.keywords:
             item.add_marker(pytest.mark.skip(reason="ARENA_SKIP_BROWSER=1"))
+
+
+@pytest.fixture
+def qa_file(tmp_path) -> Path:
+    """16 tiny question/answer rows (three colors) for training tests."""
+    path = tmp_path / "qa.jsonl"
+    colors = ["red", "blue", "green"]
+    path.write_text("".join(json.dumps({"question": f"Color of item {i}?", "answer": f"{colors[i % 3]}."}) + "\n"
+                            for i in range(16)))
+    return path
+
+
+@pytest.fixture
+def settings(tiny_model_dir, data_dir):
+    """Settings on the tiny model in a fresh data dir (training tests)."""
+    from assistant.settings import Settings
+
+    return Settings(data_dir=data_dir, model=str(tiny_model_dir), device="cpu")

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from assistant.settings import Settings
 from training.callbacks import CancelCallback, EarlyStopping, cancel_files
 from training.config import JobConfig
 from training.runner import job_dir, run_job
@@ -17,20 +16,6 @@ from training.runner import job_dir, run_job
 STOPPING = dict(max_steps=16, batch_size=2, max_length=96, eval_steps=1, save_steps=100, val_fraction=0.2,
                 lora_r=4, lora_alpha=8, learning_rate=0.05, lr_scheduler="constant",
                 early_stopping_patience=2)
-
-
-@pytest.fixture
-def qa_file(tmp_path):
-    path = tmp_path / "qa.jsonl"
-    colors = ["red", "blue", "green"]
-    path.write_text("".join(json.dumps({"question": f"Color of item {i}?", "answer": f"{colors[i % 3]}."}) + "\n"
-                            for i in range(16)))
-    return path
-
-
-@pytest.fixture
-def settings(tiny_model_dir, data_dir):
-    return Settings(data_dir=data_dir, model=str(tiny_model_dir), device="cpu")
 
 
 def cancel_at(monkeypatch, step: int) -> None:

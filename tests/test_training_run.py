@@ -13,7 +13,6 @@ import torch
 from safetensors.torch import load_file as load_safetensors
 
 from assistant.errors import ArenaError
-from assistant.settings import Settings
 from assistant.votes import VoteStore
 from training.config import JobConfig
 from training.registry import AdapterRegistry, load_adapter_model
@@ -22,20 +21,6 @@ from training.runner import job_dir, read_status, run_job
 ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(max_steps=3, batch_size=2, max_length=96, eval_steps=2, save_steps=50, val_fraction=0.2,
             lora_r=4, lora_alpha=8)
-
-
-@pytest.fixture
-def qa_file(tmp_path):
-    path = tmp_path / "qa.jsonl"
-    colors = ["red", "blue", "green"]
-    path.write_text("".join(json.dumps({"question": f"Color of item {i}?", "answer": f"{colors[i % 3]}."}) + "\n"
-                            for i in range(16)))
-    return path
-
-
-@pytest.fixture
-def settings(tiny_model_dir, data_dir):
-    return Settings(data_dir=data_dir, model=str(tiny_model_dir), device="cpu")
 
 
 def cfg_for(qa_file, **kw) -> JobConfig:
