@@ -1,18 +1,21 @@
 """Training speed: our path (trl SFT, length-grouped batches, answer-only LM head, no activation
 checkpointing) vs plain HF Trainer + peft LoRA.
 
-Same rows, same LoRA (r16, all-linear), same optimiser steps and rows per step, one process, one run:
-prints tokens/s (real, non-pad tokens), peak RSS and the final validation loss of both, measured with
-the same evaluation function. Usage: python benchmarks/training.py [--data-dir D] [--rows N] [--steps N] [--threads T] [--bf16]
+Same rows, same LoRA (r16, all-linear), same optimiser steps and rows per step: both train exactly one epoch
+over the same `steps x batch` rows, so both serve the same real (non-pad) tokens. Each path runs in its own
+process (clean peak RSS), alternating ours/reference `--repeat` times so load from other processes hits both;
+prints tokens/s, peak RSS and the final validation loss of both (same evaluation function), the ratio per
+pair and the median ratio. Usage: python benchmarks/training.py [--data-dir D] [--steps N] [--batch N]
+[--threads T] [--repeat N] [--seed S] [--bf16]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
+import statistics
 import sys
 import threading
 import time
@@ -92,27 +95,27 @@ def val_loss(model, val_rows) -> float:
     return total / count
 
 
-def run_reference(path, tok, train_rows, val_rows, steps, batch, lr, out):
+def run_reference(path, tok, train_rows, val_rows, steps, batch, lr, out, seed):
     """Plain transformers Trainer + peft LoRA, fp32, pad-to-longest random batches."""
     from datasets import Dataset
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     model = lora_model(path)
     args = TrainingArguments(output_dir=str(out / "ref"), per_device_train_batch_size=batch, max_steps=steps,
-                             learning_rate=lr, lr_scheduler_type="constant", logging_steps=steps, seed=0,
+                             learning_rate=lr, lr_scheduler_type="constant", logging_steps=steps, seed=seed,
                              save_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True)
     collator = DataCollatorForSeq2Seq(tok, padding="longest", label_pad_token_id=IGNORE)
     trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list(train_rows), data_collator=collator)
     return timed(trainer, model, val_rows, train_rows)
 
 
-def run_ours(path, tok, train_examples, val_rows, steps, batch, lr, out, bf16, max_length, packing):
+def run_ours(path, tok, train_examples, val_rows, steps, batch, lr, out, seed, bf16):
     """Our trainer construction (training.runner.make_trainer) on the same rows."""
     from training.runner import make_trainer
 
     cfg = JobConfig(name="bench", data=[{"path": "-"}], max_steps=steps, batch_size=batch, learning_rate=lr,
-                    lr_scheduler="constant", lora_r=16, lora_alpha=32, lora_dropout=0.0, max_length=max_length,
-                    bf16=bf16, val_fraction=0, save_steps=10**6, logging_steps=steps, packing=packing)
+                    lr_scheduler="constant", lora_r=16, lora_alpha=32, lora_dropout=0.0, max_length=1024,
+                    bf16=bf16, val_fraction=0, save_steps=10**6, logging_steps=steps, seed=seed)
     model = lora_model(path)
     trainer = make_trainer(cfg, model, tok, train_examples, [], out / "ours", torch.device("cpu"), [])
     trainer.args.save_strategy = "no"
@@ -127,36 +130,43 @@ def timed(trainer, model, val_rows, rows):
     trainer.train()
     seconds = time.perf_counter() - start
     peak = rss.stop()
-    steps, per_step = trainer.state.global_step, trainer.args.per_device_train_batch_size
-    # Real (non-pad) tokens served: mean row length x rows per step x steps (rows are packed windows when
-    # packing); the same estimate for both paths.
-    tokens = sum(len(r["input_ids"]) for r in rows) / len(rows) * per_step * steps
+    served = trainer.state.global_step * trainer.args.per_device_train_batch_size
+    if served != len(rows):  # the token count below assumes every row was served exactly once
+        raise RuntimeError(f"served {served} rows, expected one epoch of {len(rows)}")
+    tokens = sum(len(r["input_ids"]) for r in rows)  # real (non-pad) tokens; the same rows for both paths
     return {"seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds, "peak_rss_mb": peak,
             "val_loss": val_loss(model, val_rows)}
 
 
-def compare(argv: list[str]) -> int:
-    """Run both paths, each in a fresh process (so peak RSS is not polluted by the other), and report."""
+def _run_one(argv: list[str], name: str) -> dict | None:
     import subprocess
 
-    report = {}
-    for name in ("ours", "reference"):
-        proc = subprocess.run([sys.executable, __file__, *argv, "--only", name], capture_output=True, text=True)
-        line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-        if line is None:
-            print(proc.stderr[-3000:], file=sys.stderr)
-            return 1
-        report[name] = json.loads(line[len("RESULT "):])
-    ours, ref = report["ours"], report["reference"]
-    report["tokens_per_s_ratio"] = ours["tokens_per_s"] / ref["tokens_per_s"]
-    report["val_loss_diff_pct"] = 100 * (ours["val_loss"] - ref["val_loss"]) / ref["val_loss"]
-    print(f"rows: mean {ours['mean_row_tokens']:.0f} tokens; our packed window {ours['packed_window']} tokens")
-    for name in ("ours", "reference"):
-        r = report[name]
-        print(f"{name:<10} {r['tokens_per_s']:8.1f} tok/s  {r['seconds']:6.1f} s  peak RSS {r['peak_rss_mb']:7.0f} MB"
-              f"  val loss {r['val_loss']:.4f}")
-    print(f"ratio ours/reference tokens/s: {report['tokens_per_s_ratio']:.2f}x · val loss diff "
-          f"{report['val_loss_diff_pct']:+.2f} %")
+    proc = subprocess.run([sys.executable, __file__, *argv, "--only", name], capture_output=True, text=True)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        print(proc.stderr[-3000:], file=sys.stderr)
+        return None
+    return json.loads(line[len("RESULT "):])
+
+
+def compare(argv: list[str], repeat: int) -> int:
+    """Run both paths, each in a fresh process (peak RSS not polluted by the other), alternating, and report."""
+    runs = {"ours": [], "reference": []}
+    for i in range(repeat):
+        for name in (("ours", "reference") if i % 2 == 0 else ("reference", "ours")):
+            result = _run_one(argv, name)
+            if result is None:
+                return 1
+            runs[name].append(result)
+            print(f"{name:<10} {result['tokens_per_s']:8.1f} tok/s  {result['seconds']:6.1f} s  peak RSS "
+                  f"{result['peak_rss_mb']:7.0f} MB  val loss {result['val_loss']:.4f}", flush=True)
+    ratios = sorted(o["tokens_per_s"] / r["tokens_per_s"] for o, r in zip(runs["ours"], runs["reference"], strict=True))
+    ours, ref = runs["ours"][-1], runs["reference"][-1]
+    report = {"ours": ours, "reference": ref, "ratios": ratios, "tokens_per_s_ratio": statistics.median(ratios),
+              "val_loss_diff_pct": 100 * (ours["val_loss"] - ref["val_loss"]) / ref["val_loss"]}
+    print(f"rows: {ours['rows']} x mean {ours['mean_row_tokens']:.0f} tokens = {ours['tokens']} real tokens (both)")
+    print(f"ratio ours/reference tokens/s: median {report['tokens_per_s_ratio']:.2f}x (pairs: "
+          f"{', '.join(f'{r:.2f}' for r in ratios)}) · val loss diff {report['val_loss_diff_pct']:+.2f} %")
     print(json.dumps(report, default=float))
     return 0
 
@@ -165,39 +175,37 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--data-dir", default="./arena_data")
     p.add_argument("--model", default="bundled:smollm2-135m")
-    p.add_argument("--rows", type=int, default=400)
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--seed", type=int, default=0, help="data and training seed (both paths)")
+    p.add_argument("--repeat", type=int, default=1, help="ours/reference pairs, alternating order")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for our path (measure before using)")
-    p.add_argument("--packing", action="store_true", help="our path with padding-free packing instead")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                    help="torch threads for both paths (on a shared, busy machine 1 can beat 2 by 3x)")
     p.add_argument("--only", choices=["ours", "reference"], help=argparse.SUPPRESS)
     args = p.parse_args()
     if not args.only:
-        return compare(sys.argv[1:])
+        argv = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("only", "repeat", "bf16")]
+        return compare(argv + (["--bf16"] if args.bf16 else []), max(1, args.repeat))
     from transformers import AutoTokenizer
 
     torch.set_num_threads(max(1, args.threads))
     settings = Settings(data_dir=Path(args.data_dir), model=args.model)
     path = resolve_model_path(args.model, settings)
     tok = AutoTokenizer.from_pretrained(path)
-    examples = make_rows(args.rows)
+    n_train = args.steps * args.batch  # one epoch: every row served exactly once by both paths
+    examples = make_rows(24 + n_train, seed=args.seed)
     val_ex, train_ex = examples[:24], examples[24:]
     train_rows, val_rows = (tokenize_examples(tok, x, 1024) for x in (train_ex, val_ex))
     mean_len = sum(len(r["input_ids"]) for r in train_rows) / len(train_rows)
-    # Same rows per step for both: one packed window holds about `batch` rows.
-    max_length = int(2 ** math.ceil(math.log2(mean_len * args.batch / 2)))
     out = Path(args.data_dir) / "bench-training"
-    if args.only == "ours" and args.packing:  # one packed window holds about `batch` rows
-        result = run_ours(path, tok, train_ex, val_rows, args.steps, 2, args.lr, out, args.bf16, max_length, True)
-    elif args.only == "ours":
-        result = run_ours(path, tok, train_ex, val_rows, args.steps, args.batch, args.lr, out, args.bf16, 1024,
-                          False)
+    common = (path, tok)
+    if args.only == "ours":
+        result = run_ours(*common, train_ex, val_rows, args.steps, args.batch, args.lr, out, args.seed, args.bf16)
     else:
-        result = run_reference(path, tok, train_rows, val_rows, args.steps, args.batch, args.lr, out)
-    print("RESULT " + json.dumps({**result, "mean_row_tokens": mean_len, "packed_window": max_length}))
+        result = run_reference(*common, train_rows, val_rows, args.steps, args.batch, args.lr, out, args.seed)
+    print("RESULT " + json.dumps({**result, "mean_row_tokens": mean_len, "rows": len(train_rows)}))
     return 0
 
 

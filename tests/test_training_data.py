@@ -144,6 +144,8 @@ def test_config_yaml_round_trip_and_errors(tmp_path):
         JobConfig.from_yaml(tmp_path / "unk.yaml")
     with pytest.raises(ArenaError, match="unknown method"):
         JobConfig(method="magic", data=[{"path": "a"}]).validate()
+    with pytest.raises(ArenaError, match=r"lora_dropout must be in \[0, 1\), got 1.5"):
+        JobConfig(lora_dropout=1.5, data=[{"path": "a"}]).validate()
 
 
 def test_names_are_sanitized():

@@ -34,7 +34,9 @@ class JobConfig:
     # LoRA family
     lora_r: int = 16
     lora_alpha: int = 32
-    lora_dropout: float = 0.05
+    # peft's own default; 0 also lets LoRA layers take the fused path (training/fastlora.py), which dropout
+    # rules out (the LoRA branch would see other inputs than the base layer). Set > 0 to regularize tiny data.
+    lora_dropout: float = 0.0
     target_modules: str = "all-linear"
     use_dora: bool = False
     use_rslora: bool = False
@@ -52,7 +54,7 @@ class JobConfig:
     warmup_steps: int = 0
     weight_decay: float = 0.0
     max_length: int = 512
-    packing: bool = False  # padding-free packing; off = length-grouped batches (faster on CPU, measured)
+    packing: bool = False  # padding-free packing; off = random batches run as unpadded sub-batches (faster here)
     bf16: bool = False
     seed: int = 0
     # validation
@@ -79,6 +81,8 @@ class JobConfig:
             raise ArenaError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.learning_rate <= 0:
             raise ArenaError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ArenaError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
         if self.max_steps <= 0 and self.epochs <= 0:
             raise ArenaError("set max_steps > 0 or epochs > 0")
         if not self.data:
@@ -206,7 +210,8 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                       ("max_steps", int), ("batch_size", int), ("grad_accum", int), ("max_length", int),
                       ("eval_steps", int), ("save_steps", int), ("early_stopping_patience", int),
                       ("seed", int), ("val_fraction", float), ("num_virtual_tokens", int),
-                      ("train_layers", int), ("warmup_steps", int), ("dpo_beta", float)):
+                      ("train_layers", int), ("warmup_steps", int), ("dpo_beta", float),
+                      ("lora_dropout", float)):
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None)
     p.add_argument("--lr-scheduler", dest="lr_scheduler", choices=SCHEDULERS, default=None)
     p.add_argument("--init-from", dest="init_from", default=None, help="registered adapter to continue from")
@@ -214,7 +219,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     for name in ("use_dora", "use_rslora", "bf16"):
         p.add_argument("--" + name.replace("_", "-"), dest=name, action="store_true", default=None)
     p.add_argument("--packing", dest="packing", action="store_true", default=None,
-                   help="padding-free packing instead of length-grouped batches")
+                   help="padding-free packing instead of unpadded sub-batches")
     p.add_argument("--sweep-lr", dest="sweep_lr", type=_numbers(float), nargs="+", default=None, metavar="LR",
                    help="sweep these learning rates (comma- or space-separated, e.g. 1e-4,3e-4)")
     p.add_argument("--sweep-rank", "--sweep-r", dest="sweep_r", type=_numbers(int), nargs="+", default=None,

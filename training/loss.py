@@ -19,6 +19,9 @@ IGNORE = -100
 # Positions scored in one piece; above this the logits (positions x vocab x 4 bytes, ~800 MB for a 49k vocab)
 # are recomputed in the backward instead of being kept, so long raw-text batches stay within memory.
 CHUNK = 4096
+# Rows at least this fraction of their sub-batch's longest row share it (at most ~15 % padding per row); lower
+# means fewer, larger matmuls but more padding.
+SLACK = 0.85
 
 
 def _chunk_nll(hidden: torch.Tensor, weight: torch.Tensor, bias, target: torch.Tensor) -> torch.Tensor:
@@ -39,6 +42,41 @@ def answer_nll(hidden: torch.Tensor, lm_head: torch.nn.Module, target: torch.Ten
     return total
 
 
+def length_chunks(lengths: list[int], slack: float = SLACK) -> list[list[int]]:
+    """Row indices grouped by length, longest first: each row is at least `slack` x its group's longest."""
+    chunks: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True):
+        if chunks and lengths[i] >= slack * lengths[chunks[-1][0]]:
+            chunks[-1].append(i)
+        else:
+            chunks.append([i])
+    return chunks
+
+
+def unpadded_parts(kwargs: dict, labels: torch.Tensor):
+    """Split a right-padded batch into sub-batches of similar length, each trimmed to its longest row.
+
+    Pad-to-longest makes every row as long as the batch's longest (random batches of mixed lengths: ~40 %
+    padding); the sub-batches drop nearly all of it. Causal attention never looks right, so the real positions
+    see exactly what they saw in the padded batch: the same loss and gradients, on the same random batches.
+    Anything but plain right-padded `input_ids` + `attention_mask` is yielded unchanged.
+    """
+    ids, mask = kwargs.get("input_ids"), kwargs.get("attention_mask")
+    given = {k for k, v in kwargs.items() if v is not None}  # PEFT passes inputs_embeds=None and the like
+    if ids is None or mask is None or ids.dim() != 2 or given - {"input_ids", "attention_mask", "use_cache"}:
+        yield kwargs, labels
+        return
+    lengths = mask.sum(1)
+    if not bool((mask == (torch.arange(mask.size(1), device=mask.device) < lengths[:, None])).all()):
+        yield kwargs, labels  # not right-padded
+        return
+    lengths = lengths.tolist()
+    for rows in length_chunks(lengths):
+        index, width = torch.tensor(rows, device=ids.device), max(1, lengths[rows[0]])
+        yield ({**kwargs, "input_ids": ids[index, :width], "attention_mask": mask[index, :width]},
+               labels[index, :width])
+
+
 def add_answer_head(model) -> None:
     """Patch `model.forward` to accept `answer_only=True`: loss from the labelled positions, no logits.
 
@@ -52,12 +90,15 @@ def add_answer_head(model) -> None:
             extra = {} if num_items_in_batch is None else {"num_items_in_batch": num_items_in_batch}
             return previous(*args, labels=labels, **extra, **kwargs)
         kwargs["use_cache"] = False
-        hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]
-        target = labels[:, 1:].to(hidden.device)
-        mask = target != IGNORE
-        total = answer_nll(hidden[mask], self.get_output_embeddings(), target[mask])
-        count = mask.sum()
-        denom = num_items_in_batch if num_items_in_batch is not None else count.clamp(min=1)
+        parts = unpadded_parts(kwargs, labels) if not args else [(kwargs, labels)]
+        total, count = 0.0, 0
+        for part, part_labels in parts:
+            hidden = self.base_model(*args, **part).last_hidden_state[:, :-1]
+            target = part_labels[:, 1:].to(hidden.device)
+            mask = target != IGNORE
+            total = total + answer_nll(hidden[mask], self.get_output_embeddings(), target[mask])
+            count = count + mask.sum()
+        denom = num_items_in_batch if num_items_in_batch is not None else torch.as_tensor(count).clamp(min=1)
         return CausalLMOutput(loss=total / denom)
 
     model.forward = types.MethodType(forward, model)
@@ -68,7 +109,8 @@ def answer_only_sft_trainer():
     from trl import SFTTrainer
 
     class AnswerOnlySFTTrainer(SFTTrainer):
-        """Same data handling as SFTTrainer; loss on labelled positions only, without entropy/accuracy logs."""
+        """Same data handling as SFTTrainer; loss on labelled positions only, without entropy/accuracy logs,
+        each batch run as unpadded sub-batches (`unpadded_parts`)."""
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)

@@ -60,8 +60,11 @@ def make_trainer(cfg: JobConfig, model, tokenizer, train: list[Example], val: li
     """trl SFTTrainer on pre-tokenized rows (prompt already masked), or DPOTrainer on preference pairs."""
     from datasets import Dataset
 
+    from training.fastlora import fuse_lora_linears
     from training.tokenize import pref_rows, tokenize_examples
 
+    # Same LoRA, fewer memory passes per layer (~15-35 % faster forward+backward on CPU, measured).
+    fuse_lora_linears(model)
     if cfg.method == "dpo":
         from trl import DPOConfig, DPOTrainer
 
@@ -81,14 +84,17 @@ def make_trainer(cfg: JobConfig, model, tokenizer, train: list[Example], val: li
     if not tr:
         raise ArenaError(f"method {cfg.method!r} needs chat or text rows; the data has none usable "
                          "(preference pairs only train with method 'dpo')")
-    # Default: length-grouped batches (rows of similar length together, so pad-to-longest wastes little and
-    # attention stays short). Padding-free packing is optional: on CPU its block-diagonal mask over one long
-    # row measured slower here (benchmarks/training.py). Prompt tuning prepends virtual tokens: no packing.
+    # Default: random batches like a plain Trainer, each run as unpadded sub-batches of similar length
+    # (training.loss.unpadded_parts): no padding compute, same batches. Length-grouped batches were tried:
+    # with Adam every step moves about as far whatever its token count, so buckets of short rows pulled the
+    # model towards short answers (+3.5 % validation loss on benchmarks/training.py). Padding-free packing
+    # is optional: on CPU its block-diagonal mask over one long row measured slower. Prompt tuning prepends
+    # virtual tokens: no packing.
     packing = cfg.packing and cfg.method != "prompt_tuning"
     # trl turns gradient checkpointing on by default; it recomputes every layer in the backward (~30 % slower)
     # to save activation memory that a small model on CPU does not need.
     args = SFTConfig(packing=packing, packing_strategy="bfd", eval_packing=packing,
-                     train_sampling_strategy="random" if packing else "group_by_length",
+                     train_sampling_strategy="random",
                      activation_checkpointing=False, **_args_common(cfg, folder, device, bool(va)))
     trainer_cls = answer_only_sft_trainer()
     return trainer_cls(model=model, args=args, train_dataset=Dataset.from_list(tr),
