@@ -47,6 +47,7 @@ def info_data(settings: Settings) -> dict:
         "model_path": resolve_model_path(settings.model, settings),
         "embedder": settings.embedder,
         "embedder_path": resolve_embedder_path(settings.embedder),
+        "embedder_backend": settings.embedder_backend,
     }
 
 

@@ -36,7 +36,7 @@ class Runtime:
         from retrieval.embedding import Embedder
 
         device = str(resolve_device(self.settings.device))
-        return self._once("embedder", lambda: Embedder.load(self.settings.embedder, device))
+        return self._once("embedder", lambda: Embedder.from_settings(self.settings, device))
 
     @property
     def store(self):

@@ -15,6 +15,7 @@ ENV_VARS = {
     "data_dir": "ARENA_DATA_DIR",
     "model": "ARENA_MODEL",
     "embedder": "ARENA_EMBEDDER",
+    "embedder_backend": "ARENA_EMBEDDER_BACKEND",
     "host": "ARENA_HOST",
     "port": "ARENA_PORT",
     "auth": "ARENA_AUTH",
@@ -30,6 +31,7 @@ class Settings:
     data_dir: Path = Path("./arena_data")
     model: str = DEFAULT_MODEL
     embedder: str = DEFAULT_EMBEDDER
+    embedder_backend: str = "auto"  # torch | onnx (int8 ONNX Runtime) | auto: onnx when it applies
     host: str = "127.0.0.1"
     port: int = 7860
     auth: tuple[tuple[str, str], ...] = field(default=())
@@ -75,6 +77,8 @@ def _convert(name: str, raw: str):
         raise ValueError(f"device must be auto, cpu or cuda[:N], got {raw!r}")
     if name == "dtype" and raw not in {"auto", "float32", "bfloat16", "float16"}:
         raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {raw!r}")
+    if name == "embedder_backend" and raw not in {"auto", "torch", "onnx"}:
+        raise ValueError(f"embedder backend must be auto, torch or onnx, got {raw!r}")
     return raw
 
 
@@ -98,6 +102,8 @@ def add_settings_flags(parser: argparse.ArgumentParser, server: bool = False) ->
     parser.add_argument("--data-dir", dest="data_dir", default=None, help="data folder (default ./arena_data)")
     parser.add_argument("--model", default=None, help="base model: bundled:smollm2-135m, HF id or folder")
     parser.add_argument("--embedder", default=None, help="sentence-transformers id, folder or bundled:...")
+    parser.add_argument("--embedder-backend", dest="embedder_backend", default=None,
+                        help="auto | torch | onnx (int8 ONNX Runtime, exported once under data-dir/models)")
     parser.add_argument("--device", default=None, help="auto | cpu | cuda[:N]")
     parser.add_argument("--dtype", default=None, help="auto | float32 | bfloat16 | float16")
     parser.add_argument("--json", action="store_true", help="machine-readable output")

@@ -3,6 +3,10 @@ chunks, and recall@k / MRR for dense, BM25 and hybrid. Prints a table (and --jso
 
     .venv/bin/python benchmarks/retrieval.py                 # built-in FAQ corpus (benchmarks/retrieval_faq.py)
     .venv/bin/python benchmarks/retrieval.py --docs DIR --qa qa.jsonl   # your documents and QA pairs
+    .venv/bin/python benchmarks/retrieval.py --embedder-backend torch --threads 1   # torch only, one core
+
+"Ours" uses the Embedder as the app does (--embedder-backend auto: int8 ONNX Runtime where it applies, its
+export cached under --data-dir/models); the reference is always plain fp32 SentenceTransformer.encode.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from assistant.settings import load_settings  # noqa: E402
 from benchmarks.retrieval_faq import ENTRIES  # noqa: E402
 from retrieval.chunking import ChunkConfig  # noqa: E402
 from retrieval.embedding import Embedder  # noqa: E402
@@ -79,7 +85,7 @@ def bench_ingestion(embedder: Embedder, work: Path, n_docs: int, repeats: int) -
     report = ingest_paths(store, [docs], ChunkConfig())
     return {"chunks": len(texts), "avg_chars": round(sum(map(len, texts)) / len(texts)),
             "ours_chunks_per_s": statistics.median(ours), "reference_chunks_per_s": statistics.median(ref),
-            "speedup": statistics.median(ours) / statistics.median(ref), "embedder_dtype": str(embedder.dtype),
+            "speedup": statistics.median(ours) / statistics.median(ref), "ours_backend": embedder.backend,
             "reingest_10pct_edit_s": report.seconds, "reingest_embedded": report.embedded,
             "reingest_reused": report.reused}
 
@@ -170,8 +176,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--skip", nargs="*", default=[], choices=["ingest", "latency", "recall"])
     parser.add_argument("--json", help="also write all figures to this JSON file")
+    parser.add_argument("--embedder-backend", default="auto", choices=["auto", "torch", "onnx"])
+    parser.add_argument("--data-dir", help="where the ONNX export is cached (default: ARENA_DATA_DIR or ./arena_data)")
+    parser.add_argument("--threads", type=int, help="torch and ONNX Runtime threads (default: torch's)")
     args = parser.parse_args(argv)
-    embedder = Embedder.load(EMBEDDER)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = load_settings(env={"ARENA_DATA_DIR": args.data_dir} if args.data_dir else None)
+    start = time.perf_counter()
+    embedder = Embedder.load(EMBEDDER, backend=args.embedder_backend, cache_dir=settings.models_dir)
+    print(f"ours: {embedder.backend} (loaded in {time.perf_counter() - start:.1f} s, {torch.get_num_threads()} "
+          f"threads){'; ' + embedder.backend_note if embedder.backend_note else ''}", flush=True)
     out: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -43,7 +43,7 @@ def _open_store(settings: Settings, need_embedder: bool, index_type: str = "auto
     from retrieval.store import DocumentStore
 
     # Keyword-only search never touches vectors, so it skips loading the embedding model.
-    embedder = Embedder.load(settings.embedder, str(resolve_device(settings.device))) if need_embedder else None
+    embedder = Embedder.from_settings(settings, str(resolve_device(settings.device))) if need_embedder else None
     return DocumentStore.open(settings.data_dir, embedder, index_type=index_type)
 
 

@@ -52,7 +52,7 @@ def test_info_json_parses(bundled_data_dir, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["model"] == "bundled:smollm2-135m"
     assert Path(data["model_path"], "model.safetensors").is_file()
-    assert Path(data["embedder_path"]).is_dir()
+    assert Path(data["embedder_path"]).is_dir() and data["embedder_backend"] == "auto"
     assert data["device"] == "cpu" and data["dtype"] in {"float32", "bfloat16"}
     assert data["versions"]["torch"]
 
