@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from assistant import packed_linear
 from assistant.errors import ArenaError
 
 
@@ -95,7 +96,7 @@ def _decode_loop(model, tokenizer, rows, gen, eos_ids, route):
         if seen is not None:
             seen[torch.arange(len(rows)), nxt] = True
         mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
-        with route(everyone):
+        with route(everyone), packed_linear.decode_steps():
             logits = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=positions,
                            past_key_values=cache, use_cache=True).logits[:, -1]
         positions = positions + 1

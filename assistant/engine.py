@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from assistant import attention, packed_linear
 from assistant.decoding import GenSettings, Row, RowOutput, decode
 from assistant.errors import ArenaError
 from assistant.lora_batch import BASE, LoraRouter, lora_linear_only
@@ -53,6 +54,9 @@ class Engine:
         self.loaded = loaded
         self.tokenizer = loaded.tokenizer
         self.model = loaded.model  # becomes a PeftModel once the first mixable adapter is loaded
+        # Side-by-side decode costs: weights packed for small batches, attention over each row's real keys.
+        packed_linear.install(self.model)
+        attention.install(self.model)
         self.slots: dict[str, AdapterSlot] = {}
         self._separate: dict[str, torch.nn.Module] = {}  # at most one extra model, see _separate_model
         # One generation at a time (the KV cache and hooks are per call). A plain Lock, not an RLock: Gradio
