@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from assistant.cache_folder import publish, temp_folder
 from assistant.errors import ArenaError
 from assistant.settings import Settings
 
@@ -82,7 +80,7 @@ def bundled_gguf(model_id: str) -> Path:
 
 
 def convert_gguf(gguf: Path, target: Path) -> None:
-    """Dequantize a GGUF once into a plain safetensors folder; atomic via a temp folder + rename."""
+    """Dequantize a GGUF once into a plain safetensors folder, published atomically (cache_folder.py)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -93,13 +91,10 @@ def convert_gguf(gguf: Path, target: Path) -> None:
         delattr(config, "quantization_config")
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(loaded.state_dict())
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = temp_folder(target)
     plain.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    (tmp / CACHE_MARKER).write_text(json.dumps({"source": str(gguf), "converted_at": time.time()}))
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    publish(tmp, target, CACHE_MARKER, {"source": str(gguf), "converted_at": time.time()})
 
 
 def bundled_cache_path(model_id: str, settings: Settings) -> Path:

@@ -53,10 +53,15 @@ def _eligible(weight: torch.Tensor) -> bool:
     return weight.device.type == "cpu" and weight.dtype == torch.float32
 
 
+def _packable(self: nn.Linear, x: torch.Tensor, rows: int) -> bool:
+    """Inside decode_steps, a small inference batch of fp32 rows on an fp32 CPU weight."""
+    return (getattr(_local, "on", False) and MIN_ROWS <= rows <= MAX_ROWS and not torch.is_grad_enabled()
+            and x.dtype == torch.float32 and _eligible(self.weight))
+
+
 def _forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     rows = x.numel() // x.shape[-1] if x.dim() else 0
-    if not getattr(_local, "on", False) or not MIN_ROWS <= rows <= MAX_ROWS or torch.is_grad_enabled() or x.dtype != torch.float32 \
-            or not _eligible(self.weight):
+    if not _packable(self, x, rows):
         return F.linear(x, self.weight, self.bias)
     packed = _packed(self, rows)
     out = torch.ops.mkl._mkl_linear(x.reshape(rows, x.shape[-1]), packed, self.weight, self.bias, rows)

@@ -12,14 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
+from assistant.cache_folder import publish, temp_folder
 from assistant.errors import ArenaError
 from retrieval.onnx_export import tokenize
 
@@ -140,10 +139,7 @@ def export_model(model, target: Path) -> None:
     A model that cannot be exported or misses the quality gate gets a marker too (ok: false), so the slow
     attempt is not repeated on every start; deleting the folder retries.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp = temp_folder(target)
     started = time.perf_counter()
     try:
         info = {"ok": True, "backend": BACKEND, **_export_and_quantize(model, tmp)}
@@ -155,12 +151,7 @@ def export_model(model, target: Path) -> None:
         if leftover.name != "model.onnx" or not info["ok"]:
             leftover.unlink()
     info.update(recipe=RECIPE, seconds=round(time.perf_counter() - started, 1), created=time.time())
-    (tmp / CACHE_MARKER).write_text(json.dumps(info, indent=2))
-    if (target / CACHE_MARKER).is_file():  # another process finished first: keep its result
-        shutil.rmtree(tmp, ignore_errors=True)
-        return
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    publish(tmp, target, CACHE_MARKER, info)
 
 
 def _export_and_quantize(model, folder: Path) -> dict:
