@@ -117,11 +117,23 @@ def preview(specs: list[dict], settings: Settings, runtime=None, n: int = 3) -> 
     """Per source: row count, kinds and the first rows (for the Train tab)."""
     out = []
     for spec in specs:
+        if spec.get("source") == "distill":  # its rows are RAG answers generated at training time: too slow here
+            out.append(_preview_questions(Path(spec["questions"]), n))
+            continue
         rows = dedup(load_source(spec, settings, runtime))
         kinds = sorted({ex.kind for ex in rows})
         out.append({"source": source_label(spec), "rows": len(rows), "kinds": kinds,
                     "first": [_row_text(ex) for ex in rows[:n]]})
     return out
+
+
+def _preview_questions(path: Path, n: int) -> dict:
+    """A distillation source previewed by its unique questions (no model is loaded)."""
+    from training.builders import read_questions
+
+    questions = list(dict.fromkeys(read_questions(path)))
+    return {"source": f"distill: {path.name}", "rows": len(questions),
+            "kinds": ["questions (rag answers them at training time)"], "first": questions[:n]}
 
 
 def _row_text(ex: Example) -> str:

@@ -12,7 +12,6 @@ import pandas as pd
 
 from assistant.errors import ArenaError
 from assistant.runtime import Runtime
-from training.builders import read_questions
 from training.config import DOC_KINDS, LORA_METHODS, MAX_TRIALS, METHODS, JobConfig
 from training.jobs import JobManager
 from training.registry import sanitize_name
@@ -47,16 +46,8 @@ def _keep(runtime: Runtime, upload, sub: str) -> str:
 
 
 def _preview_frame(runtime: Runtime, specs: list[dict]) -> pd.DataFrame:
-    """Count, kinds and first rows per source. Distillation only counts its questions: its rows are the RAG
-    model's answers, generated when the job runs (too slow for a preview)."""
-    rows = []
-    for spec in specs:
-        if spec.get("source") == "distill":
-            questions = list(dict.fromkeys(read_questions(Path(spec["questions"]))))
-            rows.append({"source": f"distill: {Path(spec['questions']).name}", "rows": len(questions),
-                         "kinds": ["questions (rag answers them at training time)"], "first": questions[:3]})
-        else:
-            rows += preview([spec], runtime.settings, runtime)
+    """Count, kinds and first rows per source (distillation: its questions, see training.sources.preview)."""
+    rows = preview(specs, runtime.settings, runtime)
     return pd.DataFrame([{"source": r["source"], "rows": r["rows"], "kinds": ", ".join(r["kinds"]),
                           "first rows": "\n".join(r["first"])} for r in rows])
 
