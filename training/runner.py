@@ -10,7 +10,7 @@ from pathlib import Path
 
 from assistant.errors import ArenaError
 from assistant.settings import Settings
-from training.callbacks import CancelCallback, EarlyStopping, MetricsCallback, truncate_metrics
+from training.callbacks import CANCEL_FILE, CancelCallback, EarlyStopping, MetricsCallback, truncate_metrics
 from training.config import JobConfig
 from training.data import Example
 from training.registry import AdapterRegistry
@@ -149,7 +149,7 @@ def train_one(cfg: JobConfig, settings: Settings, folder: Path, resume: bool = F
     seconds = time.time() - started
     if cancel.requested:
         write_status(folder, state="cancelled", step=trainer.state.global_step, name=cfg.name)
-        (folder / "CANCEL").unlink(missing_ok=True)
+        (folder / CANCEL_FILE).unlink(missing_ok=True)
         return {"state": "cancelled", "step": trainer.state.global_step, "job_dir": str(folder)}
     metrics = _final_metrics(trainer, result, stopper, seconds, train, trainable_summary(model))
     if trainer.accelerator.is_main_process:
