@@ -88,11 +88,13 @@ def _decode_loop(model, tokenizer, rows, gen, eos_ids, route):
     cache, logits = prefill(model, rows, route, device, gen.max_new_tokens + 1)
     positions = mask.sum(-1, keepdim=True)
     everyone = list(range(len(rows)))
-    for _ in range(gen.max_new_tokens):
+    for step in range(gen.max_new_tokens):
         nxt = pick_next(logits.float(), gen, seen, sampler)
         if _record(outs, nxt.tolist(), tokenizer, eos_ids, time.perf_counter() - start):
             break
         yield outs
+        if step == gen.max_new_tokens - 1:
+            break  # the last token is chosen: another forward would compute logits nobody reads
         if seen is not None:
             seen[torch.arange(len(rows)), nxt] = True
         mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)

@@ -170,3 +170,20 @@ def test_embedding_lora_falls_back_to_peft_alone(tiny_loaded, tmp_path):
     peft.save_pretrained(tmp_path / "e")
     engine = Engine(tiny_loaded)
     assert engine.load_adapter("e", tmp_path / "e").mode == "solo"
+
+
+def test_no_forward_after_the_last_token(tiny_loaded):
+    # One prefill per row, then one decode forward per token still to choose: n tokens need n - 1 steps.
+    engine = _NoEos(tiny_loaded)
+    calls = []
+    handle = engine.model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        rows = [Row([5, 6, 7]), Row([8, 9])]
+        engine.generate(rows, GenSettings(max_new_tokens=5))
+    finally:
+        handle.remove()
+    assert len(calls) == len(rows) + 4
+
+
+class _NoEos(Engine):
+    eos_ids = set()  # every row runs to max_new_tokens, so the count of forwards is fixed
