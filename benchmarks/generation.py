@@ -6,7 +6,8 @@ Run: .venv/bin/python benchmarks/generation.py [--data-dir DIR] [--tokens 48] [-
 (a) single-stream decode tok/s, plain `generate` fp32 eager attention (reference) vs our decode loop with
     each lever (SDPA, threads, bf16 weights, int8 dynamic-quantized Linear layers, optionally a static KV
     cache + torch.compile); runs are interleaved and the median kept, because the 2 cores are shared.
-(b) wall time of all five variants in one engine call / the slowest variant alone -> `side-by-side ratio`.
+(b) wall time of all five variants in one engine call / the slowest variant alone -> `side-by-side ratio`,
+    and whether each row's greedy tokens in the batch equal the same row generated alone (the fp32 contract).
     Measured for our batched LoRA hooks and, in the same run, for peft's `adapter_names` path (reference).
 """
 
@@ -118,11 +119,34 @@ def part_a(settings: Settings, args) -> None:
         ref = statistics.median(results["transformers generate fp32 eager" + name[name.rindex(","):]])
         med = statistics.median(values)
         print(f"  {name:48s} {med:7.1f} tok/s   {med / ref:4.2f}x reference")
+    ref = statistics.median(results[f"transformers generate fp32 eager, {args.threads} threads"])
+    print_weight_floor(base.model, ref, args.threads)
     try:
         import llama_cpp  # noqa: F401
         print("  llama_cpp importable: run it on the bundled GGUF for the ceiling (not wired here)")
     except ImportError:
         print("  llama_cpp not installed: reference ceiling measured earlier on this machine kind = 129 tok/s")
+
+
+def stream_bandwidth(threads: int, mb: int = 512) -> float:
+    """GB/s of reading a tensor far larger than the caches (best of 5), as a decode step reads its weights."""
+    torch.set_num_threads(threads)
+    big, best = torch.ones(mb * 2**20 // 4), float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        big.sum()
+        best = min(best, time.perf_counter() - start)
+    return big.numel() * 4 / best / 1e9
+
+
+def print_weight_floor(model, reference_tok_s: float, threads: int) -> None:
+    """One decode step reads every weight once; at the measured bandwidth that bounds fp32 tokens/s."""
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())  # tied head counted once
+    gbs = stream_bandwidth(threads)
+    ceiling = gbs * 1e9 / weight_bytes
+    print(f"  fp32 ceiling: {weight_bytes / 1e6:.0f} MB of weights read per token at {gbs:.1f} GB/s (measured "
+          f"read bandwidth) = at most {ceiling:.1f} tok/s with zero other work, {ceiling / reference_tok_s:.2f}x "
+          f"the reference")
 
 
 def variant_rows(engine: Engine, adapter: str, max_new: int) -> dict[str, Row]:
@@ -170,25 +194,28 @@ def part_b(settings: Settings, args) -> None:
         engine.generate([rows["base"]], GenSettings(max_new_tokens=2))  # warm-up
         reference = PeftMixed(base)  # shares the same PeftModel: peft's hooks instead of ours
         reference.model, reference.slots = engine.model, engine.slots
-        results = {}
-        for label, eng in (("ours (batched LoRA hooks)", engine), ("peft adapter_names", reference)):
+        results, exact = {}, {}
+        engines = [("ours (batched LoRA hooks)", engine)] + [("peft adapter_names", reference)] * args.peft_reference
+        for label, eng in engines:
             alone = {n: _timed(eng, [r], gen) for n, r in rows.items()}
-            results[label] = (alone, _timed(eng, list(rows.values()), gen))
+            together = _timed(eng, list(rows.values()), gen)
+            results[label] = ({n: s for n, (s, _) in alone.items()}, together[0])
+            exact[label] = sum(a[1][0].tokens == b.tokens for a, b in zip(alone.values(), together[1], strict=True))
     print(f"(b) five variants, {args.side_tokens} new tokens each, {args.threads} thread(s); prompt tokens: "
           + ", ".join(f"{n} {len(r.input_ids)}" for n, r in rows.items()))
     for label, (alone, together) in results.items():
         slowest = max(alone, key=alone.get)
         print(f"  {label}: alone " + ", ".join(f"{n} {s:.2f} s" for n, s in alone.items()))
         print(f"  {label}: all five in one call {together:.2f} s; slowest alone {slowest} {alone[slowest]:.2f} s;"
-              f" ratio {together / alone[slowest]:.2f}")
+              f" ratio {together / alone[slowest]:.2f}; {exact[label]}/{len(rows)} rows token-exact vs alone")
     alone, together = results["ours (batched LoRA hooks)"]
     print(f"side-by-side ratio: {together / max(alone.values()):.2f}")
 
 
-def _timed(engine: Engine, rows: list[Row], gen: GenSettings) -> float:
+def _timed(engine: Engine, rows: list[Row], gen: GenSettings) -> tuple[float, list]:
     start = time.perf_counter()
-    engine.generate(rows, gen)
-    return time.perf_counter() - start
+    outputs = engine.generate(rows, gen)
+    return time.perf_counter() - start, outputs
 
 
 def main() -> None:
@@ -202,6 +229,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="torch threads for part b (1 is faster when other processes load the cores)")
     parser.add_argument("--only", choices=["a", "b"], default=None)
+    parser.add_argument("--no-peft-reference", dest="peft_reference", action="store_false",
+                        help="part b: skip the same measurement through peft's adapter_names path")
     args = parser.parse_args()
     settings = Settings(data_dir=args.data_dir, dtype="float32")
     if args.only != "b":

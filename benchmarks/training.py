@@ -1,11 +1,12 @@
-"""Training speed: our path (trl SFT, length-grouped batches, answer-only LM head, no activation
+"""Training speed: our path (trl SFT, unpadded sub-batches, fused LoRA, answer-only LM head, no activation
 checkpointing) vs plain HF Trainer + peft LoRA.
 
 Same rows, same LoRA (r16, all-linear), same optimiser steps and rows per step: both train exactly one epoch
 over the same `steps x batch` rows, so both serve the same real (non-pad) tokens. Each path runs in its own
 process (clean peak RSS), alternating ours/reference `--repeat` times so load from other processes hits both;
 prints tokens/s, peak RSS and the final validation loss of both (same evaluation function), the ratio per
-pair and the median ratio. Usage: python benchmarks/training.py [--data-dir D] [--steps N] [--batch N]
+pair and the median ratio, then the fp32 compute ceiling of this CPU: the least arithmetic a frozen-base LoRA
+step needs per real token, at the rate MKL reaches on this model's own layer shapes. Usage: python benchmarks/training.py [--data-dir D] [--steps N] [--batch N]
 [--threads T] [--repeat N] [--seed S] [--bf16]
 """
 
@@ -167,8 +168,56 @@ def compare(argv: list[str], repeat: int) -> int:
     print(f"rows: {ours['rows']} x mean {ours['mean_row_tokens']:.0f} tokens = {ours['tokens']} real tokens (both)")
     print(f"ratio ours/reference tokens/s: median {report['tokens_per_s_ratio']:.2f}x (pairs: "
           f"{', '.join(f'{r:.2f}' for r in ratios)}) · val loss diff {report['val_loss_diff_pct']:+.2f} %")
+    report["ceiling"] = print_ceiling(ours, statistics.median(r["tokens_per_s"] for r in runs["reference"]))
     print(json.dumps(report, default=float))
     return 0
+
+
+def print_ceiling(ours: dict, reference_tok_s: float) -> dict:
+    """Upper bound on fp32 training tokens/s here: minimum FLOPs per token / measured GEMM rate."""
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(ours["model_path"])
+    rows_per_step = ours["tokens"] / ours["steps"]
+    flops = min_flops_per_token(cfg, ours["label_tokens"] / ours["tokens"])
+    rate = gemm_rate(cfg, int(rows_per_step), torch.get_num_threads())
+    ceiling = rate / flops
+    print(f"fp32 ceiling: >= {flops / 1e6:.0f} MFLOP per real token (forward + input gradients of the frozen "
+          f"linears, LM head on answer tokens only, attention ignored) at {rate / 1e9:.0f} GFLOP/s (MKL fp32 "
+          f"GEMMs of these layer shapes, {rows_per_step:.0f} rows) = at most {ceiling:.0f} tok/s = "
+          f"{ceiling / reference_tok_s:.2f}x the reference median")
+    return {"mflop_per_token": flops / 1e6, "gflops": rate / 1e9, "tok_s": ceiling,
+            "x_reference": ceiling / reference_tok_s}
+
+
+def layer_shapes(cfg) -> list[tuple[int, int]]:
+    """(in, out) of one decoder layer's linears: q, k, v, o, gate, up, down."""
+    h, inter = cfg.hidden_size, cfg.intermediate_size
+    kv = h // cfg.num_attention_heads * getattr(cfg, "num_key_value_heads", cfg.num_attention_heads)
+    return [(h, h), (h, kv), (h, kv), (h, h), (h, inter), (h, inter), (inter, h)]
+
+
+def min_flops_per_token(cfg, answer_fraction: float) -> float:
+    """2 FLOPs per weight forward, 2 for the input gradient (a frozen weight needs no weight gradient)."""
+    linear = sum(i * o for i, o in layer_shapes(cfg)) * cfg.num_hidden_layers
+    return 4 * linear + 4 * cfg.vocab_size * cfg.hidden_size * answer_fraction
+
+
+def gemm_rate(cfg, rows: int, threads: int) -> float:
+    """Best-of-5 FLOP/s of one layer's forward and input-gradient GEMMs with `rows` token rows."""
+    torch.set_num_threads(threads)
+    weights = [torch.randn(o, i) for i, o in layer_shapes(cfg)]
+    xs = [torch.randn(rows, i) for i, _ in layer_shapes(cfg)]
+    grads = [torch.randn(rows, o) for _, o in layer_shapes(cfg)]
+    flops = 4 * rows * sum(w.numel() for w in weights)
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        for w, x, g in zip(weights, xs, grads, strict=True):
+            torch.mm(x, w.t())
+            torch.mm(g, w)
+        best = min(best, time.perf_counter() - start)
+    return flops / best
 
 
 def main() -> int:
@@ -205,7 +254,9 @@ def main() -> int:
         result = run_ours(*common, train_ex, val_rows, args.steps, args.batch, args.lr, out, args.seed, args.bf16)
     else:
         result = run_reference(*common, train_rows, val_rows, args.steps, args.batch, args.lr, out, args.seed)
-    print("RESULT " + json.dumps({**result, "mean_row_tokens": mean_len, "rows": len(train_rows)}))
+    labels = sum(sum(t != IGNORE for t in r["labels"][1:]) for r in train_rows)  # positions the loss scores
+    print("RESULT " + json.dumps({**result, "mean_row_tokens": mean_len, "rows": len(train_rows),
+                                  "label_tokens": labels, "steps": args.steps, "model_path": str(path)}))
     return 0
 
 
