@@ -1,4 +1,4 @@
-"""Training speed levers keep the math: fused LoRA linears, unpadded sub-batches, make_trainer wiring."""
+"""Training speed levers keep the math: fused LoRA linears, packed / unpadded batches, make_trainer wiring."""
 
 from __future__ import annotations
 
@@ -99,10 +99,14 @@ def _padded_batch(vocab: int):
     return ids, mask, labels
 
 
-def test_unpadded_sub_batches_give_the_padded_batch_loss_and_grads(tiny_model, tiny_tokenizer):
+@pytest.mark.parametrize("attention, forwards", [("sdpa", [(1, 117)]), ("eager", [(3, 30), (1, 12), (2, 9)])])
+def test_packed_or_unpadded_batches_give_the_padded_batch_loss_and_grads(tiny_model, tiny_tokenizer, attention,
+                                                                         forwards):
+    # SDPA models run the batch as one packed sequence (packing.py); others as unpadded sub-batches.
     ids, mask, labels = _padded_batch(len(tiny_tokenizer))
     parts = list(unpadded_parts({"input_ids": ids, "attention_mask": mask}, labels))
     assert len(parts) == 3 and sum(p["input_ids"].numel() for p, _ in parts) == 30 * 3 + 12 + 9 * 2  # vs 6 x 30 padded
+    tiny_model.set_attn_implementation(attention)
     model = _peft(tiny_model)
     fuse_lora_linears(model)
     ref_loss, ref_grads = None, None
@@ -112,7 +116,12 @@ def test_unpadded_sub_batches_give_the_padded_batch_loss_and_grads(tiny_model, t
     ref_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
     add_answer_head(model.get_base_model())
+    shapes = []
+    hook = model.get_base_model().model.register_forward_pre_hook(
+        lambda mod, args, kw: shapes.append(tuple(kw["input_ids"].shape)), with_kwargs=True)
     out = model(input_ids=ids, attention_mask=mask, labels=labels, answer_only=True)
+    hook.remove()
+    assert shapes == forwards  # 117 real tokens of the 6 x 30 padded batch
     assert out.logits is None  # the answer-only path ran (the plain forward would ignore the flag)
     loss = out.loss
     loss.backward()
@@ -153,4 +162,17 @@ def test_make_trainer_trains_random_batches_unpadded_with_fused_lora(trainer):
         trainer.train()
     hook.remove()
     assert spy.call_count > 0 and trainer.state.global_step == 2
-    assert len(seen) > 2  # each batch of 4 mixed-length rows ran as several trimmed sub-batches
+    assert len(seen) == 2 and all(shape[0] == 1 for shape in seen)  # each batch of 4 rows: one packed sequence
+
+
+def test_pack_keeps_rows_apart():
+    from training.packing import pack
+
+    ids = torch.tensor([[5, 6, 7, 0], [8, 9, 0, 0]])
+    mask = (ids != 0).long()
+    labels = ids.masked_fill(mask == 0, IGNORE)
+    kwargs, targets = pack(ids, mask, labels)
+    assert kwargs["input_ids"].tolist() == [[5, 6, 7, 8, 9]] and kwargs["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
+    assert kwargs["cu_seq_lens_q"].tolist() == [0, 3, 5]
+    assert targets.tolist() == [6, 7, IGNORE, 9, IGNORE]  # no row predicts the next row's first token
+    assert pack(ids, mask.flip(1), labels) is None  # left padding: not packed

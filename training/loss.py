@@ -15,6 +15,8 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 from transformers.modeling_outputs import CausalLMOutput
 
+from training.packing import pack, packed_attention
+
 IGNORE = -100
 # Positions scored in one piece; above this the logits (positions x vocab x 4 bytes, ~800 MB for a 49k vocab)
 # are recomputed in the backward instead of being kept, so long raw-text batches stay within memory.
@@ -61,11 +63,10 @@ def unpadded_parts(kwargs: dict, labels: torch.Tensor):
     see exactly what they saw in the padded batch: the same loss and gradients, on the same random batches.
     Anything but plain right-padded `input_ids` + `attention_mask` is yielded unchanged.
     """
-    ids, mask = kwargs.get("input_ids"), kwargs.get("attention_mask")
-    given = {k for k, v in kwargs.items() if v is not None}  # PEFT passes inputs_embeds=None and the like
-    if ids is None or mask is None or ids.dim() != 2 or given - {"input_ids", "attention_mask", "use_cache"}:
+    if not _plain_right_padded(kwargs):
         yield kwargs, labels
         return
+    ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
     lengths = mask.sum(1)
     if not bool((mask == (torch.arange(mask.size(1), device=mask.device) < lengths[:, None])).all()):
         yield kwargs, labels  # not right-padded
@@ -90,11 +91,8 @@ def add_answer_head(model) -> None:
             extra = {} if num_items_in_batch is None else {"num_items_in_batch": num_items_in_batch}
             return previous(*args, labels=labels, **extra, **kwargs)
         kwargs["use_cache"] = False
-        parts = unpadded_parts(kwargs, labels) if not args else [(kwargs, labels)]
         total, count = 0.0, 0
-        for part, part_labels in parts:
-            hidden = self.base_model(*args, **part).last_hidden_state[:, :-1]
-            target = part_labels[:, 1:].to(hidden.device)
+        for hidden, target in _hidden_and_targets(self, args, kwargs, labels):
             mask = target != IGNORE
             total = total + answer_nll(hidden[mask], self.get_output_embeddings(), target[mask])
             count = count + mask.sum()
@@ -104,13 +102,37 @@ def add_answer_head(model) -> None:
     model.forward = types.MethodType(forward, model)
 
 
+def _hidden_and_targets(model, args: tuple, kwargs: dict, labels: torch.Tensor):
+    """(hidden states, next-token targets) pieces of a batch: one packed sequence where the batch allows it
+    (packing.py), else unpadded sub-batches of similar length, else the batch as given."""
+    plain = not args and _plain_right_padded(kwargs)
+    packed = pack(kwargs["input_ids"], kwargs["attention_mask"], labels) if plain else None
+    if packed is not None:
+        with packed_attention(model) as active:
+            if active:
+                inputs, target = packed
+                yield model.base_model(**inputs, use_cache=False).last_hidden_state[0], target.to(model.device)
+                return
+    for part, part_labels in unpadded_parts(kwargs, labels) if not args else [(kwargs, labels)]:
+        hidden = model.base_model(*args, **part).last_hidden_state[:, :-1]
+        yield hidden, part_labels[:, 1:].to(hidden.device)
+
+
+def _plain_right_padded(kwargs: dict) -> bool:
+    """Only 2-D input_ids + attention_mask given (PEFT passes inputs_embeds=None and the like)."""
+    ids, mask = kwargs.get("input_ids"), kwargs.get("attention_mask")
+    given = {k for k, v in kwargs.items() if v is not None}
+    return ids is not None and mask is not None and ids.dim() == 2 and not given - {"input_ids", "attention_mask",
+                                                                                    "use_cache"}
+
+
 def answer_only_sft_trainer():
     """trl's SFTTrainer with the loss from `add_answer_head` (built lazily: trl is slow to import)."""
     from trl import SFTTrainer
 
     class AnswerOnlySFTTrainer(SFTTrainer):
         """Same data handling as SFTTrainer; loss on labelled positions only, without entropy/accuracy logs,
-        each batch run as unpadded sub-batches (`unpadded_parts`)."""
+        each batch run as one packed sequence (`packing.py`)."""
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
