@@ -154,3 +154,20 @@ def test_fresh_sweep_into_an_old_folder_starts_each_trial_clean(qa_file, setting
     for n in (0, 1):
         steps = [r["step"] for r in read_metrics(folder / "trials" / str(n) / "metrics.jsonl") if "loss" in r]
         assert steps == [1]  # not appended to the first run's records
+
+
+def test_later_trials_train_on_the_first_trials_rows(qa_file, settings, monkeypatch):
+    # Rows are built once per sweep: a distillation source would otherwise regenerate every answer per trial.
+    import training.sources as sources
+
+    calls = []
+    real = sources.build_split
+    monkeypatch.setattr(sources, "build_split", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cfg = sweep_cfg(qa_file, sweep={"learning_rate": [1e-3, 3e-2]}, job_id="shared")
+    run_job(cfg, settings)
+    trials = job_dir(settings, cfg) / "trials"
+    assert len(calls) == 1
+    for name in ("train.jsonl", "val.jsonl"):
+        assert (trials / "1" / name).read_bytes() == (trials / "0" / name).read_bytes()
+    results = [json.loads((trials / t / "result.json").read_text()) for t in ("0", "1")]
+    assert results[0]["fingerprint"] == results[1]["fingerprint"]

@@ -116,8 +116,10 @@ def last_checkpoint(folder: Path) -> str | None:
     return None
 
 
-def train_one(cfg: JobConfig, settings: Settings, folder: Path, resume: bool = False, runtime=None) -> dict:
-    """Train in `folder` and save the artifact to folder/artifact; returns a result dict (state, metrics)."""
+def train_one(cfg: JobConfig, settings: Settings, folder: Path, resume: bool = False, runtime=None,
+              reuse_data: bool = False) -> dict:
+    """Train in `folder` and save the artifact to folder/artifact; returns a result dict (state, metrics).
+    `reuse_data`: train on the rows already saved in `folder` (a sweep's later trials) instead of rebuilding."""
     from transformers import AutoTokenizer, set_seed
 
     from assistant.models import resolve_device, resolve_model_path
@@ -126,7 +128,7 @@ def train_one(cfg: JobConfig, settings: Settings, folder: Path, resume: bool = F
     folder.mkdir(parents=True, exist_ok=True)
     cfg.to_yaml(folder / "config.yaml")
     device = resolve_device(settings.device)
-    train, val, fp = prepare_data(cfg, settings, folder, runtime, reuse=resume)
+    train, val, fp = prepare_data(cfg, settings, folder, runtime, reuse=resume or reuse_data)
     base = resolve_model_path(cfg.base_model or settings.model, settings)
     init = AdapterRegistry(settings.data_dir).get(cfg.init_from) if cfg.init_from else None
     set_seed(cfg.seed)

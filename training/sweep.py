@@ -60,7 +60,7 @@ def _sweep(cfg: JobConfig, settings: Settings, folder: Path, grid: list[dict], r
             return _cancelled(folder, {"state": "cancelled", "step": 0}, where)
         write_status(folder, state="running", pid=os.getpid(), **where)
         trial = trial_config(cfg, job_id=f"{cfg.job_id}/{TRIALS}/{n}", **params)
-        result = _run_trial(trial, settings, trial_dir, runtime, resume)
+        result = _run_trial(trial, settings, trial_dir, runtime, resume, folder / TRIALS / "0")
         _catch_signals(folder)  # the trial installed its own handlers, which die with it
         if result["state"] == "cancelled":
             return _cancelled(folder, result, where)
@@ -76,9 +76,10 @@ def _sweep(cfg: JobConfig, settings: Settings, folder: Path, grid: list[dict], r
     return {**out, "job_dir": str(folder), "trial_dir": result["job_dir"], "sweep": rows}
 
 
-def _run_trial(trial: JobConfig, settings: Settings, trial_dir: Path, runtime, resume: bool) -> dict:
+def _run_trial(trial: JobConfig, settings: Settings, trial_dir: Path, runtime, resume: bool,
+               first_dir: Path) -> dict:
     """A finished trial's saved result, its checkpoint continued, or a fresh run (resume only reuses work
-    done with the same trial settings)."""
+    done with the same trial settings). A fresh trial after the first trains on the first trial's rows."""
     from training.runner import is_main_process, last_checkpoint, train_one
 
     same = resume and (trial_dir / "config.yaml").is_file() and \
@@ -88,10 +89,25 @@ def _run_trial(trial: JobConfig, settings: Settings, trial_dir: Path, runtime, r
     from_checkpoint = same and last_checkpoint(trial_dir) is not None
     if not from_checkpoint and is_main_process():
         _clear(trial_dir)
-    result = train_one(trial, settings, trial_dir, resume=from_checkpoint, runtime=runtime)
+    shared = not from_checkpoint and trial_dir != first_dir and _copy_data(first_dir, trial_dir)
+    result = train_one(trial, settings, trial_dir, resume=from_checkpoint, runtime=runtime, reuse_data=shared)
     if result["state"] == "done" and is_main_process():
         (trial_dir / RESULT).write_text(json.dumps(result, default=str))
     return result
+
+
+def _copy_data(first_dir: Path, trial_dir: Path) -> bool:
+    """Give a trial the first trial's train/val rows. Trials differ only in learning rate and rank, so the
+    rows are the same; rebuilding them would repeat the slow sources (distillation generates every answer)."""
+    files = [first_dir / "train.jsonl", first_dir / "val.jsonl"]
+    if not all(f.is_file() for f in files):
+        return False
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    for f in files:  # every rank copies (identical bytes) so none reads before its copy exists
+        tmp = trial_dir / f"{f.name}.tmp-{os.environ.get('RANK', '0')}"
+        shutil.copyfile(f, tmp)
+        tmp.replace(trial_dir / f.name)
+    return True
 
 
 def _clear(trial_dir: Path) -> None:
