@@ -15,9 +15,9 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 from transformers.modeling_outputs import CausalLMOutput
 
-from training.packing import pack, packed_attention
+from training.packing import pack, packed_attention, right_padded_lengths
+from training.tokenize import IGNORE
 
-IGNORE = -100
 # Positions scored in one piece; above this the logits (positions x vocab x 4 bytes, ~800 MB for a 49k vocab)
 # are recomputed in the backward instead of being kept, so long raw-text batches stay within memory.
 CHUNK = 4096
@@ -67,8 +67,8 @@ def unpadded_parts(kwargs: dict, labels: torch.Tensor):
         yield kwargs, labels
         return
     ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
-    lengths = mask.sum(1)
-    if not bool((mask == (torch.arange(mask.size(1), device=mask.device) < lengths[:, None])).all()):
+    lengths = right_padded_lengths(mask)
+    if lengths is None:
         yield kwargs, labels  # not right-padded
         return
     lengths = lengths.tolist()
