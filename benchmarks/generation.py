@@ -192,10 +192,12 @@ def part_b(settings: Settings, args) -> None:
         rows = variant_rows(engine, "bench", args.side_tokens)
         gen = GenSettings(max_new_tokens=args.side_tokens)
         engine.generate([rows["base"]], GenSettings(max_new_tokens=2))  # warm-up
-        reference = PeftMixed(base)  # shares the same PeftModel: peft's hooks instead of ours
-        reference.model, reference.slots = engine.model, engine.slots
+        engines = [("ours (batched LoRA hooks)", engine)]
+        if args.peft_reference:
+            reference = PeftMixed(base)  # shares the same PeftModel: peft's hooks instead of ours
+            reference.model, reference.slots = engine.model, engine.slots
+            engines.append(("peft adapter_names", reference))
         results, exact = {}, {}
-        engines = [("ours (batched LoRA hooks)", engine)] + [("peft adapter_names", reference)] * args.peft_reference
         for label, eng in engines:
             alone = {n: _timed(eng, [r], gen) for n, r in rows.items()}
             together = _timed(eng, list(rows.values()), gen)

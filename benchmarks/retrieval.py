@@ -84,8 +84,8 @@ def bench_ingestion(embedder: Embedder, work: Path, n_docs: int, repeats: int) -
         path.write_text(path.read_text().replace("Step 1:", "Step one:"))
     report = ingest_paths(store, [docs], ChunkConfig())
     gemm_share = weight_gemm_share(reference, texts)
-    return {"chunks": len(texts), "fp32_weight_gemm_share": gemm_share,
-            "bound_free_gemms": 1 / (1 - gemm_share), "bound_int8_4x_gemms": 1 / (1 - gemm_share * 3 / 4), "avg_chars": round(sum(map(len, texts)) / len(texts)),
+    return {"chunks": len(texts), "fp32_weight_gemm_share": gemm_share, "bound_free_gemms": 1 / (1 - gemm_share),
+            "bound_int8_4x_gemms": 1 / (1 - gemm_share * 3 / 4), "avg_chars": round(sum(map(len, texts)) / len(texts)),
             "ours_chunks_per_s": statistics.median(ours), "reference_chunks_per_s": statistics.median(ref),
             "speedup": statistics.median(ours) / statistics.median(ref), "ours_backend": embedder.backend,
             "reingest_10pct_edit_s": report.seconds, "reingest_embedded": report.embedded,

@@ -1,4 +1,4 @@
-"""Training speed: our path (trl SFT, unpadded sub-batches, fused LoRA, answer-only LM head, no activation
+"""Training speed: our path (trl SFT, packed batches, fused LoRA, answer-only LM head, no activation
 checkpointing) vs plain HF Trainer + peft LoRA.
 
 Same rows, same LoRA (r16, all-linear), same optimiser steps and rows per step: both train exactly one epoch
@@ -6,8 +6,9 @@ over the same `steps x batch` rows, so both serve the same real (non-pad) tokens
 process (clean peak RSS), alternating ours/reference `--repeat` times so load from other processes hits both;
 prints tokens/s, peak RSS and the final validation loss of both (same evaluation function), the ratio per
 pair and the median ratio, then the fp32 compute ceiling of this CPU: the least arithmetic a frozen-base LoRA
-step needs per real token, at the rate MKL reaches on this model's own layer shapes. Usage: python benchmarks/training.py [--data-dir D] [--steps N] [--batch N]
-[--threads T] [--repeat N] [--seed S] [--bf16]
+step needs per real token, at the rate MKL reaches on this model's own layer shapes.
+Usage: python benchmarks/training.py [--data-dir D] [--steps N] [--batch N] [--threads T] [--repeat N]
+[--seed S] [--bf16]
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ def _run_one(argv: list[str], name: str) -> dict | None:
     return json.loads(line[len("RESULT "):])
 
 
-def compare(argv: list[str], repeat: int) -> int:
+def compare(argv: list[str], repeat: int, threads: int) -> int:
     """Run both paths, each in a fresh process (peak RSS not polluted by the other), alternating, and report."""
     runs = {"ours": [], "reference": []}
     for i in range(repeat):
@@ -168,19 +169,20 @@ def compare(argv: list[str], repeat: int) -> int:
     print(f"rows: {ours['rows']} x mean {ours['mean_row_tokens']:.0f} tokens = {ours['tokens']} real tokens (both)")
     print(f"ratio ours/reference tokens/s: median {report['tokens_per_s_ratio']:.2f}x (pairs: "
           f"{', '.join(f'{r:.2f}' for r in ratios)}) · val loss diff {report['val_loss_diff_pct']:+.2f} %")
-    report["ceiling"] = print_ceiling(ours, statistics.median(r["tokens_per_s"] for r in runs["reference"]))
+    report["ceiling"] = print_ceiling(ours, statistics.median(r["tokens_per_s"] for r in runs["reference"]),
+                                      threads)
     print(json.dumps(report, default=float))
     return 0
 
 
-def print_ceiling(ours: dict, reference_tok_s: float) -> dict:
+def print_ceiling(ours: dict, reference_tok_s: float, threads: int) -> dict:
     """Upper bound on fp32 training tokens/s here: minimum FLOPs per token / measured GEMM rate."""
     from transformers import AutoConfig
 
     cfg = AutoConfig.from_pretrained(ours["model_path"])
     rows_per_step = ours["tokens"] / ours["steps"]
     flops = min_flops_per_token(cfg, ours["label_tokens"] / ours["tokens"])
-    rate = gemm_rate(cfg, int(rows_per_step), torch.get_num_threads())
+    rate = gemm_rate(cfg, int(rows_per_step), threads)  # the threads both paths trained with
     ceiling = rate / flops
     print(f"fp32 ceiling: >= {flops / 1e6:.0f} MFLOP per real token (forward + input gradients of the frozen "
           f"linears, LM head on answer tokens only, attention ignored) at {rate / 1e9:.0f} GFLOP/s (MKL fp32 "
@@ -236,7 +238,7 @@ def main() -> int:
     args = p.parse_args()
     if not args.only:
         argv = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("only", "repeat", "bf16")]
-        return compare(argv + (["--bf16"] if args.bf16 else []), max(1, args.repeat))
+        return compare(argv + (["--bf16"] if args.bf16 else []), max(1, args.repeat), max(1, args.threads))
     from transformers import AutoTokenizer
 
     torch.set_num_threads(max(1, args.threads))
