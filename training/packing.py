@@ -50,9 +50,11 @@ def packed_sdpa(module, query, key, value, attention_mask, cu_seq_lens_q=None, *
 
     if cu_seq_lens_q is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    bounds = cu_seq_lens_q.tolist()
-    outs = [sdpa_attention_forward(module, query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], None,
-                                   **kwargs)[0] for s, e in zip(bounds, bounds[1:], strict=False) if e > s]
+    # split, not one slice per row: a slice's backward writes its gradient into a zeroed full-size tensor
+    # (rows x full size of zero-fill and adds per layer); split's backward is one concatenation.
+    lengths = torch.diff(cu_seq_lens_q).tolist()
+    rows = zip(*(x.split(lengths, dim=2) for x in (query, key, value)), strict=True)
+    outs = [sdpa_attention_forward(module, q, k, v, None, **kwargs)[0] for q, k, v in rows if q.size(2)]
     return torch.cat(outs, dim=1), None  # outputs are [batch, tokens, heads, dim]
 
 

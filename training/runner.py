@@ -61,10 +61,12 @@ def make_trainer(cfg: JobConfig, model, tokenizer, train: list[Example], val: li
     from datasets import Dataset
 
     from training.fastlora import fuse_lora_linears
+    from training.memory import retain_freed_memory
     from training.tokenize import pref_rows, tokenize_examples
 
     # Same LoRA, fewer memory passes per layer (~15-35 % faster forward+backward on CPU, measured).
     fuse_lora_linears(model)
+    retain_freed_memory()  # no page faults on every step's fresh activations (memory.py)
     if cfg.method == "dpo":
         from trl import DPOConfig, DPOTrainer
 
@@ -84,8 +86,8 @@ def make_trainer(cfg: JobConfig, model, tokenizer, train: list[Example], val: li
     if not tr:
         raise ArenaError(f"method {cfg.method!r} needs chat or text rows; the data has none usable "
                          "(preference pairs only train with method 'dpo')")
-    # Default: random batches like a plain Trainer, each run as unpadded sub-batches of similar length
-    # (training.loss.unpadded_parts): no padding compute, same batches. Length-grouped batches were tried:
+    # Default: random batches like a plain Trainer, each run as one packed sequence (training/packing.py): no
+    # padding compute, same batches. Length-grouped batches were tried:
     # with Adam every step moves about as far whatever its token count, so buckets of short rows pulled the
     # model towards short answers (+3.5 % validation loss on benchmarks/training.py). Padding-free packing
     # is optional: on CPU its block-diagonal mask over one long row measured slower. Prompt tuning prepends
