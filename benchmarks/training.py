@@ -3,10 +3,13 @@ checkpointing) vs plain HF Trainer + peft LoRA.
 
 Same rows, same LoRA (r16, all-linear), same optimiser steps and rows per step: both train exactly one epoch
 over the same `steps x batch` rows, so both serve the same real (non-pad) tokens. Each path runs in its own
-process (clean peak RSS), alternating ours/reference `--repeat` times so load from other processes hits both;
-prints tokens/s, peak RSS and the final validation loss of both (same evaluation function), the ratio per
-pair and the median ratio, then the fp32 compute ceiling of this CPU: the least arithmetic a frozen-base LoRA
-step needs per real token, at the rate MKL reaches on this model's own layer shapes.
+process (clean peak RSS). The two processes run in lockstep: they take turns, one optimiser step each, so
+whatever else loads this machine hits both alike (on a shared VM the speed drifts by up to ~1.7x over minutes,
+which made whole runs taken one after the other disagree by 1.5-2.3x); each counts only its own turns. Prints
+tokens/s, peak RSS and the final validation loss of both (same evaluation function), the ratio per pair
+(`--repeat`) and the median ratio, the arithmetic each path does per real token, then the fp32 compute
+ceiling of this CPU: the least arithmetic a frozen-base LoRA step needs per real token, at the rate MKL
+reaches on this model's own layer shapes.
 Usage: python benchmarks/training.py [--data-dir D] [--steps N] [--batch N] [--threads T] [--repeat N]
 [--seed S] [--bf16]
 """
@@ -106,9 +109,16 @@ def run_reference(path, tok, train_rows, val_rows, steps, batch, lr, out, seed):
     args = TrainingArguments(output_dir=str(out / "ref"), per_device_train_batch_size=batch, max_steps=steps,
                              learning_rate=lr, lr_scheduler_type="constant", logging_steps=steps, seed=seed,
                              save_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True)
-    collator = DataCollatorForSeq2Seq(tok, padding="longest", label_pad_token_id=IGNORE)
+    pad = DataCollatorForSeq2Seq(tok, padding="longest", label_pad_token_id=IGNORE)
+    padded = []
+
+    def collator(features):
+        batch = pad(features)
+        padded.append(batch["input_ids"].numel())  # positions computed, padding included
+        return batch
+
     trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list(train_rows), data_collator=collator)
-    return timed(trainer, model, val_rows, train_rows)
+    return {**timed(trainer, model, val_rows, train_rows), "padded_tokens": sum(padded)}
 
 
 def run_ours(path, tok, train_examples, val_rows, steps, batch, lr, out, seed, bf16):
@@ -125,12 +135,48 @@ def run_ours(path, tok, train_examples, val_rows, steps, batch, lr, out, seed, b
     return timed(trainer, model, val_rows, rows)
 
 
+class Turns:
+    """This process's side of the lockstep: hand the machine over after each optimiser step, and wait for it
+    back. `waited` is the time spent waiting, which the timing leaves out."""
+
+    def __init__(self, active: bool):
+        self.active, self.waited = active, 0.0
+
+    def wait(self):
+        """Block until the parent says it is this process's turn (a no-op outside lockstep)."""
+        if self.active:
+            start = time.perf_counter()
+            if sys.stdin.readline().strip() != "GO":
+                raise SystemExit("lockstep: the parent went away")
+            self.waited += time.perf_counter() - start
+
+    def pass_on(self):
+        if self.active:
+            print("TURN", flush=True)
+            self.wait()
+
+    def callback(self):
+        from transformers import TrainerCallback
+
+        turns = self
+
+        class PassOn(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                turns.pass_on()
+
+        return PassOn()
+
+
+TURNS = Turns(False)
+
+
 def timed(trainer, model, val_rows, rows):
     rss = PeakRSS()
+    trainer.add_callback(TURNS.callback())
     rss.start()
-    start = time.perf_counter()
+    waited, start = TURNS.waited, time.perf_counter()
     trainer.train()
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start - (TURNS.waited - waited)  # this process's own turns only
     peak = rss.stop()
     served = trainer.state.global_step * trainer.args.per_device_train_batch_size
     if served != len(rows):  # the token count below assumes every row was served exactly once
@@ -140,25 +186,56 @@ def timed(trainer, model, val_rows, rows):
             "val_loss": val_loss(model, val_rows)}
 
 
-def _run_one(argv: list[str], name: str) -> dict | None:
+def _lockstep(argv: list[str], first: str) -> dict | None:
+    """Run both paths at once, in lockstep (`Turns`), `first` taking the first turn; their RESULT dicts."""
     import subprocess
+    import tempfile
 
-    proc = subprocess.run([sys.executable, __file__, *argv, "--only", name], capture_output=True, text=True)
-    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-    if line is None:
-        print(proc.stderr[-3000:], file=sys.stderr)
-        return None
-    return json.loads(line[len("RESULT "):])
+    names = [first, "reference" if first == "ours" else "ours"]
+    errs = {n: tempfile.TemporaryFile("w+") for n in names}
+    procs = {n: subprocess.Popen([sys.executable, __file__, *argv, "--only", n, "--lockstep"], text=True,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errs[n]) for n in names}
+    results, running, turn = {}, list(names), 0
+    _send_go(procs[names[0]])
+    while running:
+        name = running[turn % len(running)]
+        line = procs[name].stdout.readline()
+        if line.startswith("RESULT "):
+            results[name] = json.loads(line[len("RESULT "):])
+        elif line.strip() == "TURN" or not line:  # handed over, or finished
+            if not line:
+                running.remove(name)
+                if name not in results:
+                    return _failed(name, procs, errs)
+            else:
+                turn += 1
+            if running:
+                _send_go(procs[running[turn % len(running)]])
+    return results
+
+
+def _send_go(proc) -> None:
+    proc.stdin.write("GO\n")
+    proc.stdin.flush()
+
+
+def _failed(name: str, procs: dict, errs: dict) -> None:
+    for proc in procs.values():
+        proc.kill()
+    errs[name].seek(0)
+    print(f"{name} failed:\n{errs[name].read()[-3000:]}", file=sys.stderr)
+    return None
 
 
 def compare(argv: list[str], repeat: int, threads: int) -> int:
     """Run both paths, each in a fresh process (peak RSS not polluted by the other), alternating, and report."""
     runs = {"ours": [], "reference": []}
     for i in range(repeat):
-        for name in (("ours", "reference") if i % 2 == 0 else ("reference", "ours")):
-            result = _run_one(argv, name)
-            if result is None:
-                return 1
+        pair = _lockstep(argv, "ours" if i % 2 == 0 else "reference")
+        if pair is None:
+            return 1
+        for name in ("ours", "reference"):
+            result = pair[name]
             runs[name].append(result)
             print(f"{name:<10} {result['tokens_per_s']:8.1f} tok/s  {result['seconds']:6.1f} s  peak RSS "
                   f"{result['peak_rss_mb']:7.0f} MB  val loss {result['val_loss']:.4f}", flush=True)
@@ -169,10 +246,25 @@ def compare(argv: list[str], repeat: int, threads: int) -> int:
     print(f"rows: {ours['rows']} x mean {ours['mean_row_tokens']:.0f} tokens = {ours['tokens']} real tokens (both)")
     print(f"ratio ours/reference tokens/s: median {report['tokens_per_s_ratio']:.2f}x (pairs: "
           f"{', '.join(f'{r:.2f}' for r in ratios)}) · val loss diff {report['val_loss_diff_pct']:+.2f} %")
+    report["arithmetic"] = print_arithmetic(ours, ref)
     report["ceiling"] = print_ceiling(ours, statistics.median(r["tokens_per_s"] for r in runs["reference"]),
                                       threads)
     print(json.dumps(report, default=float))
     return 0
+
+
+def print_arithmetic(ours: dict, ref: dict) -> dict:
+    """FLOPs per real token of each path: ours skips padding and scores answer tokens only; the reference runs
+    every padded position through the layers and the LM head. Their ratio is the speed-up at equal FLOP/s."""
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(ours["model_path"])
+    mine = min_flops_per_token(cfg, ours["label_tokens"] / ours["tokens"])
+    theirs = ref["padded_tokens"] / ref["tokens"] * min_flops_per_token(cfg, 1.0)
+    print(f"arithmetic per real token: ours {mine / 1e6:.0f} MFLOP, reference {theirs / 1e6:.0f} MFLOP "
+          f"({ref['padded_tokens']} padded positions for {ref['tokens']} real tokens, LM head at every one) = "
+          f"{theirs / mine:.2f}x ours; the rest of the speed-up has to come from more FLOP/s")
+    return {"ours_mflop": mine / 1e6, "reference_mflop": theirs / 1e6, "ratio": theirs / mine}
 
 
 def print_ceiling(ours: dict, reference_tok_s: float, threads: int) -> dict:
@@ -235,12 +327,15 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                    help="torch threads for both paths (on a shared, busy machine 1 can beat 2 by 3x)")
     p.add_argument("--only", choices=["ours", "reference"], help=argparse.SUPPRESS)
+    p.add_argument("--lockstep", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if not args.only:
-        argv = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("only", "repeat", "bf16")]
+        argv = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("only", "repeat", "bf16", "lockstep")]
         return compare(argv + (["--bf16"] if args.bf16 else []), max(1, args.repeat), max(1, args.threads))
     from transformers import AutoTokenizer
 
+    TURNS.active = args.lockstep
+    TURNS.wait()  # nothing heavy before the first turn: loading would slow the other process's steps
     torch.set_num_threads(max(1, args.threads))
     settings = Settings(data_dir=Path(args.data_dir), model=args.model)
     path = resolve_model_path(args.model, settings)
