@@ -228,7 +228,7 @@ def _failed(name: str, procs: dict, errs: dict) -> None:
 
 
 def compare(argv: list[str], repeat: int, threads: int) -> int:
-    """Run both paths, each in a fresh process (peak RSS not polluted by the other), alternating, and report."""
+    """Run both paths `repeat` times, each pair as two processes in lockstep (`_lockstep`), and report."""
     runs = {"ours": [], "reference": []}
     for i in range(repeat):
         pair = _lockstep(argv, "ours" if i % 2 == 0 else "reference")
@@ -246,19 +246,19 @@ def compare(argv: list[str], repeat: int, threads: int) -> int:
     print(f"rows: {ours['rows']} x mean {ours['mean_row_tokens']:.0f} tokens = {ours['tokens']} real tokens (both)")
     print(f"ratio ours/reference tokens/s: median {report['tokens_per_s_ratio']:.2f}x (pairs: "
           f"{', '.join(f'{r:.2f}' for r in ratios)}) · val loss diff {report['val_loss_diff_pct']:+.2f} %")
-    report["arithmetic"] = print_arithmetic(ours, ref)
-    report["ceiling"] = print_ceiling(ours, statistics.median(r["tokens_per_s"] for r in runs["reference"]),
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(ours["model_path"])
+    report["arithmetic"] = print_arithmetic(cfg, ours, ref)
+    report["ceiling"] = print_ceiling(cfg, ours, statistics.median(r["tokens_per_s"] for r in runs["reference"]),
                                       threads)
     print(json.dumps(report, default=float))
     return 0
 
 
-def print_arithmetic(ours: dict, ref: dict) -> dict:
+def print_arithmetic(cfg, ours: dict, ref: dict) -> dict:
     """FLOPs per real token of each path: ours skips padding and scores answer tokens only; the reference runs
     every padded position through the layers and the LM head. Their ratio is the speed-up at equal FLOP/s."""
-    from transformers import AutoConfig
-
-    cfg = AutoConfig.from_pretrained(ours["model_path"])
     mine = min_flops_per_token(cfg, ours["label_tokens"] / ours["tokens"])
     theirs = ref["padded_tokens"] / ref["tokens"] * min_flops_per_token(cfg, 1.0)
     print(f"arithmetic per real token: ours {mine / 1e6:.0f} MFLOP, reference {theirs / 1e6:.0f} MFLOP "
@@ -267,11 +267,8 @@ def print_arithmetic(ours: dict, ref: dict) -> dict:
     return {"ours_mflop": mine / 1e6, "reference_mflop": theirs / 1e6, "ratio": theirs / mine}
 
 
-def print_ceiling(ours: dict, reference_tok_s: float, threads: int) -> dict:
+def print_ceiling(cfg, ours: dict, reference_tok_s: float, threads: int) -> dict:
     """Upper bound on fp32 training tokens/s here: minimum FLOPs per token / measured GEMM rate."""
-    from transformers import AutoConfig
-
-    cfg = AutoConfig.from_pretrained(ours["model_path"])
     rows_per_step = ours["tokens"] / ours["steps"]
     flops = min_flops_per_token(cfg, ours["label_tokens"] / ours["tokens"])
     rate = gemm_rate(cfg, int(rows_per_step), threads)  # the threads both paths trained with
