@@ -87,10 +87,9 @@ def make_trainer(cfg: JobConfig, model, tokenizer, train: list[Example], val: li
         raise ArenaError(f"method {cfg.method!r} needs chat or text rows; the data has none usable "
                          "(preference pairs only train with method 'dpo')")
     # Default: random batches like a plain Trainer, each run as one packed sequence (training/packing.py): no
-    # padding compute, same batches. Length-grouped batches were tried:
-    # with Adam every step moves about as far whatever its token count, so buckets of short rows pulled the
-    # model towards short answers (+3.5 % validation loss on benchmarks/training.py). Padding-free packing
-    # is optional: on CPU its block-diagonal mask over one long row measured slower. Prompt tuning prepends
+    # padding compute, same batches. Length-grouped batches were tried: with Adam every step moves about as
+    # far whatever its token count, so buckets of short rows pulled the model towards short answers (+3.5 %
+    # validation loss on benchmarks/training.py). Padding-free packing is optional: on CPU its block-diagonal mask over one long row measured slower. Prompt tuning prepends
     # virtual tokens: no packing.
     packing = cfg.packing and cfg.method != "prompt_tuning"
     # trl turns gradient checkpointing on by default; it recomputes every layer in the backward (~30 % slower)
