@@ -89,8 +89,8 @@ def make_trainer(cfg: JobConfig, model, tokenizer, train: list[Example], val: li
     # Default: random batches like a plain Trainer, each run as one packed sequence (training/packing.py): no
     # padding compute, same batches. Length-grouped batches were tried: with Adam every step moves about as
     # far whatever its token count, so buckets of short rows pulled the model towards short answers (+3.5 %
-    # validation loss on benchmarks/training.py). Padding-free packing is optional: on CPU its block-diagonal mask over one long row measured slower. Prompt tuning prepends
-    # virtual tokens: no packing.
+    # validation loss on benchmarks/training.py). trl's padding-free packing is optional: on CPU its
+    # block-diagonal mask over one long row measured slower. Prompt tuning prepends virtual tokens: no packing.
     packing = cfg.packing and cfg.method != "prompt_tuning"
     # trl turns gradient checkpointing on by default; it recomputes every layer in the backward (~30 % slower)
     # to save activation memory that a small model on CPU does not need.
