@@ -8,6 +8,7 @@ from unittest import mock
 import pytest
 import torch
 
+from training import attention as attention_module
 from training import fastlora
 from training.config import JobConfig
 from training.data import chat
@@ -119,9 +120,12 @@ def test_packed_or_unpadded_batches_give_the_padded_batch_loss_and_grads(tiny_mo
     shapes = []
     hook = model.get_base_model().model.register_forward_pre_hook(
         lambda mod, args, kw: shapes.append(tuple(kw["input_ids"].shape)), with_kwargs=True)
-    out = model(input_ids=ids, attention_mask=mask, labels=labels, answer_only=True)
+    with mock.patch.object(attention_module, "packed_causal_attention",
+                           wraps=attention_module.packed_causal_attention) as spy:
+        out = model(input_ids=ids, attention_mask=mask, labels=labels, answer_only=True)
     hook.remove()
     assert shapes == forwards  # 117 real tokens of the 6 x 30 padded batch
+    assert spy.call_count == (2 if attention == "sdpa" else 0)  # packed: training/attention.py in both layers
     assert out.logits is None  # the answer-only path ran (the plain forward would ignore the flag)
     loss = out.loss
     loss.backward()

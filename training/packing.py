@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 import torch
 
+from training import attention
 from training.tokenize import IGNORE
 
 NAME = "arena_packed_sdpa"
@@ -50,12 +51,23 @@ def packed_sdpa(module, query, key, value, attention_mask, cu_seq_lens_q=None, *
 
     if cu_seq_lens_q is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    lengths = torch.diff(cu_seq_lens_q).tolist()
+    if _plain_causal(module, kwargs) and attention.supports(query, key, lengths, kwargs.get("dropout", 0.0)):
+        scaling = kwargs.get("scaling") or query.size(-1) ** -0.5
+        return attention.packed_causal_attention(query, key, value, lengths, scaling), None
     # split, not one slice per row: a slice's backward writes its gradient into a zeroed full-size tensor
     # (rows x full size of zero-fill and adds per layer); split's backward is one concatenation.
-    lengths = torch.diff(cu_seq_lens_q).tolist()
     rows = zip(*(x.split(lengths, dim=2) for x in (query, key, value)), strict=True)
     outs = [sdpa_attention_forward(module, q, k, v, None, **kwargs)[0] for q, k, v in rows if q.size(2)]
     return torch.cat(outs, dim=1), None  # outputs are [batch, tokens, heads, dim]
+
+
+def _plain_causal(module, kwargs: dict) -> bool:
+    """A causal layer with no sliding window, logit soft-capping or attention sinks (Llama, Qwen2, SmolLM2...)."""
+    extras = {"sliding_window", "softcap", "s_aux"}
+    return (getattr(module, "is_causal", True) and kwargs.get("is_causal") is not False
+            and getattr(module, "sliding_window", None) is None
+            and not any(kwargs.get(name) is not None for name in extras))
 
 
 def _no_mask(*args, **kwargs):
