@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from unittest import mock
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from training import attention as attention_module
-from training import fastlora
+from training import fastlora, kernels
 from training.config import JobConfig
 from training.data import chat
 from training.fastlora import LoraLinearFn, fuse_lora_linears
@@ -117,6 +118,7 @@ def test_packed_or_unpadded_batches_give_the_padded_batch_loss_and_grads(tiny_mo
     ref_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
     add_answer_head(model.get_base_model())
+    assert kernels.fuse_rms_norms(model) == 5  # the answer-only path with every kernel vs the stock padded loss
     shapes = []
     hook = model.get_base_model().model.register_forward_pre_hook(
         lambda mod, args, kw: shapes.append(tuple(kw["input_ids"].shape)), with_kwargs=True)
@@ -162,10 +164,13 @@ def test_make_trainer_trains_random_batches_unpadded_with_fused_lora(trainer):
     seen = []
     base = trainer.model.get_base_model().model
     hook = base.register_forward_pre_hook(lambda mod, args, kw: seen.append(kw["input_ids"].shape), with_kwargs=True)
-    with mock.patch.object(fastlora.LoraLinearFn, "apply", wraps=fastlora.LoraLinearFn.apply) as spy:
+    fns = [fastlora.LoraLinearFn, kernels.RMSNormFn, kernels.RotaryFn, kernels.SummedNLLFn]
+    with contextlib.ExitStack() as stack:
+        spies = [stack.enter_context(mock.patch.object(fn, "apply", wraps=fn.apply)) for fn in fns]
         trainer.train()
     hook.remove()
-    assert spy.call_count > 0 and trainer.state.global_step == 2
+    # 2 steps: 14 LoRA linears, 5 norms, q and k rotated in 2 layers, one loss each
+    assert [spy.call_count for spy in spies] == [28, 10, 8, 2] and trainer.state.global_step == 2
     assert len(seen) == 2 and all(shape[0] == 1 for shape in seen)  # each batch of 4 rows: one packed sequence
 
 

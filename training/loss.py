@@ -15,6 +15,7 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 from transformers.modeling_outputs import CausalLMOutput
 
+from training.kernels import fused_rotary, summed_nll
 from training.packing import pack, packed_attention, right_padded_lengths
 from training.tokenize import IGNORE
 
@@ -28,7 +29,7 @@ SLACK = 0.85
 
 def _chunk_nll(hidden: torch.Tensor, weight: torch.Tensor, bias, target: torch.Tensor) -> torch.Tensor:
     logits = F.linear(hidden, weight, bias).float()  # fp32 log-softmax even under bf16 autocast
-    return F.cross_entropy(logits, target, reduction="sum")
+    return summed_nll(logits, target)
 
 
 def answer_nll(hidden: torch.Tensor, lm_head: torch.nn.Module, target: torch.Tensor) -> torch.Tensor:
@@ -92,10 +93,11 @@ def add_answer_head(model) -> None:
             return previous(*args, labels=labels, **extra, **kwargs)
         kwargs["use_cache"] = False
         total, count = 0.0, 0
-        for hidden, target in _hidden_and_targets(self, args, kwargs, labels):
-            mask = target != IGNORE
-            total = total + answer_nll(hidden[mask], self.get_output_embeddings(), target[mask])
-            count = count + mask.sum()
+        with fused_rotary(self):  # kernels.py: the same rotary embedding in fewer passes
+            for hidden, target in _hidden_and_targets(self, args, kwargs, labels):
+                mask = target != IGNORE
+                total = total + answer_nll(hidden[mask], self.get_output_embeddings(), target[mask])
+                count = count + mask.sum()
         denom = num_items_in_batch if num_items_in_batch is not None else torch.as_tensor(count).clamp(min=1)
         return CausalLMOutput(loss=total / denom)
 

@@ -61,11 +61,13 @@ def make_trainer(cfg: JobConfig, model, tokenizer, train: list[Example], val: li
     from datasets import Dataset
 
     from training.fastlora import fuse_lora_linears
+    from training.kernels import fuse_rms_norms
     from training.memory import retain_freed_memory
     from training.tokenize import pref_rows, tokenize_examples
 
     # Same LoRA, fewer memory passes per layer (~15-35 % faster forward+backward on CPU, measured).
     fuse_lora_linears(model)
+    fuse_rms_norms(model)  # likewise for the norms (kernels.py)
     retain_freed_memory()  # no page faults on every step's fresh activations (memory.py)
     if cfg.method == "dpo":
         from trl import DPOConfig, DPOTrainer
