@@ -28,9 +28,10 @@ def _qkv(dtype=torch.float32, lengths=LENGTHS):
 
 def _sdpa_per_row(q, k, v, lengths, scaling):
     groups = HEADS // KV_HEADS
+    rows = zip(q.split(lengths, 2), k.split(lengths, 2), v.split(lengths, 2), strict=True)
     outs = [F.scaled_dot_product_attention(a, b.repeat_interleave(groups, 1), c.repeat_interleave(groups, 1),
                                            is_causal=True, scale=scaling).transpose(1, 2)
-            for a, b, c in zip(q.split(lengths, 2), k.split(lengths, 2), v.split(lengths, 2)) if a.size(2)]
+            for a, b, c in rows if a.size(2)]
     return torch.cat(outs, 1)
 
 

@@ -18,6 +18,7 @@ from transformers.modeling_outputs import CausalLMOutput
 from training.kernels import fused_rotary, summed_nll
 from training.packing import pack, packed_attention, right_padded_lengths
 from training.tokenize import IGNORE
+from training.walks import cache_module_walks
 
 # Positions scored in one piece; above this the logits (positions x vocab x 4 bytes, ~800 MB for a 49k vocab)
 # are recomputed in the backward instead of being kept, so long raw-text batches stay within memory.
@@ -140,6 +141,23 @@ def answer_only_sft_trainer():
             super().__init__(*args, **kwargs)
             model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
             add_answer_head(model)
+            cache_module_walks(self.model)  # walks.py: train()/zero_grad() every step without a tree walk
+            self._flos_per_token = None
+
+        def floating_point_ops(self, inputs):
+            """The Trainer's estimate (6 x parameters x tokens), with the parameters counted once, not per step."""
+            key = getattr(self.model, "main_input_name", "input_ids")
+            if key not in inputs:
+                return super().floating_point_ops(inputs)
+            if self._flos_per_token is None:
+                self._flos_per_token = super().floating_point_ops({key: torch.empty(1)})
+            return self._flos_per_token * inputs[key].numel()
+
+        def _clip_grad_norm(self, model):
+            params = getattr(model, "cached_parameters", None)  # the same list model.parameters() yields
+            if params is None or self.args.fp16 or self._has_mixed_mesh_grads(model):
+                return super()._clip_grad_norm(model)
+            return self.accelerator.clip_grad_norm_(params, self.args.max_grad_norm)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             outputs = model(**inputs, answer_only=True, num_items_in_batch=num_items_in_batch)
