@@ -68,13 +68,16 @@ def test_rows_do_not_see_each_other():
 
 
 def test_unsupported_inputs_are_refused():
-    q, k, _ = _qkv()
-    assert supports(q, k, LENGTHS, 0.0)
-    assert not supports(q, k, LENGTHS, 0.1)  # dropout
-    assert not supports(q.bfloat16(), k.bfloat16(), LENGTHS, 0.0)
-    assert not supports(q, k, [sum(LENGTHS) - 1], 0.0)  # lengths do not cover the tokens
-    long_q, long_k, _ = _qkv(lengths=[attention.LONGEST + 1])
-    assert not supports(long_q, long_k, [attention.LONGEST + 1], 0.0)
+    q, k, v = _qkv()
+    assert supports(q, k, v, LENGTHS, 0.0)
+    assert not supports(q, k, v, LENGTHS, 0.1)  # dropout
+    assert not supports(q.bfloat16(), k.bfloat16(), v.bfloat16(), LENGTHS, 0.0)
+    assert not supports(q, k, v.bfloat16(), LENGTHS, 0.0)  # autocast: rotated q/k in fp32, v in bf16
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not supports(q, k, v, LENGTHS, 0.0)
+    assert not supports(q, k, v, [sum(LENGTHS) - 1], 0.0)  # lengths do not cover the tokens
+    long_q, long_k, long_v = _qkv(lengths=[attention.LONGEST + 1])
+    assert not supports(long_q, long_k, long_v, [attention.LONGEST + 1], 0.0)
 
 
 class _Layer(torch.nn.Module):

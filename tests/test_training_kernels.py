@@ -96,3 +96,21 @@ def test_only_llama_style_modules_are_replaced_and_rotary_comes_back(tiny_model)
     with fused_rotary(tiny_model) as swapped:
         assert swapped == 1 and modeling_llama.apply_rotary_pos_emb is kernels.rotary
     assert modeling_llama.apply_rotary_pos_emb is original
+
+
+def test_answer_only_loss_with_every_kernel_under_bf16_autocast(tiny_model):
+    """--bf16: queries and keys arrive in bf16 (the packed attention falls back to SDPA), the residual stream
+    stays fp32 (the fused norm runs), rotary mixes dtypes; the loss still matches the stock model's."""
+    from training.loss import add_answer_head
+
+    ids = torch.randint(0, 200, (2, 12), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        reference = tiny_model(input_ids=ids, attention_mask=mask, labels=ids).loss
+        add_answer_head(tiny_model)
+        fuse_rms_norms(tiny_model)
+        tiny_model.train()
+        loss = tiny_model(input_ids=ids, attention_mask=mask, labels=ids, answer_only=True).loss
+    loss.backward()
+    assert abs(float(loss) - float(reference)) < 0.02 * float(reference)
+    assert tiny_model.model.layers[0].self_attn.q_proj.weight.grad is not None

@@ -25,9 +25,14 @@ KEEP_MAX = 256
 LONGEST = 2048
 
 
-def supports(query: torch.Tensor, key: torch.Tensor, lengths: list[int], dropout: float) -> bool:
-    """Whether `packed_causal_attention` can run these inputs ([1, heads, tokens, dim] query and key)."""
+def supports(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, lengths: list[int],
+             dropout: float) -> bool:
+    """Whether `packed_causal_attention` can run these inputs ([1, heads, tokens, dim] query, key, value).
+
+    Not under autocast: its bmm would run in bf16 in the forward but not in the backward.
+    """
     return (dropout == 0 and query.dtype in (torch.float32, torch.float64) and query.size(0) == 1
+            and key.dtype == value.dtype == query.dtype and not torch.is_autocast_enabled(query.device.type)
             and query.size(1) % key.size(1) == 0 and query.size(2) == key.size(2) == sum(lengths)
             and max(lengths, default=0) <= LONGEST)
 

@@ -52,7 +52,7 @@ def packed_sdpa(module, query, key, value, attention_mask, cu_seq_lens_q=None, *
     if cu_seq_lens_q is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     lengths = torch.diff(cu_seq_lens_q).tolist()
-    if _plain_causal(module, kwargs) and attention.supports(query, key, lengths, kwargs.get("dropout", 0.0)):
+    if _plain_causal(module, kwargs) and attention.supports(query, key, value, lengths, kwargs.get("dropout", 0.0)):
         scaling = kwargs.get("scaling") or query.size(-1) ** -0.5
         return attention.packed_causal_attention(query, key, value, lengths, scaling), None
     # split, not one slice per row: a slice's backward writes its gradient into a zeroed full-size tensor
