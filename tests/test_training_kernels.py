@@ -9,7 +9,15 @@ from transformers.models.llama import modeling_llama
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
 from training import kernels
-from training.kernels import RMSNormFn, RotaryFn, SummedNLLFn, fuse_rms_norms, fused_rotary, summed_nll
+from training.kernels import (
+    RMSNormFn,
+    RotaryFn,
+    SummedNLLFn,
+    fuse_rms_norms,
+    fused_rotary,
+    llama_rotary_modules,
+    summed_nll,
+)
 
 
 def _close(a, b, atol=1e-5):
@@ -93,7 +101,7 @@ def test_only_llama_style_modules_are_replaced_and_rotary_comes_back(tiny_model)
     assert fuse_rms_norms(tiny_model) == 2 * 2 + 1  # two per layer and the final norm, not the Gemma-style one
     assert "forward" not in vars(tiny_model.extra_norm)
     original = modeling_llama.apply_rotary_pos_emb
-    with fused_rotary(tiny_model) as swapped:
+    with fused_rotary(llama_rotary_modules(tiny_model)) as swapped:
         assert swapped == 1 and modeling_llama.apply_rotary_pos_emb is kernels.rotary
     assert modeling_llama.apply_rotary_pos_emb is original
 

@@ -131,23 +131,29 @@ def fuse_rms_norms(model) -> int:
     return count
 
 
+def llama_rotary_modules(model) -> list[types.ModuleType]:
+    """The modeling modules of `model`'s classes whose `apply_rotary_pos_emb` is Llama's (looked up once: a
+    walk over every module of a peft model costs ~10 ms, too much for every step)."""
+    from transformers.models.llama import modeling_llama
+
+    found = {sys.modules.get(type(m).__module__) for m in model.modules()}
+    return [module for module in found if module is not None
+            and _same_code(getattr(module, "apply_rotary_pos_emb", None), modeling_llama.apply_rotary_pos_emb)]
+
+
 @contextmanager
-def fused_rotary(model):
-    """Inside the block, the modeling modules of `model` whose `apply_rotary_pos_emb` is Llama's use `rotary`.
+def fused_rotary(modules: list[types.ModuleType]):
+    """Inside the block, these modeling modules (`llama_rotary_modules`) use `rotary`.
 
     The function is looked up in the module's globals at each call, so this is where it can be swapped
     (Liger patches it the same way); the originals come back on exit.
     """
-    from transformers.models.llama import modeling_llama
-
-    swapped = {}
-    for module in {sys.modules.get(type(m).__module__) for m in model.modules()}:
-        fn = getattr(module, "apply_rotary_pos_emb", None)
-        if fn is not None and fn is not rotary and _same_code(fn, modeling_llama.apply_rotary_pos_emb):
-            swapped[module] = fn
-            module.apply_rotary_pos_emb = rotary
+    swapped = [(module, module.apply_rotary_pos_emb) for module in modules
+               if module.apply_rotary_pos_emb is not rotary]  # not again inside a nested block
+    for module, _ in swapped:
+        module.apply_rotary_pos_emb = rotary
     try:
         yield len(swapped)
     finally:
-        for module, fn in swapped.items():
+        for module, fn in swapped:
             module.apply_rotary_pos_emb = fn

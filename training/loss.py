@@ -15,7 +15,7 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 from transformers.modeling_outputs import CausalLMOutput
 
-from training.kernels import fused_rotary, summed_nll
+from training.kernels import fused_rotary, llama_rotary_modules, summed_nll
 from training.packing import pack, packed_attention, right_padded_lengths
 from training.tokenize import IGNORE
 from training.walks import cache_module_walks
@@ -87,6 +87,7 @@ def add_answer_head(model) -> None:
     forward called through it). Without the flag the forward is the original one (generation unchanged).
     """
     previous = model.forward
+    rotary_modules = llama_rotary_modules(model)
 
     def forward(self, *args, answer_only=False, labels=None, num_items_in_batch=None, **kwargs):
         if not answer_only:
@@ -94,7 +95,7 @@ def add_answer_head(model) -> None:
             return previous(*args, labels=labels, **extra, **kwargs)
         kwargs["use_cache"] = False
         total, count = 0.0, 0
-        with fused_rotary(self):  # kernels.py: the same rotary embedding in fewer passes
+        with fused_rotary(rotary_modules):  # kernels.py: the same rotary embedding in fewer passes
             for hidden, target in _hidden_and_targets(self, args, kwargs, labels):
                 mask = target != IGNORE
                 total = total + answer_nll(hidden[mask], self.get_output_embeddings(), target[mask])
