@@ -176,7 +176,10 @@ def test_chat_fills_every_column_and_lists_rag_sources(page):
 
     needs("documents"), needs("train")
     page.get_by_role("button", name="System prompt, few-shot and generation settings").click()
-    page.locator("#chat-max-new input").fill("48")  # the tiny model rarely stops early: keep turns short
+    max_new = page.locator("#chat-max-new input")
+    max_new.fill("48")  # the tiny model rarely stops early: keep turns short
+    max_new.press("Tab")  # commit it (a number box reports its change on blur) before anything is sent
+    expect(max_new).to_have_value("48")
     _ask(page, "What does error E42 mean?", turn=1)
     for i, title in enumerate(TITLES):
         expect(page.locator(f"#chat-title-{i}")).to_have_text(title)
