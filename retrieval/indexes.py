@@ -6,6 +6,7 @@ import math
 import os
 import re
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -78,11 +79,10 @@ class SearchIndex:
     @classmethod
     def build(cls, ids: np.ndarray, vectors: np.ndarray, texts: list[str], index_type: str = "auto"):
         import bm25s
-        import faiss
 
-        faiss.omp_set_num_threads(os.cpu_count() or 1)  # building is throughput-bound (search may have set 1)
         dense = make_faiss(vectors.shape[1], index_type, len(ids))
-        dense.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
+        with faiss_threads(os.cpu_count() or 1):  # building is throughput-bound
+            dense.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
         stop = _stopwords()
         bm25 = bm25s.BM25()
         # A chunk with no keyword left still needs a row so positions stay aligned with bm25_ids.
@@ -90,13 +90,11 @@ class SearchIndex:
         return cls(dense, bm25, ids.astype(np.int64))
 
     def search_dense(self, qvecs: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
-        import faiss
-
         k = min(k, self.size)
         # One query is latency-bound: a single OpenMP thread avoids thread wake-up/spin costs (26 vs 74 ms for
         # a 100k flat scan on a busy 2-core box); batches still use every core.
-        faiss.omp_set_num_threads(1 if len(qvecs) < 8 else os.cpu_count() or 1)
-        scores, ids = self.dense.search(np.ascontiguousarray(qvecs, dtype=np.float32), k)
+        with faiss_threads(1 if len(qvecs) < 8 else os.cpu_count() or 1):
+            scores, ids = self.dense.search(np.ascontiguousarray(qvecs, dtype=np.float32), k)
         return [[(int(i), float(s)) for i, s in zip(row_ids, row_scores, strict=True) if i >= 0]
                 for row_ids, row_scores in zip(ids, scores, strict=True)]
 
@@ -142,6 +140,24 @@ class SearchIndex:
         _tune(dense)
         bm25 = bm25s.BM25.load(str(folder / f"bm25-{generation}"), show_progress=False)
         return cls(dense, bm25, np.load(folder / f"bm25-{generation}" / "chunk_ids.npy"))
+
+
+@contextmanager
+def faiss_threads(n: int):
+    """Run FAISS with `n` OpenMP threads, then restore the previous count.
+
+    FAISS and torch share one OpenMP runtime, and omp_set_num_threads sets the calling thread's count for
+    every library on that runtime: left set, one single-query search made all later generation, scoring and
+    embedding on this thread run on one core. So the count is only borrowed for the FAISS call.
+    """
+    import faiss
+
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(previous)
 
 
 def make_faiss(dim: int, index_type: str, n: int):
