@@ -173,6 +173,41 @@ def bench_recall(embedder: Embedder, work: Path, docs: Path, qa: Path, ks: list[
     return rows
 
 
+def bench_threads(rounds: int = 5) -> dict:
+    """Matmul time after a one-query search / before it, interleaved; and the same with the count left at 1.
+
+    The second figure is what the old search did (faiss.omp_set_num_threads(1) left for the whole thread).
+    """
+    import faiss
+
+    from retrieval.indexes import SearchIndex
+
+    rng = np.random.default_rng(0)
+    vecs = rng.standard_normal((2000, 64)).astype(np.float32)
+    index = SearchIndex.build(np.arange(2000), vecs, [f"c{i}" for i in range(2000)])
+    a = torch.randn(1024, 1024)
+
+    def matmul_s() -> float:
+        start = time.perf_counter()
+        for _ in range(20):
+            a @ a
+        return time.perf_counter() - start
+
+    threads = torch.get_num_threads()
+    before, after, left_at_one = [], [], []
+    for _ in range(rounds):
+        before.append(matmul_s())
+        index.search_dense(vecs[:1], 5)
+        after.append(matmul_s())
+        faiss.omp_set_num_threads(1)
+        left_at_one.append(matmul_s())
+        faiss.omp_set_num_threads(threads)
+    med = statistics.median
+    return {"torch threads": f"{threads} -> {torch.get_num_threads()}",
+            "matmul after/before search": round(med(after) / med(before), 2),
+            "old behaviour (left at 1) / before": round(med(left_at_one) / med(before), 2)}
+
+
 def table(rows: list[dict]) -> str:
     cols = list(rows[0])
     fmt = [(lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)) for _ in cols]
@@ -191,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ingest-docs", type=int, default=16, help="manual-like files for the ingestion run")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["ingest", "latency", "recall"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["ingest", "latency", "recall", "threads"])
     parser.add_argument("--json", help="also write all figures to this JSON file")
     parser.add_argument("--embedder-backend", default="auto", choices=["auto", "torch", "onnx"])
     parser.add_argument("--data-dir", help="where the ONNX export is cached (default: ARENA_DATA_DIR or ./arena_data)")
@@ -207,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     out: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        if "threads" not in args.skip:
+            out["threads"] = bench_threads()
+            print("\nThreads after a one-query search (matmul time ratios, interleaved)\n"
+                  + table([out["threads"]]), flush=True)
         if "recall" not in args.skip:
             docs, qa = (Path(args.docs), Path(args.qa)) if args.docs else (work / "faq", write_faq(work / "faq"))
             out["recall"] = [r for s in ("recursive", "headers") for r in bench_recall(embedder, work, docs, qa,
