@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-import unicodedata
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,18 +49,6 @@ class IngestReport:
         return {"files": [asdict(r) for r in self.results], "generation": self.generation,
                 "seconds": round(self.seconds, 3), "chunks": self.chunks, "embedded": self.embedded,
                 "reused": self.reused, "errors": len(self.errors)}
-
-
-def safe_upload_name(name: str) -> str:
-    """A file name safe to write under the uploads folder: no folders, dot-names, control or bidi characters."""
-    base = unicodedata.normalize("NFC", str(name).replace("\\", "/")).rsplit("/", 1)[-1]
-    # Cc/Cf cover NUL, newlines and the right-to-left overrides that disguise an extension.
-    base = "".join(ch for ch in base if unicodedata.category(ch) not in {"Cc", "Cf", "Cs", "Co"})
-    base = base.strip().lstrip(".").strip()
-    stem, dot, ext = base.rpartition(".")
-    if dot and len(ext) <= 10:
-        return (stem[:120] or "upload") + dot + ext
-    return base[:120] or "upload"
 
 
 def collect_files(paths: list[Path]) -> tuple[list[tuple[Path, str]], list[FileResult]]:

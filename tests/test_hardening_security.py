@@ -29,8 +29,8 @@ def registry(tiny_model, tmp_path, data_dir):
     return reg
 
 
-@pytest.mark.parametrize("new, stored", [("../evil", "evil"), ("../../../tmp/x", "tmp-x"), ("a/../../b", "a-..-..-b"),
-                                         ("/etc/passwd", "etc-passwd"), ("..\\..\\win", "win")])
+@pytest.mark.parametrize("new, stored", [("../evil", "evil"), ("../../../tmp/x", "x"), ("a/../../b", "b"),
+                                         ("/etc/passwd", "passwd"), ("..\\..\\win", "win")])
 def test_rename_cannot_leave_the_adapters_folder(registry, data_dir, new, stored):
     info = registry.rename("good", new)
     assert info.name == stored and info.path.parent == data_dir / "adapters"

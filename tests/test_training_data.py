@@ -11,7 +11,6 @@ from assistant.errors import ArenaError
 from training import builders
 from training.config import JobConfig
 from training.data import Example, dedup, fingerprint, load_file, mix, split
-from training.registry import sanitize_name
 from training.tokenize import IGNORE, tokenize_chat, tokenize_text
 
 
@@ -146,10 +145,3 @@ def test_config_yaml_round_trip_and_errors(tmp_path):
         JobConfig(method="magic", data=[{"path": "a"}]).validate()
     with pytest.raises(ArenaError, match=r"lora_dropout must be in \[0, 1\), got 1.5"):
         JobConfig(lora_dropout=1.5, data=[{"path": "a"}]).validate()
-
-
-def test_names_are_sanitized():
-    assert sanitize_name("../../etc/passwd") == "etc-passwd"
-    assert sanitize_name("my adapter v2") == "my-adapter-v2"
-    with pytest.raises(ArenaError):
-        sanitize_name("../..")

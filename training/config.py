@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -66,7 +65,7 @@ class JobConfig:
     # sweep: {"learning_rate": [...], "lora_r": [...]} runs every combination and registers the one with the
     # lowest validation loss; lora_alpha follows the rank (alpha/r kept) so only the rank changes.
     sweep: dict = field(default_factory=dict)
-    job_id: str = ""  # filled on first run; the job folder is <data_dir>/jobs/<job_id>
+    job_id: str = ""  # filled on first run (training.runner.job_dir); the job folder is <data_dir>/jobs/<job_id>
 
     def validate(self) -> None:
         """Raise ArenaError naming the first bad value."""
@@ -105,11 +104,6 @@ class JobConfig:
             raise ArenaError(f"method {self.method!r} has no LoRA rank to sweep (use {', '.join(LORA_METHODS)})")
         if len(ranks) > 1 and self.init_from:
             raise ArenaError(f"init_from {self.init_from!r} fixes the LoRA rank: sweep only the learning rate")
-
-    def ensure_job_id(self) -> str:
-        if not self.job_id:
-            self.job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{self.name}"
-        return self.job_id
 
     def to_yaml(self, path: Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

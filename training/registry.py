@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from assistant.errors import ArenaError
+from assistant.paths import confine
 
 MARKER = "arena_adapter.json"  # written last: a folder without it is incomplete and ignored
 QUESTIONS = "training_questions.json"
@@ -27,14 +27,6 @@ class AdapterInfo:
     created: float
     metrics: dict
     peft_type: str | None
-
-
-def sanitize_name(name: str) -> str:
-    """A safe folder name: letters, digits, '.', '_' and '-' only; no leading dots (no path traversal)."""
-    clean = re.sub(r"[^A-Za-z0-9._-]+", "-", str(name).strip()).strip(".-")[:64]
-    if not clean:
-        raise ArenaError(f"adapter name {name!r} has no usable characters (use letters, digits, - _ .)")
-    return clean
 
 
 class AdapterRegistry:
@@ -60,8 +52,12 @@ class AdapterRegistry:
     def names(self) -> list[str]:
         return [i.name for i in self.list()]
 
+    def folder(self, name: str) -> Path:
+        """Where adapter `name` lives: one entry of adapters/, whatever the name (see assistant.paths)."""
+        return confine(self.root, name, "adapter name")
+
     def get(self, name: str) -> AdapterInfo:
-        folder = self.root / sanitize_name(name)
+        folder = self.folder(name)
         info = self._read(folder) if (folder / MARKER).is_file() else None
         if info is None:
             raise ArenaError(f"unknown adapter {name!r}; available: {', '.join(self.names()) or 'none'}")
@@ -72,7 +68,7 @@ class AdapterRegistry:
         return json.loads(path.read_text()) if path.is_file() else []
 
     def unique_name(self, name: str) -> str:
-        base = sanitize_name(name)
+        base = self.folder(name).name
         candidate, n = base, 2
         while (self.root / candidate).exists():
             candidate, n = f"{base}-{n}", n + 1
@@ -102,7 +98,7 @@ class AdapterRegistry:
 
     def rename(self, old: str, new: str) -> AdapterInfo:
         info = self.get(old)
-        target = self.root / sanitize_name(new)
+        target = self.folder(new)
         if target.exists():
             raise ArenaError(f"an adapter named {target.name!r} already exists")
         info.path.rename(target)

@@ -9,6 +9,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from assistant.errors import ArenaError
+from assistant.paths import confine
 from assistant.settings import Settings
 from training.callbacks import CANCEL_FILE, CancelCallback, EarlyStopping, MetricsCallback, truncate_metrics
 from training.config import JobConfig
@@ -20,7 +21,14 @@ CHECKPOINTS = "checkpoints"
 
 
 def job_dir(settings: Settings, cfg: JobConfig) -> Path:
-    return Path(settings.data_dir) / "jobs" / cfg.ensure_job_id()
+    """<data_dir>/jobs/<job id>; a new job's id is a timestamp plus its name, both confined to jobs/."""
+    jobs = Path(settings.data_dir) / "jobs"
+    name = confine(jobs, cfg.name, "job name").name  # also the adapter's name: refused now, not after training
+    if not cfg.job_id:
+        cfg.job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
+    folder = confine(jobs, cfg.job_id, "job id")
+    cfg.job_id = folder.name  # a YAML job_id such as '../x' is stored as what it became
+    return folder
 
 
 def write_status(folder: Path, **fields) -> None:

@@ -9,6 +9,7 @@ import gradio as gr
 import pandas as pd
 
 from assistant.errors import ArenaError
+from assistant.paths import confine
 from assistant.runtime import Runtime
 
 
@@ -32,8 +33,8 @@ def build_adapters_tab(runtime: Runtime) -> None:
         rename = gr.Button("Rename")
         delete = gr.Button("Delete", variant="stop")
     with gr.Row():
-        export_dir = gr.Textbox(label="Export folder (merged full model)",
-                                value=str(Path(runtime.settings.data_dir) / "exports"))
+        export_name = gr.Textbox(label="Export name (a folder under the data folder's exports/; empty = adapter name)",
+                                 value="")
         export = gr.Button("Merge and export")
     message = gr.Markdown(elem_id="adapters-message")
 
@@ -56,8 +57,8 @@ def build_adapters_tab(runtime: Runtime) -> None:
         runtime.registry.delete(name or "")
         return f"Deleted {name}"
 
-    def do_export(name, folder):
-        out = Path(folder) / (name or "adapter")
+    def do_export(name, folder_name):
+        out = confine(Path(runtime.settings.data_dir) / "exports", folder_name or name or "", "export name")
         runtime.registry.merge_export(name or "", out, runtime.settings)
         return f"Exported {name} (merged) to `{out}`"
 
@@ -65,4 +66,4 @@ def build_adapters_tab(runtime: Runtime) -> None:
     refresh.click(lambda: refreshed(), None, outputs)
     rename.click(act(do_rename), [choice, new_name], outputs)
     delete.click(act(do_delete), [choice], outputs)
-    export.click(act(do_export), [choice, export_dir], outputs)
+    export.click(act(do_export), [choice, export_name], outputs)

@@ -9,6 +9,7 @@ from pathlib import Path
 import gradio as gr
 
 from assistant.errors import ArenaError
+from assistant.paths import confine
 from assistant.runtime import Runtime
 from retrieval.chunking import SPLITTERS, ChunkConfig
 from retrieval.store import MODES, list_documents
@@ -26,7 +27,7 @@ def document_rows(runtime: Runtime) -> list[list]:
 
 def upload_files(runtime: Runtime, files: list[str], splitter: str, size, overlap, progress) -> str:
     """Copy uploads under data_dir/uploads/documents, ingest them, and describe what happened per file."""
-    from retrieval.ingest import ingest_files, safe_upload_name
+    from retrieval.ingest import ingest_files
 
     if not files:
         raise ArenaError("choose one or more files first")
@@ -37,7 +38,7 @@ def upload_files(runtime: Runtime, files: list[str], splitter: str, size, overla
     pairs = []
     for f in files:
         src = Path(f)
-        dest = target / safe_upload_name(src.name)
+        dest = confine(target, src.name, "upload name")
         if src.resolve() != dest.resolve():
             shutil.copyfile(src, dest)
         pairs.append((dest, dest.name))

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import functools
 import shutil
-import time
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
 from assistant.errors import ArenaError
+from assistant.paths import confine
 from assistant.runtime import Runtime
 from training.config import DOC_KINDS, LORA_METHODS, MAX_TRIALS, METHODS, JobConfig
 from training.jobs import JobManager
-from training.registry import sanitize_name
 from training.sources import preview
 
 DEFAULT_LR = {"lora": 2e-4, "ia3": 3e-3, "prompt_tuning": 3e-2, "full": 2e-5, "freeze": 5e-5, "qlora": 2e-4,
@@ -38,7 +37,7 @@ def _specs(runtime: Runtime, files, use_docs: bool, doc_kind: str, use_votes: bo
 def _keep(runtime: Runtime, upload, sub: str) -> str:
     """Copy an upload (Gradio's temp file) into uploads/<sub>/ and return the copy's absolute path."""
     src = Path(getattr(upload, "name", upload))
-    target = runtime.settings.uploads_dir / sub / src.name
+    target = confine(runtime.settings.uploads_dir / sub, src.name, "upload name")
     target.parent.mkdir(parents=True, exist_ok=True)
     if src.resolve() != target.resolve():
         shutil.copy2(src, target)
@@ -187,14 +186,13 @@ def _sweep_section(method: gr.Dropdown):
 def _job_config(runtime: Runtime, files, use_docs, doc_kind, use_votes, questions, name, method, lr, rank,
                 epochs, max_steps, batch, eval_steps, patience, dora, rslora, seed, lrs=(), ranks=()) -> JobConfig:
     lr, rank, sweep = _grid(lr, rank, lrs, ranks)
-    cfg = JobConfig(name=sanitize_name(name), method=method, learning_rate=lr, lora_r=rank,
+    cfg = JobConfig(name=name or "", method=method, learning_rate=lr, lora_r=rank,
                     lora_alpha=2 * rank, epochs=float(epochs), max_steps=int(max_steps),
                     batch_size=int(batch), eval_steps=int(eval_steps),
                     early_stopping_patience=int(patience), use_dora=dora, use_rslora=rslora,
                     seed=int(seed), sweep=sweep,
                     data=_specs(runtime, files, use_docs, doc_kind, use_votes, questions))
-    cfg.job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}"
-    return cfg
+    return cfg  # its job id (timestamp + confined name) is set when the job starts: training.runner.job_dir
 
 
 def build_train_tab(runtime: Runtime, tabs: gr.Tabs | None = None) -> None:
