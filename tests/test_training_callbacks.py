@@ -44,7 +44,7 @@ def test_resumed_run_stops_where_the_uninterrupted_one_did(qa_file, settings, mo
     assert cancelled["state"] == "cancelled" and cancelled["step"] == stop - 1
     folder = job_dir(settings, cfg)
     saved = json.loads((folder / "checkpoints" / f"checkpoint-{stop - 1}" / "trainer_state.json").read_text())
-    assert saved["stateful_callbacks"]["EarlyStopping"]["attributes"]["bad"] == 1
+    assert saved["stateful_callbacks"]["EarlyStopping"]["attributes"]["early_stopping_patience_counter"] == 1
     resumed = run_job(JobConfig.from_yaml(folder / "config.yaml"), settings, resume=True)["metrics"]
     assert resumed["early_stopped_at"] == stop and resumed["steps"] == stop
     assert resumed["best_val_loss"] == pytest.approx(straight["best_val_loss"], rel=1e-4)
@@ -52,23 +52,28 @@ def test_resumed_run_stops_where_the_uninterrupted_one_did(qa_file, settings, mo
 
 def test_state_round_trips_through_trainer_restore():
     """The Trainer's own restore (restore_callback_states_from_checkpoint) rebuilds it from state()."""
-    stopper = EarlyStopping(patience=3, min_delta=0.01)
-    stopper.best, stopper.best_step, stopper.bad = 1.5, 4, 2
+    stopper = EarlyStopping(early_stopping_patience=3, early_stopping_threshold=0.01)
+    stopper.early_stopping_patience_counter, stopper.stopped_at = 2, 7
     saved = json.loads(json.dumps(stopper.state()))  # what trainer_state.json holds
     rebuilt = EarlyStopping(**saved["args"])
     for key, value in saved["attributes"].items():
         setattr(rebuilt, key, value)
-    assert (rebuilt.patience, rebuilt.min_delta, rebuilt.best, rebuilt.bad) == (3, 0.01, 1.5, 2)
+    assert (rebuilt.early_stopping_patience, rebuilt.early_stopping_threshold,
+            rebuilt.early_stopping_patience_counter, rebuilt.stopped_at) == (3, 0.01, 2, 7)
 
 
 def test_nan_validation_loss_counts_as_no_improvement():
+    from types import SimpleNamespace
+
     from transformers import TrainerControl, TrainerState
 
-    stopper, state, control = EarlyStopping(patience=2), TrainerState(), TrainerControl()
+    args = SimpleNamespace(metric_for_best_model="eval_loss", greater_is_better=False)
+    stopper, state, control = EarlyStopping(early_stopping_patience=2), TrainerState(), TrainerControl()
     for step, loss in enumerate([2.0, float("nan"), float("nan")], 1):
         state.global_step = step
-        stopper.on_evaluate(None, state, control, metrics={"eval_loss": loss})
-    assert stopper.best == 2.0 and stopper.stopped_at == 3 and control.should_training_stop
+        stopper.on_evaluate(args, state, control, metrics={"eval_loss": loss})
+        state.best_metric = 2.0  # what the Trainer's _determine_best_metric keeps (NaN is never lower)
+    assert stopper.stopped_at == 3 and control.should_training_stop
 
 
 def test_sweep_trial_obeys_its_sweep_cancel_file(tmp_path):

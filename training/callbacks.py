@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import math
 import signal
 import time
 from pathlib import Path
 
-from transformers import TrainerCallback
-from transformers.trainer_callback import ExportableState
+from transformers import EarlyStoppingCallback, TrainerCallback
 
 CANCEL_FILE = "CANCEL"
 TRIALS = "trials"  # a sweep trains each trial in <job>/trials/<n>
@@ -107,25 +105,26 @@ class CancelCallback(TrainerCallback):
         return control
 
 
-class EarlyStopping(TrainerCallback, ExportableState):
-    """Stop when validation loss has not improved for `patience` evaluations; remembers the best.
+class EarlyStopping(EarlyStoppingCallback):
+    """transformers' early stopping on the validation loss, remembering the step where it stopped.
 
-    Its counters are saved in each checkpoint (TrainerState.stateful_callbacks) and restored on resume, so a
-    resumed run stops at the same step as an uninterrupted one instead of starting its patience afresh.
+    It compares each evaluation with TrainerState.best_metric (metric_for_best_model = eval_loss, which also
+    drives load_best_model_at_end); a NaN loss counts as no improvement. Its counter is saved in each checkpoint
+    (TrainerState.stateful_callbacks) and restored on resume, so a resumed run stops at the same step as an
+    uninterrupted one instead of starting its patience afresh.
     """
 
-    def __init__(self, patience: int, min_delta: float = 0.0):
-        self.patience, self.min_delta = patience, min_delta
-        self.best: float | None = None  # None until the first evaluation (JSON has no infinity)
-        self.best_step, self.bad = 0, 0
+    def __init__(self, early_stopping_patience: int = 1, early_stopping_threshold: float | None = 0.0):
+        super().__init__(early_stopping_patience, early_stopping_threshold)
         self.stopped_at: int | None = None
 
     def state(self) -> dict:
-        return {"args": {"patience": self.patience, "min_delta": self.min_delta},
-                "attributes": {"best": self.best, "best_step": self.best_step, "bad": self.bad,
-                               "stopped_at": self.stopped_at}}
+        saved = super().state()
+        saved["attributes"]["stopped_at"] = self.stopped_at
+        return saved
 
     def on_train_begin(self, args, state, control, **kwargs):
+        super().on_train_begin(args, state, control, **kwargs)
         # Restored in place rather than by the Trainer (restore_callback_states_from_checkpoint): the Trainer
         # swaps in a new instance, while the runner reads `stopped_at` from the one it created.
         saved = (state.stateful_callbacks or {}).get(type(self).__name__)
@@ -135,14 +134,7 @@ class EarlyStopping(TrainerCallback, ExportableState):
                 setattr(self, key, value)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        loss = (metrics or {}).get("eval_loss")
-        if loss is None:
-            return control
-        if not math.isnan(loss) and (self.best is None or loss < self.best - self.min_delta):
-            self.best, self.best_step, self.bad = loss, state.global_step, 0
-        else:
-            self.bad += 1
-            if self.patience > 0 and self.bad >= self.patience:
-                self.stopped_at = state.global_step
-                control.should_training_stop = True
+        super().on_evaluate(args, state, control, metrics or {}, **kwargs)
+        if control.should_training_stop and self.early_stopping_patience_counter >= self.early_stopping_patience:
+            self.stopped_at = state.global_step
         return control

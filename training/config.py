@@ -45,7 +45,9 @@ class JobConfig:
     dpo_beta: float = 0.1
     # optimisation
     learning_rate: float = 2e-4
-    epochs: float = 1.0
+    # 0 with max_steps <= 0: the plan fitted to the data (training/plan.py: several epochs, a floor of optimizer
+    # steps, the best validation checkpoint, early stopping). A value > 0 trains exactly that many epochs.
+    epochs: float = 0.0
     max_steps: int = -1  # > 0 overrides epochs
     batch_size: int = 8
     grad_accum: int = 1
@@ -58,8 +60,15 @@ class JobConfig:
     seed: int = 0
     # validation
     val_fraction: float = 0.1
-    eval_steps: int = 20
-    early_stopping_patience: int = 0  # 0: off
+    eval_steps: int = 20  # the fitted plan (epochs 0) picks its own: about ten evaluations per run
+    early_stopping_patience: int = 3  # evaluations without a lower validation loss before stopping; 0: off
+    keep_best: bool = True  # register the checkpoint with the lowest validation loss, not the last one
+    # paraphrases:K = the generator model writes K rephrasings of each training question (training/augment.py)
+    augment: str = ""
+    generator_model: str = ""  # writes the paraphrases; empty: the app's configured model
+    # grounded (RAFT) rows: k passages in the served RAG prompt, the answer's passage in this share of them
+    grounded_k: int = 4
+    oracle_share: float = 0.8
     save_steps: int = 50
     logging_steps: int = 1
     # sweep: {"learning_rate": [...], "lora_r": [...]} runs every combination and registers the one with the
@@ -82,8 +91,15 @@ class JobConfig:
             raise ArenaError(f"learning_rate must be > 0, got {self.learning_rate}")
         if not 0 <= self.lora_dropout < 1:
             raise ArenaError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
-        if self.max_steps <= 0 and self.epochs <= 0:
-            raise ArenaError("set max_steps > 0 or epochs > 0")
+        if self.epochs < 0:
+            raise ArenaError(f"epochs must be >= 0 (0 = the plan fitted to the data), got {self.epochs}")
+        if self.early_stopping_patience < 0:
+            raise ArenaError(f"early_stopping_patience must be >= 0 (0 = off), got {self.early_stopping_patience}")
+        if not 0 <= self.oracle_share <= 1:
+            raise ArenaError(f"oracle_share must be between 0 and 1, got {self.oracle_share}")
+        if self.grounded_k < 1:
+            raise ArenaError(f"grounded_k must be >= 1, got {self.grounded_k}")
+        parse_augment(self.augment)
         if not self.data:
             raise ArenaError("no training data: pass --data FILE (or --from-documents / --from-votes)")
         if self.sweep:
@@ -134,6 +150,17 @@ class JobConfig:
         if not isinstance(data, dict):
             raise ArenaError(f"{path.name}: expected a mapping of settings")
         return cls.from_dict(data, path.name)
+
+
+def parse_augment(text: str) -> int:
+    """'paraphrases:K' -> K (0 for no augmentation); ArenaError naming the bad spec."""
+    text = (text or "").strip()
+    if not text:
+        return 0
+    kind, _, count = text.partition(":")
+    if kind.strip() != "paraphrases" or not count.strip().isdigit() or not 1 <= int(count) <= 20:
+        raise ArenaError(f"augment {text!r}: use paraphrases:K with K from 1 to 20 (e.g. paraphrases:5)")
+    return int(count)
 
 
 def sweep_axes(cfg: JobConfig) -> tuple[list[float], list[int]]:
@@ -205,9 +232,15 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                       ("eval_steps", int), ("save_steps", int), ("early_stopping_patience", int),
                       ("seed", int), ("val_fraction", float), ("num_virtual_tokens", int),
                       ("train_layers", int), ("warmup_steps", int), ("dpo_beta", float),
-                      ("lora_dropout", float)):
+                      ("lora_dropout", float), ("grounded_k", int), ("oracle_share", float)):
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None)
     p.add_argument("--lr-scheduler", dest="lr_scheduler", choices=SCHEDULERS, default=None)
+    p.add_argument("--augment", default=None, metavar="paraphrases:K",
+                   help="train also on K paraphrases of each training question written by the generator model")
+    p.add_argument("--generator-model", dest="generator_model", default=None,
+                   help="model that writes the paraphrases (default: the base model)")
+    p.add_argument("--no-keep-best", dest="keep_best", action="store_false", default=None,
+                   help="register the last checkpoint instead of the one with the lowest validation loss")
     p.add_argument("--init-from", dest="init_from", default=None, help="registered adapter to continue from")
     p.add_argument("--base-model", dest="base_model", default=None, help="base model (default: --model)")
     for name in ("use_dora", "use_rslora", "bf16"):

@@ -14,6 +14,7 @@ from assistant.settings import Settings
 from training.callbacks import CANCEL_FILE, CancelCallback, EarlyStopping, MetricsCallback, truncate_metrics
 from training.config import JobConfig
 from training.data import Example
+from training.plan import resolve as resolve_plan
 from training.registry import AdapterRegistry
 from training.sources import prepare_data
 
@@ -52,13 +53,19 @@ def is_main_process() -> bool:
 
 
 def _args_common(cfg: JobConfig, folder: Path, device, has_val: bool) -> dict:
+    # The trainer's own best-checkpoint machinery: a checkpoint at every evaluation (so the best one exists),
+    # eval_loss as the metric, and the best weights loaded back at the end before the artifact is saved.
+    best = cfg.keep_best and has_val
+    tracked = has_val and (cfg.keep_best or cfg.early_stopping_patience > 0)
     return dict(
         output_dir=str(folder / CHECKPOINTS), per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
         lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay,
         logging_steps=cfg.logging_steps, eval_strategy="steps" if has_val else "no", eval_steps=cfg.eval_steps,
-        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2, seed=cfg.seed, data_seed=cfg.seed,
+        save_strategy="steps", save_steps=cfg.eval_steps if best else cfg.save_steps, save_total_limit=2,
+        load_best_model_at_end=best, metric_for_best_model="eval_loss" if tracked else None,
+        seed=cfg.seed, data_seed=cfg.seed,
         bf16=cfg.bf16, use_cpu=device.type == "cpu", report_to="none", disable_tqdm=True,
         dataloader_num_workers=0, max_length=cfg.max_length, save_only_model=False)
 
@@ -140,6 +147,8 @@ def train_one(cfg: JobConfig, settings: Settings, folder: Path, resume: bool = F
     cfg.to_yaml(folder / "config.yaml")
     device = resolve_device(settings.device)
     train, val, fp = prepare_data(cfg, settings, folder, runtime, reuse=resume or reuse_data)
+    # config.yaml keeps epochs 0 (the fitted plan): a resume resolves the same plan from the same saved rows.
+    cfg = resolve_plan(cfg, len(train), int(os.environ.get("WORLD_SIZE", "1")))
     base = resolve_model_path(cfg.base_model or settings.model, settings)
     init = AdapterRegistry(settings.data_dir).get(cfg.init_from) if cfg.init_from else None
     set_seed(cfg.seed)
@@ -147,14 +156,15 @@ def train_one(cfg: JobConfig, settings: Settings, folder: Path, resume: bool = F
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = build_trainable(cfg, base, device, init, settings.trust_remote_code)
-    cancel, stopper = CancelCallback(folder), EarlyStopping(cfg.early_stopping_patience)
+    cancel = CancelCallback(folder)
+    stopper = EarlyStopping(cfg.early_stopping_patience) if cfg.early_stopping_patience > 0 and val else None
     cancel.install_signals()
     ckpt = last_checkpoint(folder) if resume else None
     if resume and ckpt is None:
         raise ArenaError(f"job {folder.name} has no checkpoint to resume from")
     if ckpt and is_main_process():
         truncate_metrics(folder / "metrics.jsonl", int(ckpt.rsplit("-", 1)[-1]))
-    callbacks = [MetricsCallback(folder / "metrics.jsonl"), cancel, stopper]
+    callbacks = [MetricsCallback(folder / "metrics.jsonl"), cancel] + ([stopper] if stopper else [])
     trainer = make_trainer(cfg, model, tokenizer, train, val, folder, device, callbacks)
     write_status(folder, state="running", pid=os.getpid(), name=cfg.name, fingerprint=fp)
     started = time.time()
@@ -179,14 +189,16 @@ def _final_metrics(trainer, result, stopper, seconds, train, summary) -> dict:
     history = read_metrics(Path(trainer.args.output_dir).parent / "metrics.jsonl")
     losses = [r["loss"] for r in history if "loss" in r]
     vals = [r["val_loss"] for r in history if "val_loss" in r]
-    if trainer.eval_dataset is not None:
+    if trainer.eval_dataset is not None:  # the loaded weights: the best checkpoint's when keep_best
         vals.append(trainer.evaluate()["eval_loss"])
     tokens = [r["tokens"] for r in history if "tokens" in r]
     return {"train_loss": losses[-1] if losses else result.training_loss, "val_loss": vals[-1] if vals else None,
             "best_val_loss": min(vals) if vals else None, "steps": trainer.state.global_step,
             "train_seconds": round(seconds, 2), "tokens": tokens[-1] if tokens else None,
             "tokens_per_s": round(tokens[-1] / seconds, 2) if tokens and seconds > 0 else None,
-            "early_stopped_at": stopper.stopped_at, "train_rows": len(train),
+            "early_stopped_at": stopper.stopped_at if stopper else None, "train_rows": len(train),
+            "best_step": trainer.state.best_global_step if trainer.args.load_best_model_at_end else None,
+            "max_steps": trainer.state.max_steps,
             "world_size": trainer.args.world_size, **summary}
 
 

@@ -1,0 +1,77 @@
+"""The training plan fitted to the data, the best-validation checkpoint and early stopping on the tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from assistant.errors import ArenaError
+from training import plan as P
+from training.config import JobConfig
+from training.runner import job_dir, run_job
+
+
+def test_fitted_plan_has_a_floor_several_epochs_and_a_ceiling():
+    cfg = JobConfig(data=[{"path": "x.jsonl"}])  # defaults: epochs 0, max_steps -1 -> fitted
+    assert P.is_fitted(cfg)
+    small = P.resolve(cfg, 16)  # 2 steps per epoch: the 60-step floor wins
+    assert (small.max_steps, small.eval_steps) == (P.MIN_AUTO_STEPS, P.MIN_AUTO_STEPS // P.AUTO_EVALS)
+    faq = P.resolve(cfg, 75)  # 10 steps per epoch x 8 epochs
+    assert faq.max_steps == 80 and faq.eval_steps == 8
+    assert P.resolve(cfg, 100_000).max_steps == P.MAX_AUTO_STEPS
+    assert cfg.max_steps == -1  # the saved config keeps "fitted": a resume resolves the same plan
+    explicit = JobConfig(data=[{"path": "x"}], epochs=2)
+    assert P.resolve(explicit, 75) is explicit and P.plan(explicit, 75, 50).steps == 20
+
+
+def test_plan_minutes_follow_the_measured_speed_and_say_how():
+    cfg = JobConfig(data=[{"path": "x"}], batch_size=8)
+    fast = P.plan(cfg, 75, tokens_per_row=60, tokens_per_s=200, basis="median of 2 earlier job(s)")
+    slow = P.plan(cfg, 75, tokens_per_row=60, tokens_per_s=100, basis="median of 2 earlier job(s)")
+    assert fast.steps == 80 and fast.minutes == round(80 * 8 * 60 / 200 / 60, 1)
+    assert slow.minutes == pytest.approx(2 * fast.minutes, abs=0.1)
+    assert "~80 steps" in fast.text() and "minutes on this machine" in fast.text() and "median" in fast.text()
+    assumed = P.plan(cfg, 75, 60)
+    assert assumed.tokens_per_s == P.DEFAULT_TOKENS_PER_S and "assumed" in assumed.text()
+
+
+def test_bad_epochs_and_patience_are_refused():
+    with pytest.raises(ArenaError, match="epochs must be >= 0"):
+        JobConfig(data=[{"path": "x"}], epochs=-1).validate()
+    with pytest.raises(ArenaError, match="early_stopping_patience"):
+        JobConfig(data=[{"path": "x"}], early_stopping_patience=-2).validate()
+
+
+def _val_losses(job_dir: str) -> list[tuple[int, float]]:
+    records = [json.loads(x) for x in (Path(job_dir) / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
+
+
+def test_default_plan_keeps_best_checkpoint_and_stops_early(qa_file, settings):
+    """Fitted plan on 16 rows: 60 steps planned; a high constant rate overfits, so validation stops improving,
+    early stopping fires before 60, and the registered adapter is the best checkpoint, not the last."""
+    cfg = JobConfig(name="fitted", data=[{"path": str(qa_file)}], batch_size=2, max_length=96, lora_r=4,
+                    lora_alpha=8, val_fraction=0.2, learning_rate=0.05, lr_scheduler="constant")
+    result = run_job(cfg, settings)
+    m = result["metrics"]
+    assert m["max_steps"] == P.MIN_AUTO_STEPS
+    assert m["early_stopped_at"] is not None and m["steps"] == m["early_stopped_at"] < P.MIN_AUTO_STEPS
+    vals = _val_losses(result["job_dir"])
+    best_step, best_loss = min(vals, key=lambda sv: sv[1])
+    assert m["best_step"] == best_step and best_step < m["steps"]
+    assert vals[-1][1] > best_loss  # the last evaluation was worse: keeping the last would lose
+    assert m["val_loss"] == pytest.approx(best_loss, rel=1e-4)  # the loaded weights are the best step's
+    speed, basis = P.measured_tokens_per_s(settings.data_dir, settings.model)
+    assert speed == pytest.approx(m["tokens_per_s"]) and "1 earlier job" in basis
+
+
+def test_keep_best_off_registers_the_last_weights(qa_file, settings):
+    cfg = JobConfig(name="last", data=[{"path": str(qa_file)}], batch_size=2, max_length=96, lora_r=4,
+                    lora_alpha=8, val_fraction=0.2, learning_rate=0.05, lr_scheduler="constant", max_steps=12,
+                    eval_steps=2, early_stopping_patience=0, keep_best=False)
+    m = run_job(cfg, settings)["metrics"]
+    vals = _val_losses(str(job_dir(settings, cfg)))
+    assert m["steps"] == 12 and m["best_step"] is None and m["early_stopped_at"] is None
+    assert vals[-1][0] == 12 and m["val_loss"] == pytest.approx(vals[-1][1], rel=1e-4)

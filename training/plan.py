@@ -1,0 +1,98 @@
+"""The training plan fitted to the data: how many optimizer steps, how often to validate, how long it takes.
+
+Rule (epochs 0 and max_steps <= 0, the default): train AUTO_EPOCHS epochs with a floor of MIN_AUTO_STEPS
+optimizer steps and a ceiling of MAX_AUTO_STEPS; validate about AUTO_EVALS times per run; the runner keeps
+the checkpoint with the lowest validation loss and stops when it has not improved for
+`early_stopping_patience` evaluations. One epoch of a small QA set (75 rows, batch 8) is ~10 steps: far too
+few to learn facts, which need several passes (Ovadia et al. 2024; our measurement in the README). Explicit
+epochs or max_steps are obeyed as given.
+
+Minutes are estimated from the median tokens/s of previously trained adapters of the same base model on this
+machine (their stored metrics), or from DEFAULT_TOKENS_PER_S when there is none yet (the basis is stated).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from training.config import JobConfig
+
+AUTO_EPOCHS = 8
+MIN_AUTO_STEPS = 60
+MAX_AUTO_STEPS = 1000
+AUTO_EVALS = 10
+# trl SFT LoRA r16 on the bundled 135M model, 2 CPU cores, fp32 (RECIPES.md): a stated guess until measured.
+DEFAULT_TOKENS_PER_S = 150.0
+
+
+@dataclass
+class TrainingPlan:
+    """What a job will do: steps, epochs they amount to, validation interval and the time estimate."""
+
+    steps: int
+    epochs: float
+    eval_steps: int
+    fitted: bool  # True: the rule above chose the steps; False: the job's own epochs / max_steps
+    minutes: float
+    tokens_per_s: float
+    basis: str  # how tokens_per_s was obtained
+
+    def text(self) -> str:
+        how = "fitted to the data" if self.fitted else "as configured"
+        return (f"~{self.steps} steps (~{self.epochs:.1f} epochs, {how}), ~{self.minutes:.1f} minutes on this "
+                f"machine ({self.tokens_per_s:.0f} tokens/s, {self.basis}); validation every {self.eval_steps} "
+                "steps, the best checkpoint is kept")
+
+
+def is_fitted(cfg: JobConfig) -> bool:
+    return cfg.max_steps <= 0 and cfg.epochs <= 0
+
+
+def steps_per_epoch(cfg: JobConfig, train_rows: int, world_size: int = 1) -> int:
+    return max(1, math.ceil(train_rows / (cfg.batch_size * cfg.grad_accum * max(1, world_size))))
+
+
+def resolve(cfg: JobConfig, train_rows: int, world_size: int = 1) -> JobConfig:
+    """The config the trainer runs: the fitted rule turned into max_steps and eval_steps (cfg is not changed)."""
+    if not is_fitted(cfg):
+        return cfg
+    per_epoch = steps_per_epoch(cfg, train_rows, world_size)
+    steps = min(MAX_AUTO_STEPS, max(MIN_AUTO_STEPS, AUTO_EPOCHS * per_epoch))
+    return replace(cfg, max_steps=steps, eval_steps=max(1, steps // AUTO_EVALS))
+
+
+def plan(cfg: JobConfig, train_rows: int, tokens_per_row: float, tokens_per_s: float | None = None,
+         basis: str = "", world_size: int = 1) -> TrainingPlan:
+    """The plan for `train_rows` rows of about `tokens_per_row` tokens each (eval cost neglected)."""
+    run = resolve(cfg, train_rows, world_size)
+    per_epoch = steps_per_epoch(cfg, train_rows, world_size)
+    steps = run.max_steps if run.max_steps > 0 else math.ceil(run.epochs * per_epoch)
+    speed = tokens_per_s or DEFAULT_TOKENS_PER_S
+    tokens = steps * cfg.batch_size * cfg.grad_accum * max(1, world_size) * tokens_per_row
+    return TrainingPlan(steps, steps / per_epoch, min(run.eval_steps, steps), is_fitted(cfg),
+                        round(tokens / speed / 60, 1), speed,
+                        basis or ("measured" if tokens_per_s else "assumed: no adapter trained here yet"))
+
+
+def measured_tokens_per_s(data_dir: Path, base_model: str) -> tuple[float | None, str]:
+    """(median training tokens/s of registered adapters of `base_model`, how it was obtained)."""
+    from training.registry import AdapterRegistry
+
+    speeds = [float(i.metrics["tokens_per_s"]) for i in AdapterRegistry(data_dir).list()
+              if i.base_model == base_model and i.metrics.get("tokens_per_s")]
+    if not speeds:
+        return None, f"assumed {DEFAULT_TOKENS_PER_S:.0f}: no adapter of this model trained here yet"
+    return statistics.median(speeds), f"median of {len(speeds)} earlier job(s) on this machine"
+
+
+def plan_for_rows(cfg: JobConfig, rows: list, tokenizer, data_dir: Path, base_model: str) -> TrainingPlan:
+    """The plan for the rows a job would train on (val_fraction held out), timed from this machine's jobs."""
+    train_rows = max(1, round(len(rows) * (1 - cfg.val_fraction)))
+    tokens = [len(tokenizer.apply_chat_template(ex.messages, return_dict=True)["input_ids"]) if ex.kind == "chat"
+              else len(tokenizer(ex.text or ex.chosen)["input_ids"]) for ex in rows[:200]]
+    per_row = min(cfg.max_length, statistics.mean(tokens)) if tokens else cfg.max_length
+    speed, basis = measured_tokens_per_s(data_dir, base_model)
+    return plan(cfg, train_rows, per_row, speed, basis)
