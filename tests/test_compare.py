@@ -106,34 +106,52 @@ COSTS = {
 }
 
 
+# Per-question scores: a spread of difficulties (what makes unpaired intervals wide) plus a small
+# alternating wobble, so paired differences are steady but not constant.
+LEVELS = [0.05, 0.35, 0.15, 0.25, 0.1, 0.3, 0.2, 0.2, 0.0, 0.4] * 3  # mean 0.2, 30 questions
+
+
+def _shift(delta, wobble=0.01):
+    return [x + delta + (wobble if i % 2 else -wobble) for i, x in enumerate(LEVELS)]
+
+
+def _noise(delta, amplitude=0.15):
+    """delta plus a large zero-mean pattern: a difference the test cannot tell from noise."""
+    pattern = [1, -1, 0.5, -0.5, -1, 1, -0.5, 0.5, 0, 0]
+    return [x + delta + amplitude * pattern[i % 10] for i, x in enumerate(LEVELS)]
+
+
 def test_recommend_clear_win():
-    summary = {"base": {"f1": _s(0.2, 0.15, 0.25)}, "prompt": {"f1": _s(0.4, 0.35, 0.45)},
-               "rag": {"f1": _s(0.6, 0.55, 0.65)}}
-    rec = recommend(summary, COSTS, "f1")
-    assert rec.variant == "rag" and rec.clear and rec.deciding_cost is None
+    scores = {"base": LEVELS, "prompt": _shift(0.2), "rag": _shift(0.4, 0.02)}
+    rec = recommend(scores, COSTS, "f1")
+    assert rec.variant == "rag" and rec.clear and rec.deciding_cost is None and rec.runner_up == "prompt"
     assert "0.600" in rec.reason and "prompt" in rec.reason and "0.400" in rec.reason
+    assert all(c["separated"] for c in rec.comparisons.values())
 
 
 def test_recommend_tie_prefers_cheaper_and_names_the_cost():
-    summary = {"base": {"f1": _s(0.2, 0.15, 0.25)}, "rag": {"f1": _s(0.50, 0.43, 0.57)},
-               "finetuned": {"f1": _s(0.52, 0.45, 0.59)}}
-    rec = recommend(summary, COSTS, "f1")
-    assert rec.variant == "rag" and not rec.clear
-    assert rec.deciding_cost == "training_seconds"
+    scores = {"base": LEVELS, "rag": _shift(0.3), "finetuned": _noise(0.31)}
+    rec = recommend(scores, COSTS, "f1")
+    assert rec.best == "finetuned" and rec.variant == "rag" and not rec.clear
+    assert rec.deciding_cost == "training_seconds" and not rec.comparisons["rag"]["separated"]
+    assert rec.comparisons["base"]["separated"]
     assert "No clear winner" in rec.reason and "300" in rec.reason and "finetuned" in rec.reason
+    assert "questions would settle finetuned vs rag; you have 30" in rec.reason
 
 
 def test_recommend_tie_decided_by_prompt_tokens():
-    summary = {"base": {"f1": _s(0.30, 0.20, 0.40)}, "prompt": {"f1": _s(0.32, 0.22, 0.42)}}
-    rec = recommend(summary, COSTS, "f1")
+    rec = recommend({"base": _noise(0.3), "prompt": _noise(0.3, -0.1)}, COSTS, "f1")
     assert rec.variant == "base" and rec.deciding_cost == "extra_prompt_tokens" and "120" in rec.reason
 
 
 def test_recommend_lower_is_better_metric_and_errors():
-    summary = {"base": {"nll": _s(3.0, 2.8, 3.2)}, "finetuned": {"nll": _s(1.5, 1.3, 1.7)}}
-    assert recommend(summary, COSTS, "nll").variant == "finetuned"
+    scores = {"base": [3.0 + x for x in LEVELS], "finetuned": [1.5 + x for x in _shift(0)]}
+    rec = recommend(scores, COSTS, "nll")
+    assert rec.variant == "finetuned" and rec.clear and rec.comparisons["base"]["ci_high"] < 0
     with pytest.raises(ArenaError, match="unknown metric 'bleu'"):
-        recommend(summary, COSTS, "bleu")
+        recommend(scores, COSTS, "bleu")
+    with pytest.raises(ArenaError, match="same questions"):
+        recommend({"base": [0.1, 0.2], "rag": [0.3]}, COSTS, "f1")
 
 
 # ---------------------------------------------------------------- leakage guard
@@ -216,7 +234,7 @@ def test_shipped_probe_data():
 def synthetic_result() -> dict:
     variants = {"base": {"f1": _s(0.2, 0.1, 0.3), "nll": _s(3.0, 2.8, 3.2)},
                 "rag": {"f1": _s(0.6, 0.5, 0.7), "nll": _s(2.0, 1.8, 2.2), "groundedness": _s(0.8, 0.7, 0.9)}}
-    rec = recommend(variants, COSTS, "f1").to_dict()
+    rec = recommend({"base": LEVELS, "rag": _shift(0.4)}, COSTS, "f1").to_dict()
     per_q = [{"question": "Q1 | pipe?", "reference": "A1", "source": "", "disagree": True,
               "answers": {"base": {"text": "x", "scores": {"f1": 0.0}, "sources": []},
                           "rag": {"text": "A1", "scores": {"f1": 1.0},

@@ -112,7 +112,8 @@ def _run(runtime, file, draw, lim, chosen, adapter_name, metric_name, tokens, pr
 def _show(runtime, result: dict, only: bool) -> tuple:
     header, rows = views.results_table(result)
     rec = result["recommendation"]
-    text = f"### Recommendation: {rec.get('variant') or 'none'}\n{rec['reason']}"
+    text = f"### Recommendation: {rec.get('variant') or 'none'}\n{rec['reason']}\n" + "".join(
+        f"\n- **{v}**: {why}" for v, why in (result.get("why") or {}).items())
     warn = "\n".join(f"- ⚠️ {w}" for w in result.get("warnings", [])) or ""
     choices = views.question_choices(result, only)
     first = choices[0][1] if choices else None

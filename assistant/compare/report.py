@@ -75,6 +75,35 @@ def _paired_rows(result: dict) -> tuple[list[str], list[list[str]]]:
     return header, [[v, ci_cell(d.get(metric))] for v, d in result.get("paired", {}).items()]
 
 
+def _verdict_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    """The verdict's paired comparisons: best minus each other variant, Holm-adjusted (see stats.py)."""
+    rec = result["recommendation"]
+    best, label = rec.get("best") or "best", METRIC_LABELS.get(rec.get("metric", "f1"), rec.get("metric", "f1"))
+    header = ["variant", f"{best} minus variant, {label} [adjusted CI]", "Holm level", "test", "p (adjusted)",
+              "separated", "questions for 80 % power"]
+    rows = []
+    for v, c in (rec.get("comparisons") or {}).items():
+        rows.append([v, f"{c['mean']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]", f"{c['level']:.4g}",
+                     c["test"], f"{c['p_value']:.3g} ({c['p_adjusted']:.3g})",
+                     "yes" if c["separated"] else ("no (seeds disagree)" if c.get("seed_flip") else "no"),
+                     str(c["questions_needed"] or "–")])
+    return header, rows
+
+
+def _stats_lines(result: dict) -> list[str]:
+    rec = result["recommendation"]
+    st = rec.get("stats") or {}
+    if not st:
+        return ["no paired comparison (fewer than two variants scored)"]
+    unit = f"{st['clusters']} source clusters" if st.get("clustered") else "single questions"
+    lines = [f"{rec.get('n_questions', 0)} questions; paired bootstrap over {unit}, {st['resamples']} resamples; "
+             f"Holm correction over {len(rec.get('comparisons') or {})} comparisons at alpha {st['alpha']:g}"]
+    lines += [st["note"]] if st.get("note") else []
+    lines += [f"{v}: {s['seeds']} training seeds, {s['mean']:.3f} ± {s['sd']:.3f} (range {s['min']:.3f}–"
+              f"{s['max']:.3f})" for v, s in (rec.get("seeds") or {}).items()]
+    return lines
+
+
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
     def esc(s):
         return str(s).replace("|", "\\|").replace("\n", " ")
@@ -106,6 +135,9 @@ def _sections(result: dict) -> list[tuple[str, tuple[list[str], list[list[str]]]
     forgetting = result.get("forgetting") or []
     return [
         ("Results (mean [95 % bootstrap CI])", _rows(result)),
+        ("Why not the others", [f"{v}: {text}" for v, text in (result.get("why") or {}).items()] or ["–"]),
+        ("Paired difference against the best (Holm-adjusted)", _verdict_rows(result)),
+        ("Statistics", _stats_lines(result)),
         ("Paired difference against base", _paired_rows(result)),
         ("Costs", _cost_rows(result)),
         ("Forgetting check", [f["message"] for f in forgetting] or ["not run (no adapter compared)"]),

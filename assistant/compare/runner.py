@@ -10,9 +10,11 @@ from assistant.compare import metrics as M
 from assistant.compare.evalset import EvalItem
 from assistant.compare.forgetting import DEFAULT_MARGIN, arena_scorer, check_forgetting
 from assistant.compare.leakage import find_overlaps, overlap_warnings
-from assistant.compare.recommend import recommend
+from assistant.compare.learned import SAMPLE, training_sample
+from assistant.compare.recommend import recommend_from_table
 from assistant.compare.runs import RunStore
 from assistant.compare.stats import exp_summary, paired_against, summarize
+from assistant.compare.why import why_sentences
 from assistant.errors import ArenaError
 
 ADAPTER_VARIANTS = ("finetuned", "rag+finetuned")
@@ -31,6 +33,7 @@ class CompareConfig:
     max_new_tokens: int = 128
     forgetting: bool = True
     forgetting_margin: float = DEFAULT_MARGIN
+    learned_sample: int = SAMPLE  # own training questions the adapter answers for the "did it learn" check
     eval_name: str = ""
     label: str = ""
 
@@ -80,7 +83,8 @@ def run_comparison(runtime, items: list[EvalItem], cc: CompareConfig, cfg=None,
     per_question, table = score_all(items, variants, answers, nlls, _embedder(runtime))
     result = summarise(table, variants, cc)
     result["costs"] = variant_costs(runtime, variants, answers, cc.adapter)
-    result["recommendation"] = recommend(result["variants"], result["costs"], cc.metric).to_dict()
+    result["recommendation"] = recommend_from_table(table, result["costs"], cc.metric, clusters(items),
+                                                    cc.seed).to_dict()
     result["per_question"] = per_question
     result["warnings"] = leakage_warnings(runtime, cc, questions)
     result["forgetting"] = []
@@ -89,6 +93,8 @@ def run_comparison(runtime, items: list[EvalItem], cc: CompareConfig, cfg=None,
         result["forgetting"] = [check_forgetting(cc.adapter, arena_scorer(arena, cfg, cc.adapter),
                                                  cc.forgetting_margin)]
         result["warnings"] += [f["message"] for f in result["forgetting"] if f["flagged"]]
+    result["learned"] = learned_check(runtime, cc, cfg, gen, result["variants"], progress)
+    result["why"] = why_sentences(result)
     result["settings"] = run_settings(runtime, cc, cfg, gen, len(items))
     if store:
         result["run_id"] = RunStore(Path(runtime.settings.data_dir) / "runs.sqlite").add(
@@ -138,6 +144,30 @@ def disagree(answers: dict) -> bool:
     return len(answers) > 1 and (len(hit) > 1 or max(f1) - min(f1) >= DISAGREE_F1_SPREAD)
 
 
+def clusters(items: list[EvalItem]) -> list[str]:
+    """The unit the paired bootstrap resamples: a question's source (and section, when known)."""
+    return [f"{it.source}#{it.section}" if it.section else it.source for it in items]
+
+
+def learned_check(runtime, cc: CompareConfig, cfg, gen, heldout: dict, progress) -> dict | None:
+    """The finetuned variant on a sample of its own training pairs, next to its held-out scores (or None)."""
+    if not (cc.adapter and cc.learned_sample > 0 and "finetuned" in cc.variants):
+        return None
+    items = training_sample(runtime.settings.data_dir, runtime.registry.get(cc.adapter).path,
+                            cc.learned_sample, cc.seed)
+    if not items:
+        return None
+    progress(0.95, f"adapter on {len(items)} of its training questions")
+    arena = runtime.arena
+    answers = arena.ask_many([it.question for it in items], ["finetuned"], cfg, gen)
+    check_answers(answers)
+    nlls = [arena.reference_nll(arena.prepare(it.question, ["finetuned"], cfg), it.answer) for it in items]
+    _, table = score_all(items, ["finetuned"], answers, nlls, _embedder(runtime))
+    train = summarise(table, ["finetuned"], cc)["variants"]["finetuned"]
+    return {"adapter": cc.adapter, "variant": "finetuned", "n": len(items), "train": train,
+            "heldout": heldout["finetuned"]}
+
+
 def summarise(table: dict, variants: list[str], cc: CompareConfig) -> dict:
     """Bootstrap summaries per variant (perplexity mapped from the NLL interval) and paired diffs vs base."""
     summary = summarize({v: {m: vals for m, vals in table[v].items() if m != "ppl"} for v in variants},
@@ -168,8 +198,15 @@ def variant_costs(runtime, variants: list[str], answers: list[dict], adapter: st
             "training_seconds": float(info.metrics.get("train_seconds", 0.0)) if tuned else 0.0,
             "extra_prompt_tokens": max(0.0, prompt[v] - floor),
             "memory_mb": (_folder_mb(info.path) if tuned else 0.0) + (index_mb if v in RAG_VARIANTS else 0.0),
+            "seconds_per_answer": sum(_seconds(a[v]) for a in answers) / len(answers),
         }
     return costs
+
+
+def _seconds(answer) -> float:
+    """Wall time of one answer: first token, then the rest at the measured decode rate."""
+    rate = answer.tokens_per_s or 0.0
+    return answer.ttft_s + (answer.tokens / rate if rate > 0 else 0.0)
 
 
 def leakage_warnings(runtime, cc: CompareConfig, questions: list[str]) -> list[str]:

@@ -1,23 +1,67 @@
-"""Bootstrap confidence intervals and paired differences over per-question scores (seeded, reproducible)."""
+"""Statistics of a comparison: bootstrap intervals, paired differences, Holm, exact McNemar, sample size.
+
+The rules the verdict rests on:
+
+1. Intervals are percentile bootstraps with a fixed seed, so a run is reproducible. Per-variant means use
+   ``N_RESAMPLES``; the paired comparisons ``PAIRED_RESAMPLES`` (their Holm levels reach far into the tails).
+2. Paired: every variant answers the same questions, so two variants are compared on the per-question
+   differences d_i = a_i - b_i (a question one of them did not score is dropped). All comparisons of one
+   verdict share the same resamples: the questions are resampled jointly.
+3. Clusters: questions from one source (file, and section when known) succeed or fail together, so when the
+   questions carry sources whole sources are resampled (cluster bootstrap: draw clusters with replacement;
+   the resampled mean is sum of the drawn clusters' sums / sum of their counts). A question without a
+   source is a cluster of its own. With fewer than ``MIN_CLUSTERS`` clusters a cluster bootstrap has too few
+   units to be trusted, so questions are resampled one by one and the result says so.
+4. p-value of a paired difference: bootstrap p = 2 * min(share of resampled means <= 0, share >= 0), capped
+   at 1 -- the smallest alpha whose percentile interval still reaches 0. For a binary metric (every score 0
+   or 1: exact match, contains) without clusters, the exact McNemar test is used instead: a two-sided exact
+   binomial test (scipy.stats.binomtest) of the b pairs "first right, second wrong" among the b + c
+   discordant pairs against 1/2. McNemar treats pairs as independent, so with clusters the bootstrap p is
+   used and McNemar is reported alongside.
+5. Holm over the m comparisons "best - other": order by p ascending (ties: larger |mean|/SE first); the i-th
+   (1-based) is tested at alpha / (m - i + 1); testing stops at the first that fails. Adjusted p-values:
+   p_adj(i) = max over j <= i of min(1, (m - j + 1) * p(j)). Adjusted interval: the i-th comparison's
+   percentile interval at level 1 - alpha / (m - i + 1); a comparison at or after the stop gets the stop's
+   level, whose wider interval reaches 0 when the test failed there. A comparison is *separated* when
+   Holm rejects it (p_adj < alpha) and its adjusted interval excludes 0.
+6. Sample size: the number of questions for 80 % power of a two-sided z-test at the strictest Holm level
+   alpha / m (normal approximation): n = ((z(1 - alpha / (2m)) + z(0.8)) * sigma / |delta|)^2, delta the
+   observed paired mean, sigma the SD of the per-question differences; with clusters sigma = bootstrap SE *
+   sqrt(n), which keeps the design effect of the clustering.
+7. Seeds: a variant trained with several seeds is scored per question by its mean over the seeds; its spread
+   is the SD and range of the per-seed means.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
 N_RESAMPLES = 2000
+PAIRED_RESAMPLES = 4000
+ALPHA = 0.05
+POWER = 0.8
+MIN_CLUSTERS = 8
 
 
-def _clean(values) -> np.ndarray:
-    """Float array without the None/NaN entries (a metric that does not apply to some questions)."""
-    arr = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+def _as_array(values) -> np.ndarray:
+    """Float array with NaN for None (a metric that does not apply to some questions)."""
+    return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+
+
+def finite_values(values) -> np.ndarray:
+    """Float array without the None/NaN entries."""
+    arr = _as_array(values)
     return arr[~np.isnan(arr)]
 
 
 def bootstrap_ci(values, seed: int = 0, n_resamples: int = N_RESAMPLES, level: float = 0.95) -> dict:
     """Mean with a percentile-bootstrap interval: {"mean", "ci_low", "ci_high", "n"}; None when empty."""
-    arr = _clean(values)
+    arr = finite_values(values)
     if arr.size == 0:
         return {"mean": None, "ci_low": None, "ci_high": None, "n": 0}
     if arr.size == 1:
@@ -35,8 +79,7 @@ def paired_difference(a, b, seed: int = 0, n_resamples: int = N_RESAMPLES, level
     """Mean of a - b over questions both scored, with a bootstrap interval resampling whole questions."""
     if len(a) != len(b):
         raise ValueError(f"paired scores need equal lengths, got {len(a)} and {len(b)}")
-    diffs = [None if x is None or y is None else float(x) - float(y) for x, y in zip(a, b, strict=True)]
-    return bootstrap_ci(diffs, seed=seed, n_resamples=n_resamples, level=level)
+    return bootstrap_ci(_as_array(a) - _as_array(b), seed=seed, n_resamples=n_resamples, level=level)
 
 
 def summarize(scores: dict[str, dict[str, list]], seed: int = 0) -> dict[str, dict[str, dict]]:
@@ -64,3 +107,173 @@ def exp_summary(nll_summary: dict) -> dict:
         return None if v is None else math.exp(min(v, 50.0))
     return {"mean": _exp(nll_summary["mean"]), "ci_low": _exp(nll_summary["ci_low"]),
             "ci_high": _exp(nll_summary["ci_high"]), "n": nll_summary["n"]}
+
+
+# ---------------------------------------------------------------- paired comparisons (rules 2-6)
+
+
+@dataclass
+class Resampler:
+    """One set of bootstrap draws over clusters (or single questions), shared by every comparison."""
+
+    ids: np.ndarray      # cluster index of each question
+    weights: np.ndarray  # (resamples, clusters): how often each cluster is drawn in each resample
+    clustered: bool
+    note: str = ""
+
+    @classmethod
+    def build(cls, n_questions: int, sources: Sequence[str] | None = None, seed: int = 0,
+              n_resamples: int = PAIRED_RESAMPLES) -> Resampler:
+        ids, clustered, note = np.arange(n_questions), False, ""
+        if sources is not None and any(sources):
+            if len(sources) != n_questions:
+                raise ValueError(f"{len(sources)} sources for {n_questions} questions")
+            keys = [s if s else f"\0question {i}" for i, s in enumerate(sources)]
+            _, grouped = np.unique(keys, return_inverse=True)
+            n_clusters = int(grouped.max()) + 1
+            if n_clusters >= MIN_CLUSTERS and n_clusters < n_questions:
+                ids, clustered = grouped, True
+            elif n_clusters < MIN_CLUSTERS:
+                note = (f"only {n_clusters} distinct sources (fewer than {MIN_CLUSTERS}): questions were "
+                        "resampled one by one, so the intervals may be too narrow if questions of one source "
+                        "succeed or fail together")
+        n_clusters = int(ids.max()) + 1 if n_questions else 0
+        rng = np.random.default_rng(seed)
+        weights = rng.multinomial(n_clusters, np.full(n_clusters, 1.0 / max(n_clusters, 1)), size=n_resamples)
+        return cls(ids, weights.astype(np.float64), clustered, note)
+
+    @property
+    def n_clusters(self) -> int:
+        return self.weights.shape[1]
+
+    def means(self, diffs: np.ndarray) -> np.ndarray:
+        """The resampled means of ``diffs`` (NaN = not scored, left out of both sum and count)."""
+        ok = ~np.isnan(diffs)
+        sums = np.bincount(self.ids[ok], weights=diffs[ok], minlength=self.n_clusters)
+        counts = np.bincount(self.ids[ok], minlength=self.n_clusters).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (self.weights @ sums) / (self.weights @ counts)
+
+
+def bootstrap_p(means: np.ndarray) -> float:
+    """Two-sided bootstrap p of "mean difference = 0" (rule 4)."""
+    means = means[~np.isnan(means)]
+    if means.size == 0:
+        return 1.0
+    return float(min(1.0, 2 * min(np.mean(means <= 0), np.mean(means >= 0))))
+
+
+def interval(means: np.ndarray, alpha: float) -> tuple[float, float]:
+    """Percentile interval at level 1 - alpha."""
+    low, high = np.nanpercentile(means, [alpha / 2 * 100, 100 - alpha / 2 * 100])
+    return float(low), float(high)
+
+
+def mcnemar_exact(a, b) -> dict | None:
+    """Exact McNemar test of two binary score lists: {"b", "c", "p_value"}; None when a score is not 0/1."""
+    from scipy.stats import binomtest
+
+    x, y = _as_array(a), _as_array(b)
+    ok = ~(np.isnan(x) | np.isnan(y))
+    x, y = x[ok], y[ok]
+    if not np.isin(x, (0.0, 1.0)).all() or not np.isin(y, (0.0, 1.0)).all():
+        return None
+    b_count, c_count = int(np.sum((x == 1) & (y == 0))), int(np.sum((x == 0) & (y == 1)))
+    n = b_count + c_count
+    p = 1.0 if n == 0 else float(binomtest(b_count, n, 0.5, alternative="two-sided").pvalue)
+    return {"b": b_count, "c": c_count, "p_value": p}
+
+
+def holm(pvalues: Sequence[float], alpha: float = ALPHA, tiebreak: Sequence[float] | None = None) -> list[dict]:
+    """Holm step-down (rule 5), per input position: {"rank", "level", "p_adjusted", "rejected"}.
+
+    ``tiebreak`` orders equal p-values (smaller first)."""
+    m = len(pvalues)
+    keys = tiebreak if tiebreak is not None else [0.0] * m
+    order = sorted(range(m), key=lambda i: (pvalues[i], keys[i], i))
+    out: list[dict] = [{} for _ in range(m)]
+    running, stopped = 0.0, False
+    for rank, i in enumerate(order, 1):
+        level = alpha / (m - rank + 1)
+        running = max(running, min(1.0, (m - rank + 1) * pvalues[i]))
+        stopped = stopped or pvalues[i] >= level
+        out[i] = {"rank": rank, "level": level, "p_adjusted": running, "rejected": not stopped}
+    return out
+
+
+def questions_needed(mean_diff: float, sd_diff: float, alpha: float, power: float = POWER) -> int | None:
+    """Questions for ``power`` of a two-sided z-test at ``alpha`` (rule 6); None when the mean is 0."""
+    if mean_diff == 0 or not math.isfinite(mean_diff) or not math.isfinite(sd_diff):
+        return None
+    z = NormalDist().inv_cdf(1 - alpha / 2) + NormalDist().inv_cdf(power)
+    return max(2, math.ceil((z * sd_diff / abs(mean_diff)) ** 2))
+
+
+def compare_to_best(scores: dict[str, Sequence], best: str, higher: bool, sources: Sequence[str] | None = None,
+                    alpha: float = ALPHA, seed: int = 0, n_resamples: int = PAIRED_RESAMPLES) -> dict:
+    """Paired best - other for every other variant, Holm-adjusted: {"comparisons": {variant: {...}}, ...}.
+
+    Each comparison: mean (best - other, in the metric's units), ci_low/ci_high (adjusted interval), level
+    (its Holm alpha), p_value, p_adjusted, test ("bootstrap" or "mcnemar"), mcnemar, separated, n, sd, se,
+    questions_needed (at alpha / m)."""
+    others = [v for v in scores if v != best]
+    n = len(scores[best])
+    resampler = Resampler.build(n, sources, seed=seed, n_resamples=n_resamples)
+    top = _as_array(scores[best])
+    rows, draws = {}, {}
+    for v in others:
+        diffs = top - _as_array(scores[v])
+        draws[v] = resampler.means(diffs)
+        rows[v] = _comparison_row(diffs, draws[v], scores[best], scores[v], resampler, alpha / max(len(others), 1))
+    steps = holm([rows[v]["p_value"] for v in others], alpha,
+                 tiebreak=[-abs(rows[v]["mean"]) / (rows[v]["se"] or 1e-12) for v in others])
+    stop_level = None
+    for v, step in sorted(zip(others, steps, strict=True), key=lambda pair: pair[1]["rank"]):
+        level = stop_level or step["level"]
+        low, high = interval(draws[v], level)
+        excludes = low > 0 if higher else high < 0
+        separated = stop_level is None and step["rejected"] and excludes
+        if not separated and stop_level is None:
+            stop_level = step["level"]
+            low, high = interval(draws[v], stop_level)
+        rows[v].update(ci_low=low, ci_high=high, level=level, p_adjusted=step["p_adjusted"], separated=separated)
+    return {"comparisons": rows, "clustered": resampler.clustered, "clusters": resampler.n_clusters,
+            "note": resampler.note, "alpha": alpha, "resamples": n_resamples}
+
+
+def _comparison_row(diffs: np.ndarray, draws: np.ndarray, best_scores, other_scores, resampler: Resampler,
+                    power_alpha: float) -> dict:
+    valid = diffs[~np.isnan(diffs)]
+    mean = float(valid.mean()) if valid.size else 0.0
+    se = float(np.nanstd(draws))
+    # The design effect of clustering is carried by the bootstrap SE; without clusters the plain SD is used.
+    sd = se * math.sqrt(valid.size) if resampler.clustered else float(valid.std(ddof=1)) if valid.size > 1 else 0.0
+    mcnemar = mcnemar_exact(best_scores, other_scores)
+    use_mcnemar = mcnemar is not None and not resampler.clustered
+    p_value = mcnemar["p_value"] if use_mcnemar else bootstrap_p(draws)
+    return {"mean": mean, "n": int(valid.size), "sd": sd, "se": se, "p_value": p_value,
+            "test": "mcnemar" if use_mcnemar else "bootstrap", "mcnemar": mcnemar,
+            "questions_needed": questions_needed(mean, sd, power_alpha) if sd > 0 else None}
+
+
+# ---------------------------------------------------------------- seeds (rule 7)
+
+
+def mean_over_seeds(per_seed: Sequence[Sequence]) -> list[float | None]:
+    """Per-question mean over seeds (None where no seed scored the question)."""
+    arr = np.vstack([_as_array(s) for s in per_seed])
+    counts = np.sum(~np.isnan(arr), axis=0)
+    sums = np.nansum(arr, axis=0)
+    return [float(s / c) if c else None for s, c in zip(sums, counts, strict=True)]
+
+
+def seed_spread(per_seed: Sequence[Sequence]) -> dict:
+    """Mean and spread of a variant's per-seed mean scores: {"seeds", "mean", "sd", "min", "max", "per_seed"}."""
+    lengths = {len(s) for s in per_seed}
+    if not per_seed or len(lengths) != 1:
+        raise ValueError(f"per-seed scores need one equal-length list per seed, got lengths {sorted(lengths)}")
+    means = [float(np.mean(finite_values(s))) if finite_values(s).size else math.nan for s in per_seed]
+    arr = np.array(means)
+    return {"seeds": len(means), "mean": float(np.nanmean(arr)),
+            "sd": float(np.nanstd(arr, ddof=1)) if len(means) > 1 else 0.0,
+            "min": float(np.nanmin(arr)), "max": float(np.nanmax(arr)), "per_seed": means}

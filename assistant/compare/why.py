@@ -1,0 +1,129 @@
+"""Why each losing strategy lost: one plain sentence per variant from measurements the run already has.
+
+Inputs (all in the comparison result): the verdict's paired comparisons, the retrieval hit share of the RAG
+variants (their ceiling: an answer the retriever did not find cannot be read from the passages), the adapter's
+score on a sample of its own training questions against held-out ones ("learned"), the forgetting probe, and
+the costs (training time, prompt tokens per question, seconds per answer).
+"""
+
+from __future__ import annotations
+
+from assistant.compare.metrics import METRIC_LABELS
+from assistant.compare.recommend import cost_phrase
+from assistant.compare.report import UNIT_METRICS
+
+RAG_VARIANTS = ("rag", "rag+finetuned")
+ADAPTER_VARIANTS = ("finetuned", "rag+finetuned")
+LOW_HIT = 0.6         # below this share of found answers, retrieval rather than the model limits RAG
+MEMORISED_GAP = 0.15  # training-question score this far above held-out: learned answers that do not carry over
+NOT_LEARNED = 0.3     # training-question score below this: the adapter did not learn its own data
+SLOWER = 1.5          # answers this many times slower than the recommended variant's are worth saying
+MAX_DIAGNOSES = 2     # one sentence: the standing plus the two most telling measurements
+
+
+def why_sentences(result: dict) -> dict[str, str]:
+    """{variant: sentence} for every compared variant except the recommended one."""
+    rec = result.get("recommendation") or {}
+    chosen, means = rec.get("variant"), rec.get("means") or {}
+    if chosen is None or not means:
+        return {}
+    out = {}
+    for v in means:
+        if v == chosen:
+            continue
+        clauses = [_standing(result, v)] + _diagnoses(result, v)[:MAX_DIAGNOSES]
+        sentence = "; ".join(c for c in clauses if c)
+        out[v] = sentence[0].upper() + sentence[1:] + "."
+    return out
+
+
+def _standing(result: dict, v: str) -> str:
+    rec = result["recommendation"]
+    chosen, best, means = rec["variant"], rec["best"], rec["means"]
+    label = METRIC_LABELS.get(rec["metric"], rec["metric"])
+    row = (rec.get("comparisons") or {}).get(v, {})
+    if v != best and row.get("separated"):
+        return (f"its {label} of {means[v]:.3f} is measurably below {best}'s {means[best]:.3f} "
+                f"(by {abs(row['mean']):.3f})")
+    _, phrase = cost_phrase(result.get("costs") or {}, v, chosen)
+    cost = f", and it {phrase}" if phrase else " at the same cost, and it ranked lower"
+    if v == best:
+        return f"it scored highest on {label} ({means[v]:.3f}) but not measurably above {chosen} ({means[chosen]:.3f}){cost}"
+    if row.get("seed_flip"):
+        return f"its {label} of {means[v]:.3f} changes order with {best}'s across training seeds{cost}"
+    return f"its {label} of {means[v]:.3f} is not measurably different from {best}'s {means[best]:.3f}{cost}"
+
+
+def _diagnoses(result: dict, v: str) -> list[str]:
+    """Measured reasons, most telling first."""
+    out = []
+    if v in RAG_VARIANTS:
+        out.append(_rag_ceiling(result, v))
+    if v in ADAPTER_VARIANTS:
+        out += [_learned(result), _forgetting(result)]
+    if v == "base":
+        out.append("it answers from pretraining alone, without your documents or any training")
+    out += [_seeds(result, v), _training_time(result, v), _latency(result, v)]
+    return [c for c in out if c]
+
+
+def _rag_ceiling(result: dict, v: str) -> str:
+    hit = ((result.get("variants") or {}).get(v, {}).get("retrieval_hit") or {}).get("mean")
+    if hit is None:
+        return ""
+    text = f"the retrieved passages held the reference answer for {hit:.0%} of the questions"
+    return text + (", so retrieval, not the model, caps what it can score" if hit < LOW_HIT else "")
+
+
+def _learned(result: dict) -> str:
+    learned = result.get("learned")
+    metric = (result.get("recommendation") or {}).get("metric", "f1")
+    if not learned:
+        return ""
+    train = (learned.get("train") or {}).get(metric, {}).get("mean")
+    held = (learned.get("heldout") or {}).get(metric, {}).get("mean")
+    if train is None or held is None:
+        return ""
+    label = METRIC_LABELS.get(metric, metric)
+    text = (f"on {learned['n']} of its own training questions the adapter scores {train:.2f} {label} against "
+            f"{held:.2f} on held-out ones")
+    if metric not in UNIT_METRICS:
+        return text
+    if train < NOT_LEARNED:
+        return text + ", so it did not learn its training facts (more steps or paraphrased questions would help)"
+    if train - held >= MEMORISED_GAP:
+        return text + ", so it learned the training answers but they do not carry over to new questions"
+    return text
+
+
+def _forgetting(result: dict) -> str:
+    flagged = [f for f in result.get("forgetting") or [] if f.get("flagged")]
+    if not flagged:
+        return ""
+    probes = flagged[0]["probes"]
+    worst = max(probes, key=lambda k: probes[k]["relative_change"])
+    return (f"it forgets general knowledge: perplexity on the {worst.replace('_', ' ')} probe rose "
+            f"{probes[worst]['relative_change']:+.0%}")
+
+
+def _seeds(result: dict, v: str) -> str:
+    spread = ((result.get("recommendation") or {}).get("seeds") or {}).get(v)
+    if not spread:
+        return ""
+    return (f"over {spread['seeds']} training seeds it scored {spread['mean']:.3f} ± {spread['sd']:.3f} "
+            f"({spread['min']:.3f}–{spread['max']:.3f})")
+
+
+def _training_time(result: dict, v: str) -> str:
+    seconds = float(((result.get("costs") or {}).get(v) or {}).get("training_seconds") or 0.0)
+    return f"its adapter took {seconds / 60:.1f} min to train" if seconds > 0 else ""
+
+
+def _latency(result: dict, v: str) -> str:
+    costs = result.get("costs") or {}
+    chosen = result["recommendation"]["variant"]
+    mine = (costs.get(v) or {}).get("seconds_per_answer")
+    theirs = (costs.get(chosen) or {}).get("seconds_per_answer")
+    if not mine or not theirs or mine < SLOWER * theirs:
+        return ""
+    return f"an answer takes {mine:.1f} s against {theirs:.1f} s for {chosen}"
