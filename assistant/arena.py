@@ -162,13 +162,20 @@ class Arena:
             last = answers
         return last
 
-    def ask_many(self, questions: list[str], variants, cfg, gen, progress=None) -> list[dict[str, Answer]]:
-        """Answers to each question in order; `progress(done, total)` is called after each."""
+    def ask_many(self, questions: list[str], variants, cfg, gen, progress=None,
+                 on_answer=None) -> list[dict[str, Answer]]:
+        """Answers to each question in order; `progress(done, total)` is called after each.
+
+        Contract for any batching: `on_answer(index, answers)` is called as soon as every variant of question
+        `index` has finished, so callers persist it then (comparison resume, distillation row cache).
+        """
         results = []
-        for i, question in enumerate(questions, 1):
+        for i, question in enumerate(questions):
             results.append(self.ask(question, variants, cfg, gen))
+            if on_answer:
+                on_answer(i, results[-1])
             if progress:
-                progress(i, len(questions))
+                progress(i + 1, len(questions))
         return results
 
     def reference_nll(self, prepared: dict[str, Prepared], reference: str) -> dict[str, float]:

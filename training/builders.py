@@ -162,11 +162,39 @@ def _jsonl_questions(path: Path) -> list[str]:
 
 
 def distill(questions: list[str], arena, cfg=None, gen=None, progress=None) -> list[Example]:
-    """Distillation: the RAG variant's answers (via Arena.ask_many) become targets for a plain adapter."""
+    """Distillation: the RAG variant's answers (via Arena.ask_many) become targets for a plain adapter.
+
+    Each answer is stored in the data folder's row cache (assistant/row_cache.py) under the hash of its exact
+    prompt, model and generation settings as soon as it is generated: a killed job, a resume or a rerun
+    generates only the answers still missing (changed documents change the prompt, hence the key)."""
+    import sys
+
     from assistant.engine import GenSettings  # the chat helper's contract; imported only when used
+    from assistant.row_cache import RowCache
     from assistant.variants import VariantConfig
 
     cfg = cfg or VariantConfig(system_prompt="", few_shot=[])
-    answers = arena.ask_many(questions, ["rag"], cfg, gen or GenSettings(), progress=progress)
-    return [chat(q, a["rag"].text.strip(), origin="distilled from rag")
-            for q, a in zip(questions, answers, strict=True) if a["rag"].text.strip()]
+    gen = gen or GenSettings()
+    keys = [_distill_key(arena, q, cfg, gen) for q in questions]
+
+    def generate(missing: list[int], store) -> None:
+        print(f"distillation: {len(keys) - len(missing)} of {len(keys)} answers cached, generating "
+              f"{len(missing)}", file=sys.stderr, flush=True)
+        arena.ask_many([questions[i] for i in missing], ["rag"], cfg, gen, progress=progress,
+                       on_answer=lambda j, answers: store(missing[j], answers["rag"].text.strip()))
+
+    texts = RowCache.in_data_dir(arena.runtime.settings.data_dir).fill(keys, generate)
+    return [chat(q, text, origin="distilled from rag") for q, text in zip(questions, texts, strict=True) if text]
+
+
+def _distill_key(arena, question: str, cfg, gen) -> str:
+    """Content hash of what determines one distilled answer: the RAG prompt as sent, model, settings."""
+    from dataclasses import asdict
+
+    from assistant.row_cache import content_key
+
+    prepared = arena.prepare(question, ["rag"], cfg, gen=gen)["rag"]
+    if prepared.error:
+        raise ArenaError(f"distillation needs the RAG variant: {prepared.error}")
+    return content_key("distill/rag", arena.runtime.settings.model, prepared.messages, prepared.adapter,
+                       asdict(gen))
