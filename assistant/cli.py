@@ -84,6 +84,7 @@ def _command(sub, name: str, help_text: str, func, add_args=None, server: bool =
 def build_parser() -> argparse.ArgumentParser:
     from assistant.ask import add_ask_arguments
     from assistant.compare.cli import add_compare_args
+    from assistant.decide.config import add_decide_args
     from retrieval.cli import add_ingest_args, add_search_args
     from training.cli import add_adapters_args
     from training.config import add_train_flags
@@ -102,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
              _lazy("training.cli", "cmd_train"), add_train_flags)
     _command(sub, "adapters", "list / delete / rename / export (merge) trained adapters",
              _lazy("training.cli", "cmd_adapters"), add_adapters_args)
+    _command(sub, "decide", "documents (+ optional Q/A) to a verdict: ingest, evaluate, train, compare, report",
+             _lazy("assistant.decide.cli", "cmd_decide"), add_decide_args)
     _command(sub, "compare", "score base / prompt / rag / finetuned variants on held-out questions",
              _lazy("assistant.compare.cli", "cmd_compare"), add_compare_args)
     return parser

@@ -1,0 +1,162 @@
+"""One decide job's configuration: a dataclass read from YAML and CLI flags, saved next to its artifacts."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from assistant.errors import ArenaError
+
+ALL_VARIANTS = ("base", "prompt", "rag", "finetuned", "rag+finetuned")
+MAX_SEEDS = 10  # each seed is a full training run: more is hours on a CPU
+
+
+@dataclass
+class DecideConfig:
+    """Everything that defines one decision run: inputs, evaluation split, training and comparison knobs."""
+
+    docs: list[str] = field(default_factory=list)  # files or folders to ingest
+    qa: str = ""  # optional question/answer file: training pairs (and the held-out set when eval is empty)
+    eval: str = ""  # optional evaluation file (question, answer[, source])
+    name: str = "decide"  # the workspace folder <data_dir>/decide/<name> and the adapters' name prefix
+    # evaluation split
+    eval_fraction: float = 0.3
+    limit: int = 0  # at most this many evaluation questions (0 = all)
+    seed: int = 0  # split seed; training seeds are seed, seed+1, ...
+    splitter: str = "recursive"
+    # training
+    seeds: int = 1
+    budget_minutes: float = 0.0  # bound on total training time (0 = no bound)
+    method: str = "lora"
+    epochs: float = 0.0  # 0 = the training job's own default
+    max_steps: int = -1
+    learning_rate: float = 0.0  # 0 = the training job's own default
+    lora_r: int = 0  # 0 = the training job's own default
+    batch_size: int = 0  # 0 = the training job's own default
+    max_length: int = 0  # 0 = the training job's own default
+    save_steps: int = 0  # 0 = the training job's own default
+    grounded: bool = True  # also train on retrieved-context rows, for the rag+finetuned variant
+    augment: str = ""  # paraphrases:K (training/config.py parse_augment); written by the training job
+    # comparison
+    variants: list[str] = field(default_factory=lambda: list(ALL_VARIANTS))
+    metric: str = "f1"
+    max_new_tokens: int = 0  # 0 = from the evaluation set's reference lengths
+    forgetting: bool = True
+
+    def validate(self) -> None:
+        """Raise ArenaError naming the first bad value (before any work is done)."""
+        from assistant.compare.metrics import PRIMARY_METRICS
+        from retrieval.chunking import SPLITTERS
+        from training.config import parse_augment
+
+        if not self.docs:
+            raise ArenaError("no documents: pass one or more files or folders (arena decide DOCS...)")
+        for label, path in [("document", p) for p in self.docs] + [("--qa", self.qa), ("--eval", self.eval)]:
+            if path and not Path(path).exists():
+                raise ArenaError(f"{label} {path} does not exist")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", self.name):
+            raise ArenaError(f"name {self.name!r}: use letters, digits, '.', '_', '-' (at most 64)")
+        if not 1 <= self.seeds <= MAX_SEEDS:
+            raise ArenaError(f"--seeds must be between 1 and {MAX_SEEDS}, got {self.seeds}")
+        if self.budget_minutes < 0:
+            raise ArenaError(f"--budget-minutes must be >= 0, got {self.budget_minutes}")
+        if not 0 < self.eval_fraction < 1:
+            raise ArenaError(f"eval_fraction must be between 0 and 1, got {self.eval_fraction}")
+        for name in ("limit", "max_new_tokens", "lora_r", "batch_size", "max_length", "save_steps"):
+            if getattr(self, name) < 0:
+                raise ArenaError(f"{name} must be >= 0, got {getattr(self, name)}")
+        unknown = [v for v in self.variants if v not in ALL_VARIANTS]
+        if unknown or not self.variants:
+            raise ArenaError(f"unknown variant(s) {unknown or '(none given)'}; choose from {', '.join(ALL_VARIANTS)}")
+        if self.metric not in PRIMARY_METRICS:
+            raise ArenaError(f"unknown metric {self.metric!r}; choose one of {', '.join(PRIMARY_METRICS)}")
+        parse_augment(self.augment)
+        if self.splitter not in SPLITTERS:
+            raise ArenaError(f"unknown splitter {self.splitter!r}; choose one of {', '.join(SPLITTERS)}")
+
+    @property
+    def trains(self) -> bool:
+        return bool({"finetuned", "rag+finetuned"} & set(self.variants))
+
+    def resolved(self) -> DecideConfig:
+        """A copy with absolute paths, so the saved YAML means the same thing from any folder."""
+        data = asdict(self)
+        data["docs"] = [str(Path(p).resolve()) for p in self.docs]
+        for key in ("qa", "eval"):
+            data[key] = str(Path(data[key]).resolve()) if data[key] else ""
+        return DecideConfig(**data)
+
+    def to_yaml(self, path: Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(path).with_name(Path(path).name + ".tmp")
+        tmp.write_text(yaml.safe_dump(asdict(self), sort_keys=False, allow_unicode=True))
+        tmp.replace(path)
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> DecideConfig:
+        from training.config import _coerce  # the job config's value checker, shared
+
+        path = Path(path)
+        if not path.is_file():
+            raise ArenaError(f"config file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ArenaError(f"{path.name}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+        if not isinstance(data, dict):
+            raise ArenaError(f"{path.name}: expected a mapping of settings")
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ArenaError(f"{path.name}: unknown setting(s) {', '.join(unknown)}")
+        return cls(**{k: _coerce(known[k], v, path.name) for k, v in data.items()})
+
+
+def workspace(data_dir: Path, name: str) -> Path:
+    """Where a decide run keeps its config, stage outputs, progress and report."""
+    return Path(data_dir) / "decide" / name
+
+
+def add_decide_args(p: argparse.ArgumentParser) -> None:
+    """`arena decide DOCS... [--qa FILE] [--eval FILE] [--seeds N] [--budget-minutes M] [--json]`."""
+    p.add_argument("docs", nargs="*", help="document files or folders (folders recurse)")
+    p.add_argument("--config", default=None, help="decide YAML (flags override its values)")
+    p.add_argument("--qa", default=None, help="question/answer file (JSONL/CSV): training pairs, and held-out "
+                                                "questions when --eval is not given")
+    p.add_argument("--eval", default=None, help="evaluation file (question, answer[, source])")
+    p.add_argument("--name", default=None, help="workspace and adapter name prefix (default 'decide')")
+    p.add_argument("--seeds", type=int, default=None, help="train the adapter N times with different seeds")
+    p.add_argument("--budget-minutes", dest="budget_minutes", type=float, default=None,
+                   help="bound on total training time; the plan says what fits")
+    p.add_argument("--variants", nargs="+", default=None, metavar="VARIANT", help="default: all five")
+    for name, typ in (("eval_fraction", float), ("limit", int), ("seed", int), ("epochs", float),
+                      ("max_steps", int), ("learning_rate", float), ("lora_r", int), ("batch_size", int),
+                      ("max_length", int), ("save_steps", int), ("max_new_tokens", int)):
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None)
+    p.add_argument("--augment", default=None, metavar="paraphrases:K",
+                   help="train also on K paraphrases of each training question")
+    p.add_argument("--metric", default=None, help="primary metric (default f1)")
+    p.add_argument("--splitter", default=None, help="chunking for ingestion (default recursive)")
+    p.add_argument("--method", default=None, help="training method (default lora)")
+    p.add_argument("--no-grounded", dest="grounded", action="store_false", default=None,
+                   help="train on the Q/A pairs only (no retrieved-context rows)")
+    p.add_argument("--no-forgetting", dest="forgetting", action="store_false", default=None,
+                   help="skip the general-knowledge forgetting check")
+    p.add_argument("--plan", action="store_true", help="print the plan (stages, counts, minutes) and stop")
+
+
+def config_from_args(args: argparse.Namespace) -> DecideConfig:
+    """YAML (if given) overlaid with the flags actually passed; positional DOCS replace the YAML's list."""
+    cfg = DecideConfig.from_yaml(args.config) if args.config else DecideConfig()
+    for f in fields(DecideConfig):
+        value = getattr(args, f.name, None)
+        if f.name == "docs":
+            value = value or None
+        if value is not None:
+            setattr(cfg, f.name, value)
+    cfg.validate()
+    return cfg.resolved()

@@ -1,0 +1,180 @@
+"""The plan shown before a decide run starts: stages, counts, estimated minutes, what the budget lets fit.
+
+Counts come from the inputs themselves (documents parsed without embedding, Q/A files counted) or, for a
+stage already cached, from its output. Minutes are estimates from speeds measured on a 2-vCPU machine
+(README) unless this data folder has trained adapters on the same base model, whose measured training
+tokens/s are used instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from assistant.decide.config import DecideConfig
+from assistant.errors import ArenaError
+
+EMBED_CHUNKS_PER_S = 30.0  # MiniLM fp32 on 2 cores (RECIPES.md: 24-59 chunks/s)
+TRAIN_TOKENS_PER_S = 150.0  # LoRA SFT of the bundled 135M model on 2 cores (README: 163-200)
+DECODE_TOKENS_PER_S = 15.0  # one row, bundled model, fp32 (README: 13-17)
+BATCH_COST = 0.3  # each extra variant in one batched call costs ~0.3 of a row (README: 5 rows ~1.6x one)
+CHARS_PER_TOKEN = 4.0
+CHAT_OVERHEAD_TOKENS = 24  # the chat template's role markers around one Q/A row
+GROUNDED_PASSAGES = 4  # grounded rows: k retrieved passages plus a distractor
+STAGES = ("ingest", "evalset", "trainset", "train", "compare", "report")
+
+
+@dataclass
+class Plan:
+    """What a run will do; `stages` rows are {"stage", "what", "count", "minutes", "cached"}."""
+
+    stages: list[dict] = field(default_factory=list)
+    seeds: int = 1  # seeds that fit the budget
+    steps_per_seed: int = 0
+    train_rows: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def minutes(self) -> float:
+        return round(sum(s["minutes"] for s in self.stages if not s["cached"]), 1)
+
+    def estimates(self) -> dict[str, float]:
+        """Seconds per stage, for the progress bar's weights (cached stages weigh nothing)."""
+        return {s["stage"]: 0.0 if s["cached"] else s["minutes"] * 60 for s in self.stages}
+
+    def to_dict(self) -> dict:
+        return {"stages": self.stages, "seeds": self.seeds, "steps_per_seed": self.steps_per_seed,
+                "train_rows": self.train_rows, "minutes": self.minutes, "notes": self.notes}
+
+    def text(self) -> str:
+        lines = [f"{'stage':<9} {'count':<28} {'minutes':>8}"]
+        for s in self.stages:
+            lines.append(f"{s['stage']:<9} {s['count']:<28} {'cached' if s['cached'] else s['minutes']:>8}")
+        lines.append(f"total ~{self.minutes} min")
+        return "\n".join(lines + [f"note: {n}" for n in self.notes])
+
+
+def count_rows(path: str) -> int:
+    """Question/answer rows of a JSONL/CSV file (read with the evaluation-set reader, which checks them)."""
+    from assistant.compare.evalset import load_eval_set
+
+    return len(load_eval_set(Path(path)))
+
+
+def doc_stats(paths: list[str]) -> tuple[int, int, int]:
+    """(files, characters, QA pairs the documents yield) without embedding anything."""
+    from retrieval.ingest import collect_files
+    from retrieval.loaders import load_file
+    from training.builders import SectionText, qa_from_sections
+
+    files, _ = collect_files([Path(p) for p in paths])
+    chars = pairs = 0
+    for path, source in files:
+        try:
+            doc = load_file(path, source=source)
+        except ArenaError:
+            continue  # ingestion reports the bad file by name
+        chars += len(doc.text)
+        pairs += len(qa_from_sections([SectionText(s.title, s.text, source) for s in doc.segments]))
+    return len(files), chars, pairs
+
+
+def budget_fit(seeds: int, steps: int, step_s: float, budget_minutes: float,
+               min_steps: int) -> tuple[int, int, list[str]]:
+    """(seeds, steps per seed, notes) within the budget: steps are cut down to `min_steps` first, then seeds."""
+    if budget_minutes <= 0 or seeds * steps * step_s <= budget_minutes * 60:
+        return seeds, steps, []
+    budget_s = budget_minutes * 60
+    fit_steps = int(budget_s / (seeds * step_s))
+    if fit_steps >= min_steps:
+        return seeds, fit_steps, [f"budget {budget_minutes:g} min: {seeds} seed(s) × {fit_steps} steps fit "
+                                  f"(of {steps} wanted)"]
+    fit_seeds = max(1, int(budget_s / (max(min_steps, 1) * step_s)))
+    fit_steps = max(1, min(steps, int(budget_s / (fit_seeds * step_s))))
+    return fit_seeds, fit_steps, [f"budget {budget_minutes:g} min: only {fit_seeds} of {seeds} seed(s) × "
+                                  f"{fit_steps} steps fit (of {steps} wanted)"]
+
+
+def make_plan(cfg: DecideConfig, settings, cache=None, keys: dict | None = None) -> Plan:
+    """The plan for `cfg`; `cache`/`keys` (stage -> key) mark stages whose result is already cached."""
+    from assistant.decide.stages import job_config
+
+    def cached(stage):
+        return bool(cache and keys and keys.get(stage) and cache.cached(stage, keys[stage]))
+
+    files, chars, doc_pairs = doc_stats(cfg.docs)
+    chunks = max(1, round(chars / 700))
+    qa_rows = count_rows(cfg.qa) if cfg.qa else 0
+    eval_rows = count_rows(cfg.eval) if cfg.eval else 0
+    pool = qa_rows or doc_pairs
+    n_eval = eval_rows or max(1, round(pool * cfg.eval_fraction))
+    n_eval = min(n_eval, cfg.limit) if cfg.limit else n_eval
+    n_train = pool if eval_rows else max(0, pool - n_eval)
+    plan = Plan()
+    plan.stages.append(_row("ingest", "read, chunk and embed the documents", f"{files} files, ~{chunks} chunks",
+                            chunks / EMBED_CHUNKS_PER_S + 5, cached("ingest")))
+    origin = "--eval file" if cfg.eval else "held out from --qa" if cfg.qa else "held-out document sections"
+    plan.stages.append(_row("evalset", f"evaluation questions ({origin})", f"{n_eval} eval, {n_train} train",
+                            2, cached("evalset")))
+    rows = n_train * (2 if cfg.grounded and "rag+finetuned" in cfg.variants else 1) if cfg.trains else 0
+    plan.train_rows = rows
+    plan.stages.append(_row("trainset", "training rows (Q/A pairs; grounded rows for rag+finetuned)",
+                            f"{rows} rows", 2 + n_train * 0.05, cached("trainset")))
+    if cfg.trains:
+        # Once the trainset stage is cached, its recorded rows and fit are what training will use.
+        done = cache.cached("trainset", keys["trainset"]) if cache and keys else None
+        fit = done["output"] if done else None
+        plan.train_rows = fit["rows"] if fit else rows
+        plan.stages.append(_train_row(cfg, settings, plan, plan.train_rows, job_config(cfg), cached, fit))
+    n_variants = len(cfg.variants)
+    new_tokens = cfg.max_new_tokens or 64
+    answer_s = n_eval * new_tokens * (1 + BATCH_COST * (n_variants - 1)) / DECODE_TOKENS_PER_S
+    seeds_extra = max(0, plan.seeds - 1) * n_eval * new_tokens * 1.3 / DECODE_TOKENS_PER_S
+    plan.stages.append(_row("compare", f"{n_variants} variants answer every question, paired statistics",
+                            f"{n_eval} questions × {n_variants} variants", 30 + answer_s * 1.2 + seeds_extra,
+                            cached("compare")))
+    plan.stages.append(_row("report", "verdict, reasons and costs (Markdown, HTML, JSON)", "3 files", 3,
+                            cached("report")))
+    if n_train < 4 and cfg.trains:
+        plan.notes.append(f"only {n_train} training pairs: the fine-tuned variants will say little")
+    return plan
+
+
+def training_fit(cfg: DecideConfig, settings, rows: int, job) -> dict:
+    """Seeds and steps per seed that fit the budget for `rows` training rows (before paraphrases), from the
+    training job's own plan (training/plan.py: fitted steps, this machine's measured tokens/s)."""
+    from training import plan as training_plan
+    from training.config import parse_augment
+
+    qa_share = 0.5 if cfg.grounded and "rag+finetuned" in cfg.variants else 1.0
+    rows = round(rows * (qa_share * (1 + parse_augment(job.augment)) + (1 - qa_share)))
+    tokens_per_row = CHAT_OVERHEAD_TOKENS + 60 + (1 - qa_share) * GROUNDED_PASSAGES * 180
+    speed, basis = training_plan.measured_tokens_per_s(settings.data_dir, settings.model)
+    train_rows = max(1, round(rows * (1 - job.val_fraction)))
+    tp = training_plan.plan(job, train_rows, tokens_per_row, speed, basis)
+    step_s = job.batch_size * job.grad_accum * tokens_per_row / tp.tokens_per_s
+    one_epoch = training_plan.steps_per_epoch(job, train_rows)
+    seeds, steps, notes = budget_fit(cfg.seeds, tp.steps, step_s, cfg.budget_minutes, min(tp.steps, one_epoch))
+    return {"seeds": seeds, "steps_per_seed": steps, "wanted_steps": tp.steps, "capped": steps < tp.steps,
+            "step_s": round(step_s, 3), "speed_basis": tp.basis, "notes": notes}
+
+
+def make_plan_for_rows(cfg: DecideConfig, settings, rows: int) -> dict:
+    """training_fit() for the decision's own job config (what the trainset stage records)."""
+    from assistant.decide.stages import job_config
+
+    return training_fit(cfg, settings, rows, job_config(cfg))
+
+
+def _train_row(cfg, settings, plan: Plan, rows: int, job, cached, fit: dict | None = None) -> dict:
+    fit = fit or training_fit(cfg, settings, rows, job)
+    plan.seeds, plan.steps_per_seed = fit["seeds"], fit["steps_per_seed"]
+    plan.notes += fit["notes"]
+    seconds = plan.seeds * (plan.steps_per_seed * fit["step_s"] + 20)  # + model load and save per seed
+    return _row("train", f"LoRA adapter × {plan.seeds} seed(s)",
+                f"{plan.seeds} × {plan.steps_per_seed} steps on {rows} rows", seconds,
+                all(cached(f"train-s{i}") for i in range(plan.seeds)))
+
+
+def _row(stage: str, what: str, count: str, seconds: float, cached: bool) -> dict:
+    return {"stage": stage, "what": what, "count": count, "minutes": round(seconds / 60, 1), "cached": cached}

@@ -1,0 +1,114 @@
+"""The decision report: verdict, why, scores with paired intervals, seeds, costs and stage timings, written
+as Markdown, HTML and JSON next to the comparison's own full report (per-question answers)."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from assistant.compare.metrics import METRIC_LABELS
+from assistant.compare.report import _html_table, _md_table, ci_cell, write_report
+
+
+def _why(result: dict) -> list[str]:
+    """The why-sentences of the comparison (when the statistics module gives them), else its reason."""
+    why = result.get("why") or result["recommendation"].get("why")
+    if isinstance(why, dict):
+        why = [f"{k}: {v}" for k, v in why.items()]
+    lines = list(why or [result["recommendation"]["reason"]])
+    return lines + [w for w in result.get("warnings", []) if "seed" in w]
+
+
+def _score_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    metric = result["recommendation"].get("metric", "f1")
+    seeds = result.get("seeds", {}).get("summary", {})
+    header = ["variant", f"{METRIC_LABELS[metric]} [95 % CI]", "paired diff vs base [95 % CI]", "across seeds"]
+    rows = []
+    for v, summary in result["variants"].items():
+        paired = result.get("paired", {}).get(v, {}).get(metric)
+        s = seeds.get(v)
+        spread = f"{s['mean']:.3f} ± {s['sd']:.3f} (n={s['n']})" if s and s.get("mean") is not None else ""
+        rows.append([v, ci_cell(summary.get(metric)), ci_cell(paired) if paired else "", spread])
+    return header, rows
+
+
+def _cost_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    header = ["variant", "training min", "extra prompt tokens", "extra memory MB", "time to first token s",
+              "tokens/s"]
+    rows = []
+    for v, c in result.get("costs", {}).items():
+        s = result["variants"].get(v, {})
+        rows.append([v, f"{c.get('training_seconds', 0) / 60:.1f}", f"{c.get('extra_prompt_tokens', 0):.0f}",
+                     f"{c.get('memory_mb', 0):.1f}", _mean(s.get("ttft_s")), _mean(s.get("tokens_per_s"))])
+    return header, rows
+
+
+def _mean(summary: dict | None) -> str:
+    return f"{summary['mean']:.2f}" if summary and summary.get("mean") is not None else "–"
+
+
+def _stage_rows(stages: list[dict]) -> tuple[list[str], list[list[str]]]:
+    rows = [[s["stage"], f"{s['seconds']:.1f}", "yes" if s["cached"] else "no", s.get("detail", "")]
+            for s in stages]
+    return ["stage", "seconds (when built)", "reused this run", "detail"], rows
+
+
+def sections(result: dict, info: dict) -> list[tuple[str, object]]:
+    return [("Why", _why(result)),
+            ("Scores", _score_rows(result)),
+            ("Costs on this machine", _cost_rows(result)),
+            ("Stages", _stage_rows(info["stages"])),
+            ("Warnings", result.get("warnings") or ["none"]),
+            ("Inputs", [f"documents: {', '.join(info['config']['docs'])}",
+                        f"evaluation: {info['evalset'].get('origin')}, {info['evalset'].get('eval')} questions; "
+                        f"training pairs: {info['evalset'].get('train')} "
+                        f"({info['evalset'].get('dropped_leaks', 0)} dropped as copies of evaluation questions)",
+                        f"comparison run #{result.get('run_id')} (Compare tab → Past runs); per-question answers "
+                        "in comparison.html"])]
+
+
+def headline(result: dict) -> str:
+    rec = result["recommendation"]
+    kind = "clear winner" if rec.get("clear") else "no clear winner"
+    return f"Use {rec.get('variant') or 'none'} ({kind})"
+
+
+def render_markdown(result: dict, info: dict) -> str:
+    parts = [f"# Decision: {headline(result)}", "", result["recommendation"]["reason"], ""]
+    for title, body in sections(result, info):
+        parts += [f"## {title}", ""]
+        parts += [_md_table(*body)] if isinstance(body, tuple) else [f"- {line}" for line in body]
+        parts.append("")
+    parts += ["Full comparison report: [comparison.md](comparison.md) · [comparison.html](comparison.html)", ""]
+    return "\n".join(parts)
+
+
+def render_html(result: dict, info: dict) -> str:
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Decision</title><style>body{font-family:"
+             "sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}td,th{border:"
+             "1px solid #ccc;padding:4px 8px;font-size:13px}</style></head><body>",
+             f"<h1>Decision: {html.escape(headline(result))}</h1>",
+             f"<p>{html.escape(result['recommendation']['reason'])}</p>"]
+    for title, body in sections(result, info):
+        parts.append(f"<h2>{html.escape(title)}</h2>")
+        parts.append(_html_table(*body) if isinstance(body, tuple) else
+                     "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in body) + "</ul>")
+    parts.append("<p>Full comparison report: <a href='comparison.html'>comparison.html</a></p></body></html>")
+    return "".join(parts)
+
+
+def write_decision_report(result: dict, info: dict, folder: Path) -> dict[str, str]:
+    """report.md, report.html, report.json (+ the comparison's comparison.md/.html/.png) in `folder`."""
+    folder = Path(folder)
+    write_report(result, folder / "comparison.md")
+    (folder / "report.md").write_text(render_markdown(result, info), encoding="utf-8")
+    (folder / "report.html").write_text(render_html(result, info), encoding="utf-8")
+    rec = result["recommendation"]
+    data = {"verdict": rec.get("variant"), "clear": rec.get("clear"), "reason": rec["reason"],
+            "why": _why(result), "metric": rec.get("metric"), "variants": result["variants"],
+            "paired": result.get("paired", {}), "seeds": result.get("seeds", {}), "costs": result.get("costs", {}),
+            "warnings": result.get("warnings", []), "run_id": result.get("run_id"), **info}
+    (folder / "report.json").write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+    return {"markdown": "report.md", "html": "report.html", "json": "report.json",
+            "comparison": "comparison.html"}

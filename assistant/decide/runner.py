@@ -1,0 +1,110 @@
+"""Run a decision: the stages in order, each reused from its cache when its key is unchanged."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from dataclasses import asdict
+from pathlib import Path
+
+from assistant.decide.comparison import run_compare
+from assistant.decide.config import DecideConfig
+from assistant.decide.plan import make_plan
+from assistant.decide.progress import CANCEL_FILE, DecideCancelled, Reporter
+from assistant.decide.report import write_decision_report
+from assistant.decide.stages import Decision
+
+
+def plan_for(cfg: DecideConfig, settings):
+    """The plan of `cfg`, marking the stages this data folder already holds."""
+    decision = Decision(cfg, settings)
+    return make_plan(cfg, settings, decision.cache, decision.keys)
+
+
+def _estimates(plan, seeds: int) -> dict[str, float]:
+    """Seconds per stage for the progress weights; training is split evenly over its seeds."""
+    est = plan.estimates()
+    train = est.pop("train", 0.0)
+    out = {}
+    for stage, seconds in est.items():
+        out[stage] = seconds
+        if stage == "trainset":
+            out.update({f"train-s{i}": train / max(seeds, 1) for i in range(seeds)})
+    return out
+
+
+def _on_sigterm(folder: Path):
+    def handler(signum, frame):
+        (folder / CANCEL_FILE).touch()  # acted on at the next progress update (training: at its next step)
+    return handler
+
+
+def _install_cancel_signal(folder: Path) -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm(folder))
+
+
+def run_decide(cfg: DecideConfig, settings, runtime=None, stderr: bool = True) -> dict:
+    """ingest → evalset → trainset → train (per seed) → compare → report; returns the summary dict."""
+    decision = Decision(cfg, settings, runtime)
+    folder = decision.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg.to_yaml(folder / "decide.yaml")
+    (folder / CANCEL_FILE).unlink(missing_ok=True)
+    plan = make_plan(cfg, settings, decision.cache, decision.keys)
+    rep = Reporter(folder, _estimates(plan, plan.seeds if cfg.trains else 0), stderr=stderr)
+    rep.write({"state": "starting", "plan": plan.to_dict(), "pid": os.getpid()})
+    _install_cancel_signal(folder)
+    stages: list[dict] = []
+
+    def step(stage: str, build) -> dict:
+        rep.begin(stage)
+        output, reused = decision.cache.run(stage, decision.keys[stage], lambda tmp: build(tmp))
+        marker = decision.cache.marker(stage) or {}
+        stages.append({"stage": stage, "seconds": marker.get("seconds", 0.0), "cached": reused,
+                       "key": decision.keys[stage][:12]})
+        rep.end(stage, reused)
+        return output
+
+    try:
+        ingest = step("ingest", lambda tmp: decision.ingest(rep, tmp))
+        evalset = step("evalset", lambda tmp: decision.evalset(rep, tmp, ingest["sources"]))
+        trainset = step("trainset", lambda tmp: decision.trainset(rep, tmp))
+        adapters = _train_all(decision, rep, step, trainset) if cfg.trains else []
+        compare = step("compare", lambda tmp: run_compare(decision, rep, tmp, adapters))
+        info = {"config": asdict(cfg), "plan": plan.to_dict(), "stages": list(stages), "evalset": evalset,
+                "trainset": trainset, "adapters": adapters}
+        report = step("report", lambda tmp: write_decision_report(_result(decision), info, tmp))
+    except DecideCancelled as exc:
+        rep.finish("cancelled", error=str(exc))
+        raise
+    except Exception as exc:
+        rep.finish("failed", error=str(exc))
+        raise
+    paths = {k: str(decision.cache.folder("report") / v) for k, v in report.items()}
+    summary = {"state": "done", "workspace": str(folder), "plan": plan.to_dict(), "stages": stages,
+               "recommendation": compare["recommendation"], "run_id": compare["run_id"], "seeds": compare["seeds"],
+               "adapters": adapters, "report": paths}
+    rep.finish("done", run_id=compare["run_id"], report=paths, recommendation=compare["recommendation"])
+    return summary
+
+
+def _result(decision: Decision) -> dict:
+    return json.loads((decision.cache.folder("compare") / "result.json").read_text(encoding="utf-8"))
+
+
+def _train_all(decision: Decision, rep: Reporter, step, trainset: dict) -> list[str]:
+    """Train the seeds that fit the budget; a cached seed whose adapter was deleted is trained again."""
+    registry = decision.rt.registry
+    adapters = []
+    for i in range(trainset["seeds"]):
+        stage = f"train-s{i}"
+        hit = decision.cache.cached(stage, decision.keys[stage])
+        if hit and hit["output"]["adapter"] not in registry.names():
+            (decision.cache.folder(stage) / "stage.json").unlink()
+        out = step(stage, lambda tmp, i=i: decision.train(rep, tmp, i, trainset))
+        _install_cancel_signal(decision.folder)  # the training job installed its own handler
+        adapters.append(out["adapter"])
+    return adapters

@@ -1,0 +1,246 @@
+"""The stages of `arena decide`, each calling the same code as the individual command it stands for:
+ingest (`arena ingest`), evalset (the comparison's evaluation-set readers and leakage guard), trainset
+(training/builders), train (`arena train`'s run_job, one job per seed), compare (`arena compare`'s
+run_comparison), report (assistant/decide/report.py). Keys are computed up front from the config and the
+input files' contents, so the plan can say which stages are already cached.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from assistant.decide.cache import StageCache, content_key, file_digest
+from assistant.decide.config import DecideConfig, workspace
+from assistant.decide.progress import DecideCancelled, Reporter
+from assistant.errors import ArenaError
+
+ADAPTER_VARIANTS = ("finetuned", "rag+finetuned")
+FEW_SHOT_K = 3  # the prompt variant's dynamic few-shot pairs, drawn from the training pairs
+
+
+def job_config(cfg: DecideConfig, **overrides):
+    """The training job for this decision: the job's own defaults, with the decide flags that were set."""
+    from training.config import JobConfig
+
+    job = JobConfig(name=cfg.name, method=cfg.method)
+    for name in ("epochs", "learning_rate", "lora_r", "batch_size", "max_length", "save_steps", "augment"):
+        value = getattr(cfg, name)
+        if value:
+            setattr(job, name, value)
+    if cfg.lora_r and not cfg.learning_rate:
+        job.lora_alpha = 2 * cfg.lora_r  # keep the default alpha/r ratio
+    job.max_steps = cfg.max_steps
+    for key, value in overrides.items():
+        setattr(job, key, value)
+    return job
+
+
+def _dump(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
+def _load(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@dataclass
+class Decision:
+    """One decide run over a workspace: its config, stage cache, keys and (lazily) the shared runtime."""
+
+    cfg: DecideConfig
+    settings: object
+    runtime: object = None
+    keys: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.folder = workspace(self.settings.data_dir, self.cfg.name)
+        self.cache = StageCache(self.folder)
+        self.keys = self.stage_keys()
+
+    @property
+    def rt(self):
+        if self.runtime is None:
+            from assistant.runtime import Runtime
+
+            self.runtime = Runtime(self.settings)
+        return self.runtime
+
+    # ---- keys: what each stage's result depends on --------------------------------------------------
+    def doc_files(self) -> list[tuple[str, str]]:
+        from retrieval.ingest import collect_files
+
+        files, missing = collect_files([Path(p) for p in self.cfg.docs])
+        if missing and not files:
+            raise ArenaError("; ".join(m.message for m in missing))
+        return sorted((source, file_digest(path)) for path, source in files)
+
+    def stage_keys(self) -> dict[str, str]:
+        c, s = self.cfg, self.settings
+        keys = {"ingest": content_key("ingest", self.doc_files(), c.splitter, s.embedder)}
+        digest = {k: file_digest(Path(getattr(c, k))) if getattr(c, k) else "" for k in ("qa", "eval")}
+        keys["evalset"] = content_key("evalset", keys["ingest"], digest, c.eval_fraction, c.seed, c.limit)
+        job = job_config(c) if c.trains else None
+        keys["trainset"] = content_key("trainset", keys["evalset"], c.trains, c.grounded, c.variants, c.seeds,
+                                       c.budget_minutes, job and vars(job), s.model)
+        trains = [self.train_key(i, keys["trainset"]) for i in range(c.seeds)] if c.trains else []
+        keys.update({f"train-s{i}": k for i, k in enumerate(trains)})
+        keys["compare"] = content_key("compare", keys["evalset"], trains, c.variants, c.metric,
+                                      c.max_new_tokens, c.forgetting, s.model, s.embedder)
+        keys["report"] = content_key("report", keys["compare"], keys["trainset"], keys["ingest"])
+        return keys
+
+    def train_key(self, i: int, trainset_key: str) -> str:
+        return content_key("train", trainset_key, self.cfg.seed + i)
+
+    # ---- stages -------------------------------------------------------------------------------------
+    def ingest(self, rep: Reporter, tmp: Path) -> dict:
+        from retrieval.chunking import ChunkConfig
+        from retrieval.ingest import ingest_paths
+
+        def progress(done, total, chunks, message):
+            rep.update(0.5 * done / max(total, 1) + (0.4 if chunks else 0.0), f"{message} ({chunks} chunks)")
+
+        report = ingest_paths(self.rt.store, [Path(p) for p in self.cfg.docs], ChunkConfig(self.cfg.splitter),
+                              progress=progress)
+        ok = [r.source for r in report.results if r.status in ("added", "replaced", "unchanged")]
+        if not ok:
+            raise ArenaError("no document could be ingested: " + "; ".join(r.message for r in report.errors))
+        (tmp / "ingest.json").write_text(json.dumps(report.to_dict(), indent=1))
+        return {"sources": ok, "chunks": report.chunks, "errors": [r.message for r in report.errors],
+                "generation": report.generation}
+
+    def evalset(self, rep: Reporter, tmp: Path, sources: list[str]) -> dict:
+        """Evaluation items: --eval, else held out from --qa, else held-out document sections; the rest trains."""
+        from assistant.compare.evalset import draw_eval_set, load_eval_set
+        from assistant.compare.leakage import find_overlaps, split_by_section
+
+        c = self.cfg
+        sections = [s for s in self.rt.store.sections() if s.source in set(sources)]
+        if c.eval:
+            evals = [it.to_dict() for it in load_eval_set(Path(c.eval))]
+            pool = [it.to_dict() for it in load_eval_set(Path(c.qa))] if c.qa else self._doc_pairs(sections)
+            origin = "--eval file"
+        elif c.qa:
+            pairs = [{**it.to_dict(), "section": it.source or it.question} for it in load_eval_set(Path(c.qa))]
+            # Questions sharing a source are held out together (one section must not feed both sides);
+            # without a source column each question is its own group.
+            pool, evals = split_by_section(pairs, eval_fraction=c.eval_fraction, seed=c.seed)
+            origin = "held out from --qa"
+        else:
+            drawn, rest = draw_eval_set(sections, eval_fraction=c.eval_fraction, seed=c.seed, limit=10**6)
+            evals, pool = [it.to_dict() for it in drawn], [it.to_dict() for it in rest]
+            origin = "held-out document sections"
+        evals = evals[: c.limit] if c.limit else evals
+        # Leakage guard: a training pair that repeats an evaluation question (after normalisation) is dropped;
+        # near-duplicates are left in and flagged by the comparison's own warning (leakage.overlap_warnings).
+        leaked = {o.eval_index for o in find_overlaps([p["question"] for p in pool], [e["question"] for e in evals])}
+        train = [p for i, p in enumerate(pool) if i not in leaked]
+        if not evals:
+            raise ArenaError("the evaluation set is empty: give --eval, a larger --qa, or more documents")
+        _dump(tmp / "eval.jsonl", evals)
+        _dump(tmp / "train_pairs.jsonl", train)
+        return {"eval": len(evals), "train": len(train), "dropped_leaks": len(leaked), "origin": origin}
+
+    def _doc_pairs(self, sections) -> list[dict]:
+        from training.builders import qa_from_sections
+
+        return [{"question": ex.question(), "answer": ex.messages[-1]["content"], "source": ex.origin}
+                for ex in qa_from_sections(sections)]
+
+    def trainset(self, rep: Reporter, tmp: Path) -> dict:
+        """Chat rows from the training pairs (+ grounded rows with retrieved passages) and the training plan."""
+        from assistant.decide.plan import make_plan_for_rows
+        from training.builders import grounded_examples
+        from training.data import chat
+
+        pairs = _load(self.cache.folder("evalset") / "train_pairs.jsonl")
+        if self.cfg.trains and len(pairs) < 2:
+            raise ArenaError(f"only {len(pairs)} training pair(s) left after holding out the evaluation set: "
+                             "give a --qa file or documents with more question-style sections")
+        qa = [chat(p["question"], p["answer"], origin=p.get("source", "")) for p in pairs]
+        _dump(tmp / "qa.jsonl", [{"messages": ex.messages} for ex in qa])
+        grounded = []
+        if self.cfg.trains and self.cfg.grounded and "rag+finetuned" in self.cfg.variants:
+            rep.update(0.3, f"retrieving passages for {len(qa)} grounded rows")
+            store = self.rt.store
+            grounded = grounded_examples(qa, lambda q, k: store.search(q, k=k), seed=self.cfg.seed)
+        _dump(tmp / "grounded.jsonl", [{"messages": ex.messages} for ex in grounded])
+        rows = len(qa) + len(grounded)
+        fit = make_plan_for_rows(self.cfg, self.settings, rows) if self.cfg.trains else {}
+        return {"qa_rows": len(qa), "grounded_rows": len(grounded), "rows": rows, **fit}
+
+    def data_specs(self) -> list[dict]:
+        folder = self.cache.folder("trainset")
+        specs = [{"path": str(folder / "qa.jsonl")}]
+        if (folder / "grounded.jsonl").stat().st_size:
+            specs.append({"path": str(folder / "grounded.jsonl")})
+        return specs
+
+    def train(self, rep: Reporter, tmp: Path, i: int, fit: dict) -> dict:
+        """One seed's adapter through run_job (`arena train`); a job folder with a checkpoint is resumed."""
+        from training.runner import job_dir, last_checkpoint, read_status, run_job
+
+        key = self.keys[f"train-s{i}"]
+        # Within budget the job keeps its own plan (fitted steps, best checkpoint, early stopping); over it,
+        # the steps the budget allows, validated about ten times like the fitted plan.
+        capped = {"max_steps": fit["steps_per_seed"], "eval_steps": max(1, fit["steps_per_seed"] // 10)} \
+            if fit.get("capped") else {}
+        job = job_config(self.cfg, name=f"{self.cfg.name}-s{i}", seed=self.cfg.seed + i, data=self.data_specs(),
+                         job_id=f"decide-{self.cfg.name}-s{i}-{key[:12]}", **capped)
+        folder = job_dir(self.settings, job)
+        done = _finished_adapter(read_status(folder), self.rt.registry)
+        if done:  # trained and registered, but the stage marker was not written (a crash right after)
+            return {"adapter": done, "job_id": job.job_id, "resumed": False, "reused_job": True}
+        resume = last_checkpoint(folder) is not None
+        if folder.exists() and not resume:
+            shutil.rmtree(folder)  # started but killed before its first checkpoint: start it over
+        watcher = _TrainWatcher(folder, rep, i)
+        watcher.start()
+        try:
+            result = run_job(job, self.settings, resume=resume, runtime=self.rt)
+        finally:
+            watcher.stop()
+        if result["state"] == "cancelled":
+            raise DecideCancelled(f"training cancelled at step {result['step']}; run again to resume it")
+        return {"adapter": result["adapter"], "job_id": job.job_id, "resumed": resume,
+                "metrics": result.get("metrics", {})}
+
+
+def _finished_adapter(status: dict, registry) -> str | None:
+    name = status.get("adapter") if status.get("state") == "done" else None
+    return name if name and name in registry.names() else None
+
+
+class _TrainWatcher:
+    """Turns the job's metrics.jsonl into stage progress, and a decide CANCEL into the job's CANCEL file."""
+
+    def __init__(self, job_folder: Path, rep: Reporter, seed_index: int):
+        self.folder, self.rep, self.i = Path(job_folder), rep, seed_index
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        from training.callbacks import CANCEL_FILE, read_metrics
+
+        while not self._stop.wait(1.0):
+            if self.rep.cancelled() and self.folder.is_dir():
+                (self.folder / CANCEL_FILE).touch()
+            last = next((r for r in reversed(read_metrics(self.folder / "metrics.jsonl")) if "max_steps" in r), None)
+            if last and last.get("max_steps"):
+                try:
+                    self.rep.update(last["step"] / last["max_steps"], f"seed {self.i}: step {last['step']}/"
+                                    f"{last['max_steps']} loss {last.get('loss', float('nan')):.3f}",
+                                    job=str(self.folder))
+                except DecideCancelled:
+                    pass  # the training loop stops at its next step; run_job then reports "cancelled"
