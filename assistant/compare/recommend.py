@@ -182,7 +182,8 @@ def _settle_text(best: str, closest: str, row: dict, n: int) -> str:
         return (f" The training seeds disagree on the order of {best} and {closest}: more seeds or a steadier "
                 "training recipe would settle it.")
     if needed is None:
-        return f" {best} and {closest} score the same on these questions, so more questions would not separate them."
+        return (f" {best} and {closest} have the same mean score on these questions, so more questions would "
+                "not separate them.")
     if needed <= n:
         return (f" With {n} questions the difference between {best} and {closest} is at the edge of what this "
                 "test can detect; a few more questions would settle it.")

@@ -203,7 +203,8 @@ def holm(pvalues: Sequence[float], alpha: float = ALPHA, tiebreak: Sequence[floa
 
 def questions_needed(mean_diff: float, sd_diff: float, alpha: float, power: float = POWER) -> int | None:
     """Questions for ``power`` of a two-sided z-test at ``alpha`` (rule 6); None when the mean is 0."""
-    if mean_diff == 0 or not math.isfinite(mean_diff) or not math.isfinite(sd_diff):
+    # |mean| below float rounding of a sum of scores counts as no difference at all
+    if abs(mean_diff) < 1e-12 or not math.isfinite(mean_diff) or not math.isfinite(sd_diff):
         return None
     z = NormalDist().inv_cdf(1 - alpha / 2) + NormalDist().inv_cdf(power)
     return max(2, math.ceil((z * sd_diff / abs(mean_diff)) ** 2))
