@@ -15,8 +15,14 @@ RAG_VARIANTS = {"rag", "rag+finetuned"}
 
 DEFAULT_SYSTEM_PROMPT = ("You are a precise assistant for this team's domain. Answer in a few sentences; "
                          "if you are not sure, say so instead of guessing.")
-RAG_INSTRUCTION = ("Answer the question using only the numbered context passages below. Cite the passages "
-                   "you use as [n]. If the context does not contain the answer, say that it does not.")
+# A short answer drawn from the passages: long, generic answers were the weakness measured in issue 14 (RAG
+# answers ~2.5x longer than the references, below a naive "passages + question" prompt of the same model).
+RAG_INSTRUCTION = ("Answer the question in one short sentence, using only the numbered passages. Copy the "
+                   "exact words of the passage that answers it and cite it as [n]. If no passage contains "
+                   "the answer, reply: The passages do not say.")
+DEFAULT_DYNAMIC_K = 3  # few-shot pairs nearest the question, when the few-shot list is longer than this
+# The comparison's max new tokens from the references: room for a full answer, not for rambling.
+MAX_NEW_FACTOR, MIN_NEW_TOKENS, MAX_NEW_TOKENS = 1.5, 16, 256
 NO_ADAPTER = "no adapter yet — train one in the Train tab"
 NO_DOCUMENTS = "no documents yet — add some in the Documents tab"
 
@@ -26,8 +32,9 @@ class VariantConfig:
     """User-editable settings of the prompt and RAG variants and the chosen adapter."""
 
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
-    few_shot: list[dict] = field(default_factory=list)  # [{"question", "answer"}]
-    dynamic_k: int = 0  # 0 = use the whole fixed few-shot list; k > 0 = the k pairs nearest the question
+    few_shot: list[dict] = field(default_factory=list)  # [{"question", "answer"}], e.g. the training pairs
+    # k > 0: the k pairs nearest the question (the whole list when it has k or fewer); 0: the whole list
+    dynamic_k: int = DEFAULT_DYNAMIC_K
     rag_k: int = 4
     rag_mode: str = "hybrid"
     adapter: str | None = None
@@ -146,3 +153,20 @@ def truncate_question(question: str, max_tokens: int, count_tokens: Callable[[st
         return question, ""
     return _cut_text(question, max_tokens, count_tokens), \
         f"question truncated from {tokens} to {max_tokens} tokens"
+
+
+def naive_rag_messages(question: str, hits: list) -> list[dict]:
+    """The naive RAG baseline: the passages' text pasted before the question, no instruction, no numbering."""
+    context = "\n\n".join(h.text.strip() for h in hits)
+    return [{"role": "user", "content": f"{context}\n\n{question}" if context else question}]
+
+
+def max_new_tokens_for(references: list[str], count_tokens: Callable[[str], int]) -> int:
+    """A comparison's max new tokens from its reference answers: MAX_NEW_FACTOR x their 90th-percentile token
+    count, clamped to [MIN_NEW_TOKENS, MAX_NEW_TOKENS]. One fixed number either cuts long references short or
+    lets verbose variants ramble (and lose F1) far past what any reference says."""
+    lengths = [count_tokens(r) for r in references if r and r.strip()]
+    if not lengths:
+        raise ArenaError("cannot size the answers: the evaluation set has no non-empty reference answer")
+    p90 = float(np.percentile(lengths, 90))
+    return int(min(MAX_NEW_TOKENS, max(MIN_NEW_TOKENS, np.ceil(MAX_NEW_FACTOR * p90))))

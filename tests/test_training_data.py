@@ -122,15 +122,6 @@ def test_preference_pairs_from_votes():
     assert [(p.chosen, p.rejected) for p in pairs] == [("good", "bad")]
 
 
-def test_grounded_examples_carry_context_and_distractors():
-    qa = [builders.chat(f"Question {i}?", f"Answer {i}") for i in range(4)]
-    hit = lambda i: SimpleNamespace(text=f"chunk {i}", citation=f"doc{i}.txt")  # noqa: E731
-    rows = builders.grounded_examples(qa, lambda q, k: [hit(int(q.split()[1][0]))], k=1, distractors=1)
-    user = rows[0].messages[1]["content"]
-    assert "[doc0.txt] chunk 0" in user and user.count("[doc") == 2
-    assert rows[0].messages[0]["role"] == "system" and rows[0].messages[-1]["content"] == "Answer 0"
-
-
 def test_config_yaml_round_trip_and_errors(tmp_path):
     cfg = JobConfig(name="x", data=[{"path": "a.jsonl"}], lora_r=4, use_dora=True)
     cfg.to_yaml(tmp_path / "c.yaml")

@@ -45,8 +45,9 @@ def test_bad_epochs_and_patience_are_refused():
 
 
 def _val_losses(job_dir: str) -> list[tuple[int, float]]:
+    """(step, val loss) of the evaluations during training (the last record is the runner's final evaluate)."""
     records = [json.loads(x) for x in (Path(job_dir) / "metrics.jsonl").read_text().splitlines()]
-    return [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
+    return [(r["step"], r["val_loss"]) for r in records if "val_loss" in r][:-1]
 
 
 def test_default_plan_keeps_best_checkpoint_and_stops_early(qa_file, settings):

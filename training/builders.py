@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from assistant import variants as V
 from assistant.errors import ArenaError
 from training.data import Example, chat, dedup
 
@@ -14,7 +15,6 @@ QUESTION_WORDS = ("how", "what", "why", "when", "where", "which", "who", "can", 
                   "should", "may", "will")
 # "X is a/an/the ...", "X means ...", "X refers to ..." with a short subject: a definition-like sentence.
 DEFINITION = re.compile(r"^(?P<term>[A-Z][\w\- ]{1,40}?) (?:is|are|means|refers to) (?:an? |the )?(?P<rest>.{15,})$")
-GROUNDED_SYSTEM = "Answer the question using only the context below. Cite the source in brackets."
 
 
 @dataclass
@@ -110,29 +110,57 @@ def pref_from_votes(votes) -> list[Example]:
     return dedup(out)
 
 
-def grounded_examples(qa: list[Example], search, k: int = 3, distractors: int = 1,
+def grounded_examples(qa: list[Example], search, k: int = 4, oracle_share: float = 0.8,
                       seed: int = 0) -> list[Example]:
-    """Context-grounded SFT: each question with retrieved chunks plus random distractor chunks.
+    """RAFT-style rows (Zhang et al. 2024) in exactly the prompt the RAG variants are served with.
 
-    search(question, k) -> list of hits with .text and .citation (retrieval.store.Hit).
+    Each question gets k passages built by assistant.variants.rag_messages. The oracle is the best-ranked
+    retrieved passage holding the answer (assistant.compare.metrics.retrieval_hit); it is present in
+    round(oracle_share x n) of the n questions that have one (a seeded choice), at a random position, and the
+    target cites it as [n]. The other passages, and all k in the remaining rows, are distractors: retrieved
+    passages without the answer, then passages retrieved for other questions. Rows without the oracle keep the
+    answer as target (RAFT: it makes the adapter learn the facts, not only copy them).
+    search(question, n) -> ranked hits with .text and .citation (retrieval.store.Hit).
     """
+    from assistant.compare.metrics import retrieval_hit
+
     rng = random.Random(seed)
-    pool = []
-    rows = []
+    found = []  # (example, answer, oracle hit or None, distractors in rank order)
     for ex in qa:
-        hits = list(search(ex.question(), k))
-        pool += hits
-        rows.append((ex, hits))
+        answer = ex.messages[-1]["content"]
+        hits = list(search(ex.question(), 2 * k))
+        holds = [bool(retrieval_hit(answer, [h.text])) for h in hits]
+        oracle = next((h for h, hold in zip(hits, holds, strict=True) if hold), None)
+        found.append((ex, answer, oracle, [h for h, hold in zip(hits, holds, strict=True) if not hold]))
+    with_oracle = [i for i, row in enumerate(found) if row[2] is not None]
+    keep = set(rng.sample(with_oracle, round(oracle_share * len(with_oracle))))
+    pool = [h for row in found for h in row[3]]
     out = []
-    for ex, hits in rows:
-        extra = [h for h in rng.sample(pool, min(len(pool), distractors + len(hits)))
-                 if h not in hits][:distractors]
-        chunks = hits + extra
-        rng.shuffle(chunks)
-        context = "\n\n".join(f"[{h.citation}] {h.text}" for h in chunks)
-        question = f"Context:\n{context}\n\nQuestion: {ex.question()}"
-        out.append(chat(question, ex.messages[-1]["content"], system=GROUNDED_SYSTEM, origin=ex.origin))
+    for i, (ex, answer, oracle, distractors) in enumerate(found):
+        passages = _distractors(distractors, pool, answer, k - 1 if i in keep else k, rng)
+        target = answer
+        if i in keep:
+            at = rng.randrange(len(passages) + 1)
+            passages.insert(at, oracle)
+            target = f"{answer} [{at + 1}]"
+        messages = V.rag_messages(ex.question(), passages) + [{"role": "assistant", "content": target}]
+        out.append(Example("chat", messages, origin=ex.origin))
     return out
+
+
+def _distractors(own: list, pool: list, answer: str, n: int, rng: random.Random) -> list:
+    """n passages without the answer: the question's own retrieved ones first, then others from the pool."""
+    from assistant.compare.metrics import retrieval_hit
+
+    picked = list(own[:n])
+    others = [h for h in pool if all(h is not p for p in picked)]
+    rng.shuffle(others)
+    for hit in others:
+        if len(picked) >= n:
+            break
+        if not retrieval_hit(answer, [hit.text]) and all(hit.text != p.text for p in picked):
+            picked.append(hit)
+    return picked
 
 
 def read_questions(path: Path) -> list[str]:

@@ -54,7 +54,9 @@ class JobConfig:
     lr_scheduler: str = "cosine"
     warmup_steps: int = 0
     weight_decay: float = 0.0
-    max_length: int = 512
+    # Room for a grounded (RAFT) row: k=4 passages of ~800 characters in the served RAG prompt is ~900 tokens.
+    # A longer row would be cut before its answer and dropped; short rows cost nothing extra (no padding).
+    max_length: int = 1024
     packing: bool = False  # padding-free packing; off = random batches run as unpadded sub-batches (faster here)
     bf16: bool = False
     seed: int = 0

@@ -18,8 +18,8 @@ def source_label(spec: dict) -> str:
     return "+".join(str(spec.get(k)) for k in ("source", "kind") if spec.get(k))
 
 
-def load_source(spec: dict, settings: Settings, runtime=None) -> list[Example]:
-    """Rows of one data source spec (see JobConfig.data)."""
+def load_source(spec: dict, settings: Settings, runtime=None, cfg: JobConfig | None = None) -> list[Example]:
+    """Rows of one data source spec (see JobConfig.data); `cfg` sets the grounded rows' k and oracle share."""
     from training import builders
 
     kind = spec.get("source", "file" if "path" in spec else None)
@@ -30,7 +30,7 @@ def load_source(spec: dict, settings: Settings, runtime=None) -> list[Example]:
 
         return builders.pref_from_votes(VoteStore(Path(settings.data_dir) / "votes.sqlite").all())
     if kind == "documents":
-        return _from_documents(spec.get("kind", "qa"), _runtime(runtime, settings))
+        return _from_documents(spec.get("kind", "qa"), _runtime(runtime, settings), cfg or JobConfig())
     if kind == "distill":
         questions = builders.read_questions(Path(spec["questions"]))
         return builders.distill(questions, _runtime(runtime, settings).arena)
@@ -45,7 +45,7 @@ def _runtime(runtime, settings: Settings):
     return runtime
 
 
-def _from_documents(kind: str, runtime) -> list[Example]:
+def _from_documents(kind: str, runtime, cfg: JobConfig) -> list[Example]:
     from training import builders
 
     store = runtime.store
@@ -56,7 +56,9 @@ def _from_documents(kind: str, runtime) -> list[Example]:
         return builders.cpt_from_sections(sections)
     qa = builders.qa_from_sections(sections)
     if kind == "grounded":
-        return builders.grounded_examples(qa, lambda q, k: store.search(q, k=k))
+        # The RAG variants' own retrieval (hybrid), in the served prompt format (builders.grounded_examples).
+        return builders.grounded_examples(qa, lambda q, k: store.search(q, k=k), k=cfg.grounded_k,
+                                          oracle_share=cfg.oracle_share, seed=cfg.seed)
     return qa
 
 
@@ -74,7 +76,7 @@ def build_split(cfg: JobConfig, settings: Settings, runtime=None) -> tuple[list[
     """Per source: load, dedup, split (seeded); then mix the train parts with their weights."""
     parts, val = [], []
     for spec in cfg.data:
-        rows = dedup(with_system(load_source(spec, settings, runtime), cfg.system_prompt))
+        rows = dedup(with_system(load_source(spec, settings, runtime, cfg), cfg.system_prompt))
         if not rows:
             raise ArenaError(f"data source {source_label(spec)} produced no rows")
         tr, va = split(rows, cfg.val_fraction, cfg.seed)

@@ -1,0 +1,87 @@
+"""RAFT-style grounded rows in the served RAG prompt: oracle share, distractors, citations, identical prompts."""
+
+from __future__ import annotations
+
+import pytest
+
+from assistant import variants as V
+from assistant.runtime import Runtime
+from assistant.settings import Settings
+from assistant.variants import VariantConfig
+from retrieval.store import Hit
+from tests.conftest import make_lora
+from tests.test_chat import ListStore
+from training.builders import grounded_examples
+from training.data import chat
+from training.tokenize import IGNORE, tokenize_chat
+
+
+def corpus(n: int) -> tuple[list, dict]:
+    """n questions, each answered by exactly one passage (its code appears nowhere else)."""
+    qa = [chat(f"Which code opens door {i}?", f"Code Q{i}7X{i}.") for i in range(n)]
+    passages = {i: Hit(f"Door {i} opens with code Q{i}7X{i}. Keep it secret.", "doors.md", 1.0, i,
+                       f"doors.md § Door {i}", section=f"Door {i}") for i in range(n)}
+    return qa, passages
+
+
+def ranked_search(passages: dict):
+    """Ranked hits for a question: two other doors first, then its own passage, then the rest."""
+    def search(question: str, n: int) -> list:
+        own = int(question.rsplit(" ", 1)[1].rstrip("?"))
+        others = [passages[j] for j in sorted(passages) if j != own]
+        return (others[:2] + [passages[own]] + others[2:])[:n]
+    return search
+
+
+def passage_numbers(system: str, passages: dict) -> dict[int, int]:
+    """door -> [n] of its passage in a rendered RAG system turn."""
+    return {door: int(system.split(f"({hit.citation})")[0].rsplit("[", 1)[1].rstrip("] "))
+            for door, hit in passages.items() if f"({hit.citation})" in system}
+
+
+@pytest.mark.parametrize("share", [0.8, 0.5, 0.0, 1.0])
+def test_oracle_share_distractors_and_citations(share):
+    qa, passages = corpus(20)
+    rows = grounded_examples(qa, ranked_search(passages), k=4, oracle_share=share, seed=3)
+    with_oracle = 0
+    for i, row in enumerate(rows):
+        system, question, target = (m["content"] for m in row.messages)
+        assert system.startswith(V.RAG_INSTRUCTION) and question == qa[i].question()
+        numbers = passage_numbers(system, passages)
+        assert len(numbers) == 4 and sorted(numbers.values()) == [1, 2, 3, 4]
+        if i in numbers:  # the oracle is in: the target cites its number
+            with_oracle += 1
+            assert target == f"Code Q{i}7X{i}. [{numbers[i]}]"
+        else:  # only distractors, none holding the answer: the target is the plain answer (RAFT)
+            assert target == f"Code Q{i}7X{i}."
+    assert with_oracle == round(share * 20)
+
+
+def test_oracle_lands_at_varied_positions_and_is_seeded():
+    qa, passages = corpus(20)
+    rows = grounded_examples(qa, ranked_search(passages), k=4, oracle_share=1.0, seed=1)
+    spots = {passage_numbers(r.messages[0]["content"], passages)[i] for i, r in enumerate(rows)}
+    assert len(spots) > 1  # not always where retrieval ranked it
+    again = grounded_examples(qa, ranked_search(passages), k=4, oracle_share=1.0, seed=1)
+    assert [r.messages for r in rows] == [r.messages for r in again]
+
+
+def test_training_and_serving_send_identical_prompt_tokens(tiny_loaded, data_dir, tmp_path):
+    """The rag+finetuned variant is served with exactly the prompt its grounded rows were trained on."""
+    from training.registry import AdapterRegistry
+
+    qa, passages = corpus(6)
+    row = grounded_examples(qa[:1], ranked_search(passages), k=4, oracle_share=1.0, seed=0)[0]
+    system = row.messages[0]["content"]
+    shown = sorted((h for h in passages.values() if f"({h.citation})" in system),
+                   key=lambda h: system.index(f"({h.citation})"))
+    AdapterRegistry(data_dir).register("grounded", make_lora(tiny_loaded.model, tmp_path / "lora", 1),
+                                       {"method": "lora", "peft_type": "LORA"}, [qa[0].question()])
+    runtime = Runtime(Settings(data_dir=data_dir), tiny_loaded, store=ListStore(shown))
+    served = runtime.arena.prepare(qa[0].question(), ["rag", "rag+finetuned"],
+                                   VariantConfig(rag_k=4, adapter="grounded"))
+    trained = tokenize_chat(tiny_loaded.tokenizer, row.messages, 4096)
+    prompt_ids = [t for t, label in zip(trained["input_ids"], trained["labels"], strict=True) if label == IGNORE]
+    for name in ("rag", "rag+finetuned"):
+        assert served[name].messages == row.messages[:-1]
+        assert runtime.engine.chat_ids(served[name].messages) == prompt_ids
