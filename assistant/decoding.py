@@ -1,15 +1,13 @@
-"""Batched greedy/sampled decoding over per-row KV caches, and the settings and rows it works on."""
+"""Generation settings, rows and their outputs, and the plain per-row torch decode (the reference)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
 
-from assistant import packed_linear
 from assistant.errors import ArenaError
 
 
@@ -61,82 +59,49 @@ class RowOutput:
 
 
 
-def decode(model, tokenizer, rows: list[Row], gen: GenSettings, eos_ids: set[int], route) -> Iterator[
-        list[RowOutput]]:
-    """Batched decode with a KV cache, yielding all rows' outputs after every token.
+def decode_row(model, context, row: Row, gen: GenSettings, eos_ids: set[int], tokenizer) -> Iterator[RowOutput]:
+    """One row decoded alone with a KV cache, yielding its output after every token.
 
-    `route(row_indices)` returns the context that routes those rows to their adapters (or is None).
+    `context()` is entered around each forward (it activates the row's adapter). Rows are never padded or
+    batched together, so a row's greedy tokens are the same whatever else is generated beside it.
     """
-    steps = _decode_loop(model, tokenizer, rows, gen, eos_ids, route or (lambda idx: nullcontext()))
+    steps = _steps(model, tokenizer, row, gen, eos_ids, context)
     while True:
         # Grad mode is thread-local and Gradio resumes a streaming generator from different worker threads,
         # so inference mode is entered around every step, not once around the loop (else: "Inference tensors
         # cannot be saved for backward" as soon as a step runs on another thread).
         with torch.inference_mode():
-            outs = next(steps, None)
-        if outs is None:
+            out = next(steps, None)
+        if out is None:
             return
-        yield outs
+        yield out
 
 
-def _decode_loop(model, tokenizer, rows, gen, eos_ids, route):
-    device = next(model.parameters()).device
-    ids, mask = _left_pad(rows, tokenizer.pad_token_id, device)
-    seen = _seen_mask(ids, mask, model.config.vocab_size) if gen.repetition_penalty != 1.0 else None
-    sampler = torch.Generator(device="cpu").manual_seed(gen.seed)
-    start, outs = time.perf_counter(), [RowOutput() for _ in rows]
-    cache, logits = prefill(model, rows, route, device, gen.max_new_tokens + 1)
-    positions = mask.sum(-1, keepdim=True)
-    everyone = list(range(len(rows)))
-    for step in range(gen.max_new_tokens):
-        nxt = pick_next(logits.float(), gen, seen, sampler)
-        if _record(outs, nxt.tolist(), tokenizer, eos_ids, time.perf_counter() - start):
-            break
-        yield outs
-        if step == gen.max_new_tokens - 1:
-            break  # the last token is chosen: another forward would compute logits nobody reads
-        if seen is not None:
-            seen[torch.arange(len(rows)), nxt] = True
-        mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
-        with route(everyone), packed_linear.decode_steps():
-            logits = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=positions,
-                           past_key_values=cache, use_cache=True).logits[:, -1]
-        positions = positions + 1
-    yield outs
-
-
-def prefill(model, rows: list[Row], route, device, room: int):
-    """Each prompt alone (no compute wasted on padding), then one left-padded, growing KV cache for the batch
-    with `room` free slots per row for the tokens to come (see kv_cache.py)."""
+def _steps(model, tokenizer, row: Row, gen: GenSettings, eos_ids: set[int], context):
     from transformers import DynamicCache
 
-    from assistant.kv_cache import merge_caches
-
-    caches, last = [], []
-    for i, row in enumerate(rows):
-        cache = DynamicCache(config=model.config)
-        with route([i]):
-            out = model(input_ids=torch.tensor([row.input_ids], device=device), past_key_values=cache,
-                        use_cache=True, logits_to_keep=1)
-        caches.append(cache)
-        last.append(out.logits[:, -1])
-    return merge_caches(caches, model.config, room), torch.cat(last)
-
-
-def _left_pad(rows: list[Row], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r.input_ids) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row.input_ids):] = torch.tensor(row.input_ids)
-        mask[i, width - len(row.input_ids):] = 1
-    return ids.to(device), mask.to(device)
-
-
-def _seen_mask(ids: torch.Tensor, mask: torch.Tensor, vocab: int) -> torch.Tensor:
-    seen = torch.zeros((ids.shape[0], vocab), dtype=torch.bool, device=ids.device)
-    seen.scatter_(1, ids * mask, mask.bool())  # padded slots scatter False, so pads are not "seen"
-    return seen
+    device = next(model.parameters()).device
+    ids = torch.tensor([row.input_ids], device=device)
+    seen = None
+    if gen.repetition_penalty != 1.0:
+        seen = torch.zeros((1, model.config.vocab_size), dtype=torch.bool, device=device)
+        seen[0, ids[0]] = True
+    sampler = torch.Generator(device="cpu").manual_seed(gen.seed)
+    start, out, cache = time.perf_counter(), RowOutput(), DynamicCache(config=model.config)
+    with context():
+        logits = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+    for step in range(gen.max_new_tokens):
+        nxt = pick_next(logits.float(), gen, seen, sampler)
+        if record_token(out, int(nxt), tokenizer, eos_ids, time.perf_counter() - start) or \
+                step == gen.max_new_tokens - 1:
+            break  # after the last token, another forward would compute logits nobody reads
+        yield out
+        if seen is not None:
+            seen[0, nxt] = True
+        with context():
+            logits = model(input_ids=nxt[:, None], past_key_values=cache, use_cache=True).logits[:, -1]
+    out.done = True
+    yield out
 
 
 def pick_next(logits: torch.Tensor, gen: GenSettings, seen: torch.Tensor | None,
@@ -155,18 +120,16 @@ def pick_next(logits: torch.Tensor, gen: GenSettings, seen: torch.Tensor | None,
     return torch.multinomial(probs.cpu(), 1, generator=sampler).squeeze(1).to(logits.device)
 
 
-def _record(outs: list[RowOutput], tokens: list[int], tokenizer, eos_ids: set[int], elapsed: float) -> bool:
-    """Append each unfinished row's token; return True once every row is finished."""
-    for out, tok in zip(outs, tokens, strict=True):
-        if out.done:
-            continue
-        if not out.tokens:
-            out.ttft_s = elapsed
-        if tok in eos_ids:
-            out.done, out.seconds = True, elapsed
-            continue
-        out.tokens.append(tok)
-        out.seconds = elapsed
-        # A trailing replacement char is an incomplete multi-byte character; show it once complete.
-        out.text = tokenizer.decode(out.tokens, skip_special_tokens=True).rstrip("\ufffd")
-    return all(out.done for out in outs)
+
+def record_token(out: RowOutput, token: int, tokenizer, eos_ids: set[int], elapsed: float) -> bool:
+    """Append one generated token to a row's output; True when it ends the row (EOS)."""
+    if not out.tokens:
+        out.ttft_s = elapsed
+    out.seconds = elapsed
+    if token in eos_ids:
+        out.done = True
+        return True
+    out.tokens.append(token)
+    # A trailing replacement char is an incomplete multi-byte character; show it once complete.
+    out.text = tokenizer.decode(out.tokens, skip_special_tokens=True).rstrip("\ufffd")
+    return False

@@ -1,69 +1,44 @@
-"""One base model in memory, peft adapters loaded by name, and a batched streaming decode loop."""
+"""The torch engine: one base model, peft adapters by name, rows decoded one by one (the reference).
+
+Every row is decoded alone with its own KV cache (decoding.decode_row), interleaved one token per row per
+turn so all columns stream at once. Nothing is padded or batched, so each row's greedy tokens are exactly
+what the row gives alone; speed on CPU comes from the onnxruntime-genai engine (inference/ortgenai.py).
+This engine stays the reference, the GPU path, the NLL scorer and the fallback for adapters the onnx graph
+cannot take (DoRA, full model folders, other peft types).
+"""
 
 from __future__ import annotations
 
-import json
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from assistant import attention, packed_linear
-from assistant.decoding import GenSettings, Row, RowOutput, decode
+from assistant.decoding import GenSettings, Row, RowOutput, decode_row
 from assistant.errors import ArenaError
-from assistant.lora_batch import BASE, LoraRouter, lora_linear_only
+from assistant.inference.base import AdapterSlot, adapter_peft_type, check_rows, last
 from assistant.models import LoadedModel
 
-__all__ = ["Engine", "GenSettings", "Row", "RowOutput", "BASE"]  # settings/rows live in decoding
-
-MIXABLE_TYPES = {"LORA"}  # peft tuners our batched hooks can apply (plain LoRA Linear layers)
-
-
-@dataclass
-class AdapterSlot:
-    """How a loaded adapter is run: in the mixed batch, alone on the shared model, or on its own model."""
-
-    name: str
-    path: Path
-    peft_type: str | None
-    mode: str  # "mixed" | "solo" (same weights, own call: DoRA) | "separate" (own model: full/prompt tuning/...)
-
-
-def adapter_peft_type(path: Path) -> tuple[str | None, bool]:
-    """(peft type, uses DoRA) of an adapter folder; (None, False) for a full model folder."""
-    from assistant.models import require_safetensors
-
-    require_safetensors(path, "adapter folder")
-    cfg = path / "adapter_config.json"
-    if cfg.is_file():
-        data = json.loads(cfg.read_text())
-        return str(data.get("peft_type", "")).upper() or None, bool(data.get("use_dora"))
-    if (path / "config.json").is_file():
-        return None, False
-    raise ArenaError(f"adapter folder {path} has neither adapter_config.json nor config.json")
+__all__ = ["Engine", "GenSettings", "Row", "RowOutput", "AdapterSlot"]  # settings/rows live in decoding
 
 
 class Engine:
-    """Generates for many (prompt, adapter) rows at once over one shared base model."""
+    """Generates for (prompt, adapter) rows over one shared base model with peft adapters."""
+
+    name = "torch"
 
     def __init__(self, loaded: LoadedModel):
         self.loaded = loaded
         self.tokenizer = loaded.tokenizer
-        self.model = loaded.model  # becomes a PeftModel once the first mixable adapter is loaded
-        # Side-by-side decode costs: weights packed for small batches, attention over each row's real keys.
-        packed_linear.install(self.model)
-        attention.install(self.model)
+        self.model = loaded.model  # becomes a PeftModel once the first peft adapter is loaded
         self.slots: dict[str, AdapterSlot] = {}
         self._separate: dict[str, torch.nn.Module] = {}  # at most one extra model, see _separate_model
-        # One generation at a time (the KV cache and hooks are per call). A plain Lock, not an RLock: Gradio
-        # advances a streaming generator from different worker threads, and an RLock released by another
-        # thread than its owner raises and stays held forever (every later request then hangs).
+        # One generation at a time (the KV caches and active adapters are per call). A plain Lock, not an
+        # RLock: Gradio advances a streaming generator from different worker threads, and an RLock released by
+        # another thread than its owner raises and stays held forever (every later request then hangs).
         self._lock = threading.Lock()
-        self.router = LoraRouter()  # our batched LoRA application (lora_batch.py), not peft's masked loop
 
     @property
     def context_length(self) -> int:
@@ -94,13 +69,12 @@ class Engine:
                 return slot
             if slot is not None:  # same name, new folder (re-trained or renamed): replace the old weights
                 self._unload(slot)
-            peft_type, dora = adapter_peft_type(path)
-            mode = "separate" if peft_type not in MIXABLE_TYPES else ("solo" if dora else "mixed")
-            if mode != "separate":
+            peft_type = adapter_peft_type(path)
+            # LoRA (any variant) lives in the shared model's layers; full models and other peft types (prompt
+            # tuning, ...) need their own forward, so they get their own model.
+            mode = "mixed" if peft_type == "LORA" else "separate"
+            if mode == "mixed":
                 self._attach(name, path)
-                self.router.install(self.model)
-                if mode == "mixed" and not lora_linear_only(self.model, name):
-                    mode = "solo"  # e.g. LoRA on embeddings or modules_to_save: peft's own path, alone
             self.slots[name] = AdapterSlot(name, path, peft_type, mode)
             return self.slots[name]
 
@@ -144,53 +118,42 @@ class Engine:
         return self._separate[name]
 
     def stream(self, rows: list[Row], gen: GenSettings) -> Iterator[list[RowOutput]]:
-        """Yield every row's growing output: mixed rows in one batched call, then solo/separate rows."""
-        gen.check(self.context_length)
-        for row in rows:
-            if row.adapter is not None and row.adapter not in self.slots:
-                raise ArenaError(f"adapter {row.adapter!r} is not loaded; loaded: {sorted(self.slots) or 'none'}")
+        """Yield every row's growing output, one token per unfinished row per turn."""
+        check_rows(rows, gen, self.context_length, self.slots)
         outputs = [RowOutput() for _ in rows]
         with self._lock:
-            for group in self._groups(rows):
-                start = time.perf_counter()
-                for step in self._run_group([rows[i] for i in group], gen):
-                    for i, out in zip(group, step, strict=True):
-                        outputs[i] = out
-                    yield outputs
-                self._finish([outputs[i] for i in group], start)
+            live = {i: decode_row(*self._model_for(row.adapter), row, gen, self.eos_ids, self.tokenizer)
+                    for i, row in enumerate(rows)}
+            while live:
+                for i, steps in list(live.items()):
+                    outputs[i] = next(steps, outputs[i])
+                    if outputs[i].done:
+                        del live[i]
+                yield outputs
+        for out in outputs:  # rows that ended without a final step (none expected) are still marked
+            out.done = True
         yield outputs
 
-    @staticmethod
-    def _finish(outputs: list[RowOutput], start: float) -> None:
-        for out in outputs:
-            out.done = True
-            out.seconds = out.seconds or time.perf_counter() - start
-
-    def _groups(self, rows: list[Row]) -> list[list[int]]:
-        """Indices of rows that can share one forward: all mixable rows together, every other row alone."""
-        mixed = [i for i, r in enumerate(rows) if r.adapter is None or self.slots[r.adapter].mode == "mixed"]
-        others = [[i] for i in range(len(rows)) if i not in mixed]
-        return ([mixed] if mixed else []) + others
-
-    def _run_group(self, rows: list[Row], gen: GenSettings) -> Iterator[list[RowOutput]]:
-        adapter = rows[0].adapter
+    def _model_for(self, adapter: str | None):
+        """(model, context activating the adapter around each forward) for a row."""
         slot = self.slots.get(adapter) if adapter else None
         if slot is not None and slot.mode == "separate":
-            return decode(self._separate_model(adapter), self.tokenizer, rows, gen, self.eos_ids, None)
-        if slot is not None and slot.mode == "solo":
-            return decode(self._inner(), self.tokenizer, rows, gen, self.eos_ids,
-                          lambda idx: self._activated([adapter]))
-        names = [r.adapter or BASE for r in rows]
-        return decode(self._inner(), self.tokenizer, rows, gen, self.eos_ids, self._router(names))
+            return self._separate_model(adapter), nullcontext
+        return self._inner(), (lambda: self._activated([adapter] if adapter else []))
+
+    def generate(self, rows: list[Row], gen: GenSettings) -> list[RowOutput]:
+        return last(self.stream(rows, gen))
 
     @contextmanager
     def _activated(self, names: list[str]):
-        """Make `names` the active adapters for one call, then none again (the base stays plain)."""
-        self._set_active(names)
+        """Make `names` the active adapters for one forward, then none again (the base stays plain)."""
+        if names:
+            self._set_active(names)
         try:
             yield
         finally:
-            self._set_active([])
+            if names:
+                self._set_active([])
 
     def _set_active(self, names: list[str]) -> None:
         from peft.tuners.tuners_utils import BaseTunerLayer
@@ -207,40 +170,16 @@ class Engine:
         # Calling the wrapped transformers model skips PeftModel.forward's per-call bookkeeping.
         return self.model.base_model.model if isinstance(self.model, PeftModel) else self.model
 
-    def _router(self, names: list[str]):
-        """Row indices -> a context routing those rows to their adapters (None without any adapter)."""
-        if all(n == BASE for n in names):
-            return None  # no adapter active: the injected layers already compute the plain base model
-        plans: dict[tuple, list] = {}  # the decode loop asks for the same rows every token: plan once
-        device = self.loaded.device
-
-        def route(idx):
-            key = tuple(idx)
-            if key not in plans:
-                plans[key] = self.router.plan([names[i] for i in idx], device)
-            return self.router.routed(plans[key])
-        return route
-
-    def generate(self, rows: list[Row], gen: GenSettings) -> list[RowOutput]:
-        """The final outputs of stream()."""
-        last: list[RowOutput] = []
-        for outputs in self.stream(rows, gen):
-            last = outputs
-        return last
-
     def nll(self, prompt_ids: list[int], reference_ids: list[int], adapter: str | None) -> float:
         """Mean per-token negative log-likelihood of `reference_ids` after `prompt_ids` (teacher forcing)."""
         if not reference_ids:
             raise ArenaError("reference answer is empty")
+        check_rows([Row(prompt_ids, adapter)], GenSettings(max_new_tokens=1), self.context_length, self.slots)
         ids = torch.tensor([prompt_ids + reference_ids], device=self.loaded.device)
         with self._lock, torch.inference_mode():
-            slot = self.slots.get(adapter) if adapter else None
-            if slot is not None and slot.mode == "separate":
-                logits = self._separate_model(adapter)(input_ids=ids).logits
-            else:
-                route = (lambda idx: self._activated([adapter])) if slot is not None and slot.mode == "solo" \
-                    else self._router([adapter or BASE])
-                with route([0]) if route else nullcontext():
-                    logits = self._inner()(input_ids=ids).logits
+            model, context = self._model_for(adapter)
+            with context():
+                logits = model(input_ids=ids).logits
         logits = logits[0, len(prompt_ids) - 1:-1].float()
         return float(torch.nn.functional.cross_entropy(logits, ids[0, len(prompt_ids):]))
+

@@ -17,6 +17,7 @@ class Runtime:
         self.settings = settings
         self._lock = threading.RLock()
         self._made: dict[str, object] = {k: v for k, v in {"base": base, **preloaded}.items() if v is not None}
+        self.engine_notice = ""  # why generation runs on torch although onnx was asked for (or auto)
 
     def _once(self, name: str, factory: Callable[[], object]):
         # RLock: factories may ask for other resources (the store needs the embedder).
@@ -47,10 +48,18 @@ class Runtime:
 
     @property
     def engine(self):
-        """The one generation engine over `base` (adapters are loaded into it by name)."""
-        from assistant.engine import Engine
+        """The one generation engine over `base` (settings.engine; adapters are loaded into it by name)."""
+        return self._once("engine", self._build_engine)
 
-        return self._once("engine", lambda: Engine(self.base))
+    def _build_engine(self):
+        import sys
+
+        from assistant.inference.choose import build_engine
+
+        engine, self.engine_notice = build_engine(self.settings.engine, self.base, self.settings.models_dir)
+        if self.engine_notice:
+            print(self.engine_notice, file=sys.stderr, flush=True)
+        return engine
 
     @property
     def arena(self):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 DEFAULT_MODEL = "bundled:smollm2-135m"
 DEFAULT_EMBEDDER = "bundled:all-minilm-l6-v2"
+ENGINES = ("auto", "torch", "onnx", "onnx-int4", "onnx-fp32")  # generation engines (assistant/inference)
 
 # Environment variable for each overridable field.
 ENV_VARS = {
@@ -21,6 +22,7 @@ ENV_VARS = {
     "auth": "ARENA_AUTH",
     "device": "ARENA_DEVICE",
     "dtype": "ARENA_DTYPE",
+    "engine": "ARENA_ENGINE",
 }
 
 
@@ -37,6 +39,7 @@ class Settings:
     auth: tuple[tuple[str, str], ...] = field(default=())
     device: str = "auto"
     dtype: str = "auto"
+    engine: str = "auto"  # generation: torch | onnx[-int4|-fp32] (onnxruntime-genai) | auto: onnx on CPU
     insecure_no_auth: bool = False
     trust_remote_code: bool = False
 
@@ -77,6 +80,8 @@ def _convert(name: str, raw: str):
         raise ValueError(f"device must be auto, cpu or cuda[:N], got {raw!r}")
     if name == "dtype" and raw not in {"auto", "float32", "bfloat16", "float16"}:
         raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {raw!r}")
+    if name == "engine" and raw not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {raw!r}")
     if name == "embedder_backend" and raw not in {"auto", "torch", "onnx"}:
         raise ValueError(f"embedder backend must be auto, torch or onnx, got {raw!r}")
     return raw
@@ -106,6 +111,8 @@ def add_settings_flags(parser: argparse.ArgumentParser, server: bool = False) ->
                         help="auto | torch | onnx (int8 ONNX Runtime, exported once under data-dir/models)")
     parser.add_argument("--device", default=None, help="auto | cpu | cuda[:N]")
     parser.add_argument("--dtype", default=None, help="auto | float32 | bfloat16 | float16")
+    parser.add_argument("--engine", default=None,
+                        help="generation engine: auto | torch | onnx | onnx-int4 | onnx-fp32 (auto: onnx on CPU)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--trust-remote-code", dest="trust_remote_code", action="store_true",
                         help="allow model repos to run their own code (off by default)")

@@ -1,4 +1,4 @@
-"""The engine: one base model, LoRA adapters by name, batched greedy == each row alone, streaming, NLL."""
+"""The torch engine: one base model, LoRA adapters by name, rows side by side == each row alone, streaming, NLL."""
 
 from __future__ import annotations
 
@@ -97,7 +97,8 @@ def test_full_model_folder_runs_in_separate_call(tiny_loaded, tiny_model_dir):
     assert slot.mode == "separate" and slot.peft_type is None
     rows = [Row([5, 6, 7], None), Row([5, 6, 7], "full")]
     outs = engine.generate(rows, GenSettings(max_new_tokens=4))
-    assert all(o.done for o in outs) and engine._groups(rows) == [[0], [1]]
+    assert all(o.done for o in outs)
+    assert outs[0].tokens == outs[1].tokens  # the folder holds the same weights as the base
 
 
 def test_loading_adapters_leaves_the_shared_base_model_plain(tiny_loaded, tmp_path):
@@ -127,7 +128,7 @@ def test_dora_adapter_runs_alone_and_matches_peft(tiny_loaded, tmp_path):
                 param.normal_(0, 0.5)
     peft.save_pretrained(tmp_path / "d")
     engine = Engine(tiny_loaded)
-    assert engine.load_adapter("d", tmp_path / "d").mode == "solo"
+    assert engine.load_adapter("d", tmp_path / "d").mode == "mixed"
     row = Row(engine.chat_ids([{"role": "user", "content": "hi there"}]), "d")
     ours = engine.generate([Row(row.input_ids, None), row], GenSettings(max_new_tokens=8))[1].tokens
     with torch.inference_mode():
@@ -137,7 +138,7 @@ def test_dora_adapter_runs_alone_and_matches_peft(tiny_loaded, tmp_path):
 
 
 def test_lora_rows_match_peft_own_generate(engine_with_adapters, tiny_loaded, tmp_path):
-    """Our batched LoRA hooks give peft's answer for each adapter, mixed with base and another adapter."""
+    """Each adapter row gives peft's own answer, decoded beside a base row and another adapter's row."""
     from peft import PeftModel
 
     engine = engine_with_adapters
@@ -161,19 +162,25 @@ def make_tiny_copy(loaded):
     return model.eval()
 
 
-def test_embedding_lora_falls_back_to_peft_alone(tiny_loaded, tmp_path):
+def test_embedding_lora_runs_and_changes_the_answer(tiny_loaded, tmp_path):
     import copy
 
     from peft import LoraConfig, get_peft_model
 
     peft = get_peft_model(copy.deepcopy(tiny_loaded.model), LoraConfig(r=4, target_modules=["embed_tokens", "q_proj"]))
+    with torch.no_grad():
+        for name, param in peft.named_parameters():
+            if "lora_embedding_B" in name or "lora_B" in name:
+                param.normal_(0, 0.5)
     peft.save_pretrained(tmp_path / "e")
     engine = Engine(tiny_loaded)
-    assert engine.load_adapter("e", tmp_path / "e").mode == "solo"
+    assert engine.load_adapter("e", tmp_path / "e").mode == "mixed"
+    outs = engine.generate([Row([5, 6, 7], None), Row([5, 6, 7], "e")], GenSettings(max_new_tokens=6))
+    assert outs[0].tokens != outs[1].tokens
 
 
 def test_no_forward_after_the_last_token(tiny_loaded):
-    # One prefill per row, then one decode forward per token still to choose: n tokens need n - 1 steps.
+    # Per row: one prefill, then one decode forward per token still to choose: n tokens need n - 1 steps.
     engine = _NoEos(tiny_loaded)
     calls = []
     handle = engine.model.register_forward_pre_hook(lambda module, args: calls.append(1))
@@ -182,7 +189,7 @@ def test_no_forward_after_the_last_token(tiny_loaded):
         engine.generate(rows, GenSettings(max_new_tokens=5))
     finally:
         handle.remove()
-    assert len(calls) == len(rows) + 4
+    assert len(calls) == len(rows) * (1 + 4)
 
 
 class _NoEos(Engine):

@@ -1,0 +1,1 @@
+"""Generation engines behind one small interface (base.py): torch (reference) and onnxruntime-genai (CPU)."""

@@ -1,0 +1,82 @@
+"""The small interface every generation engine offers, and the pieces engines share."""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from assistant.decoding import GenSettings, Row, RowOutput
+from assistant.errors import ArenaError
+
+
+@dataclass
+class AdapterSlot:
+    """A loaded adapter: where it came from and how the engine runs it.
+
+    mode "mixed": runs beside the other rows on the engine's normal path; "separate": its own model or a
+    slower path (full-model folders; adapters the onnx graph cannot take run on the torch engine).
+    """
+
+    name: str
+    path: Path
+    peft_type: str | None
+    mode: str
+
+
+class Engine(Protocol):
+    """What the Arena, the comparison and the UI need from a generation engine."""
+
+    name: str
+    tokenizer: object
+    slots: dict[str, AdapterSlot]
+
+    @property
+    def context_length(self) -> int: ...
+
+    @property
+    def eos_ids(self) -> set[int]: ...
+
+    def chat_ids(self, messages: list[dict]) -> list[int]: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def load_adapter(self, name: str, path: Path) -> AdapterSlot: ...
+
+    def stream(self, rows: list[Row], gen: GenSettings) -> Iterator[list[RowOutput]]:
+        """Every row's growing output (one RowOutput per row, each with its own ttft and seconds)."""
+        ...
+
+    def generate(self, rows: list[Row], gen: GenSettings) -> list[RowOutput]: ...
+
+    def nll(self, prompt_ids: list[int], reference_ids: list[int], adapter: str | None) -> float: ...
+
+
+def check_rows(rows: list[Row], gen: GenSettings, context_length: int, slots: dict) -> None:
+    """Refuse absurd settings and rows naming an adapter that was never loaded."""
+    gen.check(context_length)
+    for row in rows:
+        if row.adapter is not None and row.adapter not in slots:
+            raise ArenaError(f"adapter {row.adapter!r} is not loaded; loaded: {sorted(slots) or 'none'}")
+
+
+def last(stream: Iterator[list[RowOutput]]) -> list[RowOutput]:
+    """The final outputs of a stream."""
+    tail = deque(stream, maxlen=1)
+    return tail[0] if tail else []
+
+
+def adapter_peft_type(path: Path) -> str | None:
+    """The peft type of an adapter folder; None for a full model folder."""
+    from assistant.models import require_safetensors
+
+    require_safetensors(path, "adapter folder")
+    cfg = path / "adapter_config.json"
+    if cfg.is_file():
+        return str(json.loads(cfg.read_text()).get("peft_type", "")).upper() or None
+    if (path / "config.json").is_file():
+        return None
+    raise ArenaError(f"adapter folder {path} has neither adapter_config.json nor config.json")

@@ -1,0 +1,216 @@
+"""onnxruntime-genai as the CPU generation engine: a converted graph, LoRA adapters switched per row.
+
+Rows are not padded into one batch: one long RAG prompt beside short ones made every short row pay for the
+long one (RECIPES: 42.6 s padded vs 21.8 s row by row on the five-variant workload). Instead a pool of worker
+threads each decodes one row at a time with its own generator (a single-row generator never pads), and a
+finished row is replaced by the next pending one (continuous across questions). Each session run uses one
+intra-op thread and the pool has one worker per core: on this 2-core box, 1 worker x 2 intra-op threads ran
+at a quarter of the speed of 1 x 1 (42 vs 158 tok/s, int4), and workers x 1 thread is what
+benchmarks/compare_throughput.py compares against a single worker.
+Tokenizer, chat template, NLL scoring and adapters the graph cannot take stay on the torch engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from assistant.decoding import GenSettings, Row, RowOutput, record_token
+from assistant.errors import ArenaError
+from assistant.inference import lora_onnx, ort_build
+from assistant.inference.base import AdapterSlot, adapter_peft_type, check_rows, last
+
+
+def available() -> bool:
+    try:
+        import onnxruntime_genai  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+class OrtGenaiEngine:
+    """Generation on an onnxruntime-genai graph of the torch engine's base model."""
+
+    def __init__(self, torch_engine, graph_folder: Path, models_dir: Path, workers: int | None = None):
+        import onnxruntime_genai as og
+
+        self.torch = torch_engine
+        self.tokenizer = torch_engine.tokenizer
+        self.folder, self.models_dir = Path(graph_folder), Path(models_dir)
+        self.precision = json.loads((self.folder / ort_build.MARKER).read_text())["precision"]
+        self.name = f"onnx-{self.precision}"
+        self.workers = workers or default_workers()
+        config = og.Config(str(self.folder))
+        config.overlay(json.dumps({"model": {"decoder": {"session_options": {
+            "intra_op_num_threads": 1, "inter_op_num_threads": 1}}}}))
+        self.model = og.Model(config)
+        self.adapters = og.Adapters(self.model)
+        self.slots: dict[str, AdapterSlot] = {}
+        self._onnx: dict[str, Path] = {}  # adapter name -> loaded .onnx_adapter file
+        self._lock = threading.Lock()  # adapter (un)loading vs. generators using them
+
+    @property
+    def context_length(self) -> int:
+        return self.torch.context_length
+
+    @property
+    def eos_ids(self) -> set[int]:
+        return self.torch.eos_ids
+
+    def chat_ids(self, messages: list[dict]) -> list[int]:
+        return self.torch.chat_ids(messages)
+
+    def count_tokens(self, text: str) -> int:
+        return self.torch.count_tokens(text)
+
+    def nll(self, prompt_ids: list[int], reference_ids: list[int], adapter: str | None) -> float:
+        return self.torch.nll(prompt_ids, reference_ids, adapter)  # scoring stays on the fp32 reference
+
+    def load_adapter(self, name: str, path: Path) -> AdapterSlot:
+        """Register an adapter on both engines; converted once per content, so a re-trained one is picked up."""
+        path = Path(path)
+        slot = self.slots.get(name)
+        if slot is not None and slot.path == path:
+            return slot
+        self.torch.load_adapter(name, path)  # NLL scoring and the fallback path need it too
+        with self._lock:
+            if name in self._onnx:
+                self.adapters.unload(name)
+                del self._onnx[name]
+            try:
+                file = ort_build.adapter_file(path, self.folder, self.models_dir)
+            except lora_onnx.UnsupportedAdapter:
+                file = None  # e.g. DoRA or a full model folder: the torch engine runs this adapter's rows
+            if file is not None:
+                self.adapters.load(str(file), name)
+                self._onnx[name] = file
+            mode = "mixed" if file is not None else "separate"
+            self.slots[name] = AdapterSlot(name, path, adapter_peft_type(path), mode)
+            return self.slots[name]
+
+    def generate(self, rows: list[Row], gen: GenSettings) -> list[RowOutput]:
+        return last(self.stream(rows, gen))
+
+    def stream(self, rows: list[Row], gen: GenSettings) -> Iterator[list[RowOutput]]:
+        """Yield all rows' outputs whenever some row advanced; rows run `workers` at a time, in order."""
+        check_rows(rows, gen, self.context_length, self.slots)
+        outputs = [RowOutput() for _ in rows]
+        if not rows:
+            yield outputs
+            return
+        pool = _Pool(len(rows), self.workers)
+        threads = [threading.Thread(target=pool.work, args=(self._row_outputs, rows, gen, outputs), daemon=True)
+                   for _ in range(min(self.workers, len(rows)))]
+        for t in threads:
+            t.start()
+        try:
+            while pool.wait(len(threads)):
+                yield outputs
+        finally:
+            pool.stop.set()  # the consumer stopped early (a closed stream): let the workers end
+            for t in threads:
+                t.join()
+        pool.raise_error()
+        yield outputs
+
+    def _row_outputs(self, row: Row, gen: GenSettings, stop: threading.Event) -> Iterator[RowOutput]:
+        if row.adapter is not None and row.adapter not in self._onnx:
+            for outs in self.torch.stream([row], gen):  # an adapter the graph cannot take
+                yield outs[0]
+            return
+        yield from self._decode(row, gen, stop)
+
+    def _decode(self, row: Row, gen: GenSettings, stop: threading.Event) -> Iterator[RowOutput]:
+        import onnxruntime_genai as og
+
+        start, out = time.perf_counter(), RowOutput()
+        params = og.GeneratorParams(self.model)
+        params.set_search_options(**search_options(gen, len(row.input_ids)))
+        generator = og.Generator(self.model, params)
+        if row.adapter is not None:
+            generator.set_active_adapter(self.adapters, row.adapter)
+        generator.append_tokens(np.asarray(row.input_ids, dtype=np.int32))
+        while not stop.is_set() and len(out.tokens) < gen.max_new_tokens and not generator.is_done():
+            generator.generate_next_token()
+            token = int(generator.get_next_tokens()[0])
+            if record_token(out, token, self.tokenizer, self.eos_ids, time.perf_counter() - start):
+                break
+            yield out
+        out.done = True
+        yield out
+
+
+def search_options(gen: GenSettings, prompt_len: int) -> dict:
+    """onnxruntime-genai search options for our settings (greedy unless a temperature is set)."""
+    options = {"max_length": prompt_len + gen.max_new_tokens, "do_sample": gen.temperature > 0,
+               "repetition_penalty": gen.repetition_penalty}
+    if gen.temperature > 0:  # top_k 0 = no top-k cut, as in our torch sampler
+        options.update(temperature=gen.temperature, top_p=gen.top_p, top_k=0, random_seed=gen.seed)
+    return options
+
+
+class _Pool:
+    """Hands out row indices in order and tells the consumer when some row advanced."""
+
+    def __init__(self, n_rows: int, workers: int):
+        self.next_row, self.n_rows = 0, n_rows
+        self.lock = threading.Lock()
+        self.events: queue.Queue = queue.Queue()
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self._ended = 0
+
+    def _take(self) -> int | None:
+        with self.lock:
+            if self.stop.is_set() or self.next_row >= self.n_rows:
+                return None
+            self.next_row += 1
+            return self.next_row - 1
+
+    def work(self, row_outputs, rows, gen, outputs) -> None:
+        try:
+            while (i := self._take()) is not None:
+                for out in row_outputs(rows[i], gen, self.stop):
+                    outputs[i] = out
+                    self.events.put(True)
+        except BaseException as exc:  # re-raised in the consumer's thread
+            self.error = exc
+            self.stop.set()
+        finally:
+            self.events.put(False)
+
+    def wait(self, n_workers: int) -> bool:
+        """Block until some row advanced (True) or every worker ended (False); coalesces queued events."""
+        while self._ended < n_workers:
+            progressed = False
+            item = self.events.get()
+            while True:
+                if item:
+                    progressed = True
+                else:
+                    self._ended += 1
+                try:
+                    item = self.events.get_nowait()
+                except queue.Empty:
+                    break
+            if progressed:
+                return True
+        return False
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            if isinstance(self.error, ArenaError):
+                raise self.error
+            raise ArenaError(f"onnxruntime-genai generation failed: {self.error}") from self.error
