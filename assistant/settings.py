@@ -23,6 +23,7 @@ ENV_VARS = {
     "device": "ARENA_DEVICE",
     "dtype": "ARENA_DTYPE",
     "engine": "ARENA_ENGINE",
+    "fast": "ARENA_FAST",
 }
 
 
@@ -42,6 +43,7 @@ class Settings:
     engine: str = "auto"  # generation: torch | onnx[-int4|-fp32] (onnxruntime-genai) | auto: onnx on CPU
     insecure_no_auth: bool = False
     trust_remote_code: bool = False
+    fast: bool = True  # the measured CPU training speed path (training/speed); False = stock libraries only
 
     @property
     def models_dir(self) -> Path:
@@ -80,6 +82,10 @@ def _convert(name: str, raw: str):
         raise ValueError(f"device must be auto, cpu or cuda[:N], got {raw!r}")
     if name == "dtype" and raw not in {"auto", "float32", "bfloat16", "float16"}:
         raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {raw!r}")
+    if name == "fast":
+        if raw.lower() not in {"0", "1", "true", "false"}:
+            raise ValueError(f"ARENA_FAST must be 0 or 1, got {raw!r}")
+        return raw.lower() in {"1", "true"}
     if name == "engine" and raw not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {raw!r}")
     if name == "embedder_backend" and raw not in {"auto", "torch", "onnx"}:

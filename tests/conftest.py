@@ -126,6 +126,8 @@ def qa_file(tmp_path) -> Path:
 @pytest.fixture
 def settings(tiny_model_dir, data_dir):
     """Settings on the tiny model in a fresh data dir (training tests)."""
-    from assistant.settings import Settings
+    from assistant.settings import Settings, load_settings
 
-    return Settings(data_dir=data_dir, model=str(tiny_model_dir), device="cpu")
+    # ARENA_FAST=0 make test runs every training test on the stock library path.
+    fast = load_settings(env={"ARENA_FAST": os.environ.get("ARENA_FAST", "1")}).fast
+    return Settings(data_dir=data_dir, model=str(tiny_model_dir), device="cpu", fast=fast)

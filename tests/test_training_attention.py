@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from training import attention
-from training.attention import packed_causal_attention, supports
-from training.packing import packed_sdpa
+from training.speed import attention
+from training.speed.attention import packed_causal_attention, supports
+from training.speed.packing import packed_sdpa
 
 HEADS, KV_HEADS, DIM = 6, 2, 8
 LENGTHS = [5, 0, 9, 1, 7]  # an empty row and a one-token row too

@@ -8,8 +8,8 @@ from torch.nn import functional as F
 from transformers.models.llama import modeling_llama
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
-from training import kernels
-from training.kernels import (
+from training.speed import kernels
+from training.speed.kernels import (
     RMSNormFn,
     RotaryFn,
     SummedNLLFn,
@@ -109,7 +109,7 @@ def test_only_llama_style_modules_are_replaced_and_rotary_comes_back(tiny_model)
 def test_answer_only_loss_with_every_kernel_under_bf16_autocast(tiny_model):
     """--bf16: queries and keys arrive in bf16 (the packed attention falls back to SDPA), the residual stream
     stays fp32 (the fused norm runs), rotary mixes dtypes; the loss still matches the stock model's."""
-    from training.loss import add_answer_head
+    from training.speed.loss import add_answer_head
 
     ids = torch.randint(0, 200, (2, 12), generator=torch.Generator().manual_seed(0))
     mask = torch.ones_like(ids)

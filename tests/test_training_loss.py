@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training import loss as answer_loss
-from training.loss import IGNORE, add_answer_head
+from training.speed import loss as answer_loss
+from training.speed.loss import IGNORE, add_answer_head
 
 
 def _batch(vocab: int, seed: int = 0):

@@ -9,12 +9,12 @@ from unittest import mock
 import pytest
 import torch
 
-from training import attention as attention_module
-from training import fastlora, kernels
 from training.config import JobConfig
 from training.data import chat
-from training.fastlora import LoraLinearFn, fuse_lora_linears
-from training.loss import IGNORE, add_answer_head, length_chunks, unpadded_parts
+from training.speed import attention as attention_module
+from training.speed import fastlora, kernels
+from training.speed.fastlora import LoraLinearFn, fuse_lora_linears
+from training.speed.loss import IGNORE, add_answer_head, length_chunks, unpadded_parts
 
 
 def _peft(model, **kw):
@@ -175,7 +175,7 @@ def test_make_trainer_trains_random_batches_unpadded_with_fused_lora(trainer):
 
 
 def test_pack_keeps_rows_apart():
-    from training.packing import pack
+    from training.speed.packing import pack
 
     ids = torch.tensor([[5, 6, 7, 0], [8, 9, 0, 0]])
     mask = (ids != 0).long()
@@ -189,7 +189,7 @@ def test_pack_keeps_rows_apart():
 
 RSS_AFTER_FREE = """
 import sys, psutil, torch
-from training.memory import retain_freed_memory
+from training.speed.memory import retain_freed_memory
 retained = retain_freed_memory() if sys.argv[1] == "retain" else None
 before = psutil.Process().memory_info().rss
 x = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched

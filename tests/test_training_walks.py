@@ -8,7 +8,7 @@ from transformers import Trainer
 
 from training.config import JobConfig
 from training.data import chat
-from training.walks import cache_module_walks
+from training.speed.walks import cache_module_walks
 
 
 def test_cached_train_and_zero_grad_reach_every_module_and_parameter(tiny_model):

@@ -71,53 +71,59 @@ def _args_common(cfg: JobConfig, folder: Path, device, has_val: bool) -> dict:
 
 
 def make_trainer(cfg: JobConfig, model, tokenizer, train: list[Example], val: list[Example], folder: Path,
-                 device, callbacks: list):
-    """trl SFTTrainer on pre-tokenized rows (prompt already masked), or DPOTrainer on preference pairs."""
+                 device, callbacks: list, fast: bool = True):
+    """trl SFTTrainer on pre-tokenized rows (prompt already masked), or DPOTrainer on preference pairs;
+    `fast` switches it to the measured speed path where that applies (training/speed, ARENA_FAST)."""
+    from training import speed
+
+    build = _dpo_trainer if cfg.method == "dpo" else _sft_trainer
+    trainer = build(cfg, model, tokenizer, train, val, folder, device, callbacks)
+    if fast:
+        speed.apply(model, trainer)
+    return trainer
+
+
+def _dpo_trainer(cfg: JobConfig, model, tokenizer, train, val, folder: Path, device, callbacks: list):
     from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
 
-    from training.fastlora import fuse_lora_linears
-    from training.kernels import fuse_rms_norms
-    from training.memory import retain_freed_memory
-    from training.tokenize import pref_rows, tokenize_examples
+    from training.tokenize import pref_rows
 
-    # Same LoRA, fewer memory passes per layer (~15-35 % faster forward+backward on CPU, measured).
-    fuse_lora_linears(model)
-    fuse_rms_norms(model)  # likewise for the norms (kernels.py)
-    retain_freed_memory()  # no page faults on every step's fresh activations (memory.py)
-    if cfg.method == "dpo":
-        from trl import DPOConfig, DPOTrainer
+    tr, va = pref_rows(train), pref_rows(val)
+    if not tr:
+        raise ArenaError("method 'dpo' needs preference pairs (prompt/chosen/rejected rows or --from-votes)")
+    args = DPOConfig(beta=cfg.dpo_beta, activation_checkpointing=False,
+                     **_args_common(cfg, folder, device, bool(va)))
+    return DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(tr),
+                      eval_dataset=Dataset.from_list(va) if va else None, processing_class=tokenizer,
+                      callbacks=callbacks)
 
-        tr, va = pref_rows(train), pref_rows(val)
-        if not tr:
-            raise ArenaError("method 'dpo' needs preference pairs (prompt/chosen/rejected rows or --from-votes)")
-        args = DPOConfig(beta=cfg.dpo_beta, activation_checkpointing=False,
-                         **_args_common(cfg, folder, device, bool(va)))
-        return DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(tr),
-                          eval_dataset=Dataset.from_list(va) if va else None, processing_class=tokenizer,
-                          callbacks=callbacks)
-    from trl import SFTConfig
 
-    from training.loss import answer_only_sft_trainer
+def _sft_trainer(cfg: JobConfig, model, tokenizer, train, val, folder: Path, device, callbacks: list):
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
 
+    from training.tokenize import tokenize_examples
+
+    # Rows carry their own labels (prompt masked with -100): trl's collator uses them as they are.
     tr, va = (tokenize_examples(tokenizer, rows, cfg.max_length) for rows in (train, val))
     if not tr:
         raise ArenaError(f"method {cfg.method!r} needs chat or text rows; the data has none usable "
                          "(preference pairs only train with method 'dpo')")
-    # Default: random batches like a plain Trainer, each run as one packed sequence (training/packing.py): no
-    # padding compute, same batches. Length-grouped batches were tried: with Adam every step moves about as
-    # far whatever its token count, so buckets of short rows pulled the model towards short answers (+3.5 %
-    # validation loss on benchmarks/training.py). trl's padding-free packing is optional: on CPU its
-    # block-diagonal mask over one long row measured slower. Prompt tuning prepends virtual tokens: no packing.
+    # Default: random batches like a plain Trainer; the speed path runs each as one packed sequence. Length-
+    # grouped batches were tried: with Adam every step moves about as far whatever its token count, so buckets
+    # of short rows pulled the model towards short answers (+3.5 % validation loss on benchmarks/training.py).
+    # trl's padding-free packing is optional: on CPU its block-diagonal mask over one long row measured slower.
+    # Prompt tuning prepends virtual tokens: no packing.
     packing = cfg.packing and cfg.method != "prompt_tuning"
     # trl turns gradient checkpointing on by default; it recomputes every layer in the backward (~30 % slower)
     # to save activation memory that a small model on CPU does not need.
     args = SFTConfig(packing=packing, packing_strategy="bfd", eval_packing=packing,
                      train_sampling_strategy="random",
                      activation_checkpointing=False, **_args_common(cfg, folder, device, bool(va)))
-    trainer_cls = answer_only_sft_trainer()
-    return trainer_cls(model=model, args=args, train_dataset=Dataset.from_list(tr),
-                       eval_dataset=Dataset.from_list(va) if va else None, processing_class=tokenizer,
-                       callbacks=callbacks)
+    return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(tr),
+                      eval_dataset=Dataset.from_list(va) if va else None, processing_class=tokenizer,
+                      callbacks=callbacks)
 
 
 def last_checkpoint(folder: Path) -> str | None:
@@ -165,7 +171,7 @@ def train_one(cfg: JobConfig, settings: Settings, folder: Path, resume: bool = F
     if ckpt and is_main_process():
         truncate_metrics(folder / "metrics.jsonl", int(ckpt.rsplit("-", 1)[-1]))
     callbacks = [MetricsCallback(folder / "metrics.jsonl"), cancel] + ([stopper] if stopper else [])
-    trainer = make_trainer(cfg, model, tokenizer, train, val, folder, device, callbacks)
+    trainer = make_trainer(cfg, model, tokenizer, train, val, folder, device, callbacks, settings.fast)
     write_status(folder, state="running", pid=os.getpid(), name=cfg.name, fingerprint=fp)
     started = time.time()
     result = trainer.train(resume_from_checkpoint=ckpt)

@@ -15,10 +15,10 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 from transformers.modeling_outputs import CausalLMOutput
 
-from training.kernels import fused_rotary, llama_rotary_modules, summed_nll
-from training.packing import pack, packed_attention, right_padded_lengths
+from training.speed.kernels import fused_rotary, llama_rotary_modules, summed_nll
+from training.speed.packing import pack, packed_attention, right_padded_lengths
+from training.speed.walks import cache_module_walks
 from training.tokenize import IGNORE
-from training.walks import cache_module_walks
 
 # Positions scored in one piece; above this the logits (positions x vocab x 4 bytes, ~800 MB for a 49k vocab)
 # are recomputed in the backward instead of being kept, so long raw-text batches stay within memory.
@@ -130,48 +130,50 @@ def _plain_right_padded(kwargs: dict) -> bool:
                                                                                     "use_cache"}
 
 
-def answer_only_sft_trainer():
-    """trl's SFTTrainer with the loss from `add_answer_head` (built lazily: trl is slow to import)."""
-    from trl import SFTTrainer
+def install_answer_only_loss(trainer) -> None:
+    """Give a stock trl SFTTrainer the answer-only loss, cached walks and cached FLOP count (on the instance).
 
-    class AnswerOnlySFTTrainer(SFTTrainer):
-        """Same data handling as SFTTrainer; loss on labelled positions only, without entropy/accuracy logs,
-        each batch run as one packed sequence (`packing.py`)."""
+    Instance attributes rather than a subclass, so the trainer stays the library's own class and
+    `ARENA_FAST=0` only has to skip this call. Same data handling; loss on labelled positions only, without
+    SFTTrainer's per-step entropy/accuracy logs; each batch run as one packed sequence (`packing.py`).
+    """
+    model = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
+    add_answer_head(model)
+    cache_module_walks(trainer.model)  # walks.py: train()/zero_grad() every step without a tree walk
+    trainer._flos_per_token = None
+    trainer.floating_point_ops = types.MethodType(_floating_point_ops, trainer)
+    trainer._clip_grad_norm = types.MethodType(_clip_grad_norm, trainer)
+    trainer.compute_loss = types.MethodType(_compute_loss, trainer)
 
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-            add_answer_head(model)
-            cache_module_walks(self.model)  # walks.py: train()/zero_grad() every step without a tree walk
-            self._flos_per_token = None
 
-        def floating_point_ops(self, inputs):
-            """The Trainer's estimate (6 x parameters x tokens), with the parameters counted once, not per step."""
-            key = getattr(self.model, "main_input_name", "input_ids")
-            if key not in inputs:
-                return super().floating_point_ops(inputs)
-            if self._flos_per_token is None:
-                self._flos_per_token = super().floating_point_ops({key: torch.empty(1)})
-            return self._flos_per_token * inputs[key].numel()
+def _floating_point_ops(self, inputs):
+    """The Trainer's estimate (6 x parameters x tokens), with the parameters counted once, not per step."""
+    key = getattr(self.model, "main_input_name", "input_ids")
+    stock = type(self).floating_point_ops
+    if key not in inputs:
+        return stock(self, inputs)
+    if self._flos_per_token is None:
+        self._flos_per_token = stock(self, {key: torch.empty(1)})
+    return self._flos_per_token * inputs[key].numel()
 
-        def _clip_grad_norm(self, model):
-            params = getattr(model, "cached_parameters", None)  # the same list model.parameters() yields
-            if params is None or self.args.fp16 or self._has_mixed_mesh_grads(model):
-                return super()._clip_grad_norm(model)
-            return self.accelerator.clip_grad_norm_(params, self.args.max_grad_norm)
 
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            outputs = model(**inputs, answer_only=True, num_items_in_batch=num_items_in_batch)
-            loss = outputs.loss
-            # As in SFTTrainer: the token count spans all ranks while DDP averages the gradients.
-            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
-                loss = loss * (self.accelerator.num_processes // self.get_tp_size())
-            mode = "train" if self.model.training else "eval"
-            if mode == "train":  # real (non-pad) tokens, for tokens/s in the metrics file
-                mask = inputs.get("attention_mask")
-                local = mask.sum() if mask is not None else torch.tensor(inputs["position_ids"].size(1))
-                self._total_train_tokens += self.accelerator.gather_for_metrics(local).sum().item()
-            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
-            return (loss, outputs) if return_outputs else loss
+def _clip_grad_norm(self, model):
+    params = getattr(model, "cached_parameters", None)  # the same list model.parameters() yields
+    if params is None or self.args.fp16 or self._has_mixed_mesh_grads(model):
+        return type(self)._clip_grad_norm(self, model)
+    return self.accelerator.clip_grad_norm_(params, self.args.max_grad_norm)
 
-    return AnswerOnlySFTTrainer
+
+def _compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    outputs = model(**inputs, answer_only=True, num_items_in_batch=num_items_in_batch)
+    loss = outputs.loss
+    # As in SFTTrainer: the token count spans all ranks while DDP averages the gradients.
+    if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+        loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+    mode = "train" if self.model.training else "eval"
+    if mode == "train":  # real (non-pad) tokens, for tokens/s in the metrics file
+        mask = inputs.get("attention_mask")
+        local = mask.sum() if mask is not None else torch.tensor(inputs["position_ids"].size(1))
+        self._total_train_tokens += self.accelerator.gather_for_metrics(local).sum().item()
+    self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+    return (loss, outputs) if return_outputs else loss

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import torch
 
-from training import attention
+from training.speed import attention
 from training.tokenize import IGNORE
 
 NAME = "arena_packed_sdpa"
