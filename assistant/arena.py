@@ -40,9 +40,10 @@ class Answer:
     done: bool = False
 
     def to_json(self) -> dict:
+        """This variant's own figures (its first token, speed, answer and prompt lengths) and its answer."""
         return {"answer": self.text, "sources": [source_json(h) for h in self.sources], "ttft_s": self.ttft_s,
-                "tokens": self.tokens, "tokens_per_s": self.tokens_per_s, "notice": self.notice,
-                "error": self.error, "adapter": self.adapter}
+                "tokens": self.tokens, "tokens_per_s": self.tokens_per_s, "prompt_tokens": self.prompt_tokens,
+                "notice": self.notice, "error": self.error, "adapter": self.adapter}
 
 
 def source_json(hit) -> dict:

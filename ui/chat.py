@@ -15,6 +15,7 @@ from assistant.variants import DEFAULT_SYSTEM_PROMPT, VARIANTS, VariantConfig, f
 TITLES = {"base": "Base", "prompt": "Prompt-engineered", "rag": "RAG", "finetuned": "Fine-tuned",
           "rag+finetuned": "RAG + fine-tuned"}
 BLIND_TITLES = [f"Answer {c}" for c in "ABCDE"]
+COLUMN_MIN_WIDTH = 380
 
 
 def new_session() -> dict:
@@ -43,12 +44,19 @@ def column_order(variants: list[str], blind: bool, rng: random.Random) -> list[s
 
 
 def stats_line(answer, extra: str = "") -> str:
+    """This column's own figures: its first-token time, decode speed, answer and prompt length."""
     if answer.error:
         return f"⚠️ {answer.error}"
-    parts = [f"first token {answer.ttft_s:.2f} s · {answer.tokens_per_s:.1f} tok/s · {answer.tokens} tokens"]
+    parts = [f"first token {seconds_text(answer.ttft_s)} · {answer.tokens_per_s:.1f} tok/s · "
+             f"{answer.tokens} tokens · prompt {answer.prompt_tokens} tokens"]
     parts += [f"ℹ️ {answer.notice}"] if answer.notice else []
     parts += [extra] if extra else []
     return "  \n".join(parts)
+
+
+def seconds_text(seconds: float) -> str:
+    """Milliseconds below a second (a small model's first token), else seconds."""
+    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
 def sources_table(sources: list) -> str:
@@ -236,11 +244,14 @@ def _configs(adapter_name, system, shots, dynamic_k, rag_k, rag_mode, max_new, t
 def _columns() -> list[tuple]:
     """Five columns: (column, title, chatbot, stats, sources accordion, sources table, vote button)."""
     cols = []
-    with gr.Row(equal_height=False):
+    # A wrapping grid: 380 px minimum puts 3 columns per row on a 1280-1400 px window (3 + 2 for five), and
+    # chat boxes with no fixed height grow with the answer, so the page scrolls instead of each box.
+    with gr.Row(equal_height=False, elem_id="chat-columns"):
         for i, name in enumerate(VARIANTS):
-            with gr.Column(min_width=220, elem_id=f"chat-col-{i}") as column:
+            with gr.Column(min_width=COLUMN_MIN_WIDTH, elem_id=f"chat-col-{i}") as column:
                 title = gr.Markdown(f"### {TITLES[name]}", elem_id=f"chat-title-{i}")
-                bot = gr.Chatbot(height=380, show_label=False, elem_id=f"chat-bot-{i}")
+                bot = gr.Chatbot(height=None, min_height=240, max_height=None, layout="panel", show_label=False,
+                                 elem_id=f"chat-bot-{i}")
                 stats = gr.Markdown(elem_id=f"chat-stats-{i}")
                 with gr.Accordion("Sources", open=False) as panel:
                     table = gr.Markdown(elem_id=f"chat-sources-{i}")
