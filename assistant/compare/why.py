@@ -63,6 +63,8 @@ def _diagnoses(result: dict, v: str) -> list[str]:
         out += [_learned(result), _forgetting(result)]
     if v == "base":
         out.append("it answers from pretraining alone, without your documents or any training")
+    if v == "prompt":
+        out.append(_prompt_tokens(result, v))
     out += [_seeds(result, v), _training_time(result, v), _latency(result, v)]
     return [c for c in out if c]
 
@@ -71,8 +73,13 @@ def _rag_ceiling(result: dict, v: str) -> str:
     hit = ((result.get("variants") or {}).get(v, {}).get("retrieval_hit") or {}).get("mean")
     if hit is None:
         return ""
-    text = f"the retrieved passages held the reference answer for {hit:.0%} of the questions"
+    text = f"the retrieved passages held the reference answer for {hit * 100:.0f} % of the questions"
     return text + (", so retrieval, not the model, caps what it can score" if hit < LOW_HIT else "")
+
+
+def _prompt_tokens(result: dict, v: str) -> str:
+    extra = float(((result.get("costs") or {}).get(v) or {}).get("extra_prompt_tokens") or 0.0)
+    return f"its instructions and examples add {extra:.0f} prompt tokens to every question" if extra else ""
 
 
 def _learned(result: dict) -> str:
@@ -103,7 +110,7 @@ def _forgetting(result: dict) -> str:
     probes = flagged[0]["probes"]
     worst = max(probes, key=lambda k: probes[k]["relative_change"])
     return (f"it forgets general knowledge: perplexity on the {worst.replace('_', ' ')} probe rose "
-            f"{probes[worst]['relative_change']:+.0%}")
+            f"{probes[worst]['relative_change'] * 100:+.0f} %")
 
 
 def _seeds(result: dict, v: str) -> str:
