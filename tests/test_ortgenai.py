@@ -1,0 +1,146 @@
+"""The onnxruntime-genai engine on the tiny Llama converted for real: fp32 tokens equal the torch engine's."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from assistant.decoding import GenSettings, Row
+from assistant.engine import Engine
+from assistant.errors import ArenaError
+from assistant.inference import ort_build
+from assistant.inference.choose import build_engine, plan
+from assistant.inference.ortgenai import OrtGenaiEngine, available
+from tests.conftest import make_lora, make_tiny_model
+
+pytestmark = pytest.mark.skipif(not available(), reason="onnxruntime-genai is not installed")
+PROMPTS = ["hello there", "What is the torque for the M8 bolt on the rear axle?", "hi", "short q?", "why?"]
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture
+def loaded(tiny_model_dir):
+    from assistant.models import load_model
+    from assistant.settings import Settings
+
+    return load_model(Settings(model=str(tiny_model_dir), device="cpu", dtype="float32"))
+
+
+@pytest.fixture
+def fp32(loaded, models_dir):
+    reference = Engine(loaded)
+    folder = ort_build.converted_folder(Path(loaded.path), models_dir, "fp32", sorted(reference.eos_ids),
+                                        log=lambda text: None)
+    return OrtGenaiEngine(reference, folder, models_dir, workers=2)
+
+
+@pytest.fixture
+def lora(tiny_tokenizer, tmp_path):
+    """Folders of LoRA adapters made on a fresh copy of the tiny base (same seed, same weights)."""
+    return lambda name, seed: make_lora(make_tiny_model(len(tiny_tokenizer)), tmp_path / name, seed)
+
+
+def _rows(engine, adapters):
+    return [Row(engine.chat_ids([{"role": "user", "content": p}]), a)
+            for p, a in zip(PROMPTS * 3, adapters, strict=False)]
+
+
+def test_fp32_greedy_tokens_equal_torch_for_base_and_lora_rows(fp32, lora):
+    for i in (1, 2):
+        fp32.load_adapter(f"a{i}", lora(f"a{i}", i))
+    rows = _rows(fp32, [None, "a1", "a2", None, "a1", "a2", None, None, "a2", "a1", None, "a1"])
+    gen = GenSettings(max_new_tokens=12)
+    ours = fp32.generate(rows, gen)
+    reference = [fp32.torch.generate([row], gen)[0] for row in rows]
+    for row, o, r in zip(rows, ours, reference, strict=True):
+        assert o.tokens == r.tokens and o.tokens, row.adapter
+        assert o.done and 0 < o.ttft_s <= o.seconds  # each row's own first-token time
+    assert ours[0].tokens != fp32.generate([Row(rows[0].input_ids, "a1")], gen)[0].tokens  # adapters matter
+    assert all(s.mode == "mixed" for s in fp32.slots.values())
+
+
+def test_retrained_adapter_under_the_same_name_is_used_without_restart(fp32, lora):
+    fp32.load_adapter("a", lora("first", 1))
+    row = _rows(fp32, ["a"])[0]
+    gen = GenSettings(max_new_tokens=10)
+    first = fp32.generate([row], gen)[0].tokens
+    fp32.load_adapter("a", lora("second", 7))
+    second = fp32.generate([row], gen)[0].tokens
+    assert first != second and second == fp32.torch.generate([row], gen)[0].tokens
+
+
+def test_dora_adapter_falls_back_to_torch_rows(fp32, tiny_tokenizer, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    peft = get_peft_model(make_tiny_model(len(tiny_tokenizer)), LoraConfig(r=4, target_modules="all-linear",
+                                                                             use_dora=True))
+    with torch.no_grad():
+        for name, param in peft.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    peft.save_pretrained(tmp_path / "d")
+    assert fp32.load_adapter("d", tmp_path / "d").mode == "separate"
+    rows = _rows(fp32, [None, "d"])
+    gen = GenSettings(max_new_tokens=8)
+    assert [o.tokens for o in fp32.generate(rows, gen)] == [fp32.torch.generate([r], gen)[0].tokens for r in rows]
+
+
+def test_stream_grows_rows_and_sampling_is_seeded(fp32):
+    rows = _rows(fp32, [None] * 4)
+    snapshots = [[len(o.tokens) for o in outs] for outs in fp32.stream(rows, GenSettings(max_new_tokens=6))]
+    assert all(a[i] <= b[i] for a, b in zip(snapshots, snapshots[1:], strict=False) for i in range(4))
+    assert snapshots[-1] == [len(o.tokens) for o in fp32.torch.generate(rows, GenSettings(max_new_tokens=6))]
+    gen = GenSettings(max_new_tokens=8, temperature=1.0, top_p=0.9, seed=3, repetition_penalty=1.2)
+    assert [o.tokens for o in fp32.generate(rows, gen)] == [o.tokens for o in fp32.generate(rows, gen)]
+
+
+def test_bad_rows_are_refused(fp32):
+    with pytest.raises(ArenaError, match="'nope' is not loaded"):
+        fp32.generate([Row([1, 2, 3], "nope")], GenSettings(max_new_tokens=2))
+    with pytest.raises(ArenaError, match="max new tokens"):
+        fp32.generate([Row([1, 2, 3])], GenSettings(max_new_tokens=0))
+
+
+def test_conversion_is_cached_and_redone_when_the_base_changes(loaded, models_dir, tmp_path):
+    folder = Path(loaded.path)
+    first = ort_build.converted_folder(folder, models_dir, "fp32", [1], log=lambda text: None)
+    marker = (first / ort_build.MARKER).stat().st_mtime_ns
+    assert ort_build.converted_folder(folder, models_dir, "fp32", [1], log=lambda text: None) == first
+    assert (first / ort_build.MARKER).stat().st_mtime_ns == marker  # not rebuilt
+    changed = tmp_path / folder.name
+    shutil.copytree(folder, changed)
+    config = json.loads((changed / "config.json").read_text())
+    config["rms_norm_eps"] = 1e-5
+    (changed / "config.json").write_text(json.dumps(config))
+    assert ort_build.base_key(changed, "fp32") != ort_build.base_key(folder, "fp32")
+
+
+def test_int4_graph_runs_base_and_adapter_rows(loaded, models_dir, lora):
+    engine, notice = build_engine("onnx-int4", loaded, models_dir, log=lambda text: None)
+    assert notice == "" and engine.name == "onnx-int4"
+    engine.load_adapter("a", lora("a", 1))
+    outs = engine.generate(_rows(engine, [None, "a"]), GenSettings(max_new_tokens=6))
+    assert all(o.done and o.tokens for o in outs)
+
+
+def test_engine_choice_falls_back_to_torch_with_a_reason(tiny_model_dir, tmp_path, tiny_loaded):
+    assert plan("auto", str(tiny_model_dir), "cpu") == ("onnx-int4", "")
+    assert plan("onnx-fp32", str(tiny_model_dir), "cpu") == ("onnx-fp32", "")
+    assert plan("torch", str(tiny_model_dir), "cpu") == ("torch", "")
+    name, notice = plan("auto", str(tiny_model_dir), "cuda:0")
+    assert name == "torch" and "device cuda:0" in notice
+    other = tmp_path / "gpt2"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    name, notice = plan("onnx", str(other), "cpu")
+    assert name == "torch" and "'gpt2'" in notice
+    engine, notice = build_engine("auto", tiny_loaded, tmp_path / "models")  # an in-memory model: no folder
+    assert engine.name == "torch" and "not a local model folder" in notice
