@@ -107,9 +107,12 @@ def make_plan(cfg: DecideConfig, settings, cache=None, keys: dict | None = None)
     qa_rows = count_rows(cfg.qa) if cfg.qa else 0
     eval_rows = count_rows(cfg.eval) if cfg.eval else 0
     pool = qa_rows or doc_pairs
-    n_eval = eval_rows or max(1, round(pool * cfg.eval_fraction))
-    n_eval = min(n_eval, cfg.limit) if cfg.limit else n_eval
-    n_train = pool if eval_rows else max(0, pool - n_eval)
+    held = eval_rows or max(1, round(pool * cfg.eval_fraction))
+    n_eval = min(held, cfg.limit) if cfg.limit else held  # --limit scores fewer; the held-out rest stays out
+    n_train = pool if eval_rows else max(0, pool - held)
+    split = cache.cached("evalset", keys["evalset"]) if cache and keys else None
+    if split:  # the real counts, once the split is made
+        n_eval, n_train = split["output"]["eval"], split["output"]["train"]
     plan = Plan()
     plan.stages.append(_row("ingest", "read, chunk and embed the documents", f"{files} files, ~{chunks} chunks",
                             chunks / EMBED_CHUNKS_PER_S + 5, cached("ingest")))
@@ -168,7 +171,8 @@ def make_plan_for_rows(cfg: DecideConfig, settings, rows: int) -> dict:
 
 def _train_row(cfg, settings, plan: Plan, rows: int, job, cached, fit: dict | None = None) -> dict:
     fit = fit or training_fit(cfg, settings, rows, job)
-    plan.seeds, plan.steps_per_seed = fit["seeds"], fit["steps_per_seed"]
+    plan.seeds = min(cfg.seeds, fit["seeds"]) if cfg.budget_minutes else cfg.seeds
+    plan.steps_per_seed = fit["steps_per_seed"] if cfg.budget_minutes else fit["wanted_steps"]
     plan.notes += fit["notes"]
     seconds = plan.seeds * (plan.steps_per_seed * fit["step_s"] + 20)  # + model load and save per seed
     return _row("train", f"LoRA adapter × {plan.seeds} seed(s)",

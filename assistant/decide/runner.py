@@ -99,7 +99,7 @@ def _train_all(decision: Decision, rep: Reporter, step, trainset: dict) -> list[
     """Train the seeds that fit the budget; a cached seed whose adapter was deleted is trained again."""
     registry = decision.rt.registry
     adapters = []
-    for i in range(trainset["seeds"]):
+    for i in range(decision.seeds_to_train(trainset)):
         stage = f"train-s{i}"
         hit = decision.cache.cached(stage, decision.keys[stage])
         if hit and hit["output"]["adapter"] not in registry.names():

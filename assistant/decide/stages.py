@@ -84,14 +84,22 @@ class Decision:
         digest = {k: file_digest(Path(getattr(c, k))) if getattr(c, k) else "" for k in ("qa", "eval")}
         keys["evalset"] = content_key("evalset", keys["ingest"], digest, c.eval_fraction, c.seed, c.limit)
         job = job_config(c) if c.trains else None
-        keys["trainset"] = content_key("trainset", keys["evalset"], c.trains, c.grounded, c.variants, c.seeds,
-                                       c.budget_minutes, job and vars(job), s.model)
+        # The seed count matters to the rows only through the budget (what fits): without one, adding seeds
+        # keeps the trainset and the seeds already trained.
+        budget = (c.budget_minutes, c.seeds) if c.budget_minutes else None
+        keys["trainset"] = content_key("trainset", keys["evalset"], c.trains, c.grounded, c.variants, budget,
+                                       job and vars(job), s.model)
         trains = [self.train_key(i, keys["trainset"]) for i in range(c.seeds)] if c.trains else []
         keys.update({f"train-s{i}": k for i, k in enumerate(trains)})
         keys["compare"] = content_key("compare", keys["evalset"], trains, c.variants, c.metric,
                                       c.max_new_tokens, c.forgetting, s.model, s.embedder)
         keys["report"] = content_key("report", keys["compare"], keys["trainset"], keys["ingest"])
         return keys
+
+    def seeds_to_train(self, trainset: dict) -> int:
+        """Seeds that fit the budget (recorded by the trainset stage), else all of them."""
+        return min(self.cfg.seeds, trainset.get("seeds", self.cfg.seeds)) if self.cfg.budget_minutes \
+            else self.cfg.seeds
 
     def train_key(self, i: int, trainset_key: str) -> str:
         return content_key("train", trainset_key, self.cfg.seed + i)
