@@ -20,7 +20,6 @@ TEXT_KINDS = {".txt": "txt", ".text": "txt", ".md": "md", ".markdown": "md", ".r
               ".htm": "html", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 SUPPORTED = ".txt .md .rst .html .htm .pdf .docx .jsonl .csv"
 TEXT_COLUMNS = ("text", "content", "body", "document", "passage", "chunk")
-RST_UNDERLINE = re.compile(r"^([=\-~^\"'`#*+<>:._])\1{2,}\s*$")
 
 
 class LoaderError(ArenaError):
@@ -146,61 +145,28 @@ def parse_txt(data: bytes, name: str) -> list[Segment]:
 
 
 def parse_markdown(data: bytes, name: str) -> list[Segment]:
-    """Split at #/##/### headers (langchain's header splitter) so each section keeps its title."""
-    from langchain_text_splitters import MarkdownHeaderTextSplitter
+    """Rendered with markdown-it-py, then read like HTML: one segment per heading, code kept as code."""
+    from retrieval.markup import markdown_to_html
 
-    headers = [("#", "h1"), ("##", "h2"), ("###", "h3")]
-    splitter = MarkdownHeaderTextSplitter(headers_to_split_on=headers, strip_headers=True)
-    segments = []
-    for doc in splitter.split_text(decode_text(data, name)):
-        titles = [doc.metadata[k] for _, k in headers if k in doc.metadata]
-        segments.append(Segment(doc.page_content, titles[-1] if titles else ""))
-    return segments
+    return _sections(markdown_to_html(decode_text(data, name)))
 
 
 def parse_rst(data: bytes, name: str) -> list[Segment]:
-    """Split at reStructuredText titles: a line underlined (optionally overlined) with punctuation."""
-    lines = decode_text(data, name).splitlines()
-    segments, title, body = [], "", []
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        nxt = lines[i + 1] if i + 1 < len(lines) else ""
-        if line.strip() and not RST_UNDERLINE.match(line) and RST_UNDERLINE.match(nxt) \
-                and len(nxt.rstrip()) >= len(line.rstrip()):
-            if body and body[-1].strip() and RST_UNDERLINE.match(body[-1]):
-                body.pop()  # the overline of an over-and-underlined title
-            segments.append(Segment("\n".join(body).strip(), title))
-            title, body, i = line.strip(), [], i + 2
-            continue
-        body.append(line)
-        i += 1
-    segments.append(Segment("\n".join(body).strip(), title))
-    return segments
+    """Rendered with docutils (directives and roles resolved, never left as markup), then read like HTML."""
+    from retrieval.markup import rst_to_html
+
+    return _sections(rst_to_html(decode_text(data, name)))
 
 
 def parse_html(data: bytes, name: str) -> list[Segment]:
-    """Visible text grouped under the nearest h1-h4 heading."""
-    from bs4 import BeautifulSoup
+    """Visible text as a reader sees it, one segment per h1-h6 heading."""
+    return _sections(decode_text(data, name))
 
-    soup = BeautifulSoup(decode_text(data, name), "html.parser")
-    for tag in soup(["script", "style", "noscript", "template"]):
-        tag.decompose()
-    segments, title, parts = [], "", []
-    blocks = soup.find_all(["h1", "h2", "h3", "h4", "p", "li", "pre", "td", "dt", "dd", "blockquote"])
-    for el in blocks:
-        if el.find_parent(["p", "li", "td", "dd", "blockquote"]) is not None and el.name != "pre":
-            continue  # nested block: its text is already in the parent's
-        text = el.get_text(" ", strip=True)
-        if el.name in {"h1", "h2", "h3", "h4"}:
-            segments.append(Segment("\n".join(parts), title))
-            title, parts = text, []
-        elif text:
-            parts.append(text)
-    segments.append(Segment("\n".join(parts), title))
-    if not any(s.text.strip() for s in segments):  # no block tags: fall back to all visible text
-        return [Segment(soup.get_text("\n", strip=True))]
-    return segments
+
+def _sections(html: str) -> list[Segment]:
+    from retrieval.markup import html_sections
+
+    return [Segment(text, title) for title, text in html_sections(html)]
 
 
 def parse_pdf(data: bytes, name: str) -> list[Segment]:

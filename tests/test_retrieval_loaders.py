@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,9 @@ from assistant.errors import ArenaError
 from retrieval.chunking import ChunkConfig, chunk_document
 from retrieval.loaders import LoaderError, Segment, load_bytes, load_file
 from retrieval.store import citation
+
+MARKUP = Path(__file__).parent / "data" / "markup"
+ENV_CODE = "    MACHINE_HOST=192.168.1.20\n    MACHINE_PORT=8080"  # a code block: verbatim lines, indented
 
 
 def make_pdf(pages: list[str]) -> bytes:
@@ -70,8 +74,75 @@ def test_html_headings_and_no_script():
             b"<h1>Returns</h1><p>Within <b>30 days</b>.</p><h2>Shipping</h2><ul><li>Two days.</li></ul></body></html>")
     doc = load_bytes(html, "page.htm")
     assert doc.kind == "html"
-    assert [(s.title, s.text) for s in doc.segments] == [("Returns", "Within 30 days ."), ("Shipping", "Two days.")]
+    assert [(s.title, s.text) for s in doc.segments] == [("Returns", "Within 30 days."), ("Shipping", "- Two days.")]
     assert "secret" not in doc.text
+
+
+def _sections(name: str) -> dict[str, str]:
+    doc = load_file(MARKUP / name)
+    return {s.title: s.text for s in doc.segments}
+
+
+def test_rst_is_rendered_by_docutils():
+    sections = _sections("faq.rst")
+    assert list(sections) == ["Espresso machine FAQ", "Connecting to the app", "What does error E42 mean?"]
+    setup = sections["Connecting to the app"]
+    assert setup.startswith("Create a file named .env next to the app")  # ``literal`` markup gone
+    assert ENV_CODE in setup  # the `.. code-block:: env` body, kept as code
+    assert "\n\n    arena-coffee pair --host $MACHINE_HOST" in setup  # a `::` literal block
+    assert "The machine must be on the same network as your phone." in setup  # the note's text, no **
+    assert sections["Espresso machine FAQ"] == "This FAQ covers the Arena One machine. See the setup guide for unpacking."
+    e42 = sections["What does error E42 mean?"]
+    assert e42 == ("Error E42 means the water tank is empty. Refill it and press Reset.\n\n"
+                   "1. Lift the tank.\n2. Fill it to the MAX line.")
+    text = "\n".join(sections.values())
+    for markup in (".. ", "::", "``", ":ref:", ":kbd:", "**", "===", "---", "toctree", "On this page"):
+        assert markup not in text, markup
+    assert Path("/etc/hostname").read_text().strip() not in text  # `.. include::` never reads local files
+
+
+def test_markdown_is_rendered_by_markdown_it():
+    sections = _sections("guide.md")
+    assert list(sections) == ["Espresso machine guide", "Connecting to the app", "What does error E42 mean?"]
+    assert sections["Espresso machine guide"] == "Welcome to the Arena One guide. Questions? See the FAQ."
+    setup = sections["Connecting to the app"]
+    assert setup.startswith("Create a .env file:\n\n" + ENV_CODE + "\n\n")
+    assert "- Open the app\n- Tap Pair\n  - wait for the beep" in setup
+    assert setup.endswith("setting | default\ngrind | 12\ndose | 18 g")
+    assert sections["What does error E42 mean?"] == \
+        "Error E42 means the water tank is empty. Refill it and press Reset."
+    text = "\n".join(sections.values())
+    for markup in ("```", "**", "#", "](", "|---", "internal:"):
+        assert markup not in text, markup
+
+
+def test_html_is_read_as_a_browser_shows_it():
+    doc = load_file(MARKUP / "page.html")
+    assert doc.kind == "html"
+    sections = {s.title: s.text for s in doc.segments}
+    assert sections[""] == "Home | Support"
+    assert sections["Connecting to the app"] == (
+        "Create a .env file next to the app with your machine's address:\n\n" + ENV_CODE)
+    assert sections["What does error E42 mean?"] == (
+        "Error E42 means the water tank is empty.\nRefill it and press Reset.\n\n"
+        "1. Lift the tank.\n2. Fill it to the MAX line.\n\nsetting | default\ngrind | 12")
+    for hidden in ("trackingId", "color: red", "Arena One support", "enable JavaScript", "<"):
+        assert hidden not in doc.text, hidden
+
+
+@pytest.mark.parametrize("name", ["faq.rst", "guide.md", "page.html"])
+def test_markup_chunks_cite_their_sections(name):
+    doc = load_file(MARKUP / name)
+    chunks = chunk_document(doc, ChunkConfig("headers", 150, 0))
+    e42 = [c for c in chunks if "water tank is empty" in c.text]
+    assert e42 and all(citation(name, c.section) == f"{name} § What does error E42 mean?" for c in e42)
+    assert e42[0].text.startswith("What does error E42 mean?\n")  # the title leads its section's text
+    code = [c for c in chunks if "MACHINE_HOST=192.168.1.20" in c.text]
+    assert code and code[0].section == "Connecting to the app" and ENV_CODE in code[0].text
+    # The recursive splitter cites each chunk by the section it starts in.
+    sections = {s.title: f"{s.title}\n{s.text}" for s in doc.segments}
+    for chunk in chunk_document(doc, ChunkConfig("recursive", 150, 20)):
+        assert chunk.text.splitlines()[0].strip() in sections[chunk.section]
 
 
 def test_pdf_pages(tmp_path):
