@@ -36,9 +36,6 @@ class LoadedModel:
     device: torch.device
     load_seconds: float
 
-    def describe(self) -> str:
-        return f"{self.model_id} · {str(self.dtype).removeprefix('torch.')} · {self.device}"
-
 
 def cpu_supports_bf16() -> bool:
     """True when this CPU has native bf16 math (AVX512-BF16 or AMX); emulated bf16 is slower than fp32."""

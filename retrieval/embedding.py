@@ -98,10 +98,6 @@ class Embedder:
     def tokenizer(self):
         return self.model.tokenizer
 
-    @property
-    def max_tokens(self) -> int:
-        return int(self.model.max_seq_length or 512)
-
     def encode(self, texts: list[str], batch_size: int = BATCH_SIZE) -> np.ndarray:
         """Embed texts as float32 rows of unit length (so inner product = cosine)."""
         if not texts:

@@ -180,11 +180,6 @@ def _tune(index) -> None:
         inner.hnsw.efSearch = HNSW_EF_SEARCH
 
 
-def remove_generation(folder: Path, generation: int) -> None:
-    (folder / f"faiss-{generation}.index").unlink(missing_ok=True)
-    shutil.rmtree(folder / f"bm25-{generation}", ignore_errors=True)
-
-
 def stale_files(folder: Path, keep: int) -> list[Path]:
     """Index files of older generations (and unfinished writes up to `keep`); newer ones may be a
     concurrent writer's work in progress, so they are left alone."""
