@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+import sys
+import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from assistant.errors import ArenaError
 from assistant.settings import Settings
-from training.config import JobConfig
+from training.config import JobConfig, parse_augment
 from training.data import Example, dedup, fingerprint, load_file, mix, split
 
 
@@ -80,9 +82,36 @@ def build_split(cfg: JobConfig, settings: Settings, runtime=None) -> tuple[list[
         if not rows:
             raise ArenaError(f"data source {source_label(spec)} produced no rows")
         tr, va = split(rows, cfg.val_fraction, cfg.seed)
-        parts.append((tr, float(spec.get("weight", 1.0))))
+        # Only the training side is paraphrased: a paraphrase of a validation question would leak it.
+        parts.append((augment(tr, cfg, settings, runtime), float(spec.get("weight", 1.0))))
         val += va
     return mix(parts, cfg.seed), val
+
+
+def augment(rows: list[Example], cfg: JobConfig, settings: Settings, runtime=None) -> list[Example]:
+    """rows plus the paraphrases `cfg.augment` asks for (training/augment.py), progress with ETA on stderr."""
+    k = parse_augment(cfg.augment)
+    if not k or not rows:
+        return rows
+    from assistant.row_cache import RowCache
+    from training.augment import ParaphraseSettings, augment_rows, engine_generate
+
+    rt = _runtime(runtime, settings)
+    model = cfg.generator_model or settings.model
+    writer = rt if model == rt.settings.model else _runtime(None, replace(settings, model=model))
+    started = time.time()
+
+    def progress(done: int, total: int) -> None:
+        eta = (time.time() - started) / done * (total - done)
+        print(f"\rparaphrases: {done}/{total} new questions, ETA {eta:.0f} s", end="", file=sys.stderr,
+              flush=True)
+
+    out, stats = augment_rows(rows, ParaphraseSettings(k=k, model=model, seed=cfg.seed),
+                              engine_generate(writer.engine), rt.embedder.encode,
+                              RowCache.in_data_dir(settings.data_dir), progress=progress)
+    print(f"\rparaphrases: kept {stats['kept']} of {stats['samples']} samples for {stats['questions']} questions",
+          file=sys.stderr, flush=True)
+    return out
 
 
 def _dump(path: Path, rows: list[Example]) -> None:
