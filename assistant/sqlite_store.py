@@ -17,7 +17,11 @@ class SqliteStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
-            db.execute(self.schema)
+            db.executescript(self.schema)  # one or more CREATE ... IF NOT EXISTS statements
+            self.migrate(db)
+
+    def migrate(self, db: sqlite3.Connection) -> None:
+        """Bring a file written by an older version up to this schema (nothing by default)."""
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

@@ -114,9 +114,9 @@ def test_dpo_from_votes(settings):
 def test_registry_round_trip_and_merge_export(qa_file, settings, tmp_path, tiny_tokenizer):
     result = run_job(cfg_for(qa_file, name="my adapter", max_steps=1, val_fraction=0.0), settings)
     reg = AdapterRegistry(settings.data_dir)
-    assert result["adapter"] == "my-adapter" and reg.names() == ["my-adapter"]
+    assert result["adapter"] == "my adapter" and reg.names() == ["my adapter"]  # assistant.paths.confine
     (reg.root / ".tmp-half").mkdir()  # an incomplete folder without the marker is ignored
-    renamed = reg.rename("my-adapter", "renamed")
+    renamed = reg.rename("my adapter", "renamed")
     assert reg.names() == ["renamed"]
     out = reg.merge_export("renamed", tmp_path / "merged", settings)
     from transformers import AutoModelForCausalLM, AutoTokenizer

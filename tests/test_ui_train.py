@@ -83,7 +83,7 @@ def test_distill_spec_trains_on_the_rag_answers(tmp_path, tiny_loaded, tiny_mode
 def test_checked_values_make_a_sweep_only_from_two_combinations(qa_file, data_dir):
     runtime = Runtime(Settings(data_dir=data_dir))
     cfg = config(runtime, files=[str(qa_file)], lrs=[3e-4, 1e-4], ranks=[8])
-    assert cfg.sweep == {"learning_rate": [1e-4, 3e-4], "lora_r": [8]} and cfg.name == "My-Adapter"
+    assert cfg.sweep == {"learning_rate": [1e-4, 3e-4], "lora_r": [8]} and cfg.name == "My Adapter"
     cfg.validate()
     assert [(t["learning_rate"], t["lora_r"], t["lora_alpha"]) for t in trial_grid(cfg)] == [
         (1e-4, 8, 16), (3e-4, 8, 16)]

@@ -30,6 +30,10 @@ def _runs(runtime: Runtime) -> RunStore:
     return RunStore(Path(runtime.settings.data_dir) / "runs.sqlite")
 
 
+def _unfinished(runtime: Runtime) -> list[tuple[str, int]]:
+    return [(f"run {i} · {label} · {answered} answered", i) for i, label, answered in _runs(runtime).unfinished()]
+
+
 def _image(result: dict):
     from PIL import Image
 
@@ -69,6 +73,10 @@ def build_compare_tab(runtime: Runtime) -> None:
             run_id = gr.Number(label="Run id to open", precision=0)
             open_run = gr.Button("Open run")
             reload_runs = gr.Button("↻ runs")
+        with gr.Row():
+            unfinished = gr.Dropdown(_unfinished(runtime), label="Interrupted runs (answers so far are kept)",
+                                     allow_custom_value=False, elem_id="compare-unfinished")
+            resume = gr.Button("Resume", elem_id="compare-resume")
 
     # Gradio finds the progress tracker by this default value, so the call in the signature is intended.
     def start(file, draw, lim, chosen, adapter_name, metric_name, tokens, progress=gr.Progress()):  # noqa: B008
@@ -79,8 +87,23 @@ def build_compare_tab(runtime: Runtime) -> None:
             raise gr.Error(str(exc)) from None
         return _show(runtime, result, only=False) + (_past(runtime),)
 
+    def resume_run(chosen, progress=gr.Progress()):  # noqa: B008
+        from assistant.compare.runner import resume_comparison
+
+        if chosen is None:
+            raise gr.Error("pick an interrupted run to resume")
+        try:
+            result = resume_comparison(runtime, int(chosen), lambda f, text: progress(f, desc=text))
+        except ArenaError as exc:
+            raise gr.Error(str(exc)) from None
+        return _show(runtime, result, only=False) + (_past(runtime), gr.update(choices=_unfinished(runtime),
+                                                                               value=None))
+
     shown = [state, recommendation, table, chart, warnings, pick, detail, export]
-    run.click(start, [eval_file, from_docs, limit, variants, adapter, metric, max_new], shown + [past])
+    run.click(start, [eval_file, from_docs, limit, variants, adapter, metric, max_new], shown + [past],
+              api_name="compare")
+    resume.click(resume_run, unfinished, shown + [past, unfinished])
+    unfinished.focus(lambda: gr.update(choices=_unfinished(runtime)), None, unfinished)
     refresh.click(lambda: gr.update(choices=_adapters(runtime)), None, adapter)
     only_disagree.change(lambda r, only: gr.update(choices=views.question_choices(r, only), value=None)
                          if r else gr.update(), [state, only_disagree], pick)

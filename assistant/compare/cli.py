@@ -17,6 +17,8 @@ def add_compare_args(p: argparse.ArgumentParser) -> None:
     src.add_argument("--eval", dest="eval_file", help="JSONL or CSV with question, answer[, source]")
     src.add_argument("--from-documents", action="store_true",
                      help="draw QA pairs from the ingested documents (held-out sections only)")
+    src.add_argument("--resume", type=int, default=None, metavar="RUN",
+                     help="continue the interrupted comparison run RUN with its own questions and settings")
     p.add_argument("--adapter", default=None, help="registered adapter for finetuned / rag+finetuned")
     p.add_argument("--variants", nargs="+", default=None, metavar="VARIANT",
                    help=f"any of {', '.join(ALL_VARIANTS)} (default: all, or those without adapter)")
@@ -62,27 +64,39 @@ def variant_config(args):
 def cmd_compare(args: argparse.Namespace, settings) -> int:
     from assistant.cli import emit
     from assistant.compare.report import write_report
-    from assistant.compare.runner import CompareConfig, run_comparison
+    from assistant.compare.runner import CompareConfig, resume_comparison, run_comparison
     from assistant.runtime import Runtime
 
     check_args(args)
     runtime = Runtime(settings)
-    items, name = load_items(args, runtime)
-    cc = CompareConfig(variants=tuple(args.variants or default_variants(args.adapter)), metric=args.metric,
-                       adapter=args.adapter, seed=args.seed, max_new_tokens=args.max_new_tokens,
-                       forgetting=args.forgetting, eval_name=name)
-
-    def progress(fraction: float, text: str) -> None:
-        if not args.json:
-            print(f"\r[{fraction:4.0%}] {text:<40}", end="", file=sys.stderr, flush=True)
-
-    result = run_comparison(runtime, items, cc, cfg=variant_config(args), progress=progress)
-    if not args.json:
-        print(file=sys.stderr)
+    progress = progress_line()
+    if args.resume is not None:
+        result = resume_comparison(runtime, args.resume, progress)
+    else:
+        items, name = load_items(args, runtime)
+        cc = CompareConfig(variants=tuple(args.variants or default_variants(args.adapter)), metric=args.metric,
+                           adapter=args.adapter, seed=args.seed, max_new_tokens=args.max_new_tokens,
+                           forgetting=args.forgetting, eval_name=name)
+        result = run_comparison(runtime, items, cc, cfg=variant_config(args), progress=progress)
+    print(file=sys.stderr)
     if args.report:
         result["report"] = {k: str(v) for k, v in write_report(result, Path(args.report)).items()}
     emit(args, result, summary_text(result))
     return 0
+
+
+def progress_line():
+    """A progress callback printing `[ 42%] text · ETA 3m05s` on one stderr line (stdout stays JSON)."""
+    import time
+
+    start = time.monotonic()
+
+    def progress(fraction: float, text: str) -> None:
+        elapsed = time.monotonic() - start
+        eta = elapsed * (1 - fraction) / fraction if 0.01 < fraction < 1 else None
+        tail = f" · ETA {int(eta // 60)}m{int(eta % 60):02d}s" if eta is not None else ""
+        print(f"\r[{fraction:4.0%}] {text + tail:<56}", end="", file=sys.stderr, flush=True)
+    return progress
 
 
 def summary_text(result: dict) -> str:

@@ -12,6 +12,7 @@ from assistant.compare.forgetting import DEFAULT_MARGIN, arena_scorer, check_for
 from assistant.compare.leakage import find_overlaps, overlap_warnings
 from assistant.compare.learned import SAMPLE, training_sample
 from assistant.compare.recommend import recommend_from_table
+from assistant.compare.resume import PartialRun, plan_from_json
 from assistant.compare.runs import RunStore
 from assistant.compare.stats import exp_summary, paired_against, summarize
 from assistant.compare.why import why_sentences
@@ -62,8 +63,12 @@ def _embedder(runtime):
 
 
 def run_comparison(runtime, items: list[EvalItem], cc: CompareConfig, cfg=None,
-                   progress: Callable[[float, str], None] | None = None, store: bool = True) -> dict:
-    """Answer, score and summarise; returns the JSON-ready result (also stored in runs.sqlite)."""
+                   progress: Callable[[float, str], None] | None = None, store: bool = True,
+                   resume: int | None = None) -> dict:
+    """Answer, score and summarise; returns the JSON-ready result (also stored in runs.sqlite).
+
+    Stored runs keep every answered and scored question as it completes (assistant/compare/resume.py);
+    `resume=RUN_ID` continues such a run (see resume_comparison)."""
     from assistant.engine import GenSettings
     from assistant.variants import VariantConfig
 
@@ -74,11 +79,10 @@ def run_comparison(runtime, items: list[EvalItem], cc: CompareConfig, cfg=None,
     arena, variants = runtime.arena, list(cc.variants)
     questions = [it.question for it in items]
     progress(0.0, f"answering {len(items)} questions × {len(variants)} variants")
-    answers = arena.ask_many(questions, variants, cfg, gen,
-                             progress=lambda done, total: progress(0.7 * done / max(total, 1), "answering"))
-    check_answers(answers)
+    partial = PartialRun.begin(runtime.settings.data_dir, items, cc, cfg, resume, store)
+    answers = partial.answers(arena, questions, variants, cfg, gen, check_answers, progress)
     progress(0.7, "reference likelihoods")
-    nlls = [arena.reference_nll(arena.prepare(it.question, variants, cfg), it.answer) for it in items]
+    nlls = partial.nlls(arena, items, variants, cfg, progress)
     progress(0.8, "scoring")
     per_question, table = score_all(items, variants, answers, nlls, _embedder(runtime))
     result = summarise(table, variants, cc)
@@ -97,10 +101,17 @@ def run_comparison(runtime, items: list[EvalItem], cc: CompareConfig, cfg=None,
     result["why"] = why_sentences(result)
     result["settings"] = run_settings(runtime, cc, cfg, gen, len(items))
     if store:
-        result["run_id"] = RunStore(Path(runtime.settings.data_dir) / "runs.sqlite").add(
-            result["settings"], result, label=cc.label)
+        result["run_id"] = partial.run_id
+        partial.finish(result["settings"], result)
     progress(1.0, "done")
     return result
+
+
+def resume_comparison(runtime, run_id: int, progress: Callable[[float, str], None] | None = None) -> dict:
+    """Continue an interrupted stored run with its own items and settings; the result equals an
+    uninterrupted run's (answers and scores already stored are read back, not generated again)."""
+    items, cc, cfg = plan_from_json(RunStore(Path(runtime.settings.data_dir) / "runs.sqlite").partial(run_id)[0])
+    return run_comparison(runtime, items, cc, cfg, progress, resume=run_id)
 
 
 def check_answers(answers: list[dict]) -> None:
