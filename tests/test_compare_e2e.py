@@ -175,8 +175,9 @@ def test_compare_tab_handlers_run_show_and_export(env):
     runtime = env["runtime"]
     result = _run(runtime, str(env["eval"]), False, 2, ["base", "rag"], None, "f1", 4, lambda f, text: None)
     state, text, table, chart, warn, pick, detail, export = _show(runtime, result, only=False)
-    assert "Recommendation" in text and list(table["variant"]) == ["base", "rag"]
-    assert chart.size[0] > 100 and "Reference:" in detail
+    assert "Recommendation" in text and list(table["value"]["variant"]) == ["base", "rag"] and table["visible"]
+    plotted = {(row[0], row[2]) for row in chart.value["data"]}  # (variant, mean or interval) per point
+    assert {("base", "mean"), ("rag", "mean"), ("rag", "95 % interval")} <= plotted and "Reference:" in detail
     assert all(p.startswith(str(runtime.settings.uploads_dir)) for p in export)
     assert {p.rsplit(".", 1)[1] for p in export} == {"md", "html", "png", "json"}
     assert result["run_id"] in list(_past(runtime)["id"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from pathlib import Path
@@ -12,7 +11,7 @@ import pandas as pd
 
 from assistant.compare import views
 from assistant.compare.metrics import METRIC_LABELS, PRIMARY_METRICS
-from assistant.compare.report import chart_png, write_report
+from assistant.compare.report import TABLE_METRICS, UNIT_METRICS, ci_cell, write_report
 from assistant.compare.runs import RunStore
 from assistant.errors import ArenaError
 from assistant.runtime import Runtime
@@ -34,10 +33,42 @@ def _unfinished(runtime: Runtime) -> list[tuple[str, int]]:
     return [(f"run {i} · {label} · {answered} answered", i) for i, label, answered in _runs(runtime).unfinished()]
 
 
-def _image(result: dict):
-    from PIL import Image
+CHART_POINTS = 40  # dots along each 95 % interval; drawn touching, they read as one bar
+INTERVAL, MEAN, CI = "95 % interval", "mean", "mean [95 % CI]"
 
-    return Image.open(io.BytesIO(chart_png(result["variants"])))
+
+def chart_frame(result: dict, metric: str) -> pd.DataFrame:
+    """A point-range per variant: the mean as a dark dot on a light bar spanning its 95 % interval.
+
+    Gradio's native plots have no error-bar mark, so the interval is drawn as a column of dots; every
+    point's tooltip carries the variant's mean, interval and question count."""
+    rows, means = [], []
+    for name, summaries in result["variants"].items():
+        s = summaries.get(metric) or {}
+        if s.get("mean") is None:
+            continue
+        hover = {CI: ci_cell(s), "questions": s.get("n")}
+        low, high = s["ci_low"], s["ci_high"]
+        rows += [{"variant": name, "score": low + (high - low) * k / CHART_POINTS, "shown": INTERVAL, **hover}
+                 for k in range(CHART_POINTS + 1)]
+        means.append({"variant": name, "score": s["mean"], "shown": MEAN, **hover})
+    return pd.DataFrame(rows + means, columns=["variant", "score", "shown", CI, "questions"])  # means on top
+
+
+def chart_metrics(result: dict) -> list[tuple[str, str]]:
+    """(label, metric) for every metric this run has values for, in the results table's order."""
+    return [(METRIC_LABELS[m], m) for m in TABLE_METRICS
+            if any((v.get(m) or {}).get("mean") is not None for v in result.get("variants", {}).values())]
+
+
+def _chart(result: dict, metric: str) -> gr.ScatterPlot:
+    frame = chart_frame(result, metric)
+    return gr.ScatterPlot(value=frame, y_title=METRIC_LABELS.get(metric, metric), visible=True,
+                          y_lim=[0, 1] if metric in UNIT_METRICS else None, sort=list(result["variants"]))
+
+
+def _primary(result: dict) -> str:
+    return (result.get("recommendation") or {}).get("metric", "f1")
 
 
 def build_compare_tab(runtime: Runtime) -> None:
@@ -58,9 +89,14 @@ def build_compare_tab(runtime: Runtime) -> None:
         max_new = gr.Slider(16, 512, value=128, step=16, label="Max new tokens")
     run = gr.Button("Run comparison", variant="primary", elem_id="compare-run")
     recommendation = gr.Markdown(elem_id="compare-recommendation")
-    table = gr.Dataframe(label="Results: mean [95 % bootstrap CI]", interactive=False, elem_id="compare-table")
-    chart = gr.Image(label="Metrics with 95 % intervals", type="pil", interactive=False,
-                     elem_id="compare-chart")
+    # Hidden until a run fills them: an empty table would show placeholder headers "1 2 3".
+    table = gr.Dataframe(label="Results: mean [95 % bootstrap CI]", interactive=False, elem_id="compare-table",
+                         visible=False)
+    chart_metric = gr.Dropdown([(METRIC_LABELS[m], m) for m in TABLE_METRICS], value="f1", label="Chart",
+                               visible=False, elem_id="compare-chart-metric")
+    chart = gr.ScatterPlot(x="variant", y="score", color="shown", color_map={INTERVAL: "#93c5fd", MEAN: "#1d4ed8"},
+                           tooltip=[CI, "questions"], label="Mean and 95 % bootstrap interval per variant",
+                           x_title="variant", height=320, visible=False, elem_id="compare-chart")
     warnings = gr.Markdown()
     with gr.Accordion("Per question", open=False):
         only_disagree = gr.Checkbox(label="Only questions where the variants disagree", value=False)
@@ -68,7 +104,7 @@ def build_compare_tab(runtime: Runtime) -> None:
         detail = gr.HTML()
     export = gr.File(label="Export (Markdown, HTML, PNG, JSON)", file_count="multiple", interactive=False)
     with gr.Accordion("Past runs", open=False):
-        past = gr.Dataframe(interactive=False, elem_id="compare-past")
+        past = gr.Dataframe(value=lambda: _past(runtime), interactive=False, elem_id="compare-past")
         with gr.Row():
             run_id = gr.Number(label="Run id to open", precision=0)
             open_run = gr.Button("Open run")
@@ -110,6 +146,10 @@ def build_compare_tab(runtime: Runtime) -> None:
     pick.change(lambda r, i: views.question_html(r, -1 if i is None else int(i)) if r else "", [state, pick],
                 detail)
     reload_runs.click(lambda: _past(runtime), None, past)
+    # Whatever shows a result (run, resume, open) redraws the chart for its primary metric; the dropdown follows.
+    state.change(lambda r: gr.update(choices=chart_metrics(r), value=_primary(r), visible=True) if r
+                 else gr.update(), state, chart_metric)
+    chart_metric.input(lambda r, m: _chart(r, m) if r else gr.update(), [state, chart_metric], chart)
     open_run.click(lambda i: _open(runtime, i), run_id, shown)
 
 
@@ -140,7 +180,8 @@ def _show(runtime, result: dict, only: bool) -> tuple:
     warn = "\n".join(f"- ⚠️ {w}" for w in result.get("warnings", [])) or ""
     choices = views.question_choices(result, only)
     first = choices[0][1] if choices else None
-    return (result, text, pd.DataFrame(rows, columns=header), _image(result), warn,
+    return (result, text, gr.update(value=pd.DataFrame(rows, columns=header), visible=True),
+            _chart(result, _primary(result)), warn,
             gr.update(choices=choices, value=first), views.question_html(result, -1 if first is None else first),
             _export(runtime, result))
 
