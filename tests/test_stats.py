@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from math import comb
+from statistics import NormalDist
 
 import numpy as np
 import pytest
+from scipy.stats import t as student_t
 
 from assistant.compare.recommend import recommend, recommend_from_table
 from assistant.compare.stats import (
+    Draws,
     Resampler,
     bootstrap_ci,
     compare_to_best,
     holm,
-    interval,
     mcnemar_exact,
     mean_over_seeds,
     questions_needed,
@@ -93,6 +95,31 @@ def test_cluster_bootstrap_mean_is_ratio_of_drawn_sums():
     assert r.means(np.array([1.0, np.nan, 8.0])).tolist() == [1.0, 4.5]
 
 
+def test_small_sample_widening_keeps_false_alarms_near_nominal():
+    """8 sections of 5 correlated questions, no true difference: the plain percentile interval is too narrow."""
+    rng = np.random.default_rng(3)
+    trials, plain, widened = 300, 0, 0
+    for i in range(trials):
+        diffs = np.repeat(rng.normal(0, 0.1, 8), 5) + rng.normal(0, 0.1, 40)
+        draws = Resampler.build(40, [f"s{j // 5}" for j in range(40)], seed=i, n_resamples=2000).draws(diffs)
+        assert draws.units == 8
+        low, high = draws.interval(0.05)
+        widened += low > 0 or high < 0
+        low, high = Draws(draws.means, draws.center, units=1).interval(0.05)  # units < 3: no widening
+        plain += low > 0 or high < 0
+    assert widened / trials < 0.085 < plain / trials
+
+
+def test_p_value_is_where_the_interval_reaches_zero():
+    rng = np.random.default_rng(1)
+    draws = Resampler.build(40, seed=1).draws(rng.normal(0.03, 0.1, 40))
+    p = draws.p_value()
+    assert 0.001 < p < 0.5
+    assert draws.interval(p * 1.02)[0] > 0 > draws.interval(p * 0.98)[0]
+    assert Resampler.build(3, seed=0).draws(np.array([0.2, 0.2, 0.2])).p_value() == 0.0  # a constant gain
+    assert Resampler.build(3, seed=0).draws(np.array([0.0, 0.0, 0.0])).p_value() == 1.0
+
+
 def test_holm_against_hand_computation():
     steps = holm([0.01, 0.04, 0.03, 0.005], alpha=0.05)
     # ordered: 0.005 (x4 = 0.02), 0.01 (x3 = 0.03), 0.03 (x2 = 0.06 > level 0.025: stop), 0.04 (x1, max -> 0.06)
@@ -114,8 +141,12 @@ def test_adjusted_intervals_use_holm_levels_in_order():
     assert out["prompt"]["level"] == pytest.approx(0.05 / 3) and out["finetuned"]["level"] == pytest.approx(0.025)
     assert out["base"]["level"] == pytest.approx(0.05) and not out["base"]["separated"]
     assert out["prompt"]["separated"] and out["finetuned"]["separated"]
-    draws = Resampler.build(50, seed=4, n_resamples=3000).means(np.array(scores["rag"]) - np.array(scores["finetuned"]))
-    assert (out["finetuned"]["ci_low"], out["finetuned"]["ci_high"]) == pytest.approx(interval(draws, 0.025))
+    diffs = np.array(scores["rag"]) - np.array(scores["finetuned"])
+    means = Resampler.build(50, seed=4, n_resamples=3000).means(diffs)
+    low, high = np.percentile(means, [1.25, 98.75])
+    f = np.sqrt(50 / 49) * student_t.ppf(1 - 0.0125, 49) / NormalDist().inv_cdf(1 - 0.0125)  # rule 4 by hand
+    expected = (diffs.mean() + (low - diffs.mean()) * f, diffs.mean() + (high - diffs.mean()) * f)
+    assert (out["finetuned"]["ci_low"], out["finetuned"]["ci_high"]) == pytest.approx(expected)
     assert out["base"]["ci_low"] <= 0 <= out["base"]["ci_high"]
 
 
@@ -143,7 +174,7 @@ def test_sample_size_gives_80_percent_power_in_simulation():
     trials, hits = 300, 0
     for i in range(trials):
         diffs = rng.normal(delta, sigma, n)
-        low, _ = interval(Resampler.build(n, seed=i, n_resamples=1000).means(diffs), alpha)
+        low, _ = Resampler.build(n, seed=i, n_resamples=1000).draws(diffs).interval(alpha)
         hits += low > 0
     assert abs(hits / trials - 0.8) < 0.08
     assert questions_needed(0.0, 0.3, alpha) is None

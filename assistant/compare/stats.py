@@ -12,10 +12,13 @@ The rules the verdict rests on:
    the resampled mean is sum of the drawn clusters' sums / sum of their counts). A question without a
    source is a cluster of its own. With fewer than ``MIN_CLUSTERS`` clusters a cluster bootstrap has too few
    units to be trusted, so questions are resampled one by one and the result says so.
-4. p-value of a paired difference: bootstrap p = 2 * min(share of resampled means <= 0, share >= 0), capped
-   at 1 -- the smallest alpha whose percentile interval still reaches 0. For a binary metric (every score 0
-   or 1: exact match, contains) without clusters, the exact McNemar test is used instead: a two-sided exact
-   binomial test (scipy.stats.binomtest) of the b pairs "first right, second wrong" among the b + c
+4. Interval and p-value of a paired difference: the percentile interval of the resampled means, widened
+   around the observed mean by sqrt(G / (G - 1)) * t(G - 1) / z at its level (G = resampled units, clusters
+   or questions), so that for normal data it matches the t-interval -- plain percentile intervals are too
+   narrow with few units (measured: 13 % false alarms at a nominal 5 % with 8 sections, 6 % widened). The
+   p-value is the alpha at which that interval just reaches 0. For a binary metric (every score 0
+   or 1: exact match, contains) without clusters, the exact McNemar test gives the p-value instead: a two-sided
+   exact binomial test (scipy.stats.binomtest) of the b pairs "first right, second wrong" among the b + c
    discordant pairs against 1/2. McNemar treats pairs as independent, so with clusters the bootstrap p is
    used and McNemar is reported alongside.
 5. Holm over the m comparisons "best - other": order by p ascending (ties: larger |mean|/SE first); the i-th
@@ -46,6 +49,7 @@ PAIRED_RESAMPLES = 4000
 ALPHA = 0.05
 POWER = 0.8
 MIN_CLUSTERS = 8
+P_MIN, P_MAX = 1e-6, 0.999  # range of the p-value search (the interval has no width left at alpha = 1)
 
 
 def _as_array(values) -> np.ndarray:
@@ -148,25 +152,60 @@ class Resampler:
 
     def means(self, diffs: np.ndarray) -> np.ndarray:
         """The resampled means of ``diffs`` (NaN = not scored, left out of both sum and count)."""
-        ok = ~np.isnan(diffs)
-        sums = np.bincount(self.ids[ok], weights=diffs[ok], minlength=self.n_clusters)
-        counts = np.bincount(self.ids[ok], minlength=self.n_clusters).astype(np.float64)
+        sums, counts = self._totals(diffs)
         with np.errstate(invalid="ignore", divide="ignore"):
             return (self.weights @ sums) / (self.weights @ counts)
 
+    def draws(self, diffs: np.ndarray) -> Draws:
+        valid = diffs[~np.isnan(diffs)]
+        units = int(np.count_nonzero(self._totals(diffs)[1]))
+        return Draws(self.means(diffs), float(valid.mean()) if valid.size else 0.0, units)
 
-def bootstrap_p(means: np.ndarray) -> float:
-    """Two-sided bootstrap p of "mean difference = 0" (rule 4)."""
-    means = means[~np.isnan(means)]
-    if means.size == 0:
+    def _totals(self, diffs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ok = ~np.isnan(diffs)
+        sums = np.bincount(self.ids[ok], weights=diffs[ok], minlength=self.n_clusters)
+        return sums, np.bincount(self.ids[ok], minlength=self.n_clusters).astype(np.float64)
+
+
+def widening(alpha: float, units: int) -> float:
+    """Rule 4's small-sample factor: sqrt(G / (G - 1)) * t(G - 1) / z at level 1 - alpha (1 when G < 3)."""
+    from scipy.stats import t
+
+    if units < 3:
         return 1.0
-    return float(min(1.0, 2 * min(np.mean(means <= 0), np.mean(means >= 0))))
+    z = NormalDist().inv_cdf(1 - alpha / 2)
+    return math.sqrt(units / (units - 1)) * float(t.ppf(1 - alpha / 2, units - 1)) / z
 
 
-def interval(means: np.ndarray, alpha: float) -> tuple[float, float]:
-    """Percentile interval at level 1 - alpha."""
-    low, high = np.nanpercentile(means, [alpha / 2 * 100, 100 - alpha / 2 * 100])
-    return float(low), float(high)
+@dataclass
+class Draws:
+    """The resampled means of one paired difference around its observed mean, over ``units`` resampled units."""
+
+    means: np.ndarray
+    center: float
+    units: int
+
+    def interval(self, alpha: float) -> tuple[float, float]:
+        """Percentile interval at level 1 - alpha, widened around the observed mean (rule 4)."""
+        low, high = np.nanpercentile(self.means, [alpha / 2 * 100, 100 - alpha / 2 * 100])
+        f = widening(alpha, self.units)
+        return float(self.center + (low - self.center) * f), float(self.center + (high - self.center) * f)
+
+    def p_value(self) -> float:
+        """Two-sided p: the alpha at which the interval just reaches 0 (found by bisection on log alpha)."""
+        def reaches_zero(alpha):
+            low, high = self.interval(alpha)
+            return low <= 0 <= high
+
+        if np.isnan(self.means).all() or reaches_zero(P_MAX):
+            return 1.0
+        if not reaches_zero(P_MIN):
+            return 0.0
+        lo, hi = math.log(P_MIN), math.log(P_MAX)  # reaches 0 at lo, not at hi: the interval narrows with alpha
+        for _ in range(25):  # log-alpha range 13.8 / 2^25: far finer than the resampling noise
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if reaches_zero(math.exp(mid)) else (lo, mid)
+        return math.exp(lo)
 
 
 def mcnemar_exact(a, b) -> dict | None:
@@ -224,34 +263,34 @@ def compare_to_best(scores: dict[str, Sequence], best: str, higher: bool, source
     rows, draws = {}, {}
     for v in others:
         diffs = top - _as_array(scores[v])
-        draws[v] = resampler.means(diffs)
+        draws[v] = resampler.draws(diffs)
         rows[v] = _comparison_row(diffs, draws[v], scores[best], scores[v], resampler, alpha / max(len(others), 1))
     steps = holm([rows[v]["p_value"] for v in others], alpha,
                  tiebreak=[-abs(rows[v]["mean"]) / (rows[v]["se"] or 1e-12) for v in others])
     stop_level = None
     for v, step in sorted(zip(others, steps, strict=True), key=lambda pair: pair[1]["rank"]):
         level = stop_level or step["level"]
-        low, high = interval(draws[v], level)
+        low, high = draws[v].interval(level)
         excludes = low > 0 if higher else high < 0
         separated = stop_level is None and step["rejected"] and excludes
         if not separated and stop_level is None:
             stop_level = step["level"]
-            low, high = interval(draws[v], stop_level)
+            low, high = draws[v].interval(stop_level)
         rows[v].update(ci_low=low, ci_high=high, level=level, p_adjusted=step["p_adjusted"], separated=separated)
     return {"comparisons": rows, "clustered": resampler.clustered, "clusters": resampler.n_clusters,
             "note": resampler.note, "alpha": alpha, "resamples": n_resamples}
 
 
-def _comparison_row(diffs: np.ndarray, draws: np.ndarray, best_scores, other_scores, resampler: Resampler,
+def _comparison_row(diffs: np.ndarray, draws: Draws, best_scores, other_scores, resampler: Resampler,
                     power_alpha: float) -> dict:
     valid = diffs[~np.isnan(diffs)]
     mean = float(valid.mean()) if valid.size else 0.0
-    se = float(np.nanstd(draws))
+    se = float(np.nanstd(draws.means))
     # The design effect of clustering is carried by the bootstrap SE; without clusters the plain SD is used.
     sd = se * math.sqrt(valid.size) if resampler.clustered else float(valid.std(ddof=1)) if valid.size > 1 else 0.0
     mcnemar = mcnemar_exact(best_scores, other_scores)
     use_mcnemar = mcnemar is not None and not resampler.clustered
-    p_value = mcnemar["p_value"] if use_mcnemar else bootstrap_p(draws)
+    p_value = mcnemar["p_value"] if use_mcnemar else draws.p_value()
     return {"mean": mean, "n": int(valid.size), "sd": sd, "se": se, "p_value": p_value,
             "test": "mcnemar" if use_mcnemar else "bootstrap", "mcnemar": mcnemar,
             "questions_needed": questions_needed(mean, sd, power_alpha) if sd > 0 else None}
