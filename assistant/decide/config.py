@@ -118,7 +118,9 @@ class DecideConfig:
 
 def workspace(data_dir: Path, name: str) -> Path:
     """Where a decide run keeps its config, stage outputs, progress and report."""
-    return Path(data_dir) / "decide" / name
+    from assistant.paths import confine
+
+    return confine(Path(data_dir) / "decide", name, "decide name")
 
 
 def add_decide_args(p: argparse.ArgumentParser) -> None:

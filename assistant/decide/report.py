@@ -49,9 +49,7 @@ def _mean(summary: dict | None) -> str:
 
 
 def _stage_rows(stages: list[dict]) -> tuple[list[str], list[list[str]]]:
-    rows = [[s["stage"], f"{s['seconds']:.1f}", "yes" if s["cached"] else "no", s.get("detail", "")]
-            for s in stages]
-    return ["stage", "seconds (when built)", "reused this run", "detail"], rows
+    return ["stage", "seconds to build"], [[s["stage"], f"{s['seconds']:.1f}"] for s in stages]
 
 
 def sections(result: dict, info: dict) -> list[tuple[str, object]]:

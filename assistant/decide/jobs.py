@@ -1,0 +1,72 @@
+"""Launch `arena decide` as a subprocess for the Decide tab: the same command line users run, never a shell."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from assistant.decide.config import DecideConfig, workspace
+from assistant.decide.progress import CANCEL_FILE, PROGRESS_FILE, read_progress
+from assistant.errors import ArenaError
+
+ROOT = Path(__file__).resolve().parents[2]
+LOG = "log.txt"
+
+
+class DecideJob:
+    """One decide run at a time per app: start, cancel (a CANCEL file), progress from its progress.json."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self.folder: Path | None = None
+
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, cfg: DecideConfig) -> Path:
+        cfg.validate()
+        with self._lock:
+            if self.running():
+                raise ArenaError(f"decision {self.folder.name} is still running; cancel it or wait")
+            folder = workspace(self.settings.data_dir, cfg.name)
+            folder.mkdir(parents=True, exist_ok=True)
+            cfg.to_yaml(folder / "decide.yaml")
+            (folder / CANCEL_FILE).unlink(missing_ok=True)
+            # A fresh record, so a tick before the child writes its own does not show the previous run's end.
+            (folder / PROGRESS_FILE).write_text(json.dumps({"state": "starting", "fraction": 0.0}))
+            s = self.settings
+            cmd = [sys.executable, "-m", "assistant", "decide", "--config", str(folder / "decide.yaml"),
+                   "--data-dir", str(s.data_dir), "--model", s.model, "--embedder", s.embedder,
+                   "--device", s.device, "--json"]
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
+                                                                         os.environ.get("PYTHONPATH")]))}
+            with (folder / LOG).open("w") as log:
+                self._proc = subprocess.Popen(cmd, cwd=str(ROOT), env=env, stdout=log, stderr=subprocess.STDOUT)
+            self.folder = folder
+            return folder
+
+    def cancel(self) -> None:
+        """Finished stages are kept; training checkpoints at its next step, so a new start resumes it."""
+        if self.folder is None or not self.running():
+            raise ArenaError("no decision is running")
+        (self.folder / CANCEL_FILE).touch()
+
+    def progress(self) -> dict:
+        if self.folder is None:
+            return {"state": "idle"}
+        state = read_progress(self.folder)
+        if state.get("state") in ("starting", "running") and not self.running():
+            code = self._proc.returncode if self._proc else None
+            state = {**state, "state": "failed", "error": f"the decide process ended (exit {code}):\n"
+                                                            + self.log_tail()}
+        return state
+
+    def log_tail(self, chars: int = 1500) -> str:
+        path = self.folder / LOG if self.folder else None
+        return path.read_text(errors="replace")[-chars:] if path and path.is_file() else ""

@@ -1,0 +1,177 @@
+"""Decide tab (the first tab): documents (+ optional Q/A) in, the plan before starting, `arena decide` as a
+subprocess with a progress bar, ETA and Cancel, then the report with a way into the Compare tab's run view."""
+
+from __future__ import annotations
+
+import html
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from assistant.decide.config import ALL_VARIANTS, DecideConfig
+from assistant.decide.jobs import DecideJob
+from assistant.decide.runner import plan_for
+from assistant.errors import ArenaError
+from assistant.paths import confine
+from assistant.runtime import Runtime
+
+
+@dataclass
+class DecideView:
+    """What app.py needs to link the finished report into the Compare tab."""
+
+    run_id: gr.State
+    open_compare: gr.Button
+
+
+def _inputs_folder(runtime: Runtime, name: str) -> Path:
+    """uploads/decide/<name>/: the uploaded inputs, kept so a re-run (or resume) reads the same files."""
+    return confine(runtime.settings.uploads_dir / "decide", name, "decide name")
+
+
+def _keep(folder: Path, upload) -> str:
+    src = Path(getattr(upload, "name", upload))
+    target = confine(folder, src.name, "upload name")
+    if src.resolve() != target.resolve():
+        shutil.copy2(src, target)
+    return str(target.resolve())
+
+
+def _config(runtime: Runtime, docs, qa, evals, seeds, budget, max_steps, max_new, variants, forgetting,
+            name) -> DecideConfig:
+    """The decide config for the tab's inputs; uploads are copied under uploads/decide/<name>/ first."""
+    if not docs:
+        raise ArenaError("upload one or more documents first")
+    name = (name or "decide").strip()
+    folder = _inputs_folder(runtime, name)
+    shutil.rmtree(folder / "docs", ignore_errors=True)  # this run's documents only
+    (folder / "docs").mkdir(parents=True)
+    for f in docs:
+        _keep(folder / "docs", f)
+    extra = {}
+    for key, upload in (("qa", qa), ("eval", evals)):
+        if upload:
+            (folder / key).mkdir(exist_ok=True)
+            extra[key] = _keep(folder / key, upload)
+    cfg = replace(DecideConfig(docs=[str(folder / "docs")], name=name, **extra), seeds=int(seeds or 1),
+                  budget_minutes=float(budget or 0), max_steps=int(max_steps or -1),
+                  max_new_tokens=int(max_new or 0), variants=list(variants or ()), forgetting=bool(forgetting))
+    cfg.validate()
+    return cfg.resolved()
+
+
+def _plan_frame(plan) -> pd.DataFrame:
+    return pd.DataFrame([{"stage": s["stage"], "what": s["what"], "count": s["count"],
+                          "minutes": "cached" if s["cached"] else s["minutes"]} for s in plan.stages])
+
+
+def _bar(p: dict) -> str:
+    """The progress line the tab shows: a <progress> bar, stage, message, percentage and ETA."""
+    state = p.get("state", "idle")
+    if state == "idle":
+        return "Not started."
+    pct = int(round(100 * float(p.get("fraction") or 0)))
+    eta = p.get("eta_s")
+    eta_text = f" · ETA {eta / 60:.1f} min" if eta is not None and state == "running" else ""
+    text = f"{state} · {p.get('stage', '')} · {p.get('message', '')} · {pct} %{eta_text}"
+    if state in ("failed", "cancelled") and p.get("error"):
+        text += f"\n{p['error']}"
+    return (f"<progress value='{pct}' max='100' style='width:100%'></progress>"
+            f"<pre style='white-space:pre-wrap'>{html.escape(text)}</pre>")
+
+
+def _report(runtime: Runtime, p: dict) -> tuple[str, list[str]]:
+    """The report Markdown and its files copied under uploads/ (the only folder the server may serve)."""
+    paths = p.get("report") or {}
+    md = Path(paths["markdown"]) if paths.get("markdown") else None
+    if md is None or not md.is_file():
+        return "", []
+    out = runtime.settings.uploads_dir / "decide" / "reports" / md.parent.parent.parent.name
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for name in ("report.md", "report.html", "report.json", "comparison.html", "comparison.png"):
+        if (md.parent / name).is_file():
+            shutil.copy2(md.parent / name, out / name)
+            files.append(str(out / name))
+    # The per-question answers are in the Compare tab (button below) and in comparison.html among the files.
+    text = "\n".join(line for line in md.read_text(encoding="utf-8").splitlines()
+                     if not line.startswith("Full comparison report:"))
+    return text, files
+
+
+def build_decide_tab(runtime: Runtime) -> DecideView:
+    """Inputs, plan, start/cancel, progress, report; returns the handles app.py links to the Compare tab."""
+    job = DecideJob(runtime.settings)
+    gr.Markdown("Upload your documents (and, if you have them, question/answer pairs). The run ingests them, "
+                "holds out evaluation questions, trains the adapter, compares all five strategies with "
+                "paired statistics and writes a report. Finished stages are cached: a re-run after a crash or "
+                "a cancel continues where it stopped.")
+    with gr.Row():
+        docs = gr.File(label="Documents", file_count="multiple", elem_id="decide-docs")
+        qa = gr.File(label="Q/A pairs (optional: JSONL/CSV question, answer[, source])",
+                     file_types=[".jsonl", ".csv", ".json"], elem_id="decide-qa")
+        evals = gr.File(label="Evaluation set (optional)", file_types=[".jsonl", ".csv"], elem_id="decide-eval")
+    with gr.Row():
+        seeds = gr.Number(label="Training seeds", value=1, precision=0, minimum=1, elem_id="decide-seeds")
+        budget = gr.Number(label="Training budget, minutes (0 = none)", value=0, minimum=0, elem_id="decide-budget")
+    with gr.Accordion("Run settings", open=False):
+        with gr.Row():
+            name = gr.Textbox(label="Name", value="decide", elem_id="decide-name")
+            max_steps = gr.Number(label="Max steps per seed (-1 = fitted to the data)", value=-1, precision=0,
+                                  elem_id="decide-max-steps")
+            max_new = gr.Number(label="Max new tokens (0 = from the reference answers)", value=0, precision=0,
+                                elem_id="decide-max-new")
+        variants = gr.CheckboxGroup(list(ALL_VARIANTS), value=list(ALL_VARIANTS), label="Variants")
+        forgetting = gr.Checkbox(label="Forgetting check of the adapter", value=True)
+    with gr.Row():
+        plan_btn = gr.Button("Show plan", elem_id="decide-plan-btn")
+        start = gr.Button("Start", variant="primary", interactive=False, elem_id="decide-start")
+        cancel = gr.Button("Cancel", variant="stop", elem_id="decide-cancel")
+    plan_table = gr.Dataframe(label="Plan", interactive=False, elem_id="decide-plan")
+    plan_notes = gr.Markdown(elem_id="decide-plan-notes")
+    progress = gr.HTML("Not started.", elem_id="decide-progress")
+    report = gr.Markdown(elem_id="decide-report")
+    files = gr.File(label="Report files", file_count="multiple", interactive=False, elem_id="decide-files")
+    run_id = gr.State(None)
+    open_compare = gr.Button("Open this run in the Compare tab", visible=False, elem_id="decide-open-compare")
+    timer = gr.Timer(1.0, active=False)
+    inputs = [docs, qa, evals, seeds, budget, max_steps, max_new, variants, forgetting, name]
+
+    def show_plan(*values):
+        try:
+            cfg = _config(runtime, *values)
+            plan = plan_for(cfg, runtime.settings)
+        except ArenaError as exc:
+            raise gr.Error(str(exc)) from None
+        notes = [f"**Total ~{plan.minutes} min** on this machine."] + [f"- {n}" for n in plan.notes]
+        return _plan_frame(plan), "\n".join(notes), gr.Button(interactive=True)
+
+    def do_start(*values):
+        try:
+            job.start(_config(runtime, *values))
+        except ArenaError as exc:
+            raise gr.Error(str(exc)) from None
+        return gr.Timer(active=True), _bar({"state": "starting"}), "", None, gr.Button(visible=False)
+
+    def do_cancel():
+        try:
+            job.cancel()
+        except ArenaError as exc:
+            raise gr.Error(str(exc)) from None
+        return _bar({**job.progress(), "message": "cancelling…"})
+
+    def tick():
+        p = job.progress()
+        finished = p.get("state") in ("done", "failed", "cancelled", "idle")
+        text, shown = _report(runtime, p) if p.get("state") == "done" else ("", [])
+        return (_bar(p), text, shown or None, p.get("run_id"), gr.Button(visible=p.get("state") == "done"),
+                gr.Timer(active=not finished))
+
+    plan_btn.click(show_plan, inputs, [plan_table, plan_notes, start])
+    start.click(do_start, inputs, [timer, progress, report, files, open_compare])
+    cancel.click(do_cancel, None, progress)
+    timer.tick(tick, None, [progress, report, files, run_id, open_compare, timer])
+    return DecideView(run_id=run_id, open_compare=open_compare)
