@@ -13,6 +13,7 @@ from assistant.settings import Settings, add_settings_flags, load_settings
 from ui.adapters import build_adapters_tab
 from ui.chat import build_chat
 from ui.compare import build_compare_tab
+from ui.decide import build_decide_tab
 from ui.documents import build_documents_tab
 from ui.train import build_train_tab
 
@@ -42,16 +43,21 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> gr.Blocks:
         gr.Markdown(f"# Strategy Arena\nModel: **{base.model_id}** · dtype **{_short(base.dtype)}** · "
                     f"device **{base.device}**", elem_id="arena-header")
         with gr.Tabs() as tabs:
+            with gr.Tab("Decide", id="decide"):
+                decide = build_decide_tab(runtime)
             with gr.Tab("Chat", id="chat"):
                 build_chat(runtime)
             with gr.Tab("Documents", id="documents"):
                 build_documents_tab(runtime)
             with gr.Tab("Compare", id="compare"):
-                build_compare_tab(runtime)
+                compare = build_compare_tab(runtime)
             with gr.Tab("Train", id="train"):
                 build_train_tab(runtime, tabs)
             with gr.Tab("Adapters", id="adapters"):
                 build_adapters_tab(runtime)
+        # The Decide report's button opens its comparison run in the Compare tab.
+        decide.open_compare.click(lambda i: (gr.Tabs(selected="compare"), i), decide.run_id,
+                                  [tabs, compare.run_id]).then(compare.open, compare.run_id, compare.outputs)
     return demo
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -71,7 +73,16 @@ def _primary(result: dict) -> str:
     return (result.get("recommendation") or {}).get("metric", "f1")
 
 
-def build_compare_tab(runtime: Runtime) -> None:
+@dataclass
+class CompareView:
+    """Handles other tabs use to open a stored run here (the Decide tab's report links into it)."""
+
+    run_id: gr.Number
+    outputs: list
+    open: Callable[[int], tuple]
+
+
+def build_compare_tab(runtime: Runtime) -> CompareView:
     """Inputs, a run button with progress, results, chart, recommendation, per-question view, past runs."""
     state = gr.State({})
     with gr.Row():
@@ -151,6 +162,7 @@ def build_compare_tab(runtime: Runtime) -> None:
                  else gr.update(), state, chart_metric)
     chart_metric.input(lambda r, m: _chart(r, m) if r else gr.update(), [state, chart_metric], chart)
     open_run.click(lambda i: _open(runtime, i), run_id, shown)
+    return CompareView(run_id=run_id, outputs=shown, open=lambda i: _open(runtime, i))
 
 
 def _run(runtime, file, draw, lim, chosen, adapter_name, metric_name, tokens, progress) -> dict:
