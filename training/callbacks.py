@@ -11,6 +11,10 @@ from transformers import EarlyStoppingCallback, TrainerCallback
 
 CANCEL_FILE = "CANCEL"
 TRIALS = "trials"  # a sweep trains each trial in <job>/trials/<n>
+# trl log key -> metrics.jsonl name: reward model accuracy (training/reward.py), RL reward, KL to the base and
+# completion length (training/rl.py), the gradual-unfreezing stage (training/unfreeze.py)
+EXTRA_LOGS = {"accuracy": "accuracy", "eval_accuracy": "val_accuracy", "margin": "margin", "reward": "reward",
+              "kl": "kl", "completions/mean_length": "completion_length", "trainable_layers": "trainable_layers"}
 
 
 def cancel_files(job_dir: Path) -> list[Path]:
@@ -64,6 +68,9 @@ class MetricsCallback(TrainerCallback):
             rec["val_loss"] = logs["eval_loss"]
         if "learning_rate" in logs:
             rec["learning_rate"] = logs["learning_rate"]
+        for key, name in EXTRA_LOGS.items():  # method-specific figures (reward model, RL, unfreezing)
+            if key in logs:
+                rec[name] = logs[key]
         if "num_tokens" in logs and "loss" in logs:
             now, tokens = time.time(), float(logs["num_tokens"])
             if self.last and now > self.last[0]:

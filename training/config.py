@@ -11,10 +11,10 @@ import yaml
 
 from assistant.errors import ArenaError
 
-METHODS = ("lora", "ia3", "prompt_tuning", "full", "freeze", "qlora", "dpo")
+METHODS = ("lora", "ia3", "prompt_tuning", "full", "freeze", "qlora", "dpo", "reward", "rloo")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 DOC_KINDS = ("cpt", "qa", "grounded")
-LORA_METHODS = ("lora", "qlora", "dpo")  # the methods whose adapter has a LoRA rank
+LORA_METHODS = ("lora", "qlora", "dpo", "reward", "rloo")  # the methods whose adapter has a LoRA rank
 MAX_TRIALS = 12  # a sweep trains every trial in turn: more is hours on a CPU
 
 
@@ -43,6 +43,15 @@ class JobConfig:
     num_virtual_tokens: int = 16  # prompt_tuning
     train_layers: int = 2  # freeze: number of top layers left trainable
     dpo_beta: float = 0.1
+    # freeze: "2:0,4:50,all:100" = top 2 layers from step 0, top 4 from step 50, every weight from step 100
+    # (training/unfreeze.py); empty: train_layers for the whole run
+    unfreeze_schedule: str = ""
+    # rloo (training/rl.py): the registered reward model to maximise, the KL penalty to the base, and the
+    # completions sampled per prompt (RLOO's leave-one-out baseline needs at least 2)
+    reward_model: str = ""
+    rl_beta: float = 0.05
+    num_generations: int = 4
+    max_completion_length: int = 48
     # optimisation
     learning_rate: float = 2e-4
     # 0 with max_steps <= 0: the plan fitted to the data (training/plan.py: several epochs, a floor of optimizer
@@ -102,10 +111,29 @@ class JobConfig:
         if self.grounded_k < 1:
             raise ArenaError(f"grounded_k must be >= 1, got {self.grounded_k}")
         parse_augment(self.augment)
+        self.validate_methods()
         if not self.data:
             raise ArenaError("no training data: pass --data FILE (or --from-documents / --from-votes)")
         if self.sweep:
             self.validate_sweep()
+
+    def validate_methods(self) -> None:
+        """Settings that belong to one method (unfreeze schedule, reward model, RL sampling)."""
+        if self.unfreeze_schedule:
+            if self.method != "freeze":
+                raise ArenaError(f"unfreeze_schedule needs method 'freeze', not {self.method!r}")
+            from training.unfreeze import parse_schedule
+
+            parse_schedule(self.unfreeze_schedule)
+        if self.method == "rloo":
+            if not self.reward_model:
+                raise ArenaError("method 'rloo' needs a reward model: train one with --method reward, then pass "
+                                 "--reward-model NAME")
+            if self.num_generations < 2:
+                raise ArenaError(f"num_generations must be >= 2 for rloo (leave-one-out baseline), "
+                                 f"got {self.num_generations}")
+            if self.rl_beta < 0 or self.max_completion_length < 1:
+                raise ArenaError("rl_beta must be >= 0 and max_completion_length >= 1")
 
     def validate_sweep(self) -> None:
         """The sweep part of validate(): known axes, numbers, at most MAX_TRIALS, a validation split."""
@@ -234,8 +262,13 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                       ("eval_steps", int), ("save_steps", int), ("early_stopping_patience", int),
                       ("seed", int), ("val_fraction", float), ("num_virtual_tokens", int),
                       ("train_layers", int), ("warmup_steps", int), ("dpo_beta", float),
-                      ("lora_dropout", float), ("grounded_k", int), ("oracle_share", float)):
+                      ("lora_dropout", float), ("grounded_k", int), ("oracle_share", float),
+                      ("rl_beta", float), ("num_generations", int), ("max_completion_length", int)):
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None)
+    p.add_argument("--unfreeze-schedule", dest="unfreeze_schedule", default=None, metavar="N:STEP,...",
+                   help="freeze: top N layers trainable from STEP, e.g. 2:0,4:50,all:100")
+    p.add_argument("--reward-model", dest="reward_model", default=None,
+                   help="rloo: registered reward model (trained with --method reward)")
     p.add_argument("--lr-scheduler", dest="lr_scheduler", choices=SCHEDULERS, default=None)
     p.add_argument("--augment", default=None, metavar="paraphrases:K",
                    help="train also on K paraphrases of each training question written by the generator model")

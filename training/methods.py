@@ -7,7 +7,7 @@ import torch
 from assistant.errors import ArenaError
 from training.config import JobConfig
 
-PEFT_METHODS = {"lora", "ia3", "prompt_tuning", "qlora", "dpo"}
+PEFT_METHODS = {"lora", "ia3", "prompt_tuning", "qlora", "dpo", "rloo"}
 
 
 def check_qlora(device: torch.device) -> None:
@@ -81,6 +81,10 @@ def build_trainable(cfg: JobConfig, base_model_path: str, device: torch.device, 
     """Load the base (or the init_from full model) and make the right parameters trainable."""
     if cfg.method == "qlora":
         check_qlora(device)
+    if cfg.method == "reward":
+        from training.reward import build_reward_model
+
+        return build_reward_model(cfg, base_model_path, init, trust_remote_code)
     if init is not None:
         from assistant.models import require_safetensors
 
@@ -92,7 +96,11 @@ def build_trainable(cfg: JobConfig, base_model_path: str, device: torch.device, 
     if cfg.method in {"full", "freeze"}:
         if init is not None and not continue_full:
             raise ArenaError(f"init_from {init.name!r} is a {init.peft_type} adapter; continue it with its method")
-        if cfg.method == "freeze":
+        if cfg.method == "freeze" and cfg.unfreeze_schedule:
+            from training.unfreeze import parse_schedule, prepare
+
+            prepare(model, parse_schedule(cfg.unfreeze_schedule))  # the callback freezes what is not due yet
+        elif cfg.method == "freeze":
             freeze_lower(model, cfg.train_layers)
         return model
     from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training

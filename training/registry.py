@@ -27,6 +27,7 @@ class AdapterInfo:
     created: float
     metrics: dict
     peft_type: str | None
+    kind: str = "adapter"  # "reward": a reward model (training/reward.py), never offered as a chat variant
 
 
 class AdapterRegistry:
@@ -47,7 +48,12 @@ class AdapterRegistry:
         except (OSError, json.JSONDecodeError):
             return None  # a damaged marker: treat as incomplete rather than break the whole list
         return AdapterInfo(folder.name, folder, meta.get("method", "?"), meta.get("base_model", ""),
-                           float(meta.get("created", 0)), meta.get("metrics", {}), meta.get("peft_type"))
+                           float(meta.get("created", 0)), meta.get("metrics", {}), meta.get("peft_type"),
+                           meta.get("kind", "adapter"))
+
+    def chat_adapters(self) -> list[AdapterInfo]:
+        """The adapters a chat or compare variant can use (reward models score answers, they do not write them)."""
+        return [i for i in self.list() if i.kind == "adapter"]
 
     def names(self) -> list[str]:
         return [i.name for i in self.list()]

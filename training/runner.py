@@ -71,11 +71,18 @@ def _args_common(cfg: JobConfig, folder: Path, device, has_val: bool) -> dict:
 
 
 def make_trainer(cfg: JobConfig, model, tokenizer, train: list[Example], val: list[Example], folder: Path,
-                 device, callbacks: list, fast: bool = True):
+                 device, callbacks: list, fast: bool = True, settings: Settings | None = None):
     """trl SFTTrainer on pre-tokenized rows (prompt already masked), or DPOTrainer on preference pairs;
     `fast` switches it to the measured speed path where that applies (training/speed, ARENA_FAST)."""
     from training import speed
 
+    if cfg.method in {"reward", "rloo"}:  # RLHF stages (training/reward.py, rl.py): stock trl, speed path unmeasured
+        from training.reward import reward_trainer
+        from training.rl import rloo_trainer
+
+        if cfg.method == "rloo":
+            return rloo_trainer(cfg, model, tokenizer, train, val, folder, device, callbacks, settings)
+        return reward_trainer(cfg, model, tokenizer, train, val, folder, device, callbacks)
     build = _dpo_trainer if cfg.method == "dpo" else _sft_trainer
     trainer = build(cfg, model, tokenizer, train, val, folder, device, callbacks)
     if fast:
@@ -163,7 +170,8 @@ def train_one(cfg: JobConfig, settings: Settings, folder: Path, resume: bool = F
         tokenizer.pad_token = tokenizer.eos_token
     model = build_trainable(cfg, base, device, init, settings.trust_remote_code)
     cancel = CancelCallback(folder)
-    stopper = EarlyStopping(cfg.early_stopping_patience) if cfg.early_stopping_patience > 0 and val else None
+    val_loss = bool(val) and cfg.method != "rloo"  # RL has no validation loss to stop on (training/rl.py)
+    stopper = EarlyStopping(cfg.early_stopping_patience) if cfg.early_stopping_patience > 0 and val_loss else None
     cancel.install_signals()
     ckpt = last_checkpoint(folder) if resume else None
     if resume and ckpt is None:
@@ -171,7 +179,11 @@ def train_one(cfg: JobConfig, settings: Settings, folder: Path, resume: bool = F
     if ckpt and is_main_process():
         truncate_metrics(folder / "metrics.jsonl", int(ckpt.rsplit("-", 1)[-1]))
     callbacks = [MetricsCallback(folder / "metrics.jsonl"), cancel] + ([stopper] if stopper else [])
-    trainer = make_trainer(cfg, model, tokenizer, train, val, folder, device, callbacks, settings.fast)
+    if cfg.unfreeze_schedule:  # first: its on_log adds the stage to the record MetricsCallback writes
+        from training.unfreeze import UnfreezeCallback, parse_schedule
+
+        callbacks.insert(0, UnfreezeCallback(model, parse_schedule(cfg.unfreeze_schedule)))
+    trainer = make_trainer(cfg, model, tokenizer, train, val, folder, device, callbacks, settings.fast, settings)
     write_status(folder, state="running", pid=os.getpid(), name=cfg.name, fingerprint=fp)
     started = time.time()
     result = trainer.train(resume_from_checkpoint=ckpt)
@@ -181,6 +193,10 @@ def train_one(cfg: JobConfig, settings: Settings, folder: Path, resume: bool = F
         (folder / CANCEL_FILE).unlink(missing_ok=True)
         return {"state": "cancelled", "step": trainer.state.global_step, "job_dir": str(folder)}
     metrics = _final_metrics(trainer, result, stopper, seconds, train, trainable_summary(model))
+    if cfg.method == "reward":
+        from training.reward import final_metrics
+
+        metrics.update(final_metrics(model, tokenizer, train, val))
     if trainer.accelerator.is_main_process:
         _save_artifact(trainer, tokenizer, cfg, folder / "artifact")
     trainer.accelerator.wait_for_everyone()
@@ -232,7 +248,8 @@ def register(result: dict, cfg: JobConfig, settings: Settings) -> dict:
     if result["state"] != "done" or not is_main_process():
         return result
     folder = Path(result["job_dir"])
-    meta = {"method": cfg.method, "base_model": result["base_model"], "metrics": result["metrics"],
+    meta = {"method": cfg.method, "kind": "reward" if cfg.method == "reward" else "adapter",
+            "base_model": result["base_model"], "metrics": result["metrics"],
             "peft_type": result["peft_type"], "fingerprint": result["fingerprint"], "job_id": cfg.job_id,
             "config": asdict(cfg)}
     info = AdapterRegistry(settings.data_dir).register(
