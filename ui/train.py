@@ -20,6 +20,7 @@ DEFAULT_LR = {"lora": 2e-4, "ia3": 3e-3, "prompt_tuning": 3e-2, "full": 2e-5, "f
               "dpo": 5e-5}
 LR_STEPS = (0.25, 0.5, 1, 2, 4)  # sweep learning rates, as multiples of the method's default
 RANKS = (4, 8, 16, 32, 64)
+PREVIEW_HEADERS = ["source", "rows", "kinds", "first rows"]
 
 
 def _specs(runtime: Runtime, files, use_docs: bool, doc_kind: str, use_votes: bool, questions=None) -> list[dict]:
@@ -47,8 +48,8 @@ def _keep(runtime: Runtime, upload, sub: str) -> str:
 def _preview_frame(runtime: Runtime, specs: list[dict]) -> pd.DataFrame:
     """Count, kinds and first rows per source (distillation: its questions, see training.sources.preview)."""
     rows = preview(specs, runtime.settings, runtime)
-    return pd.DataFrame([{"source": r["source"], "rows": r["rows"], "kinds": ", ".join(r["kinds"]),
-                          "first rows": "\n".join(r["first"])} for r in rows])
+    return pd.DataFrame([[r["source"], r["rows"], ", ".join(r["kinds"]), "\n".join(r["first"])] for r in rows],
+                        columns=PREVIEW_HEADERS)
 
 
 def _grid(lr, rank, lrs, ranks) -> tuple[float, int, dict]:
@@ -146,7 +147,9 @@ def _data_section():
         # distillation: the RAG variant answers these questions when the job runs; the adapter learns its answers
         questions = gr.File(label='Distillation questions (JSONL, {"question": ...} per line)',
                             file_types=[".jsonl"], elem_id="train-questions")
-    data_table = gr.Dataframe(label="Sources", interactive=False, elem_id="train-preview")
+    # Hidden until "Preview data" fills it: an empty table would show placeholder headers "1 2 3".
+    data_table = gr.Dataframe(headers=PREVIEW_HEADERS, label="Sources", interactive=False, wrap=True,
+                              visible=False, elem_id="train-preview")
     return [files, use_docs, doc_kind, use_votes, questions], preview_btn, data_table
 
 
@@ -220,7 +223,7 @@ def build_train_tab(runtime: Runtime, tabs: gr.Tabs | None = None) -> None:
         specs = _specs(runtime, *values)
         if not specs:
             raise gr.Error("Add a training file or questions, or pick documents / votes first.")
-        return _preview_frame(runtime, specs)
+        return gr.Dataframe(value=_preview_frame(runtime, specs), visible=True)
 
     def do_start(*values):
         jobs.start(_job_config(runtime, *values))
