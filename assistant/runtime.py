@@ -56,6 +56,10 @@ class Runtime:
 
         from assistant.inference.choose import build_engine
 
+        if self.settings.engine == "openai":
+            from assistant.inference.openai_engine import engine_from_settings
+
+            return engine_from_settings(self.settings)
         engine, self.engine_notice = build_engine(self.settings.engine, self.base, self.settings.models_dir)
         if self.engine_notice:
             print(self.engine_notice, file=sys.stderr, flush=True)

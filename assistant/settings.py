@@ -9,7 +9,8 @@ from pathlib import Path
 
 DEFAULT_MODEL = "bundled:smollm2-135m"
 DEFAULT_EMBEDDER = "bundled:all-minilm-l6-v2"
-ENGINES = ("auto", "torch", "onnx", "onnx-int4", "onnx-fp32")  # generation engines (assistant/inference)
+# Generation engines (assistant/inference); "openai" = a server the user runs (--engine-url), see README Scale out.
+ENGINES = ("auto", "torch", "onnx", "onnx-int4", "onnx-fp32", "openai")
 
 # Environment variable for each overridable field.
 ENV_VARS = {
@@ -24,6 +25,9 @@ ENV_VARS = {
     "dtype": "ARENA_DTYPE",
     "engine": "ARENA_ENGINE",
     "fast": "ARENA_FAST",
+    "engine_url": "ARENA_ENGINE_URL",
+    "engine_key": "ARENA_ENGINE_KEY",
+    "engine_concurrency": "ARENA_ENGINE_CONCURRENCY",
 }
 
 
@@ -44,6 +48,9 @@ class Settings:
     insecure_no_auth: bool = False
     trust_remote_code: bool = False
     fast: bool = True  # the measured CPU training speed path (training/speed); False = stock libraries only
+    engine_url: str = ""  # --engine openai: the OpenAI-compatible server (nothing is sent anywhere without it)
+    engine_key: str = ""  # name of the environment variable holding its API key (the key itself is never stored)
+    engine_concurrency: int = 4  # requests in flight at once on that server
 
     @property
     def models_dir(self) -> Path:
@@ -88,6 +95,14 @@ def _convert(name: str, raw: str):
         return raw.lower() in {"1", "true"}
     if name == "engine" and raw not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {raw!r}")
+    if name == "engine_concurrency":
+        if not raw.isdigit() or not 1 <= int(raw) <= 256:
+            raise ValueError(f"engine concurrency must be a number 1-256, got {raw!r}")
+        return int(raw)
+    if name == "engine_url" and not raw.startswith(("http://", "https://")):
+        raise ValueError(f"engine URL must look like http://HOST:PORT/v1, got {raw!r}")
+    if name == "engine_key" and not raw.replace("_", "").isalnum():
+        raise ValueError(f"--engine-key takes the NAME of an environment variable holding the key, got {raw!r}")
     if name == "embedder_backend" and raw not in {"auto", "torch", "onnx"}:
         raise ValueError(f"embedder backend must be auto, torch or onnx, got {raw!r}")
     return raw
@@ -118,7 +133,14 @@ def add_settings_flags(parser: argparse.ArgumentParser, server: bool = False) ->
     parser.add_argument("--device", default=None, help="auto | cpu | cuda[:N]")
     parser.add_argument("--dtype", default=None, help="auto | float32 | bfloat16 | float16")
     parser.add_argument("--engine", default=None,
-                        help="generation engine: auto | torch | onnx | onnx-int4 | onnx-fp32 (auto: onnx on CPU)")
+                        help="generation engine: auto | torch | onnx | onnx-int4 | onnx-fp32 (auto: onnx on CPU) | "
+                             "openai (an OpenAI-compatible server at --engine-url)")
+    parser.add_argument("--engine-url", dest="engine_url", default=None, metavar="URL",
+                        help="--engine openai: base URL of the server, e.g. http://127.0.0.1:8000/v1")
+    parser.add_argument("--engine-key", dest="engine_key", default=None, metavar="ENV_VAR_NAME",
+                        help="--engine openai: environment variable holding the server's API key")
+    parser.add_argument("--engine-concurrency", dest="engine_concurrency", default=None, metavar="N",
+                        help="--engine openai: requests in flight at once (default 4)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--trust-remote-code", dest="trust_remote_code", action="store_true",
                         help="allow model repos to run their own code (off by default)")

@@ -1,0 +1,338 @@
+"""Generation on an OpenAI-compatible server (vLLM, llama.cpp server, Ollama, ...): the scale-out engine.
+
+Rows are sent to the server's /v1/completions with the prompt this product rendered (the same chat template
+and RAG context as the in-process engines): as token ids where the server takes them (vLLM, llama.cpp's own
+server), else as the decoded text (llama-cpp-python, Ollama). A row's `model` is the served base model, or
+the adapter's registry name for adapter rows. Rows go out `concurrency` at a time and stream back token by
+token; the `openai` client retries 429/5xx and connection errors with exponential backoff. Tokenizer, chat
+template and context length come from the local copy of `settings.model` (weights are not loaded).
+Nothing is sent anywhere unless the user configured the URL (`--engine openai --engine-url URL`).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from assistant.decoding import GenSettings, Row, RowOutput
+from assistant.errors import ArenaError
+from assistant.inference.base import AdapterSlot, adapter_peft_type, check_rows, last
+from assistant.inference.ortgenai import _Pool  # the row pool shared with the onnx engine
+
+NO_LOAD_STATUSES = {404, 405, 501}  # the server has no adapter-loading endpoint
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Where the serving engine is and how hard to push it."""
+
+    url: str
+    key_env: str = ""         # name of the environment variable holding the API key ("" = no key)
+    concurrency: int = 4      # requests in flight at once
+    timeout_s: float = 300.0  # per request (a long answer streams within it)
+    max_retries: int = 4      # on 429, 5xx, timeouts and connection errors, with exponential backoff
+    model: str = ""           # served base model; "" = the first model the server lists that is no adapter
+
+
+def check_url(url: str) -> str:
+    """The URL without a trailing slash, or ArenaError saying what is wrong with it."""
+    parsed = urlparse(url.strip())
+    if parsed.scheme not in {"http", "https"} or not parsed.netloc:
+        raise ArenaError(f"engine URL must look like http://HOST:PORT/v1, got {url!r}")
+    return url.strip().rstrip("/")
+
+
+class ServerClient:
+    """The `openai` client of one server, with errors that name the URL and the HTTP status."""
+
+    def __init__(self, url: str, key_env: str = "", timeout_s: float = 300.0, max_retries: int = 4):
+        from openai import OpenAI
+
+        self.url = check_url(url)
+        key = os.environ.get(key_env, "") if key_env else ""
+        if key_env and not key:
+            raise ArenaError(f"the API key variable {key_env} (--engine-key) is not set in the environment")
+        if not 1 <= max_retries <= 20 or timeout_s <= 0:
+            raise ArenaError(f"retries must be 1-20 and timeout positive, got {max_retries} and {timeout_s}")
+        self.timeout_s = timeout_s
+        self.client = OpenAI(base_url=self.url, api_key=key or "none", timeout=timeout_s, max_retries=max_retries)
+
+    def error(self, exc: Exception, what: str) -> ArenaError:
+        """A clear message for a failed request: URL, status and the server's own words."""
+        import openai
+
+        if isinstance(exc, openai.APIStatusError):
+            body = exc.response.text.strip().replace("\n", " ")[:300]
+            return ArenaError(f"serving engine at {self.url}: {what} failed with HTTP {exc.status_code}: {body}")
+        if isinstance(exc, openai.APITimeoutError):
+            return ArenaError(f"serving engine at {self.url}: {what} timed out after {self.timeout_s:g} s")
+        if isinstance(exc, openai.APIConnectionError):
+            return ArenaError(f"cannot reach the serving engine at {self.url} ({what}): {exc.__cause__ or exc}")
+        return ArenaError(f"serving engine at {self.url}: {what} failed: {exc}")
+
+    def call(self, what: str, fn, *args, **kwargs):
+        import openai
+
+        try:
+            return fn(*args, **kwargs)
+        except openai.OpenAIError as exc:
+            raise self.error(exc, what) from exc
+
+    def models(self) -> list[dict]:
+        """The served models as the server lists them (vLLM adds `parent` to adapters, `max_model_len`)."""
+        page = self.call("listing models (GET /models)", self.client.models.list)
+        return [m.model_dump() for m in page.data]
+
+    def chat(self, model: str, messages: list[dict], max_tokens: int, temperature: float = 0.0) -> str:
+        """One non-streamed chat completion with the server's own chat template (the judge uses this)."""
+        out = self.call(f"chat completion with model {model!r}", self.client.chat.completions.create,
+                        model=model, messages=messages, max_tokens=max_tokens, temperature=temperature)
+        return out.choices[0].message.content or ""
+
+    def load_lora(self, name: str, path: Path) -> bool:
+        """POST /load_lora_adapter (vLLM); False when the server has no such endpoint."""
+        import httpx
+        import openai
+
+        try:
+            self.client.post("/load_lora_adapter", body={"lora_name": name, "lora_path": str(path)},
+                             cast_to=httpx.Response)
+        except openai.APIStatusError as exc:
+            if exc.status_code in NO_LOAD_STATUSES:
+                return False
+            if "already" in exc.response.text.lower():  # vLLM: 400 "... has already been loaded"
+                return True
+            raise self.error(exc, f"loading adapter {name!r} from {path}") from exc
+        except openai.OpenAIError as exc:
+            raise self.error(exc, f"loading adapter {name!r} from {path}") from exc
+        return True
+
+
+class OpenAIEngine:
+    """The Engine interface (assistant/inference/base.py) over an OpenAI-compatible server."""
+
+    name = "openai"
+
+    def __init__(self, tokenizer, model_config, cfg: ServerConfig):
+        if not 1 <= cfg.concurrency <= 256:
+            raise ArenaError(f"engine concurrency must be 1-256, got {cfg.concurrency}")
+        self.tokenizer, self.cfg = tokenizer, cfg
+        self.server = ServerClient(cfg.url, cfg.key_env, cfg.timeout_s, cfg.max_retries)
+        self.url = self.server.url
+        self.slots: dict[str, AdapterSlot] = {}
+        self.served = self.server.models()  # fails fast, before any run is stored, when the server is down
+        self.base_model = cfg.model or _base_model(self.served, self.url)
+        self._context = _context_length(model_config, self.served, self.base_model)
+        self._eos = _eos_ids(tokenizer, model_config)
+        self._ids_prompts: bool | None = None  # does the server take token-id prompts? learnt on first call
+        self._lock = threading.Lock()
+        self.nll_notice = ""  # set once the server proved it cannot score a reference
+
+    @classmethod
+    def from_settings(cls, settings, cfg: ServerConfig) -> OpenAIEngine:
+        """Tokenizer and config of settings.model (the model the server serves), without its weights."""
+        from transformers import AutoConfig, AutoTokenizer
+
+        from assistant.models import resolve_model_path
+
+        path = resolve_model_path(settings.model, settings)
+        kwargs = {"trust_remote_code": settings.trust_remote_code}
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+            config = AutoConfig.from_pretrained(path, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise ArenaError(f"the tokenizer of {settings.model!r} (the served model) could not be loaded: "
+                             f"{exc}") from exc
+        return cls(tokenizer, config, cfg)
+
+    @property
+    def context_length(self) -> int:
+        return self._context
+
+    @property
+    def eos_ids(self) -> set[int]:
+        return self._eos
+
+    def chat_ids(self, messages: list[dict]) -> list[int]:
+        out = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
+        return list(out["input_ids"])
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def load_adapter(self, name: str, path: Path) -> AdapterSlot:
+        """Make `name` servable: already served, or loaded through the server's adapter endpoint (vLLM)."""
+        path = Path(path)
+        slot = self.slots.get(name)
+        if slot is not None and slot.path == path:
+            return slot
+        with self._lock:
+            served = {m["id"] for m in self.server.models()}
+            if slot is not None or name not in served:  # a re-trained adapter of the same name: load again
+                if not self.server.load_lora(name, path.resolve()):
+                    if name not in served:
+                        raise ArenaError(
+                            f"the serving engine at {self.url} does not serve a model named {name!r} and offers "
+                            f"no adapter-loading endpoint (POST /v1/load_lora_adapter, vLLM with "
+                            f"VLLM_ALLOW_RUNTIME_LORA_UPDATING=True); serve the adapter under that name "
+                            f"(served: {', '.join(sorted(served))}) — see README, Scale out")
+            self.slots[name] = AdapterSlot(name, path, adapter_peft_type(path), "mixed")
+            return self.slots[name]
+
+    def generate(self, rows: list[Row], gen: GenSettings) -> list[RowOutput]:
+        return last(self.stream(rows, gen))
+
+    def stream(self, rows: list[Row], gen: GenSettings) -> Iterator[list[RowOutput]]:
+        """Every row's growing output; rows are requested `concurrency` at a time, in order."""
+        check_rows(rows, gen, self.context_length, self.slots)
+        outputs = [RowOutput() for _ in rows]
+        if not rows:
+            yield outputs
+            return
+        pool = _Pool(len(rows), self.cfg.concurrency)
+        threads = [threading.Thread(target=pool.work, args=(self._row_outputs, rows, gen, outputs), daemon=True)
+                   for _ in range(min(self.cfg.concurrency, len(rows)))]
+        for t in threads:
+            t.start()
+        try:
+            while pool.wait(len(threads)):
+                yield outputs
+        finally:
+            pool.stop.set()
+            for t in threads:
+                t.join()
+        pool.raise_error()
+        yield outputs
+
+    def _row_outputs(self, row: Row, gen: GenSettings, stop: threading.Event) -> Iterator[RowOutput]:
+        model = row.adapter or self.base_model
+        start, out, text = time.perf_counter(), RowOutput(), ""
+        stream = self._open_stream(model, row.input_ids, gen)
+        try:
+            for chunk in stream:
+                if stop.is_set():
+                    break
+                delta = chunk.choices[0].text if chunk.choices else ""
+                if not delta:
+                    continue
+                elapsed = time.perf_counter() - start
+                if not text:
+                    out.ttft_s = elapsed
+                text += delta
+                out.text, out.seconds = text, elapsed
+                out.tokens = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+                yield out
+        except ArenaError:
+            raise
+        except Exception as exc:  # a stream cut mid-answer: the status line was 200, the body broke
+            raise self.server.error(exc, f"streaming an answer from model {model!r}") from exc
+        finally:
+            stream.close()
+        out.seconds = out.seconds or time.perf_counter() - start
+        out.done = True
+        yield out
+
+    def _open_stream(self, model: str, ids: list[int], gen: GenSettings):
+        """A streamed completion of one prompt; learns once whether the server takes token ids."""
+        import openai
+
+        kwargs = dict(model=model, max_tokens=gen.max_new_tokens, temperature=gen.temperature,
+                      top_p=gen.top_p, seed=gen.seed, stream=True, extra_body=_extra(gen))
+        what = f"completion with model {model!r}"
+        if self._ids_prompts is not False:
+            try:
+                stream = self.server.client.completions.create(prompt=ids, **kwargs)
+                self._ids_prompts = True
+                return stream
+            except openai.APIStatusError as exc:
+                if self._ids_prompts or exc.status_code not in (400, 422):
+                    raise self.server.error(exc, what) from exc
+                self._ids_prompts = False  # e.g. llama-cpp-python: `prompt` must be text
+            except openai.OpenAIError as exc:
+                raise self.server.error(exc, what) from exc
+        text = self.tokenizer.decode(ids, skip_special_tokens=False)
+        return self.server.call(what, self.server.client.completions.create, prompt=text, **kwargs)
+
+    def nll(self, prompt_ids: list[int], reference_ids: list[int], adapter: str | None) -> float | None:
+        """Mean NLL of the reference from the server's prompt log-probabilities (echo + logprobs), or None.
+
+        Most servers cannot score a given continuation; then the comparison skips the metric and shows
+        `nll_notice` (vLLM can: it echoes prompt log-probabilities)."""
+        if self.nll_notice:
+            return None
+        import openai
+
+        prompt_text = self.tokenizer.decode(prompt_ids, skip_special_tokens=False)
+        full_text = self.tokenizer.decode(prompt_ids + reference_ids, skip_special_tokens=False)
+        try:
+            out = self.server.client.completions.create(
+                model=adapter or self.base_model, prompt=prompt_ids + reference_ids if self._ids_prompts else
+                full_text, max_tokens=1, temperature=0.0, echo=True, logprobs=1)
+            scores = _reference_logprobs(out.choices[0].logprobs, len(reference_ids), len(prompt_text),
+                                         len(full_text), bool(self._ids_prompts))
+        except openai.APIStatusError as exc:
+            if exc.status_code not in (400, 404, 422, 500, 501):
+                raise self.server.error(exc, "scoring a reference answer") from exc
+            scores = None
+        except openai.OpenAIError as exc:
+            raise self.server.error(exc, "scoring a reference answer") from exc
+        if not scores:
+            self.nll_notice = (f"reference NLL skipped: the serving engine at {self.url} does not return prompt "
+                               "log-probabilities (echo + logprobs on /v1/completions)")
+            return None
+        return -sum(scores) / len(scores)
+
+
+def engine_from_settings(settings) -> OpenAIEngine:
+    """The engine `--engine openai --engine-url URL [--engine-key VAR] [--engine-concurrency N]` asks for."""
+    if not settings.engine_url:
+        raise ArenaError("--engine openai needs --engine-url URL (the OpenAI-compatible server, e.g. "
+                         "http://127.0.0.1:8000/v1); nothing is sent anywhere without it")
+    cfg = ServerConfig(settings.engine_url, settings.engine_key, settings.engine_concurrency)
+    return OpenAIEngine.from_settings(settings, cfg)
+
+
+def _extra(gen: GenSettings) -> dict:
+    """Settings outside the OpenAI schema, understood by vLLM (repetition_penalty) and llama.cpp (repeat_)."""
+    if gen.repetition_penalty == 1.0:
+        return {}
+    return {"repetition_penalty": gen.repetition_penalty, "repeat_penalty": gen.repetition_penalty}
+
+
+def _reference_logprobs(logprobs, n_ref: int, prompt_chars: int, full_chars: int, ids: bool) -> list[float]:
+    """The echoed log-probabilities of the reference tokens (by position for id prompts, else by offset)."""
+    values = list(getattr(logprobs, "token_logprobs", None) or [])
+    if not values:
+        return []
+    if ids:
+        picked = values[-(n_ref + 1):-1]  # the last value is the one generated token
+    else:
+        offsets = list(getattr(logprobs, "text_offset", None) or [])
+        if len(offsets) != len(values):
+            return []
+        picked = [v for v, o in zip(values, offsets, strict=True) if prompt_chars <= o < full_chars]
+    return [float(v) for v in picked if v is not None]
+
+
+def _base_model(served: list[dict], url: str) -> str:
+    """The first listed model that is not an adapter of another (vLLM marks those with `parent`)."""
+    bases = [m["id"] for m in served if not m.get("parent")]
+    if not bases:
+        raise ArenaError(f"the serving engine at {url} lists no model (GET /models)")
+    return bases[0]
+
+
+def _context_length(model_config, served: list[dict], base: str) -> int:
+    local = int(getattr(model_config, "max_position_embeddings", 0) or 2048)
+    remote = next((m.get("max_model_len") for m in served if m["id"] == base), None)
+    return min(local, int(remote)) if remote else local
+
+
+def _eos_ids(tokenizer, model_config) -> set[int]:
+    ids = {tokenizer.eos_token_id, getattr(model_config, "eos_token_id", None)}
+    return {i for i in ids if isinstance(i, int)}
