@@ -15,6 +15,7 @@ from ui.chat import build_chat
 from ui.compare import build_compare_tab
 from ui.decide import build_decide_tab
 from ui.documents import build_documents_tab
+from ui.loading import build_header
 from ui.train import build_train_tab
 
 
@@ -36,12 +37,10 @@ def check_bind_policy(settings: Settings) -> None:
 
 
 def build_app(settings: Settings, runtime: Runtime | None = None) -> gr.Blocks:
-    """Build the whole UI for one Settings; loads the base model so the header can name it."""
+    """Build the whole UI for one Settings; the base model loads in the background under a loading banner."""
     runtime = runtime or Runtime(settings)
-    base = runtime.base
     with gr.Blocks(title="Strategy Arena") as demo:
-        gr.Markdown(f"# Strategy Arena\nModel: **{base.model_id}** · dtype **{_short(base.dtype)}** · "
-                    f"device **{base.device}**", elem_id="arena-header")
+        build_header(demo, runtime, settings)
         with gr.Tabs() as tabs:
             with gr.Tab("Decide", id="decide"):
                 decide = build_decide_tab(runtime)
@@ -59,10 +58,6 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> gr.Blocks:
         decide.open_compare.click(lambda i: (gr.Tabs(selected="compare"), i), decide.run_id,
                                   [tabs, compare.run_id]).then(compare.open, compare.run_id, compare.outputs)
     return demo
-
-
-def _short(dtype) -> str:
-    return str(dtype).removeprefix("torch.")
 
 
 def launch(settings: Settings) -> None:
