@@ -25,9 +25,13 @@ def add_compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metric", default="f1", choices=PRIMARY_METRICS, help="primary metric (default f1)")
     p.add_argument("--report", default=None, help="write Markdown report here (plus .html and .png)")
     p.add_argument("--system-prompt", dest="system_prompt", default=None, help="system prompt of 'prompt'")
-    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=128)
+    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=None,
+                   help="answer length limit (default: 1.5x the 90th percentile of the reference answers' tokens)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N questions")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--judge", default="", metavar="local|openai:URL:MODEL",
+                   help="LLM judge: grade every answer against the reference (correct / partially / wrong) with "
+                        "the local base model or MODEL on an OpenAI-compatible server")
     p.add_argument("--no-forgetting", dest="forgetting", action="store_false",
                    help="skip the general-knowledge forgetting check of the adapter")
 
@@ -76,7 +80,7 @@ def cmd_compare(args: argparse.Namespace, settings) -> int:
         items, name = load_items(args, runtime)
         cc = CompareConfig(variants=tuple(args.variants or default_variants(args.adapter)), metric=args.metric,
                            adapter=args.adapter, seed=args.seed, max_new_tokens=args.max_new_tokens,
-                           forgetting=args.forgetting, eval_name=name)
+                           forgetting=args.forgetting, eval_name=name, judge=args.judge)
         result = run_comparison(runtime, items, cc, cfg=variant_config(args), progress=progress)
     print(file=sys.stderr)
     if args.report:
@@ -118,5 +122,5 @@ def summary_text(result: dict) -> str:
 def check_args(args) -> None:
     if args.limit is not None and args.limit < 1:
         raise ArenaError(f"--limit must be at least 1, got {args.limit}")
-    if args.max_new_tokens < 1:
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise ArenaError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")

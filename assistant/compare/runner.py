@@ -31,12 +31,13 @@ class CompareConfig:
     metric: str = "f1"
     adapter: str | None = None
     seed: int = 0
-    max_new_tokens: int = 128
+    max_new_tokens: int | None = None  # None: sized from the references (assistant.variants.max_new_tokens_for)
     forgetting: bool = True
     forgetting_margin: float = DEFAULT_MARGIN
     learned_sample: int = SAMPLE  # own training questions the adapter answers for the "did it learn" check
     eval_name: str = ""
     label: str = ""
+    judge: str = ""  # LLM judge: "" none | local | openai:URL:MODEL (assistant/compare/judge.py)
 
 
 def validate(cc: CompareConfig, items: list[EvalItem]) -> None:
@@ -52,6 +53,12 @@ def validate(cc: CompareConfig, items: list[EvalItem]) -> None:
     needs = [v for v in cc.variants if v in ADAPTER_VARIANTS]
     if needs and not cc.adapter:
         raise ArenaError(f"variant(s) {', '.join(needs)} need an adapter: pass --adapter NAME")
+    if cc.judge:
+        from assistant.compare.judge import parse_spec
+
+        parse_spec(cc.judge)  # a bad spec stops the run before anything is generated
+    elif cc.metric == "judge":
+        raise ArenaError("metric 'judge' needs an LLM judge: --judge local or --judge openai:URL:MODEL")
 
 
 def _embedder(runtime):
@@ -73,6 +80,10 @@ def run_comparison(runtime, items: list[EvalItem], cc: CompareConfig, cfg=None,
     from assistant.variants import VariantConfig
 
     validate(cc, items)
+    if cc.max_new_tokens is None:
+        from assistant.variants import max_new_tokens_for
+
+        cc = replace(cc, max_new_tokens=max_new_tokens_for([it.answer for it in items], runtime.engine.count_tokens))
     progress = progress or (lambda fraction, text: None)
     cfg = replace(cfg or VariantConfig(), adapter=cc.adapter)
     gen = GenSettings(max_new_tokens=cc.max_new_tokens, temperature=0.0, top_p=1.0, seed=cc.seed)
@@ -85,14 +96,22 @@ def run_comparison(runtime, items: list[EvalItem], cc: CompareConfig, cfg=None,
     nlls = partial.nlls(arena, items, variants, cfg, progress)
     progress(0.8, "scoring")
     per_question, table = score_all(items, variants, answers, nlls, _embedder(runtime))
+    judged = None
+    if cc.judge:
+        from assistant.compare.judge import judge_run
+
+        progress(0.85, "LLM judge")
+        judged = judge_run(runtime, cc.judge, items, answers, variants, table, per_question)
     result = summarise(table, variants, cc)
     result["costs"] = variant_costs(runtime, variants, answers, cc.adapter)
     result["recommendation"] = recommend_from_table(table, result["costs"], cc.metric, clusters(items),
                                                     cc.seed).to_dict()
     result["per_question"] = per_question
-    result["warnings"] = leakage_warnings(runtime, cc, questions)
+    result["warnings"] = leakage_warnings(runtime, cc, questions) + engine_notices(runtime, judged)
+    result["judge"] = judged["summary"] if judged else None
     result["forgetting"] = []
-    if cc.adapter and cc.forgetting and any(v in ADAPTER_VARIANTS for v in variants):
+    scores_nll = not getattr(runtime.engine, "nll_notice", "")  # the forgetting check is built on NLL
+    if cc.adapter and cc.forgetting and scores_nll and any(v in ADAPTER_VARIANTS for v in variants):
         progress(0.9, "forgetting check")
         result["forgetting"] = [check_forgetting(cc.adapter, arena_scorer(arena, cfg, cc.adapter),
                                                  cc.forgetting_margin)]
@@ -100,6 +119,10 @@ def run_comparison(runtime, items: list[EvalItem], cc: CompareConfig, cfg=None,
     result["learned"] = learned_check(runtime, cc, cfg, gen, result["variants"], progress)
     result["why"] = why_sentences(result)
     result["settings"] = run_settings(runtime, cc, cfg, gen, len(items))
+    result["settings"]["judge"] = judged["settings"] if judged else None
+    if runtime.settings.engine == "openai":  # where the answers came from (the key itself is never stored)
+        result["settings"]["engine"] = {"name": "openai", "url": runtime.settings.engine_url,
+                                        "concurrency": runtime.settings.engine_concurrency}
     if store:
         result["run_id"] = partial.run_id
         partial.finish(result["settings"], result)
@@ -136,8 +159,10 @@ def score_all(items, variants, answers, nlls, embedder) -> tuple[list[dict], dic
         for v in variants:
             a = ans[v]
             scores = M.answer_scores(a.text, item.answer, [h.text for h in a.sources])
-            scores.update(semantic=sims[v][i] if sims else None, nll=float(nll[v]),
-                          ppl=M.perplexity(float(nll[v])), ttft_s=a.ttft_s, tokens_per_s=a.tokens_per_s)
+            ref_nll = None if nll[v] is None else float(nll[v])  # None: the serving engine cannot score
+            scores.update(semantic=sims[v][i] if sims else None, nll=ref_nll,
+                          ppl=None if ref_nll is None else M.perplexity(ref_nll), ttft_s=a.ttft_s,
+                          tokens_per_s=a.tokens_per_s)
             for metric, value in scores.items():
                 table[v].setdefault(metric, []).append(value)
             record["answers"][v] = {"text": a.text, "adapter": a.adapter, "scores": scores,
@@ -218,6 +243,14 @@ def _seconds(answer) -> float:
     """Wall time of one answer: first token, then the rest at the measured decode rate."""
     rate = answer.tokens_per_s or 0.0
     return answer.ttft_s + (answer.tokens / rate if rate > 0 else 0.0)
+
+
+def engine_notices(runtime, judged: dict | None) -> list[str]:
+    """What the run could not measure: reference NLL on a serving engine, malformed judge replies."""
+    from assistant.compare.judge import malformed_warning
+
+    notices = [getattr(runtime.engine, "nll_notice", ""), malformed_warning(judged["summary"]) if judged else ""]
+    return [n for n in notices if n]
 
 
 def leakage_warnings(runtime, cc: CompareConfig, questions: list[str]) -> list[str]:
