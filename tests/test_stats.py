@@ -105,7 +105,7 @@ def test_small_sample_widening_keeps_false_alarms_near_nominal():
         assert draws.units == 8
         low, high = draws.interval(0.05)
         widened += low > 0 or high < 0
-        low, high = Draws(draws.means, draws.center, units=1).interval(0.05)  # units < 3: no widening
+        low, high = Draws(draws.means, draws.center, units=1).interval(0.05)  # units < 2: no widening
         plain += low > 0 or high < 0
     assert widened / trials < 0.085 < plain / trials
 
@@ -118,6 +118,9 @@ def test_p_value_is_where_the_interval_reaches_zero():
     assert draws.interval(p * 1.02)[0] > 0 > draws.interval(p * 0.98)[0]
     assert Resampler.build(3, seed=0).draws(np.array([0.2, 0.2, 0.2])).p_value() == 0.0  # a constant gain
     assert Resampler.build(3, seed=0).draws(np.array([0.0, 0.0, 0.0])).p_value() == 1.0
+    assert Resampler.build(1, seed=0).draws(np.array([0.9])).p_value() == 1.0  # one question proves nothing
+    single = recommend({"rag": [0.9], "base": [0.1]}, COSTS, "f1")
+    assert not single.clear and "1 question(s) are too few" in single.reason
 
 
 def test_holm_against_hand_computation():

@@ -181,9 +181,11 @@ def _settle_text(best: str, closest: str, row: dict, n: int) -> str:
     if row.get("seed_flip"):
         return (f" The training seeds disagree on the order of {best} and {closest}: more seeds or a steadier "
                 "training recipe would settle it.")
-    if needed is None:
+    if needed is None and abs(row["mean"]) < 1e-12:
         return (f" {best} and {closest} have the same mean score on these questions, so more questions would "
                 "not separate them.")
+    if needed is None:
+        return f" {n} question(s) are too few to measure how much the difference varies; add more questions."
     if needed <= n:
         return (f" With {n} questions the difference between {best} and {closest} is at the edge of what this "
                 "test can detect; a few more questions would settle it.")

@@ -168,10 +168,10 @@ class Resampler:
 
 
 def widening(alpha: float, units: int) -> float:
-    """Rule 4's small-sample factor: sqrt(G / (G - 1)) * t(G - 1) / z at level 1 - alpha (1 when G < 3)."""
+    """Rule 4's small-sample factor: sqrt(G / (G - 1)) * t(G - 1) / z at level 1 - alpha (1 when G < 2)."""
     from scipy.stats import t
 
-    if units < 3:
+    if units < 2:
         return 1.0
     z = NormalDist().inv_cdf(1 - alpha / 2)
     return math.sqrt(units / (units - 1)) * float(t.ppf(1 - alpha / 2, units - 1)) / z
@@ -197,7 +197,8 @@ class Draws:
             low, high = self.interval(alpha)
             return low <= 0 <= high
 
-        if np.isnan(self.means).all() or reaches_zero(P_MAX):
+        # one unit has no spread to measure: nothing can be concluded from it
+        if self.units < 2 or np.isnan(self.means).all() or reaches_zero(P_MAX):
             return 1.0
         if not reaches_zero(P_MIN):
             return 0.0
