@@ -15,8 +15,9 @@ The rules the verdict rests on:
 4. Interval and p-value of a paired difference: the percentile interval of the resampled means, widened
    around the observed mean by sqrt(G / (G - 1)) * t(G - 1) / z at its level (G = resampled units, clusters
    or questions), so that for normal data it matches the t-interval -- plain percentile intervals are too
-   narrow with few units (measured: 13 % false alarms at a nominal 5 % with 8 sections, 6 % widened). The
-   p-value is the alpha at which that interval just reaches 0. For a binary metric (every score 0
+   narrow with few units (benchmarks/verdict.py: 13 % false alarms at a nominal 5 % with 8 sections, 6 %
+   widened). The p-value is the alpha at which that interval just reaches 0; a single unit has no measurable
+   spread and gives p = 1. For a binary metric (every score 0
    or 1: exact match, contains) without clusters, the exact McNemar test gives the p-value instead: a two-sided
    exact binomial test (scipy.stats.binomtest) of the b pairs "first right, second wrong" among the b + c
    discordant pairs against 1/2. McNemar treats pairs as independent, so with clusters the bootstrap p is
@@ -24,7 +25,7 @@ The rules the verdict rests on:
 5. Holm over the m comparisons "best - other": order by p ascending (ties: larger |mean|/SE first); the i-th
    (1-based) is tested at alpha / (m - i + 1); testing stops at the first that fails. Adjusted p-values:
    p_adj(i) = max over j <= i of min(1, (m - j + 1) * p(j)). Adjusted interval: the i-th comparison's
-   percentile interval at level 1 - alpha / (m - i + 1); a comparison at or after the stop gets the stop's
+   (widened) percentile interval at level 1 - alpha / (m - i + 1); a comparison at or after the stop gets the stop's
    level, whose wider interval reaches 0 when the test failed there. A comparison is *separated* when
    Holm rejects it (p_adj < alpha) and its adjusted interval excludes 0.
 6. Sample size: the number of questions for 80 % power of a two-sided z-test at the strictest Holm level
