@@ -130,4 +130,6 @@ def settings(tiny_model_dir, data_dir):
 
     # ARENA_FAST=0 make test runs every training test on the stock library path.
     fast = load_settings(env={"ARENA_FAST": os.environ.get("ARENA_FAST", "1")}).fast
-    return Settings(data_dir=data_dir, model=str(tiny_model_dir), device="cpu", fast=fast)
+    # torch engine: the onnx engine has its own tests (test_ortgenai.py, e2e on the bundled model), and
+    # converting the tiny model once per test data dir would cost seconds in every training test.
+    return Settings(data_dir=data_dir, model=str(tiny_model_dir), device="cpu", fast=fast, engine="torch")
