@@ -216,5 +216,7 @@ def test_recommend_from_table_with_seed_tables_and_perplexity():
     assert rec.means["finetuned"] == pytest.approx(float(np.mean(tuned)) + 0.005)
     ppl = recommend_from_table(table, COSTS, "ppl")
     assert ppl.metric == "nll" and ppl.variant == "finetuned"  # perplexity is decided on its log
+    with pytest.raises(ArenaError, match="3 sources for 2 questions"):
+        recommend({"base": [0.1, 0.2], "rag": [0.3, 0.4]}, COSTS, "f1", sources=["a", "b", "c"])
     with pytest.raises(ArenaError, match="per-seed scores need one equal-length list"):
         recommend({"base": [0.1, 0.2]}, COSTS, "f1", seed_scores={"finetuned": [[0.1], [0.1, 0.2]]})

@@ -95,6 +95,9 @@ def recommend(scores: dict[str, Sequence], costs: dict[str, dict], metric: str =
         raise ArenaError(f"unknown metric {metric!r}; choose one of {', '.join(HIGHER_IS_BETTER)}")
     higher, label = HIGHER_IS_BETTER[metric], METRIC_LABELS[metric]
     scores, spreads = _with_seeds(scores, seed_scores or {})
+    if sources is not None and scores and len(sources) != len(next(iter(scores.values()))):
+        raise ArenaError(f"{len(sources)} sources for {len(next(iter(scores.values())))} questions: give one "
+                         "source per question (or none)")
     means = {v: float(finite_values(vals).mean()) for v, vals in scores.items() if finite_values(vals).size}
     if not means:
         return Recommendation(None, f"No variant has a {label} score, so there is nothing to recommend.",
