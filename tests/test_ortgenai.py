@@ -120,7 +120,7 @@ def test_conversion_is_cached_and_redone_when_the_base_changes(loaded, models_di
     config = json.loads((changed / "config.json").read_text())
     config["rms_norm_eps"] = 1e-5
     (changed / "config.json").write_text(json.dumps(config))
-    assert ort_build.base_key(changed, "fp32") != ort_build.base_key(folder, "fp32")
+    assert ort_build.base_key(changed, "fp32", [1]) != ort_build.base_key(folder, "fp32", [1])
 
 
 def test_int4_graph_runs_base_and_adapter_rows(loaded, models_dir, lora):

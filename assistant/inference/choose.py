@@ -17,8 +17,8 @@ SUPPORTED_TYPES = {"llama"}  # what our LoRA graph surgery (lora_onnx.py) knows 
 
 def plan(engine: str, model_path: str, device: str) -> tuple[str, str]:
     """(engine to build, notice why it is not the requested one or "") without loading anything."""
-    if engine == "torch":
-        return "torch", ""
+    if engine != "auto" and not engine.startswith("onnx"):
+        return engine, ""  # torch, or an engine chosen outright (openai: a server the user runs)
     precision = engine.removeprefix("onnx-") if engine.startswith("onnx-") else DEFAULT_PRECISION
     reason = _unsupported(model_path, device)
     if reason:

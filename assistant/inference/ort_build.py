@@ -23,9 +23,9 @@ MARKER = "arena_onnx.json"
 PRECISIONS = ("int4", "fp32")
 
 
-def base_key(hf_folder: Path, precision: str) -> str:
-    """Short hash of what the graph is built from (config + weight files' identity) and the precision."""
-    digest = hashlib.sha256(f"{precision}|{lora_onnx.__name__}|v1".encode())
+def base_key(hf_folder: Path, precision: str, eos_ids: list[int]) -> str:
+    """Short hash of what the graph is built from (config + weight files' identity), precision and EOS ids."""
+    digest = hashlib.sha256(f"{precision}|{sorted(eos_ids)}|v1".encode())
     digest.update((hf_folder / "config.json").read_bytes())
     for f in sorted(hf_folder.glob("*.safetensors")):
         stat = f.stat()
@@ -38,7 +38,7 @@ def converted_folder(hf_folder: Path, models_dir: Path, precision: str, eos_ids:
     """The cached onnxruntime-genai folder for `hf_folder`, building it first when missing."""
     if precision not in PRECISIONS:
         raise ArenaError(f"onnx precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    target = models_dir / "onnx" / f"{hf_folder.name}-{precision}-{base_key(hf_folder, precision)}"
+    target = models_dir / "onnx" / f"{hf_folder.name}-{precision}-{base_key(hf_folder, precision, eos_ids)}"
     if not (target / MARKER).is_file():
         log(f"converting {hf_folder} for onnxruntime-genai ({precision}, once) ...")
         start = time.perf_counter()
