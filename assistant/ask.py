@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
+from assistant.compare.cli import progress_line
 from assistant.engine import GenSettings
 from assistant.errors import ArenaError
 from assistant.jsonl import read_questions
@@ -39,10 +41,25 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     if args.system_prompt is not None:
         cfg.system_prompt = args.system_prompt
     arena = Runtime(settings).arena
-    for question in questions:
-        answers = arena.ask(question, variants, cfg, gen)
-        data = {name: answer.to_json() for name, answer in answers.items()}
-        print(json.dumps(data) if args.json else _text(question, data), flush=True)
+    done: dict[int, dict] = {}
+    printed = 0
+
+    def on_answer(index: int, answers: dict) -> None:
+        """Print finished questions in input order as soon as every earlier one is printed too."""
+        nonlocal printed
+        done[index] = answers
+        while printed in done:
+            data = {name: answer.to_json() for name, answer in done.pop(printed).items()}
+            print(json.dumps(data) if args.json else _text(questions[printed], data), flush=True)
+            printed += 1
+
+    # All questions' rows go to the engine at once (it keeps a pool of rows in flight across questions).
+    line = progress_line()  # stderr, with ETA; stdout stays one JSON object per question with --json
+    arena.ask_many(questions, variants, cfg, gen, on_answer=on_answer,
+                   progress=(lambda n, total: line(n / total, f"answered {n}/{total} questions"))
+                   if len(questions) > 1 else None)
+    if len(questions) > 1:
+        print(file=sys.stderr)
     return 0
 
 
