@@ -47,6 +47,7 @@ class ModelLoader:
     def _load(self) -> None:
         try:
             _ = self.runtime.base  # the property loads (or converts) the model once
+            _ = self.runtime.engine  # and the generation engine (the first onnx start converts the graph once)
         except Exception as exc:  # any failure must reach the page and the console, not die with the thread
             self.error = f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
             print(f"error: the model could not be loaded: {self.error}", file=sys.stderr, flush=True)
@@ -62,8 +63,9 @@ def header_text(loader: ModelLoader) -> str:
     if not loader.ready:
         return "# Strategy Arena\nModel: *loading…*"
     base = loader.runtime.base
+    notice = f"\n\n{loader.runtime.engine_notice}" if loader.runtime.engine_notice else ""
     return (f"# Strategy Arena\nModel: **{base.model_id}** · dtype **{str(base.dtype).removeprefix('torch.')}**"
-            f" · device **{base.device}**")
+            f" · device **{base.device}** · engine **{loader.runtime.engine.name}**{notice}")
 
 
 def banner_text(loader: ModelLoader) -> str:
