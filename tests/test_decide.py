@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from assistant.compare.runs import RunStore
 from assistant.decide.cache import MARKER, StageCache, content_key
-from assistant.decide.comparison import seed_spread
 from assistant.decide.config import DecideConfig, workspace
 from assistant.decide.plan import budget_fit
 from assistant.decide.progress import CANCEL_FILE, DecideCancelled, Reporter, read_progress
@@ -152,12 +152,6 @@ def test_reporter_weights_stages_and_cancels(tmp_path):
         rep.update(0.6, "more")
 
 
-def test_seed_spread():
-    s = seed_spread([0.2, 0.3, 0.4])
-    assert s["mean"] == pytest.approx(0.3) and s["sd"] == pytest.approx(0.1) and (s["min"], s["max"]) == (0.2, 0.4)
-    assert seed_spread([0.5])["sd"] == 0.0 and seed_spread([])["n"] == 0
-
-
 # ---- end to end on the tiny model -----------------------------------------------------------------------
 
 def _markers(data_dir: Path, cfg: DecideConfig) -> dict[str, float]:
@@ -175,11 +169,14 @@ def test_decide_end_to_end_with_seeds_then_only_changed_stages(inputs, tmp_path,
     assert len(result["adapters"]) == 2
     report = json.loads(Path(result["report"]["json"]).read_text())
     assert report["verdict"] in cfg.variants and report["why"]
-    per_seed = report["seeds"]["per_seed"]
-    assert [p["adapter"] for p in per_seed] == result["adapters"]
+    assert [p["adapter"] for p in report["seeds"]["per_seed"]] == result["adapters"]
+    stored = RunStore(settings.data_dir / "runs.sqlite").get(result["run_id"]).result
     for variant in ("finetuned", "rag+finetuned"):
-        means = [p[variant]["mean"] for p in per_seed]
-        assert report["seeds"]["summary"][variant] == pytest.approx(seed_spread(means))
+        spread = report["seeds"]["summary"][variant]
+        assert spread["seeds"] == 2 and len(spread["per_seed"]) == 2
+        # Seed 0 is the stored run's own adapter; the verdict stored with the run accounts for both seeds.
+        assert spread["per_seed"][0] == pytest.approx(report["variants"][variant]["f1"]["mean"])
+        assert stored["recommendation"]["seeds"][variant] == spread
     assert "across seeds" in Path(result["report"]["markdown"]).read_text()
     assert Path(result["report"]["html"]).read_text().startswith("<!doctype html>")
     assert read_progress(workspace(settings.data_dir, cfg.name))["state"] == "done"

@@ -32,8 +32,8 @@ def summary_text(result: dict) -> str:
     rec = result["recommendation"]
     lines = [f"recommendation: {rec.get('variant') or 'none'} — {rec['reason']}"]
     for variant, s in result.get("seeds", {}).items():
-        if s.get("n", 0) > 1:
-            lines.append(f"  {variant} across {s['n']} seeds: {s['mean']:.3f} ± {s['sd']:.3f}")
+        if s.get("seeds", 0) > 1:
+            lines.append(f"  {variant} across {s['seeds']} seeds: {s['mean']:.3f} ± {s['sd']:.3f}")
     timing = [f"{s['stage']} " + ("cached" if s["cached"] else f"{s['seconds']:.0f} s") for s in result["stages"]]
     lines.append("stages: " + ", ".join(timing))
     lines.append(f"report: {result['report']['markdown']} (also .html, .json); comparison run #{result['run_id']}")

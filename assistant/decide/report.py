@@ -16,8 +16,7 @@ def _why(result: dict) -> list[str]:
     why = result.get("why") or result["recommendation"].get("why")
     if isinstance(why, dict):
         why = [f"{k}: {v}" for k, v in why.items()]
-    lines = list(why or [result["recommendation"]["reason"]])
-    return lines + [w for w in result.get("warnings", []) if "seed" in w]
+    return list(why or [result["recommendation"]["reason"]])
 
 
 def _score_rows(result: dict) -> tuple[list[str], list[list[str]]]:
@@ -28,7 +27,7 @@ def _score_rows(result: dict) -> tuple[list[str], list[list[str]]]:
     for v, summary in result["variants"].items():
         paired = result.get("paired", {}).get(v, {}).get(metric)
         s = seeds.get(v)
-        spread = f"{s['mean']:.3f} ± {s['sd']:.3f} (n={s['n']})" if s and s.get("mean") is not None else ""
+        spread = f"{s['mean']:.3f} ± {s['sd']:.3f} ({s['seeds']} seeds)" if s and s.get("mean") is not None else ""
         rows.append([v, ci_cell(summary.get(metric)), ci_cell(paired) if paired else "", spread])
     return header, rows
 

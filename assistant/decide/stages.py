@@ -19,7 +19,6 @@ from assistant.decide.progress import DecideCancelled, Reporter
 from assistant.errors import ArenaError
 
 ADAPTER_VARIANTS = ("finetuned", "rag+finetuned")
-FEW_SHOT_K = 3  # the prompt variant's dynamic few-shot pairs, drawn from the training pairs
 
 
 def job_config(cfg: DecideConfig, **overrides):
@@ -175,7 +174,9 @@ class Decision:
         if self.cfg.trains and self.cfg.grounded and "rag+finetuned" in self.cfg.variants:
             rep.update(0.3, f"retrieving passages for {len(qa)} grounded rows")
             store = self.rt.store
-            grounded = grounded_examples(qa, lambda q, k: store.search(q, k=k), seed=self.cfg.seed)
+            job = job_config(self.cfg)  # RAFT settings: passages per row, share of rows holding the answer
+            grounded = grounded_examples(qa, lambda q, k: store.search(q, k=k), k=job.grounded_k,
+                                         oracle_share=job.oracle_share, seed=self.cfg.seed)
         _dump(tmp / "grounded.jsonl", [{"messages": ex.messages} for ex in grounded])
         rows = len(qa) + len(grounded)
         fit = make_plan_for_rows(self.cfg, self.settings, rows) if self.cfg.trains else {}
