@@ -36,6 +36,22 @@ def check_bind_policy(settings: Settings) -> None:
             "(or ARENA_AUTH); pass --insecure-no-auth to do it anyway")
 
 
+# The only event handlers a script may call through gradio_client (documented in the README). Every other
+# handler is internal: api_visibility "private" hides it from /gradio_api/info and the client refuses it
+# (the browser still reaches it by its index: this is a smaller surface, not an access control — --auth is).
+PUBLIC_API = ("ask", "search", "compare", "train_start", "train_status")
+
+
+def restrict_api(demo: gr.Blocks) -> None:
+    """Deny by default: mark every handler not named in PUBLIC_API private, including ones added later."""
+    for fn in demo.fns.values():
+        if fn.api_name not in PUBLIC_API:
+            fn.api_visibility = "private"
+    missing = set(PUBLIC_API) - {fn.api_name for fn in demo.fns.values()}
+    if missing:  # a renamed handler would silently drop out of the documented API
+        raise ArenaError(f"documented API endpoint(s) {sorted(missing)} are not wired to any handler")
+
+
 def build_app(settings: Settings, runtime: Runtime | None = None) -> gr.Blocks:
     """Build the whole UI for one Settings; the base model loads in the background under a loading banner."""
     runtime = runtime or Runtime(settings)
@@ -57,6 +73,7 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> gr.Blocks:
         # The Decide report's button opens its comparison run in the Compare tab.
         decide.open_compare.click(lambda i: (gr.Tabs(selected="compare"), i), decide.run_id,
                                   [tabs, compare.run_id]).then(compare.open, compare.run_id, compare.outputs)
+    restrict_api(demo)
     return demo
 
 

@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args)
         return args.func(args, settings) or 0
-    except (ArenaError, ValueError) as exc:
+    except (ArenaError, ValueError, OSError) as exc:  # OSError: e.g. a path argument longer than allowed
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from assistant.cli import emit
 from assistant.errors import ArenaError
+from assistant.paths import confine
 from assistant.settings import Settings
 from training.config import JobConfig, config_from_args
 
@@ -17,8 +18,12 @@ def _resolve_config(args: argparse.Namespace, settings: Settings) -> JobConfig:
     """A job folder (or its id) with --resume means its saved config.yaml."""
     if args.config and not Path(args.config).suffix:
         folder = Path(args.config)
-        if not folder.is_dir():
-            folder = Path(settings.data_dir) / "jobs" / args.config
+        try:
+            given = folder.is_dir()
+        except OSError:  # e.g. a name longer than the file system allows: then it is a job id
+            given = False
+        if not given:  # a job id: one entry of <data_dir>/jobs, whatever was typed
+            folder = confine(Path(settings.data_dir) / "jobs", args.config, "job id")
         if not (folder / "config.yaml").is_file():
             raise ArenaError(f"{args.config}: not a YAML file nor a job folder with config.yaml")
         args.config = str(folder / "config.yaml")

@@ -194,7 +194,7 @@ def build_chat(runtime) -> None:
         except ArenaError as exc:
             raise gr.Error(str(exc)) from None
 
-    send.click(respond, inputs, outputs).then(lambda: "", None, box)
+    send.click(respond, inputs, outputs, api_name="ask").then(lambda: "", None, box)
     box.submit(respond, inputs, outputs).then(lambda: "", None, box)
     adapter.focus(lambda: gr.update(choices=adapter_choices(runtime)), None, adapter)
     clear.click(lambda: [new_session(), ""] + _render(views(new_session(), {}, "")), None, outputs)

@@ -10,6 +10,7 @@ import gradio as gr
 
 from assistant.errors import ArenaError
 from assistant.paths import confine
+from assistant.paths import confine
 from assistant.runtime import Runtime
 from retrieval.chunking import SPLITTERS, ChunkConfig
 from retrieval.store import MODES, list_documents
@@ -35,10 +36,14 @@ def upload_files(runtime: Runtime, files: list[str], splitter: str, size, overla
     cfg.resolved()
     target = Path(runtime.settings.uploads_dir) / "documents"
     target.mkdir(parents=True, exist_ok=True)
-    pairs = []
+    pairs, refused = [], []
     for f in files:
         src = Path(f)
-        dest = confine(target, src.name, "upload name")
+        try:
+            dest = confine(target, src.name, "upload name")
+        except ArenaError as exc:  # reported with the other files' results; the rest still go in
+            refused.append(f"- **{src.name[:80]}**: error — {exc}")
+            continue
         if src.resolve() != dest.resolve():
             shutil.copyfile(src, dest)
         pairs.append((dest, dest.name))
@@ -51,8 +56,8 @@ def upload_files(runtime: Runtime, files: list[str], splitter: str, size, overla
     lines = [f"- **{r.source}**: {r.status}" + (f", {r.chunks} chunks" if r.chunks else "")
              + (f" — {r.message}" if r.message else "") for r in result.results]
     summary = (f"{result.chunks} chunks added ({result.embedded} embedded, {result.reused} reused) in "
-               f"{result.seconds:.1f} s; {len(result.errors)} file(s) failed.")
-    return "\n".join([summary, *lines])
+               f"{result.seconds:.1f} s; {len(result.errors) + len(refused)} file(s) failed.")
+    return "\n".join([summary, *lines, *refused])
 
 
 def search_rows(runtime: Runtime, query: str, k, mode: str) -> list[list]:
@@ -114,4 +119,4 @@ def build_documents_tab(runtime: Runtime) -> None:
     add.click(on_add, [files, splitter, size, overlap], [status, table, victim])
     delete.click(on_delete, [victim], [status, table, victim])
     victim.focus(lambda: gr.update(choices=[r[0] for r in document_rows(runtime)]), None, victim)
-    query.submit(on_search, [query, k, mode], hits)
+    query.submit(on_search, [query, k, mode], hits, api_name="search")

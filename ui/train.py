@@ -11,6 +11,7 @@ import pandas as pd
 
 from assistant.errors import ArenaError
 from assistant.paths import confine
+from assistant.paths import confine
 from assistant.runtime import Runtime
 from training.config import DOC_KINDS, LORA_METHODS, MAX_TRIALS, METHODS, JobConfig
 from training.jobs import JobManager
@@ -244,9 +245,10 @@ def build_train_tab(runtime: Runtime, tabs: gr.Tabs | None = None) -> None:
                 gr.Button(visible=p["state"] == "done"), gr.Timer(active=not finished))
 
     preview_btn.click(_shown(do_preview), data_inputs, data_table)
-    start.click(_shown(do_start), data_inputs + hyper_inputs + sweep_inputs, [timer, progress, chat_btn])
+    start.click(_shown(do_start), data_inputs + hyper_inputs + sweep_inputs, [timer, progress, chat_btn],
+                api_name="train_start")
     cancel.click(_shown(do_cancel), None, progress)
     resume.click(_shown(do_resume), None, [timer, progress])
-    timer.tick(tick, None, [progress, plot, summary, log, chat_btn, timer])
+    timer.tick(tick, None, [progress, plot, summary, log, chat_btn, timer], api_name="train_status")
     if tabs is not None:
         chat_btn.click(lambda: gr.Tabs(selected="chat"), None, tabs)
