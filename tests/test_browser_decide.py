@@ -75,6 +75,7 @@ def test_decide_tab_runs_a_decision_and_links_into_compare(page, files):
     page.get_by_role("button", name="Run settings").click()
     _set_number(page, "Max steps per seed (-1 = fitted to the data)", "40")
     _set_number(page, "Max new tokens (0 = from the reference answers)", "8")
+    _set_number(page, "Paraphrases per training question (0 = none)", "2")
     page.get_by_label("Forgetting check of the adapter").uncheck()
     expect(page.locator("#decide-start")).to_be_disabled()
     page.locator("#decide-plan-btn").click()

@@ -48,7 +48,7 @@ def small_config(inputs, **overrides) -> DecideConfig:
     """A decision that runs in seconds on the tiny model: few steps, short answers, two or three variants."""
     cfg = DecideConfig(docs=[str(inputs["docs"])], qa=str(inputs["qa"]), max_steps=6, batch_size=4,
                        max_length=96, save_steps=2, max_new_tokens=4, limit=3, forgetting=False,
-                       variants=["base", "rag", "finetuned"], grounded=False)
+                       variants=["base", "rag", "finetuned"], grounded=False, augment="")
     return replace(cfg, **overrides).resolved()
 
 
@@ -217,6 +217,7 @@ def test_kill_during_training_then_rerun_resumes_without_reingesting(inputs, tmp
     args = [str(inputs["docs"]), "--qa", str(inputs["qa"]), "--data-dir", str(data_dir), "--model",
             str(tiny_model_dir), "--device", "cpu", "--max-steps", "120", "--save-steps", "4", "--batch-size", "2",
             "--max-length", "96", "--max-new-tokens", "4", "--limit", "3", "--no-forgetting", "--no-grounded",
+            "--augment", "",
             "--variants", "base", "finetuned", "--json"]
     jobs = data_dir / "jobs"
 
@@ -253,7 +254,7 @@ def test_sigterm_cancels_and_keeps_finished_stages(inputs, tmp_path, tiny_model_
     data_dir = tmp_path / "data"
     args = [str(inputs["docs"]), "--qa", str(inputs["qa"]), "--data-dir", str(data_dir), "--model",
             str(tiny_model_dir), "--device", "cpu", "--max-steps", "400", "--save-steps", "50", "--batch-size", "2",
-            "--max-length", "96", "--no-grounded", "--variants", "base", "finetuned", "--json"]
+            "--max-length", "96", "--no-grounded", "--augment", "", "--variants", "base", "finetuned", "--json"]
     log = tmp_path / "cancel.log"
     proc = _decide_proc(args, log)
     folder = workspace(data_dir, "decide")

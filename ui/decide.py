@@ -40,8 +40,8 @@ def _keep(folder: Path, upload) -> str:
     return str(target.resolve())
 
 
-def _config(runtime: Runtime, docs, qa, evals, seeds, budget, max_steps, max_new, variants, forgetting,
-            name) -> DecideConfig:
+def _config(runtime: Runtime, docs, qa, evals, seeds, budget, max_steps, max_new, paraphrases, variants,
+            forgetting, name) -> DecideConfig:
     """The decide config for the tab's inputs; uploads are copied under uploads/decide/<name>/ first."""
     if not docs:
         raise ArenaError("upload one or more documents first")
@@ -58,7 +58,8 @@ def _config(runtime: Runtime, docs, qa, evals, seeds, budget, max_steps, max_new
             extra[key] = _keep(folder / key, upload)
     cfg = replace(DecideConfig(docs=[str(folder / "docs")], name=name, **extra), seeds=int(seeds or 1),
                   budget_minutes=float(budget or 0), max_steps=int(max_steps or -1),
-                  max_new_tokens=int(max_new or 0), variants=list(variants or ()), forgetting=bool(forgetting))
+                  max_new_tokens=int(max_new or 0), variants=list(variants or ()), forgetting=bool(forgetting),
+                  augment=f"paraphrases:{int(paraphrases)}" if paraphrases and int(paraphrases) > 0 else "")
     cfg.validate()
     return cfg.resolved()
 
@@ -124,6 +125,8 @@ def build_decide_tab(runtime: Runtime) -> DecideView:
                                   elem_id="decide-max-steps")
             max_new = gr.Number(label="Max new tokens (0 = from the reference answers)", value=0, precision=0,
                                 elem_id="decide-max-new")
+        paraphrases = gr.Number(label="Paraphrases per training question (0 = none)", value=5, precision=0,
+                                minimum=0, maximum=20, elem_id="decide-paraphrases")
         variants = gr.CheckboxGroup(list(ALL_VARIANTS), value=list(ALL_VARIANTS), label="Variants")
         forgetting = gr.Checkbox(label="Forgetting check of the adapter", value=True)
     with gr.Row():
@@ -138,7 +141,7 @@ def build_decide_tab(runtime: Runtime) -> DecideView:
     run_id = gr.State(None)
     open_compare = gr.Button("Open this run in the Compare tab", visible=False, elem_id="decide-open-compare")
     timer = gr.Timer(1.0, active=False)
-    inputs = [docs, qa, evals, seeds, budget, max_steps, max_new, variants, forgetting, name]
+    inputs = [docs, qa, evals, seeds, budget, max_steps, max_new, paraphrases, variants, forgetting, name]
 
     def show_plan(*values):
         try:

@@ -40,7 +40,9 @@ class DecideConfig:
     max_length: int = 0  # 0 = the training job's own default
     save_steps: int = 0  # 0 = the training job's own default
     grounded: bool = True  # also train on retrieved-context rows, for the rag+finetuned variant
-    augment: str = ""  # paraphrases:K (training/config.py parse_augment); written by the training job
+    # Facts are learned when seen in several phrasings (Ovadia et al. 2024): K rewrites of each training question
+    # written by the base model inside the training job (training/augment.py, cached by content); "" = none.
+    augment: str = "paraphrases:5"
     # comparison
     variants: list[str] = field(default_factory=lambda: list(ALL_VARIANTS))
     metric: str = "f1"
@@ -140,7 +142,7 @@ def add_decide_args(p: argparse.ArgumentParser) -> None:
                       ("max_length", int), ("save_steps", int), ("max_new_tokens", int)):
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None)
     p.add_argument("--augment", default=None, metavar="paraphrases:K",
-                   help="train also on K paraphrases of each training question")
+                   help="K paraphrases of each training question (default paraphrases:5; '' = none)")
     p.add_argument("--metric", default=None, help="primary metric (default f1)")
     p.add_argument("--splitter", default=None, help="chunking for ingestion (default recursive)")
     p.add_argument("--method", default=None, help="training method (default lora)")

@@ -21,6 +21,8 @@ BATCH_COST = 0.3  # each extra variant in one batched call costs ~0.3 of a row (
 CHARS_PER_TOKEN = 4.0
 CHAT_OVERHEAD_TOKENS = 24  # the chat template's role markers around one Q/A row
 GROUNDED_PASSAGES = 4  # grounded rows: k retrieved passages plus a distractor
+PARAPHRASE_TOKENS = 30  # one sampled rewrite of a question, with its end token
+BATCHED_ROWS = 4  # the rewrites are sampled in batches; a row in a batch costs ~1/4 of one alone (README)
 STAGES = ("ingest", "evalset", "trainset", "train", "compare", "report")
 
 
@@ -150,7 +152,9 @@ def training_fit(cfg: DecideConfig, settings, rows: int, job) -> dict:
     from training.config import parse_augment
 
     qa_share = 0.5 if cfg.grounded and "rag+finetuned" in cfg.variants else 1.0
-    rows = round(rows * (qa_share * (1 + parse_augment(job.augment)) + (1 - qa_share)))
+    k = parse_augment(job.augment)
+    questions = round(rows * qa_share)  # plain Q/A rows: the ones paraphrased
+    rows = questions * (1 + k) + (rows - questions)
     tokens_per_row = CHAT_OVERHEAD_TOKENS + 60 + (1 - qa_share) * GROUNDED_PASSAGES * 180
     speed, basis = training_plan.measured_tokens_per_s(settings.data_dir, settings.model)
     train_rows = max(1, round(rows * (1 - job.val_fraction)))
@@ -158,8 +162,10 @@ def training_fit(cfg: DecideConfig, settings, rows: int, job) -> dict:
     step_s = job.batch_size * job.grad_accum * tokens_per_row / tp.tokens_per_s
     one_epoch = training_plan.steps_per_epoch(job, train_rows)
     seeds, steps, notes = budget_fit(cfg.seeds, tp.steps, step_s, cfg.budget_minutes, min(tp.steps, one_epoch))
+    paraphrase_s = questions * k * PARAPHRASE_TOKENS / DECODE_TOKENS_PER_S / BATCHED_ROWS
     return {"seeds": seeds, "steps_per_seed": steps, "wanted_steps": tp.steps, "capped": steps < tp.steps,
-            "step_s": round(step_s, 3), "speed_basis": tp.basis, "notes": notes}
+            "step_s": round(step_s, 3), "speed_basis": tp.basis, "notes": notes,
+            "paraphrase_s": round(paraphrase_s, 1)}
 
 
 def make_plan_for_rows(cfg: DecideConfig, settings, rows: int) -> dict:
@@ -175,6 +181,7 @@ def _train_row(cfg, settings, plan: Plan, rows: int, job, cached, fit: dict | No
     plan.steps_per_seed = fit["steps_per_seed"] if cfg.budget_minutes else fit["wanted_steps"]
     plan.notes += fit["notes"]
     seconds = plan.seeds * (plan.steps_per_seed * fit["step_s"] + 20)  # + model load and save per seed
+    seconds += fit.get("paraphrase_s", 0.0)  # written once, cached for the other seeds
     return _row("train", f"LoRA adapter × {plan.seeds} seed(s)",
                 f"{plan.seeds} × {plan.steps_per_seed} steps on {rows} rows", seconds,
                 all(cached(f"train-s{i}") for i in range(plan.seeds)))
