@@ -13,16 +13,16 @@ import numpy as np
 HIGHER_IS_BETTER = {
     "f1": True, "rougeL": True, "exact": True, "contains": True, "semantic": True,
     "nll": False, "ppl": False, "groundedness": True, "retrieval_hit": True,
-    "ttft_s": False, "tokens_per_s": True,
+    "ttft_s": False, "tokens_per_s": True, "judge": True,
 }
 METRIC_LABELS = {
     "f1": "token F1", "rougeL": "ROUGE-L", "exact": "exact match", "contains": "contains reference",
     "semantic": "semantic similarity", "nll": "reference NLL", "ppl": "reference perplexity",
     "groundedness": "groundedness", "retrieval_hit": "retrieval hit", "ttft_s": "time to first token (s)",
-    "tokens_per_s": "tokens/s",
+    "tokens_per_s": "tokens/s", "judge": "LLM judge",
 }
 # Metrics a user may pick as the primary one for the recommendation.
-PRIMARY_METRICS = ("f1", "rougeL", "exact", "contains", "semantic", "nll", "ppl")
+PRIMARY_METRICS = ("f1", "rougeL", "exact", "contains", "semantic", "nll", "ppl", "judge")
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans({c: " " for c in string.punctuation})

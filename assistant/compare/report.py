@@ -7,11 +7,13 @@ import html
 import io
 from pathlib import Path
 
+from assistant.compare.judge import report_lines as judge_lines
 from assistant.compare.metrics import METRIC_LABELS
 
-CHART_METRICS = ("f1", "rougeL", "contains", "semantic", "nll", "groundedness", "retrieval_hit")
-UNIT_METRICS = {"f1", "rougeL", "exact", "contains", "semantic", "groundedness", "retrieval_hit"}  # in [0, 1]
-TABLE_METRICS = ("f1", "rougeL", "exact", "contains", "semantic", "nll", "ppl", "groundedness",
+CHART_METRICS = ("f1", "rougeL", "contains", "semantic", "judge", "nll", "groundedness", "retrieval_hit")
+UNIT_METRICS = {"f1", "rougeL", "exact", "contains", "semantic", "groundedness", "retrieval_hit",
+                "judge"}  # in [0, 1]
+TABLE_METRICS = ("f1", "rougeL", "exact", "contains", "semantic", "judge", "nll", "ppl", "groundedness",
                  "retrieval_hit", "ttft_s", "tokens_per_s")
 
 
@@ -141,6 +143,7 @@ def _sections(result: dict) -> list[tuple[str, tuple[list[str], list[list[str]]]
         ("Paired difference against base", _paired_rows(result)),
         ("Costs", _cost_rows(result)),
         ("Forgetting check", [f["message"] for f in forgetting] or ["not run (no adapter compared)"]),
+        ("LLM judge", judge_lines(result)),
         ("Warnings", result.get("warnings") or ["none"]),
         ("Per question", _per_question_rows(result)),
     ]

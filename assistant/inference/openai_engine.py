@@ -282,7 +282,7 @@ class OpenAIEngine:
         except openai.OpenAIError as exc:
             raise self.server.error(exc, "scoring a reference answer") from exc
         if not scores:
-            self.nll_notice = (f"reference NLL skipped: the serving engine at {self.url} does not return prompt "
+            self.nll_notice = (f"reference NLL (and the forgetting check built on it) skipped: the serving engine at {self.url} does not return prompt "
                                "log-probabilities (echo + logprobs on /v1/completions)")
             return None
         return -sum(scores) / len(scores)

@@ -1,0 +1,149 @@
+"""LLM judge: each answer graded against its reference as correct / partially / wrong with a one-line reason.
+
+`--judge local` asks the product's own base model through the configured engine; `--judge
+openai:URL:MODEL` asks MODEL on an OpenAI-compatible server (its own chat template, /v1/chat/completions).
+Scores are 1 / 0.5 / 0 per answer and join the metrics table as "judge", so they get the same bootstrap and
+paired intervals as every other metric. A reply that names no verdict is counted as malformed, shown, and
+scored None (left out of the means), never an error. The prompt and settings are stored with the run.
+"""
+
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+
+from assistant.errors import ArenaError
+
+SCORES = {"correct": 1.0, "partially": 0.5, "wrong": 0.0}
+SYSTEM = ("You grade answers. Compare the ANSWER with the REFERENCE answer to the QUESTION. Reply with exactly "
+          "two lines:\nVERDICT: correct | partially | wrong\nREASON: one short sentence")
+USER = "QUESTION: {question}\nREFERENCE: {reference}\nANSWER: {answer}"
+_WORDS = re.compile(r"\b(partially|partial|partly|incorrect|wrong|correct|right)\b")
+_SYNONYMS = {"partial": "partially", "partly": "partially", "incorrect": "wrong", "right": "correct"}
+_REASON = re.compile(r"reason\s*:\s*(.*)", re.IGNORECASE)
+_SPEC = re.compile(r"^openai:(https?://[^/\s]+(?:/[^:\s]*)?):(\S+)$")
+MALFORMED_SHOWN = 5  # malformed replies quoted in the result
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    """Who judges and how; stored with the run (settings.judge)."""
+
+    spec: str
+    kind: str            # "local" | "openai"
+    url: str = ""
+    model: str = ""
+    key_env: str = ""
+    max_tokens: int = 48
+    temperature: float = 0.0
+    concurrency: int = 4
+
+    def stored(self) -> dict:
+        return {**asdict(self), "system_prompt": SYSTEM, "user_prompt": USER, "scores": SCORES}
+
+
+def parse_spec(spec: str, key_env: str = "", concurrency: int = 4) -> JudgeConfig:
+    """`local` or `openai:URL:MODEL` (the URL keeps its port; the model may contain colons)."""
+    spec = spec.strip()
+    if spec == "local":
+        return JudgeConfig(spec, "local", concurrency=concurrency)
+    match = _SPEC.match(spec)
+    if not match:
+        raise ArenaError(f"--judge must be 'local' or 'openai:URL:MODEL' (e.g. openai:http://127.0.0.1:8000/v1:"
+                         f"judge-model), got {spec!r}")
+    return JudgeConfig(spec, "openai", match.group(1).rstrip("/"), match.group(2), key_env, concurrency=concurrency)
+
+
+def parse_verdict(reply: str) -> tuple[str | None, str]:
+    """(verdict or None when the reply names none, one-line reason). Looks at a VERDICT: line first."""
+    text = reply.strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    verdict_line = next((ln for ln in lines if ln.lower().startswith("verdict")), lines[0] if lines else "")
+    match = _WORDS.search(verdict_line.lower()) or _WORDS.search(text.lower()[:200])
+    verdict = _SYNONYMS.get(match.group(1), match.group(1)) if match else None
+    stated = _REASON.search(text)
+    rest = [ln for ln in lines if ln is not verdict_line and not _REASON.match(ln)]
+    reason = stated.group(1).strip() if stated else (rest[0] if rest else verdict_line)
+    return verdict, reason[:200]
+
+
+def messages(question: str, reference: str, answer: str) -> list[dict]:
+    return [{"role": "system", "content": SYSTEM},
+            {"role": "user", "content": USER.format(question=question, reference=reference, answer=answer)}]
+
+
+def ask(cfg: JudgeConfig, runtime, conversations: list[list[dict]], progress=None) -> list[str]:
+    """The judge's raw replies, in order."""
+    if cfg.kind == "local":
+        from assistant.decoding import GenSettings, Row
+
+        engine = runtime.engine
+        gen = GenSettings(max_new_tokens=cfg.max_tokens, temperature=cfg.temperature)
+        outs = engine.generate([Row(engine.chat_ids(m)) for m in conversations], gen)
+        return [o.text for o in outs]
+    from assistant.inference.openai_engine import ServerClient
+
+    client = ServerClient(cfg.url, cfg.key_env)
+    with ThreadPoolExecutor(max_workers=cfg.concurrency) as pool:
+        return list(pool.map(lambda m: client.chat(cfg.model, m, cfg.max_tokens, cfg.temperature), conversations))
+
+
+def judge_all(cfg: JudgeConfig, runtime, items, answers: list[dict], variants: list[str],
+              table: dict, per_question: list[dict]) -> dict:
+    """Grade every (question, variant) answer; adds table[v]["judge"] and per-question verdicts in place.
+
+    Returns the summary shown with the run: verdict counts per variant and the malformed replies."""
+    pairs = [(i, v) for i in range(len(items)) for v in variants]
+    replies = ask(cfg, runtime, [messages(items[i].question, items[i].answer, answers[i][v].text)
+                                 for i, v in pairs])
+    counts = {v: {**dict.fromkeys(SCORES, 0), "malformed": 0} for v in variants}
+    malformed = []
+    for v in variants:
+        table[v]["judge"] = [None] * len(items)
+    for (i, v), reply in zip(pairs, replies, strict=True):
+        verdict, reason = parse_verdict(reply)
+        counts[v][verdict or "malformed"] += 1
+        score = SCORES[verdict] if verdict else None
+        table[v]["judge"][i] = score
+        record = per_question[i]["answers"][v]
+        record["scores"]["judge"] = score
+        record["judge"] = {"verdict": verdict, "reason": reason, "reply": reply[:500]}
+        if verdict is None and len(malformed) < MALFORMED_SHOWN:
+            malformed.append({"question": i, "variant": v, "reply": reply[:200]})
+    n_bad = sum(c["malformed"] for c in counts.values())
+    return {"judged": len(pairs), "malformed": n_bad, "counts": counts, "malformed_examples": malformed}
+
+
+def malformed_warning(summary: dict) -> str:
+    if not summary.get("malformed"):
+        return ""
+    return (f"LLM judge: {summary['malformed']} of {summary['judged']} replies named no verdict (malformed); "
+            "they are left out of the judge score")
+
+
+def judge_run(runtime, spec: str, items, answers: list[dict], variants: list[str], table: dict,
+              per_question: list[dict]) -> dict:
+    """The judge step of a comparison: {"settings": stored with the run, "summary": shown with it}."""
+    settings = runtime.settings
+    cfg = parse_spec(spec, settings.engine_key if spec.startswith("openai:") else "", settings.engine_concurrency)
+    summary = judge_all(cfg, runtime, items, answers, variants, table, per_question)
+    return {"settings": cfg.stored(), "summary": summary}
+
+
+def report_lines(result: dict) -> list[str]:
+    """The report's LLM-judge section: who judged, verdicts per variant, paired judge score vs base."""
+    summary, stored = result.get("judge"), (result.get("settings") or {}).get("judge")
+    if not summary or not stored:
+        return ["not run (pass --judge local or --judge openai:URL:MODEL)"]
+    who = "the local base model" if stored["kind"] == "local" else f"{stored['model']} at {stored['url']}"
+    lines = [f"judge: {who}; {summary['judged']} answers, {summary['malformed']} malformed replies"]
+    for v, c in summary["counts"].items():
+        diff = ((result.get("paired") or {}).get(v) or {}).get("judge") or {}
+        vs_base = (f"; minus base {diff['mean']:+.3f} [{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}]"
+                   if diff.get("mean") is not None else "")
+        lines.append(f"{v}: {c['correct']} correct, {c['partially']} partially, {c['wrong']} wrong, "
+                     f"{c['malformed']} malformed{vs_base}")
+    lines += [f"malformed ({m['variant']}, question {m['question'] + 1}): {m['reply']!r}"
+              for m in summary["malformed_examples"]]
+    return lines
