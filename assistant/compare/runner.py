@@ -80,10 +80,11 @@ def run_comparison(runtime, items: list[EvalItem], cc: CompareConfig, cfg=None,
     from assistant.variants import VariantConfig
 
     validate(cc, items)
+    engine = runtime.engine  # a serving engine that cannot be reached fails here, before a run is stored
     if cc.max_new_tokens is None:
         from assistant.variants import max_new_tokens_for
 
-        cc = replace(cc, max_new_tokens=max_new_tokens_for([it.answer for it in items], runtime.engine.count_tokens))
+        cc = replace(cc, max_new_tokens=max_new_tokens_for([it.answer for it in items], engine.count_tokens))
     progress = progress or (lambda fraction, text: None)
     cfg = replace(cfg or VariantConfig(), adapter=cc.adapter)
     gen = GenSettings(max_new_tokens=cc.max_new_tokens, temperature=0.0, top_p=1.0, seed=cc.seed)

@@ -215,8 +215,8 @@ class OpenAIEngine:
         stream = self._open_stream(model, row.input_ids, gen)
         try:
             for chunk in stream:
-                if stop.is_set():
-                    break
+                if stop.is_set():  # another row failed: a cut answer is never reported as finished
+                    return
                 delta = chunk.choices[0].text if chunk.choices else ""
                 if not delta:
                     continue
