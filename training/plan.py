@@ -96,3 +96,27 @@ def plan_for_rows(cfg: JobConfig, rows: list, tokenizer, data_dir: Path, base_mo
     per_row = min(cfg.max_length, statistics.mean(tokens)) if tokens else cfg.max_length
     speed, basis = measured_tokens_per_s(data_dir, base_model)
     return plan(cfg, train_rows, per_row, speed, basis)
+
+
+def plan_job(cfg: JobConfig, settings, runtime=None) -> TrainingPlan:
+    """The plan of a configured job before it starts (the Train tab shows it): its sources' rows with their
+    weights, up to K paraphrases per plain question with `augment`. A distillation source counts its questions
+    (their answers are generated when the job runs, so its tokens are underestimated)."""
+    from transformers import AutoTokenizer
+
+    from assistant.models import resolve_model_path
+    from training.builders import read_questions
+    from training.config import parse_augment
+    from training.data import chat, dedup
+    from training.sources import load_source
+
+    rows = []
+    for spec in cfg.data:
+        found = ([chat(q, "") for q in dict.fromkeys(read_questions(Path(spec["questions"])))]
+                 if spec.get("source") == "distill" else dedup(load_source(spec, settings, runtime, cfg)))
+        rows += found * max(1, round(float(spec.get("weight", 1.0))))
+    paraphrased = [ex for ex in rows if ex.kind == "chat"] * parse_augment(cfg.augment)
+    model = cfg.base_model or settings.model
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model, settings),
+                                              trust_remote_code=settings.trust_remote_code)
+    return plan_for_rows(cfg, rows + paraphrased, tokenizer, settings.data_dir, model)

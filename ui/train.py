@@ -15,6 +15,7 @@ from assistant.paths import confine
 from assistant.runtime import Runtime
 from training.config import DOC_KINDS, LORA_METHODS, MAX_TRIALS, METHODS, JobConfig
 from training.jobs import JobManager
+from training.plan import plan_job
 from training.sources import preview
 
 DEFAULT_LR = {"lora": 2e-4, "ia3": 3e-3, "prompt_tuning": 3e-2, "full": 2e-5, "freeze": 5e-5, "qlora": 2e-4,
@@ -162,11 +163,11 @@ def _hyper_section():
         lr = gr.Number(value=2e-4, label="Learning rate", minimum=1e-7, maximum=1.0)
         rank = gr.Number(value=16, label="LoRA rank", precision=0, minimum=1, maximum=256)
     with gr.Row():
-        epochs = gr.Number(value=1, label="Epochs", minimum=0.1, maximum=100)
+        epochs = gr.Number(value=0, label="Epochs (0 = fitted to the data)", minimum=0, maximum=100)
         max_steps = gr.Number(value=-1, label="Max steps (-1 = use epochs)", precision=0)
         batch = gr.Number(value=8, label="Batch size", precision=0, minimum=1, maximum=256)
         eval_steps = gr.Number(value=20, label="Validate every N steps", precision=0, minimum=1)
-        patience = gr.Number(value=0, label="Early-stopping patience (0 = off)", precision=0, minimum=0)
+        patience = gr.Number(value=3, label="Early-stopping patience (0 = off)", precision=0, minimum=0)
     with gr.Row():
         dora = gr.Checkbox(label="DoRA", value=False)
         rslora = gr.Checkbox(label="rsLoRA", value=False)
@@ -188,15 +189,31 @@ def _sweep_section(method: gr.Dropdown):
 
 
 def _job_config(runtime: Runtime, files, use_docs, doc_kind, use_votes, questions, name, method, lr, rank,
-                epochs, max_steps, batch, eval_steps, patience, dora, rslora, seed, lrs=(), ranks=()) -> JobConfig:
+                epochs, max_steps, batch, eval_steps, patience, dora, rslora, seed, lrs=(), ranks=(),
+                paraphrases=0) -> JobConfig:
     lr, rank, sweep = _grid(lr, rank, lrs, ranks)
     cfg = JobConfig(name=name or "", method=method, learning_rate=lr, lora_r=rank,
                     lora_alpha=2 * rank, epochs=float(epochs), max_steps=int(max_steps),
                     batch_size=int(batch), eval_steps=int(eval_steps),
                     early_stopping_patience=int(patience), use_dora=dora, use_rslora=rslora,
                     seed=int(seed), sweep=sweep,
+                    augment=f"paraphrases:{int(paraphrases)}" if paraphrases else "",
                     data=_specs(runtime, files, use_docs, doc_kind, use_votes, questions))
     return cfg  # its job id (timestamp + confined name) is set when the job starts: training.runner.job_dir
+
+
+def _plan_config(runtime: Runtime, *values) -> JobConfig:
+    """The job the Start button would run, without copying uploads or naming a job folder."""
+    files, use_docs, doc_kind, use_votes, questions = values[:5]
+    specs = [{"path": str(Path(getattr(f, "name", f)).resolve())} for f in files or []]
+    specs += _specs(runtime, None, use_docs, doc_kind, use_votes, None)
+    if questions:
+        specs.append({"source": "distill", "questions": str(Path(getattr(questions, "name", questions)).resolve())})
+    method, epochs, max_steps, batch, eval_steps, patience = values[6], *values[9:14]
+    return JobConfig(name="plan", method=method, epochs=float(epochs or 0), max_steps=int(max_steps or -1),
+                     batch_size=max(1, int(batch or 1)), eval_steps=max(1, int(eval_steps or 1)),
+                     early_stopping_patience=int(patience or 0), data=specs,
+                     augment=f"paraphrases:{int(values[-1])}" if values[-1] else "")
 
 
 def build_train_tab(runtime: Runtime, tabs: gr.Tabs | None = None) -> None:
@@ -205,6 +222,11 @@ def build_train_tab(runtime: Runtime, tabs: gr.Tabs | None = None) -> None:
     data_inputs, preview_btn, data_table = _data_section()
     hyper_inputs = _hyper_section()
     sweep_inputs = _sweep_section(method=hyper_inputs[1])
+    paraphrases = gr.Number(value=0, label="Paraphrases per training question (0 = none)", precision=0,
+                            minimum=0, maximum=20, elem_id="train-augment",
+                            info="the base model rewrites each question K times; rewrites too close to a copy "
+                                 "or off-topic are dropped; cached, so a re-run does not regenerate them")
+    plan = gr.Markdown(elem_id="train-plan")
     with gr.Row():
         start = gr.Button("Start training", variant="primary", elem_id="train-start")
         cancel = gr.Button("Cancel", elem_id="train-cancel")
@@ -226,6 +248,16 @@ def build_train_tab(runtime: Runtime, tabs: gr.Tabs | None = None) -> None:
             raise gr.Error("Add a training file or questions, or pick documents / votes first.")
         return gr.Dataframe(value=_preview_frame(runtime, specs), visible=True)
 
+    def do_plan(*values):
+        """The plan line: steps and minutes on this machine, before anything starts."""
+        cfg = _plan_config(runtime, *values)
+        if not cfg.data:
+            return "Add training data to see the plan."
+        try:
+            return "**Plan:** " + plan_job(cfg, runtime.settings, runtime).text()
+        except (ArenaError, OSError, ValueError) as exc:
+            return f"Plan unavailable: {exc}"
+
     def do_start(*values):
         jobs.start(_job_config(runtime, *values))
         return gr.Timer(active=True), "Starting…", gr.Button(visible=False)
@@ -245,7 +277,11 @@ def build_train_tab(runtime: Runtime, tabs: gr.Tabs | None = None) -> None:
                 gr.Button(visible=p["state"] == "done"), gr.Timer(active=not finished))
 
     preview_btn.click(_shown(do_preview), data_inputs, data_table)
-    start.click(_shown(do_start), data_inputs + hyper_inputs + sweep_inputs, [timer, progress, chat_btn],
+    plan_inputs = data_inputs + hyper_inputs + sweep_inputs + [paraphrases]
+    preview_btn.click(do_plan, plan_inputs, plan)
+    for box in [*hyper_inputs[4:9], paraphrases]:  # epochs, max steps, batch, eval steps, patience; K
+        box.change(do_plan, plan_inputs, plan)
+    start.click(_shown(do_start), plan_inputs, [timer, progress, chat_btn],
                 api_name="train_start")
     cancel.click(_shown(do_cancel), None, progress)
     resume.click(_shown(do_resume), None, [timer, progress])
