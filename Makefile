@@ -28,10 +28,21 @@ $(STAMP): pyproject.toml Makefile $(LOCK) | $(PY)
 
 install: $(STAMP)
 
+# Test-only extra [server]: llama.cpp's OpenAI-compatible server (tests/test_openai_engine.py). It compiles
+# llama.cpp (~6+ min on 2 cores, once: pip caches the wheel) with portable AVX2 flags, since the cached wheel
+# may run on another CPU; `make run` never builds it, and a failed build only makes those tests skip.
+SERVER_STAMP := $(VENV)/.arena-server-installed
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAMA_CURL=OFF \
+	-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
+$(SERVER_STAMP): $(STAMP)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=2 $(PY) -m pip install --quiet $(LOCK_FLAGS) \
+		-e ".[server]" && touch $(SERVER_STAMP) \
+		|| echo "llama-cpp-python[server] did not build: tests/test_openai_engine.py will be skipped"
+
 run: install
 	$(PY) app.py
 
-test: install
+test: install $(SERVER_STAMP)
 	$(PY) -m pytest -q -rs
 
 test-fast: install
