@@ -41,10 +41,10 @@ def server_available() -> str:
 class LlamaServer:
     """`python -m llama_cpp.server` on 127.0.0.1 with a config file; stopped by the test that started it."""
 
-    def __init__(self, gguf: Path, folder: Path, aliases: list[str], n_ctx: int = 2048):
+    def __init__(self, gguf: Path, folder: Path, aliases: list[str], n_ctx: int = 2048, threads: int = 1):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
-        models = [{"model": str(gguf), "model_alias": alias, "n_ctx": n_ctx, "n_threads": 1, "n_batch": 256,
+        models = [{"model": str(gguf), "model_alias": alias, "n_ctx": n_ctx, "n_threads": threads, "n_batch": 256,
                    "verbose": False} for alias in [BASE_ALIAS, *aliases]]
         self.config = Path(folder) / "server.json"
         self.config.write_text(json.dumps({"host": "127.0.0.1", "port": self.port, "models": models}))

@@ -239,3 +239,27 @@ def test_server_failing_mid_run_keeps_whole_questions_and_resumes(world):
     result = resume_comparison(world.runtime, run_id)
     assert len(result["per_question"]) == len(items) and result["run_id"] == run_id
 
+
+
+def test_ui_compare_with_server_url_and_judge(world):
+    """The Compare tab's own endpoint on the running app, with the serving-engine and judge fields filled."""
+    from gradio_client import Client, handle_file
+
+    from assistant.compare.runs import RunStore
+    from tests.browser_support import start_app, stop_app
+
+    proc, url = start_app(world.model_dir, world.data_dir, world.root / "app.log")
+    try:
+        out = Client(url, verbose=False).predict(
+            handle_file(str(world.eval)), False, 0, ["base", "finetuned"], ADAPTER, "judge", 16,
+            world.server.url, "", 2, f"openai:{world.server.url}:{BASE_ALIAS}", api_name="/compare")
+    finally:
+        stop_app(proc)
+    assert isinstance(out[0], str) and out[0].strip()  # the recommendation shown
+    run = RunStore(world.data_dir / "runs.sqlite").list(limit=1)[0]
+    assert run.settings["engine"] == {"name": "openai", "url": world.server.url, "concurrency": 2}
+    assert run.settings["judge"]["model"] == BASE_ALIAS and run.settings["metric"] == "judge"
+    assert set(run.result["variants"]) == {"base", "finetuned"}
+    for name in ("base", "finetuned"):
+        judged = run.result["variants"][name]["judge"]["n"] + run.result["judge"]["counts"][name]["malformed"]
+        assert judged == len(EVAL)

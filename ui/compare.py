@@ -98,6 +98,15 @@ def build_compare_tab(runtime: Runtime) -> CompareView:
         refresh = gr.Button("↻ adapters", size="sm")
         metric = gr.Dropdown([(METRIC_LABELS[m], m) for m in PRIMARY_METRICS], value="f1", label="Primary metric")
         max_new = gr.Slider(16, 512, value=128, step=16, label="Max new tokens")
+    with gr.Accordion("Serving engine and LLM judge", open=False):
+        with gr.Row():
+            engine_url = gr.Textbox(runtime.settings.engine_url, label="OpenAI-compatible server URL (empty: "
+                                    "in-process engine)", placeholder="http://127.0.0.1:8000/v1",
+                                    elem_id="compare-engine-url")
+            engine_key = gr.Textbox(runtime.settings.engine_key, label="API key environment variable (its name)")
+            engine_n = gr.Number(runtime.settings.engine_concurrency, label="Requests in flight", precision=0)
+            judge = gr.Textbox("", label="LLM judge: local or openai:URL:MODEL (empty: none)",
+                               elem_id="compare-judge")
     run = gr.Button("Run comparison", variant="primary", elem_id="compare-run")
     recommendation = gr.Markdown(elem_id="compare-recommendation")
     # Hidden until a run fills them: an empty table would show placeholder headers "1 2 3".
@@ -126,10 +135,12 @@ def build_compare_tab(runtime: Runtime) -> CompareView:
             resume = gr.Button("Resume", elem_id="compare-resume")
 
     # Gradio finds the progress tracker by this default value, so the call in the signature is intended.
-    def start(file, draw, lim, chosen, adapter_name, metric_name, tokens, progress=gr.Progress()):  # noqa: B008
+    def start(file, draw, lim, chosen, adapter_name, metric_name, tokens, url, key, n, judge_spec,
+              progress=gr.Progress()):  # noqa: B008
         try:
-            result = _run(runtime, file, draw, int(lim or 0), chosen, adapter_name, metric_name, int(tokens),
-                          lambda f, text: progress(f, desc=text))
+            rt = served(runtime, url, key, n)
+            result = _run(rt, file, draw, int(lim or 0), chosen, adapter_name, metric_name, int(tokens),
+                          lambda f, text: progress(f, desc=text), judge_spec)
         except ArenaError as exc:
             raise gr.Error(str(exc)) from None
         return _show(runtime, result, only=False) + (_past(runtime),)
@@ -147,7 +158,8 @@ def build_compare_tab(runtime: Runtime) -> CompareView:
                                                                                value=None))
 
     shown = [state, recommendation, table, chart, warnings, pick, detail, export]
-    run.click(start, [eval_file, from_docs, limit, variants, adapter, metric, max_new], shown + [past],
+    run.click(start, [eval_file, from_docs, limit, variants, adapter, metric, max_new, engine_url, engine_key,
+                      engine_n, judge], shown + [past],
               api_name="compare")
     resume.click(resume_run, unfinished, shown + [past, unfinished])
     unfinished.focus(lambda: gr.update(choices=_unfinished(runtime)), None, unfinished)
@@ -165,7 +177,25 @@ def build_compare_tab(runtime: Runtime) -> CompareView:
     return CompareView(run_id=run_id, outputs=shown, open=lambda i: _open(runtime, i))
 
 
-def _run(runtime, file, draw, lim, chosen, adapter_name, metric_name, tokens, progress) -> dict:
+_SERVED: dict = {}  # Settings -> Runtime on that server, reused across runs
+
+
+def served(runtime, url: str, key: str, n):
+    """The runtime itself, or one sharing its embedder, store and registry whose engine is the server at `url`."""
+    from dataclasses import replace
+
+    url, key = (url or "").strip(), (key or "").strip()
+    s = runtime.settings
+    if not url or (s.engine, s.engine_url, s.engine_key, s.engine_concurrency) == ("openai", url, key, n):
+        return runtime
+    settings = replace(s, engine="openai", engine_url=url, engine_key=key, engine_concurrency=int(n or 4))
+    if settings not in _SERVED:
+        _SERVED[settings] = Runtime(settings, embedder=runtime.embedder, store=runtime.store,
+                                    registry=runtime.registry)
+    return _SERVED[settings]
+
+
+def _run(runtime, file, draw, lim, chosen, adapter_name, metric_name, tokens, progress, judge="") -> dict:
     from assistant.compare.evalset import draw_eval_set, load_eval_set
     from assistant.compare.runner import CompareConfig, run_comparison
 
@@ -180,7 +210,7 @@ def _run(runtime, file, draw, lim, chosen, adapter_name, metric_name, tokens, pr
         raise ArenaError("choose an evaluation file or tick 'draw from the ingested documents'")
     items = items[:lim] if lim > 0 else items
     cc = CompareConfig(variants=tuple(chosen or ()), metric=metric_name, adapter=adapter_name or None,
-                       max_new_tokens=tokens, eval_name=name)
+                       max_new_tokens=tokens, eval_name=name, judge=(judge or "").strip())
     return run_comparison(runtime, items, cc, progress=progress)
 
 
