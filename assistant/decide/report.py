@@ -22,14 +22,24 @@ def _why(result: dict) -> list[str]:
 def _score_rows(result: dict) -> tuple[list[str], list[list[str]]]:
     metric = result["recommendation"].get("metric", "f1")
     seeds = result.get("seeds", {}).get("summary", {})
-    header = ["variant", f"{METRIC_LABELS[metric]} [95 % CI]", "paired diff vs base [95 % CI]", "across seeds"]
+    comparisons = result["recommendation"].get("comparisons") or {}
+    header = ["variant", f"{METRIC_LABELS[metric]} [95 % CI]", "best − variant [Holm-adjusted paired CI]",
+              "paired diff vs base [95 % CI]", "across seeds"]
     rows = []
     for v, summary in result["variants"].items():
         paired = result.get("paired", {}).get(v, {}).get(metric)
         s = seeds.get(v)
         spread = f"{s['mean']:.3f} ± {s['sd']:.3f} ({s['seeds']} seeds)" if s and s.get("mean") is not None else ""
-        rows.append([v, ci_cell(summary.get(metric)), ci_cell(paired) if paired else "", spread])
+        rows.append([v, ci_cell(summary.get(metric)), _gap(comparisons.get(v)), ci_cell(paired) if paired else "",
+                     spread])
     return header, rows
+
+
+def _gap(row: dict | None) -> str:
+    if not row:
+        return "best"
+    mark = " separated" if row.get("separated") else ""
+    return f"{row['mean']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]{mark}"
 
 
 def _cost_rows(result: dict) -> tuple[list[str], list[list[str]]]:
