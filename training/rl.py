@@ -66,7 +66,7 @@ def rloo_trainer(cfg: JobConfig, model, tokenizer, train, val, folder: Path, dev
     common["per_device_train_batch_size"] = common["per_device_eval_batch_size"] = rl_batch_size(cfg)
     args = RLOOConfig(beta=cfg.rl_beta, num_generations=cfg.num_generations,
                       max_completion_length=cfg.max_completion_length, temperature=1.0,
-                      gradient_checkpointing=False, log_completions=False, **common)
+                      activation_checkpointing=False, log_completions=False, **common)
     return RLOOTrainer(model=model, reward_funcs=reward, args=args,
                        train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
                        processing_class=tokenizer, reward_processing_classes=reward_tokenizer,
