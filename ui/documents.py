@@ -11,6 +11,7 @@ import gradio as gr
 from assistant.errors import ArenaError
 from assistant.paths import confine
 from assistant.paths import confine
+from assistant.paths import confine
 from assistant.runtime import Runtime
 from retrieval.chunking import SPLITTERS, ChunkConfig
 from retrieval.store import MODES, list_documents
@@ -44,6 +45,11 @@ def upload_files(runtime: Runtime, files: list[str], splitter: str, size, overla
         except ArenaError as exc:  # reported with the other files' results; the rest still go in
             refused.append(f"- **{src.name[:80]}**: error — {exc}")
             continue
+        n = 2
+        while dest.name in {name for _, name in pairs}:  # two uploads reduced to one name: keep both
+            # a short stem, so the " (n)" survives confine's length cut
+            dest = confine(target, f"{Path(dest.name).stem[:30]} ({n}){Path(dest.name).suffix}", "upload name")
+            n += 1
         if src.resolve() != dest.resolve():
             shutil.copyfile(src, dest)
         pairs.append((dest, dest.name))
