@@ -128,9 +128,9 @@ def watch_training(page, timeout: float = 240.0, on_midway=None) -> list[dict]:
     raise AssertionError(f"training did not finish within {timeout}s; last seen: {seen[-3:]}")
 
 
-# Gradio's loading overlay ("processing | 0.2/0.1s", "queue: 1/2 | 0.3s") sits inside the component while
+# Gradio's loading overlay ("processing | 0.2/0.1s", "queue: 1/2 | 0.3s", "0.1s") sits inside the component while
 # a timer tick is in flight; it is not part of what the app wrote.
-_OVERLAY = re.compile(r"^\s*(processing|queue\b).*\|.*s\s*$")
+_OVERLAY = re.compile(r"^\s*((processing|queue\b).*\|.*s|[\d.]+(/[\d.]+)?s)\s*$")  # or just "0.1s"
 
 
 def progress_text(page) -> str:
@@ -145,3 +145,52 @@ def step_of(progress_text: str) -> tuple[int, int] | None:
 
     m = re.search(r"step (\d+)/(\d+)", progress_text)
     return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+_FIGURES = re.compile(r"first token ([\d.]+ m?s) · ([\d.]+) tok/s · (\d+) tokens · prompt (\d+) tokens")
+
+
+def column_figures(page, i: int) -> dict:
+    """The figures a Chat column shows under its answer (its own first token, speed, lengths)."""
+    stats = page.locator(f"#chat-stats-{i}").inner_text()
+    m = _FIGURES.search(stats)
+    assert m, f"column {i} shows no figures: {stats!r}"
+    return {"first_token": m.group(1), "tokens_per_s": float(m.group(2)), "tokens": int(m.group(3)),
+            "prompt_tokens": int(m.group(4))}
+
+
+# Every element inside (and including) the component that scrolls its own content vertically.
+_INNER_SCROLL_JS = """el => [el, ...el.querySelectorAll('*')].filter(e => {
+    const y = getComputedStyle(e).overflowY;
+    return (y === 'auto' || y === 'scroll') && e.scrollHeight > e.clientHeight + 1;
+}).map(e => `${e.tagName}.${e.className} ${e.scrollHeight}>${e.clientHeight}`)"""
+
+
+def inner_scrolling(page, elem_id: str) -> list[str]:
+    """Elements of a component whose content is taller than their box (so a reader would scroll inside)."""
+    return page.locator(f"#{elem_id}").evaluate(_INNER_SCROLL_JS)
+
+
+def ask_chat(page, question: str, turn: int, columns: int = 5, timeout: float = 120_000) -> None:
+    """Send one Chat question; wait until every column shows this turn's question and its figures."""
+    from playwright.sync_api import expect
+
+    page.locator("#chat-input textarea").fill(question)
+    page.locator("#chat-send").click()
+    for i in range(columns):
+        bot = page.locator(f"#chat-bot-{i}")
+        expect(bot.locator("[data-testid=user]")).to_have_count(turn, timeout=timeout)
+        expect(bot.locator("[data-testid=user]").last).to_contain_text(question)
+        expect(page.locator(f"#chat-stats-{i}")).to_contain_text("tokens", timeout=timeout)
+    # The input box is cleared once the whole streamed turn has finished.
+    expect(page.locator("#chat-input textarea")).to_have_value("", timeout=timeout)
+
+
+def set_number(page, elem_id: str, value: int) -> None:
+    """Fill a gr.Number and commit it (a number box reports its change on blur) before anything is sent."""
+    from playwright.sync_api import expect
+
+    box = page.locator(f"#{elem_id} input")
+    box.fill(str(value))
+    box.press("Tab")
+    expect(box).to_have_value(str(value))

@@ -1,22 +1,30 @@
 """Real-browser end-to-end tests: Debian chromium driven by playwright against the running app.
 
-One app subprocess (tiny random model) and one browser page serve the whole module, and the tests run as
-one user's session in file order: add a document, train an adapter, chat with every variant (using that
-document and adapter), compare. Each step saves a screenshot under test-artifacts/browser/.
+One app subprocess (tiny random model) and one browser page (a 1280x800 laptop window) serve the whole
+module, and the tests run as one user's session in file order: add documents, train an adapter, chat with
+every variant (using that document and adapter), compare, look at every tab. Each step saves a screenshot
+under test-artifacts/browser/. The last test starts its own app to watch the loading banner.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
 from tests.browser_support import (
+    ARTIFACTS,
     CHROMIUM,
     CHROMIUM_ARGS,
+    ask_chat,
+    column_figures,
+    free_port,
+    inner_scrolling,
     pick_option,
     require_chromium,
+    set_number,
     shot,
     start_app,
     stop_app,
@@ -42,6 +50,8 @@ ADAPTER = "browser-lora"
 MAX_STEPS = 64  # the tiny model trains fast: 16 steps could finish between two 1 s UI ticks
 TITLES = ["Base", "Prompt-engineered", "RAG", "Fine-tuned", "RAG + fine-tuned"]
 RAG_COLUMNS = {2, 4}
+RST = Path(__file__).parent / "data" / "markup" / "faq.rst"
+VIEWPORT = {"width": 1280, "height": 800}
 DONE: set[str] = set()  # steps of the session that succeeded, so a later step names a failed prerequisite
 
 
@@ -87,7 +97,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def page(browser, app):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context = browser.new_context(viewport=VIEWPORT)
     pg = context.new_page()
     pg.set_default_timeout(30_000)
     pg.goto(app[0], wait_until="domcontentloaded")
@@ -97,8 +107,12 @@ def page(browser, app):
 
 
 def test_header_names_model(page):
-    header = page.locator("#arena-header").inner_text()
-    assert "tiny-llama" in header and "float32" in header
+    from playwright.sync_api import expect
+
+    header = page.locator("#arena-header")
+    expect(header).to_contain_text("tiny-llama", timeout=60_000)
+    assert re.search(r"dtype (float32|bfloat16) · device cpu", header.inner_text()), header.inner_text()
+    expect(page.locator("#arena-loading")).to_be_hidden()
     shot(page, "01-header")
 
 
@@ -118,11 +132,34 @@ def test_upload_document_is_listed(page, files, app):
     DONE.add("documents")
 
 
+def test_rst_passages_read_as_text(page):
+    """A reST file's search hits show its text as a reader sees it: code kept, no directives left."""
+    from playwright.sync_api import expect
+
+    needs("documents")
+    upload(page, "docs-upload", RST)
+    page.locator("#docs-add").click()
+    expect(page.locator("#docs-status")).to_contain_text(f"{RST.name}: added", timeout=120_000)
+    page.locator("#docs-query textarea").fill("MACHINE_HOST address for the app")
+    page.locator("#docs-query textarea").press("Enter")
+    hits = page.locator("#docs-hits")
+    expect(hits).to_contain_text("MACHINE_HOST=192.168.1.20", timeout=60_000)
+    text = hits.inner_text()
+    assert ".. code-block" not in text and "``" not in text and ":ref:" not in text, text
+    shot(page, "02b-documents-rst-search")
+
 def test_training_shows_progress_and_registers_adapter(page, files, app):
     from playwright.sync_api import expect
 
     page.get_by_role("tab", name="Train").click()
+    expect(page.locator("#train-preview")).to_be_hidden()  # no header-only placeholder table
     upload(page, "train-files", files / "train.jsonl")
+    page.get_by_role("button", name="Preview data").click()
+    preview = page.locator("#train-preview")
+    expect(preview).to_be_visible(timeout=30_000)
+    for header in ("source", "rows", "kinds", "first rows"):
+        expect(preview.get_by_role("columnheader", name=header, exact=True)).to_have_count(1)
+    expect(preview).to_contain_text("train.jsonl")
     page.locator("#train-name textarea").fill(ADAPTER)
     page.get_by_label("Max steps (-1 = use epochs)").fill(str(MAX_STEPS))
     page.get_by_label("Batch size").fill("4")
@@ -157,18 +194,7 @@ def _column_tokens(page, i: int) -> int:
 
 
 def _ask(page, question: str, turn: int) -> None:
-    """Send one question and wait until every column shows this turn's question and an answer."""
-    from playwright.sync_api import expect
-
-    page.locator("#chat-input textarea").fill(question)
-    page.locator("#chat-send").click()
-    for i in range(len(TITLES)):
-        bot = page.locator(f"#chat-bot-{i}")
-        expect(bot.locator("[data-testid=user]")).to_have_count(turn, timeout=120_000)
-        expect(bot.locator("[data-testid=user]").last).to_contain_text(question)
-        expect(page.locator(f"#chat-stats-{i}")).to_contain_text("tokens", timeout=120_000)
-    # The input box is cleared once the whole streamed turn has finished.
-    expect(page.locator("#chat-input textarea")).to_have_value("", timeout=120_000)
+    ask_chat(page, question, turn, len(TITLES))
 
 
 def test_chat_fills_every_column_and_lists_rag_sources(page):
@@ -176,11 +202,15 @@ def test_chat_fills_every_column_and_lists_rag_sources(page):
 
     needs("documents"), needs("train")
     page.get_by_role("button", name="System prompt, few-shot and generation settings").click()
-    max_new = page.locator("#chat-max-new input")
-    max_new.fill("48")  # the tiny model rarely stops early: keep turns short
-    max_new.press("Tab")  # commit it (a number box reports its change on blur) before anything is sent
-    expect(max_new).to_have_value("48")
+    set_number(page, "chat-max-new", 48)  # the tiny model rarely stops early: keep turns short
     _ask(page, "What does error E42 mean?", turn=1)
+    figures = [column_figures(page, i) for i in range(len(TITLES))]
+    # Each column shows its own figures: the prompt lengths follow what each variant sends (the fine-tuned
+    # columns send the same messages as base / RAG), and the first-token times are not one shared number.
+    prompts = [f["prompt_tokens"] for f in figures]
+    assert prompts[0] < prompts[1] and prompts[0] < prompts[2], figures  # system prompt / passages added
+    assert prompts[3] == prompts[0] and prompts[4] == prompts[2], figures
+    assert len({f["first_token"] for f in figures}) > 1, f"every column shows the same first-token time: {figures}"
     for i, title in enumerate(TITLES):
         expect(page.locator(f"#chat-title-{i}")).to_have_text(title)
         assert _column_tokens(page, i) >= 1
@@ -199,6 +229,20 @@ def test_chat_fills_every_column_and_lists_rag_sources(page):
     DONE.add("chat")
 
 
+def test_long_answer_is_read_without_inner_scrolling(page):
+    """At 1280x800 the columns wrap three to a row and each chat box grows with its answer."""
+
+    needs("chat")
+    set_number(page, "chat-max-new", 400)
+    _ask(page, "Tell me everything about descaling, step by step.", turn=3)
+    lengths = [len(page.locator(f"#chat-bot-{i} [data-testid=bot]").last.inner_text()) for i in range(len(TITLES))]
+    assert max(lengths) >= 300, f"no long answer to look at: {lengths}"
+    for i in range(len(TITLES)):
+        assert inner_scrolling(page, f"chat-bot-{i}") == [], f"column {i} scrolls inside its box"
+    tops = [page.locator(f"#chat-col-{i}").bounding_box()["y"] for i in range(len(TITLES))]
+    assert tops[0] == tops[1] == tops[2] < tops[3] == tops[4], f"not three columns per row: {tops}"
+    shot(page, "07b-chat-long-answers")
+
 def test_compare_shows_table_and_chart(page, files):
     from playwright.sync_api import expect
 
@@ -212,11 +256,57 @@ def test_compare_shows_table_and_chart(page, files):
         expect(table).to_contain_text(variant)
     expect(table).to_contain_text("token F1")
     assert re.search(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", table.inner_text()), "no 'mean [CI]' cells"
-    chart = page.locator("#compare-chart img")
-    expect(chart).to_be_visible()
-    size = chart.evaluate("img => [img.naturalWidth, img.naturalHeight]")
-    assert size[0] > 200 and size[1] > 100, f"chart image not rendered: {size}"
+    # The native chart: per variant 41 interval dots and one mean dot; hovering a point shows its figures.
+    points = page.locator("#compare-chart g.mark-symbol.role-mark path")  # not the legend's symbols
+    expect(points).to_have_count(3 * 42, timeout=30_000)
+    points.last.hover(force=True)
+    expect(page.locator("#vg-tooltip-element")).to_contain_text("mean [95 % CI]", timeout=10_000)
+    expect(page.locator("#compare-chart-metric")).to_be_visible()
     shot(page, "08-compare-results")
+
+
+def test_every_tab_screenshot(page):
+    """One screenshot per tab at the end of the session, for a person to look at."""
+    names = [t.strip() for t in page.get_by_role("tab").all_inner_texts()]
+    assert {"Chat", "Documents", "Compare", "Train", "Adapters"} <= set(names)
+    for n, name in enumerate(names):
+        page.get_by_role("tab", name=name).click()
+        page.wait_for_timeout(500)
+        shot(page, f"10-tab-{n}-{name.lower()}")
+    print(f"screenshots: {ARTIFACTS}")
+
+
+def test_loading_banner_until_the_model_is_ready(browser, tiny_model_dir, tmp_path):
+    """While the model loads the page says so; the banner goes and the header names the model once ready."""
+    from playwright.sync_api import expect
+
+    import app
+    from assistant.runtime import Runtime
+    from assistant.settings import Settings
+
+    settings = Settings(data_dir=tmp_path, model=str(tiny_model_dir), device="cpu")
+    runtime = Runtime(settings)
+    runtime._lock.acquire()  # holds the model load back, as a slow first conversion does
+    demo = None
+    try:
+        demo = app.build_app(settings, runtime)
+        port = free_port()
+        demo.queue().launch(server_port=port, prevent_thread_lock=True, quiet=True)
+        context = browser.new_context(viewport=VIEWPORT)
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
+        expect(page.locator("#arena-loading")).to_contain_text("Loading the model", timeout=60_000)
+        expect(page.locator("#arena-loading")).to_contain_text(re.compile(r"\d+ s so far"))
+        expect(page.locator("#arena-header")).to_contain_text("loading")
+        shot(page, "00-loading-banner")
+    finally:
+        runtime._lock.release()
+    try:
+        expect(page.locator("#arena-loading")).to_be_hidden(timeout=60_000)
+        expect(page.locator("#arena-header")).to_contain_text("tiny-llama")
+        context.close()
+    finally:
+        demo.close()
 
 
 def _log(app) -> str:

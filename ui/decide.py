@@ -133,7 +133,8 @@ def build_decide_tab(runtime: Runtime) -> DecideView:
         plan_btn = gr.Button("Show plan", elem_id="decide-plan-btn")
         start = gr.Button("Start", variant="primary", interactive=False, elem_id="decide-start")
         cancel = gr.Button("Cancel", variant="stop", elem_id="decide-cancel")
-    plan_table = gr.Dataframe(label="Plan", interactive=False, elem_id="decide-plan")
+    plan_table = gr.Dataframe(headers=["stage", "what", "count", "minutes"], label="Plan", interactive=False,
+                              elem_id="decide-plan")  # named headers before the plan is shown, not "1 2 3"
     plan_notes = gr.Markdown(elem_id="decide-plan-notes")
     progress = gr.HTML("Not started.", elem_id="decide-progress")
     report = gr.Markdown(elem_id="decide-report")

@@ -94,7 +94,9 @@ def build_documents_tab(runtime: Runtime) -> None:
         query = gr.Textbox(label="Search", placeholder="a question…", elem_id="docs-query", scale=4)
         k = gr.Slider(1, 20, value=5, step=1, label="k")
         mode = gr.Radio(list(MODES), value="hybrid", label="Mode")
-    hits = gr.Dataframe(headers=HIT_HEADERS, interactive=False, wrap=True, label="Top chunks", elem_id="docs-hits")
+    # Fixed widths: left to size itself, the text column outgrows the page and is cut at its right edge.
+    hits = gr.Dataframe(headers=HIT_HEADERS, interactive=False, wrap=True, label="Top chunks", elem_id="docs-hits",
+                        column_widths=["5%", "8%", "25%", "62%"])
 
     def refresh():
         rows = document_rows(runtime)

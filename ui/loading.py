@@ -72,8 +72,9 @@ def banner_text(loader: ModelLoader) -> str:
     if loader.error:
         return f"⚠️ **The model could not be loaded.** {loader.error}"
     elapsed = int(time.monotonic() - loader.started)
-    return (f"⏳ {loader.doing}… {elapsed} s so far. The tabs below work meanwhile; a question asked now "
-            "is answered as soon as the model is ready.")
+    # A <progress> without a value is the browser's own indeterminate (moving) bar.
+    return (f"{loader.doing}… **{elapsed} s** so far. The tabs below work meanwhile; a question asked now "
+            "is answered as soon as the model is ready.\n\n<progress style='width:100%'></progress>")
 
 
 def build_header(demo: gr.Blocks, runtime: Runtime, settings: Settings) -> None:
@@ -88,6 +89,9 @@ def build_header(demo: gr.Blocks, runtime: Runtime, settings: Settings) -> None:
         return (header_text(loader), gr.update(value=banner_text(loader), visible=not loader.ready),
                 gr.Timer(active=not loader.done.is_set()))
 
-    timer.tick(poll, None, [header, banner, timer], show_progress="hidden")
+    # show_progress="hidden" alone still draws Gradio's "processing | 0.3s" over the header every second;
+    # pointing the (hidden) progress at the timer, which has no box, keeps the header clean.
+    quiet = {"show_progress": "hidden", "show_progress_on": timer}
+    timer.tick(poll, None, [header, banner, timer], **quiet)
     # A page opened later starts from the build-time state: bring it up to date at once.
-    demo.load(poll, None, [header, banner, timer], show_progress="hidden")
+    demo.load(poll, None, [header, banner, timer], **quiet)
