@@ -83,6 +83,18 @@ def test_why_sentence_for_an_adapter_that_did_not_learn_and_a_slow_variant():
     assert why_sentences({"recommendation": {"variant": None}}) == {}
 
 
+def test_why_sentence_names_each_cost_once_and_a_rag_that_had_the_answer():
+    result = hand_result()
+    result["recommendation"]["comparisons"]["prompt"] = _row(0.27, -0.05, 0.5, False)  # tied, and costlier:
+    result["costs"]["prompt"]["extra_prompt_tokens"] = 500  # a long few-shot prompt
+    result["variants"]["rag+finetuned"].update(retrieval_hit=_s(0.9), groundedness=_s(0.4))
+    why = why_sentences(result)
+    assert why["prompt"].count("prompt tokens") == 1 and "adds 500 prompt tokens per question instead of 400" \
+        in why["prompt"]
+    assert ("held the reference answer for 90 % of the questions, so the answers, not retrieval, fall short "
+            "(40 % of its answers' content words come from them)") in why["rag+finetuned"]
+
+
 def test_report_shows_verdict_why_and_statistics(tmp_path):
     result = hand_result()
     result["why"] = why_sentences(result)

@@ -31,31 +31,34 @@ def why_sentences(result: dict) -> dict[str, str]:
     for v in means:
         if v == chosen:
             continue
-        clauses = [_standing(result, v)] + _diagnoses(result, v)[:MAX_DIAGNOSES]
+        standing, named_cost = _standing(result, v)
+        clauses = [standing] + _diagnoses(result, v, named_cost)[:MAX_DIAGNOSES]
         sentence = "; ".join(c for c in clauses if c)
         out[v] = sentence[0].upper() + sentence[1:] + "."
     return out
 
 
-def _standing(result: dict, v: str) -> str:
+def _standing(result: dict, v: str) -> tuple[str, str | None]:
+    """How the variant stands against the best, and the cost it names (so a diagnosis does not repeat it)."""
     rec = result["recommendation"]
     chosen, best, means = rec["variant"], rec["best"], rec["means"]
     label = METRIC_LABELS.get(rec["metric"], rec["metric"])
     row = (rec.get("comparisons") or {}).get(v, {})
     if v != best and row.get("separated"):
         return (f"its {label} of {means[v]:.3f} is measurably below {best}'s {means[best]:.3f} "
-                f"(by {abs(row['mean']):.3f})")
-    _, phrase = cost_phrase(result.get("costs") or {}, v, chosen)
+                f"(by {abs(row['mean']):.3f})"), None
+    key, phrase = cost_phrase(result.get("costs") or {}, v, chosen)
     cost = f", and it {phrase}" if phrase else " at the same cost, and it ranked lower"
     if v == best:
-        return f"it scored highest on {label} ({means[v]:.3f}) but not measurably above {chosen} ({means[chosen]:.3f}){cost}"
+        return (f"it scored highest on {label} ({means[v]:.3f}) but not measurably above {chosen} "
+                f"({means[chosen]:.3f}){cost}"), key
     if row.get("seed_flip"):
-        return f"its {label} of {means[v]:.3f} changes order with {best}'s across training seeds{cost}"
-    return f"its {label} of {means[v]:.3f} is not measurably different from {best}'s {means[best]:.3f}{cost}"
+        return f"its {label} of {means[v]:.3f} changes order with {best}'s across training seeds{cost}", key
+    return f"its {label} of {means[v]:.3f} is not measurably different from {best}'s {means[best]:.3f}{cost}", key
 
 
-def _diagnoses(result: dict, v: str) -> list[str]:
-    """Measured reasons, most telling first."""
+def _diagnoses(result: dict, v: str, named_cost: str | None = None) -> list[str]:
+    """Measured reasons, most telling first (without the cost the standing already named)."""
     out = []
     if v in RAG_VARIANTS:
         out.append(_rag_ceiling(result, v))
@@ -63,18 +66,24 @@ def _diagnoses(result: dict, v: str) -> list[str]:
         out += [_learned(result), _forgetting(result)]
     if v == "base":
         out.append("it answers from pretraining alone, without your documents or any training")
-    if v == "prompt":
+    if v == "prompt" and named_cost != "extra_prompt_tokens":
         out.append(_prompt_tokens(result, v))
-    out += [_seeds(result, v), _training_time(result, v), _latency(result, v)]
+    out += [_seeds(result, v), "" if named_cost == "training_seconds" else _training_time(result, v),
+            _latency(result, v)]
     return [c for c in out if c]
 
 
 def _rag_ceiling(result: dict, v: str) -> str:
-    hit = ((result.get("variants") or {}).get(v, {}).get("retrieval_hit") or {}).get("mean")
+    summary = (result.get("variants") or {}).get(v, {})
+    hit = (summary.get("retrieval_hit") or {}).get("mean")
     if hit is None:
         return ""
     text = f"the retrieved passages held the reference answer for {hit * 100:.0f} % of the questions"
-    return text + (", so retrieval, not the model, caps what it can score" if hit < LOW_HIT else "")
+    if hit < LOW_HIT:
+        return text + ", so retrieval, not the model, caps what it can score"
+    grounded = (summary.get("groundedness") or {}).get("mean")
+    used = f" ({grounded * 100:.0f} % of its answers' content words come from them)" if grounded is not None else ""
+    return text + ", so the answers, not retrieval, fall short" + used
 
 
 def _prompt_tokens(result: dict, v: str) -> str:
