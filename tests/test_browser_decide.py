@@ -73,9 +73,9 @@ def test_decide_tab_runs_a_decision_and_links_into_compare(page, files):
     upload(page, "decide-docs", files / "kettle.md")
     upload(page, "decide-qa", files / "kettle-qa.jsonl")
     page.get_by_role("button", name="Run settings").click()
-    _set_number(page, "Max steps per seed (-1 = fitted to the data)", "40")
+    _set_number(page, "Max steps per seed (-1 = fitted to the data)", "16")
     _set_number(page, "Max new tokens (0 = from the reference answers)", "8")
-    _set_number(page, "Paraphrases per training question (0 = none)", "2")
+    _set_number(page, "Paraphrases per training question (0 = none)", "1")
     page.get_by_label("Forgetting check of the adapter").uncheck()
     expect(page.locator("#decide-start")).to_be_disabled()
     page.locator("#decide-plan-btn").click()
@@ -83,13 +83,13 @@ def test_decide_tab_runs_a_decision_and_links_into_compare(page, files):
     for stage in STAGES:
         expect(plan.get_by_role("gridcell", name=stage, exact=True)).to_have_count(1)
     expect(plan).to_contain_text("4 eval, 8 train")  # 12 Q/A pairs, 30 % held out
-    expect(plan).to_contain_text("1 × 40 steps")
+    expect(plan).to_contain_text("1 × 16 steps")
     expect(page.locator("#decide-plan-notes")).to_contain_text("Total ~")
     shot(page, "decide-01-plan")
     expect(page.locator("#decide-start")).to_be_enabled()
     page.locator("#decide-start").click()
 
-    seen, deadline = [], time.monotonic() + 300
+    seen, deadline = [], time.monotonic() + 900
     while time.monotonic() < deadline:
         text, value = _progress(page)
         if not seen or seen[-1] != (text, value):

@@ -65,7 +65,8 @@ class Reporter:
 
     def eta_s(self) -> float | None:
         """Planned seconds left, times the ratio of real to planned seconds on the stages actually run."""
-        ran = {s: t for s, t in self.done.items() if t > 0}
+        # The first stage run also pays one-time loading (embedder, model conversion): it does not calibrate.
+        ran = dict([(s, t) for s, t in self.done.items() if t > 0][1:])
         ratio = sum(ran.values()) / sum(self.estimates.get(s, 1.0) for s in ran) if ran else 1.0
         left = sum(v for s, v in self.estimates.items() if s not in self.done and s != self.stage)
         if self.stage and self.stage not in self.done:
