@@ -151,7 +151,7 @@ def _data_section():
                             file_types=[".jsonl"], elem_id="train-questions")
     # Hidden until "Preview data" fills it: an empty table would show placeholder headers "1 2 3".
     data_table = gr.Dataframe(headers=PREVIEW_HEADERS, label="Sources", interactive=False, wrap=True,
-                              visible=False, elem_id="train-preview")
+                              column_widths=["22%", "8%", "12%", "58%"], visible=False, elem_id="train-preview")
     return [files, use_docs, doc_kind, use_votes, questions], preview_btn, data_table
 
 
