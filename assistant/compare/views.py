@@ -7,7 +7,7 @@ import html
 from assistant.compare.metrics import METRIC_LABELS
 from assistant.compare.report import TABLE_METRICS, ci_cell
 
-QUESTION_SCORES = ("f1", "rougeL", "contains", "semantic", "nll", "groundedness", "retrieval_hit")
+QUESTION_SCORES = ("f1", "rougeL", "contains", "semantic", "judge", "nll", "groundedness", "retrieval_hit")
 
 
 def results_table(result: dict) -> tuple[list[str], list[list[str]]]:
@@ -46,6 +46,9 @@ def question_html(result: dict, index: int) -> str:
     for name, ans in item["answers"].items():
         scores = "<br>".join(f"{METRIC_LABELS[m]}: {ans['scores'][m]:.3f}" for m in QUESTION_SCORES
                              if ans["scores"].get(m) is not None)
+        if ans.get("judge"):  # the LLM judge's verdict and reason (or its malformed reply)
+            j = ans["judge"]
+            scores += f"<br>judge: {html.escape(j['verdict'] or 'malformed')} — {html.escape(j['reason'])}"
         sources = "".join(f"<li>{html.escape(s['citation'])}</li>" for s in ans.get("sources", []))
         cols.append(f"<td style='vertical-align:top'><b>{html.escape(name)}</b>"
                     f"<p>{html.escape(ans['text'])}</p><small>{scores}</small>"

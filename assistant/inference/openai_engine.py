@@ -113,6 +113,20 @@ class ServerClient:
         return True
 
 
+    def unload_lora(self, name: str) -> None:
+        """POST /unload_lora_adapter (vLLM); a server without the endpoint keeps serving what it serves."""
+        import httpx
+        import openai
+
+        try:
+            self.client.post("/unload_lora_adapter", body={"lora_name": name}, cast_to=httpx.Response)
+        except openai.APIStatusError as exc:
+            if exc.status_code not in NO_LOAD_STATUSES:
+                raise self.error(exc, f"unloading adapter {name!r}") from exc
+        except openai.OpenAIError as exc:
+            raise self.error(exc, f"unloading adapter {name!r}") from exc
+
+
 class OpenAIEngine:
     """The Engine interface (assistant/inference/base.py) over an OpenAI-compatible server."""
 
@@ -173,14 +187,15 @@ class OpenAIEngine:
             return slot
         with self._lock:
             served = {m["id"] for m in self.server.models()}
-            if slot is not None or name not in served:  # a re-trained adapter of the same name: load again
-                if not self.server.load_lora(name, path.resolve()):
-                    if name not in served:
-                        raise ArenaError(
-                            f"the serving engine at {self.url} does not serve a model named {name!r} and offers "
-                            f"no adapter-loading endpoint (POST /v1/load_lora_adapter, vLLM with "
-                            f"VLLM_ALLOW_RUNTIME_LORA_UPDATING=True); serve the adapter under that name "
-                            f"(served: {', '.join(sorted(served))}) — see README, Scale out")
+            if slot is not None and name in served:  # re-trained under the same name: the server has the old one
+                self.server.unload_lora(name)
+                served = {m["id"] for m in self.server.models()}  # still listed: the server's own config serves it
+            if name not in served and not self.server.load_lora(name, path.resolve()):
+                raise ArenaError(
+                    f"the serving engine at {self.url} does not serve a model named {name!r} and offers "
+                    f"no adapter-loading endpoint (POST /v1/load_lora_adapter, vLLM with "
+                    f"VLLM_ALLOW_RUNTIME_LORA_UPDATING=True); serve the adapter under that name "
+                    f"(served: {', '.join(sorted(served))}) — see README, Scale out")
             self.slots[name] = AdapterSlot(name, path, adapter_peft_type(path), "mixed")
             return self.slots[name]
 
