@@ -160,6 +160,8 @@ def main() -> None:
     parser.add_argument("--models-dir", type=Path, default=ROOT / ".pytest_cache/d/arena-bundled-data/models")
     parser.add_argument("--old-rev", default="8dbab95~1", help="commit holding the engine before this change")
     parser.add_argument("--skip", nargs="*", default=[], choices=["old", "loop", "batched", "fp32", "workers1"])
+    parser.add_argument("--fp32-full", dest="fp32_full", action="store_true",
+                        help="also answer every question with the fp32 graph: int4 agreement on all of them")
     args = parser.parse_args()
     proc = psutil.Process()
     gen = GenSettings(max_new_tokens=args.tokens)
@@ -197,6 +199,9 @@ def main() -> None:
             engine.load_adapter("bench", runtime.registry.get("bench").path)
             record(f"onnx {precision} (all rows, {engine.workers} workers)", len(sub),
                    lambda e=engine: run_engine(e, sub, gen, True))
+            if precision == "fp32" and args.fp32_full:  # token-identical to torch: the reference on every question
+                record(f"onnx fp32 full comparison ({len(rows)} questions)", len(rows),
+                       lambda e=engine: run_engine(e, rows, gen, True))
             if precision == "int4":
                 if "workers1" not in args.skip:
                     engine.workers = 1
@@ -215,19 +220,27 @@ def report(results: dict, texts: dict, refs: list[str], n_sub: int) -> None:
         n, s, mb = results[k]
         print(f"  {k:<45} {r:7.1f}/min  {r / rate[base]:5.2f}x {base.split(' (')[0]}  "
               f"({n} q in {s:.0f} s; process RSS +{mb:.0f} MB)")
+    full = [k for k in texts if "full comparison" in k]
+    if len(full) == 2:  # int4 vs the fp32 graph (token-identical to torch) on every question
+        print(f"\nagreement of int4 with the fp32 graph on all {len(refs)} questions:")
+        agreement(texts[full[0]], texts[full[1]], refs, f"{full[0]} vs {full[1]}")
     ref = "torch loop (per question)"
     if ref in texts:
         print(f"\nagreement with the fp32 torch reference on the first {n_sub} questions:")
-        f1_ref = f1_by_variant(texts[ref], refs)
         for k, out in texts.items():
             if k == ref or len(out) != len(texts[ref]):
                 continue
-            same = sum(a == b for a, b in zip(out, texts[ref], strict=True))
-            f1 = f1_by_variant(out, refs)
-            best, best_ref = max(f1, key=f1.get), max(f1_ref, key=f1_ref.get)
-            print(f"  {k}: identical answers {same}/{len(out)}; F1 " + ", ".join(
-                f"{v} {f1[v]:.3f} ({f1[v] - f1_ref[v]:+.3f})" for v in VARIANTS)
-                  + f"; best variant {best} (reference: {best_ref})")
+            agreement(out, texts[ref], refs, k)
+
+
+def agreement(out: list[str], ref: list[str], refs: list[str], label: str) -> None:
+    """Identical answers, per-variant token F1 (and its difference) and the best variant of both."""
+    same = sum(a == b for a, b in zip(out, ref, strict=True))
+    f1, f1_ref = f1_by_variant(out, refs), f1_by_variant(ref, refs)
+    best, best_ref = max(f1, key=f1.get), max(f1_ref, key=f1_ref.get)
+    print(f"  {label}: identical answers {same}/{len(out)}; F1 " + ", ".join(
+        f"{v} {f1[v]:.3f} ({f1[v] - f1_ref[v]:+.3f})" for v in VARIANTS) + f"; best variant {best} "
+          f"(reference: {best_ref})")
 
 
 if __name__ == "__main__":
