@@ -162,7 +162,14 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[], choices=["old", "loop", "batched", "fp32", "workers1"])
     parser.add_argument("--fp32-full", dest="fp32_full", action="store_true",
                         help="also answer every question with the fp32 graph: int4 agreement on all of them")
+    parser.add_argument("--out", type=Path, default=None, help="write results and answers here after each mode")
+    parser.add_argument("--report-from", dest="report_from", type=Path, default=None,
+                        help="print the report of a (possibly interrupted) run's --out file and exit")
     args = parser.parse_args()
+    if args.report_from:
+        saved = json.loads(args.report_from.read_text())
+        report({k: tuple(v) for k, v in saved["results"].items()}, saved["texts"], saved["refs"], saved["n_sub"])
+        return
     proc = psutil.Process()
     gen = GenSettings(max_new_tokens=args.tokens)
     pairs = workload(args.questions)
@@ -182,6 +189,8 @@ def main() -> None:
             seconds, out = fn()
             results[label] = (n_questions, seconds, (proc.memory_info().rss - rss0) / 1e6)
             texts[label] = out
+            if args.out:  # after every mode, so an interrupted run can still be reported (--report-from)
+                args.out.write_text(json.dumps({"results": results, "texts": texts, "refs": refs, "n_sub": len(sub)}))
             print(f"  {label}: {n_questions * len(VARIANTS)} answers in {seconds:.1f} s = "
                   f"{n_questions * len(VARIANTS) * 60 / seconds:.1f} answers/min", flush=True)
 
