@@ -103,6 +103,7 @@ def test_report_shows_verdict_why_and_statistics(tmp_path):
     assert "## Paired difference against the best (Holm-adjusted)" in md
     assert "| rag | +0.020 [-0.030, +0.070] | 0.05 | bootstrap | 0.5 (0.5) | no | 140 |" in md
     assert "44 questions; paired bootstrap over 12 source clusters, 4000 resamples; Holm correction over 4" in md
+    assert "| rag+finetuned | 720 | 400.0 | 6.5 | 3.00 |" in md  # costs with seconds per answer
     page = write_report(result, tmp_path / "r.md")["html"].read_text()
     assert "Why not the others" in page and "caps what it can score" in page
 

@@ -65,9 +65,11 @@ def _rows(result: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def _cost_rows(result: dict) -> tuple[list[str], list[list[str]]]:
-    header = ["variant", "adapter training (s)", "extra prompt tokens", "extra memory (MB)"]
+    header = ["variant", "adapter training (s)", "extra prompt tokens", "extra memory (MB)", "seconds per answer"]
     rows = [[v, f"{c.get('training_seconds', 0):g}", f"{c.get('extra_prompt_tokens', 0):.1f}",
-             f"{c.get('memory_mb', 0):.1f}"] for v, c in result.get("costs", {}).items()]
+             f"{c.get('memory_mb', 0):.1f}",
+             "–" if c.get("seconds_per_answer") is None else f"{c['seconds_per_answer']:.2f}"]
+            for v, c in result.get("costs", {}).items()]
     return header, rows
 
 
