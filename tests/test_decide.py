@@ -267,3 +267,37 @@ def test_sigterm_cancels_and_keeps_finished_stages(inputs, tmp_path, tiny_model_
     job = next((data_dir / "jobs").glob("decide-*"))
     assert json.loads((job / "status.json").read_text())["state"] == "cancelled"
     assert any(job.glob("checkpoints/checkpoint-*"))  # the cancel saved a checkpoint to resume from
+
+
+def test_cli_plan_prints_the_stages_without_running_them(inputs, tmp_path, tiny_model_dir, capsys):
+    from assistant.cli import main
+
+    data_dir = tmp_path / "data"
+    code = main(["decide", str(inputs["docs"]), "--qa", str(inputs["qa"]), "--seeds", "2", "--data-dir",
+                 str(data_dir), "--model", str(tiny_model_dir), "--device", "cpu", "--plan", "--json"])
+    plan = json.loads(capsys.readouterr().out)
+    assert code == 0 and [s["stage"] for s in plan["stages"]][0] == "ingest" and plan["seeds"] == 2
+    assert not (data_dir / "index").exists()  # planning ingests nothing
+    assert main(["decide", str(tmp_path / "nowhere"), "--data-dir", str(data_dir), "--plan"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_job_launcher_reports_a_dead_process_as_failed_with_its_log(inputs, tmp_path):
+    from assistant.decide.jobs import DecideJob
+
+    settings = Settings(data_dir=tmp_path / "data", model=str(tmp_path / "no-such-model"), device="cpu")
+    job = DecideJob(settings)
+    folder = job.start(small_config(inputs))
+    with pytest.raises(ArenaError, match="still running"):
+        job.start(small_config(inputs))
+    job._proc.wait(120)
+    state = job.progress()  # the run reported its own failure, naming the model it could not load
+    assert state["state"] == "failed" and "no-such-model" in state["error"]
+    assert (folder / "decide.yaml").is_file() and DecideConfig.from_yaml(folder / "decide.yaml").docs
+    with pytest.raises(ArenaError, match="no decision is running"):
+        job.cancel()
+    job.start(small_config(inputs))  # killed before it can report anything: the launcher says so
+    job._proc.kill()
+    job._proc.wait(30)
+    state = job.progress()
+    assert state["state"] == "failed" and "ended (exit -9)" in state["error"]
