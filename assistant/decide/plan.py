@@ -22,7 +22,7 @@ CHARS_PER_TOKEN = 4.0
 CHAT_OVERHEAD_TOKENS = 24  # the chat template's role markers around one Q/A row
 GROUNDED_PASSAGES = 4  # grounded rows: k retrieved passages plus a distractor
 PARAPHRASE_TOKENS = 30  # one sampled rewrite of a question, with its end token
-BATCHED_ROWS = 4  # the rewrites are sampled in batches; a row in a batch costs ~1/4 of one alone (README)
+BATCHED_ROWS = 1  # sampled K per question in one batch, but measured (Django FAQ, 2 busy cores) ~1 row alone
 STAGES = ("ingest", "evalset", "trainset", "train", "compare", "report")
 
 
