@@ -2,8 +2,10 @@
 
 Starts the app as a subprocess on loopback (tiny random model by default, `--model bundled` for the bundled
 SmolLM2), ingests a small manual, starts `arena train` on the same data folder, then runs N clients x M
-questions through the Chat tab's API. Prints requests done, errors (target 0) and p50/p95 latency, next to
-a reference measured in the same run: one client alone, no training. Bounded in count and in time.
+questions through the app's documented `/ask` API. Prints requests done, errors (target 0) and p50/p95
+latency, next to a reference measured in the same run: one client alone, no training. The training job is
+then let finish and the same job is trained again alone: both validation losses are printed (they should be
+equal: serving must not disturb training). Bounded in count and in time.
 Run: .venv/bin/python benchmarks/load.py [--clients 8 --requests 3 --model bundled]
 """
 
@@ -81,7 +83,7 @@ def ask(url: str, requests: int, max_new: int, deadline: float) -> list[tuple[fl
         start = time.perf_counter()
         try:
             result = client.predict(message=QUESTIONS[i % len(QUESTIONS)], variants=VARIANTS, adapter_name=None,
-                                    param_10=max_new, api_name="/respond")
+                                    param_10=max_new, api_name="/ask")
             out.append((time.perf_counter() - start, check(result)))
         except Exception as exc:  # noqa: BLE001 - every failure counts as an error in the report
             out.append((time.perf_counter() - start, f"{type(exc).__name__}: {exc}"[:200]))
@@ -141,6 +143,24 @@ class TrainingWatch:
         self._thread.join()
 
 
+def train(args: list[str], log: Path) -> subprocess.Popen:
+    """`arena train ... --json` as its own process; its last stdout line is the JSON result."""
+    return subprocess.Popen(arena("train", *args, "--json"), cwd=ROOT, stdout=log.open("w"),
+                            stderr=(log.with_suffix(".err")).open("w"))
+
+
+def val_loss(proc: subprocess.Popen, log: Path, timeout: float) -> float | None:
+    """The finished job's final validation loss (None if it failed or ran out of time)."""
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        proc.wait(60)
+        return None
+    lines = [line for line in log.read_text().splitlines() if line.startswith("{")]
+    return json.loads(lines[-1]).get("metrics", {}).get("val_loss") if proc.returncode == 0 and lines else None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny", help="tiny (random 2-layer Llama), bundled, or a model id/folder")
@@ -167,9 +187,9 @@ def main() -> int:
             ask(url, 1, args.max_new_tokens, time.monotonic() + 120)  # warm-up: embedder, first forward
             alone, wall = run_clients(url, 1, args.requests, args.max_new_tokens, args.budget)
             report("reference: 1 client, no training", alone, wall)
-            trainer = subprocess.Popen(arena("train", "--data", str(train_file), "--name", "load-lora",
-                                             "--max-steps", str(args.train_steps), "--batch-size", "4", *common),
-                                       cwd=ROOT, stdout=(folder / "train.log").open("w"), stderr=subprocess.STDOUT)
+            job = ["--data", str(train_file), "--max-steps", str(args.train_steps), "--batch-size", "4",
+                   "--eval-steps", str(args.train_steps), *common]
+            trainer = train(["--name", "load-lora", *job], folder / "train.log")
             time.sleep(5)
             with TrainingWatch(data_dir) as watch:
                 loaded, wall = run_clients(url, args.clients, args.requests, args.max_new_tokens, args.budget)
@@ -178,6 +198,12 @@ def main() -> int:
             steps = f"steps {watch.steps[0]}→{watch.steps[-1]}" if watch.steps else "no samples"
             print(f"training during the loaded phase: {steps} of {args.train_steps}, "
                   f"{'still running' if running else f'exited {trainer.returncode}'} at its end")
+            loaded_loss = val_loss(trainer, folder / "train.log", args.budget * 4)
+            alone_loss = val_loss(train(["--name", "load-lora-alone", *job], folder / "alone.log"),
+                                  folder / "alone.log", args.budget * 4)
+            same = loaded_loss is not None and loaded_loss == alone_loss
+            print(f"training validation loss: {loaded_loss} with the load, {alone_loss} alone "
+                  f"({'identical' if same else 'DIFFERENT'})")
         finally:
             if trainer is not None and trainer.poll() is None:
                 trainer.terminate()
