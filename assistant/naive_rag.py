@@ -6,6 +6,8 @@ the comparison judge retrieval-augmented generation by a poor prompt.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from assistant import variants as V
 from assistant.engine import GenSettings, Row
 
@@ -13,8 +15,10 @@ NAIVE_K = 3
 NAIVE_MODE = "bm25"
 
 
-def naive_rag_answers(runtime, questions: list[str], gen: GenSettings, k: int = NAIVE_K) -> list[dict]:
-    """{"question", "answer", "passages"} per question: keyword search, passages + question, base model."""
+def naive_rag_answers(runtime, questions: list[str], gen: GenSettings, k: int = NAIVE_K,
+                      progress: Callable[[int, int], None] | None = None) -> list[dict]:
+    """{"question", "answer", "passages"} per question: keyword search, passages + question, base model;
+    `progress(done, total)` after each."""
     store, engine = runtime.store, runtime.engine
     out = []
     for question in questions:
@@ -22,4 +26,6 @@ def naive_rag_answers(runtime, questions: list[str], gen: GenSettings, k: int = 
         row = Row(engine.chat_ids(V.naive_rag_messages(question, hits)), None)
         out.append({"question": question, "answer": engine.generate([row], gen)[0].text.strip(),
                     "passages": [h.text for h in hits]})
+        if progress:
+            progress(len(out), len(questions))
     return out

@@ -39,6 +39,10 @@ def build_runtime(data_dir: Path, n: int):
     return runtime, [(q, a) for _, _, q, a in ENTRIES[:n]]
 
 
+def _progress(done: int, total: int) -> None:
+    print(f"\r  {done}/{total} answered", end="\n" if done == total else "", file=sys.stderr, flush=True)
+
+
 def main() -> None:
     from assistant.compare import metrics as M
     from assistant.compare.stats import paired_difference
@@ -55,10 +59,10 @@ def main() -> None:
     gen = GenSettings(max_new_tokens=max_new_tokens_for(refs, runtime.engine.count_tokens), temperature=0.0)
     print(f"{len(pairs)} questions, bundled model, greedy, max new tokens {gen.max_new_tokens}", flush=True)
     start = time.perf_counter()
-    ours = [a["rag"] for a in runtime.arena.ask_many(questions, ["rag"], VariantConfig(), gen)]
+    ours = [a["rag"] for a in runtime.arena.ask_many(questions, ["rag"], VariantConfig(), gen, progress=_progress)]
     t_ours = time.perf_counter() - start
     start = time.perf_counter()
-    naive = naive_rag_answers(runtime, questions, gen)
+    naive = naive_rag_answers(runtime, questions, gen, progress=_progress)
     t_naive = time.perf_counter() - start
     f1 = {"ours": [M.token_f1(a.text, r) for a, r in zip(ours, refs, strict=True)],
           "naive": [M.token_f1(a["answer"], r) for a, r in zip(naive, refs, strict=True)]}

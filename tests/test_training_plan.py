@@ -50,7 +50,7 @@ def _val_losses(job_dir: str) -> list[tuple[int, float]]:
     return [(r["step"], r["val_loss"]) for r in records if "val_loss" in r][:-1]
 
 
-def test_default_plan_keeps_best_checkpoint_and_stops_early(qa_file, settings):
+def test_default_plan_keeps_best_checkpoint_and_stops_early(qa_file, settings, capsys):
     """Fitted plan on 16 rows: 60 steps planned; a high constant rate overfits, so validation stops improving,
     early stopping fires before 60, and the registered adapter is the best checkpoint, not the last."""
     cfg = JobConfig(name="fitted", data=[{"path": str(qa_file)}], batch_size=2, max_length=96, lora_r=4,
@@ -58,6 +58,7 @@ def test_default_plan_keeps_best_checkpoint_and_stops_early(qa_file, settings):
     result = run_job(cfg, settings)
     m = result["metrics"]
     assert m["max_steps"] == P.MIN_AUTO_STEPS
+    assert "plan: ~60 steps (~8.6 epochs, fitted to the data)" in capsys.readouterr().err  # 7 steps per epoch
     assert m["early_stopped_at"] is not None and m["steps"] == m["early_stopped_at"] < P.MIN_AUTO_STEPS
     vals = _val_losses(result["job_dir"])
     best_step, best_loss = min(vals, key=lambda sv: sv[1])

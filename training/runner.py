@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -14,6 +15,7 @@ from assistant.settings import Settings
 from training.callbacks import CANCEL_FILE, CancelCallback, EarlyStopping, MetricsCallback, truncate_metrics
 from training.config import JobConfig
 from training.data import Example
+from training.plan import plan_for_rows
 from training.plan import resolve as resolve_plan
 from training.registry import AdapterRegistry
 from training.sources import prepare_data
@@ -161,13 +163,16 @@ def train_one(cfg: JobConfig, settings: Settings, folder: Path, resume: bool = F
     device = resolve_device(settings.device)
     train, val, fp = prepare_data(cfg, settings, folder, runtime, reuse=resume or reuse_data)
     # config.yaml keeps epochs 0 (the fitted plan): a resume resolves the same plan from the same saved rows.
-    cfg = resolve_plan(cfg, len(train), int(os.environ.get("WORLD_SIZE", "1")))
+    planned, cfg = cfg, resolve_plan(cfg, len(train), int(os.environ.get("WORLD_SIZE", "1")))
     base = resolve_model_path(cfg.base_model or settings.model, settings)
     init = AdapterRegistry(settings.data_dir).get(cfg.init_from) if cfg.init_from else None
     set_seed(cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=settings.trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if is_main_process():  # what the Train tab showed before starting, on stderr for `arena train`
+        shown = plan_for_rows(planned, train + val, tokenizer, settings.data_dir, planned.base_model or settings.model)
+        print(f"plan: {shown.text()}", file=sys.stderr, flush=True)
     model = build_trainable(cfg, base, device, init, settings.trust_remote_code)
     cancel = CancelCallback(folder)
     val_loss = bool(val) and cfg.method != "rloo"  # RL has no validation loss to stop on (training/rl.py)
