@@ -15,13 +15,19 @@ class Runtime:
     def __init__(self, settings: Settings, base: LoadedModel | None = None, **preloaded):
         """Tests and scripts may hand in ready-made resources by name (base=tiny model, embedder=...)."""
         self.settings = settings
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()  # guards the per-resource lock table only
+        self._locks: dict[str, threading.RLock] = {}
         self._made: dict[str, object] = {k: v for k, v in {"base": base, **preloaded}.items() if v is not None}
         self.engine_notice = ""  # why generation runs on torch although onnx was asked for (or auto)
 
     def _once(self, name: str, factory: Callable[[], object]):
-        # RLock: factories may ask for other resources (the store needs the embedder).
+        # One lock per resource, so a slow one (the first start converts the model for ~35 s) never holds up
+        # the others (the document store, the adapter list) and the UI can be built and used meanwhile.
+        # Factories may ask for other resources (the store needs the embedder, the engine the base model);
+        # those dependencies never form a cycle, so the per-resource locks cannot deadlock.
         with self._lock:
+            lock = self._locks.setdefault(name, threading.RLock())
+        with lock:
             if name not in self._made:
                 self._made[name] = factory()
             return self._made[name]
