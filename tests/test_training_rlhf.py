@@ -12,6 +12,7 @@ from transformers import AutoTokenizer
 
 from assistant.errors import ArenaError
 from assistant.votes import VoteStore
+from tests.peaked_model import save_peaked_model
 from training.config import JobConfig
 from training.registry import AdapterRegistry
 from training.runner import run_job
@@ -73,19 +74,7 @@ def letters_share(completions, **kwargs) -> list[float]:
 
 @pytest.fixture(scope="module")
 def peaked_model_dir(tmp_path_factory) -> Path:
-    """The tiny Llama with its LM head scaled x20. The random head's logits are nearly uniform and stay so: the
-    final RMSNorm fixes the hidden state's size and trl refuses a LoRA on lm_head, so no policy could move much
-    probability. Scaled, a LoRA that turns the hidden state can (what a real model's head allows)."""
-    from tests.conftest import make_tiny_model, make_tiny_tokenizer
-
-    folder = tmp_path_factory.mktemp("peaked-llama")
-    tok = make_tiny_tokenizer()
-    model = make_tiny_model(len(tok))
-    with torch.no_grad():
-        model.lm_head.weight.mul_(20.0)
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
+    return save_peaked_model(tmp_path_factory.mktemp("peaked-llama"))
 
 
 def test_rloo_steps_raise_the_mean_toy_reward(qa_file, peaked_model_dir, tmp_path):
