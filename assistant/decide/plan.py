@@ -93,8 +93,9 @@ def budget_fit(seeds: int, steps: int, step_s: float, budget_minutes: float,
                                   f"(of {steps} wanted)"]
     fit_seeds = max(1, int(budget_s / (max(min_steps, 1) * step_s)))
     fit_steps = max(1, min(steps, int(budget_s / (fit_seeds * step_s))))
-    return fit_seeds, fit_steps, [f"budget {budget_minutes:g} min: only {fit_seeds} of {seeds} seed(s) × "
-                                  f"{fit_steps} steps fit (of {steps} wanted)"]
+    which = f"only {fit_seeds} of {seeds} seed(s)" if fit_seeds < seeds else f"{seeds} seed(s)"
+    return fit_seeds, fit_steps, [f"budget {budget_minutes:g} min: {which} × {fit_steps} steps fit (of {steps} "
+                                  f"wanted{', less than one epoch' if fit_steps < min_steps else ''})"]
 
 
 def make_plan(cfg: DecideConfig, settings, cache=None, keys: dict | None = None) -> Plan:
