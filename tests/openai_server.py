@@ -47,7 +47,8 @@ class LlamaServer:
         models = [{"model": str(gguf), "model_alias": alias, "n_ctx": n_ctx, "n_threads": threads, "n_batch": 256,
                    "verbose": False} for alias in [BASE_ALIAS, *aliases]]
         self.config = Path(folder) / "server.json"
-        self.config.write_text(json.dumps({"host": "127.0.0.1", "port": self.port, "models": models}))
+        self.config.write_text(json.dumps({"host": "127.0.0.1", "port": self.port, "models": models,
+                                           "interrupt_requests": False}))
         self.log = open(Path(folder) / "server.log", "wb")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--config_file", str(self.config)],
                                      stdout=self.log, stderr=subprocess.STDOUT)

@@ -226,12 +226,13 @@ class OpenAIEngine:
 
     def _row_outputs(self, row: Row, gen: GenSettings, stop: threading.Event) -> Iterator[RowOutput]:
         model = row.adapter or self.base_model
-        start, out, text = time.perf_counter(), RowOutput(), ""
+        start, out, text, finish = time.perf_counter(), RowOutput(), "", None
         stream = self._open_stream(model, row.input_ids, gen)
         try:
             for chunk in stream:
                 if stop.is_set():  # another row failed: a cut answer is never reported as finished
                     return
+                finish = (chunk.choices[0].finish_reason if chunk.choices else None) or finish
                 delta = chunk.choices[0].text if chunk.choices else ""
                 if not delta:
                     continue
@@ -248,30 +249,38 @@ class OpenAIEngine:
             raise self.server.error(exc, f"streaming an answer from model {model!r}") from exc
         finally:
             stream.close()
+        if finish is None:  # e.g. llama-cpp-python with interrupt_requests on cuts a stream for a newer one
+            raise ArenaError(f"serving engine at {self.url}: the answer from model {model!r} ended without a finish "
+                             "reason (the server interrupted the stream)")
         out.seconds = out.seconds or time.perf_counter() - start
         out.done = True
         yield out
 
     def _open_stream(self, model: str, ids: list[int], gen: GenSettings):
-        """A streamed completion of one prompt; learns once whether the server takes token ids."""
+        """A streamed completion of one prompt (token ids or their text, see _takes_ids)."""
+        prompt = ids if self._takes_ids() else self.tokenizer.decode(ids, skip_special_tokens=False)
+        return self.server.call(f"completion with model {model!r}", self.server.client.completions.create,
+                                model=model, prompt=prompt, max_tokens=gen.max_new_tokens,
+                                temperature=gen.temperature, top_p=gen.top_p, seed=gen.seed, stream=True,
+                                extra_body=_extra(gen))
+
+    def _takes_ids(self) -> bool:
+        """Whether the server takes token-id prompts: one 1-token probe, once (no retries: llama-cpp-python
+        answers 500 to ids, vLLM and llama-server take them). Text is the fallback every server takes."""
         import openai
 
-        kwargs = dict(model=model, max_tokens=gen.max_new_tokens, temperature=gen.temperature,
-                      top_p=gen.top_p, seed=gen.seed, stream=True, extra_body=_extra(gen))
-        what = f"completion with model {model!r}"
-        if self._ids_prompts is not False:
-            try:
-                stream = self.server.client.completions.create(prompt=ids, **kwargs)
-                self._ids_prompts = True
-                return stream
-            except openai.APIStatusError as exc:
-                if self._ids_prompts or exc.status_code not in (400, 422):
-                    raise self.server.error(exc, what) from exc
-                self._ids_prompts = False  # e.g. llama-cpp-python: `prompt` must be text
-            except openai.OpenAIError as exc:
-                raise self.server.error(exc, what) from exc
-        text = self.tokenizer.decode(ids, skip_special_tokens=False)
-        return self.server.call(what, self.server.client.completions.create, prompt=text, **kwargs)
+        with self._lock:
+            if self._ids_prompts is None:
+                probe = self.chat_ids([{"role": "user", "content": "Hi"}])
+                try:
+                    self.server.client.with_options(max_retries=0).completions.create(
+                        model=self.base_model, prompt=probe, max_tokens=1, temperature=0.0)
+                    self._ids_prompts = True
+                except openai.APIStatusError:
+                    self._ids_prompts = False
+                except openai.OpenAIError as exc:
+                    raise self.server.error(exc, "a 1-token probe completion") from exc
+            return self._ids_prompts
 
     def nll(self, prompt_ids: list[int], reference_ids: list[int], adapter: str | None) -> float | None:
         """Mean NLL of the reference from the server's prompt log-probabilities (echo + logprobs), or None.
@@ -282,14 +291,12 @@ class OpenAIEngine:
             return None
         import openai
 
-        prompt_text = self.tokenizer.decode(prompt_ids, skip_special_tokens=False)
-        full_text = self.tokenizer.decode(prompt_ids + reference_ids, skip_special_tokens=False)
+        ids = prompt_ids + reference_ids
+        prompt = ids if self._takes_ids() else self.tokenizer.decode(ids, skip_special_tokens=False)
         try:
-            out = self.server.client.completions.create(
-                model=adapter or self.base_model, prompt=prompt_ids + reference_ids if self._ids_prompts else
-                full_text, max_tokens=1, temperature=0.0, echo=True, logprobs=1)
-            scores = _reference_logprobs(out.choices[0].logprobs, len(reference_ids), len(prompt_text),
-                                         len(full_text), bool(self._ids_prompts))
+            out = self.server.client.completions.create(model=adapter or self.base_model, prompt=prompt,
+                                                        max_tokens=1, temperature=0.0, echo=True, logprobs=1)
+            scores = _reference_logprobs(out, len(ids), len(reference_ids))
         except openai.APIStatusError as exc:
             if exc.status_code not in (400, 404, 422, 500, 501):
                 raise self.server.error(exc, "scoring a reference answer") from exc
@@ -319,19 +326,18 @@ def _extra(gen: GenSettings) -> dict:
     return {"repetition_penalty": gen.repetition_penalty, "repeat_penalty": gen.repetition_penalty}
 
 
-def _reference_logprobs(logprobs, n_ref: int, prompt_chars: int, full_chars: int, ids: bool) -> list[float]:
-    """The echoed log-probabilities of the reference tokens (by position for id prompts, else by offset)."""
+def _reference_logprobs(out, n_prompt: int, n_ref: int) -> list[float]:
+    """The echoed log-probabilities of the reference tokens: the last n_ref before the one generated token.
+
+    Counted from the end (servers differ in whether they list the first or special prompt tokens), and only
+    when the server tokenized the prompt into as many tokens as we did (else positions would not match)."""
+    logprobs = out.choices[0].logprobs if out.choices else None
     values = list(getattr(logprobs, "token_logprobs", None) or [])
-    if not values:
+    usage = getattr(out, "usage", None)
+    if len(values) < n_ref + 1 or (usage is not None and usage.prompt_tokens != n_prompt):
         return []
-    if ids:
-        picked = values[-(n_ref + 1):-1]  # the last value is the one generated token
-    else:
-        offsets = list(getattr(logprobs, "text_offset", None) or [])
-        if len(offsets) != len(values):
-            return []
-        picked = [v for v, o in zip(values, offsets, strict=True) if prompt_chars <= o < full_chars]
-    return [float(v) for v in picked if v is not None]
+    picked = values[-(n_ref + 1):-1]
+    return [float(v) for v in picked] if all(v is not None for v in picked) else []
 
 
 def _base_model(served: list[dict], url: str) -> str:
