@@ -262,6 +262,7 @@ def test_compare_shows_table_and_chart(page, files):
     points.last.hover(force=True)
     expect(page.locator("#vg-tooltip-element")).to_contain_text("mean [95 % CI]", timeout=10_000)
     expect(page.locator("#compare-chart-metric")).to_be_visible()
+    expect(page.locator("#compare-chart g.role-legend-label text")).to_have_text(["95 % interval", "mean"])
     shot(page, "08-compare-results")
 
 

@@ -22,7 +22,7 @@ from assistant.variants import VARIANTS
 
 def _adapters(runtime: Runtime) -> list[str]:
     try:
-        return [a.name for a in runtime.registry.list()]
+        return [a.name for a in runtime.registry.chat_adapters()]
     except (AttributeError, ArenaError):
         return []
 
@@ -116,7 +116,7 @@ def build_compare_tab(runtime: Runtime) -> CompareView:
                                visible=False, elem_id="compare-chart-metric")
     chart = gr.ScatterPlot(x="variant", y="score", color="shown", color_map={INTERVAL: "#93c5fd", MEAN: "#1d4ed8"},
                            tooltip=[CI, "questions"], label="Mean and 95 % bootstrap interval per variant",
-                           x_title="variant", height=320, visible=False, elem_id="compare-chart")
+                           x_title="variant", color_title="", visible=False, elem_id="compare-chart")
     warnings = gr.Markdown()
     with gr.Accordion("Per question", open=False):
         only_disagree = gr.Checkbox(label="Only questions where the variants disagree", value=False)

@@ -47,6 +47,8 @@ class ModelLoader:
     def _load(self) -> None:
         try:
             _ = self.runtime.base  # the property loads (or converts) the model once
+            self.doing = (f"Preparing the generation engine (engine setting **{self.runtime.settings.engine}**; "
+                          "the first ONNX start converts the model's graph once, ≈ 40 s)")
             _ = self.runtime.engine  # and the generation engine (the first onnx start converts the graph once)
         except Exception as exc:  # any failure must reach the page and the console, not die with the thread
             self.error = f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
