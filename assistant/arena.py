@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from assistant import variants as V
 from assistant.engine import Engine, GenSettings, Row, RowOutput
 from assistant.errors import ArenaError
-from assistant.variants import VariantConfig
+from assistant.variants import ROUTED, VariantConfig
 
 
 @dataclass
@@ -90,9 +90,31 @@ class Arena:
         out = {}
         for name in names:
             hist = (history or {}).get(name) if isinstance(history, dict) else history
-            out[name] = self._prepare_one(name, question, cfg, hist, gen, hits, adapter, adapter_error)
+            if name == ROUTED:
+                out[name] = self._prepare_routed(question, cfg, hist, gen)
+            else:
+                out[name] = self._prepare_one(name, question, cfg, hist, gen, hits, adapter, adapter_error)
             out[name].notice = "; ".join(filter(None, [notice, out[name].notice]))
         return out
+
+    def _prepare_routed(self, question, cfg, history, gen) -> Prepared:
+        """The prompt of the variant the router ranks first among those that can run, saying which it is."""
+        from assistant.compare.router import cached_router
+
+        try:
+            router = cached_router(self.runtime.settings.data_dir, self.embed, self.runtime.settings.embedder)
+            ranked = router.rank(self.embed([question]))[0]
+        except ArenaError as exc:
+            return Prepared([], None, error=str(exc))
+        errors = []
+        for variant, probability in ranked:
+            prepared = self.prepare(question, [variant], cfg, history, gen)[variant]
+            if not prepared.error:
+                prepared.notice = "; ".join(filter(None, [f"router picked {variant} ({probability:.0%})",
+                                                          prepared.notice]))
+                return prepared
+            errors.append(f"{variant}: {prepared.error}")
+        return Prepared([], None, error="the router's variants cannot run (" + "; ".join(errors) + ")")
 
     def _prepare_one(self, name, question, cfg, history, gen, hits, adapter, adapter_error) -> Prepared:
         if name in V.ADAPTER_VARIANTS and adapter_error:
@@ -133,6 +155,8 @@ class Arena:
         if not cfg.adapter:
             return None, "no adapter selected — pick one in the adapter dropdown"
         info = registry.get(cfg.adapter)  # ArenaError naming the unknown adapter and the available ones
+        if info.kind != "adapter":
+            return None, f"{info.name!r} is a {info.kind} model (it scores answers): pick a chat adapter"
         self.engine.load_adapter(info.name, info.path)
         return info.name, ""
 

@@ -1,4 +1,4 @@
-"""The five variants as small prompt builders over one engine: base, prompt, rag, finetuned, rag+finetuned."""
+"""The variants as small prompt builders over one engine: base, prompt, rag, finetuned, rag+finetuned (and routed)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import numpy as np
 
 from assistant.errors import ArenaError
 
-VARIANTS = ("base", "prompt", "rag", "finetuned", "rag+finetuned")
+# "routed" answers with whichever of the other five a per-question router picks (assistant/compare/router.py)
+VARIANTS = ("base", "prompt", "rag", "finetuned", "rag+finetuned", "routed")
+ROUTED = "routed"
 ADAPTER_VARIANTS = {"finetuned", "rag+finetuned"}
 RAG_VARIANTS = {"rag", "rag+finetuned"}
 

@@ -13,8 +13,8 @@ from assistant.errors import ArenaError
 from assistant.variants import DEFAULT_SYSTEM_PROMPT, VARIANTS, VariantConfig, format_passage
 
 TITLES = {"base": "Base", "prompt": "Prompt-engineered", "rag": "RAG", "finetuned": "Fine-tuned",
-          "rag+finetuned": "RAG + fine-tuned"}
-BLIND_TITLES = [f"Answer {c}" for c in "ABCDE"]
+          "rag+finetuned": "RAG + fine-tuned", "routed": "Routed (per-question router)"}
+BLIND_TITLES = [f"Answer {c}" for c in "ABCDEF"]
 COLUMN_MIN_WIDTH = 380
 
 
@@ -161,7 +161,7 @@ def parse_few_shot(text: str) -> list[dict]:
 
 def adapter_choices(runtime) -> list[str]:
     try:
-        return [a.name for a in runtime.registry.list()]
+        return [a.name for a in runtime.registry.chat_adapters()]
     except (AttributeError, ImportError, ArenaError):
         return []
 

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from assistant.compare import metrics as M
+from assistant.compare.bias import DEFAULT_BIAS_MARGIN, check_bias
 from assistant.compare.evalset import EvalItem
 from assistant.compare.forgetting import DEFAULT_MARGIN, arena_scorer, check_forgetting
 from assistant.compare.leakage import find_overlaps, overlap_warnings
@@ -17,6 +18,7 @@ from assistant.compare.runs import RunStore
 from assistant.compare.stats import exp_summary, paired_against, summarize
 from assistant.compare.why import why_sentences
 from assistant.errors import ArenaError
+from assistant.variants import ROUTED
 
 ADAPTER_VARIANTS = ("finetuned", "rag+finetuned")
 RAG_VARIANTS = ("rag", "rag+finetuned")
@@ -34,6 +36,7 @@ class CompareConfig:
     max_new_tokens: int | None = None  # None: sized from the references (assistant.variants.max_new_tokens_for)
     forgetting: bool = True
     forgetting_margin: float = DEFAULT_MARGIN
+    bias_margin: float = DEFAULT_BIAS_MARGIN  # the bias probe runs with the forgetting check
     learned_sample: int = SAMPLE  # own training questions the adapter answers for the "did it learn" check
     eval_name: str = ""
     label: str = ""
@@ -50,6 +53,9 @@ def validate(cc: CompareConfig, items: list[EvalItem]) -> None:
         raise ArenaError(f"unknown variant(s) {unknown or '(none given)'}; choose from {', '.join(VARIANTS)}")
     if cc.metric not in M.PRIMARY_METRICS:
         raise ArenaError(f"unknown metric {cc.metric!r}; choose one of {', '.join(M.PRIMARY_METRICS)}")
+    from assistant.compare.router import check_routed
+
+    check_routed(cc.variants)
     needs = [v for v in cc.variants if v in ADAPTER_VARIANTS]
     if needs and not cc.adapter:
         raise ArenaError(f"variant(s) {', '.join(needs)} need an adapter: pass --adapter NAME")
@@ -89,34 +95,44 @@ def run_comparison(runtime, items: list[EvalItem], cc: CompareConfig, cfg=None,
     cfg = replace(cfg or VariantConfig(), adapter=cc.adapter)
     gen = GenSettings(max_new_tokens=cc.max_new_tokens, temperature=0.0, top_p=1.0, seed=cc.seed)
     arena, variants = runtime.arena, list(cc.variants)
+    generated = [v for v in variants if v != ROUTED]  # routed re-uses the others' answers (compare/router.py)
     questions = [it.question for it in items]
     progress(0.0, f"answering {len(items)} questions × {len(variants)} variants")
     partial = PartialRun.begin(runtime.settings.data_dir, items, cc, cfg, resume, store)
-    answers = partial.answers(arena, questions, variants, cfg, gen, check_answers, progress)
+    answers = partial.answers(arena, questions, generated, cfg, gen, check_answers, progress)
     progress(0.7, "reference likelihoods")
-    nlls = partial.nlls(arena, items, variants, cfg, progress)
+    nlls = partial.nlls(arena, items, generated, cfg, progress)
     progress(0.8, "scoring")
-    per_question, table = score_all(items, variants, answers, nlls, _embedder(runtime))
+    per_question, table = score_all(items, generated, answers, nlls, _embedder(runtime))
     judged = None
     if cc.judge:
         from assistant.compare.judge import judge_run
 
         progress(0.85, "LLM judge")
-        judged = judge_run(runtime, cc.judge, items, answers, variants, table, per_question)
+        judged = judge_run(runtime, cc.judge, items, answers, generated, table, per_question)
+    routed = _routed(runtime, cc, per_question, table, answers, generated, progress) if ROUTED in variants else None
     result = summarise(table, variants, cc)
     result["costs"] = variant_costs(runtime, variants, answers, cc.adapter)
+    if routed:
+        from assistant.compare.router import routed_costs
+
+        result["costs"][ROUTED] = routed_costs(result["costs"], routed["picks"], routed["seconds"], len(items))
+    result["router"] = routed
     result["recommendation"] = recommend_from_table(table, result["costs"], cc.metric, clusters(items),
                                                     cc.seed).to_dict()
     result["per_question"] = per_question
     result["warnings"] = leakage_warnings(runtime, cc, questions) + engine_notices(runtime, judged)
     result["judge"] = judged["summary"] if judged else None
-    result["forgetting"] = []
+    result["forgetting"], result["bias"] = [], []
     scores_nll = not getattr(runtime.engine, "nll_notice", "")  # the forgetting check is built on NLL
     if cc.adapter and cc.forgetting and scores_nll and any(v in ADAPTER_VARIANTS for v in variants):
         progress(0.9, "forgetting check")
         result["forgetting"] = [check_forgetting(cc.adapter, arena_scorer(arena, cfg, cc.adapter),
                                                  cc.forgetting_margin)]
         result["warnings"] += [f["message"] for f in result["forgetting"] if f["flagged"]]
+        progress(0.92, "bias probe")
+        result["bias"] = [check_bias(cc.adapter, arena_scorer(arena, cfg, cc.adapter), cc.bias_margin)]
+        result["warnings"] += [f["message"] for f in result["bias"] if f["flagged"]]
     result["learned"] = learned_check(runtime, cc, cfg, gen, result["variants"], progress)
     result["why"] = why_sentences(result)
     result["settings"] = run_settings(runtime, cc, cfg, gen, len(items))
@@ -129,6 +145,18 @@ def run_comparison(runtime, items: list[EvalItem], cc: CompareConfig, cfg=None,
         partial.finish(result["settings"], result)
     progress(1.0, "done")
     return result
+
+
+def _routed(runtime, cc: CompareConfig, per_question, table, answers, generated, progress) -> dict:
+    """The routed column, cross-validated over the evaluation questions (assistant/compare/router.py)."""
+    from assistant.compare.router import add_routed
+
+    progress(0.87, "router (cross-validated over the questions)")
+    embedder = _embedder(runtime)
+    if embedder is None:
+        raise ArenaError("variant 'routed' needs the embedder (its features), which is not available")
+    return add_routed(per_question, table, answers, generated, cc.metric, embedder.encode,
+                      runtime.settings.data_dir, cc.seed)
 
 
 def resume_comparison(runtime, run_id: int, progress: Callable[[float, str], None] | None = None) -> dict:
