@@ -136,6 +136,8 @@ class Decision:
             # Questions sharing a source are held out together (one section must not feed both sides);
             # without a source column each question is its own group.
             pool, evals = split_by_section(pairs, eval_fraction=c.eval_fraction, seed=c.seed)
+            for p in pool + evals:  # the grouping key only: the statistics cluster by source, not by question
+                p["section"] = ""
             origin = "held out from --qa"
         else:
             drawn, rest = draw_eval_set(sections, eval_fraction=c.eval_fraction, seed=c.seed, limit=10**6)
