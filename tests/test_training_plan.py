@@ -77,3 +77,22 @@ def test_keep_best_off_registers_the_last_weights(qa_file, settings):
     vals = _val_losses(str(job_dir(settings, cfg)))
     assert m["steps"] == 12 and m["best_step"] is None and m["early_stopped_at"] is None
     assert vals[-1][0] == 12 and m["val_loss"] == pytest.approx(vals[-1][1], rel=1e-4)
+
+
+def test_best_checkpoint_settings_keep_the_asked_checkpoint_cadence(tmp_path):
+    import torch
+
+    from training.runner import _args_common
+
+    cpu = torch.device("cpu")
+    frequent = _args_common(JobConfig(data=[{"path": "x"}], eval_steps=20, save_steps=4), tmp_path, cpu, True)
+    assert (frequent["eval_steps"], frequent["save_steps"]) == (4, 4) and frequent["load_best_model_at_end"]
+    assert frequent["metric_for_best_model"] == "eval_loss"
+    usual = _args_common(JobConfig(data=[{"path": "x"}], eval_steps=8, save_steps=50), tmp_path, cpu, True)
+    assert (usual["eval_steps"], usual["save_steps"]) == (8, 8)  # a checkpoint at every evaluation
+    last = _args_common(JobConfig(data=[{"path": "x"}], eval_steps=20, save_steps=4, keep_best=False,
+                                  early_stopping_patience=0), tmp_path, cpu, True)
+    assert (last["eval_steps"], last["save_steps"], last["load_best_model_at_end"]) == (20, 4, False)
+    assert last["metric_for_best_model"] is None
+    no_val = _args_common(JobConfig(data=[{"path": "x"}]), tmp_path, cpu, False)
+    assert no_val["eval_strategy"] == "no" and not no_val["load_best_model_at_end"]
