@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import functools
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
 from assistant.errors import ArenaError
-from assistant.paths import confine
 from assistant.paths import confine
 from assistant.runtime import Runtime
 from training.config import DOC_KINDS, LORA_METHODS, MAX_TRIALS, METHODS, JobConfig
@@ -19,7 +19,7 @@ from training.plan import plan_job
 from training.sources import preview
 
 DEFAULT_LR = {"lora": 2e-4, "ia3": 3e-3, "prompt_tuning": 3e-2, "full": 2e-5, "freeze": 5e-5, "qlora": 2e-4,
-              "dpo": 5e-5}
+              "dpo": 5e-5, "reward": 1e-4, "rloo": 1e-5}
 LR_STEPS = (0.25, 0.5, 1, 2, 4)  # sweep learning rates, as multiples of the method's default
 RANKS = (4, 8, 16, 32, 64)
 PREVIEW_HEADERS = ["source", "rows", "kinds", "first rows"]
@@ -81,6 +81,43 @@ def _plot_frame(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows or [{"step": 0, "loss": None, "series": "train"}])
 
 
+def _rl_frame(records: list[dict]) -> pd.DataFrame:
+    """Per RL step (training/rl.py): mean reward, KL to the base and mean completion length in tokens."""
+    series = (("reward", "reward"), ("kl", "KL to base"), ("completion_length", "length (tokens)"))
+    rows = [{"step": r["step"], "value": r[key], "series": name} for r in records for key, name in series if key in r]
+    return pd.DataFrame(rows or [{"step": 0, "value": None, "series": "reward"}])
+
+
+def _reward_models(runtime: Runtime) -> list[str]:
+    try:
+        return [i.name for i in runtime.registry.list() if i.kind == "reward"]
+    except (AttributeError, ArenaError):
+        return []
+
+
+def _methods_section(runtime: Runtime, method: gr.Dropdown):
+    """Settings only some methods read: the unfreezing schedule (freeze) and the RL stage (rloo)."""
+    with gr.Accordion("Gradual unfreezing (freeze) · RLHF (reward, then rloo)", open=False, elem_id="train-methods"):
+        gr.Markdown("**freeze** with a schedule: top N layers from a step, e.g. `2:0,4:50,all:100`. **reward** "
+                    "trains a reward model on preference pairs (files or chat votes); **rloo** then trains an "
+                    "adapter to maximise it, with a KL penalty to the base.")
+        with gr.Row():
+            schedule = gr.Textbox(value="", label="Unfreeze schedule (freeze)", placeholder="2:0,4:50,all:100",
+                                  elem_id="train-unfreeze")
+            reward = gr.Dropdown(_reward_models(runtime), value=None, label="Reward model (rloo)",
+                                 elem_id="train-reward-model")
+            beta = gr.Number(value=0.05, label="KL penalty to the base (rloo)", minimum=0, maximum=10)
+            generations = gr.Number(value=4, label="Completions per prompt (rloo)", precision=0, minimum=2,
+                                    maximum=16)
+    method.change(lambda m: gr.Dropdown(choices=_reward_models(runtime)), method, reward)  # a new reward model
+    return [schedule, reward, beta, generations]
+
+
+def _method_settings(cfg: JobConfig, schedule, reward, beta, generations) -> JobConfig:
+    return replace(cfg, unfreeze_schedule=(schedule or "").strip(), reward_model=reward or "",
+                   rl_beta=0.05 if beta is None else float(beta), num_generations=int(generations or 4))
+
+
 def _progress_md(p: dict) -> str:
     if p["state"] == "idle":
         return "No job yet."
@@ -100,7 +137,9 @@ def _summary_md(p: dict) -> str:
         m = status["metrics"]
         return (f"### Adapter **{status.get('adapter')}** is ready\n"
                 f"time {m.get('train_seconds')} s · {m.get('tokens_per_s')} tokens/s · train loss "
-                f"{_f(m.get('train_loss'))} · val loss {_f(m.get('val_loss'))} · steps {m.get('steps')}") + table
+                f"{_f(m.get('train_loss'))} · val loss {_f(m.get('val_loss'))} · steps {m.get('steps')}"
+                + (f" · held-out pairwise accuracy {_f(m['pairwise_accuracy'])}"
+                   if m.get("pairwise_accuracy") is not None else "")) + table
     if p["state"] == "failed":
         return f"**Failed:** {status.get('error') or 'the process stopped'} — see the log; *Resume* continues " \
                "from the last checkpoint."
@@ -222,6 +261,7 @@ def build_train_tab(runtime: Runtime, tabs: gr.Tabs | None = None) -> None:
     data_inputs, preview_btn, data_table = _data_section()
     hyper_inputs = _hyper_section()
     sweep_inputs = _sweep_section(method=hyper_inputs[1])
+    method_inputs = _methods_section(runtime, hyper_inputs[1])
     paraphrases = gr.Number(value=0, label="Paraphrases per training question (0 = none)", precision=0,
                             minimum=0, maximum=20, elem_id="train-augment",
                             info="the base model rewrites each question K times; rewrites too close to a copy "
@@ -236,6 +276,9 @@ def build_train_tab(runtime: Runtime, tabs: gr.Tabs | None = None) -> None:
     # and the validation curve that appears later is drawn unlabeled in the same color.
     plot = gr.LinePlot(x="step", y="loss", color="series", label="Loss", elem_id="train-plot",
                        color_map={"train": "#2563eb", "validation": "#ea580c"})
+    rl_plot = gr.LinePlot(x="step", y="value", color="series", label="RL (rloo): reward, KL to base, length",
+                          elem_id="train-rl-plot",
+                          color_map={"reward": "#16a34a", "KL to base": "#dc2626", "length (tokens)": "#6b7280"})
     summary = gr.Markdown(elem_id="train-summary")
     chat_btn = gr.Button("Chat with it", visible=False)
     with gr.Accordion("Log", open=False):
@@ -259,7 +302,8 @@ def build_train_tab(runtime: Runtime, tabs: gr.Tabs | None = None) -> None:
             return f"Plan unavailable: {exc}"
 
     def do_start(*values):
-        jobs.start(_job_config(runtime, *values))
+        n = len(method_inputs)
+        jobs.start(_method_settings(_job_config(runtime, *values[:-n]), *values[-n:]))
         return gr.Timer(active=True), "Starting…", gr.Button(visible=False)
 
     def do_cancel():
@@ -273,18 +317,18 @@ def build_train_tab(runtime: Runtime, tabs: gr.Tabs | None = None) -> None:
     def tick():
         p = jobs.progress()
         finished = p["state"] in {"done", "failed", "cancelled"} and not jobs.running()
-        return (_progress_md(p), _plot_frame(p["records"]), _summary_md(p), p.get("log", ""),
-                gr.Button(visible=p["state"] == "done"), gr.Timer(active=not finished))
+        return (_progress_md(p), _plot_frame(p["records"]), _rl_frame(p["records"]), _summary_md(p),
+                p.get("log", ""), gr.Button(visible=p["state"] == "done"), gr.Timer(active=not finished))
 
     preview_btn.click(_shown(do_preview), data_inputs, data_table)
     plan_inputs = data_inputs + hyper_inputs + sweep_inputs + [paraphrases]
     preview_btn.click(do_plan, plan_inputs, plan)
     for box in [*hyper_inputs[4:9], paraphrases]:  # epochs, max steps, batch, eval steps, patience; K
         box.change(do_plan, plan_inputs, plan)
-    start.click(_shown(do_start), plan_inputs, [timer, progress, chat_btn],
+    start.click(_shown(do_start), plan_inputs + method_inputs, [timer, progress, chat_btn],
                 api_name="train_start")
     cancel.click(_shown(do_cancel), None, progress)
     resume.click(_shown(do_resume), None, [timer, progress])
-    timer.tick(tick, None, [progress, plot, summary, log, chat_btn, timer], api_name="train_status")
+    timer.tick(tick, None, [progress, plot, rl_plot, summary, log, chat_btn, timer], api_name="train_status")
     if tabs is not None:
         chat_btn.click(lambda: gr.Tabs(selected="chat"), None, tabs)

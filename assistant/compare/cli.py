@@ -21,7 +21,8 @@ def add_compare_args(p: argparse.ArgumentParser) -> None:
                      help="continue the interrupted comparison run RUN with its own questions and settings")
     p.add_argument("--adapter", default=None, help="registered adapter for finetuned / rag+finetuned")
     p.add_argument("--variants", nargs="+", default=None, metavar="VARIANT",
-                   help=f"any of {', '.join(ALL_VARIANTS)} (default: all, or those without adapter)")
+                   help=f"any of {', '.join(ALL_VARIANTS)}, routed (default: all but routed, or those without "
+                        "adapter); routed picks per question among the others, cross-validated")
     p.add_argument("--metric", default="f1", choices=PRIMARY_METRICS, help="primary metric (default f1)")
     p.add_argument("--report", default=None, help="write Markdown report here (plus .html and .png)")
     p.add_argument("--system-prompt", dest="system_prompt", default=None, help="system prompt of 'prompt'")
@@ -33,7 +34,7 @@ def add_compare_args(p: argparse.ArgumentParser) -> None:
                    help="LLM judge: grade every answer against the reference (correct / partially / wrong) with "
                         "the local base model or MODEL on an OpenAI-compatible server")
     p.add_argument("--no-forgetting", dest="forgetting", action="store_false",
-                   help="skip the general-knowledge forgetting check of the adapter")
+                   help="skip the general-knowledge forgetting check and the bias probe of the adapter")
 
 
 def default_variants(adapter: str | None) -> tuple[str, ...]:

@@ -129,9 +129,22 @@ def _per_question_rows(result: dict) -> tuple[list[str], list[list[str]]]:
         cells = []
         for n in names:
             a = item["answers"].get(n, {})
-            cells.append(f"{a.get('text', '')} ({a.get('scores', {}).get('f1', 0):.2f})")
+            picked = f"[{a['routed_to']}] " if a.get("routed_to") else ""  # which variant the router picked
+            cells.append(f"{picked}{a.get('text', '')} ({a.get('scores', {}).get('f1', 0):.2f})")
         rows.append([str(i), item["question"], item["reference"]] + cells)
     return header, rows
+
+
+def router_lines(result: dict) -> list[str]:
+    """What the routed column picked and how it was trained (assistant/compare/router.py)."""
+    router = result.get("router")
+    if not router:
+        return ["not run (add the routed variant)"]
+    picks = ", ".join(f"{v} {n}" for v, n in router["picks"].items())
+    return [f"picked per question: {picks}",
+            f"{router['folds']}-fold cross-validation over the evaluation questions (never trained on the question "
+            f"it answers) plus {router['stored_labels']} stored labels (comparison runs, chat votes); "
+            f"{router['backend']} head on the embedder's features; {router['seconds']:.2f} s"]
 
 
 def _sections(result: dict) -> list[tuple[str, tuple[list[str], list[list[str]]] | list[str]]]:
@@ -145,6 +158,8 @@ def _sections(result: dict) -> list[tuple[str, tuple[list[str], list[list[str]]]
         ("Paired difference against base", _paired_rows(result)),
         ("Costs", _cost_rows(result)),
         ("Forgetting check", [f["message"] for f in forgetting] or ["not run (no adapter compared)"]),
+        ("Bias probe", [f["message"] for f in result.get("bias") or []] or ["not run (no adapter compared)"]),
+        ("Router (the routed column)", router_lines(result)),
         ("LLM judge", judge_lines(result)),
         ("Warnings", result.get("warnings") or ["none"]),
         ("Per question", _per_question_rows(result)),
