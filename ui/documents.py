@@ -10,8 +10,6 @@ import gradio as gr
 
 from assistant.errors import ArenaError
 from assistant.paths import confine
-from assistant.paths import confine
-from assistant.paths import confine
 from assistant.runtime import Runtime
 from retrieval.chunking import SPLITTERS, ChunkConfig
 from retrieval.store import MODES, list_documents
