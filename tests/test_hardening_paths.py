@@ -180,9 +180,9 @@ class Page:
         self.config = self.http.get(url + "config").json()
 
     def handler(self, label: str, event: str) -> int:
-        """The id of the handler triggered by `event` on the component shown as `label`."""
-        ids = {c["id"] for c in self.config["components"]
-               if label in (c.get("props", {}).get("value"), c.get("props", {}).get("label"))}
+        """The id of the handler triggered by `event` on the component shown as `label` (or with that elem_id)."""
+        ids = {c["id"] for c in self.config["components"] if label in (c.get("props", {}).get(key) for key in
+                                                                        ("value", "label", "elem_id"))}
         [dep] = [d["id"] for d in self.config["dependencies"] if any(t[0] in ids and t[1] == event
                                                                       for t in d["targets"])]
         return dep
@@ -292,3 +292,24 @@ def test_only_documented_handlers_are_callable_through_the_client(web):
                  lambda: client.predict(api_name="/lambda")):
         with pytest.raises(ValueError, match="Cannot find a function|Invalid function index"):
             call()
+
+
+def test_compare_tab_resume_button_finishes_an_interrupted_run(web):
+    """A run stored as started (as a killed `arena compare` leaves it) is finished from the Compare tab."""
+    from assistant.compare.evalset import EvalItem
+    from assistant.compare.resume import plan_json
+    from assistant.compare.runner import CompareConfig
+    from assistant.compare.runs import RunStore
+    from assistant.variants import VariantConfig
+
+    _, data, url = web
+    runs = RunStore(data / "runs.sqlite")
+    items = [EvalItem(f"What is part {i}?", f"part {i} is a bolt") for i in range(2)]
+    cc = CompareConfig(variants=("base",), max_new_tokens=4, forgetting=False, label="killed run")
+    run_id = runs.start(plan_json(items, cc, VariantConfig()), cc.label)
+    page = Page(url)
+    assert page.call("compare-unfinished", "focus", [])["success"]  # the page refreshes the list on focus
+    done = page.call("compare-resume", "click", [run_id])
+    assert done["success"], done
+    assert runs.unfinished() == [] and runs.get(run_id).label == "killed run"
+    assert [q["question"] for q in runs.get(run_id).result["per_question"]] == [it.question for it in items]
