@@ -16,6 +16,7 @@ from assistant.compare.metrics import METRIC_LABELS, PRIMARY_METRICS
 from assistant.compare.report import TABLE_METRICS, UNIT_METRICS, ci_cell, write_report
 from assistant.compare.runs import RunStore
 from assistant.errors import ArenaError
+from assistant.paths import confine
 from assistant.runtime import Runtime
 from assistant.variants import VARIANTS
 
@@ -231,7 +232,7 @@ def _show(runtime, result: dict, only: bool) -> tuple:
 def _export(runtime, result: dict) -> list[str]:
     """Report files under uploads/ (the only folder the server may serve files from)."""
     folder = runtime.settings.uploads_dir / "compare"
-    stem = folder / f"run-{result.get('run_id', int(time.time()))}"
+    stem = confine(folder, f"run-{result.get('run_id', int(time.time()))}", "export name")
     paths = write_report(result, stem.with_suffix(".md"))
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
     return [str(paths["markdown"]), str(paths["html"]), str(paths["png"]), str(stem.with_suffix(".json"))]
