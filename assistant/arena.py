@@ -135,6 +135,7 @@ class Arena:
         fixed = len(self.engine.chat_ids(V.rag_messages(question, [], history)))
         budget = V.rag_budget(self.engine.context_length, gen.max_new_tokens, fixed)
         kept, notice = V.fit_hits(hits, budget, self.engine.count_tokens)
+        kept = V.display_order(kept)  # the sources list keeps the prompt's [n] numbering
         return Prepared(V.rag_messages(question, kept, history), adapter, kept, notice)
 
     def _retrieve(self, question: str, cfg: VariantConfig):

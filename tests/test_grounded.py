@@ -77,11 +77,12 @@ def test_training_and_serving_send_identical_prompt_tokens(tiny_loaded, data_dir
                    key=lambda h: system.index(f"({h.citation})"))
     AdapterRegistry(data_dir).register("grounded", make_lora(tiny_loaded.model, tmp_path / "lora", 1),
                                        {"method": "lora", "peft_type": "LORA"}, [qa[0].question()])
-    runtime = Runtime(Settings(data_dir=data_dir), tiny_loaded, store=ListStore(shown))
+    # Retrieval ranks them best first; the prompt shows them best last (variants.display_order).
+    runtime = Runtime(Settings(data_dir=data_dir), tiny_loaded, store=ListStore(V.display_order(shown)))
     served = runtime.arena.prepare(qa[0].question(), ["rag", "rag+finetuned"],
                                    VariantConfig(rag_k=4, adapter="grounded"))
     trained = tokenize_chat(tiny_loaded.tokenizer, row.messages, 4096)
     prompt_ids = [t for t, label in zip(trained["input_ids"], trained["labels"], strict=True) if label == IGNORE]
     for name in ("rag", "rag+finetuned"):
-        assert served[name].messages == row.messages[:-1]
+        assert served[name].messages == row.messages[:-1] and served[name].sources == shown
         assert runtime.engine.chat_ids(served[name].messages) == prompt_ids

@@ -46,6 +46,19 @@ def test_rag_prompt_asks_for_a_short_cited_answer_from_the_passages():
     assert "do not say" in system  # what to answer when the passages lack it
 
 
+def test_rag_prompt_shows_the_best_passage_last_and_numbers_match_the_sources(tiny_loaded, data_dir):
+    from assistant.runtime import Runtime
+    from assistant.settings import Settings
+    from tests.test_chat import ListStore
+
+    ranked = [Hit(f"Passage ranked {r}.", "faq.md", 1 - r / 10, r, f"faq.md § {r}") for r in (1, 2, 3)]
+    prepared = Runtime(Settings(data_dir=data_dir), tiny_loaded, store=ListStore(ranked)).arena.prepare(
+        "q?", ["rag"], V.VariantConfig(rag_k=3))["rag"]
+    system = prepared.messages[0]["content"]
+    assert system.index("[1] (faq.md § 3)") < system.index("[2] (faq.md § 2)") < system.index("[3] (faq.md § 1)")
+    assert [h.citation for h in prepared.sources] == ["faq.md § 3", "faq.md § 2", "faq.md § 1"]
+
+
 def test_naive_rag_prompt_is_passages_then_question_without_instruction():
     hits = [Hit("Use 25 Nm.", "manual.pdf", 0.9, 1, "manual.pdf p.3"), Hit("Hold reset.", "faq", 0.5, 2, "faq")]
     assert V.naive_rag_messages("torque?", hits) == [

@@ -137,7 +137,8 @@ def grounded_examples(qa: list[Example], search, k: int = 4, oracle_share: float
     pool = [h for row in found for h in row[3]]
     out = []
     for i, (ex, answer, oracle, distractors) in enumerate(found):
-        passages = _distractors(distractors, pool, answer, k - 1 if i in keep else k, rng)
+        # Shown as served (best-ranked last); the oracle then goes anywhere, so position is no cue.
+        passages = V.display_order(_distractors(distractors, pool, answer, k - 1 if i in keep else k, rng))
         target = answer
         if i in keep:
             at = rng.randrange(len(passages) + 1)
