@@ -64,16 +64,16 @@ def test_stream_turn_grows_every_column(runtime):
     assert [v.title for v in final] == ["Base", "Prompt-engineered", "RAG", "Fine-tuned", "RAG + fine-tuned"]
     assert "manual.pdf" in final[2].sources and "0.910" in final[2].sources and "tok/s" in final[0].stats
     assert session["histories"]["rag"][-2] == {"role": "user", "content": "torque for M8?"}
-    assert "[1] (manual.pdf p.3)" in session["context"]
+    assert "[2] (manual.pdf p.3)" in session["context"]  # the best passage is shown last, next to the question
 
 
 def test_prepared_prompts_per_variant(runtime):
     prep = runtime.arena.prepare("torque?", list(VARIANTS), CFG)
     assert prep["base"].messages == [{"role": "user", "content": "torque?"}] and prep["base"].adapter is None
     assert prep["prompt"].messages[0]["content"] == "Be brief." and prep["prompt"].messages[1]["content"] == "q1"
-    assert "The M8 bolt takes 25 Nm." in prep["rag"].messages[0]["content"] and prep["rag"].sources == HITS
+    assert "The M8 bolt takes 25 Nm." in prep["rag"].messages[0]["content"] and prep["rag"].sources == HITS[::-1]
     assert prep["finetuned"].adapter == "tiny-lora" and prep["finetuned"].messages == prep["base"].messages
-    assert prep["rag+finetuned"].adapter == "tiny-lora" and prep["rag+finetuned"].sources == HITS
+    assert prep["rag+finetuned"].adapter == "tiny-lora" and prep["rag+finetuned"].sources == HITS[::-1]
     nll = runtime.arena.reference_nll(prep, "25 Nm")
     assert set(nll) == set(VARIANTS) and nll["base"] != nll["finetuned"]
 
