@@ -33,6 +33,9 @@ def test_plan_minutes_follow_the_measured_speed_and_say_how():
     assert fast.steps == 80 and fast.minutes == round(80 * 8 * 60 / 200 / 60, 1)
     assert slow.minutes == pytest.approx(2 * fast.minutes, abs=0.1)
     assert "~80 steps" in fast.text() and "minutes on this machine" in fast.text() and "median" in fast.text()
+    assert "best checkpoint is kept, stops after 3 without improvement" in fast.text()
+    last = P.plan(JobConfig(data=[{"path": "x"}], keep_best=False, early_stopping_patience=0), 75, 60)
+    assert "best checkpoint" not in last.text() and "stops after" not in last.text()
     assumed = P.plan(cfg, 75, 60)
     assert assumed.tokens_per_s == P.DEFAULT_TOKENS_PER_S and "assumed" in assumed.text()
 

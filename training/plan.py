@@ -39,12 +39,16 @@ class TrainingPlan:
     minutes: float
     tokens_per_s: float
     basis: str  # how tokens_per_s was obtained
+    keeps_best: bool = True  # the checkpoint with the lowest validation loss is registered
+    patience: int = 0  # evaluations without improvement before stopping early (0: never)
 
     def text(self) -> str:
         how = "fitted to the data" if self.fitted else "as configured"
+        after = (", the best checkpoint is kept" if self.keeps_best else "") + \
+            (f", stops after {self.patience} without improvement" if self.patience else "")
         return (f"~{self.steps} steps (~{self.epochs:.1f} epochs, {how}), ~{self.minutes:.1f} minutes on this "
                 f"machine ({self.tokens_per_s:.0f} tokens/s, {self.basis}); validation every {self.eval_steps} "
-                "steps, the best checkpoint is kept")
+                f"steps{after}")
 
 
 def is_fitted(cfg: JobConfig) -> bool:
@@ -72,9 +76,11 @@ def plan(cfg: JobConfig, train_rows: int, tokens_per_row: float, tokens_per_s: f
     steps = run.max_steps if run.max_steps > 0 else math.ceil(run.epochs * per_epoch)
     speed = tokens_per_s or DEFAULT_TOKENS_PER_S
     tokens = steps * cfg.batch_size * cfg.grad_accum * max(1, world_size) * tokens_per_row
+    validated = cfg.val_fraction > 0
     return TrainingPlan(steps, steps / per_epoch, min(run.eval_steps, steps), is_fitted(cfg),
                         round(tokens / speed / 60, 1), speed,
-                        basis or ("measured" if tokens_per_s else "assumed: no adapter trained here yet"))
+                        basis or ("measured" if tokens_per_s else "assumed: no adapter trained here yet"),
+                        validated and cfg.keep_best, cfg.early_stopping_patience if validated else 0)
 
 
 def measured_tokens_per_s(data_dir: Path, base_model: str) -> tuple[float | None, str]:
