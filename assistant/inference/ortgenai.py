@@ -2,11 +2,13 @@
 
 Rows are not padded into one batch: one long RAG prompt beside short ones made every short row pay for the
 long one (RECIPES: 42.6 s padded vs 21.8 s row by row on the five-variant workload). Instead a pool of worker
-threads each decodes one row at a time with its own generator (a single-row generator never pads), and a
-finished row is replaced by the next pending one (continuous across questions). Each session run uses one
-intra-op thread and the pool has one worker per core: on this 2-core box, 1 worker x 2 intra-op threads ran
-at a quarter of the speed of 1 x 1 (42 vs 158 tok/s, int4), and workers x 1 thread is what
-benchmarks/compare_throughput.py compares against a single worker.
+threads each decodes one row at a time with its own single-row generator, and a finished row is replaced by
+the next pending one (continuous across questions). Measured on this 2-core box (int4, 8 rows x 64 tokens,
+benchmarks/compare_throughput.py compares 1 and N workers on the real workload): one generator with 2 intra-op
+threads decoded at 42 tok/s, with 1 thread at 122-160 tok/s, so each session run gets one intra-op thread; the
+GIL is released while a token is generated (a Python loop in another thread kept 61 % of its speed on the busy
+box), so one worker per core lets rows use every core. On the loaded box 2 workers matched 1 (118-163 vs
+95-160 tok/s): there was no idle core to gain.
 Tokenizer, chat template, NLL scoring and adapters the graph cannot take stay on the torch engine.
 """
 
