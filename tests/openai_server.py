@@ -141,6 +141,15 @@ class Proxy:
                     self.end_headers()
                     self.wfile.write(data)
                     return
+                ended = False
+
+                def end() -> None:  # the request leaves the count before the client can see its end
+                    nonlocal ended
+                    if not ended:
+                        ended = True
+                        with proxy.lock:
+                            proxy.in_flight -= 1
+
                 try:
                     headers = {k: v for k, v in self.headers.items() if k.lower() in {"content-type", "authorization"}}
                     with proxy.http.stream(self.command, proxy.upstream + self.path, content=body,
@@ -151,10 +160,11 @@ class Proxy:
                         self.send_header("Content-Type", up.headers.get("content-type", "application/json"))
                         self.end_headers()  # HTTP/1.0: the body ends when the connection closes
                         for chunk in up.iter_raw():
+                            if b"[DONE]" in chunk:  # a streaming client stops reading here
+                                end()
                             self.wfile.write(chunk)
                             self.wfile.flush()
                 finally:
-                    with proxy.lock:
-                        proxy.in_flight -= 1
+                    end()
 
         return Handler
