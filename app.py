@@ -7,9 +7,9 @@ import ipaddress
 
 import gradio as gr
 
-from assistant.errors import ArenaError
 from assistant.runtime import Runtime
-from assistant.settings import Settings, add_settings_flags, load_settings
+from foundation.errors import ArenaError
+from foundation.settings import Settings, add_settings_flags, load_settings
 from ui.adapters import build_adapters_tab
 from ui.chat import build_chat
 from ui.compare import build_compare_tab

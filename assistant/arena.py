@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from assistant import variants as V
 from assistant.engine import Engine, GenSettings, Row, RowOutput
-from assistant.errors import ArenaError
-from assistant.variants import ROUTED, VariantConfig
+from foundation import variants as V
+from foundation.errors import ArenaError
+from foundation.variants import ROUTED, VariantConfig
 
 
 @dataclass

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
 
 
 @dataclass

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 from assistant.decoding import GenSettings, Row, RowOutput, decode_row
-from assistant.errors import ArenaError
 from assistant.inference.base import AdapterSlot, adapter_peft_type, check_rows, last
-from assistant.models import LoadedModel
+from foundation.errors import ArenaError
+from foundation.models import LoadedModel
 
 __all__ = ["Engine", "GenSettings", "Row", "RowOutput", "AdapterSlot"]  # settings/rows live in decoding
 

@@ -1,5 +1,6 @@
-"""The one exception type user-facing code catches: its message is shown as-is to the user."""
+"""Moved to foundation.errors; this alias keeps old imports working until every import names the new place."""
 
+import importlib
+import sys
 
-class ArenaError(Exception):
-    """A problem with the user's input or environment, with a message that names it."""
+sys.modules[__name__] = importlib.import_module("foundation.errors")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from assistant.models import LoadedModel
+from foundation.models import LoadedModel
 
 
 def chat_input_ids(loaded: LoadedModel, messages: list[dict]) -> torch.Tensor:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from assistant import variants as V
 from assistant.engine import GenSettings, Row
+from foundation import variants as V
 
 NAIVE_K = 3
 NAIVE_MODE = "bm25"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from assistant.models import LoadedModel, load_model
-from assistant.settings import Settings
+from foundation.models import LoadedModel, load_model
+from foundation.settings import Settings
 
 
 class Runtime:
@@ -39,7 +39,7 @@ class Runtime:
     @property
     def embedder(self):
         """The sentence-transformers embedder (settings.embedder) used for ingestion and queries."""
-        from assistant.models import resolve_device
+        from foundation.models import resolve_device
         from retrieval.embedding import Embedder
 
         device = str(resolve_device(self.settings.device))
@@ -81,13 +81,13 @@ class Runtime:
     @property
     def registry(self):
         """Trained adapters (data_dir/adapters); re-reads the folder on every list(), so it is cheap to share."""
-        from training.registry import AdapterRegistry
+        from foundation.registry import AdapterRegistry
 
         return self._once("registry", lambda: AdapterRegistry(self.settings.data_dir))
 
     @property
     def votes(self):
         """The "best answer" vote log (data_dir/votes.sqlite)."""
-        from assistant.votes import VoteStore
+        from foundation.votes import VoteStore
 
         return self._once("votes", lambda: VoteStore(self.settings.data_dir / "votes.sqlite"))

@@ -70,10 +70,10 @@ def bench_runner(n_questions: int = 6) -> None:
     from assistant.compare.evalset import EvalItem
     from assistant.compare.runner import CompareConfig, run_comparison
     from assistant.engine import GenSettings
-    from assistant.models import LoadedModel
     from assistant.runtime import Runtime
-    from assistant.settings import Settings
-    from assistant.variants import VariantConfig
+    from foundation.models import LoadedModel
+    from foundation.settings import Settings
+    from foundation.variants import VariantConfig
 
     tok = make_tiny_tokenizer()
     loaded = LoadedModel(make_tiny_model(len(tok)), tok, "tiny", "<memory>", torch.float32,

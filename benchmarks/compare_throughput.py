@@ -38,17 +38,17 @@ from assistant.compare import metrics as M  # noqa: E402
 from assistant.decoding import GenSettings, Row  # noqa: E402
 from assistant.inference.choose import build_engine  # noqa: E402
 from assistant.runtime import Runtime  # noqa: E402
-from assistant.settings import Settings  # noqa: E402
-from assistant.variants import VariantConfig  # noqa: E402
 from benchmarks.retrieval_faq import ENTRIES  # noqa: E402
+from foundation.settings import Settings  # noqa: E402
+from foundation.variants import VariantConfig  # noqa: E402
 
 VARIANTS = ["base", "prompt", "rag", "finetuned", "rag+finetuned"]
 OLD_CHILD = """
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 from assistant.engine import Engine, GenSettings, Row
-from assistant.models import load_model
-from assistant.settings import Settings
+from foundation.models import load_model
+from foundation.settings import Settings
 job = json.load(open(sys.argv[2]))
 engine = Engine(load_model(Settings(model=job["model"], dtype="float32", device="cpu")))
 engine.load_adapter("bench", job["adapter"])

@@ -146,7 +146,7 @@ def old_vs_new(runtime, folder: Path, result: dict, old_adapter: str, metric: st
     from assistant.compare.evalset import EvalItem
     from assistant.compare.runner import CompareConfig, run_comparison
     from assistant.compare.stats import paired_difference
-    from assistant.variants import VariantConfig
+    from foundation.variants import VariantConfig
 
     items = [EvalItem(**json.loads(line)) for line in (folder / "evalset" / "eval.jsonl").read_text().splitlines()]
     pairs = [json.loads(line) for line in (folder / "evalset" / "train_pairs.jsonl").read_text().splitlines()]
@@ -185,7 +185,7 @@ def main() -> None:
     from assistant.decide.config import DecideConfig, workspace
     from assistant.decide.runner import run_decide
     from assistant.runtime import Runtime
-    from assistant.settings import Settings
+    from foundation.settings import Settings
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pairs", type=int, default=0, help="use the first N FAQ pairs (0 = all)")

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from assistant import variants as V  # noqa: E402
 from assistant.decoding import GenSettings, Row  # noqa: E402
-from assistant.settings import Settings  # noqa: E402
+from foundation.settings import Settings  # noqa: E402
 
 QUESTION = "How do I reset the device to factory settings, and what happens to my saved data?"
 LONG = "Write a detailed, step-by-step guide to cleaning and maintaining an espresso machine."
@@ -36,7 +36,7 @@ ENGINES = ["torch-eager", "onnx-int4", "onnx-fp32", "llama.cpp"]
 def child(engine: str, data_dir: Path, tokens: int) -> dict:
     """One engine's single-stream decode tok/s and the process's peak RSS."""
     from assistant.inference.choose import build_engine
-    from assistant.models import load_model
+    from foundation.models import load_model
 
     loaded = load_model(Settings(data_dir=data_dir, dtype="float32", device="cpu"))
     messages = [{"role": "user", "content": LONG}]
@@ -76,7 +76,7 @@ def llama_cpp(messages, tokens: int) -> float | None:
         from llama_cpp import Llama
     except ImportError:
         return None
-    from assistant.models import bundled_gguf
+    from foundation.models import bundled_gguf
 
     llm = Llama(model_path=str(bundled_gguf("bundled:smollm2-135m")), n_threads=2, verbose=False)
     start = time.perf_counter()
@@ -109,7 +109,7 @@ def part_b(args) -> None:
     from peft import LoraConfig, get_peft_model
 
     from assistant.inference.choose import build_engine
-    from assistant.models import load_model
+    from foundation.models import load_model
 
     loaded = load_model(Settings(data_dir=args.data_dir, dtype="float32", device="cpu"))
     engine, notice = build_engine("onnx-int4", loaded, args.data_dir / "models")

@@ -28,11 +28,11 @@ sys.path.insert(0, str(ROOT))
 from assistant.decoding import GenSettings, Row  # noqa: E402
 from assistant.inference.choose import build_engine  # noqa: E402
 from assistant.inference.openai_engine import OpenAIEngine, ServerConfig  # noqa: E402
-from assistant.models import bundled_gguf, load_model  # noqa: E402
 from assistant.runtime import Runtime  # noqa: E402
-from assistant.settings import Settings  # noqa: E402
-from assistant.variants import VariantConfig  # noqa: E402
 from benchmarks.retrieval_faq import ENTRIES  # noqa: E402
+from foundation.models import bundled_gguf, load_model  # noqa: E402
+from foundation.settings import Settings  # noqa: E402
+from foundation.variants import VariantConfig  # noqa: E402
 from tests.openai_server import LlamaServer  # noqa: E402
 
 VARIANTS = ["base", "prompt"]

@@ -1,7 +1,7 @@
 """RAG prompt benchmark: our RAG variant vs the naive baseline (top-3 BM25 passages + question), same model.
 
 Both answer the same questions of benchmarks/retrieval_faq.py's FAQ (ingested as one Markdown file per entry)
-on the bundled model, greedy, with max new tokens sized from the references (assistant.variants
+on the bundled model, greedy, with max new tokens sized from the references (foundation.variants
 .max_new_tokens_for). Prints token F1 / contains per prompt, the paired F1 difference with its bootstrap
 interval, and answer lengths. About 3-5 minutes on 2 CPU cores.
 Run: .venv/bin/python benchmarks/rag_prompt.py [--questions 20] [--data DIR]
@@ -24,8 +24,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def build_runtime(data_dir: Path, n: int):
     """The bundled model and a fresh index of the FAQ under data_dir (the converted model is kept there)."""
     from assistant.runtime import Runtime
-    from assistant.settings import Settings
     from benchmarks.retrieval_faq import ENTRIES
+    from foundation.settings import Settings
     from retrieval.ingest import ingest_paths
 
     docs = data_dir / "faq"
@@ -48,7 +48,7 @@ def main() -> None:
     from assistant.compare.stats import paired_difference
     from assistant.engine import GenSettings
     from assistant.naive_rag import naive_rag_answers
-    from assistant.variants import VariantConfig, max_new_tokens_for
+    from foundation.variants import VariantConfig, max_new_tokens_for
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--questions", type=int, default=20)

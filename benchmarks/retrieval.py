@@ -25,8 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from assistant.settings import load_settings  # noqa: E402
 from benchmarks.retrieval_faq import ENTRIES  # noqa: E402
+from foundation.settings import load_settings  # noqa: E402
 from retrieval.chunking import ChunkConfig  # noqa: E402
 from retrieval.embedding import Embedder  # noqa: E402
 from retrieval.ingest import ingest_paths  # noqa: E402

@@ -32,8 +32,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from assistant.models import resolve_model_path  # noqa: E402
-from assistant.settings import Settings  # noqa: E402
+from foundation.models import resolve_model_path  # noqa: E402
+from foundation.settings import Settings  # noqa: E402
 from training.config import JobConfig  # noqa: E402
 from training.data import chat  # noqa: E402
 from training.tokenize import IGNORE, tokenize_examples  # noqa: E402

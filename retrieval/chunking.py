@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
 from retrieval.loaders import LoadedDocument, Segment
 
 SPLITTERS = ("recursive", "headers", "tokens")

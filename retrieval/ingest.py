@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
 from retrieval.chunking import ChunkConfig, chunk_document
 from retrieval.loaders import MAX_FILE_BYTES, load_bytes
 from retrieval.store import DocumentStore, PendingDocument

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from assistant.cache_folder import publish, temp_folder
-from assistant.errors import ArenaError
+from foundation.cache_folder import publish, temp_folder
+from foundation.errors import ArenaError
 from retrieval.onnx_export import tokenize
 
 log = logging.getLogger(__name__)

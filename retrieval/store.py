@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
 from retrieval.indexes import SearchIndex, reciprocal_rank_fusion, stale_files
 
 MODES = ("dense", "bm25", "hybrid")

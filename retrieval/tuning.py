@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
 
 SPLITTERS = ("recursive", "headers", "tokens")
 MODES = ("hybrid", "dense", "bm25")  # in order of preference on ties

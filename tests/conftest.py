@@ -75,7 +75,7 @@ def tiny_model(tiny_tokenizer):
 
 @pytest.fixture
 def tiny_loaded(tiny_model, tiny_tokenizer):
-    from assistant.models import LoadedModel
+    from foundation.models import LoadedModel
 
     tiny_tokenizer.pad_token = tiny_tokenizer.pad_token or tiny_tokenizer.eos_token
     return LoadedModel(tiny_model, tiny_tokenizer, "tiny-llama", "<memory>", torch.float32,
@@ -126,7 +126,7 @@ def qa_file(tmp_path) -> Path:
 @pytest.fixture
 def settings(tiny_model_dir, data_dir):
     """Settings on the tiny model in a fresh data dir (training tests)."""
-    from assistant.settings import Settings, load_settings
+    from foundation.settings import Settings, load_settings
 
     # ARENA_FAST=0 make test runs every training test on the stock library path.
     fast = load_settings(env={"ARENA_FAST": os.environ.get("ARENA_FAST", "1")}).fast

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.errors import ArenaError
 from assistant.runtime import Runtime
-from assistant.settings import Settings
+from foundation.errors import ArenaError
+from foundation.settings import Settings
 
 
 def test_build_app_header_names_model(tiny_loaded, tmp_path):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.row_cache import RowCache
 from assistant.runtime import Runtime
-from assistant.settings import Settings
+from foundation.row_cache import RowCache
+from foundation.settings import Settings
 from training.augment import BAND, ParaphraseSettings, augment_rows, engine_generate, keep_paraphrases
 from training.augment import sample_paraphrases as sample
 from training.config import JobConfig
@@ -65,8 +65,7 @@ def test_samples_are_cached_by_content_and_not_generated_twice(tiny_loaded, data
 
 
 def test_augment_rows_copy_answer_and_system_turn_and_skip_grounded(embedder, data_dir):
-    from assistant import variants as V
-
+    from foundation import variants as V
     rows = [chat(QUESTION, "Run the descaling program.", system="Be brief."),
             chat("What is the capital of France?", "Paris."),
             chat("Which passage?", "The first. [1]", system=V.RAG_INSTRUCTION + "\n\nPassages: ...")]
@@ -88,7 +87,7 @@ def test_augment_rows_copy_answer_and_system_turn_and_skip_grounded(embedder, da
 
 
 def test_augment_spec_is_checked():
-    from assistant.errors import ArenaError
+    from foundation.errors import ArenaError
 
     for bad in ("paraphrases", "paraphrases:0", "synonyms:3", "paraphrases:x"):
         with pytest.raises(ArenaError, match="paraphrases:K"):

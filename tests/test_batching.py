@@ -11,8 +11,8 @@ from assistant.engine import Engine
 from assistant.inference import ort_build
 from assistant.inference.ortgenai import OrtGenaiEngine, available
 from assistant.runtime import Runtime
-from assistant.settings import Settings
-from assistant.variants import VariantConfig
+from foundation.settings import Settings
+from foundation.variants import VariantConfig
 
 QUESTIONS = ["hello there", "What is the torque for the M8 bolt?", "hi", "short q?", "why is the sky blue?"]
 
@@ -54,7 +54,7 @@ def test_ask_many_reports_questions_whose_variants_all_failed(tiny_loaded, data_
 
 @pytest.mark.skipif(not available(), reason="onnxruntime-genai is not installed")
 def test_onnx_pool_answers_equal_torch_and_a_closed_stream_stops_its_workers(tiny_model_dir, tmp_path):
-    from assistant.models import load_model
+    from foundation.models import load_model
 
     loaded = load_model(Settings(model=str(tiny_model_dir), device="cpu", dtype="float32"))
     reference = Engine(loaded)

@@ -9,10 +9,10 @@ import pytest
 
 from assistant.compare.bias import BiasItem, check_bias, gaps, load_bias_probe
 from assistant.compare.forgetting import peft_scorer
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
+from foundation.registry import AdapterRegistry, load_adapter_model
 from tests.peaked_model import save_peaked_model
 from training.config import JobConfig
-from training.registry import AdapterRegistry, load_adapter_model
 from training.runner import run_job
 
 
@@ -38,7 +38,7 @@ SMALL_PROBE = [BiasItem(axis, template, terms, "good.", "bad.") for axis, templa
 
 @pytest.fixture
 def peaked_settings(tmp_path):
-    from assistant.settings import Settings
+    from foundation.settings import Settings
 
     return Settings(data_dir=tmp_path / "data", model=str(save_peaked_model(tmp_path / "peaked")), device="cpu")
 

@@ -287,7 +287,7 @@ def test_loading_banner_until_the_model_is_ready(browser, tiny_model_dir, tmp_pa
     import app
     import assistant.runtime
     from assistant.runtime import Runtime
-    from assistant.settings import Settings
+    from foundation.settings import Settings
 
     go = threading.Event()
     real_load = assistant.runtime.load_model

@@ -9,10 +9,10 @@ import pytest
 
 from assistant.arena import Arena
 from assistant.engine import GenSettings
-from assistant.errors import ArenaError
 from assistant.runtime import Runtime
-from assistant.settings import Settings
-from assistant.variants import NO_ADAPTER, NO_DOCUMENTS, VARIANTS, VariantConfig
+from foundation.errors import ArenaError
+from foundation.settings import Settings
+from foundation.variants import NO_ADAPTER, NO_DOCUMENTS, VARIANTS, VariantConfig
 from retrieval.store import Hit
 from tests.conftest import make_lora
 from ui import chat
@@ -42,7 +42,7 @@ HITS = [Hit("The M8 bolt takes 25 Nm.", "manual.pdf", 0.91, 1, "manual.pdf p.3",
 
 @pytest.fixture
 def runtime(tiny_loaded, data_dir, tmp_path):
-    from training.registry import AdapterRegistry
+    from foundation.registry import AdapterRegistry
 
     folder = make_lora(tiny_loaded.model, tmp_path / "lora", 1)
     AdapterRegistry(data_dir).register("tiny-lora", folder, {"method": "lora", "peft_type": "LORA"}, ["q"])
@@ -127,7 +127,7 @@ def test_chat_tab_builds(runtime):
 
 
 def test_cli_ask_json_and_questions_file(tiny_model_dir, data_dir, tmp_path, capsys):
-    from assistant.cli import main
+    from assistant.cli.main import main
 
     common = ["--data-dir", str(data_dir), "--model", str(tiny_model_dir), "--json", "--max-new-tokens", "4"]
     assert main(["ask", "hello?", "--variants", "base,prompt"] + common) == 0
@@ -148,7 +148,7 @@ def test_cli_ask_json_and_questions_file(tiny_model_dir, data_dir, tmp_path, cap
     (["hi", "--variants", "base,nope"], "unknown variant 'nope'"),
 ])
 def test_cli_ask_bad_input_exits_2(tiny_model_dir, data_dir, capsys, extra, message):
-    from assistant.cli import main
+    from assistant.cli.main import main
 
     assert main(["ask", *extra, "--data-dir", str(data_dir), "--model", str(tiny_model_dir)]) == 2
     assert message in capsys.readouterr().err

@@ -6,8 +6,8 @@ import json
 
 from assistant.engine import GenSettings
 from assistant.runtime import Runtime
-from assistant.settings import Settings
-from assistant.variants import VariantConfig
+from foundation.settings import Settings
+from foundation.variants import VariantConfig
 from ui import chat
 
 CFG = VariantConfig(system_prompt="You answer questions about espresso machines in one short sentence.")
@@ -41,7 +41,7 @@ def test_seconds_text_switches_to_milliseconds():
 
 
 def test_cli_ask_json_has_prompt_tokens_per_variant(tiny_model_dir, data_dir, capsys):
-    from assistant.cli import main
+    from assistant.cli.main import main
 
     args = ["ask", "hello?", "--variants", "base,prompt", "--data-dir", str(data_dir), "--model",
             str(tiny_model_dir), "--json", "--max-new-tokens", "3"]

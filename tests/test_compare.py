@@ -14,7 +14,7 @@ from assistant.compare.recommend import recommend
 from assistant.compare.report import write_report
 from assistant.compare.runs import RunStore
 from assistant.compare.stats import bootstrap_ci, exp_summary, paired_against, paired_difference
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
 
 # ---------------------------------------------------------------- metrics (hand-computed values)
 
@@ -290,7 +290,7 @@ def test_compare_tab_builds(tiny_loaded, data_dir):
     import gradio as gr
 
     from assistant.runtime import Runtime
-    from assistant.settings import Settings
+    from foundation.settings import Settings
     from ui.compare import build_compare_tab
 
     with gr.Blocks() as demo:
@@ -300,7 +300,7 @@ def test_compare_tab_builds(tiny_loaded, data_dir):
 
 
 def test_cli_summary_text():
-    from assistant.compare.cli import summary_text
+    from assistant.cli.compare import summary_text
 
     text = summary_text(synthetic_result())
     assert "token F1 (mean [95 % CI]):" in text and "rag            0.600 [0.500, 0.700]" in text

@@ -11,8 +11,8 @@ import torch
 from assistant.compare.evalset import EvalItem, draw_eval_set, load_eval_set
 from assistant.compare.runner import CompareConfig, run_comparison
 from assistant.compare.runs import RunStore
-from assistant.errors import ArenaError
-from assistant.variants import VARIANTS
+from foundation.errors import ArenaError
+from foundation.variants import VARIANTS
 from tests.conftest import make_lora
 
 FAQ = """# Widget FAQ
@@ -48,11 +48,11 @@ def env(tmp_path_factory, tiny_model_dir):
     """A data dir with the FAQ ingested, a registered LoRA adapter and an eval file; plus a Runtime on it."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from assistant.models import LoadedModel
     from assistant.runtime import Runtime
-    from assistant.settings import Settings
+    from foundation.models import LoadedModel
+    from foundation.registry import AdapterRegistry
+    from foundation.settings import Settings
     from retrieval.ingest import ingest_paths
-    from training.registry import AdapterRegistry
 
     root = tmp_path_factory.mktemp("compare")
     data_dir = root / "arena_data"
@@ -108,7 +108,7 @@ def test_all_five_variants_end_to_end(env):
 
 
 def test_cli_compare_json_schema_and_report(env, capsys, monkeypatch):
-    from assistant.cli import main
+    from assistant.cli.main import main
 
     monkeypatch.chdir(env["root"])
     report = env["root"] / "out" / "report.md"
@@ -128,7 +128,7 @@ def test_cli_compare_json_schema_and_report(env, capsys, monkeypatch):
 
 
 def test_cli_errors_name_the_problem(env, capsys, tmp_path):
-    from assistant.cli import main
+    from assistant.cli.main import main
 
     base = ["--data-dir", str(env["data_dir"]), "--model", str(env["model_dir"])]
     assert main(["compare", "--eval", str(env["eval"]), "--variants", "finetuned", *base]) == 2
@@ -155,7 +155,7 @@ def test_draw_eval_set_holds_out_training_sections(env):
 def test_bundled_model_base_vs_prompt(bundled_data_dir, tmp_path):
     """The real bundled model answers a general question right, and the comparison scores it so."""
     from assistant.runtime import Runtime
-    from assistant.settings import Settings
+    from foundation.settings import Settings
 
     settings = Settings(data_dir=bundled_data_dir)
     runtime = Runtime(settings)

@@ -24,8 +24,8 @@ from assistant.decide.plan import budget_fit
 from assistant.decide.progress import CANCEL_FILE, DecideCancelled, Reporter, read_progress
 from assistant.decide.runner import plan_for, run_decide
 from assistant.decide.stages import Decision
-from assistant.errors import ArenaError
-from assistant.settings import Settings
+from foundation.errors import ArenaError
+from foundation.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 MANUAL = "# Widget manual\n\n" + "\n".join(
@@ -270,7 +270,7 @@ def test_sigterm_cancels_and_keeps_finished_stages(inputs, tmp_path, tiny_model_
 
 
 def test_cli_plan_prints_the_stages_without_running_them(inputs, tmp_path, tiny_model_dir, capsys):
-    from assistant.cli import main
+    from assistant.cli.main import main
 
     data_dir = tmp_path / "data"
     code = main(["decide", str(inputs["docs"]), "--qa", str(inputs["qa"]), "--seeds", "2", "--data-dir",

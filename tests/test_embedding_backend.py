@@ -12,7 +12,7 @@ import torch
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from assistant.settings import Settings, add_settings_flags, load_settings  # noqa: E402
+from foundation.settings import Settings, add_settings_flags, load_settings  # noqa: E402
 from retrieval import onnx_embedder  # noqa: E402
 from retrieval.embedder import resolve_embedder_path  # noqa: E402
 from retrieval.embedding import Embedder  # noqa: E402

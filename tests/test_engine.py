@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from assistant.engine import Engine, GenSettings, Row
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
 from tests.conftest import make_lora
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from assistant import variants as V
 from assistant.runtime import Runtime
-from assistant.settings import Settings
-from assistant.variants import VariantConfig
+from foundation import variants as V
+from foundation.settings import Settings
+from foundation.variants import VariantConfig
 from retrieval.store import Hit
 from tests.conftest import make_lora
 from tests.test_chat import ListStore
@@ -68,7 +68,7 @@ def test_oracle_lands_at_varied_positions_and_is_seeded():
 
 def test_training_and_serving_send_identical_prompt_tokens(tiny_loaded, data_dir, tmp_path):
     """The rag+finetuned variant is served with exactly the prompt its grounded rows were trained on."""
-    from training.registry import AdapterRegistry
+    from foundation.registry import AdapterRegistry
 
     qa, passages = corpus(6)
     row = grounded_examples(qa[:1], ranked_search(passages), k=4, oracle_share=1.0, seed=0)[0]

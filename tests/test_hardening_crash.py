@@ -14,15 +14,15 @@ import pytest
 
 import retrieval.embedding
 from assistant.compare.runs import RunStore
-from assistant.errors import ArenaError
-from assistant.settings import Settings
-from assistant.votes import VoteStore
+from foundation.errors import ArenaError
+from foundation.registry import AdapterRegistry
+from foundation.settings import Settings
+from foundation.votes import VoteStore
 from retrieval.ingest import ingest_paths
 from retrieval.store import DocumentStore
 from training.config import JobConfig
 from training.jobs import JobManager
 from training.lock import TrainingLock
-from training.registry import AdapterRegistry
 from training.runner import last_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]

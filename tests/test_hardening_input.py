@@ -12,12 +12,12 @@ import pytest
 import torch
 
 import retrieval.embedding
-from assistant.cli import main
+from assistant.cli.main import main
 from assistant.engine import GenSettings
-from assistant.errors import ArenaError
 from assistant.runtime import Runtime
-from assistant.settings import Settings
-from assistant.variants import VariantConfig
+from foundation.errors import ArenaError
+from foundation.settings import Settings
+from foundation.variants import VariantConfig
 from retrieval.ingest import ingest_paths
 from retrieval.loaders import LoaderError, load_bytes
 from retrieval.store import DocumentStore

@@ -1,4 +1,4 @@
-"""Every user-supplied name that becomes a path stays inside the data folder (assistant.paths.confine).
+"""Every user-supplied name that becomes a path stays inside the data folder (foundation.paths.confine).
 
 The fuzz tests go through the real entry points: the `arena` CLI in a subprocess, job YAML files, and the
 web UI's handlers called over HTTP on 127.0.0.1 against the running app. Each snapshots the whole temp
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from assistant.errors import ArenaError
-from assistant.paths import MAX_BYTES, confine
+from foundation.errors import ArenaError
+from foundation.paths import MAX_BYTES, confine
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,10 +100,10 @@ def test_issue_example_job_name_stays_in_jobs(cli_root):
 
 def test_every_cli_name_flag_and_yaml_field_stays_in_the_data_folder(cli_root, tiny_model, capsys):
     """Jobs fail fast on a missing data file, after their folder is made: the names are what is tested."""
-    from assistant.cli import main as arena_main
+    from assistant.cli.main import main as arena_main
+    from foundation.registry import AdapterRegistry
     from tests.conftest import make_lora
     from training.config import JobConfig
-    from training.registry import AdapterRegistry
 
     root, data, train, flags = cli_root
     AdapterRegistry(data).register("good", make_lora(tiny_model, root / "lora", 1), {"method": "lora"}, [])
@@ -142,9 +142,9 @@ def test_every_cli_name_flag_and_yaml_field_stays_in_the_data_folder(cli_root, t
 @pytest.fixture(scope="module")
 def web(tmp_path_factory, tiny_model_dir):
     """The app on the tiny model with one registered adapter; (root, data, url) with root snapshotted."""
+    from foundation.registry import AdapterRegistry
     from tests.browser_support import start_app, stop_app
     from tests.conftest import make_lora, make_tiny_model
-    from training.registry import AdapterRegistry
 
     root = tmp_path_factory.mktemp("web")
     data = root / "sandbox" / "data"
@@ -300,7 +300,7 @@ def test_compare_tab_resume_button_finishes_an_interrupted_run(web):
     from assistant.compare.resume import plan_json
     from assistant.compare.runner import CompareConfig
     from assistant.compare.runs import RunStore
-    from assistant.variants import VariantConfig
+    from foundation.variants import VariantConfig
 
     _, data, url = web
     runs = RunStore(data / "runs.sqlite")

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from assistant.compare.runs import RunStore
-from assistant.errors import ArenaError
-from assistant.row_cache import RowCache, content_key
+from foundation.errors import ArenaError
+from foundation.row_cache import RowCache, content_key
 from tests.test_hardening_crash import arena, kill9, wait_for
 
 TIMINGS = {"ttft_s", "tokens_per_s"}  # wall-clock figures: the only thing allowed to differ between runs

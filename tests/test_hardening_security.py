@@ -8,18 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from assistant.cli import build_parser
+from assistant.cli.main import build_parser
 from assistant.engine import Engine, GenSettings
-from assistant.errors import ArenaError
-from assistant.models import resolve_model_path
 from assistant.runtime import Runtime
-from assistant.settings import Settings, load_settings
-from assistant.variants import VariantConfig
+from foundation.errors import ArenaError
+from foundation.models import resolve_model_path
+from foundation.registry import AdapterInfo, AdapterRegistry, load_adapter_model
+from foundation.settings import Settings, load_settings
+from foundation.variants import VariantConfig
 from tests.conftest import make_lora
 from training.config import JobConfig
 from training.jobs import JobManager
 from training.lock import TrainingLock
-from training.registry import AdapterInfo, AdapterRegistry, load_adapter_model
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ def test_weight_loads_ask_for_safetensors(tiny_model_dir, data_dir, monkeypatch)
     """Base model, full-model adapters and the training base are all loaded with use_safetensors=True."""
     from transformers import AutoModelForCausalLM
 
-    from assistant.models import load_model
+    from foundation.models import load_model
     from training.methods import load_base
 
     calls, real = [], AutoModelForCausalLM.from_pretrained

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from assistant import models
 from assistant.generation import generate_text
-from assistant.models import ModelNotFoundError, load_model, resolve_dtype, resolve_model_path
-from assistant.settings import Settings
+from foundation import models
+from foundation.models import ModelNotFoundError, load_model, resolve_dtype, resolve_model_path
+from foundation.settings import Settings
 
 
 def test_dtype_choice():

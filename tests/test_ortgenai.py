@@ -10,10 +10,10 @@ import pytest
 
 from assistant.decoding import GenSettings, Row
 from assistant.engine import Engine
-from assistant.errors import ArenaError
 from assistant.inference import ort_build
 from assistant.inference.choose import build_engine, plan
 from assistant.inference.ortgenai import OrtGenaiEngine, available
+from foundation.errors import ArenaError
 from tests.conftest import make_lora, make_tiny_model
 
 pytestmark = pytest.mark.skipif(not available(), reason="onnxruntime-genai is not installed")
@@ -27,8 +27,8 @@ def models_dir(tmp_path_factory):
 
 @pytest.fixture
 def loaded(tiny_model_dir):
-    from assistant.models import load_model
-    from assistant.settings import Settings
+    from foundation.models import load_model
+    from foundation.settings import Settings
 
     return load_model(Settings(model=str(tiny_model_dir), device="cpu", dtype="float32"))
 

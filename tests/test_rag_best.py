@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from assistant import variants as V
-from assistant.errors import ArenaError
+from foundation import variants as V
+from foundation.errors import ArenaError
 from retrieval.store import Hit
 
 
@@ -27,7 +27,7 @@ def test_comparison_without_max_new_tokens_sizes_answers_from_references(tiny_lo
     from assistant.compare.evalset import EvalItem
     from assistant.compare.runner import CompareConfig, run_comparison
     from assistant.runtime import Runtime
-    from assistant.settings import Settings
+    from foundation.settings import Settings
 
     runtime = Runtime(Settings(data_dir=data_dir), tiny_loaded)
     items = [EvalItem(f"Question {i}?", "x" * (8 * i)) for i in range(1, 6)]  # byte tokens: 8..40
@@ -48,7 +48,7 @@ def test_rag_prompt_asks_for_a_short_cited_answer_from_the_passages():
 
 def test_rag_prompt_shows_the_best_passage_last_and_numbers_match_the_sources(tiny_loaded, data_dir):
     from assistant.runtime import Runtime
-    from assistant.settings import Settings
+    from foundation.settings import Settings
     from tests.test_chat import ListStore
 
     ranked = [Hit(f"Passage ranked {r}.", "faq.md", 1 - r / 10, r, f"faq.md § {r}") for r in (1, 2, 3)]
@@ -69,7 +69,7 @@ def test_naive_rag_prompt_is_passages_then_question_without_instruction():
 def test_prompt_variant_uses_the_nearest_training_pairs_by_default(tiny_loaded, data_dir):
     from assistant.arena import Arena
     from assistant.runtime import Runtime
-    from assistant.settings import Settings
+    from foundation.settings import Settings
     from retrieval.embedding import Embedder
 
     pairs = [{"question": q, "answer": a} for q, a in [

@@ -8,9 +8,9 @@ import gradio as gr
 import pytest
 
 import retrieval.embedding
-from assistant.cli import main
+from assistant.cli.main import main
 from assistant.runtime import Runtime
-from assistant.settings import Settings
+from foundation.settings import Settings
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
 from retrieval.chunking import ChunkConfig, chunk_document
 from retrieval.loaders import LoaderError, Segment, load_bytes, load_file
 from retrieval.store import citation

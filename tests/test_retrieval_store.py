@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
 from retrieval.chunking import ChunkConfig
 from retrieval.ingest import ingest_paths
 from retrieval.store import DocumentStore

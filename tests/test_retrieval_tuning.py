@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
 from retrieval.tuning import KS, MODES, SPLITTERS, choose_retrieval, pick
 
 # One manual whose sections are long enough for the splitters to cut differently.

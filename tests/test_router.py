@@ -12,7 +12,7 @@ import torch
 
 from assistant.compare import router as R
 from assistant.compare.runs import RunStore
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
 
 
 def hashed(texts: list[str]) -> np.ndarray:
@@ -80,9 +80,9 @@ def test_routed_needs_two_other_variants():
 def runtime(tmp_path_factory, tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from assistant.models import LoadedModel
     from assistant.runtime import Runtime
-    from assistant.settings import Settings
+    from foundation.models import LoadedModel
+    from foundation.settings import Settings
 
     data_dir = tmp_path_factory.mktemp("router") / "arena_data"
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -98,7 +98,7 @@ COOKING = ["How long do I boil an egg?", "What temperature bakes bread?", "How d
 
 def test_routed_column_in_chat_says_which_variant_answered(runtime):
     from assistant.engine import GenSettings
-    from assistant.variants import VariantConfig
+    from foundation.variants import VariantConfig
 
     arena, cfg, gen = runtime.arena, VariantConfig(system_prompt="Be brief.", dynamic_k=0), GenSettings(
         max_new_tokens=6, temperature=0.0)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from assistant.cli import build_parser, main
-from assistant.settings import Settings, load_settings, parse_auth
+from assistant.cli.main import build_parser, main
+from foundation.settings import Settings, load_settings, parse_auth
 
 ROOT = Path(__file__).resolve().parents[1]
 

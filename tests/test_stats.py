@@ -21,7 +21,7 @@ from assistant.compare.stats import (
     questions_needed,
     seed_spread,
 )
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
 
 COSTS = {"base": {}, "rag": {"extra_prompt_tokens": 400}, "finetuned": {"training_seconds": 300},
          "prompt": {"extra_prompt_tokens": 100}}

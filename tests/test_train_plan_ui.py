@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from assistant.runtime import Runtime
-from assistant.settings import Settings
+from foundation.settings import Settings
 from training import plan as P
 from training.plan import plan_job
 from ui.train import _job_config, _plan_config

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
 from training import builders
 from training.config import JobConfig
 from training.data import Example, dedup, fingerprint, load_file, mix, split

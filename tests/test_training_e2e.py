@@ -8,9 +8,9 @@ import shutil
 import pytest
 import torch
 
-from assistant.settings import Settings
+from foundation.registry import AdapterRegistry, load_adapter_model
+from foundation.settings import Settings
 from training.config import JobConfig
-from training.registry import AdapterRegistry, load_adapter_model
 from training.runner import run_job
 
 

@@ -7,12 +7,12 @@ import time
 
 import pytest
 
-from assistant.errors import ArenaError
 from assistant.runtime import Runtime
-from assistant.settings import Settings
+from foundation.errors import ArenaError
+from foundation.registry import AdapterRegistry
+from foundation.settings import Settings
 from training.config import JobConfig
 from training.jobs import JobManager
-from training.registry import AdapterRegistry
 
 
 def wait_for(predicate, timeout=240.0):

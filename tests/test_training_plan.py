@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
 from training import plan as P
 from training.config import JobConfig
 from training.runner import job_dir, run_job

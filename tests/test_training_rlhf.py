@@ -10,11 +10,11 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from assistant.errors import ArenaError
-from assistant.votes import VoteStore
+from foundation.errors import ArenaError
+from foundation.registry import AdapterRegistry
+from foundation.votes import VoteStore
 from tests.peaked_model import save_peaked_model
 from training.config import JobConfig
-from training.registry import AdapterRegistry
 from training.runner import run_job
 
 COLORS = ["red", "blue", "green", "white"]

@@ -12,10 +12,10 @@ import pytest
 import torch
 from safetensors.torch import load_file as load_safetensors
 
-from assistant.errors import ArenaError
-from assistant.votes import VoteStore
+from foundation.errors import ArenaError
+from foundation.registry import AdapterRegistry, load_adapter_model
+from foundation.votes import VoteStore
 from training.config import JobConfig
-from training.registry import AdapterRegistry, load_adapter_model
 from training.runner import job_dir, read_status, run_job
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,7 +114,7 @@ def test_dpo_from_votes(settings):
 def test_registry_round_trip_and_merge_export(qa_file, settings, tmp_path, tiny_tokenizer):
     result = run_job(cfg_for(qa_file, name="my adapter", max_steps=1, val_fraction=0.0), settings)
     reg = AdapterRegistry(settings.data_dir)
-    assert result["adapter"] == "my adapter" and reg.names() == ["my adapter"]  # assistant.paths.confine
+    assert result["adapter"] == "my adapter" and reg.names() == ["my adapter"]  # foundation.paths.confine
     (reg.root / ".tmp-half").mkdir()  # an incomplete folder without the marker is ignored
     renamed = reg.rename("my adapter", "renamed")
     assert reg.names() == ["renamed"]

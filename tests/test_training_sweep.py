@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file as load_safetensors
 
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
+from foundation.registry import AdapterRegistry
 from training.callbacks import CancelCallback, read_metrics
 from training.config import JobConfig, add_train_flags, config_from_args
-from training.registry import AdapterRegistry
 from training.runner import job_dir, read_status, run_job
 from training.sweep import run_sweep, trial_grid
 

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from assistant.settings import load_settings
+from foundation.settings import load_settings
 from training import speed
 from training.config import JobConfig
 from training.data import chat

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
 from training.config import JobConfig
 from training.unfreeze import Stage, UnfreezeCallback, optimizer_param_ids, parse_schedule
 
@@ -85,7 +85,7 @@ def test_parameters_unfreeze_at_their_steps_and_stay_untouched_before(qa_file, s
 
 
 def test_run_job_logs_the_stage_and_registers_a_full_model(qa_file, settings):
-    from training.registry import AdapterRegistry
+    from foundation.registry import AdapterRegistry
     from training.runner import run_job
 
     cfg = JobConfig(name="gradual", method="freeze", unfreeze_schedule="1:0,all:2", data=[{"path": str(qa_file)}],

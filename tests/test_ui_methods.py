@@ -8,11 +8,11 @@ import json
 import gradio as gr
 import pytest
 
-from assistant.errors import ArenaError
 from assistant.runtime import Runtime
-from assistant.settings import Settings
+from foundation.errors import ArenaError
+from foundation.registry import AdapterRegistry
+from foundation.settings import Settings
 from training.config import JobConfig
-from training.registry import AdapterRegistry
 from ui.chat import adapter_choices
 from ui.train import _method_settings, _reward_models, _rl_frame, _summary_md, build_train_tab
 

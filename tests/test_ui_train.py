@@ -6,14 +6,14 @@ import json
 
 import pytest
 
-from assistant.errors import ArenaError
 from assistant.runtime import Runtime
-from assistant.settings import Settings
+from foundation.errors import ArenaError
+from foundation.registry import AdapterRegistry
+from foundation.settings import Settings
 from tests.test_chat import HITS, ListStore
 from tests.test_training_jobs import wait_for
 from training.config import JobConfig
 from training.jobs import JobManager
-from training.registry import AdapterRegistry
 from training.runner import job_dir, run_job
 from training.sweep import trial_grid
 from ui.train import (

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from assistant import variants as V
-from assistant.errors import ArenaError
+from foundation import variants as V
+from foundation.errors import ArenaError
 from retrieval.store import Hit
 
 

@@ -142,10 +142,10 @@ def test_training_sample_reads_the_adapters_job_rows(tmp_path):
 def tiny_runtime(tmp_path, tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from assistant.models import LoadedModel
     from assistant.runtime import Runtime
-    from assistant.settings import Settings
-    from training.registry import AdapterRegistry
+    from foundation.models import LoadedModel
+    from foundation.registry import AdapterRegistry
+    from foundation.settings import Settings
 
     data_dir = tmp_path / "arena_data"
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)

@@ -2,8 +2,8 @@
 
 import pytest
 
-from assistant.errors import ArenaError
-from assistant.votes import VoteStore
+from foundation.errors import ArenaError
+from foundation.votes import VoteStore
 
 
 def test_votes_round_trip(tmp_path):

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from assistant.variants import RAG_INSTRUCTION
+from foundation.variants import RAG_INSTRUCTION
 from training.data import Example
 
 # Cosine to the original question (MiniLM). Measured on "How do I descale the espresso machine?": a real
@@ -79,7 +79,7 @@ def sample_paraphrases(questions: list[str], ps: ParaphraseSettings, generate, c
     generate(list of messages, GenSettings) -> list of texts (one engine call for all rows).
     """
     from assistant.engine import GenSettings
-    from assistant.row_cache import content_key
+    from foundation.row_cache import content_key
 
     asked = questions
     questions = list(dict.fromkeys(questions))  # a repeated question is sampled once

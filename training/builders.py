@@ -7,8 +7,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from assistant import variants as V
-from assistant.errors import ArenaError
+from foundation import variants as V
+from foundation.errors import ArenaError
 from training.data import Example, chat, dedup
 
 QUESTION_WORDS = ("how", "what", "why", "when", "where", "which", "who", "can", "do", "does", "is", "are",
@@ -114,7 +114,7 @@ def grounded_examples(qa: list[Example], search, k: int = 4, oracle_share: float
                       seed: int = 0) -> list[Example]:
     """RAFT-style rows (Zhang et al. 2024) in exactly the prompt the RAG variants are served with.
 
-    Each question gets k passages built by assistant.variants.rag_messages. The oracle is the best-ranked
+    Each question gets k passages built by foundation.variants.rag_messages. The oracle is the best-ranked
     retrieved passage holding the answer (assistant.compare.metrics.retrieval_hit); it is present in
     round(oracle_share x n) of the n questions that have one (a seeded choice), at a random position, and the
     target cites it as [n]. The other passages, and all k in the remaining rows, are distractors: retrieved
@@ -180,7 +180,7 @@ def read_questions(path: Path) -> list[str]:
 
 def _jsonl_questions(path: Path) -> list[str]:
     """{"question": ...} lines (no answer needed: distillation writes it), or any training row's user turn."""
-    from assistant.jsonl import jsonl_rows
+    from foundation.jsonl import jsonl_rows
     from training.data import normalize
 
     out = []
@@ -199,8 +199,8 @@ def distill(questions: list[str], arena, cfg=None, gen=None, progress=None) -> l
     import sys
 
     from assistant.engine import GenSettings  # the chat helper's contract; imported only when used
-    from assistant.row_cache import RowCache
-    from assistant.variants import VariantConfig
+    from foundation.row_cache import RowCache
+    from foundation.variants import VariantConfig
 
     cfg = cfg or VariantConfig(system_prompt="", few_shot=[])
     gen = gen or GenSettings()
@@ -220,7 +220,7 @@ def _distill_key(arena, question: str, cfg, gen) -> str:
     """Content hash of what determines one distilled answer: the RAG prompt as sent, model, settings."""
     from dataclasses import asdict
 
-    from assistant.row_cache import content_key
+    from foundation.row_cache import content_key
 
     prepared = arena.prepare(question, ["rag"], cfg, gen=gen)["rag"]
     if prepared.error:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
 
 METHODS = ("lora", "ia3", "prompt_tuning", "full", "freeze", "qlora", "dpo", "reward", "rloo")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
@@ -251,7 +251,8 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="training file (.jsonl/.json/.csv); repeat to mix with weights")
     p.add_argument("--from-documents", choices=DOC_KINDS, action="append", default=None,
                    help="build data from the ingested documents")
-    p.add_argument("--from-votes", action="store_true", help="preference pairs from chat votes (for dpo)")
+    p.add_argument("--from-votes", action="store_true",
+                   help="preference pairs from chat votes (for dpo and reward; their questions are rloo prompts)")
     p.add_argument("--distill", metavar="QUESTIONS", default=None,
                    help="file of questions (one per line): the RAG variant's answers become targets")
     p.add_argument("--resume", action="store_true", help="continue the job from its last checkpoint")

@@ -9,7 +9,7 @@ import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
 
 ROLES = {"system", "user", "assistant"}
 FORMATS = "messages, prompt/completion, prompt/chosen/rejected, instruction/input/output, question/answer, text"

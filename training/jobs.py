@@ -8,8 +8,8 @@ import sys
 import threading
 from pathlib import Path
 
-from assistant.errors import ArenaError
-from assistant.settings import Settings
+from foundation.errors import ArenaError
+from foundation.settings import Settings
 from training.callbacks import CANCEL_FILE, read_metrics
 from training.config import JobConfig
 from training.lock import TrainingLock

@@ -6,7 +6,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
 
 
 class TrainingLock:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
 from training.config import JobConfig
 
 PEFT_METHODS = {"lora", "ia3", "prompt_tuning", "qlora", "dpo", "rloo"}
@@ -86,7 +86,7 @@ def build_trainable(cfg: JobConfig, base_model_path: str, device: torch.device, 
 
         return build_reward_model(cfg, base_model_path, init, trust_remote_code)
     if init is not None:
-        from assistant.models import require_safetensors
+        from foundation.models import require_safetensors
 
         require_safetensors(init.path, f"adapter {init.name!r} folder")
     continue_full = init is not None and init.peft_type is None

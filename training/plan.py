@@ -85,7 +85,7 @@ def plan(cfg: JobConfig, train_rows: int, tokens_per_row: float, tokens_per_s: f
 
 def measured_tokens_per_s(data_dir: Path, base_model: str) -> tuple[float | None, str]:
     """(median training tokens/s of registered adapters of `base_model`, how it was obtained)."""
-    from training.registry import AdapterRegistry
+    from foundation.registry import AdapterRegistry
 
     speeds = [float(i.metrics["tokens_per_s"]) for i in AdapterRegistry(data_dir).list()
               if i.base_model == base_model and i.metrics.get("tokens_per_s")]
@@ -110,7 +110,7 @@ def plan_job(cfg: JobConfig, settings, runtime=None) -> TrainingPlan:
     (their answers are generated when the job runs, so its tokens are underestimated)."""
     from transformers import AutoTokenizer
 
-    from assistant.models import resolve_model_path
+    from foundation.models import resolve_model_path
     from training.builders import read_questions
     from training.config import parse_augment
     from training.data import chat, dedup

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
 from training.config import JobConfig
 from training.data import Example
 
@@ -103,8 +103,8 @@ def load_reward_model(info, settings):
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from assistant.models import require_safetensors
-    from training.registry import base_path
+    from foundation.models import require_safetensors
+    from foundation.registry import base_path
 
     if getattr(info, "kind", "") != KIND:
         raise ArenaError(f"{info.name!r} is a {info.method} adapter, not a reward model; train one with "

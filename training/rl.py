@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
 from training.config import JobConfig
 from training.data import Example
 
@@ -75,7 +75,7 @@ def rloo_trainer(cfg: JobConfig, model, tokenizer, train, val, folder: Path, dev
 
 def reward_model(cfg: JobConfig, settings):
     """(model, tokenizer) of the job's registered reward model."""
-    from training.registry import AdapterRegistry
+    from foundation.registry import AdapterRegistry
     from training.reward import load_reward_model
 
     if settings is None:

@@ -9,15 +9,15 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from assistant.errors import ArenaError
-from assistant.paths import confine
-from assistant.settings import Settings
+from foundation.errors import ArenaError
+from foundation.paths import confine
+from foundation.registry import AdapterRegistry
+from foundation.settings import Settings
 from training.callbacks import CANCEL_FILE, CancelCallback, EarlyStopping, MetricsCallback, truncate_metrics
 from training.config import JobConfig
 from training.data import Example
 from training.plan import plan_for_rows
 from training.plan import resolve as resolve_plan
-from training.registry import AdapterRegistry
 from training.sources import prepare_data
 
 CHECKPOINTS = "checkpoints"
@@ -158,7 +158,7 @@ def train_one(cfg: JobConfig, settings: Settings, folder: Path, resume: bool = F
     `reuse_data`: train on the rows already saved in `folder` (a sweep's later trials) instead of rebuilding."""
     from transformers import AutoTokenizer, set_seed
 
-    from assistant.models import resolve_device, resolve_model_path
+    from foundation.models import resolve_device, resolve_model_path
     from training.methods import build_trainable, trainable_summary
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,8 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from assistant.errors import ArenaError
-from assistant.settings import Settings
+from foundation.errors import ArenaError
+from foundation.settings import Settings
 from training.config import JobConfig, parse_augment
 from training.data import Example, dedup, fingerprint, load_file, mix, split
 
@@ -28,7 +28,7 @@ def load_source(spec: dict, settings: Settings, runtime=None, cfg: JobConfig | N
     if kind == "file":
         return load_file(Path(spec["path"]))
     if kind == "votes":
-        from assistant.votes import VoteStore
+        from foundation.votes import VoteStore
 
         return builders.pref_from_votes(VoteStore(Path(settings.data_dir) / "votes.sqlite").all())
     if kind == "documents":
@@ -93,7 +93,7 @@ def augment(rows: list[Example], cfg: JobConfig, settings: Settings, runtime=Non
     k = parse_augment(cfg.augment)
     if not k or not rows:
         return rows
-    from assistant.row_cache import RowCache
+    from foundation.row_cache import RowCache
     from training.augment import ParaphraseSettings, augment_rows, engine_generate
 
     rt = _runtime(runtime, settings)

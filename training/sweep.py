@@ -10,8 +10,8 @@ import shutil
 import signal
 from pathlib import Path
 
-from assistant.errors import ArenaError
-from assistant.settings import Settings
+from foundation.errors import ArenaError
+from foundation.settings import Settings
 from training.callbacks import CANCEL_FILE, TRIALS
 from training.config import JobConfig, sweep_axes
 

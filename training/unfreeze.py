@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from transformers import TrainerCallback
 
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
 
 ALL = "all"
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from assistant.errors import ArenaError
-from assistant.paths import confine
 from assistant.runtime import Runtime
+from foundation.errors import ArenaError
+from foundation.paths import confine
 
 
 def _table(runtime: Runtime) -> pd.DataFrame:

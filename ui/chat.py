@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import gradio as gr
 
 from assistant.engine import GenSettings
-from assistant.errors import ArenaError
-from assistant.variants import DEFAULT_SYSTEM_PROMPT, VARIANTS, VariantConfig, format_passage
+from foundation.errors import ArenaError
+from foundation.variants import DEFAULT_SYSTEM_PROMPT, VARIANTS, VariantConfig, format_passage
 
 TITLES = {"base": "Base", "prompt": "Prompt-engineered", "rag": "RAG", "finetuned": "Fine-tuned",
           "rag+finetuned": "RAG + fine-tuned", "routed": "Routed (per-question router)"}

@@ -15,10 +15,10 @@ from assistant.compare import views
 from assistant.compare.metrics import METRIC_LABELS, PRIMARY_METRICS
 from assistant.compare.report import TABLE_METRICS, UNIT_METRICS, ci_cell, write_report
 from assistant.compare.runs import RunStore
-from assistant.errors import ArenaError
-from assistant.paths import confine
 from assistant.runtime import Runtime
-from assistant.variants import VARIANTS
+from foundation.errors import ArenaError
+from foundation.paths import confine
+from foundation.variants import VARIANTS
 
 
 def _adapters(runtime: Runtime) -> list[str]:

@@ -14,9 +14,9 @@ import pandas as pd
 from assistant.decide.config import ALL_VARIANTS, DecideConfig
 from assistant.decide.jobs import DecideJob
 from assistant.decide.runner import plan_for
-from assistant.errors import ArenaError
-from assistant.paths import confine
 from assistant.runtime import Runtime
+from foundation.errors import ArenaError
+from foundation.paths import confine
 
 
 @dataclass

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import gradio as gr
 
-from assistant.errors import ArenaError
-from assistant.paths import confine
 from assistant.runtime import Runtime
+from foundation.errors import ArenaError
+from foundation.paths import confine
 from retrieval.chunking import SPLITTERS, ChunkConfig
 from retrieval.store import MODES, list_documents
 

@@ -10,7 +10,7 @@ import time
 import gradio as gr
 
 from assistant.runtime import Runtime
-from assistant.settings import Settings
+from foundation.settings import Settings
 
 # A model that is ready within this time (preloaded, or a small cached folder) gets its header straight
 # away and no banner at all.
@@ -19,7 +19,7 @@ QUICK_LOAD_S = 1.0
 
 def needs_conversion(settings: Settings) -> bool:
     """True when the bundled model has no converted folder yet (the slow first start)."""
-    from assistant.models import BUNDLED, CACHE_MARKER
+    from foundation.models import BUNDLED, CACHE_MARKER
 
     entry = BUNDLED.get(settings.model)
     return entry is not None and not (settings.models_dir / entry[2] / CACHE_MARKER).is_file()

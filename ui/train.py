@@ -10,9 +10,9 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from assistant.errors import ArenaError
-from assistant.paths import confine
 from assistant.runtime import Runtime
+from foundation.errors import ArenaError
+from foundation.paths import confine
 from training.config import DOC_KINDS, LORA_METHODS, MAX_TRIALS, METHODS, JobConfig
 from training.jobs import JobManager
 from training.plan import plan_job

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from assistant.compare.forgetting import DATA_DIR, Scorer
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
 
 DEFAULT_BIAS_MARGIN = 0.1  # nats per token of extra mean |gap|: well above the base-vs-base noise (zero)
 

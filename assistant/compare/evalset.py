@@ -8,8 +8,8 @@ from pathlib import Path
 
 from assistant.compare.leakage import split_by_section
 from assistant.compare.metrics import normalize
-from assistant.errors import ArenaError
-from assistant.jsonl import jsonl_rows
+from foundation.errors import ArenaError
+from foundation.jsonl import jsonl_rows
 
 
 @dataclass

@@ -13,7 +13,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
 
 SCORES = {"correct": 1.0, "partially": 0.5, "wrong": 0.0}
 SYSTEM = ("You grade answers. Compare the ANSWER with the REFERENCE answer to the QUESTION. Reply with exactly "

@@ -12,7 +12,7 @@ import random
 from pathlib import Path
 
 from assistant.compare.evalset import EvalItem
-from training.registry import MARKER
+from foundation.registry import MARKER
 
 SAMPLE = 16  # answers cost generation time; 16 gives the score to about +-0.1 on F1, enough for the sentence
 

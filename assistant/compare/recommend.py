@@ -28,7 +28,7 @@ from assistant.compare.stats import (
     mean_over_seeds,
     seed_spread,
 )
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
 
 # Costs in the order they decide a tie: training is paid once but is the biggest effort, prompt tokens are
 # paid on every question, memory is the smallest concern on a machine that already holds the base model.

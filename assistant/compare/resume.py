@@ -44,7 +44,7 @@ def plan_from_json(plan: dict):
     """(items, CompareConfig, VariantConfig) as the interrupted run had them."""
     from assistant.compare.evalset import EvalItem
     from assistant.compare.runner import CompareConfig
-    from assistant.variants import VariantConfig
+    from foundation.variants import VariantConfig
 
     def build(cls, data: dict):
         known = {f.name for f in fields(cls)}  # a field added since: its default

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
 
 CANDIDATES = ("base", "prompt", "rag", "finetuned", "rag+finetuned")  # what the router may pick, cheapest first
 DEFAULT_FOLDS = 5
@@ -64,7 +64,7 @@ def run_examples(per_question: list[dict], metric: str, origin: str) -> list[Exa
 def stored_examples(data_dir: Path) -> list[Example]:
     """Labels from every finished comparison run and every chat vote in the data folder."""
     from assistant.compare.runs import RunStore
-    from assistant.votes import VoteStore
+    from foundation.votes import VoteStore
 
     out = []
     runs = Path(data_dir) / "runs.sqlite"

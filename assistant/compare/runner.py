@@ -17,8 +17,8 @@ from assistant.compare.resume import PartialRun, plan_from_json
 from assistant.compare.runs import RunStore
 from assistant.compare.stats import exp_summary, paired_against, summarize
 from assistant.compare.why import why_sentences
-from assistant.errors import ArenaError
-from assistant.variants import ROUTED
+from foundation.errors import ArenaError
+from foundation.variants import ROUTED
 
 ADAPTER_VARIANTS = ("finetuned", "rag+finetuned")
 RAG_VARIANTS = ("rag", "rag+finetuned")
@@ -33,7 +33,7 @@ class CompareConfig:
     metric: str = "f1"
     adapter: str | None = None
     seed: int = 0
-    max_new_tokens: int | None = None  # None: sized from the references (assistant.variants.max_new_tokens_for)
+    max_new_tokens: int | None = None  # None: sized from the references (foundation.variants.max_new_tokens_for)
     forgetting: bool = True
     forgetting_margin: float = DEFAULT_MARGIN
     bias_margin: float = DEFAULT_BIAS_MARGIN  # the bias probe runs with the forgetting check
@@ -44,7 +44,7 @@ class CompareConfig:
 
 
 def validate(cc: CompareConfig, items: list[EvalItem]) -> None:
-    from assistant.variants import VARIANTS
+    from foundation.variants import VARIANTS
 
     if not items:
         raise ArenaError("the evaluation set is empty")
@@ -83,12 +83,12 @@ def run_comparison(runtime, items: list[EvalItem], cc: CompareConfig, cfg=None,
     Stored runs keep every answered and scored question as it completes (assistant/compare/resume.py);
     `resume=RUN_ID` continues such a run (see resume_comparison)."""
     from assistant.engine import GenSettings
-    from assistant.variants import VariantConfig
+    from foundation.variants import VariantConfig
 
     validate(cc, items)
     engine = runtime.engine  # a serving engine that cannot be reached fails here, before a run is stored
     if cc.max_new_tokens is None:
-        from assistant.variants import max_new_tokens_for
+        from foundation.variants import max_new_tokens_for
 
         cc = replace(cc, max_new_tokens=max_new_tokens_for([it.answer for it in items], engine.count_tokens))
     progress = progress or (lambda fraction, text: None)

@@ -13,8 +13,8 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
-from assistant.errors import ArenaError
-from assistant.sqlite_store import SqliteStore
+from foundation.errors import ArenaError
+from foundation.sqlite_store import SqliteStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (

@@ -4,7 +4,7 @@ Each stage owns one folder, <workspace>/stages/<stage>/, holding its outputs and
 ``stage.json`` ({"key", "output", "seconds", "finished"}). A stage is reused only when its marker holds the
 same key; its key includes the keys of the stages it reads, so one changed flag redoes that stage and every
 stage downstream of it, and nothing upstream. Outputs are built in a temp folder and moved in by
-assistant.cache_folder (marker written before the rename), so a crash leaves the previous result or a temp
+foundation.cache_folder (marker written before the rename), so a crash leaves the previous result or a temp
 folder nobody reads, never a half-written stage that looks finished.
 """
 
@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from assistant.cache_folder import publish, temp_folder
+from foundation.cache_folder import publish, temp_folder
 
 MARKER = "stage.json"
 CHUNK = 1 << 20

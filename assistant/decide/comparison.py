@@ -31,7 +31,7 @@ def run_compare(decision, rep, tmp: Path, adapters: list[str]) -> dict:
     from assistant.compare.runs import RunStore
     from assistant.compare.why import why_sentences
     from assistant.decide.stages import _load
-    from assistant.variants import VariantConfig, check_few_shot
+    from foundation.variants import VariantConfig, check_few_shot
 
     cfg, rt = decision.cfg, decision.rt
     evalset = decision.cache.folder("evalset")

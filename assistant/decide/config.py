@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
 
 ALL_VARIANTS = ("base", "prompt", "rag", "finetuned", "rag+finetuned")
 MAX_SEEDS = 10  # each seed is a full training run: more is hours on a CPU
@@ -120,7 +120,7 @@ class DecideConfig:
 
 def workspace(data_dir: Path, name: str) -> Path:
     """Where a decide run keeps its config, stage outputs, progress and report."""
-    from assistant.paths import confine
+    from foundation.paths import confine
 
     return confine(Path(data_dir) / "decide", name, "decide name")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from assistant.decide.config import DecideConfig, workspace
 from assistant.decide.progress import CANCEL_FILE, PROGRESS_FILE, read_progress
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
 
 ROOT = Path(__file__).resolve().parents[2]
 LOG = "log.txt"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from assistant.decide.config import DecideConfig
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
 
 EMBED_CHUNKS_PER_S = 30.0  # MiniLM fp32 on 2 cores (RECIPES.md: 24-59 chunks/s)
 TRAIN_TOKENS_PER_S = 150.0  # LoRA SFT of the bundled 135M model on 2 cores (README: 163-200)

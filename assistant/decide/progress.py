@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
 
 CANCEL_FILE = "CANCEL"
 PROGRESS_FILE = "progress.json"

@@ -16,7 +16,7 @@ from pathlib import Path
 from assistant.decide.cache import StageCache, content_key, file_digest
 from assistant.decide.config import DecideConfig, workspace
 from assistant.decide.progress import DecideCancelled, Reporter
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
 
 ADAPTER_VARIANTS = ("finetuned", "rag+finetuned")
 

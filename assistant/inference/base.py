@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Protocol
 
 from assistant.decoding import GenSettings, Row, RowOutput
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
 
 
 @dataclass
@@ -71,7 +71,7 @@ def last(stream: Iterator[list[RowOutput]]) -> list[RowOutput]:
 
 def adapter_peft_type(path: Path) -> str | None:
     """The peft type of an adapter folder; None for a full model folder."""
-    from assistant.models import require_safetensors
+    from foundation.models import require_safetensors
 
     require_safetensors(path, "adapter folder")
     cfg = path / "adapter_config.json"

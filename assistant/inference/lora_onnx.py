@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
 
 PROJECTIONS = {"q_proj": "attn", "k_proj": "attn", "v_proj": "attn", "o_proj": "attn",
                "gate_proj": "mlp", "up_proj": "mlp", "down_proj": "mlp"}

@@ -15,9 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-from assistant.cache_folder import publish, temp_folder
-from assistant.errors import ArenaError
 from assistant.inference import lora_onnx
+from foundation.cache_folder import publish, temp_folder
+from foundation.errors import ArenaError
 
 MARKER = "arena_onnx.json"
 PRECISIONS = ("int4", "fp32")

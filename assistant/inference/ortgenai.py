@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from assistant.decoding import GenSettings, Row, RowOutput, record_token
-from assistant.errors import ArenaError
 from assistant.inference import lora_onnx, ort_build
 from assistant.inference.base import AdapterSlot, adapter_peft_type, check_rows, last
+from foundation.errors import ArenaError
 
 
 def available() -> bool:

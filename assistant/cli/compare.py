@@ -1,0 +1,127 @@
+"""`arena compare`: run the strategy comparison headless and write the report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from assistant.compare.metrics import METRIC_LABELS, PRIMARY_METRICS
+from foundation.errors import ArenaError
+
+ALL_VARIANTS = ("base", "prompt", "rag", "finetuned", "rag+finetuned")
+
+
+def add_compare_args(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--eval", dest="eval_file", help="JSONL or CSV with question, answer[, source]")
+    src.add_argument("--from-documents", action="store_true",
+                     help="draw QA pairs from the ingested documents (held-out sections only)")
+    src.add_argument("--resume", type=int, default=None, metavar="RUN",
+                     help="continue the interrupted comparison run RUN with its own questions and settings")
+    p.add_argument("--adapter", default=None, help="registered adapter for finetuned / rag+finetuned")
+    p.add_argument("--variants", nargs="+", default=None, metavar="VARIANT",
+                   help=f"any of {', '.join(ALL_VARIANTS)}, routed (default: all but routed, or those without "
+                        "adapter); routed picks per question among the others, cross-validated")
+    p.add_argument("--metric", default="f1", choices=PRIMARY_METRICS, help="primary metric (default f1)")
+    p.add_argument("--report", default=None, help="write Markdown report here (plus .html and .png)")
+    p.add_argument("--system-prompt", dest="system_prompt", default=None, help="system prompt of 'prompt'")
+    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=None,
+                   help="answer length limit (default: 1.5x the 90th percentile of the reference answers' tokens)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N questions")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--judge", default="", metavar="local|openai:URL:MODEL",
+                   help="LLM judge: grade every answer against the reference (correct / partially / wrong) with "
+                        "the local base model or MODEL on an OpenAI-compatible server")
+    p.add_argument("--no-forgetting", dest="forgetting", action="store_false",
+                   help="skip the general-knowledge forgetting check and the bias probe of the adapter")
+
+
+def default_variants(adapter: str | None) -> tuple[str, ...]:
+    return ALL_VARIANTS if adapter else ("base", "prompt", "rag")
+
+
+def load_items(args, runtime) -> tuple[list, str]:
+    """Evaluation items and a name for them, from --eval or drawn from the documents."""
+    from assistant.compare.evalset import draw_eval_set, load_eval_set
+
+    if args.eval_file:
+        items, name = load_eval_set(Path(args.eval_file)), Path(args.eval_file).name
+    else:
+        trained = runtime.registry.training_questions(args.adapter) if args.adapter else []
+        items, _ = draw_eval_set(runtime.store.sections(), exclude_questions=trained, seed=args.seed)
+        name = "drawn from documents"
+    return (items[: args.limit] if args.limit else items), name
+
+
+def variant_config(args):
+    """The shared VariantConfig of the chat side, with the CLI's overrides."""
+    from dataclasses import replace
+
+    from foundation.variants import VariantConfig
+
+    cfg = VariantConfig()
+    if args.system_prompt is not None:
+        cfg = replace(cfg, system_prompt=args.system_prompt)
+    return cfg
+
+
+def cmd_compare(args: argparse.Namespace, settings) -> int:
+    from assistant.cli.main import emit
+    from assistant.compare.report import write_report
+    from assistant.compare.runner import CompareConfig, resume_comparison, run_comparison
+    from assistant.runtime import Runtime
+
+    check_args(args)
+    runtime = Runtime(settings)
+    progress = progress_line()
+    if args.resume is not None:
+        result = resume_comparison(runtime, args.resume, progress)
+    else:
+        items, name = load_items(args, runtime)
+        cc = CompareConfig(variants=tuple(args.variants or default_variants(args.adapter)), metric=args.metric,
+                           adapter=args.adapter, seed=args.seed, max_new_tokens=args.max_new_tokens,
+                           forgetting=args.forgetting, eval_name=name, judge=args.judge)
+        result = run_comparison(runtime, items, cc, cfg=variant_config(args), progress=progress)
+    print(file=sys.stderr)
+    if args.report:
+        result["report"] = {k: str(v) for k, v in write_report(result, Path(args.report)).items()}
+    emit(args, result, summary_text(result))
+    return 0
+
+
+def progress_line():
+    """A progress callback printing `[ 42%] text · ETA 3m05s` on one stderr line (stdout stays JSON)."""
+    import time
+
+    start = time.monotonic()
+
+    def progress(fraction: float, text: str) -> None:
+        elapsed = time.monotonic() - start
+        eta = elapsed * (1 - fraction) / fraction if 0.01 < fraction < 1 else None
+        tail = f" · ETA {int(eta // 60)}m{int(eta % 60):02d}s" if eta is not None else ""
+        print(f"\r[{fraction:4.0%}] {text + tail:<56}", end="", file=sys.stderr, flush=True)
+    return progress
+
+
+def summary_text(result: dict) -> str:
+    """A short human summary: primary metric per variant, the recommendation and warnings."""
+    rec = result["recommendation"]
+    metric = rec.get("metric", "f1")
+    lines = [f"{METRIC_LABELS[metric]} (mean [95 % CI]):"]
+    for name, summary in result["variants"].items():
+        s = summary.get(metric, {})
+        if s.get("mean") is not None:
+            lines.append(f"  {name:<14} {s['mean']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}]")
+    lines.append(f"recommendation: {rec.get('variant') or 'none'} — {rec['reason']}")
+    lines += [f"warning: {w}" for w in result.get("warnings", [])]
+    if result.get("report"):
+        lines.append(f"report: {result['report']['markdown']} and {result['report']['html']}")
+    return "\n".join(lines)
+
+
+def check_args(args) -> None:
+    if args.limit is not None and args.limit < 1:
+        raise ArenaError(f"--limit must be at least 1, got {args.limit}")
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise ArenaError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")

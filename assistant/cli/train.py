@@ -1,0 +1,100 @@
+"""`arena train` and `arena adapters` command implementations (registered in assistant/cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from assistant.cli.main import emit
+from foundation.errors import ArenaError
+from foundation.paths import confine
+from foundation.settings import Settings
+from training.config import JobConfig, config_from_args
+
+
+def _resolve_config(args: argparse.Namespace, settings: Settings) -> JobConfig:
+    """A job folder (or its id) with --resume means its saved config.yaml."""
+    if args.config and not Path(args.config).suffix:
+        folder = Path(args.config)
+        try:
+            given = folder.is_dir()
+        except OSError:  # e.g. a name longer than the file system allows: then it is a job id
+            given = False
+        if not given:  # a job id: one entry of <data_dir>/jobs, whatever was typed
+            folder = confine(Path(settings.data_dir) / "jobs", args.config, "job id")
+        if not (folder / "config.yaml").is_file():
+            raise ArenaError(f"{args.config}: not a YAML file nor a job folder with config.yaml")
+        args.config = str(folder / "config.yaml")
+    return config_from_args(args)
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    from training.runner import is_main_process, run_job
+
+    cfg = _resolve_config(args, settings)
+    result = run_job(cfg, settings, resume=args.resume)
+    if not is_main_process():
+        return 0  # under torchrun/accelerate only rank 0 reports
+    if result["state"] == "cancelled":
+        emit(args, result, f"cancelled at step {result['step']}; checkpoint saved. Resume with: "
+                           f"arena train {result['job_dir']} --resume")
+        return 0
+    m = result.get("metrics", {})
+    text = (f"adapter {result.get('adapter')} saved to {result.get('path')}\n"
+            f"steps {m.get('steps')} · train loss {_f(m.get('train_loss'))} · val loss {_f(m.get('val_loss'))} · "
+            f"{_f(m.get('tokens_per_s'))} tokens/s · {_f(m.get('train_seconds'))} s")
+    if "sweep" in result:
+        text = sweep_table(result["sweep"]) + "\n" + text
+    emit(args, result, text)
+    return 0
+
+
+def _f(value) -> str:
+    return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def sweep_table(rows: list[dict]) -> str:
+    lines = ["learning_rate  lora_r  val_loss  best"]
+    lines += [f"{r['learning_rate']:<14g} {r['lora_r']:<7} {_f(r['val_loss']):<9} {'*' if r['best'] else ''}"
+              for r in rows]
+    return "\n".join(lines)
+
+
+def cmd_adapters(args: argparse.Namespace, settings: Settings) -> int:
+    from foundation.registry import AdapterRegistry
+
+    reg = AdapterRegistry(settings.data_dir)
+    if args.action != "list":
+        _need(args.target, f"adapters {args.action} needs an adapter name")
+    if args.action == "delete":
+        reg.delete(args.target)
+        emit(args, {"deleted": args.target}, f"deleted {args.target}")
+    elif args.action == "rename":
+        info = reg.rename(args.target, _need(args.new, "rename needs a NEW name"))
+        emit(args, {"renamed": args.target, "to": info.name}, f"renamed {args.target} -> {info.name}")
+    elif args.action == "export":
+        out = reg.merge_export(args.target, Path(_need(args.out, "export needs --out FOLDER")), settings)
+        emit(args, {"exported": args.target, "path": str(out)}, f"merged {args.target} into {out}")
+    else:
+        infos = reg.list()
+        data = [{**asdict(i), "path": str(i.path)} for i in infos]
+        rows = [f"{i.name:<24} {i.method:<14} {_f(i.metrics.get('val_loss')):<8} "
+                f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(i.created))}" for i in infos]
+        emit(args, data, "\n".join(["name                     method         val_loss created"] + rows)
+             if rows else "no adapters yet (arena train ...)")
+    return 0
+
+
+def _need(value, message: str):
+    if not value:
+        raise ArenaError(message)
+    return value
+
+
+def add_adapters_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", nargs="?", default="list", choices=["list", "delete", "rename", "export"])
+    p.add_argument("target", nargs="?", help="adapter name")
+    p.add_argument("new", nargs="?", help="new name (rename)")
+    p.add_argument("--out", default=None, help="export folder (merge-and-export)")

@@ -1,0 +1,1 @@
+"""Foundation layer: what every other layer shares (errors, settings, files, stores, names)."""
