@@ -201,7 +201,7 @@ def _decide_proc(args: list[str], log: Path) -> subprocess.Popen:
                                 stdout=out, stderr=subprocess.STDOUT)
 
 
-def _wait(predicate, proc, log: Path, timeout: float = 240.0) -> None:
+def _wait(predicate, proc, log: Path, timeout: float = 600.0) -> None:
     end = time.time() + timeout
     while time.time() < end:
         if predicate():
@@ -215,7 +215,7 @@ def _wait(predicate, proc, log: Path, timeout: float = 240.0) -> None:
 def test_kill_during_training_then_rerun_resumes_without_reingesting(inputs, tmp_path, tiny_model_dir):
     data_dir = tmp_path / "data"
     args = [str(inputs["docs"]), "--qa", str(inputs["qa"]), "--data-dir", str(data_dir), "--model",
-            str(tiny_model_dir), "--device", "cpu", "--max-steps", "120", "--save-steps", "4", "--batch-size", "2",
+            str(tiny_model_dir), "--device", "cpu", "--max-steps", "60", "--save-steps", "4", "--batch-size", "2",
             "--max-length", "96", "--max-new-tokens", "4", "--limit", "3", "--no-forgetting", "--no-grounded",
             "--augment", "",
             "--variants", "base", "finetuned", "--json"]
@@ -237,7 +237,7 @@ def test_kill_during_training_then_rerun_resumes_without_reingesting(inputs, tmp
     assert read_progress(workspace(data_dir, cfg.name))["stage"] == "train-s0"
     log2 = tmp_path / "second.log"
     rerun = _decide_proc(args, log2)
-    assert rerun.wait(300) == 0, log2.read_text()[-3000:]
+    assert rerun.wait(900) == 0, log2.read_text()[-3000:]  # generous: CI machines are shared
     result = json.loads(log2.read_text().strip().splitlines()[-1])
     cached = {s["stage"]: s["cached"] for s in result["stages"]}
     assert cached["ingest"] and cached["evalset"] and cached["trainset"] and not cached["train-s0"]
@@ -246,7 +246,7 @@ def test_kill_during_training_then_rerun_resumes_without_reingesting(inputs, tmp
     job = next(jobs.glob("decide-*"))
     losses = [json.loads(line)["step"] for line in (job / "metrics.jsonl").read_text().splitlines()
               if '"loss"' in line]
-    assert losses == list(range(1, 121))  # resumed after the checkpoint: no step repeated or missing
+    assert losses == list(range(1, 61))  # resumed after the checkpoint: no step repeated or missing
     assert result["recommendation"]["variant"] in ("base", "finetuned")
 
 
@@ -261,7 +261,7 @@ def test_sigterm_cancels_and_keeps_finished_stages(inputs, tmp_path, tiny_model_
     _wait(lambda: read_progress(folder).get("stage") == "train-s0"
           and "step" in str(read_progress(folder).get("message")), proc, log)
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(120) == 3, log.read_text()[-3000:]
+    assert proc.wait(600) == 3, log.read_text()[-3000:]
     assert read_progress(folder)["state"] == "cancelled"
     assert StageCache(folder).marker("ingest") and StageCache(folder).marker("train-s0") is None
     job = next((data_dir / "jobs").glob("decide-*"))

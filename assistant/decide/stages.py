@@ -247,11 +247,12 @@ class _TrainWatcher:
         while not self._stop.wait(1.0):
             if self.rep.cancelled() and self.folder.is_dir():
                 (self.folder / CANCEL_FILE).touch()
-            last = next((r for r in reversed(read_metrics(self.folder / "metrics.jsonl")) if "max_steps" in r), None)
+            records = read_metrics(self.folder / "metrics.jsonl")
+            last = next((r for r in reversed(records) if "max_steps" in r), None)
+            loss = next((f" loss {r['loss']:.3f}" for r in reversed(records) if "loss" in r), "")
             if last and last.get("max_steps"):
                 try:
-                    self.rep.update(last["step"] / last["max_steps"], f"seed {self.i}: step {last['step']}/"
-                                    f"{last['max_steps']} loss {last.get('loss', float('nan')):.3f}",
-                                    job=str(self.folder))
+                    self.rep.update(last["step"] / last["max_steps"],
+                                    f"seed {self.i}: step {last['step']}/{last['max_steps']}{loss}", job=str(self.folder))
                 except DecideCancelled:
                     pass  # the training loop stops at its next step; run_job then reports "cancelled"
