@@ -179,7 +179,11 @@ def ask_chat(page, question: str, turn: int, columns: int = 5, timeout: float = 
     page.locator("#chat-send").click()
     for i in range(columns):
         bot = page.locator(f"#chat-bot-{i}")
-        expect(bot.locator("[data-testid=user]")).to_have_count(turn, timeout=timeout)
+        try:
+            expect(bot.locator("[data-testid=user]")).to_have_count(turn, timeout=timeout)
+        except AssertionError as exc:  # name what the page said instead (an error toast), if anything
+            raise AssertionError(f"column {i} never showed the question; page messages: "
+                                 f"{page.locator('.toast-body').all_inner_texts()}") from exc
         expect(bot.locator("[data-testid=user]").last).to_contain_text(question)
         expect(page.locator(f"#chat-stats-{i}")).to_contain_text("tokens", timeout=timeout)
     # The input box is cleared once the whole streamed turn has finished.

@@ -9,6 +9,7 @@ Slow (minutes): marked e2e and browser.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -69,7 +70,9 @@ def page(tmp_path_factory):
         finally:
             browser.close()
             stop_app(proc)
-            print(f"screenshots: {ARTIFACTS}")
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(data_dir / "app.log", ARTIFACTS / "bundled-app.log")  # kept for a person to read
+            print(f"screenshots and app log: {ARTIFACTS}")
 
 
 def test_first_start_shows_the_conversion(page):
