@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from assistant.engine import Engine, GenSettings, Row, RowOutput
+from assistant.inference.base import Engine
 from foundation import variants as V
 from foundation.errors import ArenaError
+from foundation.generation import Answer, GenSettings, Row, RowOutput
 from foundation.variants import ROUTED, VariantConfig
 
 
@@ -20,35 +21,6 @@ class Prepared:
     sources: list = field(default_factory=list)
     notice: str = ""
     error: str = ""
-
-
-@dataclass
-class Answer:
-    """One variant's (possibly still growing) answer with its timings."""
-
-    variant: str
-    text: str
-    sources: list
-    ttft_s: float
-    tokens: int
-    tokens_per_s: float
-    prompt_tokens: int
-    messages: list[dict]
-    adapter: str | None
-    notice: str = ""   # e.g. truncated question or trimmed context
-    error: str = ""    # the column could not run (no adapter, no documents, ...)
-    done: bool = False
-
-    def to_json(self) -> dict:
-        """This variant's own figures (its first token, speed, answer and prompt lengths) and its answer."""
-        return {"answer": self.text, "sources": [source_json(h) for h in self.sources], "ttft_s": self.ttft_s,
-                "tokens": self.tokens, "tokens_per_s": self.tokens_per_s, "prompt_tokens": self.prompt_tokens,
-                "notice": self.notice, "error": self.error, "adapter": self.adapter}
-
-
-def source_json(hit) -> dict:
-    return {"citation": hit.citation, "source": hit.source, "section": getattr(hit, "section", ""),
-            "page": getattr(hit, "page", None), "score": round(float(hit.score), 4)}
 
 
 def _optional(runtime, name: str):

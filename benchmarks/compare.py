@@ -69,8 +69,8 @@ def bench_runner(n_questions: int = 6) -> None:
 
     from assistant.compare.evalset import EvalItem
     from assistant.compare.runner import CompareConfig, run_comparison
-    from assistant.engine import GenSettings
     from assistant.runtime import Runtime
+    from foundation.generation import GenSettings
     from foundation.models import LoadedModel
     from foundation.settings import Settings
     from foundation.variants import VariantConfig

@@ -35,10 +35,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from assistant.compare import metrics as M  # noqa: E402
-from assistant.decoding import GenSettings, Row  # noqa: E402
 from assistant.inference.choose import build_engine  # noqa: E402
 from assistant.runtime import Runtime  # noqa: E402
 from benchmarks.retrieval_faq import ENTRIES  # noqa: E402
+from foundation.generation import GenSettings, Row  # noqa: E402
 from foundation.settings import Settings  # noqa: E402
 from foundation.variants import VariantConfig  # noqa: E402
 
@@ -46,7 +46,8 @@ VARIANTS = ["base", "prompt", "rag", "finetuned", "rag+finetuned"]
 OLD_CHILD = """
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
-from assistant.engine import Engine, GenSettings, Row
+from assistant.inference.torch_engine import Engine
+from foundation.generation import GenSettings, Row
 from foundation.models import load_model
 from foundation.settings import Settings
 job = json.load(open(sys.argv[2]))

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from assistant import variants as V  # noqa: E402
-from assistant.decoding import GenSettings, Row  # noqa: E402
+from foundation.generation import GenSettings, Row  # noqa: E402
 from foundation.settings import Settings  # noqa: E402
 
 QUESTION = "How do I reset the device to factory settings, and what happens to my saved data?"

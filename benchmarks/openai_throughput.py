@@ -25,11 +25,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from assistant.decoding import GenSettings, Row  # noqa: E402
 from assistant.inference.choose import build_engine  # noqa: E402
 from assistant.inference.openai_engine import OpenAIEngine, ServerConfig  # noqa: E402
 from assistant.runtime import Runtime  # noqa: E402
 from benchmarks.retrieval_faq import ENTRIES  # noqa: E402
+from foundation.generation import GenSettings, Row  # noqa: E402
 from foundation.models import bundled_gguf, load_model  # noqa: E402
 from foundation.settings import Settings  # noqa: E402
 from foundation.variants import VariantConfig  # noqa: E402

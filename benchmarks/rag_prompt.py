@@ -45,9 +45,9 @@ def _progress(done: int, total: int) -> None:
 
 def main() -> None:
     from assistant.compare import metrics as M
+    from assistant.compare.naive_rag import naive_rag_answers
     from assistant.compare.stats import paired_difference
-    from assistant.engine import GenSettings
-    from assistant.naive_rag import naive_rag_answers
+    from foundation.generation import GenSettings
     from foundation.variants import VariantConfig, max_new_tokens_for
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from assistant.decoding import GenSettings, Row
-from assistant.engine import Engine
 from assistant.inference import ort_build
 from assistant.inference.ortgenai import OrtGenaiEngine, available
+from assistant.inference.torch_engine import Engine
 from assistant.runtime import Runtime
+from foundation.generation import GenSettings, Row
 from foundation.settings import Settings
 from foundation.variants import VariantConfig
 

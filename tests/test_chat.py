@@ -8,9 +8,9 @@ import random
 import pytest
 
 from assistant.arena import Arena
-from assistant.engine import GenSettings
 from assistant.runtime import Runtime
 from foundation.errors import ArenaError
+from foundation.generation import GenSettings
 from foundation.settings import Settings
 from foundation.variants import NO_ADAPTER, NO_DOCUMENTS, VARIANTS, VariantConfig
 from retrieval.store import Hit

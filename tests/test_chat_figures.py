@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from assistant.engine import GenSettings
 from assistant.runtime import Runtime
+from foundation.generation import GenSettings
 from foundation.settings import Settings
 from foundation.variants import VariantConfig
 from ui import chat

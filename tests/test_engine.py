@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from assistant.engine import Engine, GenSettings, Row
+from assistant.inference.torch_engine import Engine
 from foundation.errors import ArenaError
+from foundation.generation import GenSettings, Row
 from tests.conftest import make_lora
 
 

@@ -13,9 +13,9 @@ import torch
 
 import retrieval.embedding
 from assistant.cli.main import main
-from assistant.engine import GenSettings
 from assistant.runtime import Runtime
 from foundation.errors import ArenaError
+from foundation.generation import GenSettings
 from foundation.settings import Settings
 from foundation.variants import VariantConfig
 from retrieval.ingest import ingest_paths

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from assistant.cli.main import build_parser
-from assistant.engine import Engine, GenSettings
+from assistant.inference.torch_engine import Engine
 from assistant.runtime import Runtime
 from foundation.errors import ArenaError
+from foundation.generation import GenSettings
 from foundation.models import resolve_model_path
 from foundation.registry import AdapterInfo, AdapterRegistry, load_adapter_model
 from foundation.settings import Settings, load_settings

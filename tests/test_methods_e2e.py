@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 
+from foundation.registry import AdapterRegistry
 from foundation.settings import Settings
 from training.config import JobConfig
-from foundation.registry import AdapterRegistry
 from training.runner import run_job
 
 PAIRS = [("What is the capital of France?", "The capital of France is Paris.", "I am not able to answer that."),

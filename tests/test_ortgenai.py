@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from assistant.decoding import GenSettings, Row
-from assistant.engine import Engine
 from assistant.inference import ort_build
 from assistant.inference.choose import build_engine, plan
 from assistant.inference.ortgenai import OrtGenaiEngine, available
+from assistant.inference.torch_engine import Engine
 from foundation.errors import ArenaError
+from foundation.generation import GenSettings, Row
 from tests.conftest import make_lora, make_tiny_model
 
 pytestmark = pytest.mark.skipif(not available(), reason="onnxruntime-genai is not installed")

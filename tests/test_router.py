@@ -97,7 +97,7 @@ COOKING = ["How long do I boil an egg?", "What temperature bakes bread?", "How d
 
 
 def test_routed_column_in_chat_says_which_variant_answered(runtime):
-    from assistant.engine import GenSettings
+    from foundation.generation import GenSettings
     from foundation.variants import VariantConfig
 
     arena, cfg, gen = runtime.arena, VariantConfig(system_prompt="Be brief.", dynamic_k=0), GenSettings(

@@ -78,7 +78,7 @@ def sample_paraphrases(questions: list[str], ps: ParaphraseSettings, generate, c
 
     generate(list of messages, GenSettings) -> list of texts (one engine call for all rows).
     """
-    from assistant.engine import GenSettings
+    from foundation.generation import GenSettings
     from foundation.row_cache import content_key
 
     asked = questions
@@ -103,7 +103,7 @@ def sample_paraphrases(questions: list[str], ps: ParaphraseSettings, generate, c
 
 def engine_generate(engine) -> Callable:
     """generate() over the runtime engine's public API: one batched call, base weights."""
-    from assistant.engine import Row
+    from foundation.generation import Row
 
     def generate(prompts: list[list[dict]], gen) -> list[str]:
         return [out.text for out in engine.generate([Row(engine.chat_ids(m), None) for m in prompts], gen)]

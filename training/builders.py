@@ -198,7 +198,7 @@ def distill(questions: list[str], arena, cfg=None, gen=None, progress=None) -> l
     generates only the answers still missing (changed documents change the prompt, hence the key)."""
     import sys
 
-    from assistant.engine import GenSettings  # the chat helper's contract; imported only when used
+    from foundation.generation import GenSettings  # the chat helper's contract; imported only when used
     from foundation.row_cache import RowCache
     from foundation.variants import VariantConfig
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from assistant.engine import GenSettings
 from foundation.errors import ArenaError
+from foundation.generation import GenSettings
 from foundation.variants import DEFAULT_SYSTEM_PROMPT, VARIANTS, VariantConfig, format_passage
 
 TITLES = {"base": "Base", "prompt": "Prompt-engineered", "rag": "RAG", "finetuned": "Fine-tuned",

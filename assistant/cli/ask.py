@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 from assistant.cli.compare import progress_line
-from assistant.engine import GenSettings
 from assistant.runtime import Runtime
 from foundation.errors import ArenaError
+from foundation.generation import GenSettings
 from foundation.jsonl import read_questions
 from foundation.settings import Settings
 from foundation.variants import VARIANTS, VariantConfig, parse_variants

@@ -76,7 +76,7 @@ def messages(question: str, reference: str, answer: str) -> list[dict]:
 def ask(cfg: JudgeConfig, runtime, conversations: list[list[dict]], progress=None) -> list[str]:
     """The judge's raw replies, in order."""
     if cfg.kind == "local":
-        from assistant.decoding import GenSettings, Row
+        from foundation.generation import GenSettings, Row
 
         engine = runtime.engine
         gen = GenSettings(max_new_tokens=cfg.max_tokens, temperature=cfg.temperature)

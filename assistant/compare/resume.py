@@ -28,7 +28,7 @@ def answer_json(answer) -> dict:
 
 
 def answer_from_json(data: dict):
-    from assistant.arena import Answer
+    from foundation.generation import Answer
     from retrieval.store import Hit
 
     return Answer(data["variant"], data["text"], [Hit(**h) for h in data["sources"]], data["ttft_s"],

@@ -82,7 +82,7 @@ def run_comparison(runtime, items: list[EvalItem], cc: CompareConfig, cfg=None,
 
     Stored runs keep every answered and scored question as it completes (assistant/compare/resume.py);
     `resume=RUN_ID` continues such a run (see resume_comparison)."""
-    from assistant.engine import GenSettings
+    from foundation.generation import GenSettings
     from foundation.variants import VariantConfig
 
     validate(cc, items)

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from assistant.decoding import GenSettings, Row, RowOutput
 from foundation.errors import ArenaError
+from foundation.generation import GenSettings, Row, RowOutput
 
 
 @dataclass

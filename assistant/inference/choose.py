@@ -44,7 +44,7 @@ def _unsupported(model_path: str, device: str) -> str:
 
 def build_engine(engine: str, loaded, models_dir: Path, log=None):
     """(engine, notice): the planned engine, or the torch engine with a notice when onnx cannot be built."""
-    from assistant.engine import Engine
+    from assistant.inference.torch_engine import Engine
     from foundation.errors import ArenaError
 
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))

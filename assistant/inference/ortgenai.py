@@ -24,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from assistant.decoding import GenSettings, Row, RowOutput, record_token
 from assistant.inference import lora_onnx, ort_build
 from assistant.inference.base import AdapterSlot, adapter_peft_type, check_rows, last
+from assistant.inference.decoding import record_token
 from foundation.errors import ArenaError
+from foundation.generation import GenSettings, Row, RowOutput
 
 
 def available() -> bool:

@@ -1,0 +1,86 @@
+"""The plain per-row torch decode (the reference engine's loop); its settings and rows are foundation.generation's."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import torch
+
+from foundation.generation import GenSettings, Row, RowOutput
+
+
+def decode_row(model, context, row: Row, gen: GenSettings, eos_ids: set[int], tokenizer) -> Iterator[RowOutput]:
+    """One row decoded alone with a KV cache, yielding its output after every token.
+
+    `context()` is entered around each forward (it activates the row's adapter). Rows are never padded or
+    batched together, so a row's greedy tokens are the same whatever else is generated beside it.
+    """
+    steps = _steps(model, tokenizer, row, gen, eos_ids, context)
+    while True:
+        # Grad mode is thread-local and Gradio resumes a streaming generator from different worker threads,
+        # so inference mode is entered around every step, not once around the loop (else: "Inference tensors
+        # cannot be saved for backward" as soon as a step runs on another thread).
+        with torch.inference_mode():
+            out = next(steps, None)
+        if out is None:
+            return
+        yield out
+
+
+def _steps(model, tokenizer, row: Row, gen: GenSettings, eos_ids: set[int], context):
+    from transformers import DynamicCache
+
+    device = next(model.parameters()).device
+    ids = torch.tensor([row.input_ids], device=device)
+    seen = None
+    if gen.repetition_penalty != 1.0:
+        seen = torch.zeros((1, model.config.vocab_size), dtype=torch.bool, device=device)
+        seen[0, ids[0]] = True
+    sampler = torch.Generator(device="cpu").manual_seed(gen.seed)
+    start, out, cache = time.perf_counter(), RowOutput(), DynamicCache(config=model.config)
+    with context():
+        logits = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+    for step in range(gen.max_new_tokens):
+        nxt = pick_next(logits.float(), gen, seen, sampler)
+        if record_token(out, int(nxt), tokenizer, eos_ids, time.perf_counter() - start) or \
+                step == gen.max_new_tokens - 1:
+            break  # after the last token, another forward would compute logits nobody reads
+        yield out
+        if seen is not None:
+            seen[0, nxt] = True
+        with context():
+            logits = model(input_ids=nxt[:, None], past_key_values=cache, use_cache=True).logits[:, -1]
+    out.done = True
+    yield out
+
+
+def pick_next(logits: torch.Tensor, gen: GenSettings, seen: torch.Tensor | None,
+              sampler: torch.Generator) -> torch.Tensor:
+    """Next token per row: repetition penalty (as in transformers), then greedy or temperature/top-p."""
+    if seen is not None:
+        penalized = torch.where(logits > 0, logits / gen.repetition_penalty, logits * gen.repetition_penalty)
+        logits = torch.where(seen, penalized, logits)
+    if gen.temperature == 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits / gen.temperature, dim=-1)
+    if gen.top_p < 1:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        drop = sorted_p.cumsum(-1) - sorted_p > gen.top_p  # keep the smallest prefix reaching top_p
+        probs = probs.scatter(1, order, sorted_p.masked_fill(drop, 0))
+    return torch.multinomial(probs.cpu(), 1, generator=sampler).squeeze(1).to(logits.device)
+
+
+
+def record_token(out: RowOutput, token: int, tokenizer, eos_ids: set[int], elapsed: float) -> bool:
+    """Append one generated token to a row's output; True when it ends the row (EOS)."""
+    if not out.tokens:
+        out.ttft_s = elapsed
+    out.seconds = elapsed
+    if token in eos_ids:
+        out.done = True
+        return True
+    out.tokens.append(token)
+    # A trailing replacement char is an incomplete multi-byte character; show it once complete.
+    out.text = tokenizer.decode(out.tokens, skip_special_tokens=True).rstrip("\ufffd")
+    return False

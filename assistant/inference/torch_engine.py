@@ -1,0 +1,186 @@
+"""The torch engine: one base model, peft adapters by name, rows decoded one by one (the reference).
+
+Every row is decoded alone with its own KV cache (decoding.decode_row), interleaved one token per row per
+turn so all columns stream at once. Nothing is padded or batched, so each row's greedy tokens are exactly
+what the row gives alone; speed on CPU comes from the onnxruntime-genai engine (inference/ortgenai.py).
+This engine stays the reference, the GPU path, the NLL scorer and the fallback for adapters the onnx graph
+cannot take (DoRA, full model folders, other peft types).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+import torch
+
+from assistant.inference.base import AdapterSlot, adapter_peft_type, check_rows, last
+from assistant.inference.decoding import decode_row
+from foundation.errors import ArenaError
+from foundation.generation import GenSettings, Row, RowOutput
+from foundation.models import LoadedModel
+
+__all__ = ["Engine", "GenSettings", "Row", "RowOutput", "AdapterSlot"]  # settings/rows live in decoding
+
+
+class Engine:
+    """Generates for (prompt, adapter) rows over one shared base model with peft adapters."""
+
+    name = "torch"
+
+    def __init__(self, loaded: LoadedModel):
+        self.loaded = loaded
+        self.tokenizer = loaded.tokenizer
+        self.model = loaded.model  # becomes a PeftModel once the first peft adapter is loaded
+        self.slots: dict[str, AdapterSlot] = {}
+        self._separate: dict[str, torch.nn.Module] = {}  # at most one extra model, see _separate_model
+        # One generation at a time (the KV caches and active adapters are per call). A plain Lock, not an
+        # RLock: Gradio advances a streaming generator from different worker threads, and an RLock released by
+        # another thread than its owner raises and stays held forever (every later request then hangs).
+        self._lock = threading.Lock()
+
+    @property
+    def context_length(self) -> int:
+        cfg = self.loaded.model.config
+        return int(getattr(cfg, "max_position_embeddings", 0) or 2048)
+
+    @property
+    def eos_ids(self) -> set[int]:
+        ids = {self.tokenizer.eos_token_id}
+        cfg_eos = getattr(getattr(self.loaded.model, "generation_config", None), "eos_token_id", None)
+        ids.update(cfg_eos if isinstance(cfg_eos, list) else [cfg_eos])
+        return {i for i in ids if i is not None}
+
+    def chat_ids(self, messages: list[dict]) -> list[int]:
+        """Token ids of a conversation with the model's own chat template, ready for the reply."""
+        out = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
+        return list(out["input_ids"])
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def load_adapter(self, name: str, path: Path) -> AdapterSlot:
+        """Load an adapter folder under `name` once; later calls with the same name and path are free."""
+        path = Path(path)
+        with self._lock:
+            slot = self.slots.get(name)
+            if slot is not None and slot.path == path:
+                return slot
+            if slot is not None:  # same name, new folder (re-trained or renamed): replace the old weights
+                self._unload(slot)
+            peft_type = adapter_peft_type(path)
+            # LoRA (any variant) lives in the shared model's layers; full models and other peft types (prompt
+            # tuning, ...) need their own forward, so they get their own model.
+            mode = "mixed" if peft_type == "LORA" else "separate"
+            if mode == "mixed":
+                self._attach(name, path)
+            self.slots[name] = AdapterSlot(name, path, peft_type, mode)
+            return self.slots[name]
+
+    def _unload(self, slot: AdapterSlot) -> None:
+        self.slots.pop(slot.name)
+        self._separate.pop(slot.name, None)
+        if slot.mode != "separate":
+            self.model.delete_adapter(slot.name)
+            self._set_active([])
+
+    def _attach(self, name: str, path: Path) -> None:
+        from peft import PeftModel
+
+        if isinstance(self.model, PeftModel):
+            self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+        else:
+            self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name, is_trainable=False)
+        self.model.eval()
+        self._set_active([])
+
+    def _separate_model(self, name: str) -> torch.nn.Module:
+        """Full-model folders and non-LoRA peft types get their own model; only the latest one is kept."""
+        if name in self._separate:
+            return self._separate[name]
+        from transformers import AutoModelForCausalLM
+
+        slot = self.slots[name]
+        self._separate.clear()  # keep memory bounded to base + one extra model
+        if slot.peft_type is None:
+            model = AutoModelForCausalLM.from_pretrained(slot.path, dtype=self.loaded.dtype, use_safetensors=True)
+        else:
+            from peft import PeftModel
+
+            if not Path(self.loaded.path, "config.json").is_file():
+                raise ArenaError(f"adapter {name!r} ({slot.peft_type}) needs the base model folder, "
+                                 f"but the base was not loaded from one ({self.loaded.path})")
+            base = AutoModelForCausalLM.from_pretrained(self.loaded.path, dtype=self.loaded.dtype,
+                                                        use_safetensors=True)
+            model = PeftModel.from_pretrained(base, str(slot.path), is_trainable=False)
+        self._separate[name] = model.to(self.loaded.device).eval()
+        return self._separate[name]
+
+    def stream(self, rows: list[Row], gen: GenSettings) -> Iterator[list[RowOutput]]:
+        """Yield every row's growing output, one token per unfinished row per turn."""
+        check_rows(rows, gen, self.context_length, self.slots)
+        outputs = [RowOutput() for _ in rows]
+        with self._lock:
+            live = {i: decode_row(*self._model_for(row.adapter), row, gen, self.eos_ids, self.tokenizer)
+                    for i, row in enumerate(rows)}
+            while live:
+                for i, steps in list(live.items()):
+                    outputs[i] = next(steps, outputs[i])
+                    if outputs[i].done:
+                        del live[i]
+                yield outputs
+        for out in outputs:  # rows that ended without a final step (none expected) are still marked
+            out.done = True
+        yield outputs
+
+    def _model_for(self, adapter: str | None):
+        """(model, context activating the adapter around each forward) for a row."""
+        slot = self.slots.get(adapter) if adapter else None
+        if slot is not None and slot.mode == "separate":
+            return self._separate_model(adapter), nullcontext
+        return self._inner(), (lambda: self._activated([adapter] if adapter else []))
+
+    def generate(self, rows: list[Row], gen: GenSettings) -> list[RowOutput]:
+        return last(self.stream(rows, gen))
+
+    @contextmanager
+    def _activated(self, names: list[str]):
+        """Make `names` the active adapters for one forward, then none again (the base stays plain)."""
+        if names:
+            self._set_active(names)
+        try:
+            yield
+        finally:
+            if names:
+                self._set_active([])
+
+    def _set_active(self, names: list[str]) -> None:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        # With no active adapter the injected layers act as the plain base model, so code that uses
+        # runtime.base.model directly (training, comparison) never sees an adapter by accident.
+        for module in self.model.modules():
+            if isinstance(module, BaseTunerLayer):
+                module.set_adapter(names, inference_mode=True)
+
+    def _inner(self) -> torch.nn.Module:
+        from peft import PeftModel
+
+        # Calling the wrapped transformers model skips PeftModel.forward's per-call bookkeeping.
+        return self.model.base_model.model if isinstance(self.model, PeftModel) else self.model
+
+    def nll(self, prompt_ids: list[int], reference_ids: list[int], adapter: str | None) -> float:
+        """Mean per-token negative log-likelihood of `reference_ids` after `prompt_ids` (teacher forcing)."""
+        if not reference_ids:
+            raise ArenaError("reference answer is empty")
+        check_rows([Row(prompt_ids, adapter)], GenSettings(max_new_tokens=1), self.context_length, self.slots)
+        ids = torch.tensor([prompt_ids + reference_ids], device=self.loaded.device)
+        with self._lock, torch.inference_mode():
+            model, context = self._model_for(adapter)
+            with context():
+                logits = model(input_ids=ids).logits
+        logits = logits[0, len(prompt_ids) - 1:-1].float()
+        return float(torch.nn.functional.cross_entropy(logits, ids[0, len(prompt_ids):]))
+
