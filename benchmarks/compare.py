@@ -67,8 +67,9 @@ def bench_runner(n_questions: int = 6) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from conftest import make_tiny_model, make_tiny_tokenizer
 
+    from assistant.compare.config import CompareConfig
     from assistant.compare.evalset import EvalItem
-    from assistant.compare.runner import CompareConfig, run_comparison
+    from assistant.compare.runner import run_comparison
     from assistant.runtime import Runtime
     from foundation.generation import GenSettings
     from foundation.models import LoadedModel

@@ -143,8 +143,9 @@ def old_vs_new(runtime, folder: Path, result: dict, old_adapter: str, metric: st
     """Paired per-question differences new - old on the fine-tuned variants, same questions and prompts."""
     from dataclasses import replace
 
+    from assistant.compare.config import CompareConfig
     from assistant.compare.evalset import EvalItem
-    from assistant.compare.runner import CompareConfig, run_comparison
+    from assistant.compare.runner import run_comparison
     from assistant.compare.stats import paired_difference
     from foundation.variants import VariantConfig
 

@@ -9,9 +9,11 @@ import numpy as np
 
 from foundation.errors import ArenaError
 
-# "routed" answers with whichever of the other five a per-question router picks (assistant/compare/router.py)
-VARIANTS = ("base", "prompt", "rag", "finetuned", "rag+finetuned", "routed")
+# The five strategies, cheapest first (the router and the tie rule rely on this order).
+STRATEGIES = ("base", "prompt", "rag", "finetuned", "rag+finetuned")
+# "routed" answers with whichever strategy a per-question router picks (assistant/compare/router.py)
 ROUTED = "routed"
+VARIANTS = (*STRATEGIES, ROUTED)
 ADAPTER_VARIANTS = {"finetuned", "rag+finetuned"}
 RAG_VARIANTS = {"rag", "rag+finetuned"}
 

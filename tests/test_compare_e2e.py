@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
+from assistant.compare.config import CompareConfig
 from assistant.compare.evalset import EvalItem, draw_eval_set, load_eval_set
-from assistant.compare.runner import CompareConfig, run_comparison
+from assistant.compare.runner import run_comparison
 from assistant.compare.runs import RunStore
 from foundation.errors import ArenaError
 from foundation.variants import VARIANTS

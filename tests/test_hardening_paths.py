@@ -296,9 +296,9 @@ def test_only_documented_handlers_are_callable_through_the_client(web):
 
 def test_compare_tab_resume_button_finishes_an_interrupted_run(web):
     """A run stored as started (as a killed `arena compare` leaves it) is finished from the Compare tab."""
+    from assistant.compare.config import CompareConfig
     from assistant.compare.evalset import EvalItem
     from assistant.compare.resume import plan_json
-    from assistant.compare.runner import CompareConfig
     from assistant.compare.runs import RunStore
     from foundation.variants import VariantConfig
 

@@ -24,8 +24,9 @@ def test_max_new_tokens_is_one_and_a_half_times_the_90th_percentile_clamped():
 
 
 def test_comparison_without_max_new_tokens_sizes_answers_from_references(tiny_loaded, data_dir):
+    from assistant.compare.config import CompareConfig
     from assistant.compare.evalset import EvalItem
-    from assistant.compare.runner import CompareConfig, run_comparison
+    from assistant.compare.runner import run_comparison
     from assistant.runtime import Runtime
     from foundation.settings import Settings
 

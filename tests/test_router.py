@@ -117,8 +117,9 @@ def test_routed_column_in_chat_says_which_variant_answered(runtime):
 
 
 def test_routed_in_a_comparison_is_cross_validated_with_its_cost(runtime):
+    from assistant.compare.config import CompareConfig
     from assistant.compare.evalset import EvalItem
-    from assistant.compare.runner import CompareConfig, run_comparison
+    from assistant.compare.runner import run_comparison
 
     items = [EvalItem(q, "It depends.", "faq.md") for q in SPORT + COOKING]
     cc = CompareConfig(variants=("base", "prompt", "routed"), max_new_tokens=6, eval_name="router")

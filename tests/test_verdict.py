@@ -160,8 +160,9 @@ def tiny_runtime(tmp_path, tiny_model_dir):
 
 
 def test_runner_adds_learned_check_why_and_verdict(tiny_runtime):
+    from assistant.compare.config import CompareConfig
     from assistant.compare.evalset import EvalItem
-    from assistant.compare.runner import CompareConfig, run_comparison
+    from assistant.compare.runner import run_comparison
     from ui.compare import _show
 
     items = [EvalItem(f"Which colour is thing {i}?", "It is red.", source="faq.md", section=f"s{i % 2}")

@@ -197,8 +197,9 @@ def served(runtime, url: str, key: str, n):
 
 
 def _run(runtime, file, draw, lim, chosen, adapter_name, metric_name, tokens, progress, judge="") -> dict:
+    from assistant.compare.config import CompareConfig
     from assistant.compare.evalset import draw_eval_set, load_eval_set
-    from assistant.compare.runner import CompareConfig, run_comparison
+    from assistant.compare.runner import run_comparison
 
     if draw:
         trained = runtime.registry.training_questions(adapter_name) if adapter_name else []

@@ -1,3 +1,5 @@
-"""The `arena` command line (top layer): one module per subcommand group."""
+"""The `arena` command line (top layer): one module per subcommand group; `output` prints for all."""
 
-from assistant.cli.main import VERSIONED, build_parser, cmd_info, cmd_serve, emit, info_data, main  # noqa: F401
+from assistant.cli.main import main
+
+__all__ = ["main"]

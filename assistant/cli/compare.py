@@ -8,8 +8,7 @@ from pathlib import Path
 
 from assistant.compare.metrics import METRIC_LABELS, PRIMARY_METRICS
 from foundation.errors import ArenaError
-
-ALL_VARIANTS = ("base", "prompt", "rag", "finetuned", "rag+finetuned")
+from foundation.variants import STRATEGIES
 
 
 def add_compare_args(p: argparse.ArgumentParser) -> None:
@@ -21,7 +20,7 @@ def add_compare_args(p: argparse.ArgumentParser) -> None:
                      help="continue the interrupted comparison run RUN with its own questions and settings")
     p.add_argument("--adapter", default=None, help="registered adapter for finetuned / rag+finetuned")
     p.add_argument("--variants", nargs="+", default=None, metavar="VARIANT",
-                   help=f"any of {', '.join(ALL_VARIANTS)}, routed (default: all but routed, or those without "
+                   help=f"any of {', '.join(STRATEGIES)}, routed (default: all but routed, or those without "
                         "adapter); routed picks per question among the others, cross-validated")
     p.add_argument("--metric", default="f1", choices=PRIMARY_METRICS, help="primary metric (default f1)")
     p.add_argument("--report", default=None, help="write Markdown report here (plus .html and .png)")
@@ -38,7 +37,7 @@ def add_compare_args(p: argparse.ArgumentParser) -> None:
 
 
 def default_variants(adapter: str | None) -> tuple[str, ...]:
-    return ALL_VARIANTS if adapter else ("base", "prompt", "rag")
+    return STRATEGIES if adapter else ("base", "prompt", "rag")
 
 
 def load_items(args, runtime) -> tuple[list, str]:
@@ -67,9 +66,10 @@ def variant_config(args):
 
 
 def cmd_compare(args: argparse.Namespace, settings) -> int:
-    from assistant.cli.main import emit
+    from assistant.cli.output import emit
+    from assistant.compare.config import CompareConfig
     from assistant.compare.report import write_report
-    from assistant.compare.runner import CompareConfig, resume_comparison, run_comparison
+    from assistant.compare.runner import resume_comparison, run_comparison
     from assistant.runtime import Runtime
 
     check_args(args)

@@ -10,7 +10,7 @@ EXIT_CANCELLED = 3
 
 
 def cmd_decide(args: argparse.Namespace, settings) -> int:
-    from assistant.cli.main import emit
+    from assistant.cli.output import emit
     from assistant.decide.config import config_from_args
     from assistant.decide.runner import plan_for, run_decide
 

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from assistant.cli.main import emit
+from assistant.cli.output import emit
 from foundation.errors import ArenaError
 from foundation.jsonl import read_questions
 from foundation.settings import Settings

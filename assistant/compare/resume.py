@@ -42,8 +42,8 @@ def plan_json(items, cc, cfg) -> dict:
 
 def plan_from_json(plan: dict):
     """(items, CompareConfig, VariantConfig) as the interrupted run had them."""
+    from assistant.compare.config import CompareConfig
     from assistant.compare.evalset import EvalItem
-    from assistant.compare.runner import CompareConfig
     from foundation.variants import VariantConfig
 
     def build(cls, data: dict):

@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from foundation.errors import ArenaError
+from foundation.variants import STRATEGIES
 
-CANDIDATES = ("base", "prompt", "rag", "finetuned", "rag+finetuned")  # what the router may pick, cheapest first
+CANDIDATES = STRATEGIES  # what the router may pick, cheapest first
 DEFAULT_FOLDS = 5
 NO_ROUTER = "no router yet — run a comparison or vote in chat, then the routed column can learn from them"
 

@@ -3,44 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from assistant.compare import metrics as M
-from assistant.compare.bias import DEFAULT_BIAS_MARGIN, check_bias
+from assistant.compare.bias import check_bias
+from assistant.compare.config import CompareConfig
 from assistant.compare.evalset import EvalItem
-from assistant.compare.forgetting import DEFAULT_MARGIN, arena_scorer, check_forgetting
+from assistant.compare.forgetting import arena_scorer, check_forgetting
 from assistant.compare.leakage import find_overlaps, overlap_warnings
-from assistant.compare.learned import SAMPLE, training_sample
+from assistant.compare.learned import training_sample
 from assistant.compare.recommend import recommend_from_table
 from assistant.compare.resume import PartialRun, plan_from_json
 from assistant.compare.runs import RunStore
 from assistant.compare.stats import exp_summary, paired_against, summarize
 from assistant.compare.why import why_sentences
 from foundation.errors import ArenaError
-from foundation.variants import ROUTED
+from foundation.variants import ADAPTER_VARIANTS, RAG_VARIANTS, ROUTED
 
-ADAPTER_VARIANTS = ("finetuned", "rag+finetuned")
-RAG_VARIANTS = ("rag", "rag+finetuned")
 DISAGREE_F1_SPREAD = 0.3
-
-
-@dataclass
-class CompareConfig:
-    """What to compare and how; stored with every run."""
-
-    variants: tuple[str, ...] = ("base", "prompt", "rag", "finetuned", "rag+finetuned")
-    metric: str = "f1"
-    adapter: str | None = None
-    seed: int = 0
-    max_new_tokens: int | None = None  # None: sized from the references (foundation.variants.max_new_tokens_for)
-    forgetting: bool = True
-    forgetting_margin: float = DEFAULT_MARGIN
-    bias_margin: float = DEFAULT_BIAS_MARGIN  # the bias probe runs with the forgetting check
-    learned_sample: int = SAMPLE  # own training questions the adapter answers for the "did it learn" check
-    eval_name: str = ""
-    label: str = ""
-    judge: str = ""  # LLM judge: "" none | local | openai:URL:MODEL (assistant/compare/judge.py)
 
 
 def validate(cc: CompareConfig, items: list[EvalItem]) -> None:

@@ -11,9 +11,8 @@ from __future__ import annotations
 from assistant.compare.metrics import METRIC_LABELS
 from assistant.compare.recommend import cost_phrase
 from assistant.compare.report import UNIT_METRICS
+from foundation.variants import ADAPTER_VARIANTS, RAG_VARIANTS
 
-RAG_VARIANTS = ("rag", "rag+finetuned")
-ADAPTER_VARIANTS = ("finetuned", "rag+finetuned")
 LOW_HIT = 0.6         # below this share of found answers, retrieval rather than the model limits RAG
 MEMORISED_GAP = 0.15  # training-question score this far above held-out: learned answers that do not carry over
 NOT_LEARNED = 0.3     # training-question score below this: the adapter did not learn its own data

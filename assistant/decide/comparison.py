@@ -25,9 +25,10 @@ def _interrupted_run(runs, label: str) -> int | None:
 def run_compare(decision, rep, tmp: Path, adapters: list[str]) -> dict:
     """Compare every variant with seed 0's adapter, then the adapter variants with each other seed's; the
     verdict is then taken again over all seeds (recommend_from_table's seed tables) and stored with the run."""
+    from assistant.compare.config import CompareConfig
     from assistant.compare.evalset import EvalItem
     from assistant.compare.recommend import decision_metric, recommend_from_table
-    from assistant.compare.runner import CompareConfig, clusters, run_comparison
+    from assistant.compare.runner import clusters, run_comparison
     from assistant.compare.runs import RunStore
     from assistant.compare.why import why_sentences
     from assistant.decide.stages import _load
