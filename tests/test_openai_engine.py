@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from assistant.errors import ArenaError
+from foundation.errors import ArenaError
 from tests.openai_server import BASE_ALIAS, LlamaServer, Proxy, free_port, server_available
 
 _MISSING = server_available()
@@ -40,19 +43,22 @@ VARIANTS = ("base", "prompt", "rag", "finetuned", "rag+finetuned")
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, bundled_data_dir, tiny_model_dir):
-    """A running server + proxy, and a data folder with the FAQ ingested, an adapter registered, an eval file."""
+def world(bundled_data_dir, tiny_model_dir):
+    """A running server + proxy, and a data folder with the FAQ ingested, an adapter registered, an eval file.
+
+    Its own temp folder, not pytest's: concurrent pytest sessions on one machine prune each other's oldest
+    basetemp folders, and this module's server and subprocesses run for minutes."""
     from transformers import AutoModelForCausalLM
 
-    from assistant.models import bundled_gguf, resolve_model_path
     from assistant.runtime import Runtime
-    from assistant.settings import Settings
+    from foundation.models import bundled_gguf, resolve_model_path
+    from foundation.registry import AdapterRegistry
+    from foundation.settings import Settings
     from retrieval.ingest import ingest_paths
     from tests.conftest import make_lora
-    from training.registry import AdapterRegistry
 
     model_dir = resolve_model_path("bundled:smollm2-135m", Settings(data_dir=bundled_data_dir))
-    root = tmp_path_factory.mktemp("served")
+    root = Path(tempfile.mkdtemp(prefix="arena-served-"))
     server = LlamaServer(bundled_gguf("bundled:smollm2-135m"), root, [ADAPTER]).wait()
     proxy = Proxy(server.url)
     data_dir = root / "arena_data"
@@ -69,24 +75,29 @@ def world(tmp_path_factory, bundled_data_dir, tiny_model_dir):
                           data_dir=data_dir, model_dir=model_dir, eval=root / "eval.jsonl")
     proxy.close()
     server.stop()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def _rows(engine, questions):
-    from assistant.decoding import Row
+    from foundation.generation import Row
 
     return [Row(engine.chat_ids([{"role": "user", "content": q}])) for q in questions]
 
 
 def _engine(world, **cfg):
+    """A fresh engine through the proxy, warmed up (its prompt-form probe and one answer done)."""
     from assistant.inference.openai_engine import OpenAIEngine, ServerConfig
+    from foundation.generation import GenSettings
 
     main = world.runtime.engine
-    return OpenAIEngine(main.tokenizer, SimpleNamespace(max_position_embeddings=main.context_length),
-                        ServerConfig(**{"url": world.proxy.url, **cfg}))
+    engine = OpenAIEngine(main.tokenizer, SimpleNamespace(max_position_embeddings=main.context_length),
+                          ServerConfig(**{"url": world.proxy.url, **cfg}))
+    engine.generate(_rows(engine, ["hi"]), GenSettings(max_new_tokens=2))
+    return engine
 
 
 def test_streams_the_served_model_answer(world):
-    from assistant.decoding import GenSettings
+    from foundation.generation import GenSettings
 
     engine = world.runtime.engine
     assert engine.name == "openai" and engine.base_model == BASE_ALIAS
@@ -97,8 +108,8 @@ def test_streams_the_served_model_answer(world):
 
 
 def test_chat_with_every_variant(world):
-    from assistant.decoding import GenSettings
-    from assistant.variants import VariantConfig
+    from foundation.generation import GenSettings
+    from foundation.variants import VariantConfig
 
     answers = world.runtime.arena.ask("How do I reset the widget?", VARIANTS, VariantConfig(adapter=ADAPTER),
                                       GenSettings(max_new_tokens=24))
@@ -121,7 +132,7 @@ def test_adapter_the_server_does_not_serve_is_refused_clearly(world, tmp_path):
 
 
 def test_requests_go_out_concurrently_up_to_the_bound(world):
-    from assistant.decoding import GenSettings
+    from foundation.generation import GenSettings
 
     questions = [f"Name {n} colors." for n in range(2, 8)]
     for bound in (3, 1):
@@ -134,17 +145,19 @@ def test_requests_go_out_concurrently_up_to_the_bound(world):
 
 
 def test_429_is_retried_with_backoff_then_succeeds(world):
-    from assistant.decoding import GenSettings
+    from foundation.generation import GenSettings
 
     engine = _engine(world, max_retries=4)
+    rows, gen = _rows(engine, ["What is the capital of France?"]), GenSettings(max_new_tokens=8)
+    expected = engine.generate(rows, gen)[0].text
     world.proxy.reset()
     world.proxy.reject_next = 2
-    out = engine.generate(_rows(engine, ["What is the capital of France?"]), GenSettings(max_new_tokens=8))[0]
-    assert world.proxy.statuses[:3] == [429, 429, 200] and "Paris" in out.text
+    out = engine.generate(rows, gen)[0]
+    assert world.proxy.statuses == [429, 429, 200] and out.text == expected and out.done
 
 
 def test_persistent_429_names_the_url_and_status(world):
-    from assistant.decoding import GenSettings
+    from foundation.generation import GenSettings
 
     engine = _engine(world, max_retries=1)
     world.proxy.reset()
@@ -219,8 +232,9 @@ def test_server_down_stops_before_anything_is_stored(world, tmp_path):
 
 
 def test_server_failing_mid_run_keeps_whole_questions_and_resumes(world):
+    from assistant.compare.config import CompareConfig
     from assistant.compare.evalset import load_eval_set
-    from assistant.compare.runner import CompareConfig, resume_comparison, run_comparison
+    from assistant.compare.runner import resume_comparison, run_comparison
     from assistant.compare.runs import RunStore
 
     items = load_eval_set(world.eval)

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from assistant.decoding import GenSettings, Row, RowOutput
-from assistant.errors import ArenaError
 from assistant.inference.base import AdapterSlot, adapter_peft_type, check_rows, last
 from assistant.inference.ortgenai import _Pool  # the row pool shared with the onnx engine
+from foundation.errors import ArenaError
+from foundation.generation import GenSettings, Row, RowOutput
 
 NO_LOAD_STATUSES = {404, 405, 501}  # the server has no adapter-loading endpoint
 
@@ -152,7 +152,7 @@ class OpenAIEngine:
         """Tokenizer and config of settings.model (the model the server serves), without its weights."""
         from transformers import AutoConfig, AutoTokenizer
 
-        from assistant.models import resolve_model_path
+        from foundation.models import resolve_model_path
 
         path = resolve_model_path(settings.model, settings)
         kwargs = {"trust_remote_code": settings.trust_remote_code}
@@ -276,6 +276,8 @@ class OpenAIEngine:
                     self.server.client.with_options(max_retries=0).completions.create(
                         model=self.base_model, prompt=probe, max_tokens=1, temperature=0.0)
                     self._ids_prompts = True
+                except openai.RateLimitError:
+                    return False  # busy, says nothing about ids: text this time, probe again next time
                 except openai.APIStatusError:
                     self._ids_prompts = False
                 except openai.OpenAIError as exc:
