@@ -285,29 +285,32 @@ class OpenAIEngine:
             return self._ids_prompts
 
     def nll(self, prompt_ids: list[int], reference_ids: list[int], adapter: str | None) -> float | None:
-        """Mean NLL of the reference from the server's prompt log-probabilities (echo + logprobs), or None.
+        """Mean NLL of the reference from vLLM's `prompt_logprobs`, or None (then `nll_notice` says why).
 
-        Most servers cannot score a given continuation; then the comparison skips the metric and shows
-        `nll_notice` (vLLM can: it echoes prompt log-probabilities)."""
+        Only token-id prompts can be scored (positions must be ours). `echo` + `logprobs` is not used: where
+        it is offered without ids (llama-cpp-python) it sorts the vocabulary in Python for every prompt
+        token, minutes per RAG prompt on this machine."""
         if self.nll_notice:
             return None
         import openai
 
         ids = prompt_ids + reference_ids
-        prompt = ids if self._takes_ids() else self.tokenizer.decode(ids, skip_special_tokens=False)
-        try:
-            out = self.server.client.completions.create(model=adapter or self.base_model, prompt=prompt,
-                                                        max_tokens=1, temperature=0.0, echo=True, logprobs=1)
-            scores = _reference_logprobs(out, len(ids), len(reference_ids))
-        except openai.APIStatusError as exc:
-            if exc.status_code not in (400, 404, 422, 500, 501):
+        scores = None
+        if self._takes_ids():
+            try:
+                out = self.server.client.completions.create(
+                    model=adapter or self.base_model, prompt=ids, max_tokens=1, temperature=0.0,
+                    extra_body={"prompt_logprobs": 0})
+                scores = _reference_logprobs(out, ids, len(reference_ids))
+            except openai.APIStatusError as exc:
+                if exc.status_code not in (400, 404, 422, 501):
+                    raise self.server.error(exc, "scoring a reference answer") from exc
+            except openai.OpenAIError as exc:
                 raise self.server.error(exc, "scoring a reference answer") from exc
-            scores = None
-        except openai.OpenAIError as exc:
-            raise self.server.error(exc, "scoring a reference answer") from exc
         if not scores:
-            self.nll_notice = (f"reference NLL (and the forgetting check built on it) skipped: the serving engine at {self.url} does not return prompt "
-                               "log-probabilities (echo + logprobs on /v1/completions)")
+            self.nll_notice = (f"reference NLL (and the forgetting check built on it) skipped: the serving engine "
+                               f"at {self.url} does not return prompt log-probabilities for token-id prompts "
+                               "(vLLM's prompt_logprobs)")
             return None
         return -sum(scores) / len(scores)
 
@@ -328,18 +331,19 @@ def _extra(gen: GenSettings) -> dict:
     return {"repetition_penalty": gen.repetition_penalty, "repeat_penalty": gen.repetition_penalty}
 
 
-def _reference_logprobs(out, n_prompt: int, n_ref: int) -> list[float]:
-    """The echoed log-probabilities of the reference tokens: the last n_ref before the one generated token.
-
-    Counted from the end (servers differ in whether they list the first or special prompt tokens), and only
-    when the server tokenized the prompt into as many tokens as we did (else positions would not match)."""
-    logprobs = out.choices[0].logprobs if out.choices else None
-    values = list(getattr(logprobs, "token_logprobs", None) or [])
-    usage = getattr(out, "usage", None)
-    if len(values) < n_ref + 1 or (usage is not None and usage.prompt_tokens != n_prompt):
+def _reference_logprobs(out, ids: list[int], n_ref: int) -> list[float]:
+    """The reference tokens' log-probabilities from vLLM's `prompt_logprobs` (one {token_id: {"logprob"}} per
+    prompt position, None first), or [] when the response has none."""
+    positions = getattr(out.choices[0], "prompt_logprobs", None) if out.choices else None
+    if not positions or len(positions) != len(ids):
         return []
-    picked = values[-(n_ref + 1):-1]
-    return [float(v) for v in picked] if all(v is not None for v in picked) else []
+    picked = []
+    for token, entry in zip(ids[-n_ref:], positions[-n_ref:], strict=True):
+        value = (entry or {}).get(str(token)) or (entry or {}).get(token)
+        if value is None:
+            return []
+        picked.append(float(value["logprob"] if isinstance(value, dict) else value))
+    return picked
 
 
 def _base_model(served: list[dict], url: str) -> str:
