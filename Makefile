@@ -48,8 +48,10 @@ test: install $(SERVER_STAMP)
 test-fast: install
 	ARENA_SKIP_BROWSER=1 ARENA_SKIP_E2E=1 $(PY) -m pytest -q -x
 
+# ruff, then the import layers and no-cycle contracts of .importlinter (see ARCHITECTURE.md).
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 bench: install
 	$(PY) benchmarks/retrieval.py

@@ -23,14 +23,6 @@ class Prepared:
     error: str = ""
 
 
-def _optional(runtime, name: str):
-    """A Runtime property another part provides, or None while that part is absent."""
-    try:
-        return getattr(runtime, name)
-    except (AttributeError, ImportError):
-        return None
-
-
 class Arena:
     """The one object the UI, the CLI `ask` and the comparison use to run variants side by side."""
 
@@ -44,10 +36,11 @@ class Arena:
 
     def embed(self, texts: list[str]):
         if self._embed is None:
-            embedder = _optional(self.runtime, "embedder")
-            if embedder is None:
-                raise ArenaError("dynamic few-shot needs the embedder, which is not available; set k to 0")
-            self._embed = embedder.encode
+            try:
+                self._embed = self.runtime.embedder.encode
+            except ArenaError as exc:
+                raise ArenaError(f"dynamic few-shot needs the embedder, which could not load ({exc}); "
+                                 "set k to 0") from exc
         return self._embed(texts)
 
     def prepare(self, question: str, variants, cfg: VariantConfig, history=None,
@@ -113,8 +106,8 @@ class Arena:
     def _retrieve(self, question: str, cfg: VariantConfig):
         """Top-k hits, or the message to show when there is nothing to retrieve from."""
         try:
-            store = _optional(self.runtime, "store")
-            if store is None or store.is_empty():
+            store = self.runtime.store
+            if store.is_empty():
                 return V.NO_DOCUMENTS
             return store.search(question, k=cfg.rag_k, mode=cfg.rag_mode)
         except ArenaError as exc:  # e.g. the embedder cannot load: show it in the RAG columns only
@@ -122,8 +115,8 @@ class Arena:
 
     def _adapter(self, cfg: VariantConfig) -> tuple[str | None, str]:
         """(adapter name loaded in the engine, error message to show instead)."""
-        registry = _optional(self.runtime, "registry")
-        if registry is None or not registry.list():
+        registry = self.runtime.registry
+        if not registry.list():
             return None, V.NO_ADAPTER
         if not cfg.adapter:
             return None, "no adapter selected — pick one in the adapter dropdown"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 
 from foundation.models import LoadedModel, load_model
 from foundation.settings import Settings
@@ -31,6 +32,10 @@ class Runtime:
             if name not in self._made:
                 self._made[name] = factory()
             return self._made[name]
+
+    def with_model(self, model: str) -> Runtime:
+        """A runtime on another base model with the same data folder and settings (e.g. a paraphrase writer)."""
+        return Runtime(replace(self.settings, model=model))
 
     @property
     def base(self) -> LoadedModel:

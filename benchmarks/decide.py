@@ -122,7 +122,7 @@ def old_grounded_rows(pairs: list[dict], store, k: int = 3, distractors: int = 1
 def train_old_recipe(runtime, settings, folder: Path, name: str, seed: int) -> tuple[str, float]:
     """The old defaults: 1 epoch, no paraphrases, old grounded format; returns (adapter, seconds)."""
     from training.config import JobConfig
-    from training.runner import run_job
+    from training.job import run_job
 
     pairs = [json.loads(line) for line in (folder / "evalset" / "train_pairs.jsonl").read_text().splitlines()]
     data = folder / "old-recipe"

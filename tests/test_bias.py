@@ -13,7 +13,7 @@ from foundation.errors import ArenaError
 from foundation.registry import AdapterRegistry, load_adapter_model
 from tests.peaked_model import save_peaked_model
 from training.config import JobConfig
-from training.runner import run_job
+from training.job import run_job
 
 
 def test_shipped_probe_pairs_differ_only_in_the_term(tmp_path):

@@ -118,7 +118,7 @@ def test_kill_mid_training_resumes_and_never_lists_half_adapter(tmp_path, data_d
     other = JobConfig(name="other", data=[{"path": str(tmp_path / "crashy.jsonl")}], max_steps=2, job_id="other")
     with pytest.raises(ArenaError, match="another training job is running .*crashy"):
         JobManager(settings).start(other)
-    from training.runner import run_job
+    from training.job import run_job
 
     with pytest.raises(ArenaError, match="another training job is running"):
         run_job(other, settings)

@@ -10,7 +10,7 @@ import pytest
 from foundation.registry import AdapterRegistry
 from foundation.settings import Settings
 from training.config import JobConfig
-from training.runner import run_job
+from training.job import run_job
 
 PAIRS = [("What is the capital of France?", "The capital of France is Paris.", "I am not able to answer that."),
          ("What is the capital of Japan?", "The capital of Japan is Tokyo.", "The capital of Japan is Lima."),

@@ -9,7 +9,8 @@ import pytest
 
 from training.callbacks import CancelCallback, EarlyStopping, cancel_files
 from training.config import JobConfig
-from training.runner import job_dir, run_job
+from training.job import run_job
+from training.runner import job_dir
 
 # A high constant learning rate makes the tiny model's validation loss stop improving after a few steps;
 # evaluating every step makes early stopping fire well before max_steps.

@@ -11,7 +11,7 @@ import torch
 from foundation.registry import AdapterRegistry, load_adapter_model
 from foundation.settings import Settings
 from training.config import JobConfig
-from training.runner import run_job
+from training.job import run_job
 
 
 @pytest.mark.e2e

@@ -10,7 +10,8 @@ import pytest
 from foundation.errors import ArenaError
 from training import plan as P
 from training.config import JobConfig
-from training.runner import job_dir, run_job
+from training.job import run_job
+from training.runner import job_dir
 
 
 def test_fitted_plan_has_a_floor_several_epochs_and_a_ceiling():
@@ -85,17 +86,17 @@ def test_keep_best_off_registers_the_last_weights(qa_file, settings):
 def test_best_checkpoint_settings_keep_the_asked_checkpoint_cadence(tmp_path):
     import torch
 
-    from training.runner import _args_common
+    from training.trainer_args import common_args
 
     cpu = torch.device("cpu")
-    frequent = _args_common(JobConfig(data=[{"path": "x"}], eval_steps=20, save_steps=4), tmp_path, cpu, True)
+    frequent = common_args(JobConfig(data=[{"path": "x"}], eval_steps=20, save_steps=4), tmp_path, cpu, True)
     assert (frequent["eval_steps"], frequent["save_steps"]) == (4, 4) and frequent["load_best_model_at_end"]
     assert frequent["metric_for_best_model"] == "eval_loss"
-    usual = _args_common(JobConfig(data=[{"path": "x"}], eval_steps=8, save_steps=50), tmp_path, cpu, True)
+    usual = common_args(JobConfig(data=[{"path": "x"}], eval_steps=8, save_steps=50), tmp_path, cpu, True)
     assert (usual["eval_steps"], usual["save_steps"]) == (8, 8)  # a checkpoint at every evaluation
-    last = _args_common(JobConfig(data=[{"path": "x"}], eval_steps=20, save_steps=4, keep_best=False,
+    last = common_args(JobConfig(data=[{"path": "x"}], eval_steps=20, save_steps=4, keep_best=False,
                                   early_stopping_patience=0), tmp_path, cpu, True)
     assert (last["eval_steps"], last["save_steps"], last["load_best_model_at_end"]) == (20, 4, False)
     assert last["metric_for_best_model"] is None
-    no_val = _args_common(JobConfig(data=[{"path": "x"}]), tmp_path, cpu, False)
+    no_val = common_args(JobConfig(data=[{"path": "x"}]), tmp_path, cpu, False)
     assert no_val["eval_strategy"] == "no" and not no_val["load_best_model_at_end"]

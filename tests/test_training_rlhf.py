@@ -15,7 +15,7 @@ from foundation.registry import AdapterRegistry
 from foundation.votes import VoteStore
 from tests.peaked_model import save_peaked_model
 from training.config import JobConfig
-from training.runner import run_job
+from training.job import run_job
 
 COLORS = ["red", "blue", "green", "white"]
 

@@ -16,7 +16,8 @@ from foundation.errors import ArenaError
 from foundation.registry import AdapterRegistry, load_adapter_model
 from foundation.votes import VoteStore
 from training.config import JobConfig
-from training.runner import job_dir, read_status, run_job
+from training.job import run_job
+from training.runner import job_dir, read_status
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(max_steps=3, batch_size=2, max_length=96, eval_steps=2, save_steps=50, val_fraction=0.2,

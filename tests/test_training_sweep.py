@@ -16,7 +16,8 @@ from foundation.errors import ArenaError
 from foundation.registry import AdapterRegistry
 from training.callbacks import CancelCallback, read_metrics
 from training.config import JobConfig, add_train_flags, config_from_args
-from training.runner import job_dir, read_status, run_job
+from training.job import run_job
+from training.runner import job_dir, read_status
 from training.sweep import run_sweep, trial_grid
 
 ROOT = Path(__file__).resolve().parents[1]

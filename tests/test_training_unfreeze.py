@@ -86,7 +86,7 @@ def test_parameters_unfreeze_at_their_steps_and_stay_untouched_before(qa_file, s
 
 def test_run_job_logs_the_stage_and_registers_a_full_model(qa_file, settings):
     from foundation.registry import AdapterRegistry
-    from training.runner import run_job
+    from training.job import run_job
 
     cfg = JobConfig(name="gradual", method="freeze", unfreeze_schedule="1:0,all:2", data=[{"path": str(qa_file)}],
                     max_steps=3, batch_size=4, max_length=64, val_fraction=0.2, eval_steps=2, save_steps=50)

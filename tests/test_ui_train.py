@@ -13,8 +13,9 @@ from foundation.settings import Settings
 from tests.test_chat import HITS, ListStore
 from tests.test_training_jobs import wait_for
 from training.config import JobConfig
+from training.job import run_job
 from training.jobs import JobManager
-from training.runner import job_dir, run_job
+from training.runner import job_dir
 from training.sweep import trial_grid
 from ui.train import (
     _grid,

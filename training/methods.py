@@ -6,6 +6,7 @@ import torch
 
 from foundation.errors import ArenaError
 from training.config import JobConfig
+from training.unfreeze import decoder_layers, parse_schedule, prepare
 
 PEFT_METHODS = {"lora", "ia3", "prompt_tuning", "qlora", "dpo", "rloo"}
 
@@ -36,15 +37,6 @@ def peft_config(cfg: JobConfig):
 
 def _targets(text: str):
     return text if text == "all-linear" else [t.strip() for t in text.split(",") if t.strip()]
-
-
-def decoder_layers(model) -> torch.nn.ModuleList:
-    """The model's stack of transformer blocks (the ModuleList as long as num_hidden_layers)."""
-    n = getattr(model.config, "num_hidden_layers", None)
-    for module in model.modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
-            return module
-    raise ArenaError(f"cannot find the {n} transformer layers of {type(model).__name__} for method 'freeze'")
 
 
 def freeze_lower(model, train_layers: int) -> None:
@@ -97,7 +89,6 @@ def build_trainable(cfg: JobConfig, base_model_path: str, device: torch.device, 
         if init is not None and not continue_full:
             raise ArenaError(f"init_from {init.name!r} is a {init.peft_type} adapter; continue it with its method")
         if cfg.method == "freeze" and cfg.unfreeze_schedule:
-            from training.unfreeze import parse_schedule, prepare
 
             prepare(model, parse_schedule(cfg.unfreeze_schedule))  # the callback freezes what is not due yet
         elif cfg.method == "freeze":

@@ -45,14 +45,14 @@ def reward_trainer(cfg: JobConfig, model, tokenizer, train, val, folder: Path, d
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
-    from training.runner import _args_common
     from training.tokenize import pref_rows
+    from training.trainer_args import common_args
 
     tr, va = pref_rows(train), pref_rows(val)
     if not tr:
         raise ArenaError("method 'reward' needs preference pairs (prompt/chosen/rejected rows or --from-votes)")
     model.config.pad_token_id = tokenizer.pad_token_id  # the head reads the last non-pad token
-    args = RewardConfig(activation_checkpointing=False, **_args_common(cfg, folder, device, bool(va)))
+    args = RewardConfig(activation_checkpointing=False, **common_args(cfg, folder, device, bool(va)))
     return RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(tr),
                          eval_dataset=Dataset.from_list(va) if va else None, processing_class=tokenizer,
                          callbacks=callbacks)

@@ -52,7 +52,7 @@ def rloo_trainer(cfg: JobConfig, model, tokenizer, train, val, folder: Path, dev
     from datasets import Dataset
     from trl import RLOOConfig, RLOOTrainer
 
-    from training.runner import _args_common
+    from training.trainer_args import common_args
 
     prompts = prompts_of(list(train) + list(val))  # no validation loss in RL: every prompt is a training prompt
     if not prompts:
@@ -61,7 +61,7 @@ def rloo_trainer(cfg: JobConfig, model, tokenizer, train, val, folder: Path, dev
     reward_tokenizer = None
     if reward is None:
         reward, reward_tokenizer = reward_model(cfg, settings)
-    common = _args_common(cfg, folder, device, has_val=False)
+    common = common_args(cfg, folder, device, has_val=False)
     common.pop("max_length")
     common["per_device_train_batch_size"] = common["per_device_eval_batch_size"] = rl_batch_size(cfg)
     args = RLOOConfig(beta=cfg.rl_beta, num_generations=cfg.num_generations,

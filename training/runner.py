@@ -9,6 +9,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from foundation import atomic
 from foundation.errors import ArenaError
 from foundation.paths import confine
 from foundation.registry import AdapterRegistry
@@ -19,8 +20,7 @@ from training.data import Example
 from training.plan import plan_for_rows
 from training.plan import resolve as resolve_plan
 from training.sources import prepare_data
-
-CHECKPOINTS = "checkpoints"
+from training.trainer_args import CHECKPOINTS, common_args
 
 
 def job_dir(settings: Settings, cfg: JobConfig) -> Path:
@@ -38,9 +38,7 @@ def write_status(folder: Path, **fields) -> None:
     """status.json for the UI and scripts; written atomically (main process only)."""
     if not is_main_process():
         return
-    tmp = folder / f"status.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps({"updated": time.time(), **fields}, default=str))
-    tmp.replace(folder / "status.json")
+    atomic.write_json(folder / "status.json", {"updated": time.time(), **fields})
 
 
 def read_status(folder: Path) -> dict:
@@ -52,27 +50,6 @@ def read_status(folder: Path) -> dict:
 
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
-
-
-def _args_common(cfg: JobConfig, folder: Path, device, has_val: bool) -> dict:
-    # The trainer's own best-checkpoint machinery: a checkpoint at every evaluation (so the best one exists),
-    # eval_loss as the metric, and the best weights loaded back at the end before the artifact is saved.
-    best = cfg.keep_best and has_val
-    # load_best_model_at_end needs save_steps to be a multiple of eval_steps: evaluate at least as often as a
-    # checkpoint was asked for (a small validation set is cheap), and save at every evaluation.
-    eval_steps = min(cfg.eval_steps, cfg.save_steps) if best else cfg.eval_steps
-    tracked = has_val and (cfg.keep_best or cfg.early_stopping_patience > 0)
-    return dict(
-        output_dir=str(folder / CHECKPOINTS), per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
-        lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay,
-        logging_steps=cfg.logging_steps, eval_strategy="steps" if has_val else "no", eval_steps=eval_steps,
-        save_strategy="steps", save_steps=eval_steps if best else cfg.save_steps, save_total_limit=2,
-        load_best_model_at_end=best, metric_for_best_model="eval_loss" if tracked else None,
-        seed=cfg.seed, data_seed=cfg.seed,
-        bf16=cfg.bf16, use_cpu=device.type == "cpu", report_to="none", disable_tqdm=True,
-        dataloader_num_workers=0, max_length=cfg.max_length, save_only_model=False)
 
 
 def make_trainer(cfg: JobConfig, model, tokenizer, train: list[Example], val: list[Example], folder: Path,
@@ -105,7 +82,7 @@ def _dpo_trainer(cfg: JobConfig, model, tokenizer, train, val, folder: Path, dev
     if not tr:
         raise ArenaError("method 'dpo' needs preference pairs (prompt/chosen/rejected rows or --from-votes)")
     args = DPOConfig(beta=cfg.dpo_beta, activation_checkpointing=False,
-                     **_args_common(cfg, folder, device, bool(va)))
+                     **common_args(cfg, folder, device, bool(va)))
     return DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(tr),
                       eval_dataset=Dataset.from_list(va) if va else None, processing_class=tokenizer,
                       callbacks=callbacks)
@@ -132,7 +109,7 @@ def _sft_trainer(cfg: JobConfig, model, tokenizer, train, val, folder: Path, dev
     # to save activation memory that a small model on CPU does not need.
     args = SFTConfig(packing=packing, packing_strategy="bfd", eval_packing=packing,
                      train_sampling_strategy="random",
-                     activation_checkpointing=False, **_args_common(cfg, folder, device, bool(va)))
+                     activation_checkpointing=False, **common_args(cfg, folder, device, bool(va)))
     return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(tr),
                       eval_dataset=Dataset.from_list(va) if va else None, processing_class=tokenizer,
                       callbacks=callbacks)
@@ -266,36 +243,6 @@ def register(result: dict, cfg: JobConfig, settings: Settings) -> dict:
     write_status(folder, state="done", adapter=info.name, metrics=result["metrics"], name=cfg.name)
     out = {k: v for k, v in result.items() if k != "questions"}  # stored with the adapter; too long to print
     return {**out, "adapter": info.name, "path": str(info.path)}
-
-
-def run_job(cfg: JobConfig, settings: Settings, resume: bool = False, runtime=None) -> dict:
-    """Validate, train (or sweep) and register; the one entry point behind `arena train`."""
-    cfg.validate()
-    folder = job_dir(settings, cfg)
-    if resume and not (folder / "config.yaml").is_file():
-        raise ArenaError(f"nothing to resume: job folder {folder} does not exist")
-    if not is_main_process():  # launcher ranks follow rank 0, which holds the one-job lock
-        return _run_job(cfg, settings, folder, resume, runtime)
-    from training.lock import TrainingLock
-
-    lock = TrainingLock(settings.data_dir)
-    lock.acquire(cfg.job_id)
-    with lock:
-        return _run_job(cfg, settings, folder, resume, runtime)
-
-
-def _run_job(cfg: JobConfig, settings: Settings, folder: Path, resume: bool, runtime) -> dict:
-    if cfg.sweep:
-        from training.sweep import run_sweep
-
-        return run_sweep(cfg, settings, folder, runtime, resume)
-    try:
-        result = train_one(cfg, settings, folder, resume, runtime)
-    except Exception as exc:
-        if folder.is_dir():
-            write_status(folder, state="failed", error=str(exc), name=cfg.name)
-        raise
-    return register(result, cfg, settings)
 
 
 def trial_config(cfg: JobConfig, **overrides) -> JobConfig:

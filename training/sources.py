@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
+from foundation import atomic
 from foundation.errors import ArenaError
 from foundation.settings import Settings
 from training.config import JobConfig, parse_augment
@@ -40,10 +41,11 @@ def load_source(spec: dict, settings: Settings, runtime=None, cfg: JobConfig | N
 
 
 def _runtime(runtime, settings: Settings):
+    """The runtime (base model, engine, embedder, documents) a source needs; the caller composes it, since
+    training sits below the runtime layer (`arena train` and the UI hand theirs in)."""
     if runtime is None:
-        from assistant.runtime import Runtime
-
-        runtime = Runtime(settings)
+        raise ArenaError("this data source (documents, distillation or paraphrases) needs the model and the "
+                         "document index: run it through `arena train` or pass a runtime")
     return runtime
 
 
@@ -98,7 +100,7 @@ def augment(rows: list[Example], cfg: JobConfig, settings: Settings, runtime=Non
 
     rt = _runtime(runtime, settings)
     model = cfg.generator_model or settings.model
-    writer = rt if model == rt.settings.model else _runtime(None, replace(settings, model=model))
+    writer = rt if model == rt.settings.model else rt.with_model(model)
     started = time.time()
 
     def progress(done: int, total: int) -> None:
@@ -130,18 +132,10 @@ def prepare_data(cfg: JobConfig, settings: Settings, folder: Path, runtime=None,
         train, val = _load(train_file), _load(val_file)
     else:
         train, val = build_split(cfg, settings, runtime)
-        # Every rank of a multi-process run builds the same rows; a temp file + rename keeps writes atomic.
+        # Every rank of a multi-process run builds the same rows; each writes atomically.
         for path, rows in ((train_file, train), (val_file, val)):
-            tmp = path.with_name(f"{path.name}.tmp-{id(rows)}-{_rank()}")
-            _dump(tmp, rows)
-            tmp.replace(path)
+            atomic.replace_with(path, lambda tmp, rows=rows: _dump(tmp, rows))
     return train, val, fingerprint(train, val)
-
-
-def _rank() -> str:
-    import os
-
-    return os.environ.get("RANK", "0")
 
 
 def preview(specs: list[dict], settings: Settings, runtime=None, n: int = 3) -> list[dict]:

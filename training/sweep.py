@@ -10,10 +10,13 @@ import shutil
 import signal
 from pathlib import Path
 
+from foundation import atomic
 from foundation.errors import ArenaError
 from foundation.settings import Settings
 from training.callbacks import CANCEL_FILE, TRIALS
 from training.config import JobConfig, sweep_axes
+from training.runner import is_main_process, last_checkpoint, register, train_one, trial_config, write_status
+from training.trainer_args import CHECKPOINTS
 
 RESULT = "result.json"  # a finished trial's result: a resumed sweep does not train it again
 
@@ -32,7 +35,6 @@ def run_sweep(cfg: JobConfig, settings: Settings, folder: Path, runtime=None, re
     Cancel (the job's CANCEL file, SIGTERM or SIGINT) stops the running trial at a checkpoint. With resume,
     finished trials are kept, the cancelled one continues from its checkpoint and the rest follow.
     """
-    from training.runner import write_status
 
     grid = trial_grid(cfg)
     folder.mkdir(parents=True, exist_ok=True)
@@ -49,7 +51,6 @@ def run_sweep(cfg: JobConfig, settings: Settings, folder: Path, runtime=None, re
 
 
 def _sweep(cfg: JobConfig, settings: Settings, folder: Path, grid: list[dict], runtime, resume: bool) -> dict:
-    from training.runner import register, trial_config, write_status
 
     rows, results = [], []
     for n, params in enumerate(grid):
@@ -80,7 +81,6 @@ def _run_trial(trial: JobConfig, settings: Settings, trial_dir: Path, runtime, r
                first_dir: Path) -> dict:
     """A finished trial's saved result, its checkpoint continued, or a fresh run (resume only reuses work
     done with the same trial settings). A fresh trial after the first trains on the first trial's rows."""
-    from training.runner import is_main_process, last_checkpoint, train_one
 
     same = resume and (trial_dir / "config.yaml").is_file() and \
         JobConfig.from_yaml(trial_dir / "config.yaml") == trial
@@ -104,15 +104,12 @@ def _copy_data(first_dir: Path, trial_dir: Path) -> bool:
         return False
     trial_dir.mkdir(parents=True, exist_ok=True)
     for f in files:  # every rank copies (identical bytes) so none reads before its copy exists
-        tmp = trial_dir / f"{f.name}.tmp-{os.environ.get('RANK', '0')}"
-        shutil.copyfile(f, tmp)
-        tmp.replace(trial_dir / f.name)
+        atomic.replace_with(trial_dir / f.name, lambda tmp, f=f: shutil.copyfile(f, tmp))
     return True
 
 
 def _clear(trial_dir: Path) -> None:
     """A fresh trial starts from nothing: a stale metrics file would be appended to, stale checkpoints kept."""
-    from training.runner import CHECKPOINTS
 
     for name in ("metrics.jsonl", "status.json", RESULT):
         (trial_dir / name).unlink(missing_ok=True)
@@ -129,7 +126,6 @@ def _catch_signals(folder: Path) -> dict:
 
 
 def _cancelled(folder: Path, result: dict, where: dict) -> dict:
-    from training.runner import write_status
 
     write_status(folder, state="cancelled", step=result["step"], **where)
     (folder / CANCEL_FILE).unlink(missing_ok=True)  # else a resume would stop again at once
@@ -149,7 +145,6 @@ def _best(rows: list[dict]) -> int:
 
 
 def _write_table(folder: Path, rows: list[dict]) -> None:
-    from training.runner import is_main_process
 
     if is_main_process():
         (folder / "sweep.json").write_text(json.dumps(rows, indent=1))

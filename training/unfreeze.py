@@ -32,6 +32,15 @@ class Stage:
     step: int
 
 
+def decoder_layers(model) -> torch.nn.ModuleList:
+    """The model's stack of transformer blocks (the ModuleList as long as num_hidden_layers)."""
+    n = getattr(model.config, "num_hidden_layers", None)
+    for module in model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
+            return module
+    raise ArenaError(f"cannot find the {n} transformer layers of {type(model).__name__} for method 'freeze'")
+
+
 def parse_schedule(text: str) -> list[Stage]:
     """'2:0,4:50,all:100' -> stages; ArenaError naming the bad part (first stage at step 0, both increasing)."""
     stages = []
@@ -60,8 +69,6 @@ def stage_at(stages: list[Stage], step: int) -> Stage:
 
 def trainable_at(model, stage: Stage) -> set[int]:
     """ids of the parameters stage trains: the top blocks and the final norm, or every parameter."""
-    from training.methods import decoder_layers
-
     if stage.layers is None:
         return {id(p) for p in model.parameters()}
     layers = decoder_layers(model)

@@ -31,10 +31,13 @@ def _resolve_config(args: argparse.Namespace, settings: Settings) -> JobConfig:
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
-    from training.runner import is_main_process, run_job
+    from assistant.runtime import Runtime
+    from training.job import run_job
+    from training.runner import is_main_process
 
     cfg = _resolve_config(args, settings)
-    result = run_job(cfg, settings, resume=args.resume)
+    # Lazy: the model and the document index load only if a data source needs them.
+    result = run_job(cfg, settings, resume=args.resume, runtime=Runtime(settings))
     if not is_main_process():
         return 0  # under torchrun/accelerate only rank 0 reports
     if result["state"] == "cancelled":

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from foundation import atomic
 from foundation.errors import ArenaError
 from foundation.variants import STRATEGIES
 
@@ -190,10 +191,7 @@ def cached_router(data_dir: Path, encode, embedder_id: str) -> Router:
     except (OSError, json.JSONDecodeError, KeyError):
         pass
     router = train_router(examples, encode)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"router.json.tmp-{time.time_ns()}")
-    tmp.write_text(json.dumps({"key": key.hexdigest(), "router": router.to_json()}))
-    tmp.replace(path)
+    atomic.write_json(path, {"key": key.hexdigest(), "router": router.to_json()})
     return router
 
 

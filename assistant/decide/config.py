@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from foundation import atomic
 from foundation.errors import ArenaError
 
 ALL_VARIANTS = ("base", "prompt", "rag", "finetuned", "rag+finetuned")
@@ -93,10 +94,7 @@ class DecideConfig:
         return DecideConfig(**data)
 
     def to_yaml(self, path: Path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(path).with_name(Path(path).name + ".tmp")
-        tmp.write_text(yaml.safe_dump(asdict(self), sort_keys=False, allow_unicode=True))
-        tmp.replace(path)
+        atomic.write_text(path, yaml.safe_dump(asdict(self), sort_keys=False, allow_unicode=True))
 
     @classmethod
     def from_yaml(cls, path: Path) -> DecideConfig:
@@ -164,3 +162,20 @@ def config_from_args(args: argparse.Namespace) -> DecideConfig:
             setattr(cfg, f.name, value)
     cfg.validate()
     return cfg.resolved()
+
+
+def job_config(cfg: DecideConfig, **overrides):
+    """The training job for this decision: the job's own defaults, with the decide flags that were set."""
+    from training.config import JobConfig
+
+    job = JobConfig(name=cfg.name, method=cfg.method)
+    for name in ("epochs", "learning_rate", "lora_r", "batch_size", "max_length", "save_steps", "augment"):
+        value = getattr(cfg, name)
+        if value:
+            setattr(job, name, value)
+    if cfg.lora_r and not cfg.learning_rate:
+        job.lora_alpha = 2 * cfg.lora_r  # keep the default alpha/r ratio
+    job.max_steps = cfg.max_steps
+    for key, value in overrides.items():
+        setattr(job, key, value)
+    return job

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from assistant.decide.config import DecideConfig
+from assistant.decide.config import DecideConfig, job_config
 from foundation.errors import ArenaError
 
 EMBED_CHUNKS_PER_S = 30.0  # MiniLM fp32 on 2 cores (RECIPES.md: 24-59 chunks/s)
@@ -100,7 +100,6 @@ def budget_fit(seeds: int, steps: int, step_s: float, budget_minutes: float,
 
 def make_plan(cfg: DecideConfig, settings, cache=None, keys: dict | None = None) -> Plan:
     """The plan for `cfg`; `cache`/`keys` (stage -> key) mark stages whose result is already cached."""
-    from assistant.decide.stages import job_config
 
     def cached(stage):
         return bool(cache and keys and keys.get(stage) and cache.cached(stage, keys[stage]))
@@ -171,7 +170,6 @@ def training_fit(cfg: DecideConfig, settings, rows: int, job) -> dict:
 
 def make_plan_for_rows(cfg: DecideConfig, settings, rows: int) -> dict:
     """training_fit() for the decision's own job config (what the trainset stage records)."""
-    from assistant.decide.stages import job_config
 
     return training_fit(cfg, settings, rows, job_config(cfg))
 

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from foundation import atomic
 from foundation.errors import ArenaError
 
 CANCEL_FILE = "CANCEL"
@@ -103,7 +104,4 @@ class Reporter:
             print(file=sys.stderr)
 
     def write(self, state: dict) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / f"{PROGRESS_FILE}.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(state, default=str))
-        tmp.replace(self.folder / PROGRESS_FILE)
+        atomic.write_json(self.folder / PROGRESS_FILE, state)

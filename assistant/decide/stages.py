@@ -14,28 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from assistant.decide.cache import StageCache, content_key, file_digest
-from assistant.decide.config import DecideConfig, workspace
+from assistant.decide.config import DecideConfig, job_config, workspace
+from assistant.decide.plan import make_plan_for_rows
 from assistant.decide.progress import DecideCancelled, Reporter
 from foundation.errors import ArenaError
 
 ADAPTER_VARIANTS = ("finetuned", "rag+finetuned")
-
-
-def job_config(cfg: DecideConfig, **overrides):
-    """The training job for this decision: the job's own defaults, with the decide flags that were set."""
-    from training.config import JobConfig
-
-    job = JobConfig(name=cfg.name, method=cfg.method)
-    for name in ("epochs", "learning_rate", "lora_r", "batch_size", "max_length", "save_steps", "augment"):
-        value = getattr(cfg, name)
-        if value:
-            setattr(job, name, value)
-    if cfg.lora_r and not cfg.learning_rate:
-        job.lora_alpha = 2 * cfg.lora_r  # keep the default alpha/r ratio
-    job.max_steps = cfg.max_steps
-    for key, value in overrides.items():
-        setattr(job, key, value)
-    return job
 
 
 def _dump(path: Path, rows: list[dict]) -> None:
@@ -162,7 +146,6 @@ class Decision:
 
     def trainset(self, rep: Reporter, tmp: Path) -> dict:
         """Chat rows from the training pairs (+ grounded rows with retrieved passages) and the training plan."""
-        from assistant.decide.plan import make_plan_for_rows
         from training.builders import grounded_examples
         from training.data import chat
 
@@ -193,7 +176,8 @@ class Decision:
 
     def train(self, rep: Reporter, tmp: Path, i: int, fit: dict) -> dict:
         """One seed's adapter through run_job (`arena train`); a job folder with a checkpoint is resumed."""
-        from training.runner import job_dir, last_checkpoint, read_status, run_job
+        from training.job import run_job
+        from training.runner import job_dir, last_checkpoint, read_status
 
         key = self.keys[f"train-s{i}"]
         # Within budget the job keeps its own plan (fitted steps, best checkpoint, early stopping); over it,

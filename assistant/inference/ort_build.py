@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from assistant.inference import lora_onnx
+from foundation import atomic
 from foundation.cache_folder import publish, temp_folder
 from foundation.errors import ArenaError
 
@@ -96,8 +97,6 @@ def adapter_file(peft_dir: Path, graph_folder: Path, models_dir: Path) -> Path:
     target = models_dir / "onnx" / "adapters" / f"{digest.hexdigest()[:20]}.onnx_adapter"
     if not target.is_file():
         tensors = lora_onnx.adapter_tensors(peft_dir, params)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f"{target.name}.tmp")
-        lora_onnx.write_onnx_adapter(tensors, tmp)
-        tmp.replace(target)  # a single file: the rename is the marker
+        # a single file: the rename is the marker
+        atomic.replace_with(target, lambda tmp: lora_onnx.write_onnx_adapter(tensors, tmp))
     return target

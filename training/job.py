@@ -1,0 +1,38 @@
+"""`arena train`'s one entry point: validate, take the data folder's training lock, train or sweep, register."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from foundation.errors import ArenaError
+from foundation.settings import Settings
+from training.config import JobConfig
+from training.lock import TrainingLock
+from training.runner import is_main_process, job_dir, register, train_one, write_status
+from training.sweep import run_sweep
+
+
+def run_job(cfg: JobConfig, settings: Settings, resume: bool = False, runtime=None) -> dict:
+    """Validate, train (or sweep) and register; the one entry point behind `arena train`."""
+    cfg.validate()
+    folder = job_dir(settings, cfg)
+    if resume and not (folder / "config.yaml").is_file():
+        raise ArenaError(f"nothing to resume: job folder {folder} does not exist")
+    if not is_main_process():  # launcher ranks follow rank 0, which holds the one-job lock
+        return _run_job(cfg, settings, folder, resume, runtime)
+    lock = TrainingLock(settings.data_dir)
+    lock.acquire(cfg.job_id)
+    with lock:
+        return _run_job(cfg, settings, folder, resume, runtime)
+
+
+def _run_job(cfg: JobConfig, settings: Settings, folder: Path, resume: bool, runtime) -> dict:
+    if cfg.sweep:
+        return run_sweep(cfg, settings, folder, runtime, resume)
+    try:
+        result = train_one(cfg, settings, folder, resume, runtime)
+    except Exception as exc:
+        if folder.is_dir():
+            write_status(folder, state="failed", error=str(exc), name=cfg.name)
+        raise
+    return register(result, cfg, settings)
