@@ -2,8 +2,8 @@
 
 Run: .venv/bin/python benchmarks/generation.py [--data-dir DIR] [--tokens 64] [--repeats 3]
 
-(a) single-stream decode tok/s (prefill excluded) of fp32 eager `generate` (the reference), the onnx int4
-    and fp32 graphs, and llama.cpp when `llama_cpp` is importable; each measurement is its own process
+(a) single-stream decode tok/s (prefill excluded), 1 thread each, of fp32 eager `generate` (the reference),
+    the onnx int4 and fp32 graphs, and llama.cpp when `llama_cpp` is importable; each is its own process
     (so its peak RSS is that engine's), runs are interleaved and the median kept (the cores are shared).
 (b) onnx int4: wall time of all five variants in one engine call / the slowest variant alone ->
     `side-by-side ratio`, and whether each row's tokens in the shared call equal the row generated alone.
@@ -35,9 +35,14 @@ ENGINES = ["torch-eager", "onnx-int4", "onnx-fp32", "llama.cpp"]
 
 def child(engine: str, data_dir: Path, tokens: int) -> dict:
     """One engine's single-stream decode tok/s and the process's peak RSS."""
+    import torch
+
     from assistant.inference.choose import build_engine
     from foundation.models import load_model
 
+    # One thread for every engine (the onnx engine runs one intra-op thread per row): on a shared box, OpenMP
+    # spin-waiting with 2 threads made torch and llama.cpp 30-100x slower than their 1-thread speed.
+    torch.set_num_threads(1)
     loaded = load_model(Settings(data_dir=data_dir, dtype="float32", device="cpu"))
     messages = [{"role": "user", "content": LONG}]
     if engine == "torch-eager":
@@ -78,7 +83,7 @@ def llama_cpp(messages, tokens: int) -> float | None:
         return None
     from foundation.models import bundled_gguf
 
-    llm = Llama(model_path=str(bundled_gguf("bundled:smollm2-135m")), n_threads=2, verbose=False)
+    llm = Llama(model_path=str(bundled_gguf("bundled:smollm2-135m")), n_threads=1, verbose=False)
     start = time.perf_counter()
     out = llm.create_chat_completion(messages, max_tokens=tokens, temperature=0)
     return out["usage"]["completion_tokens"] / (time.perf_counter() - start)
