@@ -43,13 +43,15 @@ from foundation.settings import Settings  # noqa: E402
 from foundation.variants import VariantConfig  # noqa: E402
 
 VARIANTS = ["base", "prompt", "rag", "finetuned", "rag+finetuned"]
+# Runs inside the archived tree of --old-rev: the module paths are that revision's, not today's.
 OLD_CHILD = """
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
-from assistant.inference.torch_engine import Engine
-from foundation.generation import GenSettings, Row
-from foundation.models import load_model
-from foundation.settings import Settings
+import torch
+torch.set_num_threads(1)
+from assistant.engine import Engine, GenSettings, Row
+from assistant.models import load_model
+from assistant.settings import Settings
 job = json.load(open(sys.argv[2]))
 engine = Engine(load_model(Settings(model=job["model"], dtype="float32", device="cpu")))
 engine.load_adapter("bench", job["adapter"])
@@ -167,6 +169,9 @@ def main() -> None:
     parser.add_argument("--report-from", dest="report_from", type=Path, default=None,
                         help="print the report of a (possibly interrupted) run's --out file and exit")
     args = parser.parse_args()
+    # One torch thread (as the old child and each onnx row): on a shared box, 2-thread OpenMP spin-waiting
+    # slowed torch 30-100x; one thread is the fair single-core comparison.
+    torch.set_num_threads(1)
     if args.report_from:
         saved = json.loads(args.report_from.read_text())
         report({k: tuple(v) for k, v in saved["results"].items()}, saved["texts"], saved["refs"], saved["n_sub"])
