@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from foundation.errors import ArenaError
-from foundation.jsonl import jsonl_rows
+from foundation.records import jsonl_rows
 
 MAX_FILE_BYTES = 50 * 1024 * 1024  # a larger file is almost always a data dump, not a document
 # A DOCX is a zip: its declared uncompressed size is checked before python-docx extracts anything, so a

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from foundation import records
 from foundation import variants as V
 from foundation.errors import ArenaError
 from training.data import Example, chat, dedup
@@ -165,29 +166,11 @@ def _distractors(own: list, pool: list, answer: str, n: int, rng: random.Random)
 
 
 def read_questions(path: Path) -> list[str]:
-    """A question list: one per line (.txt), {"question": ...} JSONL lines, or any training file's user turns."""
-    path = Path(path)
-    if not path.is_file():
-        raise ArenaError(f"questions file {path} does not exist")
-    if path.suffix.lower() == ".jsonl":
-        return _jsonl_questions(path)
-    if path.suffix.lower() in {".json", ".csv"}:
-        from training.data import load_file
-
-        return [ex.question() for ex in load_file(path) if ex.question()]
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def _jsonl_questions(path: Path) -> list[str]:
-    """{"question": ...} lines (no answer needed: distillation writes it), or any training row's user turn."""
-    from foundation.jsonl import jsonl_rows
+    """A question list (foundation.records.read_questions); a training row without "question" gives its
+    user turn, so any training file works as a distillation question list."""
     from training.data import normalize
 
-    out = []
-    for n, row in jsonl_rows(path.read_text(encoding="utf-8"), path.name):
-        asked = row.get("question")
-        out.append(asked.strip() if isinstance(asked, str) else normalize(row, f"{path.name} line {n}").question())
-    return [q for q in out if q]
+    return records.read_questions(path, lambda row, where: normalize(row, where).question())
 
 
 def distill(questions: list[str], arena, cfg=None, gen=None, progress=None) -> list[Example]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import random
@@ -10,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from foundation.errors import ArenaError
+from foundation.records import read_records
 
 ROLES = {"system", "user", "assistant"}
 FORMATS = "messages, prompt/completion, prompt/chosen/rejected, instruction/input/output, question/answer, text"
@@ -104,81 +104,7 @@ def normalize(row, where: str) -> Example:
 
 def load_file(path: Path) -> list[Example]:
     """Read a .jsonl, .json or .csv file into Examples; errors name the file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise ArenaError(f"training data file {path} does not exist")
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        return _load_jsonl(path)
-    if suffix == ".json":
-        return _load_json(path)
-    if suffix == ".csv":
-        return _load_csv(path)
-    raise ArenaError(f"training data file {path}: unsupported extension {suffix!r} (use .jsonl, .json or .csv)")
-
-
-def _load_jsonl(path: Path) -> list[Example]:
-    out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path.name} line {n}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ArenaError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-        out.append(normalize(row, where))
-    return out
-
-
-def _load_json(path: Path) -> list[Example]:
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ArenaError(f"{path.name} line {exc.lineno}: invalid JSON ({exc.msg})") from None
-    if isinstance(data, dict):
-        data = data.get("data") if isinstance(data.get("data"), list) else [data]
-    if not isinstance(data, list):
-        raise ArenaError(f"{path.name}: expected a JSON list of rows")
-    lines = _item_lines(text, len(data))
-    return [normalize(row, f"{path.name} line {lines[i]} (item {i})") for i, row in enumerate(data)]
-
-
-def _item_lines(text: str, count: int) -> list[int]:
-    """Best-effort line number where each top-level list item starts (depth-1 '{' positions)."""
-    lines, depth, line, in_str, esc = [], 0, 1, False, False
-    for ch in text:
-        if ch == "\n":
-            line += 1
-        if in_str:  # skip string contents, honouring backslash escapes
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-            continue
-        if ch == '"':
-            in_str = True
-        elif ch in "[{":
-            if depth == 1:
-                lines.append(line)
-            depth += 1
-        elif ch in "]}":
-            depth -= 1
-    return lines + [0] * (count - len(lines))
-
-
-def _load_csv(path: Path) -> list[Example]:
-    out = []
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        for row in reader:
-            clean = {k.strip(): v for k, v in row.items() if k and v not in (None, "")}
-            if clean:
-                out.append(normalize(clean, f"{path.name} line {reader.line_num}"))
-    return out
+    return [normalize(row, where) for where, row in read_records(path, "training data file")]
 
 
 def dedup(examples: list[Example]) -> list[Example]:

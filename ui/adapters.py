@@ -9,8 +9,13 @@ import gradio as gr
 import pandas as pd
 
 from assistant.runtime import Runtime
-from foundation.errors import ArenaError
 from foundation.paths import confine
+from ui.errors import shown
+
+
+def adapter_choices(runtime: Runtime) -> list[str]:
+    """Names for the adapter dropdowns of the Chat and Compare tabs (reward models are not chat variants)."""
+    return [a.name for a in runtime.registry.chat_adapters()]
 
 
 def _table(runtime: Runtime) -> pd.DataFrame:
@@ -43,12 +48,7 @@ def build_adapters_tab(runtime: Runtime) -> None:
         return _table(runtime), gr.Dropdown(choices=names, value=names[-1] if names else None), msg
 
     def act(fn):
-        def handler(*args):
-            try:
-                return refreshed(fn(*args))
-            except ArenaError as exc:
-                raise gr.Error(str(exc)) from None
-        return handler
+        return shown(lambda *args: refreshed(fn(*args)))
 
     def do_rename(name, new):
         return f"Renamed {name} → {runtime.registry.rename(name or '', new or '').name}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 
@@ -10,7 +9,10 @@ import gradio as gr
 
 from foundation.errors import ArenaError
 from foundation.generation import GenSettings
+from foundation.records import jsonl_rows
 from foundation.variants import DEFAULT_SYSTEM_PROMPT, VARIANTS, VariantConfig, format_passage
+from ui.adapters import adapter_choices
+from ui.errors import shown
 
 TITLES = {"base": "Base", "prompt": "Prompt-engineered", "rag": "RAG", "finetuned": "Fine-tuned",
           "rag+finetuned": "RAG + fine-tuned", "routed": "Routed (per-question router)"}
@@ -149,21 +151,7 @@ def record_vote(votes, session: dict, column: int) -> str:
 
 def parse_few_shot(text: str) -> list[dict]:
     """Few-shot pairs from JSON lines ({"question": ..., "answer": ...}); errors name the line."""
-    pairs = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                pairs.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ArenaError(f"few-shot line {n}: not valid JSON ({exc.msg})") from None
-    return pairs
-
-
-def adapter_choices(runtime) -> list[str]:
-    try:
-        return [a.name for a in runtime.registry.chat_adapters()]
-    except (AttributeError, ImportError, ArenaError):
-        return []
+    return [row for _, row in jsonl_rows(text, "few-shot")]
 
 
 def build_chat(runtime) -> None:
@@ -185,14 +173,12 @@ def build_chat(runtime) -> None:
     outputs = [session, status] + [c for col in columns for c in col[:6]]
     inputs = [box, session, picked, adapter, blind] + settings
 
+    @shown
     def respond(message, state, variants, adapter_name, blind_on, *values):
-        try:
-            cfg, gen = _configs(adapter_name, *values)
-            for new_state, shown in stream_turn(runtime.arena, state, message, list(variants or []), cfg, gen,
-                                            bool(blind_on)):
-                yield [new_state, ""] + _render(shown)
-        except ArenaError as exc:
-            raise gr.Error(str(exc)) from None
+        cfg, gen = _configs(adapter_name, *values)
+        for new_state, views_now in stream_turn(runtime.arena, state, message, list(variants or []), cfg, gen,
+                                                bool(blind_on)):
+            yield [new_state, ""] + _render(views_now)
 
     send.click(respond, inputs, outputs, api_name="ask").then(lambda: "", None, box)
     box.submit(respond, inputs, outputs).then(lambda: "", None, box)
@@ -203,11 +189,9 @@ def build_chat(runtime) -> None:
 
 
 def _voter(runtime, column: int):
+    @shown
     def vote(state):
-        try:
-            message = record_vote(runtime.votes, state, column)
-        except ArenaError as exc:
-            raise gr.Error(str(exc)) from None
+        message = record_vote(runtime.votes, state, column)
         titles = [TITLES[v] for v in state["order"]] + [""] * (len(VARIANTS) - len(state["order"]))
         return [state, message] + [gr.update(value=f"### {t}") for t in titles]
     return vote

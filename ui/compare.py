@@ -19,13 +19,8 @@ from assistant.runtime import Runtime
 from foundation.errors import ArenaError
 from foundation.paths import confine
 from foundation.variants import VARIANTS
-
-
-def _adapters(runtime: Runtime) -> list[str]:
-    try:
-        return [a.name for a in runtime.registry.chat_adapters()]
-    except (AttributeError, ArenaError):
-        return []
+from ui import errors
+from ui.adapters import adapter_choices
 
 
 def _runs(runtime: Runtime) -> RunStore:
@@ -95,7 +90,7 @@ def build_compare_tab(runtime: Runtime) -> CompareView:
     with gr.Row():
         variants = gr.CheckboxGroup(list(VARIANTS), value=["base", "prompt", "rag"], label="Variants",
                                     elem_id="compare-variants")
-        adapter = gr.Dropdown(_adapters(runtime), label="Adapter", allow_custom_value=False)
+        adapter = gr.Dropdown(adapter_choices(runtime), label="Adapter", allow_custom_value=False)
         refresh = gr.Button("↻ adapters", size="sm")
         metric = gr.Dropdown([(METRIC_LABELS[m], m) for m in PRIMARY_METRICS], value="f1", label="Primary metric")
         max_new = gr.Slider(16, 512, value=128, step=16, label="Max new tokens")
@@ -136,25 +131,21 @@ def build_compare_tab(runtime: Runtime) -> CompareView:
             resume = gr.Button("Resume", elem_id="compare-resume")
 
     # Gradio finds the progress tracker by this default value, so the call in the signature is intended.
+    @errors.shown
     def start(file, draw, lim, chosen, adapter_name, metric_name, tokens, url, key, n, judge_spec,
               progress=gr.Progress()):  # noqa: B008
-        try:
-            rt = served(runtime, url, key, n)
-            result = _run(rt, file, draw, int(lim or 0), chosen, adapter_name, metric_name, int(tokens),
-                          lambda f, text: progress(f, desc=text), judge_spec)
-        except ArenaError as exc:
-            raise gr.Error(str(exc)) from None
+        rt = served(runtime, url, key, n)
+        result = _run(rt, file, draw, int(lim or 0), chosen, adapter_name, metric_name, int(tokens),
+                      lambda f, text: progress(f, desc=text), judge_spec)
         return _show(runtime, result, only=False) + (_past(runtime),)
 
+    @errors.shown
     def resume_run(chosen, progress=gr.Progress()):  # noqa: B008
         from assistant.compare.runner import resume_comparison
 
         if chosen is None:
             raise gr.Error("pick an interrupted run to resume")
-        try:
-            result = resume_comparison(runtime, int(chosen), lambda f, text: progress(f, desc=text))
-        except ArenaError as exc:
-            raise gr.Error(str(exc)) from None
+        result = resume_comparison(runtime, int(chosen), lambda f, text: progress(f, desc=text))
         return _show(runtime, result, only=False) + (_past(runtime), gr.update(choices=_unfinished(runtime),
                                                                                value=None))
 
@@ -164,7 +155,7 @@ def build_compare_tab(runtime: Runtime) -> CompareView:
               api_name="compare")
     resume.click(resume_run, unfinished, shown + [past, unfinished])
     unfinished.focus(lambda: gr.update(choices=_unfinished(runtime)), None, unfinished)
-    refresh.click(lambda: gr.update(choices=_adapters(runtime)), None, adapter)
+    refresh.click(lambda: gr.update(choices=adapter_choices(runtime)), None, adapter)
     only_disagree.change(lambda r, only: gr.update(choices=views.question_choices(r, only), value=None)
                          if r else gr.update(), [state, only_disagree], pick)
     pick.change(lambda r, i: views.question_html(r, -1 if i is None else int(i)) if r else "", [state, pick],
@@ -244,9 +235,6 @@ def _past(runtime):
     return pd.DataFrame(rows, columns=header)
 
 
+@errors.shown
 def _open(runtime, run_id) -> tuple:
-    try:
-        result = _runs(runtime).get(int(run_id or 0)).result
-    except ArenaError as exc:
-        raise gr.Error(str(exc)) from None
-    return _show(runtime, result, only=False)
+    return _show(runtime, _runs(runtime).get(int(run_id or 0)).result, only=False)

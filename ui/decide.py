@@ -17,6 +17,7 @@ from assistant.decide.runner import plan_for
 from assistant.runtime import Runtime
 from foundation.errors import ArenaError
 from foundation.paths import confine
+from ui.errors import shown
 
 
 @dataclass
@@ -144,27 +145,20 @@ def build_decide_tab(runtime: Runtime) -> DecideView:
     timer = gr.Timer(1.0, active=False)
     inputs = [docs, qa, evals, seeds, budget, max_steps, max_new, paraphrases, variants, forgetting, name]
 
+    @shown
     def show_plan(*values):
-        try:
-            cfg = _config(runtime, *values)
-            plan = plan_for(cfg, runtime.settings)
-        except ArenaError as exc:
-            raise gr.Error(str(exc)) from None
+        plan = plan_for(_config(runtime, *values), runtime.settings)
         notes = [f"**Total ~{plan.minutes} min** on this machine."] + [f"- {n}" for n in plan.notes]
         return _plan_frame(plan), "\n".join(notes), gr.Button(interactive=True)
 
+    @shown
     def do_start(*values):
-        try:
-            job.start(_config(runtime, *values))
-        except ArenaError as exc:
-            raise gr.Error(str(exc)) from None
+        job.start(_config(runtime, *values))
         return gr.Timer(active=True), _bar({"state": "starting"}), "", None, gr.Button(visible=False)
 
+    @shown
     def do_cancel():
-        try:
-            job.cancel()
-        except ArenaError as exc:
-            raise gr.Error(str(exc)) from None
+        job.cancel()
         return _bar({**job.progress(), "message": "cancelling…"})
 
     def tick():

@@ -13,6 +13,7 @@ from foundation.errors import ArenaError
 from foundation.paths import confine
 from retrieval.chunking import SPLITTERS, ChunkConfig
 from retrieval.store import MODES, list_documents
+from ui.errors import shown
 
 DOC_HEADERS = ["name", "type", "chunks", "size (KB)", "added"]
 HIT_HEADERS = ["#", "score", "source", "text"]
@@ -100,27 +101,20 @@ def build_documents_tab(runtime: Runtime) -> None:
         rows = document_rows(runtime)
         return rows, gr.update(choices=[r[0] for r in rows], value=None)
 
+    @shown
     def on_add(paths, spl, sz, ov, progress=gr.Progress()):  # noqa: B008 (Gradio's idiom)
-        try:
-            message = upload_files(runtime, paths or [], spl, sz, ov, progress)
-        except ArenaError as exc:
-            raise gr.Error(str(exc)) from exc
-        return (message, *refresh())
+        return (upload_files(runtime, paths or [], spl, sz, ov, progress), *refresh())
 
+    @shown
     def on_delete(source):
         if not source:
             raise gr.Error("pick a document to delete")
-        try:
-            removed = runtime.store.delete(source)
-        except ArenaError as exc:
-            raise gr.Error(str(exc)) from exc
+        removed = runtime.store.delete(source)
         return (f"Deleted **{source}**." if removed else f"{source} was already gone.", *refresh())
 
+    @shown
     def on_search(q, kk, m):
-        try:
-            return search_rows(runtime, q, kk, m)
-        except ArenaError as exc:
-            raise gr.Error(str(exc)) from exc
+        return search_rows(runtime, q, kk, m)
 
     add.click(on_add, [files, splitter, size, overlap], [status, table, victim])
     delete.click(on_delete, [victim], [status, table, victim])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -17,6 +16,7 @@ from training.config import DOC_KINDS, LORA_METHODS, MAX_TRIALS, METHODS, JobCon
 from training.jobs import JobManager
 from training.plan import plan_job
 from training.sources import preview
+from ui.errors import shown
 
 DEFAULT_LR = {"lora": 2e-4, "ia3": 3e-3, "prompt_tuning": 3e-2, "full": 2e-5, "freeze": 5e-5, "qlora": 2e-4,
               "dpo": 5e-5, "reward": 1e-4, "rloo": 1e-5}
@@ -164,17 +164,6 @@ def _f(v) -> str:
     return "-" if v is None else f"{v:.4f}"
 
 
-def _shown(fn):
-    """Wrap a handler so an ArenaError reaches the user as a Gradio error popup, not a stack trace."""
-    @functools.wraps(fn)  # keeps the handler's name, which Gradio uses as the API endpoint name
-    def call(*args):
-        try:
-            return fn(*args)
-        except ArenaError as exc:
-            raise gr.Error(str(exc)) from None
-    return call
-
-
 def _data_section():
     with gr.Row():
         files = gr.File(label="Training files (JSONL / JSON / CSV)", file_count="multiple",
@@ -320,15 +309,15 @@ def build_train_tab(runtime: Runtime, tabs: gr.Tabs | None = None) -> None:
         return (_progress_md(p), _plot_frame(p["records"]), _rl_frame(p["records"]), _summary_md(p),
                 p.get("log", ""), gr.Button(visible=p["state"] == "done"), gr.Timer(active=not finished))
 
-    preview_btn.click(_shown(do_preview), data_inputs, data_table)
+    preview_btn.click(shown(do_preview), data_inputs, data_table)
     plan_inputs = data_inputs + hyper_inputs + sweep_inputs + [paraphrases]
     preview_btn.click(do_plan, plan_inputs, plan)
     for box in [*hyper_inputs[4:9], paraphrases]:  # epochs, max steps, batch, eval steps, patience; K
         box.change(do_plan, plan_inputs, plan)
-    start.click(_shown(do_start), plan_inputs + method_inputs, [timer, progress, chat_btn],
+    start.click(shown(do_start), plan_inputs + method_inputs, [timer, progress, chat_btn],
                 api_name="train_start")
-    cancel.click(_shown(do_cancel), None, progress)
-    resume.click(_shown(do_resume), None, [timer, progress])
+    cancel.click(shown(do_cancel), None, progress)
+    resume.click(shown(do_resume), None, [timer, progress])
     timer.tick(tick, None, [progress, plot, rl_plot, summary, log, chat_btn, timer], api_name="train_status")
     if tabs is not None:
         chat_btn.click(lambda: gr.Tabs(selected="chat"), None, tabs)

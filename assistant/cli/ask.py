@@ -11,7 +11,7 @@ from assistant.cli.compare import progress_line
 from assistant.runtime import Runtime
 from foundation.errors import ArenaError
 from foundation.generation import GenSettings
-from foundation.jsonl import read_questions
+from foundation.records import read_questions
 from foundation.settings import Settings
 from foundation.variants import VARIANTS, VariantConfig, parse_variants
 

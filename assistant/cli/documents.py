@@ -9,7 +9,7 @@ from pathlib import Path
 
 from assistant.cli.output import emit
 from foundation.errors import ArenaError
-from foundation.jsonl import read_questions
+from foundation.records import read_questions
 from foundation.settings import Settings
 from retrieval.chunking import SPLITTERS, ChunkConfig
 from retrieval.loaders import MAX_FILE_BYTES

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from assistant.compare.leakage import split_by_section
 from assistant.compare.metrics import normalize
 from foundation.errors import ArenaError
-from foundation.jsonl import jsonl_rows
+from foundation.records import read_records
 
 
 @dataclass
@@ -36,22 +35,10 @@ def _item(row: dict, where: str) -> EvalItem:
 
 
 def load_eval_set(path: Path) -> list[EvalItem]:
-    """Read a .jsonl (one object per line) or .csv (header row) file of question, answer[, source]."""
-    path = Path(path)
-    if not path.is_file():
-        raise ArenaError(f"evaluation file {path} does not exist")
-    suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8-sig")
-    if suffix in {".jsonl", ".json"}:
-        items = [_item(row, f"{path.name} line {n}") for n, row in jsonl_rows(text, path.name)]
-    elif suffix == ".csv":
-        reader = csv.DictReader(text.splitlines())
-        # Line numbers count the header as line 1, as a spreadsheet shows them.
-        items = [_item(row, f"{path.name} line {n}") for n, row in enumerate(reader, 2)]
-    else:
-        raise ArenaError(f"evaluation file {path.name}: use .jsonl or .csv (got {suffix or 'no extension'})")
+    """Read a .jsonl, .json or .csv (header row) file of question, answer[, source]."""
+    items = [_item(row, where) for where, row in read_records(path, "evaluation file")]
     if not items:
-        raise ArenaError(f"evaluation file {path.name} has no question/answer rows")
+        raise ArenaError(f"evaluation file {Path(path).name} has no question/answer rows")
     return items
 
 
