@@ -8,10 +8,10 @@ import json
 import pytest
 
 from assistant.compare.bias import BiasItem, check_bias, gaps, load_bias_probe
-from assistant.compare.forgetting import peft_scorer
 from foundation.errors import ArenaError
 from foundation.registry import AdapterRegistry, load_adapter_model
 from tests.peaked_model import save_peaked_model
+from tests.scorers import peft_scorer
 from training.config import JobConfig
 from training.job import run_job
 

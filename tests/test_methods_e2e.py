@@ -73,9 +73,9 @@ def test_bundled_bias_probe_base_against_itself_and_a_random_lora(bundled_data_d
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from assistant.compare.bias import check_bias, load_bias_probe
-    from assistant.compare.forgetting import peft_scorer, reply_nll
     from foundation.models import resolve_model_path
     from tests.conftest import make_lora
+    from tests.scorers import peft_scorer, reply_nll
 
     path = resolve_model_path("bundled:smollm2-135m", Settings(data_dir=bundled_data_dir, device="cpu"))
     tok = AutoTokenizer.from_pretrained(path)

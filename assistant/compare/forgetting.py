@@ -9,12 +9,11 @@ exceeds the base model's by more than ``margin`` (relative).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+from assistant.compare.metrics import perplexity
 
 DATA_DIR = Path(__file__).parent / "data"
 TEXT_PROMPT = "Write a short paragraph of everyday English."
@@ -42,28 +41,6 @@ def load_probe(data_dir: Path = DATA_DIR) -> Probe:
     return Probe(qa, [p.strip() for p in text.split("\n\n") if p.strip()])
 
 
-def reply_nll(model, tokenizer, prompt: str, reply: str) -> float:
-    """Mean NLL per token of ``reply`` as the assistant answer to ``prompt`` (chat template, teacher forced)."""
-    prompt_ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                               return_dict=True)["input_ids"]
-    reply_ids = tokenizer(reply, add_special_tokens=False)["input_ids"]
-    device = next(model.parameters()).device
-    ids = torch.tensor([list(prompt_ids) + list(reply_ids)], device=device)
-    with torch.inference_mode():
-        logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1: -1].float()
-    target = ids[0, len(prompt_ids):]
-    return float(torch.nn.functional.cross_entropy(logits, target))
-
-
-def peft_scorer(peft_model, tokenizer) -> Scorer:
-    """Scores with a PeftModel: the adapter active, and the base via ``disable_adapter()`` on the same weights."""
-    def score(pairs):
-        with peft_model.disable_adapter():
-            base = [reply_nll(peft_model, tokenizer, p, r) for p, r in pairs]
-        return base, [reply_nll(peft_model, tokenizer, p, r) for p, r in pairs]
-    return score
-
-
 def arena_scorer(arena, cfg, adapter: str) -> Scorer:
     """Scores through ``Arena.reference_nll`` with the base and finetuned variants (the engine's own adapter path)."""
     from dataclasses import replace
@@ -81,10 +58,6 @@ def arena_scorer(arena, cfg, adapter: str) -> Scorer:
     return score
 
 
-def _ppl(values: list[float]) -> float:
-    return math.exp(min(sum(values) / len(values), 50.0))
-
-
 def check_forgetting(adapter: str, scorer: Scorer, margin: float = DEFAULT_MARGIN,
                      probe: Probe | None = None) -> dict:
     """Base vs adapter perplexity on both probes; ``flagged`` when either rises by more than ``margin``."""
@@ -94,7 +67,7 @@ def check_forgetting(adapter: str, scorer: Scorer, margin: float = DEFAULT_MARGI
     n = len(probe.qa)
     out = {"adapter": adapter, "margin": margin, "probes": {}}
     for name, sl in (("general_qa", slice(0, n)), ("general_text", slice(n, None))):
-        b, t = _ppl(base[sl]), _ppl(tuned[sl])
+        b, t = (perplexity(sum(v) / len(v)) for v in (base[sl], tuned[sl]))
         out["probes"][name] = {"base_ppl": b, "adapter_ppl": t, "relative_change": t / b - 1}
     worst = max(out["probes"], key=lambda k: out["probes"][k]["relative_change"])
     change = out["probes"][worst]["relative_change"]

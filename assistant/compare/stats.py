@@ -45,6 +45,8 @@ from statistics import NormalDist
 
 import numpy as np
 
+from assistant.compare.metrics import perplexity
+
 N_RESAMPLES = 2000
 PAIRED_RESAMPLES = 4000
 ALPHA = 0.05
@@ -108,10 +110,8 @@ def paired_against(scores: dict[str, dict[str, list]], reference: str = "base", 
 
 def exp_summary(nll_summary: dict) -> dict:
     """Perplexity summary from an NLL summary: exp is monotone, so the interval maps through it."""
-    def _exp(v):
-        return None if v is None else math.exp(min(v, 50.0))
-    return {"mean": _exp(nll_summary["mean"]), "ci_low": _exp(nll_summary["ci_low"]),
-            "ci_high": _exp(nll_summary["ci_high"]), "n": nll_summary["n"]}
+    return {"mean": perplexity(nll_summary["mean"]), "ci_low": perplexity(nll_summary["ci_low"]),
+            "ci_high": perplexity(nll_summary["ci_high"]), "n": nll_summary["n"]}
 
 
 # ---------------------------------------------------------------- paired comparisons (rules 2-6)

@@ -84,3 +84,12 @@ def record_token(out: RowOutput, token: int, tokenizer, eos_ids: set[int], elaps
     # A trailing replacement char is an incomplete multi-byte character; show it once complete.
     out.text = tokenizer.decode(out.tokens, skip_special_tokens=True).rstrip("\ufffd")
     return False
+
+
+def reference_nll(model, prompt_ids: list[int], reference_ids: list[int]) -> float:
+    """Mean per-token NLL of `reference_ids` after `prompt_ids` under `model` (teacher forcing, one forward)."""
+    device = next(model.parameters()).device
+    ids = torch.tensor([list(prompt_ids) + list(reference_ids)], device=device)
+    with torch.inference_mode():
+        logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1:-1].float()
+    return float(torch.nn.functional.cross_entropy(logits, ids[0, len(prompt_ids):]))

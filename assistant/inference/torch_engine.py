@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from assistant.inference.base import AdapterSlot, adapter_peft_type, check_rows, last
-from assistant.inference.decoding import decode_row
+from assistant.inference.decoding import decode_row, reference_nll
 from foundation.errors import ArenaError
 from foundation.generation import GenSettings, Row, RowOutput
 from foundation.models import LoadedModel
@@ -176,11 +176,8 @@ class Engine:
         if not reference_ids:
             raise ArenaError("reference answer is empty")
         check_rows([Row(prompt_ids, adapter)], GenSettings(max_new_tokens=1), self.context_length, self.slots)
-        ids = torch.tensor([prompt_ids + reference_ids], device=self.loaded.device)
-        with self._lock, torch.inference_mode():
+        with self._lock:
             model, context = self._model_for(adapter)
             with context():
-                logits = model(input_ids=ids).logits
-        logits = logits[0, len(prompt_ids) - 1:-1].float()
-        return float(torch.nn.functional.cross_entropy(logits, ids[0, len(prompt_ids):]))
+                return reference_nll(model, prompt_ids, reference_ids)
 
