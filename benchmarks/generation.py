@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from assistant import variants as V  # noqa: E402
+from foundation import variants as V  # noqa: E402
 from foundation.generation import GenSettings, Row  # noqa: E402
 from foundation.settings import Settings  # noqa: E402
 

@@ -1,6 +1,0 @@
-"""Moved to assistant.cli.decide; this alias keeps old imports working until every import names the new place."""
-
-import importlib
-import sys
-
-sys.modules[__name__] = importlib.import_module("assistant.cli.decide")
