@@ -132,8 +132,8 @@ def test_int4_graph_runs_base_and_adapter_rows(loaded, models_dir, lora):
 
 
 def test_engine_choice_falls_back_to_torch_with_a_reason(tiny_model_dir, tmp_path, tiny_loaded):
-    assert plan("auto", str(tiny_model_dir), "cpu") == ("onnx-int4", "")
-    assert plan("onnx-fp32", str(tiny_model_dir), "cpu") == ("onnx-fp32", "")
+    assert plan("auto", str(tiny_model_dir), "cpu") == ("onnx-fp32", "")
+    assert plan("onnx-int4", str(tiny_model_dir), "cpu") == ("onnx-int4", "")
     assert plan("torch", str(tiny_model_dir), "cpu") == ("torch", "")
     name, notice = plan("auto", str(tiny_model_dir), "cuda:0")
     assert name == "torch" and "device cuda:0" in notice
