@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from assistant.generation import generate_text
+from assistant.inference.torch_engine import Engine
 from foundation import models
+from foundation.generation import GenSettings, Row
 from foundation.models import ModelNotFoundError, load_model, resolve_dtype, resolve_model_path
 from foundation.settings import Settings
 
@@ -58,5 +59,7 @@ def test_bundled_model_converts_once_then_reuses_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(models, "bundled_gguf", no_gguf)
     second = load_model(settings)
     assert second.path == first.path
-    answer = generate_text(second, [{"role": "user", "content": "What is the capital of France?"}], 16)
+    engine = Engine(second)
+    ids = engine.chat_ids([{"role": "user", "content": "What is the capital of France?"}])
+    answer = engine.generate([Row(ids)], GenSettings(max_new_tokens=16))[0].text
     assert "Paris" in answer
