@@ -108,13 +108,6 @@ def test_qa_and_cpt_from_sections():
     assert len(cpt) == 2 and cpt[0].kind == "text" and cpt[0].text.startswith("How do I reset")
 
 
-def test_generated_qa_is_parsed_and_filtered():
-    sec = [builders.SectionText("Intro", "Sheep counting widgets.", "m.pdf")]
-    reply = "Q: What do widgets count?\nA: They count sheep at night.\nQ: Empty?\nA: no"
-    qa = builders.generated_qa(sec, lambda prompt: reply)
-    assert [e.question() for e in qa] == ["What do widgets count?"]
-
-
 def test_preference_pairs_from_votes():
     votes = [SimpleNamespace(id=1, question="q", winner="rag", answers={"rag": "good", "base": "bad",
                                                                        "prompt": "good"})]

@@ -80,19 +80,6 @@ def _filter_qa(rows: list[Example]) -> list[Example]:
     return out
 
 
-def generated_qa(sections, generate, per_section: int = 1) -> list[Example]:
-    """Pairs written by a generator model: generate(prompt) -> 'Q: ...\\nA: ...' text, parsed and filtered."""
-    out = []
-    for sec in sections:
-        prompt = (f"Write {per_section} question and answer pair(s) about this text, as lines 'Q: ...' "
-                  f"and 'A: ...'.\n\n{sec.text[:1500]}")
-        reply = generate(prompt)
-        for q, a in re.findall(r"Q:\s*(.+?)\s*\nA:\s*(.+?)(?=\nQ:|\Z)", reply, flags=re.S):
-            if len(a.strip()) >= 10 and q.strip():
-                out.append(chat(q.strip(), a.strip(), origin=f"{sec.source} (generated)"))
-    return _filter_qa(dedup(out))
-
-
 def cpt_from_sections(sections) -> list[Example]:
     """Continued pre-training rows: each section's text, titled, as raw text."""
     return dedup([Example("text", text=f"{s.title}\n\n{s.text}".strip() if s.title else s.text.strip(),
