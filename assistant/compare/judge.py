@@ -22,7 +22,7 @@ USER = "QUESTION: {question}\nREFERENCE: {reference}\nANSWER: {answer}"
 _WORDS = re.compile(r"\b(partially|partial|partly|incorrect|wrong|correct|right)\b")
 _SYNONYMS = {"partial": "partially", "partly": "partially", "incorrect": "wrong", "right": "correct"}
 _REASON = re.compile(r"reason\s*:\s*(.*)", re.IGNORECASE)
-_SPEC = re.compile(r"^openai:(https?://[^/\s]+(?:/[^:\s]*)?):(\S+)$")
+_SPEC = re.compile(r"^openai:(https?://[^/\s]+/[^:\s]*):(\S+)$")  # the URL has a path (/v1): no ambiguity
 MALFORMED_SHOWN = 5  # malformed replies quoted in the result
 
 
@@ -44,7 +44,7 @@ class JudgeConfig:
 
 
 def parse_spec(spec: str, key_env: str = "", concurrency: int = 4) -> JudgeConfig:
-    """`local` or `openai:URL:MODEL` (the URL keeps its port; the model may contain colons)."""
+    """`local` or `openai:URL:MODEL`; URL has a path such as /v1 (so its port is no model), MODEL may hold colons."""
     spec = spec.strip()
     if spec == "local":
         return JudgeConfig(spec, "local", concurrency=concurrency)
