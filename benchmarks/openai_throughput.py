@@ -100,4 +100,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main()  # its temp folder (data, onnx graph) is left for inspection: /tmp/arena-openai-bench-*
