@@ -159,3 +159,30 @@ def test_distillation_killed_midway_regenerates_only_missing_answers(tmp_path, t
         [job] = [p for p in (data_dir / "jobs").iterdir() if (p / "train.jsonl").is_file()]
         rows[label] = sorted((job / f).read_text() for f in ("train.jsonl", "val.jsonl"))
     assert rows["killed"] == rows["whole"]
+
+
+def test_paraphrase_generation_killed_midway_keeps_its_samples(tmp_path, tiny_model_dir):
+    """`--augment paraphrases:K` stores each question's samples as they finish: after `kill -9` the rerun reads
+    them back unchanged and samples only the questions still missing."""
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"question": f"How tight is bolt {i}?", "answer": f"{10 + i} Nm."}) + "\n"
+                            for i in range(12)))
+    data_dir = tmp_path / "data"
+    cache = data_dir / "cache" / "rows.sqlite"
+
+    def run(log: Path) -> subprocess.Popen:
+        return arena("train", "--data", str(data), "--augment", "paraphrases:2", "--name", "p", "--max-steps", "1",
+                     "--batch-size", "2", "--val-fraction", "0", "--data-dir", str(data_dir),
+                     "--model", str(tiny_model_dir), "--device", "cpu", "--engine", "torch", log=log)
+
+    log = tmp_path / "paraphrase-killed.log"
+    proc = run(log)
+    wait_for(lambda: count(cache, "SELECT COUNT(*) FROM rows") >= 4, proc, log, timeout=600)
+    kill9(proc)
+    before = dict(sqlite3.connect(cache).execute("SELECT key, value FROM rows").fetchall())
+    assert 4 <= len(before) < 12
+    log = tmp_path / "paraphrase-again.log"
+    text = finish(run(log), log)
+    assert f"paraphrases: {12 - len(before)}/{12 - len(before)} new questions" in text  # only the missing ones
+    after = dict(sqlite3.connect(cache).execute("SELECT key, value FROM rows").fetchall())
+    assert len(after) == 12 and all(after[k] == v for k, v in before.items())  # stored samples read back as is
