@@ -15,7 +15,7 @@ pytest.importorskip("onnx")
 from foundation.settings import Settings, add_settings_flags, load_settings  # noqa: E402
 from retrieval import onnx_embedder  # noqa: E402
 from retrieval.embedder import resolve_embedder_path  # noqa: E402
-from retrieval.embedding import Embedder  # noqa: E402
+from retrieval.embedding import Embedder, pick_dtype  # noqa: E402
 
 BUNDLED = "bundled:all-minilm-l6-v2"
 # Not the export's probe texts: the check must hold on text the quality gate never saw.
@@ -79,7 +79,7 @@ def make_lstm_model(folder):
 def test_bundled_export_is_close_to_torch_fp32(bundled_onnx):
     embedder, cache = bundled_onnx
     assert embedder.backend == "onnx-int8" and embedder.backend_note == ""
-    reference = Embedder.load(BUNDLED, backend="torch")
+    reference = Embedder.load(BUNDLED, backend="torch", dtype="float32")
     assert reference.backend == "torch-float32"
     ours, ref = embedder.encode(TEXTS), reference.encode(TEXTS)
     assert ours.dtype == np.float32 and ours.shape == (len(TEXTS), embedder.dim)
@@ -129,15 +129,18 @@ def test_unsupported_model_falls_back_to_torch_with_the_reason(tmp_path, monkeyp
     # The verdict is cached: the next start does not pay for the export again, and says how to retry.
     monkeypatch.setattr(onnx_embedder, "export_model", never_export)
     start = time.perf_counter()
-    again = Embedder.load(str(model), backend="auto", cache_dir=tmp_path / "cache")
+    # (backend onnx: on a CPU with native bf16, auto keeps torch bf16 and never consults the export)
+    again = Embedder.load(str(model), backend="onnx", cache_dir=tmp_path / "cache")
     assert again.backend == "torch-float32" and "delete it to retry" in again.backend_note
     assert time.perf_counter() - start < 30
 
 
 def test_auto_without_cache_dir_and_explicit_torch_stay_on_torch(tmp_path):
     model = make_tiny_bert(tmp_path / "tiny")
-    assert Embedder.load(str(model)).backend == "torch-float32"  # auto, nowhere to cache an export
-    assert Embedder.load(str(model), backend="torch", cache_dir=tmp_path).backend == "torch-float32"
+    # auto: torch in the dtype auto picks (bf16 on CPUs with native bf16), as there is nowhere to cache an export
+    torch_auto = f"torch-{str(pick_dtype('auto', torch.device('cpu'))).removeprefix('torch.')}"
+    assert Embedder.load(str(model)).backend == torch_auto
+    assert Embedder.load(str(model), backend="torch", cache_dir=tmp_path).backend == torch_auto
     assert not (tmp_path / "embedders").exists()
     with pytest.raises(ValueError, match="auto, torch, onnx"):
         Embedder.load(str(model), backend="tensorrt")
@@ -157,7 +160,6 @@ def test_embedder_backend_setting_env_and_flag():
 
 
 def test_from_settings_caches_under_the_data_dir(tmp_path):
-    from retrieval.embedding import pick_dtype
 
     model = make_tiny_bert(tmp_path / "tiny")
     settings = Settings(data_dir=tmp_path / "data", embedder=str(model))  # embedder_backend: auto
