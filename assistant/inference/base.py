@@ -55,6 +55,15 @@ class Engine(Protocol):
     def nll(self, prompt_ids: list[int], reference_ids: list[int], adapter: str | None) -> float: ...
 
 
+def template_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of a conversation with the model's own chat template, ready for the reply."""
+    return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"])
+
+
+def token_count(tokenizer, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def check_rows(rows: list[Row], gen: GenSettings, context_length: int, slots: dict) -> None:
     """Refuse absurd settings and rows naming an adapter that was never loaded."""
     gen.check(context_length)

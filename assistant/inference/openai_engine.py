@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from assistant.inference.base import AdapterSlot, adapter_peft_type, check_rows, last
+from assistant.inference.base import (
+    AdapterSlot,
+    adapter_peft_type,
+    check_rows,
+    last,
+    template_ids,
+    token_count,
+)
 from assistant.inference.ortgenai import _Pool  # the row pool shared with the onnx engine
 from foundation.errors import ArenaError
 from foundation.generation import GenSettings, Row, RowOutput
@@ -173,11 +180,10 @@ class OpenAIEngine:
         return self._eos
 
     def chat_ids(self, messages: list[dict]) -> list[int]:
-        out = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
-        return list(out["input_ids"])
+        return template_ids(self.tokenizer, messages)
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return token_count(self.tokenizer, text)
 
     def load_adapter(self, name: str, path: Path) -> AdapterSlot:
         """Make `name` servable: already served, or loaded through the server's adapter endpoint (vLLM)."""

@@ -16,7 +16,14 @@ from pathlib import Path
 
 import torch
 
-from assistant.inference.base import AdapterSlot, adapter_peft_type, check_rows, last
+from assistant.inference.base import (
+    AdapterSlot,
+    adapter_peft_type,
+    check_rows,
+    last,
+    template_ids,
+    token_count,
+)
 from assistant.inference.decoding import decode_row, reference_nll
 from foundation.errors import ArenaError
 from foundation.generation import GenSettings, Row, RowOutput
@@ -54,12 +61,10 @@ class Engine:
         return {i for i in ids if i is not None}
 
     def chat_ids(self, messages: list[dict]) -> list[int]:
-        """Token ids of a conversation with the model's own chat template, ready for the reply."""
-        out = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
-        return list(out["input_ids"])
+        return template_ids(self.tokenizer, messages)
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return token_count(self.tokenizer, text)
 
     def load_adapter(self, name: str, path: Path) -> AdapterSlot:
         """Load an adapter folder under `name` once; later calls with the same name and path are free."""
