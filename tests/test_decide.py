@@ -215,7 +215,7 @@ def _wait(predicate, proc, log: Path, timeout: float = 600.0) -> None:
 def test_kill_during_training_then_rerun_resumes_without_reingesting(inputs, tmp_path, tiny_model_dir):
     data_dir = tmp_path / "data"
     args = [str(inputs["docs"]), "--qa", str(inputs["qa"]), "--data-dir", str(data_dir), "--model",
-            str(tiny_model_dir), "--device", "cpu", "--max-steps", "60", "--save-steps", "4", "--batch-size", "2",
+            str(tiny_model_dir), "--device", "cpu", "--max-steps", "300", "--save-steps", "4", "--batch-size", "2",
             "--max-length", "96", "--max-new-tokens", "4", "--limit", "3", "--no-forgetting", "--no-grounded",
             "--augment", "",
             "--variants", "base", "finetuned", "--json"]
@@ -246,7 +246,8 @@ def test_kill_during_training_then_rerun_resumes_without_reingesting(inputs, tmp
     job = next(jobs.glob("decide-*"))
     losses = [json.loads(line)["step"] for line in (job / "metrics.jsonl").read_text().splitlines()
               if '"loss"' in line]
-    assert losses == list(range(1, 61))  # resumed after the checkpoint: no step repeated or missing
+    # resumed after the checkpoint: no step repeated or missing (early stopping may end it before step 300)
+    assert losses == list(range(1, losses[-1] + 1)) and losses[-1] > 4
     assert result["recommendation"]["variant"] in ("base", "finetuned")
 
 
