@@ -144,3 +144,19 @@ def test_engine_choice_falls_back_to_torch_with_a_reason(tiny_model_dir, tmp_pat
     assert name == "torch" and "'gpt2'" in notice
     engine, notice = build_engine("auto", tiny_loaded, tmp_path / "models")  # an in-memory model: no folder
     assert engine.name == "torch" and "not a local model folder" in notice
+
+
+def test_a_failing_row_stops_the_others_and_no_cut_row_is_marked_done(fp32):
+    rows = _rows(fp32, [None] * 6)
+    rows.insert(1, Row([1, 2, 10**7]))  # a token id far beyond the vocabulary: the graph refuses it
+    gen = GenSettings(max_new_tokens=48)
+    reference = [fp32.torch.generate([r], gen)[0].tokens for r in rows if r.input_ids[-1] != 10**7]
+    seen = []
+    with pytest.raises(ArenaError, match="onnxruntime-genai generation failed"):
+        for outs in fp32.stream(rows, gen):
+            seen = [(o.done, list(o.tokens)) for o in outs]
+    good = [s for i, s in enumerate(seen) if i != 1]
+    assert not seen[1][0]
+    for (done, tokens), ref in zip(good, reference, strict=True):
+        assert not done or tokens == ref  # a row stopped part-way is never reported as a finished answer
+    assert not any(tokens for _, tokens in good[3:])  # the pool stopped handing out rows after the failure

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import queue
+import threading
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -89,3 +91,82 @@ def adapter_peft_type(path: Path) -> str | None:
     if (path / "config.json").is_file():
         return None
     raise ArenaError(f"adapter folder {path} has neither adapter_config.json nor config.json")
+
+
+def pooled_stream(rows: list[Row], workers: int, row_outputs, gen: GenSettings, what: str
+                  ) -> Iterator[list[RowOutput]]:
+    """Run rows `workers` at a time, in order, each by `row_outputs(row, gen, stop)`; yield all outputs whenever
+    some row advanced. A finished row's worker takes the next pending row (continuous across questions)."""
+    outputs = [RowOutput() for _ in rows]
+    if not rows:
+        yield outputs
+        return
+    pool = _Pool(len(rows))
+    threads = [threading.Thread(target=pool.work, args=(row_outputs, rows, gen, outputs), daemon=True)
+               for _ in range(min(workers, len(rows)))]
+    for t in threads:
+        t.start()
+    try:
+        while pool.wait(len(threads)):
+            yield outputs
+    finally:
+        pool.stop.set()  # the consumer stopped early (a closed stream) or a row failed: let the workers end
+        for t in threads:
+            t.join()
+    pool.raise_error(what)
+    yield outputs
+
+
+class _Pool:
+    """Hands out row indices in order and tells the consumer when some row advanced."""
+
+    def __init__(self, n_rows: int):
+        self.next_row, self.n_rows = 0, n_rows
+        self.lock = threading.Lock()
+        self.events: queue.Queue = queue.Queue()
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self._ended = 0
+
+    def _take(self) -> int | None:
+        with self.lock:
+            if self.stop.is_set() or self.next_row >= self.n_rows:
+                return None
+            self.next_row += 1
+            return self.next_row - 1
+
+    def work(self, row_outputs, rows, gen, outputs) -> None:
+        try:
+            while (i := self._take()) is not None:
+                for out in row_outputs(rows[i], gen, self.stop):
+                    outputs[i] = out
+                    self.events.put(True)
+        except BaseException as exc:  # re-raised in the consumer's thread
+            self.error = exc
+            self.stop.set()
+        finally:
+            self.events.put(False)
+
+    def wait(self, n_workers: int) -> bool:
+        """Block until some row advanced (True) or every worker ended (False); coalesces queued events."""
+        while self._ended < n_workers:
+            progressed = False
+            item = self.events.get()
+            while True:
+                if item:
+                    progressed = True
+                else:
+                    self._ended += 1
+                try:
+                    item = self.events.get_nowait()
+                except queue.Empty:
+                    break
+            if progressed:
+                return True
+        return False
+
+    def raise_error(self, what: str) -> None:
+        if self.error is not None:
+            if isinstance(self.error, ArenaError):
+                raise self.error
+            raise ArenaError(f"{what} failed: {self.error}") from self.error

@@ -24,10 +24,10 @@ from assistant.inference.base import (
     adapter_peft_type,
     check_rows,
     last,
+    pooled_stream,
     template_ids,
     token_count,
 )
-from assistant.inference.ortgenai import _Pool  # the row pool shared with the onnx engine
 from foundation.errors import ArenaError
 from foundation.generation import GenSettings, Row, RowOutput
 
@@ -211,24 +211,7 @@ class OpenAIEngine:
     def stream(self, rows: list[Row], gen: GenSettings) -> Iterator[list[RowOutput]]:
         """Every row's growing output; rows are requested `concurrency` at a time, in order."""
         check_rows(rows, gen, self.context_length, self.slots)
-        outputs = [RowOutput() for _ in rows]
-        if not rows:
-            yield outputs
-            return
-        pool = _Pool(len(rows), self.cfg.concurrency)
-        threads = [threading.Thread(target=pool.work, args=(self._row_outputs, rows, gen, outputs), daemon=True)
-                   for _ in range(min(self.cfg.concurrency, len(rows)))]
-        for t in threads:
-            t.start()
-        try:
-            while pool.wait(len(threads)):
-                yield outputs
-        finally:
-            pool.stop.set()
-            for t in threads:
-                t.join()
-        pool.raise_error()
-        yield outputs
+        yield from pooled_stream(rows, self.cfg.concurrency, self._row_outputs, gen, f"serving engine at {self.url}")
 
     def _row_outputs(self, row: Row, gen: GenSettings, stop: threading.Event) -> Iterator[RowOutput]:
         model = row.adapter or self.base_model

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -25,9 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from assistant.inference import lora_onnx, ort_build
-from assistant.inference.base import AdapterSlot, adapter_peft_type, check_rows, last
+from assistant.inference.base import AdapterSlot, adapter_peft_type, check_rows, last, pooled_stream
 from assistant.inference.decoding import record_token
-from foundation.errors import ArenaError
 from foundation.generation import GenSettings, Row, RowOutput
 
 
@@ -109,28 +107,13 @@ class OrtGenaiEngine:
     def stream(self, rows: list[Row], gen: GenSettings) -> Iterator[list[RowOutput]]:
         """Yield all rows' outputs whenever some row advanced; rows run `workers` at a time, in order."""
         check_rows(rows, gen, self.context_length, self.slots)
-        outputs = [RowOutput() for _ in rows]
-        if not rows:
-            yield outputs
-            return
-        pool = _Pool(len(rows), self.workers)
-        threads = [threading.Thread(target=pool.work, args=(self._row_outputs, rows, gen, outputs), daemon=True)
-                   for _ in range(min(self.workers, len(rows)))]
-        for t in threads:
-            t.start()
-        try:
-            while pool.wait(len(threads)):
-                yield outputs
-        finally:
-            pool.stop.set()  # the consumer stopped early (a closed stream): let the workers end
-            for t in threads:
-                t.join()
-        pool.raise_error()
-        yield outputs
+        yield from pooled_stream(rows, self.workers, self._row_outputs, gen, "onnxruntime-genai generation")
 
     def _row_outputs(self, row: Row, gen: GenSettings, stop: threading.Event) -> Iterator[RowOutput]:
         if row.adapter is not None and row.adapter not in self._onnx:
             for outs in self.torch.stream([row], gen):  # an adapter the graph cannot take
+                if stop.is_set():
+                    return
                 yield outs[0]
             return
         yield from self._decode(row, gen, stop)
@@ -145,7 +128,9 @@ class OrtGenaiEngine:
         if row.adapter is not None:
             generator.set_active_adapter(self.adapters, row.adapter)
         generator.append_tokens(np.asarray(row.input_ids, dtype=np.int32))
-        while not stop.is_set() and len(out.tokens) < gen.max_new_tokens and not generator.is_done():
+        while len(out.tokens) < gen.max_new_tokens and not generator.is_done():
+            if stop.is_set():  # another row failed or the stream was closed: a cut row is never marked done
+                return
             generator.generate_next_token()
             token = int(generator.get_next_tokens()[0])
             if record_token(out, token, self.tokenizer, self.eos_ids, time.perf_counter() - start):
@@ -162,58 +147,3 @@ def search_options(gen: GenSettings, prompt_len: int) -> dict:
     if gen.temperature > 0:  # top_k 0 = no top-k cut, as in our torch sampler
         options.update(temperature=gen.temperature, top_p=gen.top_p, top_k=0, random_seed=gen.seed)
     return options
-
-
-class _Pool:
-    """Hands out row indices in order and tells the consumer when some row advanced."""
-
-    def __init__(self, n_rows: int, workers: int):
-        self.next_row, self.n_rows = 0, n_rows
-        self.lock = threading.Lock()
-        self.events: queue.Queue = queue.Queue()
-        self.stop = threading.Event()
-        self.error: BaseException | None = None
-        self._ended = 0
-
-    def _take(self) -> int | None:
-        with self.lock:
-            if self.stop.is_set() or self.next_row >= self.n_rows:
-                return None
-            self.next_row += 1
-            return self.next_row - 1
-
-    def work(self, row_outputs, rows, gen, outputs) -> None:
-        try:
-            while (i := self._take()) is not None:
-                for out in row_outputs(rows[i], gen, self.stop):
-                    outputs[i] = out
-                    self.events.put(True)
-        except BaseException as exc:  # re-raised in the consumer's thread
-            self.error = exc
-            self.stop.set()
-        finally:
-            self.events.put(False)
-
-    def wait(self, n_workers: int) -> bool:
-        """Block until some row advanced (True) or every worker ended (False); coalesces queued events."""
-        while self._ended < n_workers:
-            progressed = False
-            item = self.events.get()
-            while True:
-                if item:
-                    progressed = True
-                else:
-                    self._ended += 1
-                try:
-                    item = self.events.get_nowait()
-                except queue.Empty:
-                    break
-            if progressed:
-                return True
-        return False
-
-    def raise_error(self) -> None:
-        if self.error is not None:
-            if isinstance(self.error, ArenaError):
-                raise self.error
-            raise ArenaError(f"onnxruntime-genai generation failed: {self.error}") from self.error
