@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-import yaml
-
+from foundation import config_file
 from foundation.errors import ArenaError
 
 METHODS = ("lora", "ia3", "prompt_tuning", "full", "freeze", "qlora", "dpo", "reward", "rloo")
@@ -152,34 +151,15 @@ class JobConfig:
             raise ArenaError(f"init_from {self.init_from!r} fixes the LoRA rank: sweep only the learning rate")
 
     def to_yaml(self, path: Path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(yaml.safe_dump(asdict(self), sort_keys=False, allow_unicode=True))
+        config_file.save_yaml(self, path)
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "config") -> JobConfig:
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ArenaError(f"{where}: unknown setting(s) {', '.join(unknown)}")
-        values = {}
-        for key, value in data.items():
-            values[key] = _coerce(known[key], value, where)
-        return cls(**values)
+        return config_file.from_mapping(cls, data, where)
 
     @classmethod
     def from_yaml(cls, path: Path) -> JobConfig:
-        path = Path(path)
-        if not path.is_file():
-            raise ArenaError(f"config file {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = f" line {mark.line + 1}" if mark else ""
-            raise ArenaError(f"{path.name}{line}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
-        if not isinstance(data, dict):
-            raise ArenaError(f"{path.name}: expected a mapping of settings")
-        return cls.from_dict(data, path.name)
+        return config_file.load_yaml(cls, path)
 
 
 def parse_augment(text: str) -> int:
@@ -217,31 +197,6 @@ def _sweep_list(sweep: dict, key: str, default, kind) -> list:
                              f"got {values!r}")
         out.append(kind(num))
     return list(dict.fromkeys(out))  # a repeated value would only train the same trial twice
-
-
-def _coerce(f, value, where: str):
-    """Check/convert one YAML value to the field's type, naming the setting on error."""
-    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
-    try:
-        if kind == "bool":
-            if not isinstance(value, bool):
-                raise ValueError
-            return value
-        if kind == "int":
-            if isinstance(value, bool) or float(value) != int(float(value)):
-                raise ValueError
-            return int(float(value))
-        if kind == "float":
-            return float(value)
-        if kind == "str":
-            return "" if value is None else str(value)
-    except (TypeError, ValueError):
-        raise ArenaError(f"{where}: {f.name} must be a {kind}, got {value!r}") from None
-    if kind.startswith("list") and not isinstance(value, list):
-        raise ArenaError(f"{where}: {f.name} must be a list, got {value!r}")
-    if kind.startswith("dict") and not isinstance(value, dict):
-        raise ArenaError(f"{where}: {f.name} must be a mapping, got {value!r}")
-    return value
 
 
 def add_train_flags(p: argparse.ArgumentParser) -> None:

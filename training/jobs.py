@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
 from foundation.errors import ArenaError
+from foundation.launch import log_tail, spawn_arena
 from foundation.settings import Settings
 from training.callbacks import CANCEL_FILE, read_metrics
 from training.config import JobConfig
 from training.lock import TrainingLock
 from training.runner import job_dir, read_status
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 class JobManager:
@@ -49,14 +46,9 @@ class JobManager:
         with self._lock:
             self._check_free()
             (folder / CANCEL_FILE).unlink(missing_ok=True)
-            cmd = [sys.executable, "-m", "assistant", "train", str(folder / "config.yaml"),
-                   "--data-dir", str(self.settings.data_dir), "--model", self.settings.model,
-                   "--device", self.settings.device, "--json"] + (["--resume"] if resume else [])
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
-                                                                         os.environ.get("PYTHONPATH")]))}
-            log = (folder / "log.txt").open("a")
-            self._proc = subprocess.Popen(cmd, cwd=str(ROOT), env=env, stdout=log, stderr=subprocess.STDOUT)
-            log.close()  # the child keeps its own handle
+            argv = ["train", str(folder / "config.yaml"), "--data-dir", str(self.settings.data_dir), "--model",
+                    self.settings.model, "--device", self.settings.device, "--json"] + (["--resume"] * resume)
+            self._proc = spawn_arena(argv, folder / "log.txt", append=True)
             self.folder = folder
             return folder
 
@@ -94,5 +86,4 @@ class JobManager:
                 "records": records, "status": status, "job_dir": str(self.folder), "log": self.log_tail()}
 
     def log_tail(self, chars: int = 2000) -> str:
-        path = self.folder / "log.txt" if self.folder else None
-        return path.read_text(errors="replace")[-chars:] if path and path.is_file() else ""
+        return log_tail(self.folder / "log.txt" if self.folder else None, chars)

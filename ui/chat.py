@@ -10,7 +10,13 @@ import gradio as gr
 from foundation.errors import ArenaError
 from foundation.generation import GenSettings
 from foundation.records import jsonl_rows
-from foundation.variants import DEFAULT_SYSTEM_PROMPT, VARIANTS, VariantConfig, format_passage
+from foundation.variants import (
+    ADAPTER_VARIANTS,
+    DEFAULT_SYSTEM_PROMPT,
+    VARIANTS,
+    VariantConfig,
+    format_passage,
+)
 from ui.adapters import adapter_choices
 from ui.errors import shown
 
@@ -132,7 +138,7 @@ def separate_call_notes(arena, cfg: VariantConfig, variants: list[str]) -> dict[
         return {}
     why = "full model folder" if slot.peft_type is None else f"{slot.peft_type}{' (DoRA)' * (slot.mode == 'solo')}"
     note = f"generated in a separate call after the batched columns ({why} cannot share the batch)"
-    return {v: note for v in variants if v in ("finetuned", "rag+finetuned")}
+    return {v: note for v in variants if v in ADAPTER_VARIANTS}
 
 
 def record_vote(votes, session: dict, column: int) -> str:

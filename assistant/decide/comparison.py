@@ -8,8 +8,6 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-ADAPTER_VARIANTS = ("finetuned", "rag+finetuned")
-
 
 def score_table(result: dict, metric: str) -> dict[str, dict[str, list]]:
     """table[variant][metric] = per-question values, read back from a comparison result's per_question."""
@@ -32,7 +30,7 @@ def run_compare(decision, rep, tmp: Path, adapters: list[str]) -> dict:
     from assistant.compare.runs import RunStore
     from assistant.compare.why import why_sentences
     from assistant.decide.stages import _load
-    from foundation.variants import VariantConfig, check_few_shot
+    from foundation.variants import ADAPTER_VARIANTS, VariantConfig, check_few_shot
 
     cfg, rt = decision.cfg, decision.rt
     evalset = decision.cache.folder("evalset")

@@ -7,12 +7,11 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import yaml
-
-from foundation import atomic
+from foundation import config_file
 from foundation.errors import ArenaError
+from foundation.variants import ADAPTER_VARIANTS, STRATEGIES
 
-ALL_VARIANTS = ("base", "prompt", "rag", "finetuned", "rag+finetuned")
+ALL_VARIANTS = STRATEGIES  # decide compares the strategies (the routed variant needs a comparison first)
 MAX_SEEDS = 10  # each seed is a full training run: more is hours on a CPU
 
 
@@ -83,7 +82,7 @@ class DecideConfig:
 
     @property
     def trains(self) -> bool:
-        return bool({"finetuned", "rag+finetuned"} & set(self.variants))
+        return bool(ADAPTER_VARIANTS & set(self.variants))
 
     def resolved(self) -> DecideConfig:
         """A copy with absolute paths, so the saved YAML means the same thing from any folder."""
@@ -94,26 +93,11 @@ class DecideConfig:
         return DecideConfig(**data)
 
     def to_yaml(self, path: Path) -> None:
-        atomic.write_text(path, yaml.safe_dump(asdict(self), sort_keys=False, allow_unicode=True))
+        config_file.save_yaml(self, path)
 
     @classmethod
     def from_yaml(cls, path: Path) -> DecideConfig:
-        from training.config import _coerce  # the job config's value checker, shared
-
-        path = Path(path)
-        if not path.is_file():
-            raise ArenaError(f"config file {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ArenaError(f"{path.name}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
-        if not isinstance(data, dict):
-            raise ArenaError(f"{path.name}: expected a mapping of settings")
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ArenaError(f"{path.name}: unknown setting(s) {', '.join(unknown)}")
-        return cls(**{k: _coerce(known[k], v, path.name) for k, v in data.items()})
+        return config_file.load_yaml(cls, path)
 
 
 def workspace(data_dir: Path, name: str) -> Path:

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
 from assistant.decide.config import DecideConfig, workspace
 from assistant.decide.progress import CANCEL_FILE, PROGRESS_FILE, read_progress
 from foundation.errors import ArenaError
+from foundation.launch import log_tail, spawn_arena
 
-ROOT = Path(__file__).resolve().parents[2]
 LOG = "log.txt"
 
 
@@ -41,13 +39,9 @@ class DecideJob:
             # A fresh record, so a tick before the child writes its own does not show the previous run's end.
             (folder / PROGRESS_FILE).write_text(json.dumps({"state": "starting", "fraction": 0.0}))
             s = self.settings
-            cmd = [sys.executable, "-m", "assistant", "decide", "--config", str(folder / "decide.yaml"),
-                   "--data-dir", str(s.data_dir), "--model", s.model, "--embedder", s.embedder,
-                   "--device", s.device, "--json"]
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
-                                                                         os.environ.get("PYTHONPATH")]))}
-            with (folder / LOG).open("w") as log:
-                self._proc = subprocess.Popen(cmd, cwd=str(ROOT), env=env, stdout=log, stderr=subprocess.STDOUT)
+            self._proc = spawn_arena(["decide", "--config", str(folder / "decide.yaml"), "--data-dir",
+                                      str(s.data_dir), "--model", s.model, "--embedder", s.embedder, "--device",
+                                      s.device, "--json"], folder / LOG)
             self.folder = folder
             return folder
 
@@ -68,5 +62,4 @@ class DecideJob:
         return state
 
     def log_tail(self, chars: int = 1500) -> str:
-        path = self.folder / LOG if self.folder else None
-        return path.read_text(errors="replace")[-chars:] if path and path.is_file() else ""
+        return log_tail(self.folder / LOG if self.folder else None, chars)

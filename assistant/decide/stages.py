@@ -19,8 +19,6 @@ from assistant.decide.plan import make_plan_for_rows
 from assistant.decide.progress import DecideCancelled, Reporter
 from foundation.errors import ArenaError
 
-ADAPTER_VARIANTS = ("finetuned", "rag+finetuned")
-
 
 def _dump(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
