@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,3 +22,19 @@ def spawn_arena(argv: list[str], log: Path, append: bool = False) -> subprocess.
 
 def log_tail(log: Path | None, chars: int) -> str:
     return log.read_text(errors="replace")[-chars:] if log is not None and log.is_file() else ""
+
+
+class LaunchedJob:
+    """One subprocess job at a time per app: the process, its folder, and whether it still runs."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self.folder: Path | None = None
+
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        return self._proc.wait(timeout) if self._proc else None

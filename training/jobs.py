@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-import subprocess
-import threading
 from pathlib import Path
 
 from foundation.errors import ArenaError
-from foundation.launch import log_tail, spawn_arena
-from foundation.settings import Settings
+from foundation.launch import LaunchedJob, log_tail, spawn_arena
 from training.callbacks import CANCEL_FILE, read_metrics
 from training.config import JobConfig
 from training.lock import TrainingLock
 from training.runner import job_dir, read_status
 
 
-class JobManager:
+class JobManager(LaunchedJob):
     """Runs the SAME command line users run (`python -m assistant train CONFIG.yaml`), never via a shell."""
-
-    def __init__(self, settings: Settings):
-        self.settings = settings
-        self._lock = threading.Lock()
-        self._proc: subprocess.Popen | None = None
-        self.folder: Path | None = None
-
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def start(self, cfg: JobConfig) -> Path:
         """Write the job YAML and launch it; refuses while another job runs."""
@@ -65,9 +53,6 @@ class JobManager:
         if self.folder is None:
             raise ArenaError("no job to cancel")
         (self.folder / CANCEL_FILE).touch()
-
-    def wait(self, timeout: float | None = None) -> int | None:
-        return self._proc.wait(timeout) if self._proc else None
 
     def progress(self) -> dict:
         """State, step/max_steps, fraction, ETA, the loss history and the log tail of the current job."""

@@ -3,29 +3,18 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import threading
 from pathlib import Path
 
 from assistant.decide.config import DecideConfig, workspace
 from assistant.decide.progress import CANCEL_FILE, PROGRESS_FILE, read_progress
 from foundation.errors import ArenaError
-from foundation.launch import log_tail, spawn_arena
+from foundation.launch import LaunchedJob, log_tail, spawn_arena
 
 LOG = "log.txt"
 
 
-class DecideJob:
+class DecideJob(LaunchedJob):
     """One decide run at a time per app: start, cancel (a CANCEL file), progress from its progress.json."""
-
-    def __init__(self, settings):
-        self.settings = settings
-        self._lock = threading.Lock()
-        self._proc: subprocess.Popen | None = None
-        self.folder: Path | None = None
-
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def start(self, cfg: DecideConfig) -> Path:
         cfg.validate()

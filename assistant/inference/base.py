@@ -57,6 +57,18 @@ class Engine(Protocol):
     def nll(self, prompt_ids: list[int], reference_ids: list[int], adapter: str | None) -> float: ...
 
 
+class Templating:
+    """chat_ids and count_tokens from the engine's own `tokenizer` (every engine renders prompts the same way)."""
+
+    tokenizer: object
+
+    def chat_ids(self, messages: list[dict]) -> list[int]:
+        return template_ids(self.tokenizer, messages)
+
+    def count_tokens(self, text: str) -> int:
+        return token_count(self.tokenizer, text)
+
+
 def template_ids(tokenizer, messages: list[dict]) -> list[int]:
     """Token ids of a conversation with the model's own chat template, ready for the reply."""
     return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"])

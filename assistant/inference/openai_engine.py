@@ -21,12 +21,11 @@ from urllib.parse import urlparse
 
 from assistant.inference.base import (
     AdapterSlot,
+    Templating,
     adapter_peft_type,
     check_rows,
     last,
     pooled_stream,
-    template_ids,
-    token_count,
 )
 from foundation.errors import ArenaError
 from foundation.generation import GenSettings, Row, RowOutput
@@ -134,7 +133,7 @@ class ServerClient:
             raise self.error(exc, f"unloading adapter {name!r}") from exc
 
 
-class OpenAIEngine:
+class OpenAIEngine(Templating):
     """The Engine interface (assistant/inference/base.py) over an OpenAI-compatible server."""
 
     name = "openai"
@@ -178,12 +177,6 @@ class OpenAIEngine:
     @property
     def eos_ids(self) -> set[int]:
         return self._eos
-
-    def chat_ids(self, messages: list[dict]) -> list[int]:
-        return template_ids(self.tokenizer, messages)
-
-    def count_tokens(self, text: str) -> int:
-        return token_count(self.tokenizer, text)
 
     def load_adapter(self, name: str, path: Path) -> AdapterSlot:
         """Make `name` servable: already served, or loaded through the server's adapter endpoint (vLLM)."""

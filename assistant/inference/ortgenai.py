@@ -24,7 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from assistant.inference import lora_onnx, ort_build
-from assistant.inference.base import AdapterSlot, adapter_peft_type, check_rows, last, pooled_stream
+from assistant.inference.base import (
+    AdapterSlot,
+    Templating,
+    adapter_peft_type,
+    check_rows,
+    last,
+    pooled_stream,
+)
 from assistant.inference.decoding import record_token
 from foundation.generation import GenSettings, Row, RowOutput
 
@@ -41,7 +48,7 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-class OrtGenaiEngine:
+class OrtGenaiEngine(Templating):
     """Generation on an onnxruntime-genai graph of the torch engine's base model."""
 
     def __init__(self, torch_engine, graph_folder: Path, models_dir: Path, workers: int | None = None):
@@ -69,12 +76,6 @@ class OrtGenaiEngine:
     @property
     def eos_ids(self) -> set[int]:
         return self.torch.eos_ids
-
-    def chat_ids(self, messages: list[dict]) -> list[int]:
-        return self.torch.chat_ids(messages)
-
-    def count_tokens(self, text: str) -> int:
-        return self.torch.count_tokens(text)
 
     def nll(self, prompt_ids: list[int], reference_ids: list[int], adapter: str | None) -> float:
         return self.torch.nll(prompt_ids, reference_ids, adapter)  # scoring stays on the fp32 reference

@@ -18,11 +18,10 @@ import torch
 
 from assistant.inference.base import (
     AdapterSlot,
+    Templating,
     adapter_peft_type,
     check_rows,
     last,
-    template_ids,
-    token_count,
 )
 from assistant.inference.decoding import decode_row, reference_nll
 from foundation.errors import ArenaError
@@ -32,7 +31,7 @@ from foundation.models import LoadedModel
 __all__ = ["Engine", "GenSettings", "Row", "RowOutput", "AdapterSlot"]  # settings/rows live in decoding
 
 
-class Engine:
+class Engine(Templating):
     """Generates for (prompt, adapter) rows over one shared base model with peft adapters."""
 
     name = "torch"
@@ -59,12 +58,6 @@ class Engine:
         cfg_eos = getattr(getattr(self.loaded.model, "generation_config", None), "eos_token_id", None)
         ids.update(cfg_eos if isinstance(cfg_eos, list) else [cfg_eos])
         return {i for i in ids if i is not None}
-
-    def chat_ids(self, messages: list[dict]) -> list[int]:
-        return template_ids(self.tokenizer, messages)
-
-    def count_tokens(self, text: str) -> int:
-        return token_count(self.tokenizer, text)
 
     def load_adapter(self, name: str, path: Path) -> AdapterSlot:
         """Load an adapter folder under `name` once; later calls with the same name and path are free."""
