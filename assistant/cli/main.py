@@ -90,20 +90,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _command(sub, "info", "versions, device, dtype, resolved model paths", cmd_info)
     _command(sub, "serve", "start the web UI (same as python app.py)", cmd_serve, server=True)
-    _command(sub, "ingest", "add files/folders to the document index (RAG)",
-             _lazy("assistant.cli.documents", "cmd_ingest"), add_ingest_args)
-    _command(sub, "search", "top-k chunks for a query (or --queries FILE.jsonl) with sources",
-             _lazy("assistant.cli.documents", "cmd_search"), add_search_args)
-    _command(sub, "ask", "answer one question (or a JSONL file) with the variants side by side",
-             _lazy("assistant.cli.ask", "cmd_ask"), add_ask_arguments)
-    _command(sub, "train", "fine-tune an adapter: arena train CONFIG.yaml or --data FILE ...",
-             _lazy("assistant.cli.train", "cmd_train"), add_train_flags)
-    _command(sub, "adapters", "list / delete / rename / export (merge) trained adapters",
-             _lazy("assistant.cli.train", "cmd_adapters"), add_adapters_args)
-    _command(sub, "decide", "documents (+ optional Q/A) to a verdict: ingest, evaluate, train, compare, report",
-             _lazy("assistant.cli.decide", "cmd_decide"), add_decide_args)
-    _command(sub, "compare", "score base / prompt / rag / finetuned variants on held-out questions",
-             _lazy("assistant.cli.compare", "cmd_compare"), add_compare_args)
+    for name, text, module, add_args in (
+        ("ingest", "add files/folders to the document index (RAG)", "documents", add_ingest_args),
+        ("search", "top-k chunks for a query (or --queries FILE.jsonl) with sources", "documents", add_search_args),
+        ("ask", "answer one question (or a JSONL file) with the variants side by side", "ask", add_ask_arguments),
+        ("train", "fine-tune an adapter: arena train CONFIG.yaml or --data FILE ...", "train", add_train_flags),
+        ("adapters", "list / delete / rename / export (merge) trained adapters", "train", add_adapters_args),
+        ("decide", "documents (+ optional Q/A) to a verdict: ingest, evaluate, train, compare, report", "decide",
+         add_decide_args),
+        ("compare", "score base / prompt / rag / finetuned variants on held-out questions", "compare",
+         add_compare_args),
+    ):
+        _command(sub, name, text, _lazy(f"assistant.cli.{module}", f"cmd_{name}"), add_args)
     return parser
 
 
