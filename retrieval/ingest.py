@@ -109,7 +109,7 @@ def _prepare(store, path, source, cfg, max_bytes, tokenizer, seen) -> tuple[File
         data = path.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         old = store.document_hash(source)
-        if old == digest:
+        if old == digest and store.document_hash(source, cfg.splitter) == digest:  # same text, same chunking
             return FileResult(source, "unchanged", message="already ingested, content unchanged"), None
         twin = seen.get(digest) or store.document_by_hash(digest)
         if twin is not None and twin != source:

@@ -135,10 +135,12 @@ class DocumentStore:
             row = self._db.execute("SELECT source FROM documents WHERE content_hash=?", (content_hash,)).fetchone()
         return row[0] if row else None
 
-    def document_hash(self, source: str) -> str | None:
+    def document_hash(self, source: str, splitter: str | None = None) -> str | None:
+        """The stored content hash of `source`; with `splitter`, only if it was chunked by that splitter."""
         with self._lock:
-            row = self._db.execute("SELECT content_hash FROM documents WHERE source=?", (source,)).fetchone()
-        return row[0] if row else None
+            row = self._db.execute("SELECT content_hash, splitter FROM documents WHERE source=?",
+                                   (source,)).fetchone()
+        return row[0] if row and (splitter is None or row[1] == splitter) else None
 
     def cached_vectors(self, text_hashes: list[str]) -> dict[str, np.ndarray]:
         """Vectors already computed for identical chunk texts (same embedder), keyed by text hash."""

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -113,7 +115,8 @@ def test_plan_counts_inputs_and_marks_cached_stages(inputs, tmp_path, tiny_model
     cfg = small_config(inputs, seeds=2)
     plan = plan_for(cfg, settings)
     rows = {s["stage"]: s for s in plan.stages}
-    assert list(rows) == ["ingest", "evalset", "trainset", "train", "compare", "report"]
+    assert list(rows) == ["ingest", "evalset", "retrieval", "trainset", "train", "compare", "report"]
+    assert rows["retrieval"]["count"] == "36 settings, 8 pairs"
     assert rows["ingest"]["count"].startswith("1 files")
     assert rows["evalset"]["count"] == "3 eval, 8 train"  # 12 Q/A: 4 held out (30 %), --limit 3 scored
     assert rows["train"]["count"].startswith("2 × 6 steps")
@@ -163,8 +166,8 @@ def test_decide_end_to_end_with_seeds_then_only_changed_stages(inputs, tmp_path,
     settings = Settings(data_dir=tmp_path / "data", model=str(tiny_model_dir), device="cpu")
     cfg = small_config(inputs, seeds=2, variants=["base", "rag", "finetuned", "rag+finetuned"], grounded=True)
     result = run_decide(cfg, settings, stderr=False)
-    assert [s["stage"] for s in result["stages"]] == ["ingest", "evalset", "trainset", "train-s0", "train-s1",
-                                                      "compare", "report"]
+    assert [s["stage"] for s in result["stages"]] == ["ingest", "evalset", "retrieval", "trainset", "train-s0",
+                                                      "train-s1", "compare", "report"]
     assert not any(s["cached"] for s in result["stages"])
     assert len(result["adapters"]) == 2
     report = json.loads(Path(result["report"]["json"]).read_text())
@@ -182,6 +185,17 @@ def test_decide_end_to_end_with_seeds_then_only_changed_stages(inputs, tmp_path,
     assert read_progress(workspace(settings.data_dir, cfg.name))["state"] == "done"
     grounded = (workspace(settings.data_dir, cfg.name) / "stages" / "trainset" / "grounded.jsonl").read_text()
     assert grounded.count("\n") == report["trainset"]["qa_rows"]
+    # Retrieval chosen on the 8 training pairs; the comparison and the grounded rows use it, the index holds
+    # the documents chunked by the chosen splitter.
+    tuned = StageCache(workspace(settings.data_dir, cfg.name)).marker("retrieval")["output"]
+    assert tuned["tuned"] and tuned["questions"] == 8 and 0 <= tuned["hit_rate"] <= 1
+    assert (stored["settings"]["rag_k"], stored["settings"]["rag_mode"]) == (tuned["k"], tuned["mode"])
+    passages = [len(re.findall(r"^\[\d+\] \(", json.loads(line)["messages"][0]["content"], re.M))
+                for line in grounded.splitlines()]
+    assert 1 <= max(passages) <= tuned["k"]  # (long passages are cut to fit max_length)
+    index = sqlite3.connect(settings.data_dir / "index" / "store.sqlite")
+    assert index.execute("SELECT DISTINCT splitter FROM documents").fetchall() == [(tuned["splitter"],)]
+    assert f"k={tuned['k']}" in Path(result["report"]["markdown"]).read_text()
     # Same command again: everything comes from the cache.
     before = _markers(settings.data_dir, cfg)
     again = run_decide(cfg, settings, stderr=False)

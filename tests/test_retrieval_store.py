@@ -94,6 +94,16 @@ def test_same_file_twice_and_same_content_renamed_do_not_duplicate(store, corpus
     assert len(store.documents()) == len(FAQ) and snapshot(store) == before
 
 
+def test_same_content_with_another_splitter_is_rechunked(store, corpus):
+    before = {d.source: d.chunks for d in store.documents()}
+    report = ingest_paths(store, [corpus], ChunkConfig(splitter="tokens", size=20, overlap=0))
+    assert {r.status for r in report.results} == {"replaced"}  # same text, new chunking: not "unchanged"
+    after = {d.source: d for d in store.documents()}
+    assert set(after) == set(before) and all(store.document_hash(s, "tokens") for s in after)
+    again = ingest_paths(store, [corpus], ChunkConfig(splitter="tokens", size=20, overlap=0))
+    assert {r.status for r in again.results} == {"unchanged"}
+
+
 def test_changed_file_replaces_its_chunks_everywhere(store, corpus):
     (corpus / "battery.md").write_text("## Battery\nThe quartz cell powers the clock for seven winters.")
     report = ingest_paths(store, [corpus])

@@ -42,7 +42,7 @@ def _keep(folder: Path, upload) -> str:
 
 
 def _config(runtime: Runtime, docs, qa, evals, seeds, budget, max_steps, max_new, paraphrases, variants,
-            forgetting, name) -> DecideConfig:
+            forgetting, tune, name) -> DecideConfig:
     """The decide config for the tab's inputs; uploads are copied under uploads/decide/<name>/ first."""
     if not docs:
         raise ArenaError("upload one or more documents first")
@@ -60,7 +60,7 @@ def _config(runtime: Runtime, docs, qa, evals, seeds, budget, max_steps, max_new
     cfg = replace(DecideConfig(docs=[str(folder / "docs")], name=name, **extra), seeds=int(seeds or 1),
                   budget_minutes=float(budget or 0), max_steps=int(max_steps or -1),
                   max_new_tokens=int(max_new or 0), variants=list(variants or ()), forgetting=bool(forgetting),
-                  augment=f"paraphrases:{int(paraphrases)}" if paraphrases and int(paraphrases) > 0 else "")
+                  tune_retrieval=bool(tune), augment=f"paraphrases:{int(paraphrases)}" if paraphrases and int(paraphrases) > 0 else "")
     cfg.validate()
     return cfg.resolved()
 
@@ -130,6 +130,8 @@ def build_decide_tab(runtime: Runtime) -> DecideView:
                                 minimum=0, maximum=20, elem_id="decide-paraphrases")
         variants = gr.CheckboxGroup(list(ALL_VARIANTS), value=list(ALL_VARIANTS), label="Variants")
         forgetting = gr.Checkbox(label="Forgetting check of the adapter", value=True)
+        tune = gr.Checkbox(label="Choose splitter, k and search mode by retrieval hit rate on the training pairs",
+                           value=True)
     with gr.Row():
         plan_btn = gr.Button("Show plan", elem_id="decide-plan-btn")
         start = gr.Button("Start", variant="primary", interactive=False, elem_id="decide-start")
@@ -143,7 +145,7 @@ def build_decide_tab(runtime: Runtime) -> DecideView:
     run_id = gr.State(None)
     open_compare = gr.Button("Open this run in the Compare tab", visible=False, elem_id="decide-open-compare")
     timer = gr.Timer(1.0, active=False)
-    inputs = [docs, qa, evals, seeds, budget, max_steps, max_new, paraphrases, variants, forgetting, name]
+    inputs = [docs, qa, evals, seeds, budget, max_steps, max_new, paraphrases, variants, forgetting, tune, name]
 
     @shown
     def show_plan(*values):

@@ -12,6 +12,7 @@ from foundation.errors import ArenaError
 from foundation.variants import ADAPTER_VARIANTS, STRATEGIES
 
 ALL_VARIANTS = STRATEGIES  # decide compares the strategies (the routed variant needs a comparison first)
+MIN_TUNING_PAIRS = 5  # fewer training pairs: a hit rate over so few questions would pick settings by chance
 MAX_SEEDS = 10  # each seed is a full training run: more is hours on a CPU
 
 
@@ -28,6 +29,9 @@ class DecideConfig:
     limit: int = 0  # at most this many evaluation questions (0 = all)
     seed: int = 0  # split seed; training seeds are seed, seed+1, ...
     splitter: str = "recursive"
+    # RAG at its best: splitter, k and search mode chosen on the training pairs by retrieval hit rate
+    # (retrieval/tuning.py); the documents are re-chunked when another splitter wins.
+    tune_retrieval: bool = True
     # training
     seeds: int = 1
     budget_minutes: float = 0.0  # bound on total training time (0 = no bound)
@@ -126,7 +130,10 @@ def add_decide_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment", default=None, metavar="paraphrases:K",
                    help="K paraphrases of each training question (default paraphrases:5; '' = none)")
     p.add_argument("--metric", default=None, help="primary metric (default f1)")
-    p.add_argument("--splitter", default=None, help="chunking for ingestion (default recursive)")
+    p.add_argument("--splitter", default=None, help="chunking for ingestion (default recursive; retrieval tuning "
+                                                     "may choose another)")
+    p.add_argument("--no-tune-retrieval", dest="tune_retrieval", action="store_false", default=None,
+                   help="keep --splitter and the default k and search mode (no choice by hit rate)")
     p.add_argument("--method", default=None, help="training method (default lora)")
     p.add_argument("--no-grounded", dest="grounded", action="store_false", default=None,
                    help="train on the Q/A pairs only (no retrieved-context rows)")

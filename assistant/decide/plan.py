@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from assistant.decide.config import DecideConfig, job_config
+from assistant.decide.config import MIN_TUNING_PAIRS, DecideConfig, job_config
 from foundation.errors import ArenaError
 
 EMBED_CHUNKS_PER_S = 30.0  # MiniLM fp32 on 2 cores (RECIPES.md: 24-59 chunks/s)
@@ -121,6 +121,7 @@ def make_plan(cfg: DecideConfig, settings, cache=None, keys: dict | None = None)
     origin = "--eval file" if cfg.eval else "held out from --qa" if cfg.qa else "held-out document sections"
     plan.stages.append(_row("evalset", f"evaluation questions ({origin})", f"{n_eval} eval, {n_train} train",
                             2, cached("evalset")))
+    plan.stages.append(_retrieval_row(cfg, n_train, chunks, cached("retrieval")))
     rows = n_train * (2 if cfg.grounded and "rag+finetuned" in cfg.variants else 1) if cfg.trains else 0
     plan.train_rows = rows
     plan.stages.append(_row("trainset", "training rows (Q/A pairs; grounded rows for rag+finetuned)",
@@ -184,6 +185,17 @@ def _train_row(cfg, settings, plan: Plan, rows: int, job, cached, fit: dict | No
     return _row("train", f"LoRA adapter × {plan.seeds} seed(s)",
                 f"{plan.seeds} × {plan.steps_per_seed} steps on {rows} rows", seconds,
                 all(cached(f"train-s{i}") for i in range(plan.seeds)))
+
+
+def _retrieval_row(cfg: DecideConfig, n_train: int, chunks: int, cached: bool) -> dict:
+    from retrieval.tuning import KS, MODES, SPLITTERS
+
+    if not cfg.tune_retrieval or n_train < MIN_TUNING_PAIRS:
+        return _row("retrieval", "default retrieval settings (tuning off or too few training pairs)", "-", 1, cached)
+    # each splitter's chunks are embedded once into a throw-away index; the searches are cheap beside that
+    return _row("retrieval", "splitter, k and search mode by retrieval hit rate on the training pairs",
+                f"{len(SPLITTERS) * len(MODES) * len(KS)} settings, {n_train} pairs",
+                len(SPLITTERS) * (chunks / EMBED_CHUNKS_PER_S + 5), cached)
 
 
 def _row(stage: str, what: str, count: str, seconds: float, cached: bool) -> dict:

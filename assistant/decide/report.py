@@ -71,8 +71,16 @@ def sections(result: dict, info: dict) -> list[tuple[str, object]]:
                         f"evaluation: {info['evalset'].get('origin')}, {info['evalset'].get('eval')} questions; "
                         f"training pairs: {info['evalset'].get('train')} "
                         f"({info['evalset'].get('dropped_leaks', 0)} dropped as copies of evaluation questions)",
+                        _retrieval_line(info.get("retrieval") or {}),
                         f"comparison run #{result.get('run_id')} (Compare tab → Past runs); per-question answers "
                         "in comparison.html"])]
+
+
+def _retrieval_line(r: dict) -> str:
+    chosen = f"retrieval: {r.get('splitter')} splitter, {r.get('mode')} search, k={r.get('k')}"
+    if r.get("tuned"):
+        return f"{chosen} (chosen on {r.get('questions')} training pairs: answer retrieved for {r['hit_rate']:.0%})"
+    return f"{chosen} (defaults: {r.get('reason', 'not tuned')})"
 
 
 def headline(result: dict) -> str:

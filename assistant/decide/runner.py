@@ -71,11 +71,12 @@ def run_decide(cfg: DecideConfig, settings, runtime=None, stderr: bool = True) -
     try:
         ingest = step("ingest", lambda tmp: decision.ingest(rep, tmp))
         evalset = step("evalset", lambda tmp: decision.evalset(rep, tmp, ingest["sources"]))
+        retrieval = step("retrieval", lambda tmp: decision.retrieval(rep, tmp))
         trainset = step("trainset", lambda tmp: decision.trainset(rep, tmp))
         adapters = _train_all(decision, rep, step, trainset) if cfg.trains else []
         compare = step("compare", lambda tmp: run_compare(decision, rep, tmp, adapters))
         info = {"config": asdict(cfg), "plan": plan.to_dict(), "stages": list(stages), "evalset": evalset,
-                "trainset": trainset, "adapters": adapters}
+                "retrieval": retrieval, "trainset": trainset, "adapters": adapters}
         report = step("report", lambda tmp: write_decision_report(_result(decision), info, tmp))
     except DecideCancelled as exc:
         rep.finish("cancelled", error=str(exc))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from assistant.decide.cache import StageCache, content_key, file_digest
-from assistant.decide.config import DecideConfig, job_config, workspace
+from assistant.decide.config import MIN_TUNING_PAIRS, DecideConfig, job_config, workspace
 from assistant.decide.plan import make_plan_for_rows
 from assistant.decide.progress import DecideCancelled, Reporter
 from foundation.errors import ArenaError
@@ -68,11 +68,12 @@ class Decision:
         # The seed count matters to the rows only through the budget (what fits): without one, adding seeds
         # keeps the trainset and the seeds already trained.
         budget = (c.budget_minutes, c.seeds) if c.budget_minutes else None
-        keys["trainset"] = content_key("trainset", keys["evalset"], c.trains, c.grounded, c.variants, budget,
+        keys["retrieval"] = content_key("retrieval", keys["evalset"], c.tune_retrieval, s.embedder)
+        keys["trainset"] = content_key("trainset", keys["retrieval"], c.trains, c.grounded, c.variants, budget,
                                        job and vars(job), s.model)
         trains = [self.train_key(i, keys["trainset"]) for i in range(c.seeds)] if c.trains else []
         keys.update({f"train-s{i}": k for i, k in enumerate(trains)})
-        keys["compare"] = content_key("compare", keys["evalset"], trains, c.variants, c.metric,
+        keys["compare"] = content_key("compare", keys["retrieval"], trains, c.variants, c.metric,
                                       c.max_new_tokens, c.forgetting, s.model, s.embedder)
         keys["report"] = content_key("report", keys["compare"], keys["trainset"], keys["ingest"])
         return keys
@@ -136,6 +137,32 @@ class Decision:
         _dump(tmp / "train_pairs.jsonl", train)
         return {"eval": len(evals), "train": len(train), "dropped_leaks": len(leaked), "origin": origin}
 
+    def retrieval(self, rep: Reporter, tmp: Path) -> dict:
+        """Splitter, k and search mode by retrieval hit rate on the training pairs (never the evaluation set);
+        the documents are re-chunked in the real index when another splitter wins."""
+        from foundation.variants import VariantConfig
+        from retrieval.chunking import ChunkConfig
+        from retrieval.ingest import ingest_paths
+        from retrieval.tuning import choose_retrieval
+
+        c, default = self.cfg, VariantConfig()
+        pairs = _load(self.cache.folder("evalset") / "train_pairs.jsonl")
+        if not c.tune_retrieval or len(pairs) < MIN_TUNING_PAIRS:
+            why = "turned off" if not c.tune_retrieval else f"only {len(pairs)} training pairs"
+            return {"splitter": c.splitter, "mode": default.rag_mode, "k": default.rag_k, "tuned": False,
+                    "reason": why}
+        docs = [Path(p) for p in c.docs]
+        choice = choose_retrieval(docs, pairs, self.rt.embedder, self.settings.data_dir,
+                                  progress=lambda n, total, text: rep.update(0.9 * n / total, text))
+        if choice.splitter != c.splitter:
+            rep.update(0.9, f"re-chunking the documents with the {choice.splitter} splitter")
+            report = ingest_paths(self.rt.store, docs, ChunkConfig(choice.splitter))
+            if report.errors:
+                raise ArenaError("re-chunking failed: " + "; ".join(r.message for r in report.errors))
+        (tmp / "table.json").write_text(json.dumps(choice.table, indent=1))
+        return {"splitter": choice.splitter, "mode": choice.mode, "k": choice.k, "tuned": True,
+                "hit_rate": choice.hit_rate, "questions": choice.questions}
+
     def _doc_pairs(self, sections) -> list[dict]:
         from training.builders import qa_from_sections
 
@@ -158,7 +185,8 @@ class Decision:
             rep.update(0.3, f"retrieving passages for {len(qa)} grounded rows")
             store = self.rt.store
             job = job_config(self.cfg)  # RAFT settings: passages per row, share of rows holding the answer
-            grounded = grounded_examples(qa, lambda q, k: store.search(q, k=k), k=job.grounded_k,
+            got = self.cache.cached("retrieval", self.keys["retrieval"])["output"]  # the served k and mode
+            grounded = grounded_examples(qa, lambda q, k: store.search(q, k=k, mode=got["mode"]), k=got["k"],
                                          oracle_share=job.oracle_share, seed=self.cfg.seed)
         _dump(tmp / "grounded.jsonl", [{"messages": ex.messages} for ex in grounded])
         rows = len(qa) + len(grounded)
