@@ -15,7 +15,7 @@ pytestmark = pytest.mark.browser
 
 DOC = "# Kettle manual\n\n" + "\n".join(
     f"## How do I set program {i}?\nHold the timer button for {i + 2} seconds, then press start.\n" for i in range(6))
-STAGES = ["ingest", "evalset", "trainset", "train", "compare", "report"]
+STAGES = ["ingest", "evalset", "retrieval", "trainset", "train", "compare", "report"]
 
 
 @pytest.fixture(scope="module")

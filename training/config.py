@@ -154,10 +154,6 @@ class JobConfig:
         config_file.save_yaml(self, path)
 
     @classmethod
-    def from_dict(cls, data: dict, where: str = "config") -> JobConfig:
-        return config_file.from_mapping(cls, data, where)
-
-    @classmethod
     def from_yaml(cls, path: Path) -> JobConfig:
         return config_file.load_yaml(cls, path)
 

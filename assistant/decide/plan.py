@@ -15,15 +15,12 @@ from assistant.decide.config import MIN_TUNING_PAIRS, DecideConfig, job_config
 from foundation.errors import ArenaError
 
 EMBED_CHUNKS_PER_S = 30.0  # MiniLM fp32 on 2 cores (RECIPES.md: 24-59 chunks/s)
-TRAIN_TOKENS_PER_S = 150.0  # LoRA SFT of the bundled 135M model on 2 cores (README: 163-200)
 DECODE_TOKENS_PER_S = 15.0  # one row, bundled model, fp32 (README: 13-17)
 BATCH_COST = 0.3  # each extra variant in one batched call costs ~0.3 of a row (README: 5 rows ~1.6x one)
-CHARS_PER_TOKEN = 4.0
 CHAT_OVERHEAD_TOKENS = 24  # the chat template's role markers around one Q/A row
 GROUNDED_PASSAGES = 4  # grounded rows: k retrieved passages plus a distractor
 PARAPHRASE_TOKENS = 30  # one sampled rewrite of a question, with its end token
 BATCHED_ROWS = 1  # sampled K per question in one batch, but measured (Django FAQ, 2 busy cores) ~1 row alone
-STAGES = ("ingest", "evalset", "trainset", "train", "compare", "report")
 
 
 @dataclass
