@@ -132,7 +132,7 @@ class AdapterRegistry:
 
 
 def base_path(info: AdapterInfo, settings) -> str:
-    from foundation.models import resolve_model_path
+    from foundation.models import resolve_model_path  # deferred: pulls torch
 
     return resolve_model_path(info.base_model or settings.model, settings)
 
@@ -143,7 +143,7 @@ def load_adapter_model(info: AdapterInfo, settings, dtype=None):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from foundation.models import require_safetensors
+    from foundation.models import require_safetensors  # deferred: pulls torch
 
     dtype = dtype or torch.float32
     require_safetensors(info.path, f"adapter {info.name!r} folder")

@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from foundation.models import resolve_dtype
 from retrieval.embedder import load_embedder, resolve_embedder_path
+from retrieval.onnx_embedder import OnnxBackendError, load_onnx_encoder, onnx_runtime_missing
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "torch", "onnx")
@@ -66,8 +68,6 @@ class Embedder:
 
     def _try_onnx(self, backend: str, cache_dir: Path | None) -> None:
         """Switch encode() to the ONNX backend when it applies; otherwise note (and log) why not."""
-        from retrieval.onnx_embedder import OnnxBackendError, load_onnx_encoder, onnx_runtime_missing
-
         reason = onnx_runtime_missing()
         if self.model.device.type != "cpu" or self.dtype != torch.float32:
             reason = f"torch {str(self.dtype).removeprefix('torch.')} on {self.model.device} is the faster path"
@@ -115,8 +115,6 @@ class Embedder:
 
 def pick_dtype(choice: str, device: torch.device) -> torch.dtype:
     """Resolve the embedder dtype: emulated bf16 (no avx512_bf16/AMX) is slower than fp32, so avoid it."""
-    from foundation.models import resolve_dtype
-
     if choice == "auto":
         dtype = resolve_dtype("auto", device)
         return torch.float32 if dtype == torch.float16 and device.type == "cpu" else dtype

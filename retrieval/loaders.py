@@ -11,6 +11,7 @@ from pathlib import Path
 
 from foundation.errors import ArenaError
 from foundation.records import jsonl_rows
+from retrieval.markup import html_sections, markdown_to_html, rst_to_html
 
 MAX_FILE_BYTES = 50 * 1024 * 1024  # a larger file is almost always a data dump, not a document
 # A DOCX is a zip: its declared uncompressed size is checked before python-docx extracts anything, so a
@@ -146,15 +147,11 @@ def parse_txt(data: bytes, name: str) -> list[Segment]:
 
 def parse_markdown(data: bytes, name: str) -> list[Segment]:
     """Rendered with markdown-it-py, then read like HTML: one segment per heading, code kept as code."""
-    from retrieval.markup import markdown_to_html
-
     return _sections(markdown_to_html(decode_text(data, name)))
 
 
 def parse_rst(data: bytes, name: str) -> list[Segment]:
     """Rendered with docutils (directives and roles resolved, never left as markup), then read like HTML."""
-    from retrieval.markup import rst_to_html
-
     return _sections(rst_to_html(decode_text(data, name)))
 
 
@@ -164,8 +161,6 @@ def parse_html(data: bytes, name: str) -> list[Segment]:
 
 
 def _sections(html: str) -> list[Segment]:
-    from retrieval.markup import html_sections
-
     return [Segment(text, title) for title, text in html_sections(html)]
 
 

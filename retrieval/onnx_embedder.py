@@ -20,7 +20,8 @@ import numpy as np
 
 from foundation.cache_folder import publish, temp_folder
 from foundation.errors import ArenaError
-from retrieval.onnx_export import tokenize
+from retrieval import onnx_export as ox
+from retrieval.onnx_export import cosines, tokenize
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +159,6 @@ def _export_and_quantize(model, folder: Path) -> dict:
     """fp32 export, fusion, then int8 plans keeping more down-projections fp32 until the probes pass."""
     import torch
 
-    from retrieval import onnx_export as ox
-
     ox.export_fp32(model, folder / "fp32.onnx")
     graph = ox.fuse(folder / "fp32.onnx", folder / "fused.onnx")
     with torch.inference_mode():
@@ -181,8 +180,6 @@ def _export_and_quantize(model, folder: Path) -> dict:
 
 def _check(model, path: Path, reference: np.ndarray) -> tuple[float, float]:
     """Cosine of the graph's probe vectors to torch fp32; batched (padded) and one text alone both count."""
-    from retrieval.onnx_export import cosines
-
     encoder = OnnxEncoder(model, path, threads=1, info={})
     sims = np.concatenate([cosines(encoder.encode(PROBES, 8), reference),
                            cosines(encoder.encode(PROBES[:1], 8), reference[:1])])

@@ -16,7 +16,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from assistant.compare.metrics import retrieval_hit
 from foundation.errors import ArenaError
+from retrieval.chunking import ChunkConfig
+from retrieval.ingest import ingest_paths
+from retrieval.store import DocumentStore
 
 SPLITTERS = ("recursive", "headers", "tokens")
 MODES = ("hybrid", "dense", "bm25")  # in order of preference on ties
@@ -41,8 +45,6 @@ class RetrievalChoice:
 
 def hit_rates(store, pairs: list[dict], modes=MODES, ks=KS) -> list[dict]:
     """{"mode", "k", "hit_rate"} for each mode and k on one store (one search per question and mode)."""
-    from assistant.compare.metrics import retrieval_hit
-
     questions = [p["question"] for p in pairs]
     rows = []
     for mode in modes:
@@ -67,10 +69,6 @@ def choose_retrieval(paths: list[Path], pairs: list[dict], embedder, data_dir: P
                      progress: Callable[[int, int, str], None] | None = None) -> RetrievalChoice:
     """Ingest `paths` once per splitter into a temporary index and choose by hit rate on `pairs`
     ({"question", "answer"} dicts, e.g. the training pairs: never the held-out evaluation set)."""
-    from retrieval.chunking import ChunkConfig
-    from retrieval.ingest import ingest_paths
-    from retrieval.store import DocumentStore
-
     pairs = [p for p in pairs if str(p.get("question", "")).strip() and str(p.get("answer", "")).strip()]
     if not pairs:
         raise ArenaError("choosing retrieval settings needs question/answer pairs; none were given")
