@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from foundation.generation import GenSettings, Row
+from foundation.row_cache import content_key
 from foundation.variants import RAG_INSTRUCTION
 from training.data import Example
 
@@ -78,9 +80,6 @@ def sample_paraphrases(questions: list[str], ps: ParaphraseSettings, generate, c
 
     generate(list of messages, GenSettings) -> list of texts (one engine call for all rows).
     """
-    from foundation.generation import GenSettings
-    from foundation.row_cache import content_key
-
     asked = questions
     questions = list(dict.fromkeys(questions))  # a repeated question is sampled once
     keys = [content_key("paraphrases", PROMPT_VERSION, q, asdict(ps)) for q in questions]
@@ -103,8 +102,6 @@ def sample_paraphrases(questions: list[str], ps: ParaphraseSettings, generate, c
 
 def engine_generate(engine) -> Callable:
     """generate() over the runtime engine's public API: one batched call, base weights."""
-    from foundation.generation import Row
-
     def generate(prompts: list[list[dict]], gen) -> list[str]:
         return [out.text for out in engine.generate([Row(engine.chat_ids(m), None) for m in prompts], gen)]
     return generate

@@ -7,10 +7,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from assistant.compare.metrics import retrieval_hit
 from foundation import records
 from foundation import variants as V
 from foundation.errors import ArenaError
-from training.data import Example, chat, dedup
+from foundation.generation import GenSettings
+from foundation.row_cache import RowCache, content_key
+from foundation.variants import VariantConfig
+from training.data import Example, chat, dedup, normalize
 
 QUESTION_WORDS = ("how", "what", "why", "when", "where", "which", "who", "can", "do", "does", "is", "are",
                   "should", "may", "will")
@@ -110,8 +114,6 @@ def grounded_examples(qa: list[Example], search, k: int = 4, oracle_share: float
     answer as target (RAFT: it makes the adapter learn the facts, not only copy them).
     search(question, n) -> ranked hits with .text and .citation (retrieval.store.Hit).
     """
-    from assistant.compare.metrics import retrieval_hit
-
     rng = random.Random(seed)
     found = []  # (example, answer, oracle hit or None, distractors in rank order)
     for ex in qa:
@@ -139,8 +141,6 @@ def grounded_examples(qa: list[Example], search, k: int = 4, oracle_share: float
 
 def _distractors(own: list, pool: list, answer: str, n: int, rng: random.Random) -> list:
     """n passages without the answer: the question's own retrieved ones first, then others from the pool."""
-    from assistant.compare.metrics import retrieval_hit
-
     picked = list(own[:n])
     others = [h for h in pool if all(h is not p for p in picked)]
     rng.shuffle(others)
@@ -155,8 +155,6 @@ def _distractors(own: list, pool: list, answer: str, n: int, rng: random.Random)
 def read_questions(path: Path) -> list[str]:
     """A question list (foundation.records.read_questions); a training row without "question" gives its
     user turn, so any training file works as a distillation question list."""
-    from training.data import normalize
-
     return records.read_questions(path, lambda row, where: normalize(row, where).question())
 
 
@@ -167,10 +165,6 @@ def distill(questions: list[str], arena, cfg=None, gen=None, progress=None) -> l
     prompt, model and generation settings as soon as it is generated: a killed job, a resume or a rerun
     generates only the answers still missing (changed documents change the prompt, hence the key)."""
     import sys
-
-    from foundation.generation import GenSettings  # the chat helper's contract; imported only when used
-    from foundation.row_cache import RowCache
-    from foundation.variants import VariantConfig
 
     cfg = cfg or VariantConfig(system_prompt="", few_shot=[])
     gen = gen or GenSettings()
@@ -189,8 +183,6 @@ def distill(questions: list[str], arena, cfg=None, gen=None, progress=None) -> l
 def _distill_key(arena, question: str, cfg, gen) -> str:
     """Content hash of what determines one distilled answer: the RAG prompt as sent, model, settings."""
     from dataclasses import asdict
-
-    from foundation.row_cache import content_key
 
     prepared = arena.prepare(question, ["rag"], cfg, gen=gen)["rag"]
     if prepared.error:

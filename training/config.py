@@ -121,7 +121,7 @@ class JobConfig:
         if self.unfreeze_schedule:
             if self.method != "freeze":
                 raise ArenaError(f"unfreeze_schedule needs method 'freeze', not {self.method!r}")
-            from training.unfreeze import parse_schedule
+            from training.unfreeze import parse_schedule  # deferred: pulls torch, transformers, peft
 
             parse_schedule(self.unfreeze_schedule)
         if self.method == "rloo":

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 
 from foundation.errors import ArenaError
+from foundation.models import require_safetensors
 from training.config import JobConfig
+from training.reward import build_reward_model
 from training.unfreeze import decoder_layers, parse_schedule, prepare
 
 PEFT_METHODS = {"lora", "ia3", "prompt_tuning", "qlora", "dpo", "rloo"}
@@ -74,12 +76,8 @@ def build_trainable(cfg: JobConfig, base_model_path: str, device: torch.device, 
     if cfg.method == "qlora":
         check_qlora(device)
     if cfg.method == "reward":
-        from training.reward import build_reward_model
-
         return build_reward_model(cfg, base_model_path, init, trust_remote_code)
     if init is not None:
-        from foundation.models import require_safetensors
-
         require_safetensors(init.path, f"adapter {init.name!r} folder")
     continue_full = init is not None and init.peft_type is None
     if continue_full and cfg.method in PEFT_METHODS:

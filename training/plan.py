@@ -18,7 +18,11 @@ import statistics
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from training.config import JobConfig
+from foundation.registry import AdapterRegistry
+from training.builders import read_questions
+from training.config import JobConfig, parse_augment
+from training.data import chat, dedup
+from training.sources import load_source
 
 AUTO_EPOCHS = 8
 MIN_AUTO_STEPS = 60
@@ -85,8 +89,6 @@ def plan(cfg: JobConfig, train_rows: int, tokens_per_row: float, tokens_per_s: f
 
 def measured_tokens_per_s(data_dir: Path, base_model: str) -> tuple[float | None, str]:
     """(median training tokens/s of registered adapters of `base_model`, how it was obtained)."""
-    from foundation.registry import AdapterRegistry
-
     speeds = [float(i.metrics["tokens_per_s"]) for i in AdapterRegistry(data_dir).list()
               if i.base_model == base_model and i.metrics.get("tokens_per_s")]
     if not speeds:
@@ -110,11 +112,7 @@ def plan_job(cfg: JobConfig, settings, runtime=None) -> TrainingPlan:
     (their answers are generated when the job runs, so its tokens are underestimated)."""
     from transformers import AutoTokenizer
 
-    from foundation.models import resolve_model_path
-    from training.builders import read_questions
-    from training.config import parse_augment
-    from training.data import chat, dedup
-    from training.sources import load_source
+    from foundation.models import resolve_model_path  # deferred: pulls torch
 
     rows = []
     for spec in cfg.data:

@@ -13,8 +13,12 @@ from pathlib import Path
 import torch
 
 from foundation.errors import ArenaError
+from foundation.models import require_safetensors
+from foundation.registry import base_path
 from training.config import JobConfig
 from training.data import Example
+from training.tokenize import pref_rows
+from training.trainer_args import common_args
 
 KIND = "reward"
 
@@ -44,9 +48,6 @@ def reward_trainer(cfg: JobConfig, model, tokenizer, train, val, folder: Path, d
     """trl RewardTrainer on the preference rows (conversational prompt/chosen/rejected)."""
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
-
-    from training.tokenize import pref_rows
-    from training.trainer_args import common_args
 
     tr, va = pref_rows(train), pref_rows(val)
     if not tr:
@@ -102,9 +103,6 @@ def load_reward_model(info, settings):
     """A registered reward model as a plain sequence classifier (LoRA merged) in eval mode, for scoring/RL."""
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from foundation.models import require_safetensors
-    from foundation.registry import base_path
 
     if getattr(info, "kind", "") != KIND:
         raise ArenaError(f"{info.name!r} is a {info.method} adapter, not a reward model; train one with "

@@ -22,8 +22,10 @@ import math
 from pathlib import Path
 
 from foundation.errors import ArenaError
+from foundation.registry import AdapterRegistry
 from training.config import JobConfig
 from training.data import Example
+from training.trainer_args import common_args
 
 
 def prompts_of(rows: list[Example]) -> list[list[dict]]:
@@ -52,8 +54,6 @@ def rloo_trainer(cfg: JobConfig, model, tokenizer, train, val, folder: Path, dev
     from datasets import Dataset
     from trl import RLOOConfig, RLOOTrainer
 
-    from training.trainer_args import common_args
-
     prompts = prompts_of(list(train) + list(val))  # no validation loss in RL: every prompt is a training prompt
     if not prompts:
         raise ArenaError("method 'rloo' needs prompts: chat votes (--from-votes), preference pairs or any "
@@ -75,8 +75,7 @@ def rloo_trainer(cfg: JobConfig, model, tokenizer, train, val, folder: Path, dev
 
 def reward_model(cfg: JobConfig, settings):
     """(model, tokenizer) of the job's registered reward model."""
-    from foundation.registry import AdapterRegistry
-    from training.reward import load_reward_model
+    from training.reward import load_reward_model  # deferred: pulls torch
 
     if settings is None:
         raise ArenaError("method 'rloo' needs the app settings to find its reward model")

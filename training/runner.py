@@ -11,16 +11,30 @@ from pathlib import Path
 
 from foundation import atomic
 from foundation.errors import ArenaError
+from foundation.models import resolve_device, resolve_model_path
 from foundation.paths import confine
 from foundation.registry import AdapterRegistry
 from foundation.settings import Settings
-from training.callbacks import CANCEL_FILE, CancelCallback, EarlyStopping, MetricsCallback, truncate_metrics
+from training import speed
+from training.callbacks import (
+    CANCEL_FILE,
+    CancelCallback,
+    EarlyStopping,
+    MetricsCallback,
+    read_metrics,
+    truncate_metrics,
+)
 from training.config import JobConfig
 from training.data import Example
+from training.methods import build_trainable, trainable_summary
 from training.plan import plan_for_rows
 from training.plan import resolve as resolve_plan
+from training.reward import final_metrics, reward_trainer
+from training.rl import rloo_trainer
 from training.sources import prepare_data
+from training.tokenize import pref_rows, tokenize_examples
 from training.trainer_args import CHECKPOINTS, common_args
+from training.unfreeze import UnfreezeCallback, parse_schedule
 
 
 def job_dir(settings: Settings, cfg: JobConfig) -> Path:
@@ -56,12 +70,7 @@ def make_trainer(cfg: JobConfig, model, tokenizer, train: list[Example], val: li
                  device, callbacks: list, fast: bool = True, settings: Settings | None = None):
     """trl SFTTrainer on pre-tokenized rows (prompt already masked), or DPOTrainer on preference pairs;
     `fast` switches it to the measured speed path where that applies (training/speed, ARENA_FAST)."""
-    from training import speed
-
     if cfg.method in {"reward", "rloo"}:  # RLHF stages (training/reward.py, rl.py): stock trl, speed path unmeasured
-        from training.reward import reward_trainer
-        from training.rl import rloo_trainer
-
         if cfg.method == "rloo":
             return rloo_trainer(cfg, model, tokenizer, train, val, folder, device, callbacks, settings)
         return reward_trainer(cfg, model, tokenizer, train, val, folder, device, callbacks)
@@ -76,8 +85,6 @@ def _dpo_trainer(cfg: JobConfig, model, tokenizer, train, val, folder: Path, dev
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    from training.tokenize import pref_rows
-
     tr, va = pref_rows(train), pref_rows(val)
     if not tr:
         raise ArenaError("method 'dpo' needs preference pairs (prompt/chosen/rejected rows or --from-votes)")
@@ -91,8 +98,6 @@ def _dpo_trainer(cfg: JobConfig, model, tokenizer, train, val, folder: Path, dev
 def _sft_trainer(cfg: JobConfig, model, tokenizer, train, val, folder: Path, device, callbacks: list):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
-
-    from training.tokenize import tokenize_examples
 
     # Rows carry their own labels (prompt masked with -100): trl's collator uses them as they are.
     tr, va = (tokenize_examples(tokenizer, rows, cfg.max_length) for rows in (train, val))
@@ -135,9 +140,6 @@ def train_one(cfg: JobConfig, settings: Settings, folder: Path, resume: bool = F
     `reuse_data`: train on the rows already saved in `folder` (a sweep's later trials) instead of rebuilding."""
     from transformers import AutoTokenizer, set_seed
 
-    from foundation.models import resolve_device, resolve_model_path
-    from training.methods import build_trainable, trainable_summary
-
     folder.mkdir(parents=True, exist_ok=True)
     cfg.to_yaml(folder / "config.yaml")
     device = resolve_device(settings.device)
@@ -165,8 +167,6 @@ def train_one(cfg: JobConfig, settings: Settings, folder: Path, resume: bool = F
         truncate_metrics(folder / "metrics.jsonl", int(ckpt.rsplit("-", 1)[-1]))
     callbacks = [MetricsCallback(folder / "metrics.jsonl"), cancel] + ([stopper] if stopper else [])
     if cfg.unfreeze_schedule:  # first: its on_log adds the stage to the record MetricsCallback writes
-        from training.unfreeze import UnfreezeCallback, parse_schedule
-
         callbacks.insert(0, UnfreezeCallback(model, parse_schedule(cfg.unfreeze_schedule)))
     trainer = make_trainer(cfg, model, tokenizer, train, val, folder, device, callbacks, settings.fast, settings)
     write_status(folder, state="running", pid=os.getpid(), name=cfg.name, fingerprint=fp)
@@ -179,8 +179,6 @@ def train_one(cfg: JobConfig, settings: Settings, folder: Path, resume: bool = F
         return {"state": "cancelled", "step": trainer.state.global_step, "job_dir": str(folder)}
     metrics = _final_metrics(trainer, result, stopper, seconds, train, trainable_summary(model))
     if cfg.method == "reward":
-        from training.reward import final_metrics
-
         metrics.update(final_metrics(model, tokenizer, train, val))
     if trainer.accelerator.is_main_process:
         _save_artifact(trainer, tokenizer, cfg, folder / "artifact")
@@ -191,8 +189,6 @@ def train_one(cfg: JobConfig, settings: Settings, folder: Path, resume: bool = F
 
 
 def _final_metrics(trainer, result, stopper, seconds, train, summary) -> dict:
-    from training.callbacks import read_metrics
-
     history = read_metrics(Path(trainer.args.output_dir).parent / "metrics.jsonl")
     losses = [r["loss"] for r in history if "loss" in r]
     vals = [r["val_loss"] for r in history if "val_loss" in r]

@@ -10,7 +10,12 @@ from pathlib import Path
 
 from foundation import atomic
 from foundation.errors import ArenaError
+from foundation.row_cache import RowCache
 from foundation.settings import Settings
+from foundation.votes import VoteStore
+from training import builders
+from training.augment import ParaphraseSettings, augment_rows, engine_generate
+from training.builders import read_questions
 from training.config import JobConfig, parse_augment
 from training.data import Example, dedup, fingerprint, load_file, mix, split
 
@@ -23,14 +28,10 @@ def source_label(spec: dict) -> str:
 
 def load_source(spec: dict, settings: Settings, runtime=None, cfg: JobConfig | None = None) -> list[Example]:
     """Rows of one data source spec (see JobConfig.data); `cfg` sets the grounded rows' k and oracle share."""
-    from training import builders
-
     kind = spec.get("source", "file" if "path" in spec else None)
     if kind == "file":
         return load_file(Path(spec["path"]))
     if kind == "votes":
-        from foundation.votes import VoteStore
-
         return builders.pref_from_votes(VoteStore(Path(settings.data_dir) / "votes.sqlite").all())
     if kind == "documents":
         return _from_documents(spec.get("kind", "qa"), _runtime(runtime, settings), cfg or JobConfig())
@@ -50,8 +51,6 @@ def _runtime(runtime, settings: Settings):
 
 
 def _from_documents(kind: str, runtime, cfg: JobConfig) -> list[Example]:
-    from training import builders
-
     store = runtime.store
     if store.is_empty():
         raise ArenaError("no documents ingested yet: add documents before building training data from them")
@@ -95,8 +94,6 @@ def augment(rows: list[Example], cfg: JobConfig, settings: Settings, runtime=Non
     k = parse_augment(cfg.augment)
     if not k or not rows:
         return rows
-    from foundation.row_cache import RowCache
-    from training.augment import ParaphraseSettings, augment_rows, engine_generate
 
     rt = _runtime(runtime, settings)
     model = cfg.generator_model or settings.model
@@ -154,8 +151,6 @@ def preview(specs: list[dict], settings: Settings, runtime=None, n: int = 3) -> 
 
 def _preview_questions(path: Path, n: int) -> dict:
     """A distillation source previewed by its unique questions (no model is loaded)."""
-    from training.builders import read_questions
-
     questions = list(dict.fromkeys(read_questions(path)))
     return {"source": f"distill: {path.name}", "rows": len(questions),
             "kinds": ["questions (rag answers them at training time)"], "first": questions[:n]}

@@ -21,6 +21,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 from packaging.version import Version
 
+from training.speed.memory import retain_freed_memory
+
 log = logging.getLogger(__name__)
 
 # Library -> [lowest, highest) version the speed code was written and tested against.
@@ -58,10 +60,10 @@ def apply(model, trainer, installed: dict[str, str] | None = None) -> bool:
     """
     from trl import SFTTrainer
 
+    # deferred: these pull torch (and transformers)
     from training.speed.fastlora import fuse_lora_linears
     from training.speed.kernels import fuse_rms_norms
     from training.speed.loss import install_answer_only_loss
-    from training.speed.memory import retain_freed_memory
 
     reason = why_stock(model, installed)
     if reason is not None:
