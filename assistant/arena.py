@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from assistant.compare.router import cached_router
 from assistant.inference.base import Engine
 from foundation import variants as V
 from foundation.errors import ArenaError
@@ -64,8 +65,6 @@ class Arena:
 
     def _prepare_routed(self, question, cfg, history, gen) -> Prepared:
         """The prompt of the variant the router ranks first among those that can run, saying which it is."""
-        from assistant.compare.router import cached_router
-
         try:
             router = cached_router(self.runtime.settings.data_dir, self.embed, self.runtime.settings.embedder)
             ranked = router.rank(self.embed([question]))[0]

@@ -6,8 +6,15 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 
-from foundation.models import LoadedModel, load_model
+from assistant.arena import Arena
+from assistant.inference.choose import build_engine
+from assistant.inference.openai_engine import engine_from_settings
+from foundation.models import LoadedModel, load_model, resolve_device
+from foundation.registry import AdapterRegistry
 from foundation.settings import Settings
+from foundation.votes import VoteStore
+from retrieval.embedding import Embedder
+from retrieval.store import DocumentStore
 
 
 class Runtime:
@@ -44,17 +51,12 @@ class Runtime:
     @property
     def embedder(self):
         """The sentence-transformers embedder (settings.embedder) used for ingestion and queries."""
-        from foundation.models import resolve_device
-        from retrieval.embedding import Embedder
-
         device = str(resolve_device(self.settings.device))
         return self._once("embedder", lambda: Embedder.from_settings(self.settings, device))
 
     @property
     def store(self):
         """The document store (data_dir/index): SQLite + FAISS + BM25, reloaded when another process commits."""
-        from retrieval.store import DocumentStore
-
         return self._once("store", lambda: DocumentStore.open(self.settings.data_dir, self.embedder))
 
     @property
@@ -65,11 +67,7 @@ class Runtime:
     def _build_engine(self):
         import sys
 
-        from assistant.inference.choose import build_engine
-
         if self.settings.engine == "openai":
-            from assistant.inference.openai_engine import engine_from_settings
-
             return engine_from_settings(self.settings)
         engine, self.engine_notice = build_engine(self.settings.engine, self.base, self.settings.models_dir)
         if self.engine_notice:
@@ -79,20 +77,14 @@ class Runtime:
     @property
     def arena(self):
         """Prompt builders + engine: what the Chat tab, `arena ask` and the comparison call."""
-        from assistant.arena import Arena
-
         return self._once("arena", lambda: Arena(self))
 
     @property
     def registry(self):
         """Trained adapters (data_dir/adapters); re-reads the folder on every list(), so it is cheap to share."""
-        from foundation.registry import AdapterRegistry
-
         return self._once("registry", lambda: AdapterRegistry(self.settings.data_dir))
 
     @property
     def votes(self):
         """The "best answer" vote log (data_dir/votes.sqlite)."""
-        from foundation.votes import VoteStore
-
         return self._once("votes", lambda: VoteStore(self.settings.data_dir / "votes.sqlite"))

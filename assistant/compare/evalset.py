@@ -9,6 +9,7 @@ from assistant.compare.leakage import split_by_section
 from assistant.compare.metrics import normalize
 from foundation.errors import ArenaError
 from foundation.records import read_records
+from training.builders import qa_from_sections
 
 
 @dataclass
@@ -49,8 +50,6 @@ def draw_eval_set(sections, exclude_questions: list[str] = (), eval_fraction: fl
     Sections that produced any question in ``exclude_questions`` (an adapter's training data) never go to
     the evaluation side. Returns (eval items, training-side items).
     """
-    from training.builders import qa_from_sections
-
     excluded = {normalize(q) for q in exclude_questions}
     pairs, used_for_training = [], set()
     for sec in sections:

@@ -13,7 +13,9 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
+from assistant.inference.openai_engine import ServerClient
 from foundation.errors import ArenaError
+from foundation.generation import GenSettings, Row
 
 SCORES = {"correct": 1.0, "partially": 0.5, "wrong": 0.0}
 SYSTEM = ("You grade answers. Compare the ANSWER with the REFERENCE answer to the QUESTION. Reply with exactly "
@@ -76,13 +78,10 @@ def messages(question: str, reference: str, answer: str) -> list[dict]:
 def ask(cfg: JudgeConfig, runtime, conversations: list[list[dict]], progress=None) -> list[str]:
     """The judge's raw replies, in order."""
     if cfg.kind == "local":
-        from foundation.generation import GenSettings, Row
-
         engine = runtime.engine
         gen = GenSettings(max_new_tokens=cfg.max_tokens, temperature=cfg.temperature)
         outs = engine.generate([Row(engine.chat_ids(m)) for m in conversations], gen)
         return [o.text for o in outs]
-    from assistant.inference.openai_engine import ServerClient
 
     client = ServerClient(cfg.url, cfg.key_env)
     with ThreadPoolExecutor(max_workers=cfg.concurrency) as pool:

@@ -13,7 +13,12 @@ from collections.abc import Callable
 from dataclasses import asdict, fields
 from pathlib import Path
 
+from assistant.compare.config import CompareConfig
+from assistant.compare.evalset import EvalItem
 from assistant.compare.runs import RunStore
+from foundation.generation import Answer
+from foundation.variants import VariantConfig
+from retrieval.store import Hit
 
 ANSWERED, SCORED = 0.7, 0.8  # progress fractions at the end of answering and of reference likelihoods
 HIT_FIELDS = ("text", "source", "score", "chunk_id", "citation", "section", "page")  # retrieval.store.Hit
@@ -28,9 +33,6 @@ def answer_json(answer) -> dict:
 
 
 def answer_from_json(data: dict):
-    from foundation.generation import Answer
-    from retrieval.store import Hit
-
     return Answer(data["variant"], data["text"], [Hit(**h) for h in data["sources"]], data["ttft_s"],
                   data["tokens"], data["tokens_per_s"], data["prompt_tokens"], [], data["adapter"],
                   data["notice"], data["error"], True)
@@ -42,10 +44,6 @@ def plan_json(items, cc, cfg) -> dict:
 
 def plan_from_json(plan: dict):
     """(items, CompareConfig, VariantConfig) as the interrupted run had them."""
-    from assistant.compare.config import CompareConfig
-    from assistant.compare.evalset import EvalItem
-    from foundation.variants import VariantConfig
-
     def build(cls, data: dict):
         known = {f.name for f in fields(cls)}  # a field added since: its default
         return cls(**{k: v for k, v in data.items() if k in known})

@@ -24,9 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from assistant.compare.metrics import HIGHER_IS_BETTER
+from assistant.compare.runs import RunStore
 from foundation import atomic
 from foundation.errors import ArenaError
 from foundation.variants import STRATEGIES
+from foundation.votes import VoteStore
 
 CANDIDATES = STRATEGIES  # what the router may pick, cheapest first
 DEFAULT_FOLDS = 5
@@ -51,8 +54,6 @@ def winner(scores: dict[str, float], higher: bool) -> str:
 
 def run_examples(per_question: list[dict], metric: str, origin: str) -> list[Example]:
     """Per-question winners of one comparison result (the routed column itself is not a candidate)."""
-    from assistant.compare.metrics import HIGHER_IS_BETTER
-
     higher = HIGHER_IS_BETTER.get(metric, True)
     out = []
     for record in per_question:
@@ -65,9 +66,6 @@ def run_examples(per_question: list[dict], metric: str, origin: str) -> list[Exa
 
 def stored_examples(data_dir: Path) -> list[Example]:
     """Labels from every finished comparison run and every chat vote in the data folder."""
-    from assistant.compare.runs import RunStore
-    from foundation.votes import VoteStore
-
     out = []
     runs = Path(data_dir) / "runs.sqlite"
     for run in RunStore(runs).list(limit=1000) if runs.is_file() else []:

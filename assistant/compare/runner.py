@@ -11,22 +11,30 @@ from assistant.compare.bias import check_bias
 from assistant.compare.config import CompareConfig
 from assistant.compare.evalset import EvalItem
 from assistant.compare.forgetting import arena_scorer, check_forgetting
+from assistant.compare.judge import judge_run, malformed_warning, parse_spec
 from assistant.compare.leakage import find_overlaps, overlap_warnings
 from assistant.compare.learned import training_sample
 from assistant.compare.recommend import recommend_from_table
 from assistant.compare.resume import PartialRun, plan_from_json
+from assistant.compare.router import add_routed, check_routed, routed_costs
 from assistant.compare.runs import RunStore
 from assistant.compare.stats import exp_summary, paired_against, summarize
 from assistant.compare.why import why_sentences
 from foundation.errors import ArenaError
-from foundation.variants import ADAPTER_VARIANTS, RAG_VARIANTS, ROUTED
+from foundation.generation import GenSettings
+from foundation.variants import (
+    ADAPTER_VARIANTS,
+    RAG_VARIANTS,
+    ROUTED,
+    VARIANTS,
+    VariantConfig,
+    max_new_tokens_for,
+)
 
 DISAGREE_F1_SPREAD = 0.3
 
 
 def validate(cc: CompareConfig, items: list[EvalItem]) -> None:
-    from foundation.variants import VARIANTS
-
     if not items:
         raise ArenaError("the evaluation set is empty")
     unknown = [v for v in cc.variants if v not in VARIANTS]
@@ -34,15 +42,12 @@ def validate(cc: CompareConfig, items: list[EvalItem]) -> None:
         raise ArenaError(f"unknown variant(s) {unknown or '(none given)'}; choose from {', '.join(VARIANTS)}")
     if cc.metric not in M.PRIMARY_METRICS:
         raise ArenaError(f"unknown metric {cc.metric!r}; choose one of {', '.join(M.PRIMARY_METRICS)}")
-    from assistant.compare.router import check_routed
 
     check_routed(cc.variants)
     needs = [v for v in cc.variants if v in ADAPTER_VARIANTS]
     if needs and not cc.adapter:
         raise ArenaError(f"variant(s) {', '.join(needs)} need an adapter: pass --adapter NAME")
     if cc.judge:
-        from assistant.compare.judge import parse_spec
-
         parse_spec(cc.judge)  # a bad spec stops the run before anything is generated
     elif cc.metric == "judge":
         raise ArenaError("metric 'judge' needs an LLM judge: --judge local or --judge openai:URL:MODEL")
@@ -63,14 +68,9 @@ def run_comparison(runtime, items: list[EvalItem], cc: CompareConfig, cfg=None,
 
     Stored runs keep every answered and scored question as it completes (assistant/compare/resume.py);
     `resume=RUN_ID` continues such a run (see resume_comparison)."""
-    from foundation.generation import GenSettings
-    from foundation.variants import VariantConfig
-
     validate(cc, items)
     engine = runtime.engine  # a serving engine that cannot be reached fails here, before a run is stored
     if cc.max_new_tokens is None:
-        from foundation.variants import max_new_tokens_for
-
         cc = replace(cc, max_new_tokens=max_new_tokens_for([it.answer for it in items], engine.count_tokens))
     progress = progress or (lambda fraction, text: None)
     cfg = replace(cfg or VariantConfig(), adapter=cc.adapter)
@@ -87,16 +87,12 @@ def run_comparison(runtime, items: list[EvalItem], cc: CompareConfig, cfg=None,
     per_question, table = score_all(items, generated, answers, nlls, _embedder(runtime))
     judged = None
     if cc.judge:
-        from assistant.compare.judge import judge_run
-
         progress(0.85, "LLM judge")
         judged = judge_run(runtime, cc.judge, items, answers, generated, table, per_question)
     routed = _routed(runtime, cc, per_question, table, answers, generated, progress) if ROUTED in variants else None
     result = summarise(table, variants, cc)
     result["costs"] = variant_costs(runtime, variants, answers, cc.adapter)
     if routed:
-        from assistant.compare.router import routed_costs
-
         result["costs"][ROUTED] = routed_costs(result["costs"], routed["picks"], routed["seconds"], len(items))
     result["router"] = routed
     result["recommendation"] = recommend_from_table(table, result["costs"], cc.metric, clusters(items),
@@ -130,8 +126,6 @@ def run_comparison(runtime, items: list[EvalItem], cc: CompareConfig, cfg=None,
 
 def _routed(runtime, cc: CompareConfig, per_question, table, answers, generated, progress) -> dict:
     """The routed column, cross-validated over the evaluation questions (assistant/compare/router.py)."""
-    from assistant.compare.router import add_routed
-
     progress(0.87, "router (cross-validated over the questions)")
     embedder = _embedder(runtime)
     if embedder is None:
@@ -257,8 +251,6 @@ def _seconds(answer) -> float:
 
 def engine_notices(runtime, judged: dict | None) -> list[str]:
     """What the run could not measure: reference NLL on a serving engine, malformed judge replies."""
-    from assistant.compare.judge import malformed_warning
-
     notices = [getattr(runtime.engine, "nll_notice", ""), malformed_warning(judged["summary"]) if judged else ""]
     return [n for n in notices if n]
 

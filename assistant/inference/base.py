@@ -94,7 +94,7 @@ def last(stream: Iterator[list[RowOutput]]) -> list[RowOutput]:
 
 def adapter_peft_type(path: Path) -> str | None:
     """The peft type of an adapter folder; None for a full model folder."""
-    from foundation.models import require_safetensors
+    from foundation.models import require_safetensors  # deferred: pulls torch
 
     require_safetensors(path, "adapter folder")
     cfg = path / "adapter_config.json"

@@ -13,6 +13,9 @@ import json
 import sys
 from pathlib import Path
 
+from assistant.inference.ort_build import converted_folder
+from foundation.errors import ArenaError
+
 DEFAULT_PRECISION = "fp32"
 SUPPORTED_TYPES = {"llama"}  # what our LoRA graph surgery (lora_onnx.py) knows the projections of
 
@@ -29,7 +32,7 @@ def plan(engine: str, model_path: str, device: str) -> tuple[str, str]:
 
 
 def _unsupported(model_path: str, device: str) -> str:
-    from assistant.inference.ortgenai import available
+    from assistant.inference.ortgenai import available  # deferred: pulls torch
 
     if not str(device).startswith("cpu"):
         return f"device {device}"
@@ -46,16 +49,14 @@ def _unsupported(model_path: str, device: str) -> str:
 
 def build_engine(engine: str, loaded, models_dir: Path, log=None):
     """(engine, notice): the planned engine, or the torch engine with a notice when onnx cannot be built."""
-    from assistant.inference.torch_engine import Engine
-    from foundation.errors import ArenaError
+    from assistant.inference.torch_engine import Engine  # deferred: pulls torch
 
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
     reference = Engine(loaded)
     name, notice = plan(engine, loaded.path, str(loaded.device))
     if name == "torch":
         return reference, notice
-    from assistant.inference.ort_build import converted_folder
-    from assistant.inference.ortgenai import OrtGenaiEngine
+    from assistant.inference.ortgenai import OrtGenaiEngine  # deferred: pulls torch
 
     try:
         folder = converted_folder(Path(loaded.path), models_dir, name.removeprefix("onnx-"),

@@ -158,7 +158,7 @@ class OpenAIEngine(Templating):
         """Tokenizer and config of settings.model (the model the server serves), without its weights."""
         from transformers import AutoConfig, AutoTokenizer
 
-        from foundation.models import resolve_model_path
+        from foundation.models import resolve_model_path  # deferred: pulls torch
 
         path = resolve_model_path(settings.model, settings)
         kwargs = {"trust_remote_code": settings.trust_remote_code}
