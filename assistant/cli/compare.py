@@ -6,9 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from assistant.cli.output import emit
+from assistant.compare.config import CompareConfig
+from assistant.compare.evalset import draw_eval_set, load_eval_set
 from assistant.compare.metrics import METRIC_LABELS, PRIMARY_METRICS
+from assistant.compare.report import write_report
+from assistant.compare.runner import resume_comparison, run_comparison
 from foundation.errors import ArenaError
-from foundation.variants import STRATEGIES
+from foundation.variants import STRATEGIES, VariantConfig
 
 
 def add_compare_args(p: argparse.ArgumentParser) -> None:
@@ -42,8 +47,6 @@ def default_variants(adapter: str | None) -> tuple[str, ...]:
 
 def load_items(args, runtime) -> tuple[list, str]:
     """Evaluation items and a name for them, from --eval or drawn from the documents."""
-    from assistant.compare.evalset import draw_eval_set, load_eval_set
-
     if args.eval_file:
         items, name = load_eval_set(Path(args.eval_file)), Path(args.eval_file).name
     else:
@@ -57,8 +60,6 @@ def variant_config(args):
     """The shared VariantConfig of the chat side, with the CLI's overrides."""
     from dataclasses import replace
 
-    from foundation.variants import VariantConfig
-
     cfg = VariantConfig()
     if args.system_prompt is not None:
         cfg = replace(cfg, system_prompt=args.system_prompt)
@@ -66,11 +67,7 @@ def variant_config(args):
 
 
 def cmd_compare(args: argparse.Namespace, settings) -> int:
-    from assistant.cli.output import emit
-    from assistant.compare.config import CompareConfig
-    from assistant.compare.report import write_report
-    from assistant.compare.runner import resume_comparison, run_comparison
-    from assistant.runtime import Runtime
+    from assistant.runtime import Runtime  # deferred: pulls torch
 
     check_args(args)
     runtime = Runtime(settings)

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from assistant.cli.output import emit
+from assistant.decide.config import config_from_args
 from assistant.decide.progress import DecideCancelled
+from assistant.decide.runner import plan_for, run_decide
 
 EXIT_CANCELLED = 3
 
 
 def cmd_decide(args: argparse.Namespace, settings) -> int:
-    from assistant.cli.output import emit
-    from assistant.decide.config import config_from_args
-    from assistant.decide.runner import plan_for, run_decide
-
     cfg = config_from_args(args)
     if args.plan:
         plan = plan_for(cfg, settings)

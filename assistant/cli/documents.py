@@ -12,8 +12,9 @@ from foundation.errors import ArenaError
 from foundation.records import read_questions
 from foundation.settings import Settings
 from retrieval.chunking import SPLITTERS, ChunkConfig
+from retrieval.ingest import ingest_paths
 from retrieval.loaders import MAX_FILE_BYTES
-from retrieval.store import MODES
+from retrieval.store import MODES, DocumentStore
 
 
 def add_ingest_args(p: argparse.ArgumentParser) -> None:
@@ -38,9 +39,9 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
 
 
 def _open_store(settings: Settings, need_embedder: bool, index_type: str = "auto"):
+    # deferred: these pull torch
     from foundation.models import resolve_device
     from retrieval.embedding import Embedder
-    from retrieval.store import DocumentStore
 
     # Keyword-only search never touches vectors, so it skips loading the embedding model.
     embedder = Embedder.from_settings(settings, str(resolve_device(settings.device))) if need_embedder else None
@@ -49,8 +50,6 @@ def _open_store(settings: Settings, need_embedder: bool, index_type: str = "auto
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     """Ingest files/folders; exit 1 when some files failed (each is named), 0 when all went in."""
-    from retrieval.ingest import ingest_paths
-
     cfg = ChunkConfig(args.splitter, args.chunk_size, args.chunk_overlap)
     cfg.resolved()
     store = _open_store(settings, need_embedder=True, index_type=args.index_type)

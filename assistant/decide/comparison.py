@@ -8,6 +8,15 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from assistant.compare.config import CompareConfig
+from assistant.compare.evalset import EvalItem
+from assistant.compare.recommend import decision_metric, recommend_from_table
+from assistant.compare.runner import clusters, run_comparison
+from assistant.compare.runs import RunStore
+from assistant.compare.why import why_sentences
+from assistant.decide.stages import _load
+from foundation.variants import ADAPTER_VARIANTS, VariantConfig, check_few_shot
+
 
 def score_table(result: dict, metric: str) -> dict[str, dict[str, list]]:
     """table[variant][metric] = per-question values, read back from a comparison result's per_question."""
@@ -23,15 +32,6 @@ def _interrupted_run(runs, label: str) -> int | None:
 def run_compare(decision, rep, tmp: Path, adapters: list[str]) -> dict:
     """Compare every variant with seed 0's adapter, then the adapter variants with each other seed's; the
     verdict is then taken again over all seeds (recommend_from_table's seed tables) and stored with the run."""
-    from assistant.compare.config import CompareConfig
-    from assistant.compare.evalset import EvalItem
-    from assistant.compare.recommend import decision_metric, recommend_from_table
-    from assistant.compare.runner import clusters, run_comparison
-    from assistant.compare.runs import RunStore
-    from assistant.compare.why import why_sentences
-    from assistant.decide.stages import _load
-    from foundation.variants import ADAPTER_VARIANTS, VariantConfig, check_few_shot
-
     cfg, rt = decision.cfg, decision.rt
     evalset = decision.cache.folder("evalset")
     items = [EvalItem(**row) for row in _load(evalset / "eval.jsonl")]

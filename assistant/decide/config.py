@@ -7,9 +7,13 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from assistant.compare.metrics import PRIMARY_METRICS
 from foundation import config_file
 from foundation.errors import ArenaError
+from foundation.paths import confine
 from foundation.variants import ADAPTER_VARIANTS, STRATEGIES
+from retrieval.chunking import SPLITTERS
+from training.config import JobConfig, parse_augment
 
 ALL_VARIANTS = STRATEGIES  # decide compares the strategies (the routed variant needs a comparison first)
 MIN_TUNING_PAIRS = 5  # fewer training pairs: a hit rate over so few questions would pick settings by chance
@@ -55,10 +59,6 @@ class DecideConfig:
 
     def validate(self) -> None:
         """Raise ArenaError naming the first bad value (before any work is done)."""
-        from assistant.compare.metrics import PRIMARY_METRICS
-        from retrieval.chunking import SPLITTERS
-        from training.config import parse_augment
-
         if not self.docs:
             raise ArenaError("no documents: pass one or more files or folders (arena decide DOCS...)")
         for label, path in [("document", p) for p in self.docs] + [("--qa", self.qa), ("--eval", self.eval)]:
@@ -106,8 +106,6 @@ class DecideConfig:
 
 def workspace(data_dir: Path, name: str) -> Path:
     """Where a decide run keeps its config, stage outputs, progress and report."""
-    from foundation.paths import confine
-
     return confine(Path(data_dir) / "decide", name, "decide name")
 
 
@@ -157,8 +155,6 @@ def config_from_args(args: argparse.Namespace) -> DecideConfig:
 
 def job_config(cfg: DecideConfig, **overrides):
     """The training job for this decision: the job's own defaults, with the decide flags that were set."""
-    from training.config import JobConfig
-
     job = JobConfig(name=cfg.name, method=cfg.method)
     for name in ("epochs", "learning_rate", "lora_r", "batch_size", "max_length", "save_steps", "augment"):
         value = getattr(cfg, name)

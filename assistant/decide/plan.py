@@ -11,8 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from assistant.compare.evalset import load_eval_set
 from assistant.decide.config import MIN_TUNING_PAIRS, DecideConfig, job_config
 from foundation.errors import ArenaError
+from retrieval.ingest import collect_files
+from retrieval.loaders import load_file
+from retrieval.tuning import KS, MODES, SPLITTERS
+from training import plan as training_plan
+from training.builders import SectionText, qa_from_sections
+from training.config import parse_augment
 
 EMBED_CHUNKS_PER_S = 30.0  # MiniLM fp32 on 2 cores (RECIPES.md: 24-59 chunks/s)
 DECODE_TOKENS_PER_S = 15.0  # one row, bundled model, fp32 (README: 13-17)
@@ -55,17 +62,11 @@ class Plan:
 
 def count_rows(path: str) -> int:
     """Question/answer rows of a JSONL/CSV file (read with the evaluation-set reader, which checks them)."""
-    from assistant.compare.evalset import load_eval_set
-
     return len(load_eval_set(Path(path)))
 
 
 def doc_stats(paths: list[str]) -> tuple[int, int, int]:
     """(files, characters, QA pairs the documents yield) without embedding anything."""
-    from retrieval.ingest import collect_files
-    from retrieval.loaders import load_file
-    from training.builders import SectionText, qa_from_sections
-
     files, _ = collect_files([Path(p) for p in paths])
     chars = pairs = 0
     for path, source in files:
@@ -146,9 +147,6 @@ def make_plan(cfg: DecideConfig, settings, cache=None, keys: dict | None = None)
 def training_fit(cfg: DecideConfig, settings, rows: int, job) -> dict:
     """Seeds and steps per seed that fit the budget for `rows` training rows (before paraphrases), from the
     training job's own plan (training/plan.py: fitted steps, this machine's measured tokens/s)."""
-    from training import plan as training_plan
-    from training.config import parse_augment
-
     qa_share = 0.5 if cfg.grounded and "rag+finetuned" in cfg.variants else 1.0
     k = parse_augment(job.augment)
     questions = round(rows * qa_share)  # plain Q/A rows: the ones paraphrased
@@ -185,8 +183,6 @@ def _train_row(cfg, settings, plan: Plan, rows: int, job, cached, fit: dict | No
 
 
 def _retrieval_row(cfg: DecideConfig, n_train: int, chunks: int, cached: bool) -> dict:
-    from retrieval.tuning import KS, MODES, SPLITTERS
-
     if not cfg.tune_retrieval or n_train < MIN_TUNING_PAIRS:
         return _row("retrieval", "default retrieval settings (tuning off or too few training pairs)", "-", 1, cached)
     # each splitter's chunks are embedded once into a throw-away index; the searches are cheap beside that

@@ -13,11 +13,19 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from assistant.compare.evalset import draw_eval_set, load_eval_set
+from assistant.compare.leakage import find_overlaps, split_by_section
 from assistant.decide.cache import StageCache, content_key, file_digest
 from assistant.decide.config import MIN_TUNING_PAIRS, DecideConfig, job_config, workspace
 from assistant.decide.plan import make_plan_for_rows
 from assistant.decide.progress import DecideCancelled, Reporter
 from foundation.errors import ArenaError
+from foundation.variants import VariantConfig
+from retrieval.chunking import ChunkConfig
+from retrieval.ingest import collect_files, ingest_paths
+from retrieval.tuning import choose_retrieval
+from training.builders import grounded_examples, qa_from_sections
+from training.data import chat
 
 
 def _dump(path: Path, rows: list[dict]) -> None:
@@ -45,15 +53,13 @@ class Decision:
     @property
     def rt(self):
         if self.runtime is None:
-            from assistant.runtime import Runtime
+            from assistant.runtime import Runtime  # deferred: pulls torch
 
             self.runtime = Runtime(self.settings)
         return self.runtime
 
     # ---- keys: what each stage's result depends on --------------------------------------------------
     def doc_files(self) -> list[tuple[str, str]]:
-        from retrieval.ingest import collect_files
-
         files, missing = collect_files([Path(p) for p in self.cfg.docs])
         if missing and not files:
             raise ArenaError("; ".join(m.message for m in missing))
@@ -88,9 +94,6 @@ class Decision:
 
     # ---- stages -------------------------------------------------------------------------------------
     def ingest(self, rep: Reporter, tmp: Path) -> dict:
-        from retrieval.chunking import ChunkConfig
-        from retrieval.ingest import ingest_paths
-
         def progress(done, total, chunks, message):
             rep.update(0.5 * done / max(total, 1) + (0.4 if chunks else 0.0), f"{message} ({chunks} chunks)")
 
@@ -105,9 +108,6 @@ class Decision:
 
     def evalset(self, rep: Reporter, tmp: Path, sources: list[str]) -> dict:
         """Evaluation items: --eval, else held out from --qa, else held-out document sections; the rest trains."""
-        from assistant.compare.evalset import draw_eval_set, load_eval_set
-        from assistant.compare.leakage import find_overlaps, split_by_section
-
         c = self.cfg
         sections = [s for s in self.rt.store.sections() if s.source in set(sources)]
         if c.eval:
@@ -140,11 +140,6 @@ class Decision:
     def retrieval(self, rep: Reporter, tmp: Path) -> dict:
         """Splitter, k and search mode by retrieval hit rate on the training pairs (never the evaluation set);
         the documents are re-chunked in the real index when another splitter wins."""
-        from foundation.variants import VariantConfig
-        from retrieval.chunking import ChunkConfig
-        from retrieval.ingest import ingest_paths
-        from retrieval.tuning import choose_retrieval
-
         c, default = self.cfg, VariantConfig()
         pairs = _load(self.cache.folder("evalset") / "train_pairs.jsonl")
         if not c.tune_retrieval or len(pairs) < MIN_TUNING_PAIRS:
@@ -164,16 +159,11 @@ class Decision:
                 "hit_rate": choice.hit_rate, "questions": choice.questions}
 
     def _doc_pairs(self, sections) -> list[dict]:
-        from training.builders import qa_from_sections
-
         return [{"question": ex.question(), "answer": ex.messages[-1]["content"], "source": ex.origin}
                 for ex in qa_from_sections(sections)]
 
     def trainset(self, rep: Reporter, tmp: Path) -> dict:
         """Chat rows from the training pairs (+ grounded rows with retrieved passages) and the training plan."""
-        from training.builders import grounded_examples
-        from training.data import chat
-
         pairs = _load(self.cache.folder("evalset") / "train_pairs.jsonl")
         if self.cfg.trains and len(pairs) < 2:
             raise ArenaError(f"only {len(pairs)} training pair(s) left after holding out the evaluation set: "
@@ -202,6 +192,7 @@ class Decision:
 
     def train(self, rep: Reporter, tmp: Path, i: int, fit: dict) -> dict:
         """One seed's adapter through run_job (`arena train`); a job folder with a checkpoint is resumed."""
+        # deferred: these pull torch, transformers and peft
         from training.job import run_job
         from training.runner import job_dir, last_checkpoint, read_status
 
@@ -252,7 +243,7 @@ class _TrainWatcher:
         self._thread.join(5)
 
     def _run(self) -> None:
-        from training.callbacks import CANCEL_FILE, read_metrics
+        from training.callbacks import CANCEL_FILE, read_metrics  # deferred: pulls torch, transformers, peft
 
         while not self._stop.wait(1.0):
             if self.rep.cancelled() and self.folder.is_dir():
