@@ -12,8 +12,11 @@ import gradio as gr
 import pandas as pd
 
 from assistant.compare import views
+from assistant.compare.config import CompareConfig
+from assistant.compare.evalset import draw_eval_set, load_eval_set
 from assistant.compare.metrics import METRIC_LABELS, PRIMARY_METRICS
 from assistant.compare.report import TABLE_METRICS, UNIT_METRICS, ci_cell, write_report
+from assistant.compare.runner import resume_comparison, run_comparison
 from assistant.compare.runs import RunStore
 from assistant.runtime import Runtime
 from foundation.errors import ArenaError
@@ -141,8 +144,6 @@ def build_compare_tab(runtime: Runtime) -> CompareView:
 
     @errors.shown
     def resume_run(chosen, progress=gr.Progress()):  # noqa: B008
-        from assistant.compare.runner import resume_comparison
-
         if chosen is None:
             raise gr.Error("pick an interrupted run to resume")
         result = resume_comparison(runtime, int(chosen), lambda f, text: progress(f, desc=text))
@@ -188,10 +189,6 @@ def served(runtime, url: str, key: str, n):
 
 
 def _run(runtime, file, draw, lim, chosen, adapter_name, metric_name, tokens, progress, judge="") -> dict:
-    from assistant.compare.config import CompareConfig
-    from assistant.compare.evalset import draw_eval_set, load_eval_set
-    from assistant.compare.runner import run_comparison
-
     if draw:
         trained = runtime.registry.training_questions(adapter_name) if adapter_name else []
         items, _ = draw_eval_set(runtime.store.sections(), exclude_questions=trained)

@@ -12,6 +12,7 @@ from assistant.runtime import Runtime
 from foundation.errors import ArenaError
 from foundation.paths import confine
 from retrieval.chunking import SPLITTERS, ChunkConfig
+from retrieval.ingest import ingest_files
 from retrieval.store import MODES, list_documents
 from ui.errors import shown
 
@@ -28,8 +29,6 @@ def document_rows(runtime: Runtime) -> list[list]:
 
 def upload_files(runtime: Runtime, files: list[str], splitter: str, size, overlap, progress) -> str:
     """Copy uploads under data_dir/uploads/documents, ingest them, and describe what happened per file."""
-    from retrieval.ingest import ingest_files
-
     if not files:
         raise ArenaError("choose one or more files first")
     cfg = ChunkConfig(splitter, int(size) if size else None, int(overlap) if overlap is not None else None)

@@ -10,6 +10,7 @@ import time
 import gradio as gr
 
 from assistant.runtime import Runtime
+from foundation.models import BUNDLED, CACHE_MARKER
 from foundation.settings import Settings
 
 # A model that is ready within this time (preloaded, or a small cached folder) gets its header straight
@@ -19,8 +20,6 @@ QUICK_LOAD_S = 1.0
 
 def needs_conversion(settings: Settings) -> bool:
     """True when the bundled model has no converted folder yet (the slow first start)."""
-    from foundation.models import BUNDLED, CACHE_MARKER
-
     entry = BUNDLED.get(settings.model)
     return entry is not None and not (settings.models_dir / entry[2] / CACHE_MARKER).is_file()
 
