@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from assistant.cli.compare import progress_line
-from assistant.runtime import Runtime
 from foundation.errors import ArenaError
 from foundation.generation import GenSettings
 from foundation.records import read_questions
@@ -32,6 +31,8 @@ def add_ask_arguments(p: argparse.ArgumentParser) -> None:
 
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     """Answer with every chosen variant; one JSON object per question, in order."""
+    from assistant.runtime import Runtime  # deferred: pulls torch (`arena --help` stays light)
+
     if bool(args.question) == bool(args.questions):
         raise ArenaError("give either a QUESTION or --questions FILE.jsonl (exactly one)")
     questions = read_questions(args.questions) if args.questions else [args.question]

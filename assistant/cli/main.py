@@ -8,6 +8,7 @@ import platform
 import sys
 from importlib import metadata
 
+from assistant.cli.ask import add_ask_arguments
 from assistant.cli.compare import add_compare_args
 from assistant.cli.documents import add_ingest_args, add_search_args
 from assistant.cli.output import emit
@@ -84,8 +85,6 @@ def _command(sub, name: str, help_text: str, func, add_args=None, server: bool =
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from assistant.cli.ask import add_ask_arguments
-
     parser = argparse.ArgumentParser(prog="arena", description="Prompting vs RAG vs fine-tuning, measured.")
     sub = parser.add_subparsers(dest="command", required=True)
     _command(sub, "info", "versions, device, dtype, resolved model paths", cmd_info)
