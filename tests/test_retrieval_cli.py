@@ -57,8 +57,10 @@ def test_ingest_then_search_json(one_load, docs, data_dir, capsys):
     assert set(hits[0]) >= {"text", "source", "score", "chunk_id"}
     assert hits[0]["source"] == "faq.md" and "tank sensor" in hits[0]["text"]
 
-    code, out, _ = run(capsys, "ingest", str(docs / "faq.md"), "--data-dir", str(data_dir))
+    code, out, _ = run(capsys, "ingest", str(docs / "faq.md"), "--data-dir", str(data_dir), "--splitter", "headers")
     assert code == 0 and "unchanged" in out
+    code, out, _ = run(capsys, "ingest", str(docs / "faq.md"), "--data-dir", str(data_dir))  # another splitter
+    assert code == 0 and "replaced" in out
 
 
 def test_search_queries_file_prints_one_list_per_line_in_order(one_load, docs, data_dir, tmp_path, capsys):
