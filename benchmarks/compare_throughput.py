@@ -10,7 +10,8 @@ process on this machine. Rows (prompt token ids) are built once by the Arena and
                 run from `git archive --old-rev` in a subprocess
   torch loop    the torch reference engine, one question at a time
   torch batched peft `generate(adapter_names=...)`, 8 rows per call sorted by length (left padding)
-  onnx          onnxruntime-genai (int4 / fp32), every row in one engine call (pool of single-row generators)
+  onnx          onnxruntime-genai (int4 / fp32), every row in one engine call (batches of similar-length rows of
+                one adapter; int4 also with one row per generator, for the batching ratio)
 The torch modes answer the first --torch-questions questions (their rate is what scales); onnx int4 answers
 those and then all --questions. Agreement of int4 with the fp32 torch reference: identical answers and the
 per-variant token F1 against the FAQ answers (and whether the best variant stays the same).
@@ -35,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from assistant.compare import metrics as M  # noqa: E402
+from assistant.inference import ortgenai  # noqa: E402
 from assistant.inference.choose import build_engine  # noqa: E402
 from assistant.runtime import Runtime  # noqa: E402
 from benchmarks.retrieval_faq import ENTRIES  # noqa: E402
@@ -162,7 +164,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--models-dir", type=Path, default=ROOT / ".pytest_cache/d/arena-bundled-data/models")
     parser.add_argument("--old-rev", default="8dbab95~1", help="commit holding the engine before this change")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["old", "loop", "batched", "fp32", "workers1"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["old", "loop", "batched", "fp32", "unbatched"])
     parser.add_argument("--fp32-full", dest="fp32_full", action="store_true",
                         help="also answer every question with the fp32 graph: int4 agreement on all of them")
     parser.add_argument("--out", type=Path, default=None, help="write results and answers here after each mode")
@@ -212,16 +214,16 @@ def main() -> None:
             engine, notice = build_engine(f"onnx-{precision}", runtime.base, runtime.settings.models_dir)
             assert not notice, notice
             engine.load_adapter("bench", runtime.registry.get("bench").path)
-            record(f"onnx {precision} (all rows, {engine.workers} workers)", len(sub),
-                   lambda e=engine: run_engine(e, sub, gen, True))
+            record(f"onnx {precision} (all rows, batched)", len(sub), lambda e=engine: run_engine(e, sub, gen, True))
             if precision == "fp32" and args.fp32_full:  # token-identical to torch: the reference on every question
                 record(f"onnx fp32 full comparison ({len(rows)} questions)", len(rows),
                        lambda e=engine: run_engine(e, rows, gen, True))
             if precision == "int4":
-                if "workers1" not in args.skip:
-                    engine.workers = 1
-                    record("onnx int4 (all rows, 1 worker)", len(sub), lambda e=engine: run_engine(e, sub, gen, True))
-                    engine.workers = 2
+                if "unbatched" not in args.skip:  # the same engine with one row per generator
+                    ortgenai.MAX_BATCH, batch = 1, ortgenai.MAX_BATCH
+                    record("onnx int4 (all rows, one row per generator)", len(sub),
+                           lambda e=engine: run_engine(e, sub, gen, True))
+                    ortgenai.MAX_BATCH = batch
                 record(f"onnx int4 full comparison ({len(rows)} questions)", len(rows),
                        lambda e=engine: run_engine(e, rows, gen, True))
     report(results, texts, refs, len(sub))

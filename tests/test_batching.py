@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from assistant.inference import ort_build
-from assistant.inference.ortgenai import OrtGenaiEngine, available
+from assistant.inference.ortgenai import OrtGenaiEngine, available, batches
 from assistant.inference.torch_engine import Engine
 from assistant.runtime import Runtime
 from foundation.generation import GenSettings, Row
@@ -69,10 +69,10 @@ def test_onnx_pool_answers_equal_torch_and_a_closed_stream_stops_its_workers(tin
         alone = torch_arena.ask(question, ["base", "prompt"], cfg, gen)
         assert {n: a.text for n, a in answers.items()} == {n: a.text for n, a in alone.items()}
     started = []
-    row_outputs = engine._row_outputs
-    engine._row_outputs = lambda row, gen, stop: started.append(row) or row_outputs(row, gen, stop)
-    rows = [Row(engine.chat_ids([{"role": "user", "content": q}])) for q in QUESTIONS * 20]
+    run_batch = engine._run_batch
+    engine._run_batch = lambda rows, batch, gen, stop: started.append(batch) or run_batch(rows, batch, gen, stop)
+    rows = [Row(engine.chat_ids([{"role": "user", "content": q}])) for q in QUESTIONS * 40]
     stream = engine.stream(rows, GenSettings(max_new_tokens=200))
     next(stream)
     stream.close()  # e.g. the chat page went away: the workers stop after their current token
-    assert len(started) <= 2 * engine.workers < len(rows)  # the pending rows were never started
+    assert len(started) <= 2 * engine.workers < len(batches(rows, engine.pad_id))  # pending batches never started

@@ -10,7 +10,7 @@ import pytest
 
 from assistant.inference import ort_build
 from assistant.inference.choose import build_engine, plan
-from assistant.inference.ortgenai import OrtGenaiEngine, available
+from assistant.inference.ortgenai import MAX_BATCH, OrtGenaiEngine, available, batches, pad_token
 from assistant.inference.torch_engine import Engine
 from foundation.errors import ArenaError
 from foundation.generation import GenSettings, Row
@@ -151,7 +151,7 @@ def test_a_failing_row_stops_the_others_and_no_cut_row_is_marked_done(fp32):
     rows.insert(1, Row([1, 2, 10**7]))  # a token id far beyond the vocabulary: the graph refuses it
     gen = GenSettings(max_new_tokens=48)
     reference = [fp32.torch.generate([r], gen)[0].tokens for r in rows if r.input_ids[-1] != 10**7]
-    seen = []
+    seen = [(False, [])] * len(rows)
     with pytest.raises(ArenaError, match="onnxruntime-genai generation failed"):
         for outs in fp32.stream(rows, gen):
             seen = [(o.done, list(o.tokens)) for o in outs]
@@ -159,4 +159,38 @@ def test_a_failing_row_stops_the_others_and_no_cut_row_is_marked_done(fp32):
     assert not seen[1][0]
     for (done, tokens), ref in zip(good, reference, strict=True):
         assert not done or tokens == ref  # a row stopped part-way is never reported as a finished answer
-    assert not any(tokens for _, tokens in good[3:])  # the pool stopped handing out rows after the failure
+    assert not all(done for done, _ in good)  # the rows after the failure were not run
+
+
+def test_batches_group_one_adapter_and_similar_lengths():
+    rows = [Row([5] * 40), Row([5] * 900, "a"), Row([5] * 44), Row([5] * 41, "a"), Row([5] * 880), Row([5] * 42),
+            Row([5, 0, 5] * 14)]  # the last holds the pad id 0
+    groups = batches(rows, pad_id=0)
+    assert sorted(i for g in groups for i in g) == list(range(len(rows)))  # every row exactly once
+    assert [sorted(g) for g in groups] == [[0, 2, 5], [4], [3], [1], [6]]  # base short, base long; a; pad alone
+    many = batches([Row([5] * 30) for _ in range(MAX_BATCH + 3)], pad_id=0)
+    assert [len(g) for g in many] == [MAX_BATCH, 3]
+
+
+def test_pad_token_is_in_no_chat_prompt(tiny_tokenizer):
+    from assistant.inference.base import template_ids
+
+    pad = pad_token(tiny_tokenizer, {tiny_tokenizer.eos_token_id})
+    prompt = template_ids(tiny_tokenizer, [{"role": "system", "content": "Be brief."},
+                                           {"role": "user", "content": "Hello?"}])
+    assert pad not in prompt and pad != tiny_tokenizer.eos_token_id and pad in tiny_tokenizer.all_special_ids
+
+
+def test_batched_rows_equal_rows_alone_across_many_questions(fp32, lora):
+    """Twenty rows of mixed lengths and adapters (several batches, padded rows, a row holding the pad token):
+    every row's greedy tokens equal the torch reference's for that row alone."""
+    fp32.load_adapter("a1", lora("a1", 1))
+    questions = [f"question {i}: " + "why is that so? " * (i % 4) for i in range(16)]
+    rows = [Row(fp32.chat_ids([{"role": "user", "content": q}]), "a1" if i % 3 == 0 else None)
+            for i, q in enumerate(questions)]
+    rows.append(Row(rows[0].input_ids[:-2] + [fp32.pad_id] + rows[0].input_ids[-2:]))
+    assert any(len(g) > 2 for g in batches(rows, fp32.pad_id))
+    gen = GenSettings(max_new_tokens=10)
+    ours = fp32.generate(rows, gen)
+    for row, out in zip(rows, ours, strict=True):
+        assert out.done and out.tokens == fp32.torch.generate([row], gen)[0].tokens

@@ -105,24 +105,25 @@ def adapter_peft_type(path: Path) -> str | None:
     raise ArenaError(f"adapter folder {path} has neither adapter_config.json nor config.json")
 
 
-def pooled_stream(rows: list[Row], workers: int, row_outputs, gen: GenSettings, what: str
+def pooled_stream(units: list, n_rows: int, workers: int, run_unit, gen: GenSettings, what: str
                   ) -> Iterator[list[RowOutput]]:
-    """Run rows `workers` at a time, in order, each by `row_outputs(row, gen, stop)`; yield all outputs whenever
-    some row advanced. A finished row's worker takes the next pending row (continuous across questions)."""
-    outputs = [RowOutput() for _ in rows]
-    if not rows:
+    """Run work units (a row, or a batch of rows) `workers` at a time, in order; `run_unit(unit, gen, stop)`
+    yields (row index, its RowOutput). Yield all rows' outputs whenever some row advanced; a worker that
+    finishes a unit takes the next pending one (continuous across questions)."""
+    outputs = [RowOutput() for _ in range(n_rows)]
+    if not units:
         yield outputs
         return
-    pool = _Pool(len(rows))
-    threads = [threading.Thread(target=pool.work, args=(row_outputs, rows, gen, outputs), daemon=True)
-               for _ in range(min(workers, len(rows)))]
+    pool = _Pool(len(units))
+    threads = [threading.Thread(target=pool.work, args=(run_unit, units, gen, outputs), daemon=True)
+               for _ in range(min(workers, len(units)))]
     for t in threads:
         t.start()
     try:
         while pool.wait(len(threads)):
             yield outputs
     finally:
-        pool.stop.set()  # the consumer stopped early (a closed stream) or a row failed: let the workers end
+        pool.stop.set()  # the consumer stopped early (a closed stream) or a unit failed: let the workers end
         for t in threads:
             t.join()
     pool.raise_error(what)
@@ -130,10 +131,10 @@ def pooled_stream(rows: list[Row], workers: int, row_outputs, gen: GenSettings, 
 
 
 class _Pool:
-    """Hands out row indices in order and tells the consumer when some row advanced."""
+    """Hands out work units in order and tells the consumer when some row advanced."""
 
-    def __init__(self, n_rows: int):
-        self.next_row, self.n_rows = 0, n_rows
+    def __init__(self, n_units: int):
+        self.next_unit, self.n_units = 0, n_units
         self.lock = threading.Lock()
         self.events: queue.Queue = queue.Queue()
         self.stop = threading.Event()
@@ -142,15 +143,15 @@ class _Pool:
 
     def _take(self) -> int | None:
         with self.lock:
-            if self.stop.is_set() or self.next_row >= self.n_rows:
+            if self.stop.is_set() or self.next_unit >= self.n_units:
                 return None
-            self.next_row += 1
-            return self.next_row - 1
+            self.next_unit += 1
+            return self.next_unit - 1
 
-    def work(self, row_outputs, rows, gen, outputs) -> None:
+    def work(self, run_unit, units, gen, outputs) -> None:
         try:
-            while (i := self._take()) is not None:
-                for out in row_outputs(rows[i], gen, self.stop):
+            while (k := self._take()) is not None:
+                for i, out in run_unit(units[k], gen, self.stop):
                     outputs[i] = out
                     self.events.put(True)
         except BaseException as exc:  # re-raised in the consumer's thread

@@ -204,7 +204,11 @@ class OpenAIEngine(Templating):
     def stream(self, rows: list[Row], gen: GenSettings) -> Iterator[list[RowOutput]]:
         """Every row's growing output; rows are requested `concurrency` at a time, in order."""
         check_rows(rows, gen, self.context_length, self.slots)
-        yield from pooled_stream(rows, self.cfg.concurrency, self._row_outputs, gen, f"serving engine at {self.url}")
+        def run_row(i, gen, stop):
+            return ((i, out) for out in self._row_outputs(rows[i], gen, stop))
+
+        yield from pooled_stream(list(range(len(rows))), len(rows), self.cfg.concurrency, run_row, gen,
+                                 f"serving engine at {self.url}")
 
     def _row_outputs(self, row: Row, gen: GenSettings, stop: threading.Event) -> Iterator[RowOutput]:
         model = row.adapter or self.base_model

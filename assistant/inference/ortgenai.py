@@ -1,14 +1,16 @@
-"""onnxruntime-genai as the CPU generation engine: a converted graph, LoRA adapters switched per row.
+"""onnxruntime-genai as the CPU generation engine: a converted graph, LoRA adapters switched per batch.
 
-Rows are not padded into one batch: one long RAG prompt beside short ones made every short row pay for the
-long one (RECIPES: 42.6 s padded vs 21.8 s row by row on the five-variant workload). Instead a pool of worker
-threads each decodes one row at a time with its own single-row generator, and a finished row is replaced by
-the next pending one (continuous across questions). Measured on this 2-core box (int4, 8 rows x 64 tokens,
-benchmarks/compare_throughput.py compares 1 and N workers on the real workload): one generator with 2 intra-op
-threads decoded at 42 tok/s, with 1 thread at 122-160 tok/s, so each session run gets one intra-op thread; the
-GIL is released while a token is generated (a Python loop in another thread kept 61 % of its speed on the busy
-box), so one worker per core lets rows use every core. On the loaded box 2 workers matched 1 (118-163 vs
-95-160 tok/s): there was no idle core to gain.
+Rows are decoded in batches, one onnxruntime-genai generator per batch: decode reads the weights once per step
+for every row of the batch, so more rows per step are nearly free (benchmarks/compare_throughput.py). A batch
+holds rows of one adapter (a generator has one active adapter) whose prompts have similar lengths: padding a
+short prompt up to a long RAG prompt makes the short row pay the long one's prefill (RECIPES: 42.6 s padded vs
+21.8 s row by row on the five-variant workload). Prompts are right-padded with a pad token that never occurs
+in a chat prompt (the model's own pad id is often its end-of-turn token, which every chat prompt holds, and
+the generator would mask it): measured on the bundled model, fp32, 8 short prompts x 48 tokens, batched greedy
+tokens were identical to rows generated alone (8/8; left padding gave 1/8), 2.9-3.1x faster.
+Each session runs on every core (intra-op threads = cores) and batches run one after another: two generators
+in two Python threads ran no faster than one after the other (6.75 s vs 6.73 s, one thread each; the bindings
+keep the GIL while a token is generated), while two intra-op threads made one generator 1.75x faster.
 Tokenizer, chat template, NLL scoring and adapters the graph cannot take stay on the torch engine.
 """
 
@@ -31,6 +33,7 @@ from assistant.inference.base import (
     check_rows,
     last,
     pooled_stream,
+    template_ids,
 )
 from assistant.inference.decoding import record_token
 from foundation.generation import GenSettings, Row, RowOutput
@@ -44,14 +47,18 @@ def available() -> bool:
     return True
 
 
-def default_workers() -> int:
+def cores() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+MAX_BATCH = 16  # rows per generator; beyond this a step stops being nearly free on a small CPU
+LENGTH_SLACK = 1.25  # a batch's longest prompt is at most 1.25x its shortest (+16 tokens): little padding
 
 
 class OrtGenaiEngine(Templating):
     """Generation on an onnxruntime-genai graph of the torch engine's base model."""
 
-    def __init__(self, torch_engine, graph_folder: Path, models_dir: Path, workers: int | None = None):
+    def __init__(self, torch_engine, graph_folder: Path, models_dir: Path, workers: int = 1):
         import onnxruntime_genai as og
 
         self.torch = torch_engine
@@ -59,10 +66,11 @@ class OrtGenaiEngine(Templating):
         self.folder, self.models_dir = Path(graph_folder), Path(models_dir)
         self.precision = json.loads((self.folder / ort_build.MARKER).read_text())["precision"]
         self.name = f"onnx-{self.precision}"
-        self.workers = workers or default_workers()
+        self.workers = workers  # batches decoded at once (1: see the module docstring)
+        self.pad_id = pad_token(self.tokenizer, self.torch.eos_ids)
         config = og.Config(str(self.folder))
-        config.overlay(json.dumps({"model": {"decoder": {"session_options": {
-            "intra_op_num_threads": 1, "inter_op_num_threads": 1}}}}))
+        config.overlay(json.dumps({"model": {"pad_token_id": self.pad_id, "decoder": {"session_options": {
+            "intra_op_num_threads": cores(), "inter_op_num_threads": 1}}}}))
         self.model = og.Model(config)
         self.adapters = og.Adapters(self.model)
         self.slots: dict[str, AdapterSlot] = {}
@@ -106,39 +114,86 @@ class OrtGenaiEngine(Templating):
         return last(self.stream(rows, gen))
 
     def stream(self, rows: list[Row], gen: GenSettings) -> Iterator[list[RowOutput]]:
-        """Yield all rows' outputs whenever some row advanced; rows run `workers` at a time, in order."""
+        """Yield all rows' outputs whenever some row advanced; rows run in batches (see batches())."""
         check_rows(rows, gen, self.context_length, self.slots)
-        yield from pooled_stream(rows, self.workers, self._row_outputs, gen, "onnxruntime-genai generation")
 
-    def _row_outputs(self, row: Row, gen: GenSettings, stop: threading.Event) -> Iterator[RowOutput]:
-        if row.adapter is not None and row.adapter not in self._onnx:
-            for outs in self.torch.stream([row], gen):  # an adapter the graph cannot take
+        def run_batch(batch: list[int], gen: GenSettings, stop: threading.Event):
+            return self._run_batch(rows, batch, gen, stop)
+
+        yield from pooled_stream(batches(rows, self.pad_id), len(rows), self.workers, run_batch, gen,
+                                 "onnxruntime-genai generation")
+
+    def _run_batch(self, rows: list[Row], batch: list[int], gen: GenSettings, stop: threading.Event
+                   ) -> Iterator[tuple[int, RowOutput]]:
+        adapter = rows[batch[0]].adapter
+        if adapter is not None and adapter not in self._onnx:
+            for outs in self.torch.stream([rows[i] for i in batch], gen):  # an adapter the graph cannot take
                 if stop.is_set():
                     return
-                yield outs[0]
+                yield from zip(batch, outs, strict=True)
             return
-        yield from self._decode(row, gen, stop)
+        yield from self._decode([rows[i] for i in batch], batch, gen, stop)
 
-    def _decode(self, row: Row, gen: GenSettings, stop: threading.Event) -> Iterator[RowOutput]:
+    def _decode(self, rows: list[Row], index: list[int], gen: GenSettings, stop: threading.Event
+                ) -> Iterator[tuple[int, RowOutput]]:
         import onnxruntime_genai as og
 
-        start, out = time.perf_counter(), RowOutput()
+        start, outs = time.perf_counter(), [RowOutput() for _ in rows]
+        width = max(len(r.input_ids) for r in rows)
+        ids = np.full((len(rows), width), self.pad_id, dtype=np.int32)
+        for k, row in enumerate(rows):
+            ids[k, :len(row.input_ids)] = row.input_ids  # right padding (module docstring)
         params = og.GeneratorParams(self.model)
-        params.set_search_options(**search_options(gen, len(row.input_ids)))
+        params.set_search_options(**search_options(gen, width), batch_size=len(rows))
         generator = og.Generator(self.model, params)
-        if row.adapter is not None:
-            generator.set_active_adapter(self.adapters, row.adapter)
-        generator.append_tokens(np.asarray(row.input_ids, dtype=np.int32))
-        while len(out.tokens) < gen.max_new_tokens and not generator.is_done():
-            if stop.is_set():  # another row failed or the stream was closed: a cut row is never marked done
+        if rows[0].adapter is not None:
+            generator.set_active_adapter(self.adapters, rows[0].adapter)
+        generator.append_tokens(ids)
+        live = list(range(len(rows)))
+        while live and not generator.is_done():
+            if stop.is_set():  # another batch failed or the stream was closed: a cut row is never marked done
                 return
             generator.generate_next_token()
-            token = int(generator.get_next_tokens()[0])
-            if record_token(out, token, self.tokenizer, self.eos_ids, time.perf_counter() - start):
-                break
-            yield out
-        out.done = True
-        yield out
+            tokens, now = generator.get_next_tokens(), time.perf_counter() - start
+            for k in list(live):
+                out = outs[k]
+                if record_token(out, int(tokens[k]), self.tokenizer, self.eos_ids, now) or \
+                        len(out.tokens) >= gen.max_new_tokens:
+                    out.done = True
+                    live.remove(k)
+                yield index[k], out
+        for k in live:  # the generator reached its max length
+            outs[k].done = True
+            yield index[k], outs[k]
+
+
+def batches(rows: list[Row], pad_id: int) -> list[list[int]]:
+    """Row indices grouped for one generator each: one adapter, similar prompt lengths, at most MAX_BATCH rows.
+    A row whose prompt holds the pad token runs alone (the generator would mask that token)."""
+    order = sorted(range(len(rows)), key=lambda i: (rows[i].adapter or "", len(rows[i].input_ids)))
+    groups: list[list[int]] = []
+    alone = [[i] for i in order if pad_id in rows[i].input_ids]
+    for i in (i for i in order if pad_id not in rows[i].input_ids):
+        row, group = rows[i], groups[-1] if groups else None
+        if group and len(group) < MAX_BATCH and rows[group[0]].adapter == row.adapter \
+                and len(row.input_ids) <= LENGTH_SLACK * len(rows[group[0]].input_ids) + 16:
+            group.append(i)
+        else:
+            groups.append([i])
+    return groups + alone
+
+
+def pad_token(tokenizer, eos_ids: set[int]) -> int:
+    """A special token no chat prompt holds: not an end token, not in the chat template's own markers."""
+    turns = [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"},
+             {"role": "user", "content": "v"}]
+    try:
+        used = set(template_ids(tokenizer, [{"role": "system", "content": "s"}, *turns]))
+    except Exception:  # noqa: BLE001 - some chat templates refuse a system turn
+        used = set(template_ids(tokenizer, turns))
+    used |= set(eos_ids)
+    candidates = [tokenizer.pad_token_id, tokenizer.unk_token_id, *sorted(tokenizer.all_special_ids)]
+    return next((t for t in candidates if t is not None and t not in used), len(tokenizer) - 1)
 
 
 def search_options(gen: GenSettings, prompt_len: int) -> dict:
