@@ -10,7 +10,7 @@ import pytest
 
 from assistant.inference import ort_build
 from assistant.inference.choose import build_engine, plan
-from assistant.inference.ortgenai import MAX_BATCH, OrtGenaiEngine, available, batches, pad_token
+from assistant.inference.ortgenai import MAX_BATCH, WINDOW, OrtGenaiEngine, available, batches, pad_token
 from assistant.inference.torch_engine import Engine
 from foundation.errors import ArenaError
 from foundation.generation import GenSettings, Row
@@ -170,6 +170,10 @@ def test_batches_group_one_adapter_and_similar_lengths():
     assert [sorted(g) for g in groups] == [[0, 2, 5], [4], [3], [1], [6]]  # base short, base long; a; pad alone
     many = batches([Row([5] * 30) for _ in range(MAX_BATCH + 3)], pad_id=0)
     assert [len(g) for g in many] == [MAX_BATCH, 3]
+    # Window by window in the given order: the first questions' rows are all done before later ones start.
+    long = [Row([5] * (30 + i % 7), None if i % 2 else "a") for i in range(3 * WINDOW)]
+    firsts = [min(g) // WINDOW for g in batches(long, pad_id=0)]
+    assert firsts == sorted(firsts) and all(min(g) // WINDOW == max(g) // WINDOW for g in batches(long, 0))
 
 
 def test_pad_token_is_in_no_chat_prompt(tiny_tokenizer):

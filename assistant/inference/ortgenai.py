@@ -53,6 +53,7 @@ def cores() -> int:
 
 MAX_BATCH = 16  # rows per generator; beyond this a step stops being nearly free on a small CPU
 LENGTH_SLACK = 1.25  # a batch's longest prompt is at most 1.25x its shortest (+16 tokens): little padding
+WINDOW = 4 * MAX_BATCH  # rows grouped at a time (e.g. ~13 questions x 5 variants)
 
 
 class OrtGenaiEngine(Templating):
@@ -168,9 +169,16 @@ class OrtGenaiEngine(Templating):
 
 
 def batches(rows: list[Row], pad_id: int) -> list[list[int]]:
-    """Row indices grouped for one generator each: one adapter, similar prompt lengths, at most MAX_BATCH rows.
-    A row whose prompt holds the pad token runs alone (the generator would mask that token)."""
-    order = sorted(range(len(rows)), key=lambda i: (rows[i].adapter or "", len(rows[i].input_ids)))
+    """Row indices grouped for one generator each, window by window of WINDOW rows in the given order, so the
+    first questions finish first (progress, and what a resumed comparison keeps) while batches stay full."""
+    return [g for start in range(0, len(rows), WINDOW)
+            for g in _groups(rows, range(start, min(len(rows), start + WINDOW)), pad_id)]
+
+
+def _groups(rows: list[Row], window: range, pad_id: int) -> list[list[int]]:
+    """One adapter, similar prompt lengths, at most MAX_BATCH rows per group. A row whose prompt holds the pad
+    token runs alone (the generator would mask that token)."""
+    order = sorted(window, key=lambda i: (rows[i].adapter or "", len(rows[i].input_ids)))
     groups: list[list[int]] = []
     alone = [[i] for i in order if pad_id in rows[i].input_ids]
     for i in (i for i in order if pad_id not in rows[i].input_ids):
