@@ -108,8 +108,9 @@ def augment(rows: list[Example], cfg: JobConfig, settings: Settings, runtime=Non
     out, stats = augment_rows(rows, ParaphraseSettings(k=k, model=model, seed=cfg.seed),
                               engine_generate(writer.engine), rt.embedder.encode,
                               RowCache.in_data_dir(settings.data_dir), progress=progress)
-    print(f"\rparaphrases: kept {stats['kept']} of {stats['samples']} samples for {stats['questions']} questions",
-          file=sys.stderr, flush=True)
+    if stats["questions"]:  # a source of grounded or multi-turn rows has nothing to paraphrase: say nothing
+        print(f"\rparaphrases: kept {stats['kept']} of {stats['samples']} samples for {stats['questions']} "
+              "questions", file=sys.stderr, flush=True)
     return out
 
 
