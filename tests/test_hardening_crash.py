@@ -100,7 +100,8 @@ def _train_config(tmp_path: Path, job_id: str, max_steps: int) -> Path:
     data.write_text("".join(json.dumps({"prompt": f"question {i}?", "completion": f"answer number {i}"}) + "\n"
                             for i in range(16)))
     cfg = JobConfig(name=job_id, data=[{"path": str(data)}], max_steps=max_steps, batch_size=2, max_length=48,
-                    eval_steps=100, save_steps=4, lora_r=2, lora_alpha=4, job_id=job_id)
+                    eval_steps=100, save_steps=4, lora_r=2, lora_alpha=4, job_id=job_id,
+                    early_stopping_patience=0)  # it must still be running when killed
     path = tmp_path / f"{job_id}.yaml"
     cfg.to_yaml(path)
     return path

@@ -134,7 +134,7 @@ def test_distillation_killed_midway_regenerates_only_missing_answers(tmp_path, t
                                                 for i in range(6)))
     questions = tmp_path / "questions.jsonl"
     questions.write_text("".join(json.dumps({"question": f"How tight is bolt {i % 6} in case {i}?"}) + "\n"
-                                 for i in range(16)))
+                                 for i in range(400)))  # many batches: the kill lands between two
 
     def run(data_dir: Path, name: str, log: Path) -> subprocess.Popen:
         return arena("train", "--distill", str(questions), "--name", name, "--max-steps", "1", "--batch-size", "2",
@@ -152,13 +152,13 @@ def test_distillation_killed_midway_regenerates_only_missing_answers(tmp_path, t
             wait_for(lambda db=cache: count(db, "SELECT COUNT(*) FROM rows") >= 3, proc, log)
             kill9(proc)
             cached = count(cache, "SELECT COUNT(*) FROM rows")
-            assert 3 <= cached < 16
+            assert 3 <= cached < 400
             log = tmp_path / "distill-again.log"
             text = finish(run(data_dir, "d", log), log)
-            assert f"distillation: {cached} of 16 answers cached, generating {16 - cached}" in text
+            assert f"distillation: {cached} of 400 answers cached, generating {400 - cached}" in text
         else:
             log = tmp_path / "distill-whole.log"
-            assert "0 of 16 answers cached, generating 16" in finish(run(data_dir, "d", log), log)
+            assert "0 of 400 answers cached, generating 400" in finish(run(data_dir, "d", log), log)
         [job] = [p for p in (data_dir / "jobs").iterdir() if (p / "train.jsonl").is_file()]
         rows[label] = sorted((job / f).read_text() for f in ("train.jsonl", "val.jsonl"))
     assert rows["killed"] == rows["whole"]
