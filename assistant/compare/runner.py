@@ -100,16 +100,8 @@ def run_comparison(runtime, items: list[EvalItem], cc: CompareConfig, cfg=None,
     result["per_question"] = per_question
     result["warnings"] = leakage_warnings(runtime, cc, questions) + engine_notices(runtime, judged)
     result["judge"] = judged["summary"] if judged else None
-    result["forgetting"], result["bias"] = [], []
-    scores_nll = not getattr(runtime.engine, "nll_notice", "")  # the forgetting check is built on NLL
-    if cc.adapter and cc.forgetting and scores_nll and any(v in ADAPTER_VARIANTS for v in variants):
-        progress(0.9, "forgetting check")
-        result["forgetting"] = [check_forgetting(cc.adapter, arena_scorer(arena, cfg, cc.adapter),
-                                                 cc.forgetting_margin)]
-        result["warnings"] += [f["message"] for f in result["forgetting"] if f["flagged"]]
-        progress(0.92, "bias probe")
-        result["bias"] = [check_bias(cc.adapter, arena_scorer(arena, cfg, cc.adapter), cc.bias_margin)]
-        result["warnings"] += [f["message"] for f in result["bias"] if f["flagged"]]
+    result["forgetting"], result["bias"] = adapter_probes(runtime, cc, cfg, variants, progress)
+    result["warnings"] += [f["message"] for f in result["forgetting"] + result["bias"] if f["flagged"]]
     result["learned"] = learned_check(runtime, cc, cfg, gen, result["variants"], progress)
     result["why"] = why_sentences(result)
     result["settings"] = run_settings(runtime, cc, cfg, gen, len(items))
@@ -122,6 +114,18 @@ def run_comparison(runtime, items: list[EvalItem], cc: CompareConfig, cfg=None,
         partial.finish(result["settings"], result)
     progress(1.0, "done")
     return result
+
+
+def adapter_probes(runtime, cc: CompareConfig, cfg, variants: list[str], progress) -> tuple[list, list]:
+    """The forgetting check and the bias probe of the adapter (both built on reference NLL), or ([], [])."""
+    scores_nll = not getattr(runtime.engine, "nll_notice", "")
+    if not (cc.adapter and cc.forgetting and scores_nll and any(v in ADAPTER_VARIANTS for v in variants)):
+        return [], []
+    scorer = arena_scorer(runtime.arena, cfg, cc.adapter)
+    progress(0.9, "forgetting check")
+    forgetting = [check_forgetting(cc.adapter, scorer, cc.forgetting_margin)]
+    progress(0.92, "bias probe")
+    return forgetting, [check_bias(cc.adapter, scorer, cc.bias_margin)]
 
 
 def _routed(runtime, cc: CompareConfig, per_question, table, answers, generated, progress) -> dict:
