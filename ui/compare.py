@@ -81,9 +81,8 @@ class CompareView:
     open: Callable[[int], tuple]
 
 
-def build_compare_tab(runtime: Runtime) -> CompareView:
-    """Inputs, a run button with progress, results, chart, recommendation, per-question view, past runs."""
-    state = gr.State({})
+def _run_inputs(runtime: Runtime) -> tuple[list, gr.Dropdown, gr.Button]:
+    """The comparison's inputs in start()'s argument order, the adapter dropdown and its refresh button."""
     with gr.Row():
         eval_file = gr.File(label="Evaluation set (JSONL/CSV: question, answer[, source])",
                             file_types=[".jsonl", ".csv"], elem_id="compare-eval-file")
@@ -106,6 +105,29 @@ def build_compare_tab(runtime: Runtime) -> CompareView:
             engine_n = gr.Number(runtime.settings.engine_concurrency, label="Requests in flight", precision=0)
             judge = gr.Textbox("", label="LLM judge: local or openai:URL:MODEL (empty: none)",
                                elem_id="compare-judge")
+    inputs = [eval_file, from_docs, limit, variants, adapter, metric, max_new, engine_url, engine_key, engine_n, judge]
+    return inputs, adapter, refresh
+
+
+def _past_runs(runtime: Runtime) -> tuple:
+    """The stored runs table, open-by-id, reload, and the interrupted runs with their Resume button."""
+    with gr.Accordion("Past runs", open=False):
+        past = gr.Dataframe(value=lambda: _past(runtime), interactive=False, elem_id="compare-past")
+        with gr.Row():
+            run_id = gr.Number(label="Run id to open", precision=0)
+            open_run = gr.Button("Open run")
+            reload_runs = gr.Button("↻ runs")
+        with gr.Row():
+            unfinished = gr.Dropdown(_unfinished(runtime), label="Interrupted runs (answers so far are kept)",
+                                     allow_custom_value=False, elem_id="compare-unfinished")
+            resume = gr.Button("Resume", elem_id="compare-resume")
+    return past, run_id, open_run, reload_runs, unfinished, resume
+
+
+def build_compare_tab(runtime: Runtime) -> CompareView:
+    """Inputs, a run button with progress, results, chart, recommendation, per-question view, past runs."""
+    state = gr.State({})
+    inputs, adapter, refresh = _run_inputs(runtime)
     run = gr.Button("Run comparison", variant="primary", elem_id="compare-run")
     recommendation = gr.Markdown(elem_id="compare-recommendation")
     # Hidden until a run fills them: an empty table would show placeholder headers "1 2 3".
@@ -122,16 +144,7 @@ def build_compare_tab(runtime: Runtime) -> CompareView:
         pick = gr.Dropdown([], label="Question", elem_id="compare-question")
         detail = gr.HTML()
     export = gr.File(label="Export (Markdown, HTML, PNG, JSON)", file_count="multiple", interactive=False)
-    with gr.Accordion("Past runs", open=False):
-        past = gr.Dataframe(value=lambda: _past(runtime), interactive=False, elem_id="compare-past")
-        with gr.Row():
-            run_id = gr.Number(label="Run id to open", precision=0)
-            open_run = gr.Button("Open run")
-            reload_runs = gr.Button("↻ runs")
-        with gr.Row():
-            unfinished = gr.Dropdown(_unfinished(runtime), label="Interrupted runs (answers so far are kept)",
-                                     allow_custom_value=False, elem_id="compare-unfinished")
-            resume = gr.Button("Resume", elem_id="compare-resume")
+    past, run_id, open_run, reload_runs, unfinished, resume = _past_runs(runtime)
 
     # Gradio finds the progress tracker by this default value, so the call in the signature is intended.
     @errors.shown
@@ -151,9 +164,7 @@ def build_compare_tab(runtime: Runtime) -> CompareView:
                                                                                value=None))
 
     shown = [state, recommendation, table, chart, warnings, pick, detail, export]
-    run.click(start, [eval_file, from_docs, limit, variants, adapter, metric, max_new, engine_url, engine_key,
-                      engine_n, judge], shown + [past],
-              api_name="compare")
+    run.click(start, inputs, shown + [past], api_name="compare")
     resume.click(resume_run, unfinished, shown + [past, unfinished])
     unfinished.focus(lambda: gr.update(choices=_unfinished(runtime)), None, unfinished)
     refresh.click(lambda: gr.update(choices=adapter_choices(runtime)), None, adapter)

@@ -104,13 +104,8 @@ def _report(runtime: Runtime, p: dict) -> tuple[str, list[str]]:
     return text, files
 
 
-def build_decide_tab(runtime: Runtime) -> DecideView:
-    """Inputs, plan, start/cancel, progress, report; returns the handles app.py links to the Compare tab."""
-    job = DecideJob(runtime.settings)
-    gr.Markdown("Upload your documents (and, if you have them, question/answer pairs). The run ingests them, "
-                "holds out evaluation questions, trains the adapter, compares all five strategies with "
-                "paired statistics and writes a report. Finished stages are cached: a re-run after a crash or "
-                "a cancel continues where it stopped.")
+def _input_controls() -> list:
+    """The run's inputs, in _config's argument order."""
     with gr.Row():
         docs = gr.File(label="Documents", file_count="multiple", elem_id="decide-docs")
         qa = gr.File(label="Q/A pairs (optional: JSONL/CSV question, answer[, source])",
@@ -132,6 +127,17 @@ def build_decide_tab(runtime: Runtime) -> DecideView:
         forgetting = gr.Checkbox(label="Forgetting check of the adapter", value=True)
         tune = gr.Checkbox(label="Choose splitter, k and search mode by retrieval hit rate on the training pairs",
                            value=True)
+    return [docs, qa, evals, seeds, budget, max_steps, max_new, paraphrases, variants, forgetting, tune, name]
+
+
+def build_decide_tab(runtime: Runtime) -> DecideView:
+    """Inputs, plan, start/cancel, progress, report; returns the handles app.py links to the Compare tab."""
+    job = DecideJob(runtime.settings)
+    gr.Markdown("Upload your documents (and, if you have them, question/answer pairs). The run ingests them, "
+                "holds out evaluation questions, trains the adapter, compares all five strategies with "
+                "paired statistics and writes a report. Finished stages are cached: a re-run after a crash or "
+                "a cancel continues where it stopped.")
+    inputs = _input_controls()
     with gr.Row():
         plan_btn = gr.Button("Show plan", elem_id="decide-plan-btn")
         start = gr.Button("Start", variant="primary", interactive=False, elem_id="decide-start")
@@ -145,7 +151,6 @@ def build_decide_tab(runtime: Runtime) -> DecideView:
     run_id = gr.State(None)
     open_compare = gr.Button("Open this run in the Compare tab", visible=False, elem_id="decide-open-compare")
     timer = gr.Timer(1.0, active=False)
-    inputs = [docs, qa, evals, seeds, budget, max_steps, max_new, paraphrases, variants, forgetting, tune, name]
 
     @shown
     def show_plan(*values):
