@@ -244,22 +244,23 @@ def _plan_config(runtime: Runtime, *values) -> JobConfig:
                      augment=f"paraphrases:{int(values[-1])}" if values[-1] else "")
 
 
-def build_train_tab(runtime: Runtime, tabs: gr.Tabs | None = None) -> None:
-    """Data sources + preview, method and hyper-parameters, start/cancel/resume, live progress and loss plot."""
-    jobs = JobManager(runtime.settings)
-    data_inputs, preview_btn, data_table = _data_section()
-    hyper_inputs = _hyper_section()
-    sweep_inputs = _sweep_section(method=hyper_inputs[1])
-    method_inputs = _methods_section(runtime, hyper_inputs[1])
-    paraphrases = gr.Number(value=0, label="Paraphrases per training question (0 = none)", precision=0,
-                            minimum=0, maximum=20, elem_id="train-augment",
-                            info="the base model rewrites each question K times; rewrites too close to a copy "
-                                 "or off-topic are dropped; cached, so a re-run does not regenerate them")
-    plan = gr.Markdown(elem_id="train-plan")
+def _paraphrases_box() -> gr.Number:
+    return gr.Number(value=0, label="Paraphrases per training question (0 = none)", precision=0,
+                     minimum=0, maximum=20, elem_id="train-augment",
+                     info="the base model rewrites each question K times; rewrites too close to a copy "
+                          "or off-topic are dropped; cached, so a re-run does not regenerate them")
+
+
+def _job_buttons() -> tuple[gr.Button, gr.Button, gr.Button]:
     with gr.Row():
         start = gr.Button("Start training", variant="primary", elem_id="train-start")
         cancel = gr.Button("Cancel", elem_id="train-cancel")
         resume = gr.Button("Resume", elem_id="train-resume")
+    return start, cancel, resume
+
+
+def _progress_section() -> tuple:
+    """Progress line, loss and RL plots, summary, the chat button and the log of the running job."""
     progress = gr.Markdown("No job yet.", elem_id="train-progress")
     # A fixed color map: otherwise the legend and colors keep the series of the first frame (train only),
     # and the validation curve that appears later is drawn unlabeled in the same color.
@@ -272,6 +273,20 @@ def build_train_tab(runtime: Runtime, tabs: gr.Tabs | None = None) -> None:
     chat_btn = gr.Button("Chat with it", visible=False)
     with gr.Accordion("Log", open=False):
         log = gr.Textbox(lines=10, show_label=False, interactive=False)
+    return progress, plot, rl_plot, summary, chat_btn, log
+
+
+def build_train_tab(runtime: Runtime, tabs: gr.Tabs | None = None) -> None:
+    """Data sources + preview, method and hyper-parameters, start/cancel/resume, live progress and loss plot."""
+    jobs = JobManager(runtime.settings)
+    data_inputs, preview_btn, data_table = _data_section()
+    hyper_inputs = _hyper_section()
+    sweep_inputs = _sweep_section(method=hyper_inputs[1])
+    method_inputs = _methods_section(runtime, hyper_inputs[1])
+    paraphrases = _paraphrases_box()
+    plan = gr.Markdown(elem_id="train-plan")
+    start, cancel, resume = _job_buttons()
+    progress, plot, rl_plot, summary, chat_btn, log = _progress_section()
     timer = gr.Timer(1.0, active=False)
 
     def do_preview(*values):
