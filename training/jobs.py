@@ -35,7 +35,7 @@ class JobManager(LaunchedJob):
             self._check_free()
             (folder / CANCEL_FILE).unlink(missing_ok=True)
             argv = ["train", str(folder / "config.yaml"), "--data-dir", str(self.settings.data_dir), "--model",
-                    self.settings.model, "--device", self.settings.device, "--json"] + (["--resume"] * resume)
+                    self.settings.model, "--device", self.settings.device, "--json"] + (["--resume"] if resume else [])
             self._proc = spawn_arena(argv, folder / "log.txt", append=True)
             self.folder = folder
             return folder

@@ -37,7 +37,7 @@ def run_compare(decision, rep, tmp: Path, adapters: list[str]) -> dict:
     items = [EvalItem(**row) for row in _load(evalset / "eval.jsonl")]
     pairs = [{"question": p["question"], "answer": p["answer"]} for p in _load(evalset / "train_pairs.jsonl")]
     # The prompt variant at its best: dynamic few-shot from the training pairs (VariantConfig's default k).
-    got = decision.cache.cached("retrieval", decision.keys["retrieval"])["output"]
+    got = decision.retrieval_choice()
     vcfg = VariantConfig(few_shot=check_few_shot(pairs), rag_k=got["k"], rag_mode=got["mode"])
     variants = tuple(v for v in cfg.variants if adapters or v not in ADAPTER_VARIANTS)
     label = f"decide {cfg.name} {decision.keys['compare'][:8]}"

@@ -158,6 +158,10 @@ class Decision:
         return {"splitter": choice.splitter, "mode": choice.mode, "k": choice.k, "tuned": True,
                 "hit_rate": choice.hit_rate, "questions": choice.questions}
 
+    def retrieval_choice(self) -> dict:
+        """The retrieval stage's output ({"splitter", "mode", "k", ...}); that stage has run by then."""
+        return self.cache.cached("retrieval", self.keys["retrieval"])["output"]
+
     def _doc_pairs(self, sections) -> list[dict]:
         return [{"question": ex.question(), "answer": ex.messages[-1]["content"], "source": ex.origin}
                 for ex in qa_from_sections(sections)]
@@ -175,7 +179,7 @@ class Decision:
             rep.update(0.3, f"retrieving passages for {len(qa)} grounded rows")
             store = self.rt.store
             job = job_config(self.cfg)  # RAFT settings: passages per row, share of rows holding the answer
-            got = self.cache.cached("retrieval", self.keys["retrieval"])["output"]  # the served k and mode
+            got = self.retrieval_choice()  # the served k and mode
             grounded = grounded_examples(qa, lambda q, k: store.search(q, k=k, mode=got["mode"]), k=got["k"],
                                          oracle_share=job.oracle_share, seed=self.cfg.seed)
         _dump(tmp / "grounded.jsonl", [{"messages": ex.messages} for ex in grounded])
