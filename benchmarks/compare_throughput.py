@@ -7,7 +7,8 @@ document store, its evaluation questions plus its titles as questions, five vari
 finetuned, rag+finetuned with an r16 LoRA on every projection), greedy, `--tokens` new tokens, all in one
 process on this machine. Rows (prompt token ids) are built once by the Arena and given to every engine:
   old loop      the engine before this change (batched LoRA hooks, packed linears), one question at a time,
-                run from `git archive --old-rev` in a subprocess
+                run from `git archive --old-rev` in a subprocess, with every core and (--old-one-thread) also
+                with one thread, as it ran in a comparison before the thread fix (a search left it on one core)
   torch loop    the torch reference engine, one question at a time
   torch batched peft `generate(adapter_names=...)`, 8 rows per call sorted by length (left padding)
   onnx          onnxruntime-genai (int4 / fp32), every row in one engine call (batches of similar-length rows of
@@ -50,7 +51,7 @@ OLD_CHILD = """
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 import torch
-torch.set_num_threads(1)
+torch.set_num_threads(int(sys.argv[3]))
 from assistant.engine import Engine, GenSettings, Row
 from assistant.models import load_model
 from assistant.settings import Settings
@@ -134,16 +135,17 @@ def run_peft_batched(engine, per_question: list[list[Row]], gen: GenSettings, ba
     return time.perf_counter() - start, texts
 
 
-def run_old(rev: str, runtime: Runtime, per_question: list[list[Row]], tokens: int, work: Path):
+def run_old(rev: str, runtime: Runtime, per_question: list[list[Row]], tokens: int, work: Path, threads: int):
     tree = work / "old"
-    tree.mkdir()
+    tree.mkdir(exist_ok=True)
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "assistant"], capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
     job = work / "old-job.json"
     job.write_text(json.dumps({"model": runtime.base.path, "adapter": str(runtime.registry.get("bench").path),
                                "tokens": tokens,
                                "questions": [[(r.input_ids, r.adapter) for r in rows] for rows in per_question]}))
-    done = subprocess.run([sys.executable, "-c", OLD_CHILD, str(tree), str(job)], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", OLD_CHILD, str(tree), str(job), str(threads)],
+                          capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(done.stderr[-2000:])
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -167,13 +169,15 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[], choices=["old", "loop", "batched", "fp32", "unbatched"])
     parser.add_argument("--fp32-full", dest="fp32_full", action="store_true",
                         help="also answer every question with the fp32 graph: int4 agreement on all of them")
+    parser.add_argument("--old-one-thread", dest="old_one_thread", action="store_true",
+                        help="also run the old loop on one thread, as the thread bug left it")
     parser.add_argument("--out", type=Path, default=None, help="write results and answers here after each mode")
     parser.add_argument("--report-from", dest="report_from", type=Path, default=None,
                         help="print the report of a (possibly interrupted) run's --out file and exit")
     args = parser.parse_args()
-    # One torch thread (as the old child and each onnx row): on a shared box, 2-thread OpenMP spin-waiting
-    # slowed torch 30-100x; one thread is the fair single-core comparison.
-    torch.set_num_threads(1)
+    # Every engine gets every core: torch here and in the old child, onnxruntime-genai its intra-op threads
+    # (ortgenai.cores()). Run it on an otherwise idle machine: OpenMP spin-waiting on a busy one slows torch a lot.
+    torch.set_num_threads(ortgenai.cores())
     if args.report_from:
         saved = json.loads(args.report_from.read_text())
         report({k: tuple(v) for k, v in saved["results"].items()}, saved["texts"], saved["refs"], saved["n_sub"])
@@ -203,8 +207,9 @@ def main() -> None:
                   f"{n_questions * len(VARIANTS) * 60 / seconds:.1f} answers/min", flush=True)
 
         if "old" not in args.skip:
-            record("old loop (per question)", len(sub), lambda: run_old(args.old_rev, runtime, sub, args.tokens,
-                                                                        Path(tmp)))
+            for threads in [torch.get_num_threads()] + ([1] if args.old_one_thread else []):
+                record(f"old loop ({threads} thread{'s' * (threads > 1)}, per question)", len(sub),
+                       lambda t=threads: run_old(args.old_rev, runtime, sub, args.tokens, Path(tmp), t))
         if "loop" not in args.skip:
             record("torch loop (per question)", len(sub), lambda: run_engine(torch_engine, sub, gen, False))
         torch_engine.load_adapter("bench", runtime.registry.get("bench").path)

@@ -5,6 +5,8 @@ Why int8 and not fp32 ONNX: on CPUs without native bf16, ORT fp32 measured no fa
 int8 weight matmuls run ~1.45x faster. Quantizing every one costs too much quality (mean cosine ~0.993 on
 MiniLM), most of it from the FFN down-projections of the first layers, so the export tries plans that keep
 more of those in fp32 until the probe texts stay within the quality gate (MiniLM: 3 of 6, ~1.3x), else torch.
+Why not sentence-transformers' own `backend="onnx"` + `export_dynamic_quantized_onnx_model`: they need
+optimum-onnx, whose newest release (0.1.0, checked 2026-12) requires transformers<4.58 while we run 5.x.
 """
 
 from __future__ import annotations
