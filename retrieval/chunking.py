@@ -35,6 +35,12 @@ class ChunkConfig:
             raise ArenaError(f"chunk overlap must be between 0 and the chunk size ({size}), got {overlap}")
         return size, overlap
 
+    def key(self) -> str:
+        """What the stored chunks depend on: "recursive 800/100". Stored per document, so re-ingesting the same
+        text with another splitter, size or overlap re-chunks it instead of reporting "unchanged"."""
+        size, overlap = self.resolved()
+        return f"{self.splitter} {size}/{overlap}"
+
 
 @dataclass
 class Chunk:

@@ -109,7 +109,7 @@ def _prepare(store, path, source, cfg, max_bytes, tokenizer, seen) -> tuple[File
         data = path.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         old = store.document_hash(source)
-        if old == digest and store.document_hash(source, cfg.splitter) == digest:  # same text, same chunking
+        if old == digest and store.document_hash(source, cfg.key()) == digest:  # same text, same chunking
             return FileResult(source, "unchanged", message="already ingested, content unchanged"), None
         twin = seen.get(digest) or store.document_by_hash(digest)
         if twin is not None and twin != source:
@@ -122,7 +122,7 @@ def _prepare(store, path, source, cfg, max_bytes, tokenizer, seen) -> tuple[File
         return FileResult(source, "error", message=f"{source}: cannot read ({exc.strerror or exc})"), None
     seen[digest] = source
     hashes = [hashlib.sha1(c.text.encode()).hexdigest() for c in chunks]
-    pending = PendingDocument(source, doc.kind, digest, size, cfg.splitter, doc.segments, chunks, hashes)
+    pending = PendingDocument(source, doc.kind, digest, size, cfg.key(), doc.segments, chunks, hashes)
     return FileResult(source, "replaced" if old else "added", len(chunks)), pending
 
 

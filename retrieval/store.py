@@ -76,7 +76,7 @@ class PendingDocument:
     kind: str
     content_hash: str
     size: int
-    splitter: str
+    splitter: str  # ChunkConfig.key(): splitter, size and overlap (the documents.splitter column)
     segments: list = field(default_factory=list)  # retrieval.loaders.Segment
     chunks: list = field(default_factory=list)  # retrieval.chunking.Chunk
     text_hashes: list[str] = field(default_factory=list)
@@ -135,12 +135,12 @@ class DocumentStore:
             row = self._db.execute("SELECT source FROM documents WHERE content_hash=?", (content_hash,)).fetchone()
         return row[0] if row else None
 
-    def document_hash(self, source: str, splitter: str | None = None) -> str | None:
-        """The stored content hash of `source`; with `splitter`, only if it was chunked by that splitter."""
+    def document_hash(self, source: str, chunking: str | None = None) -> str | None:
+        """The stored content hash of `source`; with `chunking` (ChunkConfig.key()), only if it was chunked so."""
         with self._lock:
             row = self._db.execute("SELECT content_hash, splitter FROM documents WHERE source=?",
                                    (source,)).fetchone()
-        return row[0] if row and (splitter is None or row[1] == splitter) else None
+        return row[0] if row and (chunking is None or row[1] == chunking) else None
 
     def cached_vectors(self, text_hashes: list[str]) -> dict[str, np.ndarray]:
         """Vectors already computed for identical chunk texts (same embedder), keyed by text hash."""

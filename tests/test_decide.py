@@ -28,6 +28,7 @@ from assistant.decide.runner import plan_for, run_decide
 from assistant.decide.stages import Decision
 from foundation.errors import ArenaError
 from foundation.settings import Settings
+from retrieval.chunking import ChunkConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 MANUAL = "# Widget manual\n\n" + "\n".join(
@@ -194,7 +195,8 @@ def test_decide_end_to_end_with_seeds_then_only_changed_stages(inputs, tmp_path,
                 for line in grounded.splitlines()]
     assert 1 <= max(passages) <= tuned["k"]  # (long passages are cut to fit max_length)
     index = sqlite3.connect(settings.data_dir / "index" / "store.sqlite")
-    assert index.execute("SELECT DISTINCT splitter FROM documents").fetchall() == [(tuned["splitter"],)]
+    stored_chunking = index.execute("SELECT DISTINCT splitter FROM documents").fetchall()
+    assert stored_chunking == [(ChunkConfig(tuned["splitter"]).key(),)]
     assert f"k={tuned['k']}" in Path(result["report"]["markdown"]).read_text()
     # Same command again: everything comes from the cache.
     before = _markers(settings.data_dir, cfg)

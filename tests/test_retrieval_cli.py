@@ -57,8 +57,11 @@ def test_ingest_then_search_json(one_load, docs, data_dir, capsys):
     assert set(hits[0]) >= {"text", "source", "score", "chunk_id"}
     assert hits[0]["source"] == "faq.md" and "tank sensor" in hits[0]["text"]
 
-    code, out, _ = run(capsys, "ingest", str(docs / "faq.md"), "--data-dir", str(data_dir), "--splitter", "headers")
+    same = ["--splitter", "headers", "--chunk-size", "300", "--chunk-overlap", "30"]
+    code, out, _ = run(capsys, "ingest", str(docs / "faq.md"), "--data-dir", str(data_dir), *same)
     assert code == 0 and "unchanged" in out
+    code, out, _ = run(capsys, "ingest", str(docs / "faq.md"), "--data-dir", str(data_dir), "--splitter", "headers")
+    assert code == 0 and "replaced" in out  # the default size, not 300: re-chunked
     code, out, _ = run(capsys, "ingest", str(docs / "faq.md"), "--data-dir", str(data_dir))  # another splitter
     assert code == 0 and "replaced" in out
 

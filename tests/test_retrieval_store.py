@@ -99,9 +99,20 @@ def test_same_content_with_another_splitter_is_rechunked(store, corpus):
     report = ingest_paths(store, [corpus], ChunkConfig(splitter="tokens", size=20, overlap=0))
     assert {r.status for r in report.results} == {"replaced"}  # same text, new chunking: not "unchanged"
     after = {d.source: d for d in store.documents()}
-    assert set(after) == set(before) and all(store.document_hash(s, "tokens") for s in after)
+    assert set(after) == set(before) and all(store.document_hash(s, "tokens 20/0") for s in after)
     again = ingest_paths(store, [corpus], ChunkConfig(splitter="tokens", size=20, overlap=0))
     assert {r.status for r in again.results} == {"unchanged"}
+
+
+def test_same_content_with_another_chunk_size_or_overlap_is_rechunked(store, corpus):
+    """The splitter alone is not the chunking: a new size or overlap must not be reported "unchanged"."""
+    counts = {}
+    for size, overlap in [(60, 0), (60, 0), (30, 0), (30, 10)]:
+        report = ingest_paths(store, [corpus], ChunkConfig(splitter="recursive", size=size, overlap=overlap))
+        statuses = {r.status for r in report.results}
+        assert statuses == ({"unchanged"} if (size, overlap) in counts else {"replaced"}), (size, overlap)
+        counts[(size, overlap)] = sum(d.chunks for d in store.documents())
+    assert counts[(30, 0)] > counts[(60, 0)]  # the new size was really applied
 
 
 def test_changed_file_replaces_its_chunks_everywhere(store, corpus):

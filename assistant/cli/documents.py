@@ -21,7 +21,7 @@ def add_ingest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", help="files or folders (folders recurse)")
     p.add_argument("--splitter", choices=SPLITTERS, default="recursive",
                    help="recursive (default), headers (section-aware, title kept) or tokens; a file already "
-                        "ingested with another splitter is re-chunked")
+                        "ingested with another splitter, size or overlap is re-chunked")
     p.add_argument("--chunk-size", dest="chunk_size", type=int, default=None,
                    help="characters (tokens for --splitter tokens); default 800 (200 tokens)")
     p.add_argument("--chunk-overlap", dest="chunk_overlap", type=int, default=None,
