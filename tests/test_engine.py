@@ -195,3 +195,22 @@ def test_no_forward_after_the_last_token(tiny_loaded):
 
 class _NoEos(Engine):
     eos_ids = set()  # every row runs to max_new_tokens, so the count of forwards is fixed
+
+
+def test_adapter_names_with_dots_and_spaces_load_and_generate(tiny_loaded, tmp_path):
+    """Registry names may hold '.', ' ' or '-' (e.g. "faq.v2"); peft keys its modules by adapter name and a
+    module name cannot hold '.', so the engine must not hand registry names to peft as they are."""
+    names = ["faq.v2", "faq v2", "faq_v2"]  # distinct names that a naive '.'/' ' -> '_' would collide
+    folders = [make_lora(tiny_loaded.model, tmp_path / f"l{i}", i + 1) for i in range(len(names))]
+    engine = Engine(tiny_loaded)
+    for name, folder in zip(names, folders, strict=True):
+        engine.load_adapter(name, folder)
+    prompt = engine.chat_ids([{"role": "user", "content": "What is the torque for the M8 bolt?"}])
+    gen = GenSettings(max_new_tokens=8)
+    outs = engine.generate([Row(prompt, None)] + [Row(prompt, n) for n in names], gen)
+    assert len({tuple(o.tokens) for o in outs}) == 4  # each adapter is its own weights, none is the base
+    for name, out in zip(names, outs[1:], strict=True):  # and each equals that adapter's row alone
+        assert engine.generate([Row(prompt, name)], gen)[0].tokens == out.tokens
+    assert all(engine.nll(prompt, [5, 6, 7], n) > 0 for n in names)
+    engine.load_adapter("faq.v2", folders[1])  # same name, new folder: replaced, not added twice
+    assert engine.generate([Row(prompt, "faq.v2")], gen)[0].tokens == outs[2].tokens

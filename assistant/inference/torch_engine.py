@@ -9,6 +9,8 @@ cannot take (DoRA, full model folders, other peft types).
 
 from __future__ import annotations
 
+import hashlib
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -81,16 +83,17 @@ class Engine(Templating):
         self.slots.pop(slot.name)
         self._separate.pop(slot.name, None)
         if slot.mode != "separate":
-            self.model.delete_adapter(slot.name)
+            self.model.delete_adapter(peft_key(slot.name))
             self._set_active([])
 
     def _attach(self, name: str, path: Path) -> None:
         from peft import PeftModel
 
         if isinstance(self.model, PeftModel):
-            self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+            self.model.load_adapter(str(path), adapter_name=peft_key(name), is_trainable=False)
         else:
-            self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name, is_trainable=False)
+            self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=peft_key(name),
+                                                   is_trainable=False)
         self.model.eval()
         self._set_active([])
 
@@ -161,7 +164,7 @@ class Engine(Templating):
         # runtime.base.model directly (training, comparison) never sees an adapter by accident.
         for module in self.model.modules():
             if isinstance(module, BaseTunerLayer):
-                module.set_adapter(names, inference_mode=True)
+                module.set_adapter([peft_key(n) for n in names], inference_mode=True)
 
     def _inner(self) -> torch.nn.Module:
         from peft import PeftModel
@@ -179,3 +182,11 @@ class Engine(Templating):
             with context():
                 return reference_nll(model, prompt_ids, reference_ids)
 
+
+def peft_key(name: str) -> str:
+    """The peft adapter name of a registry name. peft keys modules by adapter name and a torch module name
+    cannot hold '.', while registry names may ("faq.v2"): other characters become '_' plus a hash of the
+    name, so "faq.v2" and "faq v2" stay apart; plain names are kept as they are."""
+    if re.fullmatch(r"\w+", name, flags=re.ASCII):
+        return name
+    return re.sub(r"\W", "_", name, flags=re.ASCII) + "__" + hashlib.sha1(name.encode()).hexdigest()[:8]
