@@ -10,7 +10,7 @@ import pytest
 from foundation.errors import ArenaError
 from training import builders
 from training.config import JobConfig
-from training.data import Example, dedup, fingerprint, load_file, mix, split
+from training.data import Example, dedup, fingerprint, load_file, mix, refuse_prompts, split
 from training.tokenize import IGNORE, tokenize_chat, tokenize_text
 
 
@@ -27,9 +27,13 @@ def test_every_format_normalizes(tmp_path):
         {"question": "q?", "answer": "a", "context": "ctx"},
         {"text": "raw words"},
         {"prompt": "p2", "chosen": "good", "rejected": "bad"},
+        {"question": "alone?", "context": "ctx2"},
+        {"prompt": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]},
     ]
     ex = load_file(write_jsonl(tmp_path / "d.jsonl", rows))
-    assert [e.kind for e in ex] == ["chat", "chat", "chat", "chat", "text", "pref"]
+    assert [e.kind for e in ex] == ["chat", "chat", "chat", "chat", "text", "pref", "prompt", "prompt"]
+    assert ex[6].question().endswith("Question: alone?") and "ctx2" in ex[6].question()
+    assert [m["role"] for m in ex[7].messages] == ["system", "user"]
     assert ex[2].messages[0]["content"] == "do it\n\nx"
     assert "ctx" in ex[3].messages[0]["content"] and ex[3].messages[-1]["content"] == "a"
     assert ex[5].chosen == "good" and ex[5].question() == "p2"
@@ -43,18 +47,23 @@ def test_json_and_csv(tmp_path):
 
 
 def test_schema_errors_name_file_and_line(tmp_path):
-    path = write_jsonl(tmp_path / "bad.jsonl", [{"question": "q", "answer": "a"}, {"question": "q2"}])
+    path = write_jsonl(tmp_path / "bad.jsonl", [{"question": "q", "answer": "a"}, {"question": "q2", "answer": " "}])
     with pytest.raises(ArenaError, match=r"bad.jsonl line 2: field 'answer'"):
         load_file(path)
+    # a question with no answer field is an rloo prompt; every other method refuses it, naming the line
+    rows = load_file(write_jsonl(tmp_path / "q.jsonl", [{"question": "q", "answer": "a"}, {"question": "q2"}]))
+    refuse_prompts(rows, "rloo")
+    with pytest.raises(ArenaError, match=r"q.jsonl line 2: a question without an answer; method 'dpo'"):
+        refuse_prompts(rows, "dpo")
     (tmp_path / "broken.jsonl").write_text('{"text": "ok"}\n\n{"text": \n')
     with pytest.raises(ArenaError, match=r"broken.jsonl line 3: invalid JSON"):
         load_file(tmp_path / "broken.jsonl")
     (tmp_path / "x.json").write_text('[\n {"text": "a"},\n {"foo": 1}\n]')
     with pytest.raises(ArenaError, match=r"x.json line 3 \(item 1\): unknown row format"):
         load_file(tmp_path / "x.json")
-    (tmp_path / "c.csv").write_text("question,answer\nok?,fine\nmissing?,\n")
-    with pytest.raises(ArenaError, match=r"c.csv line 3"):
-        load_file(tmp_path / "c.csv")
+    (tmp_path / "c.csv").write_text("question,answer\nok?,fine\nmissing?,\n")  # an empty cell is no answer
+    with pytest.raises(ArenaError, match=r"c.csv line 3: a question without an answer"):
+        refuse_prompts(load_file(tmp_path / "c.csv"), "lora")
     with pytest.raises(ArenaError, match="no assistant turn"):
         write_jsonl(tmp_path / "m.jsonl", [{"messages": [{"role": "user", "content": "x"}]}])
         load_file(tmp_path / "m.jsonl")

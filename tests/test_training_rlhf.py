@@ -121,3 +121,14 @@ def test_reward_then_rloo_from_votes_through_run_job(settings):
     steps = [r for r in records if "reward" in r]
     assert [r["step"] for r in steps] == [1, 2]
     assert all(isinstance(r["kl"], float) and r["completion_length"] > 0 for r in steps)
+
+    # A plain questions file (no answers: rloo samples them) is enough for the policy; other methods refuse it.
+    questions = Path(settings.data_dir).parent / "questions.jsonl"
+    questions.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"question": "Color of item 7?"}, {"prompt": "Color of item 8?"}, {"question": "Color of item 9?"}]))
+    result = run_job(JobConfig(name="policy-q", method="rloo", reward_model=rm["adapter"],
+                               data=[{"path": str(questions)}], max_steps=1, batch_size=4, num_generations=2,
+                               max_completion_length=8, lora_r=4, lora_alpha=8), settings)
+    assert AdapterRegistry(settings.data_dir).get(result["adapter"]).method == "rloo"
+    with pytest.raises(ArenaError, match=r"questions.jsonl line 1: a question without an answer; method 'lora'"):
+        run_job(JobConfig(name="sft-q", data=[{"path": str(questions)}], max_steps=1), settings)

@@ -12,15 +12,16 @@ from foundation.errors import ArenaError
 from foundation.records import read_records
 
 ROLES = {"system", "user", "assistant"}
-FORMATS = "messages, prompt/completion, prompt/chosen/rejected, instruction/input/output, question/answer, text"
+FORMATS = ("messages, prompt/completion, prompt/chosen/rejected, instruction/input/output, question/answer, text, "
+           "question or prompt alone (rloo prompts)")
 
 
 @dataclass
 class Example:
     """One normalized training row: chat (messages ending with an assistant turn), raw text, or a preference."""
 
-    kind: str  # "chat" | "text" | "pref"
-    messages: list[dict] = field(default_factory=list)  # chat: full conversation; pref: the prompt turns
+    kind: str  # "chat" | "text" | "pref" | "prompt" (a question alone: only rloo, which samples its answers)
+    messages: list[dict] = field(default_factory=list)  # chat: full conversation; pref, prompt: the prompt turns
     text: str = ""
     chosen: str = ""
     rejected: str = ""
@@ -87,6 +88,11 @@ def normalize(row, where: str) -> Example:
             {"role": "user", "content": _text(row, "prompt", where)}]
         return Example("chat", msgs + [{"role": "assistant", "content": _text(row, "completion", where)}],
                        origin=where)
+    if _prompt_alone(row, "prompt"):
+        prompt = row["prompt"]
+        msgs = _messages(prompt, where) if isinstance(prompt, list) else [
+            {"role": "user", "content": _text(row, "prompt", where)}]
+        return Example("prompt", msgs, origin=where)
     if "instruction" in row:
         extra = row.get("input") or ""
         question = _text(row, "instruction", where) + (f"\n\n{extra.strip()}" if str(extra).strip() else "")
@@ -96,10 +102,25 @@ def normalize(row, where: str) -> Example:
         context = row.get("context") or ""
         if str(context).strip():
             question = f"Context:\n{str(context).strip()}\n\nQuestion: {question}"
+        if _prompt_alone(row, "question"):
+            return Example("prompt", [{"role": "user", "content": question}], origin=where)
         return chat(question, _text(row, "answer", where), origin=where)
     if "text" in row:
         return Example("text", text=_text(row, "text", where), origin=where)
     raise ArenaError(f"{where}: unknown row format with keys {sorted(row)}; expected one of: {FORMATS}")
+
+
+def _prompt_alone(row: dict, key: str) -> bool:
+    """A question or prompt with no answer field at all (an empty answer is still an error)."""
+    return key in row and not {"answer", "completion", "output", "chosen", "rejected", "text"} & set(row)
+
+
+def refuse_prompts(rows: list[Example], method: str) -> None:
+    """Questions alone train only with rloo (it samples the answers); any other method names the first row."""
+    alone = next((ex for ex in rows if ex.kind == "prompt"), None)
+    if alone is not None and method != "rloo":
+        raise ArenaError(f"{alone.origin}: a question without an answer; method {method!r} needs answers "
+                         "(only method 'rloo' trains on questions alone)")
 
 
 def load_file(path: Path) -> list[Example]:

@@ -17,7 +17,7 @@ from training import builders
 from training.augment import ParaphraseSettings, augment_rows, engine_generate
 from training.builders import read_questions
 from training.config import JobConfig, parse_augment
-from training.data import Example, dedup, fingerprint, load_file, mix, split
+from training.data import Example, dedup, fingerprint, load_file, mix, refuse_prompts, split
 
 
 def source_label(spec: dict) -> str:
@@ -82,6 +82,7 @@ def build_split(cfg: JobConfig, settings: Settings, runtime=None) -> tuple[list[
         rows = dedup(with_system(load_source(spec, settings, runtime, cfg), cfg.system_prompt))
         if not rows:
             raise ArenaError(f"data source {source_label(spec)} produced no rows")
+        refuse_prompts(rows, cfg.method)
         tr, va = split(rows, cfg.val_fraction, cfg.seed)
         # Only the training side is paraphrased: a paraphrase of a validation question would leak it.
         parts.append((augment(tr, cfg, settings, runtime), float(spec.get("weight", 1.0))))
