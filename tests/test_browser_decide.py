@@ -77,6 +77,7 @@ def test_decide_tab_runs_a_decision_and_links_into_compare(page, files):
     _set_number(page, "Max new tokens (0 = from the reference answers)", "8")
     _set_number(page, "Paraphrases per training question (0 = none)", "1")
     page.get_by_label("Forgetting check of the adapter").uncheck()
+    page.get_by_label("Also fine-tune on the documents' text (what RAG searches)").check()
     expect(page.locator("#decide-start")).to_be_disabled()
     page.locator("#decide-plan-btn").click()
     plan = page.locator("#decide-plan")
@@ -84,6 +85,7 @@ def test_decide_tab_runs_a_decision_and_links_into_compare(page, files):
         expect(plan.get_by_role("gridcell", name=stage, exact=True)).to_have_count(1)
     expect(plan).to_contain_text("4 eval, 8 train")  # 12 Q/A pairs, 30 % held out
     expect(plan).to_contain_text("1 × 16 steps")
+    expect(plan).to_contain_text("document text")
     expect(page.locator("#decide-plan-notes")).to_contain_text("Total ~")
     shot(page, "decide-01-plan")
     expect(page.locator("#decide-start")).to_be_enabled()
@@ -106,6 +108,7 @@ def test_decide_tab_runs_a_decision_and_links_into_compare(page, files):
     report = page.locator("#decide-report")
     expect(report).to_contain_text("Decision: Use")
     expect(report).to_contain_text("Stages")
+    expect(report).to_contain_text("every section's text trained on")  # the documents checkbox reached the run
     expect(page.locator("#decide-files")).to_contain_text(re.compile(r"report\s*\.html"))
     shot(page, "decide-02-report")
 

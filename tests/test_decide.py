@@ -208,6 +208,22 @@ def test_decide_end_to_end_with_seeds_then_only_changed_stages(inputs, tmp_path,
     assert redone == ["compare", "report"]
     after = _markers(settings.data_dir, cfg)
     assert {k for k in after if after[k] != before[k]} == {"compare", "report"}
+    assert "never saw the documents' text" in Path(result["report"]["markdown"]).read_text()
+    # Fine-tuning on the documents' text too: new rows, so the seeds train again; every section is trained on.
+    docs_cfg = replace(cfg, max_new_tokens=6, train_on_documents=True)
+    with_docs = run_decide(docs_cfg, settings, stderr=False)
+    redone = [s["stage"] for s in with_docs["stages"] if not s["cached"]]
+    assert redone == ["trainset", "train-s0", "train-s1", "compare", "report"]
+    texts = [json.loads(line)["text"] for line in (workspace(settings.data_dir, cfg.name) / "stages" / "trainset"
+                                                  / "documents.jsonl").read_text().splitlines()]
+    sections = [s for s in Decision(docs_cfg, settings).rt.store.sections() if s.text.strip()]
+    assert len(texts) == len(sections) > 0
+    job_id = StageCache(workspace(settings.data_dir, cfg.name)).marker("train-s0")["output"]["job_id"]
+    job = settings.data_dir / "jobs" / job_id
+    trained = (job / "train.jsonl").read_text()
+    assert all(json.dumps(t)[1:-1] in trained for t in texts)  # none held out for validation
+    assert not any(json.loads(line)["kind"] == "text" for line in (job / "val.jsonl").read_text().splitlines())
+    assert "document sections (every section's text trained on" in Path(with_docs["report"]["markdown"]).read_text()
 
 
 def _decide_proc(args: list[str], log: Path) -> subprocess.Popen:

@@ -138,3 +138,20 @@ def test_config_yaml_round_trip_and_errors(tmp_path):
         JobConfig(method="magic", data=[{"path": "a"}]).validate()
     with pytest.raises(ArenaError, match=r"lora_dropout must be in \[0, 1\), got 1.5"):
         JobConfig(lora_dropout=1.5, data=[{"path": "a"}]).validate()
+
+
+def test_a_source_can_keep_all_its_rows_for_training(tmp_path):
+    """A source with its own val_fraction (decide's document text: 0) is never held out; the others are."""
+    from foundation.settings import Settings
+    from training.config import JobConfig
+    from training.sources import build_split
+
+    knowledge = write_jsonl(tmp_path / "k.jsonl", [{"text": f"fact {i}"} for i in range(10)])
+    qa = write_jsonl(tmp_path / "qa.jsonl", [{"question": f"q{i}?", "answer": f"a{i}"} for i in range(10)])
+    cfg = JobConfig(data=[{"path": str(knowledge), "val_fraction": 0.0}, {"path": str(qa)}], val_fraction=0.3)
+    train, val = build_split(cfg, Settings(data_dir=tmp_path / "data"))
+    assert sorted(e.text for e in train if e.kind == "text") == sorted(f"fact {i}" for i in range(10))
+    assert val and all(e.kind == "chat" for e in val)
+    cfg.data[0]["val_fraction"] = 1.5
+    with pytest.raises(ArenaError, match=r"k.jsonl: val_fraction must be in \[0, 1\), got 1.5"):
+        build_split(cfg, Settings(data_dir=tmp_path / "data"))

@@ -24,7 +24,8 @@ class JobConfig:
     name: str = "adapter"
     method: str = "lora"
     # Data sources, each {"path": FILE} or {"source": "documents", "kind": cpt|qa|grounded} or
-    # {"source": "votes"} or {"source": "distill", "questions": FILE}, with an optional "weight" (default 1).
+    # {"source": "votes"} or {"source": "distill", "questions": FILE}, with an optional "weight" (default 1)
+    # and an optional "val_fraction" of its own (default: the job's).
     data: list[dict] = field(default_factory=list)
     base_model: str = ""  # empty: the app's configured model
     init_from: str = ""  # continue from this registered adapter (sequential fine-tuning)

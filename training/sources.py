@@ -83,11 +83,20 @@ def build_split(cfg: JobConfig, settings: Settings, runtime=None) -> tuple[list[
         if not rows:
             raise ArenaError(f"data source {source_label(spec)} produced no rows")
         refuse_prompts(rows, cfg.method)
-        tr, va = split(rows, cfg.val_fraction, cfg.seed)
+        tr, va = split(rows, source_val_fraction(spec, cfg), cfg.seed)
         # Only the training side is paraphrased: a paraphrase of a validation question would leak it.
         parts.append((augment(tr, cfg, settings, runtime), float(spec.get("weight", 1.0))))
         val += va
     return mix(parts, cfg.seed), val
+
+
+def source_val_fraction(spec: dict, cfg: JobConfig) -> float:
+    """The share of a source held out for validation: the job's, unless the source sets its own (0 for
+    knowledge every row of which must be trained on, e.g. decide's document text)."""
+    frac = spec.get("val_fraction", cfg.val_fraction)
+    if isinstance(frac, bool) or not isinstance(frac, int | float) or not 0 <= frac < 1:
+        raise ArenaError(f"data source {source_label(spec)}: val_fraction must be in [0, 1), got {frac!r}")
+    return float(frac)
 
 
 def augment(rows: list[Example], cfg: JobConfig, settings: Settings, runtime=None) -> list[Example]:

@@ -42,7 +42,7 @@ def _keep(folder: Path, upload) -> str:
 
 
 def _config(runtime: Runtime, docs, qa, evals, seeds, budget, max_steps, max_new, paraphrases, variants,
-            forgetting, tune, name) -> DecideConfig:
+            forgetting, tune, on_docs, name) -> DecideConfig:
     """The decide config for the tab's inputs; uploads are copied under uploads/decide/<name>/ first."""
     if not docs:
         raise ArenaError("upload one or more documents first")
@@ -60,7 +60,8 @@ def _config(runtime: Runtime, docs, qa, evals, seeds, budget, max_steps, max_new
     cfg = replace(DecideConfig(docs=[str(folder / "docs")], name=name, **extra), seeds=int(seeds or 1),
                   budget_minutes=float(budget or 0), max_steps=int(max_steps or -1),
                   max_new_tokens=int(max_new or 0), variants=list(variants or ()), forgetting=bool(forgetting),
-                  tune_retrieval=bool(tune), augment=f"paraphrases:{int(paraphrases)}" if paraphrases and int(paraphrases) > 0 else "")
+                  tune_retrieval=bool(tune), train_on_documents=bool(on_docs),
+                  augment=f"paraphrases:{int(paraphrases)}" if paraphrases and int(paraphrases) > 0 else "")
     cfg.validate()
     return cfg.resolved()
 
@@ -127,7 +128,10 @@ def _input_controls() -> list:
         forgetting = gr.Checkbox(label="Forgetting check of the adapter", value=True)
         tune = gr.Checkbox(label="Choose splitter, k and search mode by retrieval hit rate on the training pairs",
                            value=True)
-    return [docs, qa, evals, seeds, budget, max_steps, max_new, paraphrases, variants, forgetting, tune, name]
+        on_docs = gr.Checkbox(label="Also fine-tune on the documents' text (what RAG searches)", value=False,
+                              elem_id="decide-train-on-documents")
+    return [docs, qa, evals, seeds, budget, max_steps, max_new, paraphrases, variants, forgetting, tune, on_docs,
+            name]
 
 
 def build_decide_tab(runtime: Runtime) -> DecideView:

@@ -48,6 +48,9 @@ class DecideConfig:
     max_length: int = 0  # 0 = the training job's own default
     save_steps: int = 0  # 0 = the training job's own default
     grounded: bool = True  # also train on retrieved-context rows, for the rag+finetuned variant
+    # Also train on the text of every ingested section (continued pre-training rows, none held out): the same
+    # knowledge RAG searches. Off by default: the evaluation's held-out sections are then unseen by the adapter.
+    train_on_documents: bool = False
     # Facts are learned when seen in several phrasings (Ovadia et al. 2024): K rewrites of each training question
     # written by the base model inside the training job (training/augment.py, cached by content); "" = none.
     augment: str = "paraphrases:5"
@@ -135,6 +138,8 @@ def add_decide_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default=None, help="training method (default lora)")
     p.add_argument("--no-grounded", dest="grounded", action="store_false", default=None,
                    help="train on the Q/A pairs only (no retrieved-context rows)")
+    p.add_argument("--train-on-documents", dest="train_on_documents", action="store_true", default=None,
+                   help="also fine-tune on the text of every ingested section (what RAG searches)")
     p.add_argument("--no-forgetting", dest="forgetting", action="store_false", default=None,
                    help="skip the general-knowledge forgetting check")
     p.add_argument("--plan", action="store_true", help="print the plan (stages, counts, minutes) and stop")

@@ -121,8 +121,10 @@ def make_plan(cfg: DecideConfig, settings, cache=None, keys: dict | None = None)
                             2, cached("evalset")))
     plan.stages.append(_retrieval_row(cfg, n_train, chunks, cached("retrieval")))
     rows = n_train * (2 if cfg.grounded and "rag+finetuned" in cfg.variants else 1) if cfg.trains else 0
+    rows += chunks if cfg.trains and cfg.train_on_documents else 0  # about one text row per section
     plan.train_rows = rows
-    plan.stages.append(_row("trainset", "training rows (Q/A pairs; grounded rows for rag+finetuned)",
+    what = "; document text" if cfg.train_on_documents else ""
+    plan.stages.append(_row("trainset", f"training rows (Q/A pairs; grounded rows for rag+finetuned{what})",
                             f"{rows} rows", 2 + n_train * 0.05, cached("trainset")))
     if cfg.trains:
         # Once the trainset stage is cached, its recorded rows and fit are what training will use.

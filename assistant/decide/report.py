@@ -72,8 +72,21 @@ def sections(result: dict, info: dict) -> list[tuple[str, object]]:
                         f"training pairs: {info['evalset'].get('train')} "
                         f"({info['evalset'].get('dropped_leaks', 0)} dropped as copies of evaluation questions)",
                         _retrieval_line(info.get("retrieval") or {}),
+                        *_training_line(info.get("trainset") or {}),
                         f"comparison run #{result.get('run_id')} (Compare tab → Past runs); per-question answers "
                         "in comparison.html"])]
+
+
+def _training_line(t: dict) -> list[str]:
+    """What the adapter trained on, and what that means for questions about held-out material."""
+    if not t.get("rows"):
+        return []
+    line = (f"fine-tuning rows: {t.get('qa_rows', 0)} Q/A, {t.get('grounded_rows', 0)} grounded, "
+            f"{t.get('document_rows', 0)} document sections")
+    if t.get("document_rows"):
+        return [line + " (every section's text trained on, none held out)"]
+    return [line + "; the adapter never saw the documents' text, so it can answer questions about held-out "
+                   "sections only from the base model's own knowledge (--train-on-documents trains on it)"]
 
 
 def _retrieval_line(r: dict) -> str:

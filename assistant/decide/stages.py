@@ -24,7 +24,7 @@ from foundation.variants import VariantConfig
 from retrieval.chunking import ChunkConfig
 from retrieval.ingest import collect_files, ingest_paths
 from retrieval.tuning import choose_retrieval
-from training.builders import grounded_examples, qa_from_sections
+from training.builders import cpt_from_sections, grounded_examples, qa_from_sections
 from training.data import chat
 
 
@@ -76,7 +76,7 @@ class Decision:
         budget = (c.budget_minutes, c.seeds) if c.budget_minutes else None
         keys["retrieval"] = content_key("retrieval", keys["evalset"], c.tune_retrieval, s.embedder)
         keys["trainset"] = content_key("trainset", keys["retrieval"], c.trains, c.grounded, c.variants, budget,
-                                       job and vars(job), s.model)
+                                       job and vars(job), s.model, c.train_on_documents)
         trains = [self.train_key(i, keys["trainset"]) for i in range(c.seeds)] if c.trains else []
         keys.update({f"train-s{i}": k for i, k in enumerate(trains)})
         keys["compare"] = content_key("compare", keys["retrieval"], trains, c.variants, c.metric,
@@ -183,15 +183,22 @@ class Decision:
             grounded = grounded_examples(qa, lambda q, k: store.search(q, k=k, mode=got["mode"]), k=got["k"],
                                          oracle_share=job.oracle_share, seed=self.cfg.seed)
         _dump(tmp / "grounded.jsonl", [{"messages": ex.messages} for ex in grounded])
-        rows = len(qa) + len(grounded)
+        documents = cpt_from_sections(self.rt.store.sections()) \
+            if self.cfg.trains and self.cfg.train_on_documents else []
+        _dump(tmp / "documents.jsonl", [{"text": ex.text} for ex in documents])
+        rows = len(qa) + len(grounded) + len(documents)
         fit = make_plan_for_rows(self.cfg, self.settings, rows) if self.cfg.trains else {}
-        return {"qa_rows": len(qa), "grounded_rows": len(grounded), "rows": rows, **fit}
+        return {"qa_rows": len(qa), "grounded_rows": len(grounded), "document_rows": len(documents),
+                "rows": rows, **fit}
 
     def data_specs(self) -> list[dict]:
         folder = self.cache.folder("trainset")
         specs = [{"path": str(folder / "qa.jsonl")}]
         if (folder / "grounded.jsonl").stat().st_size:
             specs.append({"path": str(folder / "grounded.jsonl")})
+        documents = folder / "documents.jsonl"
+        if documents.is_file() and documents.stat().st_size:  # every section is trained on: none validates
+            specs.append({"path": str(documents), "val_fraction": 0.0})
         return specs
 
     def train(self, rep: Reporter, tmp: Path, i: int, fit: dict) -> dict:
