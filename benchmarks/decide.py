@@ -166,6 +166,25 @@ def old_vs_new(runtime, folder: Path, result: dict, old_adapter: str, metric: st
     return lines
 
 
+def docs_vs_default(default: Path, folder: Path, result: dict, metric: str) -> list[str]:
+    """Paired per-question differences (with documents - without) of the fine-tuned variants."""
+    from assistant.compare.stats import paired_difference
+
+    if not (default / "compare" / "result.json").is_file():
+        return ["no default run to compare with: run benchmarks/decide.py without --train-on-documents first"]
+    if (default / "evalset" / "eval.jsonl").read_text() != (folder / "evalset" / "eval.jsonl").read_text():
+        return ["the default run held out other questions (other --pairs/--questions?): not comparable"]
+    base = json.loads((default / "compare" / "result.json").read_text())
+    lines = ["\nwith the documents' text in training vs without (the default run), same questions:"]
+    for v in (v for v in ("finetuned", "rag+finetuned") if v in result["variants"]):
+        new = [q["answers"][v]["scores"][metric] for q in result["per_question"]]
+        old = [q["answers"][v]["scores"][metric] for q in base["per_question"]]
+        d = paired_difference(new, old)
+        lines.append(f"  {v:<14} without {sum(old) / len(old):.3f}  with {sum(new) / len(new):.3f}  "
+                     f"with-without {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] (paired bootstrap)")
+    return lines
+
+
 def print_result(result: dict, summary: dict, metric: str) -> None:
     rec = result["recommendation"]
     comparisons = rec.get("comparisons") or {}
@@ -194,6 +213,9 @@ def main() -> None:
     p.add_argument("--budget-minutes", type=float, default=0.0, help="training budget of the new recipe")
     p.add_argument("--paraphrases", type=int, default=5)
     p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--train-on-documents", dest="train_on_documents", action="store_true",
+                   help="workspace bench-docs: also train on the documents' text, then compare its fine-tuned "
+                        "variants with the default run's (workspace bench: run without this flag first)")
     p.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "arena-bench-decide")
     args = p.parse_args()
     args.data.mkdir(parents=True, exist_ok=True)
@@ -205,15 +227,20 @@ def main() -> None:
     print(f"Django FAQ (BSD-3-Clause): {len(list(faq.glob('*.rst')))} pages, {len(pairs)} Q/A pairs", flush=True)
     settings = Settings(data_dir=args.data / "arena")
     runtime = Runtime(settings)
-    cfg = DecideConfig(docs=[str(faq)], qa=str(qa), name="bench", splitter="headers", seeds=args.seeds,
-                       limit=args.questions, budget_minutes=args.budget_minutes,
-                       augment=f"paraphrases:{args.paraphrases}" if args.paraphrases else "").resolved()
+    cfg = DecideConfig(docs=[str(faq)], qa=str(qa), name="bench-docs" if args.train_on_documents else "bench",
+                       splitter="headers", seeds=args.seeds, limit=args.questions, budget_minutes=args.budget_minutes,
+                       augment=f"paraphrases:{args.paraphrases}" if args.paraphrases else "",
+                       train_on_documents=args.train_on_documents).resolved()
     started = time.time()
     summary = run_decide(cfg, settings, runtime=runtime)
     folder = workspace(settings.data_dir, cfg.name) / "stages"
     result = json.loads((folder / "compare" / "result.json").read_text())
     print_result(result, summary, cfg.metric)
     print(f"decide wall time {time.time() - started:.0f} s; report {summary['report']['markdown']}", flush=True)
+    if args.train_on_documents:
+        for line in docs_vs_default(workspace(settings.data_dir, "bench") / "stages", folder, result, cfg.metric):
+            print(line)
+        return
     old, seconds = train_old_recipe(runtime, settings, folder, "bench-old-recipe", cfg.seed)
     new_seconds = result["costs"].get("finetuned", {}).get("training_seconds", 0.0)
     print("\nold recipe (1 epoch, no paraphrases, old grounded format) vs new (decide defaults), same questions:")

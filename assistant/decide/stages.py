@@ -75,8 +75,9 @@ class Decision:
         # keeps the trainset and the seeds already trained.
         budget = (c.budget_minutes, c.seeds) if c.budget_minutes else None
         keys["retrieval"] = content_key("retrieval", keys["evalset"], c.tune_retrieval, s.embedder)
+        # train_on_documents joins the key only when set, so workspaces made before the option stay cached
         keys["trainset"] = content_key("trainset", keys["retrieval"], c.trains, c.grounded, c.variants, budget,
-                                       job and vars(job), s.model, c.train_on_documents)
+                                       job and vars(job), s.model, *(["documents"] if c.train_on_documents else []))
         trains = [self.train_key(i, keys["trainset"]) for i in range(c.seeds)] if c.trains else []
         keys.update({f"train-s{i}": k for i, k in enumerate(trains)})
         keys["compare"] = content_key("compare", keys["retrieval"], trains, c.variants, c.metric,
