@@ -93,7 +93,29 @@ def test_two_process_ddp_saves_exactly_one_adapter(tmp_path, tiny_model_dir, dat
                           str(tiny_model_dir), "--device", "cpu", "--json"],
                          cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    reports = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{\"")]
+    reports = [json.loads(line) for line in run.stdout.splitlines() if line.strip()]  # stdout: JSON only
     assert len(reports) == 1 and reports[0]["metrics"]["world_size"] == 2  # only rank 0 reports
     assert AdapterRegistry(data_dir).names() == ["ddp"]
     assert not list((data_dir / "adapters").glob(".tmp-*"))
+
+
+def test_train_json_stdout_is_one_json_object_and_progress_goes_to_stderr(tmp_path, tiny_model_dir, data_dir):
+    """With tqdm off, transformers' PrinterCallback printed every log dict ({'loss': ...}) to stdout."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = tmp_path / "qa.jsonl"
+    path.write_text("".join(json.dumps({"question": f"q{i}?", "answer": f"a{i}"}) + "\n" for i in range(12)))
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, "-m", "assistant", "train", "--data", str(path), "--name", "quiet",
+                          "--max-steps", "4", "--eval-steps", "2", "--batch-size", "2", "--max-length", "48",
+                          "--lora-r", "2", "--data-dir", str(data_dir), "--model", str(tiny_model_dir),
+                          "--device", "cpu", "--json"], cwd=root, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = [line for line in run.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, run.stdout[-2000:]
+    assert json.loads(lines[0])["adapter"] == "quiet"
+    steps = [line for line in run.stderr.splitlines() if line.startswith("quiet: step ")]  # not a TTY: one per log
+    assert steps and "4/4" in steps[-1] and "loss" in steps[0] and "ETA" in steps[-1], run.stderr[-2000:]
+    assert any("val " in line for line in steps)  # validation every 2 steps

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -85,6 +86,36 @@ class MetricsCallback(TrainerCallback):
             rec["train_runtime"] = logs["train_runtime"]
         with self.path.open("a") as fh:
             fh.write(json.dumps(rec) + "\n")
+
+
+class StderrProgress(TrainerCallback):
+    """`arena train`'s progress: step, losses and ETA on one stderr line (stdout stays for the result/--json).
+    The line is rewritten in place on a terminal and printed once per log in a log file (the UI's job log)."""
+
+    def __init__(self, name: str, stream=None):
+        self.name, self.stream = name, stream or sys.stderr
+        self.start, self.start_step, self.val = time.time(), 0, None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start, self.start_step = time.time(), state.global_step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs or "train_runtime" in logs:
+            return
+        self.val = logs.get("eval_loss", self.val)
+        parts = [f"{self.name}: step {state.global_step}/{state.max_steps}"]
+        parts += [f"loss {logs['loss']:.3f}"] if isinstance(logs.get("loss"), float) else []
+        parts += [f"val {self.val:.3f}"] if self.val is not None else []
+        done = state.global_step - self.start_step
+        if done > 0 and state.max_steps:
+            eta = (time.time() - self.start) / done * (state.max_steps - state.global_step)
+            parts.append(f"ETA {int(eta // 60)}m{int(eta % 60):02d}s")
+        tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        print(("\r" if tty else "") + " · ".join(parts), end="" if tty else "\n", file=self.stream, flush=True)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and hasattr(self.stream, "isatty") and self.stream.isatty():
+            print(file=self.stream, flush=True)  # end the rewritten line
 
 
 class CancelCallback(TrainerCallback):

@@ -12,25 +12,26 @@ from training.runner import is_main_process, job_dir, register, train_one, write
 from training.sweep import run_sweep
 
 
-def run_job(cfg: JobConfig, settings: Settings, resume: bool = False, runtime=None) -> dict:
-    """Validate, train (or sweep) and register; the one entry point behind `arena train`."""
+def run_job(cfg: JobConfig, settings: Settings, resume: bool = False, runtime=None, progress: bool = False) -> dict:
+    """Validate, train (or sweep) and register; the one entry point behind `arena train`. `progress`: a progress
+    line with ETA on stderr (the CLI; callers with their own progress display, like decide, leave it off)."""
     cfg.validate()
     folder = job_dir(settings, cfg)
     if resume and not (folder / "config.yaml").is_file():
         raise ArenaError(f"nothing to resume: job folder {folder} does not exist")
     if not is_main_process():  # launcher ranks follow rank 0, which holds the one-job lock
-        return _run_job(cfg, settings, folder, resume, runtime)
+        return _run_job(cfg, settings, folder, resume, runtime, progress)
     lock = TrainingLock(settings.data_dir)
     lock.acquire(cfg.job_id)
     with lock:
-        return _run_job(cfg, settings, folder, resume, runtime)
+        return _run_job(cfg, settings, folder, resume, runtime, progress)
 
 
-def _run_job(cfg: JobConfig, settings: Settings, folder: Path, resume: bool, runtime) -> dict:
+def _run_job(cfg: JobConfig, settings: Settings, folder: Path, resume: bool, runtime, progress: bool) -> dict:
     if cfg.sweep:
-        return run_sweep(cfg, settings, folder, runtime, resume)
+        return run_sweep(cfg, settings, folder, runtime, resume, progress)
     try:
-        result = train_one(cfg, settings, folder, resume, runtime)
+        result = train_one(cfg, settings, folder, resume, runtime, progress=progress)
     except Exception as exc:
         if folder.is_dir():
             write_status(folder, state="failed", error=str(exc), name=cfg.name)

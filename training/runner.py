@@ -21,6 +21,7 @@ from training.callbacks import (
     CancelCallback,
     EarlyStopping,
     MetricsCallback,
+    StderrProgress,
     read_metrics,
     truncate_metrics,
 )
@@ -70,14 +71,20 @@ def make_trainer(cfg: JobConfig, model, tokenizer, train: list[Example], val: li
                  device, callbacks: list, fast: bool = True, settings: Settings | None = None):
     """trl SFTTrainer on pre-tokenized rows (prompt already masked), or DPOTrainer on preference pairs;
     `fast` switches it to the measured speed path where that applies (training/speed, ARENA_FAST)."""
-    if cfg.method in {"reward", "rloo"}:  # RLHF stages (training/reward.py, rl.py): stock trl, speed path unmeasured
-        if cfg.method == "rloo":
-            return rloo_trainer(cfg, model, tokenizer, train, val, folder, device, callbacks, settings)
-        return reward_trainer(cfg, model, tokenizer, train, val, folder, device, callbacks)
-    build = _dpo_trainer if cfg.method == "dpo" else _sft_trainer
-    trainer = build(cfg, model, tokenizer, train, val, folder, device, callbacks)
-    if fast:
-        speed.apply(model, trainer)
+    from transformers import PrinterCallback  # deferred: pulls torch
+
+    if cfg.method == "rloo":  # RLHF stages (training/reward.py, rl.py): stock trl, speed path unmeasured
+        trainer = rloo_trainer(cfg, model, tokenizer, train, val, folder, device, callbacks, settings)
+    elif cfg.method == "reward":
+        trainer = reward_trainer(cfg, model, tokenizer, train, val, folder, device, callbacks)
+    else:
+        build = _dpo_trainer if cfg.method == "dpo" else _sft_trainer
+        trainer = build(cfg, model, tokenizer, train, val, folder, device, callbacks)
+        if fast:
+            speed.apply(model, trainer)
+    # With tqdm off, transformers prints every log dict to stdout, which must stay machine-readable (--json):
+    # progress goes to stderr and metrics.jsonl (training/callbacks.py).
+    trainer.remove_callback(PrinterCallback)
     return trainer
 
 
@@ -135,7 +142,7 @@ def last_checkpoint(folder: Path) -> str | None:
 
 
 def train_one(cfg: JobConfig, settings: Settings, folder: Path, resume: bool = False, runtime=None,
-              reuse_data: bool = False) -> dict:
+              reuse_data: bool = False, progress: bool = False) -> dict:
     """Train in `folder` and save the artifact to folder/artifact; returns a result dict (state, metrics).
     `reuse_data`: train on the rows already saved in `folder` (a sweep's later trials) instead of rebuilding."""
     from transformers import AutoTokenizer, set_seed
@@ -166,6 +173,8 @@ def train_one(cfg: JobConfig, settings: Settings, folder: Path, resume: bool = F
     if ckpt and is_main_process():
         truncate_metrics(folder / "metrics.jsonl", int(ckpt.rsplit("-", 1)[-1]))
     callbacks = [MetricsCallback(folder / "metrics.jsonl"), cancel] + ([stopper] if stopper else [])
+    if progress and is_main_process():
+        callbacks.append(StderrProgress(cfg.name))
     if cfg.unfreeze_schedule:  # first: its on_log adds the stage to the record MetricsCallback writes
         callbacks.insert(0, UnfreezeCallback(model, parse_schedule(cfg.unfreeze_schedule)))
     trainer = make_trainer(cfg, model, tokenizer, train, val, folder, device, callbacks, settings.fast, settings)
