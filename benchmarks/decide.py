@@ -146,7 +146,6 @@ def old_vs_new(runtime, folder: Path, result: dict, old_adapter: str, metric: st
     from assistant.compare.config import CompareConfig
     from assistant.compare.evalset import EvalItem
     from assistant.compare.runner import run_comparison
-    from assistant.compare.stats import paired_difference
     from foundation.variants import VariantConfig
 
     items = [EvalItem(**json.loads(line)) for line in (folder / "evalset" / "eval.jsonl").read_text().splitlines()]
@@ -156,33 +155,34 @@ def old_vs_new(runtime, folder: Path, result: dict, old_adapter: str, metric: st
                        max_new_tokens=result["settings"]["generation"]["max_new_tokens"])
     cfg = VariantConfig(few_shot=[{"question": p["question"], "answer": p["answer"]} for p in pairs])
     old = run_comparison(runtime, items, replace(cc), cfg=cfg, store=False)
+    return paired_lines(result, old, metric, ("old", "new"))
+
+
+def paired_lines(new_result: dict, old_result: dict, metric: str, labels: tuple[str, str]) -> list[str]:
+    """Per fine-tuned variant: both means and the paired bootstrap interval of new - old, same questions."""
+    from assistant.compare.stats import paired_difference
+
+    old_label, new_label = labels
     lines = []
-    for v in tuned:
-        new_scores = [q["answers"][v]["scores"][metric] for q in result["per_question"]]
-        old_scores = [q["answers"][v]["scores"][metric] for q in old["per_question"]]
-        d = paired_difference(new_scores, old_scores)
-        lines.append(f"  {v:<14} old {sum(old_scores) / len(old_scores):.3f}  new {sum(new_scores) / len(new_scores):.3f}"
-                     f"  new-old {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] (paired bootstrap)")
+    for v in (v for v in ("finetuned", "rag+finetuned") if v in new_result["variants"]):
+        new = [q["answers"][v]["scores"][metric] for q in new_result["per_question"]]
+        old = [q["answers"][v]["scores"][metric] for q in old_result["per_question"]]
+        d = paired_difference(new, old)
+        lines.append(f"  {v:<14} {old_label} {sum(old) / len(old):.3f}  {new_label} {sum(new) / len(new):.3f}  "
+                     f"{new_label}-{old_label} {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] "
+                     "(paired bootstrap)")
     return lines
 
 
 def docs_vs_default(default: Path, folder: Path, result: dict, metric: str) -> list[str]:
     """Paired per-question differences (with documents - without) of the fine-tuned variants."""
-    from assistant.compare.stats import paired_difference
-
     if not (default / "compare" / "result.json").is_file():
         return ["no default run to compare with: run benchmarks/decide.py without --train-on-documents first"]
     if (default / "evalset" / "eval.jsonl").read_text() != (folder / "evalset" / "eval.jsonl").read_text():
         return ["the default run held out other questions (other --pairs/--questions?): not comparable"]
     base = json.loads((default / "compare" / "result.json").read_text())
-    lines = ["\nwith the documents' text in training vs without (the default run), same questions:"]
-    for v in (v for v in ("finetuned", "rag+finetuned") if v in result["variants"]):
-        new = [q["answers"][v]["scores"][metric] for q in result["per_question"]]
-        old = [q["answers"][v]["scores"][metric] for q in base["per_question"]]
-        d = paired_difference(new, old)
-        lines.append(f"  {v:<14} without {sum(old) / len(old):.3f}  with {sum(new) / len(new):.3f}  "
-                     f"with-without {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] (paired bootstrap)")
-    return lines
+    return ["\nwith the documents' text in training vs without (the default run), same questions:",
+            *paired_lines(result, base, metric, ("without", "with"))]
 
 
 def print_result(result: dict, summary: dict, metric: str) -> None:
