@@ -108,8 +108,8 @@ def _prepare(store, path, source, cfg, max_bytes, tokenizer, seen) -> tuple[File
             raise ArenaError(f"{source}: file is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit")
         data = path.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
-        old = store.document_hash(source)
-        if old == digest and store.document_hash(source, cfg.key()) == digest:  # same text, same chunking
+        old, chunking = store.document_state(source)
+        if old == digest and chunking == cfg.key():  # same text, same chunking
             return FileResult(source, "unchanged", message="already ingested, content unchanged"), None
         twin = seen.get(digest) or store.document_by_hash(digest)
         if twin is not None and twin != source:

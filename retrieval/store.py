@@ -135,12 +135,17 @@ class DocumentStore:
             row = self._db.execute("SELECT source FROM documents WHERE content_hash=?", (content_hash,)).fetchone()
         return row[0] if row else None
 
-    def document_hash(self, source: str, chunking: str | None = None) -> str | None:
-        """The stored content hash of `source`; with `chunking` (ChunkConfig.key()), only if it was chunked so."""
+    def document_state(self, source: str) -> tuple[str | None, str | None]:
+        """(content hash, chunking as ChunkConfig.key()) of a stored `source`, (None, None) if it is not stored."""
         with self._lock:
             row = self._db.execute("SELECT content_hash, splitter FROM documents WHERE source=?",
                                    (source,)).fetchone()
-        return row[0] if row and (chunking is None or row[1] == chunking) else None
+        return (row[0], row[1]) if row else (None, None)
+
+    def document_hash(self, source: str, chunking: str | None = None) -> str | None:
+        """The stored content hash of `source`; with `chunking` (ChunkConfig.key()), only if it was chunked so."""
+        digest, stored = self.document_state(source)
+        return digest if chunking is None or stored == chunking else None
 
     def cached_vectors(self, text_hashes: list[str]) -> dict[str, np.ndarray]:
         """Vectors already computed for identical chunk texts (same embedder), keyed by text hash."""
