@@ -195,7 +195,6 @@ def main() -> None:
               f"first question: {dict(zip(VARIANTS, lengths, strict=True))}; cores {len(os.sched_getaffinity(0))}",
               flush=True)
         rss0 = proc.memory_info().rss
-        torch_engine = runtime.engine
 
         def record(label, n_questions, fn):
             seconds, out = fn()
@@ -206,32 +205,39 @@ def main() -> None:
             print(f"  {label}: {n_questions * len(VARIANTS)} answers in {seconds:.1f} s = "
                   f"{n_questions * len(VARIANTS) * 60 / seconds:.1f} answers/min", flush=True)
 
-        if "old" not in args.skip:
-            for threads in [torch.get_num_threads()] + ([1] if args.old_one_thread else []):
-                record(f"old loop ({threads} thread{'s' * (threads > 1)}, per question)", len(sub),
-                       lambda t=threads: run_old(args.old_rev, runtime, sub, args.tokens, Path(tmp), t))
-        if "loop" not in args.skip:
-            record("torch loop (per question)", len(sub), lambda: run_engine(torch_engine, sub, gen, False))
-        torch_engine.load_adapter("bench", runtime.registry.get("bench").path)
-        if "batched" not in args.skip:
-            record("torch batched (peft adapter_names)", len(sub), lambda: run_peft_batched(torch_engine, sub, gen))
-        for precision in ["int4"] + (["fp32"] if "fp32" not in args.skip else []):
-            engine, notice = build_engine(f"onnx-{precision}", runtime.base, runtime.settings.models_dir)
-            assert not notice, notice
-            engine.load_adapter("bench", runtime.registry.get("bench").path)
-            record(f"onnx {precision} (all rows, batched)", len(sub), lambda e=engine: run_engine(e, sub, gen, True))
-            if precision == "fp32" and args.fp32_full:  # token-identical to torch: the reference on every question
-                record(f"onnx fp32 full comparison ({len(rows)} questions)", len(rows),
-                       lambda e=engine: run_engine(e, rows, gen, True))
-            if precision == "int4":
-                if "unbatched" not in args.skip:  # the same engine with one row per generator
-                    ortgenai.MAX_BATCH, batch = 1, ortgenai.MAX_BATCH
-                    record("onnx int4 (all rows, one row per generator)", len(sub),
-                           lambda e=engine: run_engine(e, sub, gen, True))
-                    ortgenai.MAX_BATCH = batch
-                record(f"onnx int4 full comparison ({len(rows)} questions)", len(rows),
-                       lambda e=engine: run_engine(e, rows, gen, True))
+        run_modes(args, runtime, rows, sub, gen, record, Path(tmp))
     report(results, texts, refs, len(sub))
+
+
+def run_modes(args, runtime: Runtime, rows: list[list[Row]], sub: list[list[Row]], gen: GenSettings, record,
+              work: Path) -> None:
+    """Every mode not in --skip, in order; `record(label, n_questions, fn)` times and stores each."""
+    torch_engine = runtime.engine
+    if "old" not in args.skip:
+        for threads in [torch.get_num_threads()] + ([1] if args.old_one_thread else []):
+            record(f"old loop ({threads} thread{'s' * (threads > 1)}, per question)", len(sub),
+                   lambda t=threads: run_old(args.old_rev, runtime, sub, args.tokens, work, t))
+    if "loop" not in args.skip:
+        record("torch loop (per question)", len(sub), lambda: run_engine(torch_engine, sub, gen, False))
+    torch_engine.load_adapter("bench", runtime.registry.get("bench").path)
+    if "batched" not in args.skip:
+        record("torch batched (peft adapter_names)", len(sub), lambda: run_peft_batched(torch_engine, sub, gen))
+    for precision in ["int4"] + (["fp32"] if "fp32" not in args.skip else []):
+        engine, notice = build_engine(f"onnx-{precision}", runtime.base, runtime.settings.models_dir)
+        assert not notice, notice
+        engine.load_adapter("bench", runtime.registry.get("bench").path)
+        record(f"onnx {precision} (all rows, batched)", len(sub), lambda e=engine: run_engine(e, sub, gen, True))
+        if precision == "fp32" and args.fp32_full:  # token-identical to torch: the reference on every question
+            record(f"onnx fp32 full comparison ({len(rows)} questions)", len(rows),
+                   lambda e=engine: run_engine(e, rows, gen, True))
+        if precision == "int4":
+            if "unbatched" not in args.skip:  # the same engine with one row per generator
+                ortgenai.MAX_BATCH, batch = 1, ortgenai.MAX_BATCH
+                record("onnx int4 (all rows, one row per generator)", len(sub),
+                       lambda e=engine: run_engine(e, sub, gen, True))
+                ortgenai.MAX_BATCH = batch
+            record(f"onnx int4 full comparison ({len(rows)} questions)", len(rows),
+                   lambda e=engine: run_engine(e, rows, gen, True))
 
 
 def report(results: dict, texts: dict, refs: list[str], n_sub: int) -> None:

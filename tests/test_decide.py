@@ -209,8 +209,12 @@ def test_decide_end_to_end_with_seeds_then_only_changed_stages(inputs, tmp_path,
     after = _markers(settings.data_dir, cfg)
     assert {k for k in after if after[k] != before[k]} == {"compare", "report"}
     assert "never saw the documents' text" in Path(result["report"]["markdown"]).read_text()
-    # Fine-tuning on the documents' text too: new rows, so the seeds train again; every section is trained on.
-    docs_cfg = replace(cfg, max_new_tokens=6, train_on_documents=True)
+    _then_train_on_documents(replace(cfg, max_new_tokens=6), settings)
+
+
+def _then_train_on_documents(cfg: DecideConfig, settings: Settings) -> None:
+    """Fine-tuning on the documents' text too: new rows, so the seeds train again; every section is trained on."""
+    docs_cfg = replace(cfg, train_on_documents=True)
     with_docs = run_decide(docs_cfg, settings, stderr=False)
     redone = [s["stage"] for s in with_docs["stages"] if not s["cached"]]
     assert redone == ["trainset", "train-s0", "train-s1", "compare", "report"]
