@@ -77,22 +77,13 @@ def normalize(row, where: str) -> Example:
             msgs.pop()  # trailing user turns have no answer: nothing to learn from them
         return Example("chat", msgs, origin=where)
     if "chosen" in row or "rejected" in row:
-        prompt = row.get("prompt")
-        msgs = _messages(prompt, where) if isinstance(prompt, list) else [
-            {"role": "user", "content": _text(row, "prompt", where)}]
-        return Example("pref", msgs, chosen=_text(row, "chosen", where), rejected=_text(row, "rejected", where),
+        return Example("pref", _prompt_turns(row, where), chosen=_text(row, "chosen", where), rejected=_text(row, "rejected", where),
                        origin=where)
     if "completion" in row:
-        prompt = row.get("prompt")
-        msgs = _messages(prompt, where) if isinstance(prompt, list) else [
-            {"role": "user", "content": _text(row, "prompt", where)}]
-        return Example("chat", msgs + [{"role": "assistant", "content": _text(row, "completion", where)}],
-                       origin=where)
+        return Example("chat", _prompt_turns(row, where) + [
+            {"role": "assistant", "content": _text(row, "completion", where)}], origin=where)
     if _prompt_alone(row, "prompt"):
-        prompt = row["prompt"]
-        msgs = _messages(prompt, where) if isinstance(prompt, list) else [
-            {"role": "user", "content": _text(row, "prompt", where)}]
-        return Example("prompt", msgs, origin=where)
+        return Example("prompt", _prompt_turns(row, where), origin=where)
     if "instruction" in row:
         extra = row.get("input") or ""
         question = _text(row, "instruction", where) + (f"\n\n{extra.strip()}" if str(extra).strip() else "")
@@ -108,6 +99,13 @@ def normalize(row, where: str) -> Example:
     if "text" in row:
         return Example("text", text=_text(row, "text", where), origin=where)
     raise ArenaError(f"{where}: unknown row format with keys {sorted(row)}; expected one of: {FORMATS}")
+
+
+def _prompt_turns(row: dict, where: str) -> list[dict]:
+    """A row's "prompt": a list of {role, content} turns, or a string (one user turn)."""
+    prompt = row.get("prompt")
+    return _messages(prompt, where) if isinstance(prompt, list) else [
+        {"role": "user", "content": _text(row, "prompt", where)}]
 
 
 def _prompt_alone(row: dict, key: str) -> bool:
