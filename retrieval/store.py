@@ -142,10 +142,9 @@ class DocumentStore:
                                    (source,)).fetchone()
         return (row[0], row[1]) if row else (None, None)
 
-    def document_hash(self, source: str, chunking: str | None = None) -> str | None:
-        """The stored content hash of `source`; with `chunking` (ChunkConfig.key()), only if it was chunked so."""
-        digest, stored = self.document_state(source)
-        return digest if chunking is None or stored == chunking else None
+    def document_hash(self, source: str) -> str | None:
+        """The stored content hash of `source`, None if it is not stored."""
+        return self.document_state(source)[0]
 
     def cached_vectors(self, text_hashes: list[str]) -> dict[str, np.ndarray]:
         """Vectors already computed for identical chunk texts (same embedder), keyed by text hash."""

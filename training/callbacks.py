@@ -46,17 +46,27 @@ def truncate_metrics(path: Path, step: int) -> None:
     Path(path).write_text("".join(json.dumps(r) + "\n" for r in kept))
 
 
-class MetricsCallback(TrainerCallback):
+class _Timed(TrainerCallback):
+    """Times the steps of this run (a resumed run starts counting at its checkpoint) for an ETA."""
+
+    start, start_step = 0.0, 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start, self.start_step = time.time(), state.global_step
+
+    def eta_s(self, state) -> float | None:
+        done = state.global_step - self.start_step
+        if done <= 0 or not state.max_steps:
+            return None
+        return (time.time() - self.start) / done * (state.max_steps - state.global_step)
+
+
+class MetricsCallback(_Timed):
     """Append step, loss, val_loss, learning rate, tokens/s and ETA to metrics.jsonl (main process only)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.start = time.time()
-        self.start_step = 0
         self.last = None  # (time, tokens) of the previous train log, for tokens/s
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.start, self.start_step = time.time(), state.global_step
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -78,26 +88,21 @@ class MetricsCallback(TrainerCallback):
                 rec["tokens_per_s"] = round((tokens - self.last[1]) / (now - self.last[0]), 2)
             self.last = (now, tokens)
             rec["tokens"] = tokens
-        done = state.global_step - self.start_step
-        if done > 0 and state.max_steps:
-            per_step = (time.time() - self.start) / done
-            rec["eta_s"] = round(per_step * (state.max_steps - state.global_step), 1)
+        eta = self.eta_s(state)
+        if eta is not None:
+            rec["eta_s"] = round(eta, 1)
         if "train_runtime" in logs:
             rec["train_runtime"] = logs["train_runtime"]
         with self.path.open("a") as fh:
             fh.write(json.dumps(rec) + "\n")
 
 
-class StderrProgress(TrainerCallback):
+class StderrProgress(_Timed):
     """`arena train`'s progress: step, losses and ETA on one stderr line (stdout stays for the result/--json).
     The line is rewritten in place on a terminal and printed once per log in a log file (the UI's job log)."""
 
     def __init__(self, name: str, stream=None):
-        self.name, self.stream = name, stream or sys.stderr
-        self.start, self.start_step, self.val = time.time(), 0, None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.start, self.start_step = time.time(), state.global_step
+        self.name, self.stream, self.val = name, stream or sys.stderr, None
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs or "train_runtime" in logs:
@@ -106,9 +111,8 @@ class StderrProgress(TrainerCallback):
         parts = [f"{self.name}: step {state.global_step}/{state.max_steps}"]
         parts += [f"loss {logs['loss']:.3f}"] if isinstance(logs.get("loss"), float) else []
         parts += [f"val {self.val:.3f}"] if self.val is not None else []
-        done = state.global_step - self.start_step
-        if done > 0 and state.max_steps:
-            eta = (time.time() - self.start) / done * (state.max_steps - state.global_step)
+        eta = self.eta_s(state)
+        if eta is not None:
             parts.append(f"ETA {int(eta // 60)}m{int(eta % 60):02d}s")
         tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         print(("\r" if tty else "") + " · ".join(parts), end="" if tty else "\n", file=self.stream, flush=True)

@@ -77,8 +77,8 @@ def normalize(row, where: str) -> Example:
             msgs.pop()  # trailing user turns have no answer: nothing to learn from them
         return Example("chat", msgs, origin=where)
     if "chosen" in row or "rejected" in row:
-        return Example("pref", _prompt_turns(row, where), chosen=_text(row, "chosen", where), rejected=_text(row, "rejected", where),
-                       origin=where)
+        return Example("pref", _prompt_turns(row, where), chosen=_text(row, "chosen", where),
+                       rejected=_text(row, "rejected", where), origin=where)
     if "completion" in row:
         return Example("chat", _prompt_turns(row, where) + [
             {"role": "assistant", "content": _text(row, "completion", where)}], origin=where)
