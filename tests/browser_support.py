@@ -195,6 +195,14 @@ def set_number(page, elem_id: str, value: int) -> None:
     from playwright.sync_api import expect
 
     box = page.locator(f"#{elem_id} input")
-    box.fill(str(value))
-    box.press("Tab")
-    expect(box).to_have_value(str(value))
+    # A box inside an accordion that was just opened can still be mounting: a value typed into it then is
+    # replaced by the initial one. Type again until the committed value sticks, as a person would.
+    for attempt in range(3):
+        box.fill(str(value))
+        box.press("Tab")
+        try:
+            expect(box).to_have_value(str(value), timeout=3000 if attempt < 2 else 5000)
+            return
+        except AssertionError:
+            if attempt == 2:
+                raise

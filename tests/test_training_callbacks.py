@@ -88,3 +88,27 @@ def test_sweep_trial_obeys_its_sweep_cancel_file(tmp_path):
     control = CancelCallback(trial).on_step_end(None, TrainerState(global_step=2), TrainerControl())
     assert control.should_training_stop and control.should_save
     assert Path(trial).is_dir()
+
+
+def test_progress_in_a_log_file_is_throttled_but_keeps_validations_and_the_last_step():
+    """Not a terminal: a fast job (hundreds of steps a second) writes a handful of lines, not one per step."""
+    import io
+
+    from transformers import TrainerState
+
+    from training.callbacks import StderrProgress
+
+    out = io.StringIO()
+    progress, state = StderrProgress("fast", out), TrainerState(max_steps=300)
+    progress.on_train_begin(None, state, None)
+    for step in range(1, 301):
+        state.global_step = step
+        progress.on_log(None, state, None, logs={"loss": 1.0 / step})
+        if step % 100 == 0:
+            progress.on_log(None, state, None, logs={"eval_loss": 2.0 / step})
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("fast: step 1/300 · loss 1.000")  # the first log is shown at once
+    validations = [line.split(" · ")[0] for line in lines if " · loss " not in line]
+    assert validations == ["fast: step 100/300", "fast: step 200/300", "fast: step 300/300"]  # every one shown
+    assert lines[-1].startswith("fast: step 300/300") and "val 0.007" in lines[-1]
+    assert len(lines) <= 6, lines
