@@ -28,9 +28,9 @@ def test_subprocess_job_cancel_resume(tmp_path, tiny_model_dir, data_dir):
     path = tmp_path / "qa.jsonl"
     path.write_text("".join(json.dumps({"prompt": f"p{i}", "completion": f"answer {i}"}) + "\n" for i in range(12)))
     settings = Settings(data_dir=data_dir, model=str(tiny_model_dir), device="cpu")
-    # 200 steps: on an idle machine the tiny model ran all of 30 before the cancel landed
-    cfg = JobConfig(name="ui-job", data=[{"path": str(path)}], max_steps=200, batch_size=2, max_length=48,
-                    eval_steps=10, save_steps=100, lora_r=2, lora_alpha=4, job_id="ui-job",
+    # 600 steps: an idle machine runs the tiny model at ~90 steps/s (it ran all of 30 before the cancel landed)
+    cfg = JobConfig(name="ui-job", data=[{"path": str(path)}], max_steps=600, batch_size=2, max_length=48,
+                    eval_steps=30, save_steps=100, lora_r=2, lora_alpha=4, job_id="ui-job",
                     early_stopping_patience=0)
     jobs = JobManager(settings)
     jobs.start(cfg)
@@ -40,15 +40,15 @@ def test_subprocess_job_cancel_resume(tmp_path, tiny_model_dir, data_dir):
     jobs.cancel()
     assert jobs.wait(240) == 0, jobs.log_tail()
     p = jobs.progress()
-    assert p["state"] == "cancelled" and 0 < p["status"]["step"] < 200
+    assert p["state"] == "cancelled" and 0 < p["status"]["step"] < 600
     stopped = p["status"]["step"]
     assert (jobs.folder / "checkpoints" / f"checkpoint-{stopped}").is_dir()
     jobs.resume()
     assert jobs.wait(300) == 0, jobs.log_tail()
     p = jobs.progress()
-    assert p["state"] == "done" and p["step"] == 200 and p["fraction"] == 1.0
+    assert p["state"] == "done" and p["step"] == 600 and p["fraction"] == 1.0
     loss_steps = [r["step"] for r in p["records"] if "loss" in r]
-    assert loss_steps == list(range(1, 201))  # one record per step across the cancel/resume boundary
+    assert loss_steps == list(range(1, 601))  # one record per step across the cancel/resume boundary
     assert AdapterRegistry(data_dir).names() == ["ui-job"]
 
 
