@@ -89,10 +89,7 @@ def _rl_frame(records: list[dict]) -> pd.DataFrame:
 
 
 def _reward_models(runtime: Runtime) -> list[str]:
-    try:
-        return [i.name for i in runtime.registry.list() if i.kind == "reward"]
-    except (AttributeError, ArenaError):
-        return []
+    return [i.name for i in runtime.registry.list() if i.kind == "reward"]  # (a damaged entry is left out)
 
 
 def _methods_section(runtime: Runtime, method: gr.Dropdown):

@@ -57,7 +57,7 @@ def _embedder(runtime):
     """The shared embedder for semantic similarity and near-duplicate checks, or None when unavailable."""
     try:
         return runtime.embedder
-    except (AttributeError, ArenaError):
+    except ArenaError:  # no embedder can be loaded (e.g. a model folder that is gone): those metrics are skipped
         return None
 
 
