@@ -20,11 +20,26 @@ def run_job(cfg: JobConfig, settings: Settings, resume: bool = False, runtime=No
     if resume and not (folder / "config.yaml").is_file():
         raise ArenaError(f"nothing to resume: job folder {folder} does not exist")
     if not is_main_process():  # launcher ranks follow rank 0, which holds the one-job lock
-        return _run_job(cfg, settings, folder, resume, runtime, progress)
-    lock = TrainingLock(settings.data_dir)
-    lock.acquire(cfg.job_id)
-    with lock:
-        return _run_job(cfg, settings, folder, resume, runtime, progress)
+        result = _run_job(cfg, settings, folder, resume, runtime, progress)
+    else:
+        lock = TrainingLock(settings.data_dir)
+        lock.acquire(cfg.job_id)
+        with lock:
+            result = _run_job(cfg, settings, folder, resume, runtime, progress)
+    _leave_process_group()
+    return result
+
+
+def _leave_process_group() -> None:
+    """Under torchrun every rank closes the process group the Trainer opened before its process exits: a rank
+    that exits with it open can abort in gloo's worker threads at interpreter shutdown ("terminate called
+    without an active exception", pytorch#190489), failing the whole launch. Only after a success: a rank
+    that failed may leave the others inside a collective, where closing the group would hang (torchtitan
+    #1342); the launcher then ends them anyway."""
+    import torch.distributed as dist  # deferred: pulls torch
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _run_job(cfg: JobConfig, settings: Settings, folder: Path, resume: bool, runtime, progress: bool) -> dict:
