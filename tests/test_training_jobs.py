@@ -88,7 +88,7 @@ def test_two_process_ddp_saves_exactly_one_adapter(tmp_path, tiny_model_dir, dat
                     eval_steps=2, lora_r=2, lora_alpha=4)
     cfg.to_yaml(tmp_path / "ddp.yaml")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", "29561", "-m", "assistant",
+    run = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "assistant",
                           "train", str(tmp_path / "ddp.yaml"), "--data-dir", str(data_dir), "--model",
                           str(tiny_model_dir), "--device", "cpu", "--json"],
                          cwd=root, env=env, capture_output=True, text=True, timeout=600)
