@@ -99,7 +99,7 @@ class MetricsCallback(_Timed):
 
 class StderrProgress(_Timed):
     """`arena train`'s progress: step, losses and ETA on one stderr line (stdout stays for the result/--json).
-    The line is rewritten in place on a terminal and printed once per log in a log file (the UI's job log)."""
+    The line is rewritten in place on a terminal; a log file (the UI's job log) gets a line every few seconds."""
 
     # In a log file one line per step floods it (a tiny model logs ~90 steps/s): print at most every few seconds
     # there, plus every validation and the last step; a terminal line is rewritten in place, so it can follow each step.
@@ -107,14 +107,14 @@ class StderrProgress(_Timed):
 
     def __init__(self, name: str, stream=None):
         self.name, self.stream, self.val, self.printed = name, stream or sys.stderr, None, 0.0
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs or "train_runtime" in logs:
             return
         self.val = logs.get("eval_loss", self.val)
-        tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         due = "eval_loss" in logs or state.global_step >= state.max_steps or time.time() - self.printed >= self.LOG_EVERY_S
-        if not tty and not due:
+        if not self.tty and not due:
             return
         self.printed = time.time()
         parts = [f"{self.name}: step {state.global_step}/{state.max_steps}"]
@@ -123,10 +123,10 @@ class StderrProgress(_Timed):
         eta = self.eta_s(state)
         if eta is not None:
             parts.append(f"ETA {int(eta // 60)}m{int(eta % 60):02d}s")
-        print(("\r" if tty else "") + " · ".join(parts), end="" if tty else "\n", file=self.stream, flush=True)
+        print(("\r" if self.tty else "") + " · ".join(parts), end="" if self.tty else "\n", file=self.stream, flush=True)
 
     def on_train_end(self, args, state, control, **kwargs):
-        if state.is_world_process_zero and hasattr(self.stream, "isatty") and self.stream.isatty():
+        if state.is_world_process_zero and self.tty:
             print(file=self.stream, flush=True)  # end the rewritten line
 
 
