@@ -173,7 +173,7 @@ def train_one(cfg: JobConfig, settings: Settings, folder: Path, resume: bool = F
     if ckpt and is_main_process():
         truncate_metrics(folder / "metrics.jsonl", int(ckpt.rsplit("-", 1)[-1]))
     callbacks = [MetricsCallback(folder / "metrics.jsonl"), cancel] + ([stopper] if stopper else [])
-    if progress and is_main_process():
+    if progress:  # prints on rank 0 only, like MetricsCallback (state.is_world_process_zero)
         callbacks.append(StderrProgress(cfg.name))
     if cfg.unfreeze_schedule:  # first: its on_log adds the stage to the record MetricsCallback writes
         callbacks.insert(0, UnfreezeCallback(model, parse_schedule(cfg.unfreeze_schedule)))
