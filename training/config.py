@@ -15,6 +15,11 @@ SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 DOC_KINDS = ("cpt", "qa", "grounded")
 LORA_METHODS = ("lora", "qlora", "dpo", "reward", "rloo")  # the methods whose adapter has a LoRA rank
 MAX_TRIALS = 12  # a sweep trains every trial in turn: more is hours on a CPU
+# The learning rate each method starts from when none is given: the CLI, the Train tab and decide all read it
+# here. They differ by orders of magnitude: a LoRA/IA3/prompt-tuning update touches few weights, so it takes
+# large steps; full fine-tuning and RL take small ones.
+DEFAULT_LEARNING_RATES = {"lora": 2e-4, "ia3": 3e-3, "prompt_tuning": 3e-2, "full": 2e-5, "freeze": 5e-5,
+                          "qlora": 2e-4, "dpo": 5e-5, "reward": 1e-4, "rloo": 1e-5}
 
 
 @dataclass
@@ -33,7 +38,7 @@ class JobConfig:
     # LoRA family
     lora_r: int = 16
     lora_alpha: int = 32
-    # peft's own default; 0 also lets LoRA layers take the fused path (training/fastlora.py), which dropout
+    # peft's own default; 0 also lets LoRA layers take the fused path (training/speed/fastlora.py), which dropout
     # rules out (the LoRA branch would see other inputs than the base layer). Set > 0 to regularize tiny data.
     lora_dropout: float = 0.0
     target_modules: str = "all-linear"
@@ -53,7 +58,7 @@ class JobConfig:
     num_generations: int = 4
     max_completion_length: int = 48
     # optimisation
-    learning_rate: float = 2e-4
+    learning_rate: float = 0.0  # 0: the method's default, DEFAULT_LEARNING_RATES (set by validate)
     # 0 with max_steps <= 0: the plan fitted to the data (training/plan.py: several epochs, a floor of optimizer
     # steps, the best validation checkpoint, early stopping). A value > 0 trains exactly that many epochs.
     epochs: float = 0.0
@@ -91,6 +96,8 @@ class JobConfig:
         """Raise ArenaError naming the first bad value."""
         if self.method not in METHODS:
             raise ArenaError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.learning_rate == 0:  # resolved here, so the saved config.yaml holds the rate that trained
+            self.learning_rate = DEFAULT_LEARNING_RATES[self.method]
         if self.lr_scheduler not in SCHEDULERS:
             raise ArenaError(f"lr_scheduler {self.lr_scheduler!r} must be one of {', '.join(SCHEDULERS)}")
         for name in ("lora_r", "batch_size", "grad_accum", "max_length", "eval_steps", "save_steps"):
@@ -172,7 +179,8 @@ def parse_augment(text: str) -> int:
 
 def sweep_axes(cfg: JobConfig) -> tuple[list[float], list[int]]:
     """The sweep's distinct learning rates and ranks, in the given order (the job's own value if not swept)."""
-    lrs = _sweep_list(cfg.sweep, "learning_rate", cfg.learning_rate, float)
+    lrs = _sweep_list(cfg.sweep, "learning_rate", cfg.learning_rate or DEFAULT_LEARNING_RATES.get(cfg.method, 0.0),
+                      float)
     ranks = _sweep_list(cfg.sweep, "lora_r", cfg.lora_r, int)
     if min(lrs) <= 0 or min(ranks) < 1:
         raise ArenaError("sweep learning rates must be > 0 and ranks >= 1")

@@ -12,14 +12,12 @@ import pandas as pd
 from assistant.runtime import Runtime
 from foundation.errors import ArenaError
 from foundation.paths import confine
-from training.config import DOC_KINDS, LORA_METHODS, MAX_TRIALS, METHODS, JobConfig
+from training.config import DEFAULT_LEARNING_RATES, DOC_KINDS, LORA_METHODS, MAX_TRIALS, METHODS, JobConfig
 from training.jobs import JobManager
 from training.plan import plan_job
 from training.sources import preview
 from ui.errors import shown
 
-DEFAULT_LR = {"lora": 2e-4, "ia3": 3e-3, "prompt_tuning": 3e-2, "full": 2e-5, "freeze": 5e-5, "qlora": 2e-4,
-              "dpo": 5e-5, "reward": 1e-4, "rloo": 1e-5}
 LR_STEPS = (0.25, 0.5, 1, 2, 4)  # sweep learning rates, as multiples of the method's default
 RANKS = (4, 8, 16, 32, 64)
 PREVIEW_HEADERS = ["source", "rows", "kinds", "first rows"]
@@ -63,9 +61,14 @@ def _grid(lr, rank, lrs, ranks) -> tuple[float, int, dict]:
     return lrs[0], ranks[0], sweep
 
 
+def method_learning_rate(method: str) -> float:
+    """The learning-rate field follows the method to its default, the one `arena train` uses without a flag."""
+    return DEFAULT_LEARNING_RATES[method]
+
+
 def _lr_choices(method: str) -> list[tuple[str, float]]:
     """Learning rates around the method's default (they differ by orders of magnitude between methods)."""
-    values = [float(f"{DEFAULT_LR.get(method, 2e-4) * k:.2g}") for k in LR_STEPS]
+    values = [float(f"{DEFAULT_LEARNING_RATES[method] * k:.2g}") for k in LR_STEPS]
     return [(f"{v:g}", v) for v in values]
 
 
@@ -185,7 +188,7 @@ def _hyper_section():
     with gr.Row():
         name = gr.Textbox(value="my-adapter", label="Adapter name", elem_id="train-name")
         method = gr.Dropdown(list(METHODS), value="lora", label="Method", elem_id="train-method")
-        lr = gr.Number(value=2e-4, label="Learning rate", minimum=1e-7, maximum=1.0)
+        lr = gr.Number(value=DEFAULT_LEARNING_RATES["lora"], label="Learning rate", minimum=1e-7, maximum=1.0)
         rank = gr.Number(value=16, label="LoRA rank", precision=0, minimum=1, maximum=256)
     with gr.Row():
         epochs = gr.Number(value=0, label="Epochs (0 = fitted to the data)", minimum=0, maximum=100)
@@ -197,7 +200,7 @@ def _hyper_section():
         dora = gr.Checkbox(label="DoRA", value=False)
         rslora = gr.Checkbox(label="rsLoRA", value=False)
         seed = gr.Number(value=0, label="Seed", precision=0)
-    method.change(lambda m: DEFAULT_LR.get(m, 2e-4), method, lr)
+    method.change(method_learning_rate, method, lr)
     return [name, method, lr, rank, epochs, max_steps, batch, eval_steps, patience, dora, rslora, seed]
 
 
