@@ -9,6 +9,9 @@ import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# A long job (train, decide) stops at its next step when this file appears in its folder: how the UI's Cancel
+# button and `arena ... --cancel` ask a job to stop without a signal.
+CANCEL_FILE = "CANCEL"
 
 
 def spawn_arena(argv: list[str], log: Path, append: bool = False) -> subprocess.Popen:

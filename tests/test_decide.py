@@ -20,13 +20,14 @@ from pathlib import Path
 import pytest
 
 from assistant.compare.runs import RunStore
-from assistant.decide.cache import MARKER, StageCache, content_key
+from assistant.decide.cache import MARKER, StageCache
 from assistant.decide.config import DecideConfig, workspace
 from assistant.decide.plan import budget_fit
 from assistant.decide.progress import CANCEL_FILE, DecideCancelled, Reporter, read_progress
 from assistant.decide.runner import plan_for, run_decide
 from assistant.decide.stages import Decision
 from foundation.errors import ArenaError
+from foundation.row_cache import content_key
 from foundation.settings import Settings
 from retrieval.chunking import ChunkConfig
 

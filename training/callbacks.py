@@ -10,7 +10,8 @@ from pathlib import Path
 
 from transformers import EarlyStoppingCallback, TrainerCallback
 
-CANCEL_FILE = "CANCEL"
+from foundation.launch import CANCEL_FILE
+
 TRIALS = "trials"  # a sweep trains each trial in <job>/trials/<n>
 # trl log key -> metrics.jsonl name: reward model accuracy (training/reward.py), RL reward, KL to the base and
 # completion length (training/rl.py), the gradual-unfreezing stage (training/unfreeze.py)

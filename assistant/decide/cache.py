@@ -22,12 +22,6 @@ MARKER = "stage.json"
 CHUNK = 1 << 20
 
 
-def content_key(*parts) -> str:
-    """sha256 of the JSON of `parts` (sorted keys), i.e. of what a stage's result depends on."""
-    text = json.dumps(parts, sort_keys=True, default=str, ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def file_digest(path: Path) -> str:
     """sha256 of a file's bytes (streamed), so renaming or touching a file does not change its key."""
     h = hashlib.sha256()

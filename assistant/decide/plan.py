@@ -21,7 +21,7 @@ from training import plan as training_plan
 from training.builders import SectionText, qa_from_sections
 from training.config import parse_augment
 
-EMBED_CHUNKS_PER_S = 30.0  # MiniLM fp32 on 2 cores (RECIPES.md: 24-59 chunks/s)
+EMBED_CHUNKS_PER_S = 30.0  # MiniLM on 800-character chunks, 2 cores: 24 chunks/s fp32, 59 bf16
 DECODE_TOKENS_PER_S = 15.0  # one row, bundled model, fp32 (README: 13-17)
 BATCH_COST = 0.3  # each extra variant in one batched call costs ~0.3 of a row (README: 5 rows ~1.6x one)
 CHAT_OVERHEAD_TOKENS = 24  # the chat template's role markers around one Q/A row

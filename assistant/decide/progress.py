@@ -11,8 +11,8 @@ from pathlib import Path
 
 from foundation import atomic
 from foundation.errors import ArenaError
+from foundation.launch import CANCEL_FILE
 
-CANCEL_FILE = "CANCEL"
 PROGRESS_FILE = "progress.json"
 
 
