@@ -1,7 +1,7 @@
 """Feature-based fine-tuning where it pays: a per-question router over the variants ("routed").
 
 The frozen embedder's vector of a question is the feature; a small trained head (scikit-learn's multinomial
-logistic regression when scikit-learn is installed, else the same model as a tiny torch softmax layer) predicts
+logistic regression) predicts
 which variant answers that question best. Labels come from what the app already stores:
 - every finished comparison run: per question, the variant with the best score on the run's primary metric
   (ties go to the cheaper variant, in the order of VARIANTS);
@@ -89,7 +89,7 @@ class Router:
         self.classes, self.coef, self.intercept, self.n, self.backend = classes, coef, intercept, n, backend
 
     @classmethod
-    def fit(cls, features: np.ndarray, labels: list[str], backend: str = "auto", seed: int = 0) -> Router:
+    def fit(cls, features: np.ndarray, labels: list[str], seed: int = 0) -> Router:
         if not labels:
             raise ArenaError(NO_ROUTER)
         classes = [v for v in CANDIDATES if v in set(labels)]
@@ -97,10 +97,8 @@ class Router:
         dim = features.shape[1]
         if len(classes) == 1:
             return cls(classes, np.zeros((1, dim)), np.zeros(1), len(labels), "constant")
-        if backend == "auto":
-            backend = "sklearn" if _has_sklearn() else "torch"
-        coef, intercept = (_fit_sklearn if backend == "sklearn" else _fit_torch)(features, y, len(classes), seed)
-        return cls(classes, coef, intercept, len(labels), backend)
+        coef, intercept = _fit_sklearn(features, y, seed)
+        return cls(classes, coef, intercept, len(labels), "sklearn")
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """(n questions, n classes) probabilities."""
@@ -131,39 +129,11 @@ class Router:
                    np.array(data["intercept"], dtype=np.float64), int(data["n"]), data["backend"])
 
 
-def _has_sklearn() -> bool:
-    try:
-        import sklearn  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _fit_sklearn(x: np.ndarray, y: np.ndarray, n_classes: int, seed: int):
+def _fit_sklearn(x: np.ndarray, y: np.ndarray, seed: int):
     from sklearn.linear_model import LogisticRegression
 
     head = LogisticRegression(C=1.0, max_iter=1000, random_state=seed).fit(x, y)
     return head.coef_.astype(np.float64), head.intercept_.astype(np.float64)
-
-
-def _fit_torch(x: np.ndarray, y: np.ndarray, n_classes: int, seed: int):
-    """The same model without scikit-learn: softmax regression with L2 (C=1 as above), full-batch L-BFGS."""
-    import torch
-
-    gen = torch.Generator().manual_seed(seed)
-    xs, ys = torch.tensor(x, dtype=torch.float64), torch.tensor(y)
-    w = (0.01 * torch.randn(n_classes, x.shape[1], generator=gen, dtype=torch.float64)).requires_grad_()
-    b = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], max_iter=200, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(xs @ w.T + b, ys, reduction="sum") + 0.5 * (w * w).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return w.detach().numpy(), b.detach().numpy()
 
 
 def train_router(examples: list[Example], encode, exclude: set[str] = frozenset(), seed: int = 0) -> Router:
@@ -267,7 +237,7 @@ def add_routed(per_question: list[dict], table: dict, answers: list[dict], varia
     counts = {v: sum(p["variant"] == v for p in picks) for v in variants}
     return {"picks": {v: n for v, n in counts.items() if n}, "folds": len({p["fold"] for p in picks}),
             "stored_labels": len(stored), "seconds": round(time.time() - started, 3),
-            "backend": "sklearn" if _has_sklearn() else "torch"}
+            "backend": "sklearn"}
 
 
 def routed_costs(costs: dict, picks: dict[str, int], router_seconds: float, n_questions: int) -> dict:
