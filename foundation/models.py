@@ -37,13 +37,26 @@ class LoadedModel:
     load_seconds: float
 
 
-def cpu_supports_bf16() -> bool:
-    """True when this CPU has native bf16 math (AVX512-BF16 or AMX); emulated bf16 is slower than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+def cpu_supports_bf16(cpuinfo: str | None = None) -> bool:
+    """True when this CPU has native bf16 math (AVX512-BF16 or AMX); emulated bf16 is slower than fp32.
+    `cpuinfo`: the text of /proc/cpuinfo (read when not given)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags = set(cpuinfo.split())
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def use_bf16(choice: str, device: torch.device) -> bool:
+    """Training precision: 'on'/'off' as asked; 'auto' is bf16 autocast where the device has native bf16 math
+    (a bf16 GPU; a CPU with AVX512-BF16 or AMX), fp32 elsewhere."""
+    if choice != "auto":
+        return choice == "on"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_supports_bf16()
 
 
 def resolve_device(choice: str) -> torch.device:

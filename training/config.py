@@ -11,6 +11,7 @@ from foundation import config_file
 from foundation.errors import ArenaError
 
 METHODS = ("lora", "ia3", "prompt_tuning", "full", "freeze", "qlora", "dpo", "reward", "rloo")
+BF16_CHOICES = ("auto", "on", "off")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 DOC_KINDS = ("cpt", "qa", "grounded")
 LORA_METHODS = ("lora", "qlora", "dpo", "reward", "rloo")  # the methods whose adapter has a LoRA rank
@@ -72,7 +73,9 @@ class JobConfig:
     # A longer row would be cut before its answer and dropped; short rows cost nothing extra (no padding).
     max_length: int = 1024
     packing: bool = False  # padding-free packing; off = random batches run as unpadded sub-batches (faster here)
-    bf16: bool = False
+    # auto: bf16 autocast where the hardware does bf16 natively (AVX512-BF16 or AMX on a CPU; a bf16 GPU), fp32
+    # elsewhere (emulated bf16 is slower than fp32). The job's saved config.yaml records what was chosen.
+    bf16: str = "auto"
     seed: int = 0
     # validation
     val_fraction: float = 0.1
@@ -96,6 +99,7 @@ class JobConfig:
         """Raise ArenaError naming the first bad value."""
         if self.method not in METHODS:
             raise ArenaError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        self.bf16 = bf16_choice(self.bf16)
         if self.learning_rate == 0:  # resolved here, so the saved config.yaml holds the rate that trained
             self.learning_rate = DEFAULT_LEARNING_RATES[self.method]
         if self.lr_scheduler not in SCHEDULERS:
@@ -164,6 +168,15 @@ class JobConfig:
     @classmethod
     def from_yaml(cls, path: Path) -> JobConfig:
         return config_file.load_yaml(cls, path)
+
+
+def bf16_choice(value) -> str:
+    """'auto', 'on' or 'off' (a YAML true/false, as older configs hold, reads as on/off); ArenaError otherwise."""
+    text = str(value).strip().lower()
+    choice = {"true": "on", "yes": "on", "1": "on", "false": "off", "no": "off", "0": "off"}.get(text, text)
+    if choice not in BF16_CHOICES:
+        raise ArenaError(f"bf16 must be one of {', '.join(BF16_CHOICES)}, got {value!r}")
+    return choice
 
 
 def parse_augment(text: str) -> int:
@@ -239,8 +252,10 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="register the last checkpoint instead of the one with the lowest validation loss")
     p.add_argument("--init-from", dest="init_from", default=None, help="registered adapter to continue from")
     p.add_argument("--base-model", dest="base_model", default=None, help="base model (default: --model)")
-    for name in ("use_dora", "use_rslora", "bf16"):
+    for name in ("use_dora", "use_rslora"):
         p.add_argument("--" + name.replace("_", "-"), dest=name, action="store_true", default=None)
+    p.add_argument("--bf16", nargs="?", const="on", choices=BF16_CHOICES, default=None,
+                   help="bf16 autocast: auto (default: where the hardware has native bf16), on, off")
     p.add_argument("--packing", dest="packing", action="store_true", default=None,
                    help="padding-free packing instead of unpadded sub-batches")
     p.add_argument("--sweep-lr", dest="sweep_lr", type=_numbers(float), nargs="+", default=None, metavar="LR",

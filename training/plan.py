@@ -20,7 +20,7 @@ from pathlib import Path
 
 from foundation.registry import AdapterRegistry
 from training.builders import read_questions
-from training.config import JobConfig, parse_augment
+from training.config import JobConfig, bf16_choice, parse_augment
 from training.data import chat, dedup
 from training.sources import load_source
 
@@ -46,13 +46,16 @@ class TrainingPlan:
     basis: str  # how tokens_per_s was obtained
     keeps_best: bool = True  # the checkpoint with the lowest validation loss is registered
     patience: int = 0  # evaluations without improvement before stopping early (0: never)
+    bf16: bool = False  # bf16 autocast (foundation.models.use_bf16 chose it); speeds are timed per precision
 
     def text(self) -> str:
         how = "fitted to the data" if self.fitted else "as configured"
         after = (", the best checkpoint is kept" if self.keeps_best else "") + \
             (f", stops after {self.patience} without improvement" if self.patience else "")
+        precision = "bf16" if self.bf16 else "fp32"
         return (f"~{self.steps} steps (~{self.epochs:.1f} epochs, {how}), ~{self.minutes:.1f} minutes on this "
-                f"machine ({self.tokens_per_s:.0f} tokens/s, {self.basis}); validation every {self.eval_steps} "
+                f"machine in {precision} ({self.tokens_per_s:.0f} tokens/s, {self.basis}); validation every "
+                f"{self.eval_steps} "
                 f"steps{after}")
 
 
@@ -74,7 +77,7 @@ def resolve(cfg: JobConfig, train_rows: int, world_size: int = 1) -> JobConfig:
 
 
 def plan(cfg: JobConfig, train_rows: int, tokens_per_row: float, tokens_per_s: float | None = None,
-         basis: str = "", world_size: int = 1) -> TrainingPlan:
+         basis: str = "", world_size: int = 1, bf16: bool = False) -> TrainingPlan:
     """The plan for `train_rows` rows of about `tokens_per_row` tokens each (eval cost neglected)."""
     run = resolve(cfg, train_rows, world_size)
     per_epoch = steps_per_epoch(cfg, train_rows, world_size)
@@ -85,26 +88,30 @@ def plan(cfg: JobConfig, train_rows: int, tokens_per_row: float, tokens_per_s: f
     return TrainingPlan(steps, steps / per_epoch, min(run.eval_steps, steps), is_fitted(cfg),
                         round(tokens / speed / 60, 1), speed,
                         basis or ("measured" if tokens_per_s else "assumed: no adapter trained here yet"),
-                        validated and cfg.keep_best, cfg.early_stopping_patience if validated else 0)
+                        validated and cfg.keep_best, cfg.early_stopping_patience if validated else 0, bf16)
 
 
-def measured_tokens_per_s(data_dir: Path, base_model: str) -> tuple[float | None, str]:
-    """(median training tokens/s of registered adapters of `base_model`, how it was obtained)."""
+def measured_tokens_per_s(data_dir: Path, base_model: str, bf16: bool = False) -> tuple[float | None, str]:
+    """(median training tokens/s of registered adapters of `base_model` trained in the same precision, how it
+    was obtained); adapters from before the precision was recorded trained in fp32."""
     speeds = [float(i.metrics["tokens_per_s"]) for i in AdapterRegistry(data_dir).list()
-              if i.base_model == base_model and i.metrics.get("tokens_per_s")]
+              if i.base_model == base_model and i.metrics.get("tokens_per_s")
+              and bool(i.metrics.get("bf16", False)) == bf16]
+    precision = "bf16" if bf16 else "fp32"
     if not speeds:
-        return None, f"assumed {DEFAULT_TOKENS_PER_S:.0f}: no adapter of this model trained here yet"
-    return statistics.median(speeds), f"median of {len(speeds)} earlier job(s) on this machine"
+        return None, f"assumed {DEFAULT_TOKENS_PER_S:.0f}: no {precision} adapter of this model trained here yet"
+    return statistics.median(speeds), f"median of {len(speeds)} earlier job(s) in {precision} on this machine"
 
 
-def plan_for_rows(cfg: JobConfig, rows: list, tokenizer, data_dir: Path, base_model: str) -> TrainingPlan:
+def plan_for_rows(cfg: JobConfig, rows: list, tokenizer, data_dir: Path, base_model: str,
+                  bf16: bool = False) -> TrainingPlan:
     """The plan for the rows a job would train on (val_fraction held out), timed from this machine's jobs."""
     train_rows = max(1, round(len(rows) * (1 - cfg.val_fraction)))
     tokens = [len(tokenizer.apply_chat_template(ex.messages, return_dict=True)["input_ids"]) if ex.kind == "chat"
               else len(tokenizer(ex.text or ex.chosen)["input_ids"]) for ex in rows[:200]]
     per_row = min(cfg.max_length, statistics.mean(tokens)) if tokens else cfg.max_length
-    speed, basis = measured_tokens_per_s(data_dir, base_model)
-    return plan(cfg, train_rows, per_row, speed, basis)
+    speed, basis = measured_tokens_per_s(data_dir, base_model, bf16)
+    return plan(cfg, train_rows, per_row, speed, basis, bf16=bf16)
 
 
 def plan_job(cfg: JobConfig, settings, runtime=None) -> TrainingPlan:
@@ -113,7 +120,7 @@ def plan_job(cfg: JobConfig, settings, runtime=None) -> TrainingPlan:
     (their answers are generated when the job runs, so its tokens are underestimated)."""
     from transformers import AutoTokenizer
 
-    from foundation.models import resolve_model_path  # deferred: pulls torch
+    from foundation.models import resolve_device, resolve_model_path, use_bf16  # deferred: pulls torch
 
     rows = []
     for spec in cfg.data:
@@ -124,4 +131,5 @@ def plan_job(cfg: JobConfig, settings, runtime=None) -> TrainingPlan:
     model = cfg.base_model or settings.model
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model, settings),
                                               trust_remote_code=settings.trust_remote_code)
-    return plan_for_rows(cfg, rows + paraphrased, tokenizer, settings.data_dir, model)
+    bf16 = use_bf16(bf16_choice(cfg.bf16), resolve_device(settings.device))
+    return plan_for_rows(cfg, rows + paraphrased, tokenizer, settings.data_dir, model, bf16)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from foundation import atomic
 from foundation.errors import ArenaError
-from foundation.models import resolve_device, resolve_model_path
+from foundation.models import resolve_device, resolve_model_path, use_bf16
 from foundation.paths import confine
 from foundation.registry import AdapterRegistry
 from foundation.settings import Settings
@@ -148,8 +148,9 @@ def train_one(cfg: JobConfig, settings: Settings, folder: Path, resume: bool = F
     from transformers import AutoTokenizer, set_seed
 
     folder.mkdir(parents=True, exist_ok=True)
-    cfg.to_yaml(folder / "config.yaml")
     device = resolve_device(settings.device)
+    cfg.bf16 = "on" if use_bf16(cfg.bf16, device) else "off"  # the saved config says which precision trained
+    cfg.to_yaml(folder / "config.yaml")
     train, val, fp = prepare_data(cfg, settings, folder, runtime, reuse=resume or reuse_data)
     # config.yaml keeps epochs 0 (the fitted plan): a resume resolves the same plan from the same saved rows.
     planned, cfg = cfg, resolve_plan(cfg, len(train), int(os.environ.get("WORLD_SIZE", "1")))
@@ -160,7 +161,8 @@ def train_one(cfg: JobConfig, settings: Settings, folder: Path, resume: bool = F
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if is_main_process():  # what the Train tab showed before starting, on stderr for `arena train`
-        shown = plan_for_rows(planned, train + val, tokenizer, settings.data_dir, planned.base_model or settings.model)
+        shown = plan_for_rows(planned, train + val, tokenizer, settings.data_dir, planned.base_model or settings.model,
+                              use_bf16(cfg.bf16, device))
         print(f"plan: {shown.text()}", file=sys.stderr, flush=True)
     model = build_trainable(cfg, base, device, init, settings.trust_remote_code)
     cancel = CancelCallback(folder)
@@ -211,7 +213,7 @@ def _final_metrics(trainer, result, stopper, seconds, train, summary) -> dict:
             "early_stopped_at": stopper.stopped_at if stopper else None, "train_rows": len(train),
             "best_step": trainer.state.best_global_step if trainer.args.load_best_model_at_end else None,
             "max_steps": trainer.state.max_steps,
-            "world_size": trainer.args.world_size, **summary}
+            "world_size": trainer.args.world_size, "bf16": bool(trainer.args.bf16), **summary}
 
 
 def _peft_type(model) -> str | None:

@@ -19,7 +19,7 @@ from retrieval.loaders import load_file
 from retrieval.tuning import KS, MODES, SPLITTERS
 from training import plan as training_plan
 from training.builders import SectionText, qa_from_sections
-from training.config import parse_augment
+from training.config import bf16_choice, parse_augment
 
 EMBED_CHUNKS_PER_S = 30.0  # MiniLM on 800-character chunks, 2 cores: 24 chunks/s fp32, 59 bf16
 DECODE_TOKENS_PER_S = 15.0  # one row, bundled model, fp32 (README: 13-17)
@@ -154,16 +154,19 @@ def training_fit(cfg: DecideConfig, settings, rows: int, job) -> dict:
     questions = round(rows * qa_share)  # plain Q/A rows: the ones paraphrased
     rows = questions * (1 + k) + (rows - questions)
     tokens_per_row = CHAT_OVERHEAD_TOKENS + 60 + (1 - qa_share) * GROUNDED_PASSAGES * 180
-    speed, basis = training_plan.measured_tokens_per_s(settings.data_dir, settings.model)
+    from foundation.models import resolve_device, use_bf16  # deferred: pulls torch
+
+    bf16 = use_bf16(bf16_choice(job.bf16), resolve_device(settings.device))
+    speed, basis = training_plan.measured_tokens_per_s(settings.data_dir, settings.model, bf16)
     train_rows = max(1, round(rows * (1 - job.val_fraction)))
-    tp = training_plan.plan(job, train_rows, tokens_per_row, speed, basis)
+    tp = training_plan.plan(job, train_rows, tokens_per_row, speed, basis, bf16=bf16)
     step_s = job.batch_size * job.grad_accum * tokens_per_row / tp.tokens_per_s
     one_epoch = training_plan.steps_per_epoch(job, train_rows)
     seeds, steps, notes = budget_fit(cfg.seeds, tp.steps, step_s, cfg.budget_minutes, min(tp.steps, one_epoch))
     paraphrase_s = questions * k * PARAPHRASE_TOKENS / DECODE_TOKENS_PER_S / BATCHED_ROWS
     return {"seeds": seeds, "steps_per_seed": steps, "wanted_steps": tp.steps, "capped": steps < tp.steps,
             "step_s": round(step_s, 3), "speed_basis": tp.basis, "notes": notes,
-            "paraphrase_s": round(paraphrase_s, 1)}
+            "paraphrase_s": round(paraphrase_s, 1), "bf16": bf16}
 
 
 def make_plan_for_rows(cfg: DecideConfig, settings, rows: int) -> dict:
@@ -179,7 +182,8 @@ def _train_row(cfg, settings, plan: Plan, rows: int, job, cached, fit: dict | No
     plan.notes += fit["notes"]
     seconds = plan.seeds * (plan.steps_per_seed * fit["step_s"] + 20)  # + model load and save per seed
     seconds += fit.get("paraphrase_s", 0.0)  # written once, cached for the other seeds
-    return _row("train", f"LoRA adapter × {plan.seeds} seed(s)",
+    precision = "bf16" if fit.get("bf16") else "fp32"
+    return _row("train", f"LoRA adapter × {plan.seeds} seed(s), {precision}",
                 f"{plan.seeds} × {plan.steps_per_seed} steps on {rows} rows", seconds,
                 all(cached(f"train-s{i}") for i in range(plan.seeds)))
 
