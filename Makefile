@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.arena-installed
 # CPU build that this environment serves locally; GPU users: install their CUDA torch into .venv
-# first and pass TORCH_SPEC=skip (see README).
+# first and pass TORCH_SPEC=skip (see docs/models-and-gpus.md).
 TORCH_SPEC ?= torch==2.13.0
 # Exact versions of everything else, as last tested by the suite (`make lock` refreshes it); LOCK= skips it.
 LOCK ?= constraints-cpu.txt

@@ -36,7 +36,7 @@ def check_bind_policy(settings: Settings) -> None:
             "(or ARENA_AUTH); pass --insecure-no-auth to do it anyway")
 
 
-# The only event handlers a script may call through gradio_client (documented in the README). Every other
+# The only event handlers a script may call through gradio_client (documented in docs/scripting.md). Every other
 # handler is internal: api_visibility "private" hides it from /gradio_api/info and the client refuses it
 # (the browser still reaches it by its index: this is a smaller surface, not an access control — --auth is).
 PUBLIC_API = ("ask", "search", "compare", "train_start", "train_status")

@@ -1,6 +1,6 @@
 """Verdict benchmark: the old unpaired-overlap rule vs the paired, Holm-corrected rule, on simulated scores.
 
-The scores imitate the FAQ run of issue 14 (82 held-out questions, per-question token F1 spread widely by
+The scores imitate an earlier FAQ comparison on the bundled model (82 held-out questions, per-question token F1 spread widely by
 question difficulty, RAG ahead of base by +0.025 with a paired interval of about +0.007 to +0.046, i.e. an SD
 of the per-question differences near 0.09). Both rules run on the same simulated data sets in one run:
 
@@ -29,7 +29,7 @@ COSTS = {"base": {}, "prompt": {"extra_prompt_tokens": 100}, "rag": {"extra_prom
 
 
 def overlap_winner(scores: dict) -> str | None:
-    """The rule before issue 14: best wins when its 95 % interval does not overlap the runner-up's."""
+    """The rule before the paired one: best wins when its 95 % interval does not overlap the runner-up's."""
     from assistant.compare.stats import bootstrap_ci
 
     summary = {v: bootstrap_ci(s) for v, s in scores.items()}

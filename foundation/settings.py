@@ -9,7 +9,7 @@ from pathlib import Path
 
 DEFAULT_MODEL = "bundled:smollm2-135m"
 DEFAULT_EMBEDDER = "bundled:all-minilm-l6-v2"
-# Generation engines (assistant/inference); "openai" = a server the user runs (--engine-url), see README Scale out.
+# Generation engines (assistant/inference); "openai" = a server the user runs (--engine-url), see docs/scale-out.md.
 ENGINES = ("auto", "torch", "onnx", "onnx-int4", "onnx-fp32", "openai")
 
 # Environment variable for each overridable field.

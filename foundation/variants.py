@@ -19,8 +19,9 @@ RAG_VARIANTS = {"rag", "rag+finetuned"}
 
 DEFAULT_SYSTEM_PROMPT = ("You are a precise assistant for this team's domain. Answer in a few sentences; "
                          "if you are not sure, say so instead of guessing.")
-# A short answer drawn from the passages: long, generic answers were the weakness measured in issue 14 (RAG
-# answers ~2.5x longer than the references, below a naive "passages + question" prompt of the same model).
+# A short answer drawn from the passages: long, generic answers were the weakness measured on an FAQ (RAG
+# answers ~2.5x longer than the references, below a naive "passages + question" prompt of the same model;
+# benchmarks/rag_prompt.py measures the prompt against that baseline).
 RAG_INSTRUCTION = ("Answer the question in one short sentence, using only the numbered passages. Copy the "
                    "exact words of the passage that answers it and cite it as [n]. If no passage contains "
                    "the answer, reply: The passages do not say.")

@@ -1,4 +1,4 @@
-"""Packed causal attention (training/attention.py) computes what SDPA computes, row by row, gradients included."""
+"""Packed causal attention (training/speed/attention.py) computes what SDPA computes, row by row, gradients included."""
 
 from __future__ import annotations
 

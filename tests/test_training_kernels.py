@@ -1,4 +1,4 @@
-"""Hand-written RMSNorm, rotary and cross-entropy gradients (training/kernels.py) match transformers/PyTorch."""
+"""Hand-written RMSNorm, rotary and cross-entropy gradients (training/speed/kernels.py) match transformers/PyTorch."""
 
 from __future__ import annotations
 

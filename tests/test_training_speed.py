@@ -127,7 +127,7 @@ def test_packed_or_unpadded_batches_give_the_padded_batch_loss_and_grads(tiny_mo
         out = model(input_ids=ids, attention_mask=mask, labels=labels, answer_only=True)
     hook.remove()
     assert shapes == forwards  # 117 real tokens of the 6 x 30 padded batch
-    assert spy.call_count == (2 if attention == "sdpa" else 0)  # packed: training/attention.py in both layers
+    assert spy.call_count == (2 if attention == "sdpa" else 0)  # packed: training/speed/attention.py in both layers
     assert out.logits is None  # the answer-only path ran (the plain forward would ignore the flag)
     loss = out.loss
     loss.backward()

@@ -1,4 +1,4 @@
-"""The Trainer's per-step module walks, done once (training/walks.py), behave like the walks themselves."""
+"""The Trainer's per-step module walks, done once (training/speed/walks.py), behave like the walks themselves."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ rewrites per question through the runtime engine's public generate(); a rewrite 
 cosine to the original lies in BAND: above the upper bound it is a copy (adds nothing), below the lower one it
 drifted off the question (it would teach the answer to a different question). Near-identical rewrites are
 deduplicated. The raw samples are cached by content hash (question, generator model, sampling settings) in the
-data folder's row cache (assistant/row_cache.py), so a sweep, a resume or a second job never regenerates them;
+data folder's row cache (foundation/row_cache.py), so a sweep, a resume or a second job never regenerates them;
 the band is applied after the cache, so changing it costs no generation.
 """
 

@@ -161,7 +161,7 @@ def read_questions(path: Path) -> list[str]:
 def distill(questions: list[str], arena, cfg=None, gen=None, progress=None) -> list[Example]:
     """Distillation: the RAG variant's answers (via Arena.ask_many) become targets for a plain adapter.
 
-    Each answer is stored in the data folder's row cache (assistant/row_cache.py) under the hash of its exact
+    Each answer is stored in the data folder's row cache (foundation/row_cache.py) under the hash of its exact
     prompt, model and generation settings as soon as it is generated: a killed job, a resume or a rerun
     generates only the answers still missing (changed documents change the prompt, hence the key)."""
     import sys

@@ -1,4 +1,4 @@
-"""`arena decide`: documents (+ optional Q/A) to a verdict in one command (registered in assistant/cli.py)."""
+"""`arena decide`: documents (+ optional Q/A) to a verdict in one command (registered in assistant/cli/main.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`arena ingest` and `arena search` command implementations (registered in assistant/cli.py)."""
+"""`arena ingest` and `arena search` command implementations (registered in assistant/cli/main.py)."""
 
 from __future__ import annotations
 

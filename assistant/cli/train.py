@@ -1,4 +1,4 @@
-"""`arena train` and `arena adapters` command implementations (registered in assistant/cli.py)."""
+"""`arena train` and `arena adapters` command implementations (registered in assistant/cli/main.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The naive RAG baseline of issue 14: the top-3 BM25 passages pasted before the question, no instruction.
+"""The naive RAG baseline: the top-3 BM25 passages pasted before the question, no instruction.
 
 A benchmark (and decide) runs it next to the RAG variant: a RAG prompt that loses to this baseline would make
 the comparison judge retrieval-augmented generation by a poor prompt.

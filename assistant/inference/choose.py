@@ -1,6 +1,6 @@
 """Which engine generates: onnxruntime-genai on CPU for Llama-architecture models, torch otherwise.
 
-fp32 is the default onnx precision, chosen by measurement (benchmarks/compare_throughput.py, README
+fp32 is the default onnx precision, chosen by measurement (benchmarks/compare_throughput.py, docs/benchmarks.md,
 "Generation figures"): the fp32 graph gives torch's greedy tokens exactly (40/40 answers on the bundled model) at
 3.1x the previous engine's comparison throughput (both on every core), while int4 (another 1.1-1.2x) kept 2 of
 200 answers and changed the best variant of a 40-question comparison. A comparison must not change its verdict

@@ -194,7 +194,7 @@ class OpenAIEngine(Templating):
                     f"the serving engine at {self.url} does not serve a model named {name!r} and offers "
                     f"no adapter-loading endpoint (POST /v1/load_lora_adapter, vLLM with "
                     f"VLLM_ALLOW_RUNTIME_LORA_UPDATING=True); serve the adapter under that name "
-                    f"(served: {', '.join(sorted(served))}) — see README, Scale out")
+                    f"(served: {', '.join(sorted(served))}) — see docs/scale-out.md")
             self.slots[name] = AdapterSlot(name, path, adapter_peft_type(path), "mixed")
             return self.slots[name]
 

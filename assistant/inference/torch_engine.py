@@ -2,7 +2,7 @@
 
 Every row is decoded alone with its own KV cache (decoding.decode_row), interleaved one token per row per
 turn so all columns stream at once. Nothing is padded or batched, so each row's greedy tokens are exactly
-what the row gives alone; speed on CPU comes from the onnxruntime-genai engine (inference/ortgenai.py).
+what the row gives alone; speed on CPU comes from the onnxruntime-genai engine (assistant/inference/ortgenai.py).
 This engine stays the reference, the GPU path, the NLL scorer and the fallback for adapters the onnx graph
 cannot take (DoRA, full model folders, other peft types).
 """
