@@ -4,7 +4,7 @@ Rule (epochs 0 and max_steps <= 0, the default): train AUTO_EPOCHS epochs with a
 optimizer steps and a ceiling of MAX_AUTO_STEPS; validate about AUTO_EVALS times per run; the runner keeps
 the checkpoint with the lowest validation loss and stops when it has not improved for
 `early_stopping_patience` evaluations. One epoch of a small QA set (75 rows, batch 8) is ~10 steps: far too
-few to learn facts, which need several passes (Ovadia et al. 2024; our measurement in the README). Explicit
+few to learn facts, which need several passes (Ovadia et al. 2024; our measurement in docs/benchmarks.md). Explicit
 epochs or max_steps are obeyed as given.
 
 Minutes are estimated from the median tokens/s of previously trained adapters of the same base model on this

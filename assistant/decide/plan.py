@@ -2,7 +2,7 @@
 
 Counts come from the inputs themselves (documents parsed without embedding, Q/A files counted) or, for a
 stage already cached, from its output. Minutes are estimates from speeds measured on a 2-vCPU machine
-(README) unless this data folder has trained adapters on the same base model, whose measured training
+(docs/benchmarks.md) unless this data folder has trained adapters on the same base model, whose measured training
 tokens/s are used instead.
 """
 
@@ -22,8 +22,8 @@ from training.builders import SectionText, qa_from_sections
 from training.config import bf16_choice, parse_augment
 
 EMBED_CHUNKS_PER_S = 30.0  # MiniLM on 800-character chunks, 2 cores: 24 chunks/s fp32, 59 bf16
-DECODE_TOKENS_PER_S = 15.0  # one row, bundled model, fp32 (README: 13-17)
-BATCH_COST = 0.3  # each extra variant in one batched call costs ~0.3 of a row (README: 5 rows ~1.6x one)
+DECODE_TOKENS_PER_S = 15.0  # one row, bundled model, fp32 (measured 13-17)
+BATCH_COST = 0.3  # each extra variant in one batched call costs ~0.3 of a row (measured: 5 rows ~1.6x one)
 CHAT_OVERHEAD_TOKENS = 24  # the chat template's role markers around one Q/A row
 GROUNDED_PASSAGES = 4  # grounded rows: k retrieved passages plus a distractor
 PARAPHRASE_TOKENS = 30  # one sampled rewrite of a question, with its end token
