@@ -90,6 +90,9 @@ class JobConfig:
     oracle_share: float = 0.8
     save_steps: int = 50
     logging_steps: int = 1
+    # Experiment tracking through the trainer's own integrations: "none", or e.g. "mlflow", "tensorboard",
+    # "trackio" (comma-separated for several); each tool reads its own settings (MLFLOW_TRACKING_URI, ...).
+    report_to: str = "none"
     # sweep: {"learning_rate": [...], "lora_r": [...]} runs every combination and registers the one with the
     # lowest validation loss; lora_alpha follows the rank (alpha/r kept) so only the rank changes.
     sweep: dict = field(default_factory=dict)
@@ -122,6 +125,7 @@ class JobConfig:
         if self.grounded_k < 1:
             raise ArenaError(f"grounded_k must be >= 1, got {self.grounded_k}")
         parse_augment(self.augment)
+        check_report_to(self.report_to)
         self.validate_methods()
         if not self.data:
             raise ArenaError("no training data: pass --data FILE (or --from-documents / --from-votes)")
@@ -168,6 +172,28 @@ class JobConfig:
     @classmethod
     def from_yaml(cls, path: Path) -> JobConfig:
         return config_file.load_yaml(cls, path)
+
+
+def report_targets(text: str) -> list[str]:
+    """'mlflow, tensorboard' -> ['mlflow', 'tensorboard']; 'none' or '' -> []."""
+    names = [t.strip().lower() for t in (text or "").split(",") if t.strip()]
+    return [] if names in ([], ["none"]) else names
+
+
+def check_report_to(text: str) -> None:
+    """ArenaError naming a tracker the trainer does not know or whose package is not installed."""
+    targets = report_targets(text)
+    if not targets:
+        return
+    from transformers.integrations import get_available_reporting_integrations  # deferred: pulls transformers
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    for name in targets:
+        if name not in INTEGRATION_TO_CALLBACK:
+            raise ArenaError(f"report_to {name!r} is not a tracker the trainer knows; choose from "
+                             f"{', '.join(sorted(INTEGRATION_TO_CALLBACK))} or none")
+        if name not in get_available_reporting_integrations():
+            raise ArenaError(f"report_to {name!r}: its package is not installed (pip install {name})")
 
 
 def bf16_choice(value) -> str:
@@ -250,6 +276,8 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="model that writes the paraphrases (default: the base model)")
     p.add_argument("--no-keep-best", dest="keep_best", action="store_false", default=None,
                    help="register the last checkpoint instead of the one with the lowest validation loss")
+    p.add_argument("--report-to", dest="report_to", default=None, metavar="TRACKER",
+                   help="log the run to an experiment tracker: none (default), mlflow, tensorboard, trackio, ...")
     p.add_argument("--init-from", dest="init_from", default=None, help="registered adapter to continue from")
     p.add_argument("--base-model", dest="base_model", default=None, help="base model (default: --model)")
     for name in ("use_dora", "use_rslora"):

@@ -199,11 +199,21 @@ def train_one(cfg: JobConfig, settings: Settings, folder: Path, resume: bool = F
             "peft_type": _peft_type(model)}
 
 
+def _detach_trackers(trainer) -> None:
+    """The tracker's run (--report-to) ended with training; an evaluation after it would open a second,
+    unnamed run, so the trackers' callbacks leave before the final check of the loaded weights."""
+    from transformers.integrations import get_reporting_integration_callbacks
+
+    for callback in get_reporting_integration_callbacks(trainer.args.report_to):
+        trainer.remove_callback(callback)
+
+
 def _final_metrics(trainer, result, stopper, seconds, train, summary) -> dict:
     history = read_metrics(Path(trainer.args.output_dir).parent / "metrics.jsonl")
     losses = [r["loss"] for r in history if "loss" in r]
     vals = [r["val_loss"] for r in history if "val_loss" in r]
     if trainer.eval_dataset is not None:  # the loaded weights: the best checkpoint's when keep_best
+        _detach_trackers(trainer)
         vals.append(trainer.evaluate()["eval_loss"])
     tokens = [r["tokens"] for r in history if "tokens" in r]
     return {"train_loss": losses[-1] if losses else result.training_loss, "val_loss": vals[-1] if vals else None,

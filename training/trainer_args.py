@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from foundation.models import use_bf16
-from training.config import JobConfig
+from training.config import JobConfig, report_targets
 
 CHECKPOINTS = "checkpoints"
 
@@ -28,5 +28,5 @@ def common_args(cfg: JobConfig, folder: Path, device, has_val: bool) -> dict:
         save_strategy="steps", save_steps=eval_steps if best else cfg.save_steps, save_total_limit=2,
         load_best_model_at_end=best, metric_for_best_model="eval_loss" if tracked else None,
         seed=cfg.seed, data_seed=cfg.seed,
-        bf16=use_bf16(cfg.bf16, device), use_cpu=device.type == "cpu", report_to="none", disable_tqdm=True,
+        bf16=use_bf16(cfg.bf16, device), use_cpu=device.type == "cpu", report_to=report_targets(cfg.report_to) or "none", run_name=cfg.name, disable_tqdm=True,
         dataloader_num_workers=0, max_length=cfg.max_length, save_only_model=False)

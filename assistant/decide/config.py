@@ -13,7 +13,7 @@ from foundation.errors import ArenaError
 from foundation.paths import confine
 from foundation.variants import ADAPTER_VARIANTS, STRATEGIES
 from retrieval.chunking import SPLITTERS
-from training.config import JobConfig, parse_augment
+from training.config import JobConfig, check_report_to, parse_augment
 
 ALL_VARIANTS = STRATEGIES  # decide compares the strategies (the routed variant needs a comparison first)
 MIN_TUNING_PAIRS = 5  # fewer training pairs: a hit rate over so few questions would pick settings by chance
@@ -59,6 +59,8 @@ class DecideConfig:
     metric: str = "f1"
     max_new_tokens: int = 0  # 0 = from the evaluation set's reference lengths
     forgetting: bool = True
+    # experiment tracker for the training jobs (the trainer's integration) and the comparison summary
+    report_to: str = "none"
 
     def validate(self) -> None:
         """Raise ArenaError naming the first bad value (before any work is done)."""
@@ -84,6 +86,7 @@ class DecideConfig:
         if self.metric not in PRIMARY_METRICS:
             raise ArenaError(f"unknown metric {self.metric!r}; choose one of {', '.join(PRIMARY_METRICS)}")
         parse_augment(self.augment)
+        check_report_to(self.report_to)
         if self.splitter not in SPLITTERS:
             raise ArenaError(f"unknown splitter {self.splitter!r}; choose one of {', '.join(SPLITTERS)}")
 
@@ -142,6 +145,9 @@ def add_decide_args(p: argparse.ArgumentParser) -> None:
                    help="also fine-tune on the text of every ingested section (what RAG searches)")
     p.add_argument("--no-forgetting", dest="forgetting", action="store_false", default=None,
                    help="skip the general-knowledge forgetting check")
+    p.add_argument("--report-to", dest="report_to", default=None, metavar="TRACKER",
+                   help="log the training runs and the comparison summary to a tracker: none (default), mlflow, "
+                        "tensorboard, trackio")
     p.add_argument("--plan", action="store_true", help="print the plan (stages, counts, minutes) and stop")
 
 
@@ -161,7 +167,8 @@ def config_from_args(args: argparse.Namespace) -> DecideConfig:
 def job_config(cfg: DecideConfig, **overrides):
     """The training job for this decision: the job's own defaults, with the decide flags that were set."""
     job = JobConfig(name=cfg.name, method=cfg.method)
-    for name in ("epochs", "learning_rate", "lora_r", "batch_size", "max_length", "save_steps", "augment"):
+    for name in ("epochs", "learning_rate", "lora_r", "batch_size", "max_length", "save_steps", "augment",
+                 "report_to"):
         value = getattr(cfg, name)
         if value:
             setattr(job, name, value)

@@ -15,6 +15,7 @@ from assistant.decide.plan import make_plan
 from assistant.decide.progress import CANCEL_FILE, DecideCancelled, Reporter
 from assistant.decide.report import write_decision_report
 from assistant.decide.stages import Decision
+from assistant.decide.tracking import log_decision
 
 
 def plan_for(cfg: DecideConfig, settings):
@@ -88,6 +89,7 @@ def run_decide(cfg: DecideConfig, settings, runtime=None, stderr: bool = True) -
     summary = {"state": "done", "workspace": str(folder), "plan": plan.to_dict(), "stages": stages,
                "recommendation": compare["recommendation"], "run_id": compare["run_id"], "seeds": compare["seeds"],
                "adapters": adapters, "report": paths}
+    summary["tracked"] = log_decision(cfg.report_to, compare["recommendation"], asdict(cfg), folder)
     rep.finish("done", run_id=compare["run_id"], report=paths, recommendation=compare["recommendation"])
     return summary
 

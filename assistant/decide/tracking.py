@@ -1,0 +1,69 @@
+"""The comparison summary of a decide run, logged to the experiment tracker its training jobs report to.
+
+The training jobs log through the trainer's own integrations (`report_to`); this adds one run per decision
+holding what the trainer never sees: each variant's score on the primary metric, and the verdict. MLflow,
+TensorBoard and trackio are written with their own APIs; each reads its own settings (MLFLOW_TRACKING_URI,
+the working folder for TensorBoard's runs/, trackio's local database).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from foundation.errors import ArenaError
+from training.config import report_targets
+
+SUMMARY_TRACKERS = ("mlflow", "tensorboard", "trackio")
+
+
+def summary_metrics(recommendation: dict) -> dict[str, float]:
+    """'<metric>/<variant>' -> mean score, e.g. {'f1/rag': 0.41}."""
+    metric = recommendation.get("metric", "score")
+    return {f"{metric}/{v}": float(m) for v, m in (recommendation.get("means") or {}).items() if m is not None}
+
+
+def summary_tags(recommendation: dict, config: dict) -> dict[str, str]:
+    outcome = recommendation.get("outcome") or ("clear" if recommendation.get("clear") else "not clear")
+    return {"arena.kind": "decide", "arena.name": str(config.get("name", "")), "arena.outcome": str(outcome),
+            "arena.recommended": str(recommendation.get("variant") or "none yet"),
+            "arena.leader": str(recommendation.get("leader") or recommendation.get("best") or "")}
+
+
+def log_decision(report_to: str, recommendation: dict, config: dict, folder: Path) -> list[str]:
+    """Log the summary to every tracker in `report_to` that logs summaries; returns the ones written."""
+    written = []
+    for target in report_targets(report_to):
+        if target not in SUMMARY_TRACKERS:
+            continue  # the trainer's integration still logged the training runs there
+        metrics, tags = summary_metrics(recommendation), summary_tags(recommendation, config)
+        {"mlflow": _mlflow, "tensorboard": _tensorboard, "trackio": _trackio}[target](metrics, tags, config, folder)
+        written.append(target)
+    return written
+
+
+def _mlflow(metrics: dict, tags: dict, config: dict, folder: Path) -> None:
+    import mlflow  # deferred: an optional tracker
+
+    with mlflow.start_run(run_name=f"decide:{config.get('name', 'decide')}"):
+        mlflow.set_tags(tags)
+        mlflow.log_params({k: str(config[k]) for k in ("variants", "metric", "seeds", "method") if k in config})
+        mlflow.log_metrics({k.replace("+", "_"): v for k, v in metrics.items()})  # '+' is not a metric name
+
+
+def _tensorboard(metrics: dict, tags: dict, config: dict, folder: Path) -> None:
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # deferred: needs the tensorboard package
+    except ImportError as exc:
+        raise ArenaError("report_to tensorboard: its package is not installed (pip install tensorboard)") from exc
+    with SummaryWriter(log_dir=str(folder / "runs" / "decide")) as writer:
+        for key, value in metrics.items():
+            writer.add_scalar(key, value)
+        writer.add_text("verdict", ", ".join(f"{k}: {v}" for k, v in tags.items()))
+
+
+def _trackio(metrics: dict, tags: dict, config: dict, folder: Path) -> None:
+    import trackio  # deferred: an optional tracker
+
+    trackio.init(project="strategy-arena", name=f"decide:{config.get('name', 'decide')}", config=tags)
+    trackio.log(metrics)
+    trackio.finish()
