@@ -309,11 +309,14 @@ def _equivalent(choice: str, costs: dict, label: str, spreads: dict, base: dict)
     near = [v for v, row in rows.items() if not row["separated"]]
     closest = min(near, key=lambda v: abs(rows[v]["mean"]))
     listing = ", ".join(f"{v} {means[v]:.3f}" for v in near)
+    key, phrase = cost_phrase(costs, closest, best)
     text = (f"Practically equivalent on {label}: {best} leads with {means[best]:.3f}; it is not measurably ahead "
-            f"of {listing}, but they are within ±{margin:g} of it (against {closest} the difference is "
-            f"{_tost(rows[closest], margin)}) and cost more, so use {best}, the leader and the cheapest."
+            f"of {listing}, but {'it is' if len(near) == 1 else 'they are'} within ±{margin:g} of it and "
+            f"{'it is not' if len(near) == 1 else 'none is'} cheaper, so use {best}, the leader. Against "
+            f"{closest} the difference is {_tost(rows[closest], margin)}"
+            + (f"; {closest} {phrase}." if phrase else ".")
             + _seed_text(spreads, best) + " " + margin_text(base["metric"], margin))
-    return Recommendation(best, text, False, outcome="equivalent", **base)
+    return Recommendation(best, text, False, outcome="equivalent", deciding_cost=key, **base)
 
 
 def _settle_text(best: str, closest: str, row: dict, n: int) -> str:
@@ -350,11 +353,11 @@ def _inconclusive(ranked: list, label: str, spreads: dict, base: dict) -> Recomm
     closest = open_[0]
     listing = ", ".join(f"{v} {means[v]:.3f}" for v in open_)
     either = ("" if margin is None else
-              f", and {'it is' if len(open_) == 1 else 'none of them is'} shown within ±{margin:g} of it either")
+              f", and {'it is not' if len(open_) == 1 else 'none of them is'} shown within ±{margin:g} of it either")
     text = (f"No variant yet: inconclusive on {label}. {best} leads with {means[best]:.3f} but is not measurably "
             f"ahead of {listing}{either}; against {closest} the difference is "
-            f"{_gap(rows[closest], n, base['stats'])}. {best} has the best mean in {base['p_best']:.0%} of the "
-            "paired bootstrap resamples (P(best)).")
+            f"{_gap(rows[closest], n, base['stats'])}. {best} has the best mean in {base['p_best'] * 100:.0f} % of "
+            "the paired bootstrap resamples (P(best)).")
     text += _seed_text(spreads, best) + _seed_text(spreads, closest) + _settle_text(best, closest, rows[closest], n)
     text += _how_to_get([best] + open_, spreads)
     text += f" Until then no variant is recommended; {best} is the leader, not a winner."
@@ -385,10 +388,10 @@ def headline(rec: dict) -> str:
         return (f"{variant} (practically equivalent: within ±{rec['margin']:g} {label} of the leader {leader}, "
                 "and cheaper)")
     if outcome == "equivalent":
-        return f"{variant} (practically equivalent: the leader, and the others within ±{rec['margin']:g} {label} " \
-               "cost more)"
+        return (f"{variant} (practically equivalent: the leader, and those it does not beat are within "
+                f"±{rec['margin']:g} {label} and no cheaper)")
     if outcome == "inconclusive" and leader:
-        return f"no variant yet (inconclusive: {leader} leads, P(best) {rec.get('p_best') or 0:.0%})"
+        return f"no variant yet (inconclusive: {leader} leads, P(best) {(rec.get('p_best') or 0) * 100:.0f} %)"
     if outcome == "inconclusive":
         return "no variant (nothing was scored)"
     return f"{variant or 'none'} (no clear winner)"
