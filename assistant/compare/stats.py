@@ -16,7 +16,10 @@ The rules the verdict rests on:
    around the observed mean by sqrt(G / (G - 1)) * t(G - 1) / z at its level (G = resampled units, clusters
    or questions), so that for normal data it matches the t-interval -- plain percentile intervals are too
    narrow with few units (benchmarks/verdict.py: 13 % false alarms at a nominal 5 % with 8 sections, 6 %
-   widened). The p-value is the alpha at which that interval just reaches 0; a single unit has no measurable
+   widened). It is never narrower than that t-interval, centre +- t(G - 1) x bootstrap SE x sqrt(G / (G - 1)):
+   with heavy-tailed differences (many token-F1 scores near 0) the percentiles alone are still too narrow
+   (24 questions, Beta-distributed scores, no true difference: 5.9 % false alarms, 4.7 % with the floor, as
+   the paired t-test, over 3000 simulated data sets). The p-value is the alpha at which that interval just reaches 0; a single unit has no measurable
    spread and gives p = 1. For a binary metric (every score 0
    or 1: exact match, contains) without clusters, the exact McNemar test gives the p-value instead: a two-sided
    exact binomial test (scipy.stats.binomtest) of the b pairs "first right, second wrong" among the b + c
@@ -207,11 +210,23 @@ class Draws:
         i = min(int(pos), draws.size - 2)
         return float(draws[i] + (pos - i) * (draws[i + 1] - draws[i]))
 
+    @cached_property
+    def _se(self) -> float:
+        """The bootstrap SE with the small-sample factor sqrt(G / (G - 1)): the t-interval's standard error."""
+        return float(np.std(self._sorted)) * math.sqrt(self.units / (self.units - 1)) if self.units >= 2 else 0.0
+
     def interval(self, alpha: float) -> tuple[float, float]:
-        """Percentile interval at level 1 - alpha, widened around the observed mean (rule 4)."""
+        """Percentile interval at level 1 - alpha, widened around the observed mean, never inside the t-interval
+        on the bootstrap SE (rule 4)."""
+        from scipy.special import stdtrit
+
         low, high = self._percentile(alpha / 2 * 100), self._percentile(100 - alpha / 2 * 100)
         f = widening(alpha, self.units)
-        return float(self.center + (low - self.center) * f), float(self.center + (high - self.center) * f)
+        low, high = self.center + (low - self.center) * f, self.center + (high - self.center) * f
+        if self.units >= 2:
+            half = float(stdtrit(self.units - 1, 1 - alpha / 2)) * self._se
+            low, high = min(low, self.center - half), max(high, self.center + half)
+        return float(low), float(high)
 
     def p_value(self) -> float:
         """Two-sided p: the alpha at which the interval just stops reaching 0."""
