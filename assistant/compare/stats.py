@@ -154,9 +154,12 @@ class Resampler:
                         "resampled one by one, so the intervals may be too narrow if questions of one source "
                         "succeed or fail together")
         n_clusters = int(ids.max()) + 1 if n_questions else 0
-        rng = np.random.default_rng(seed)
-        weights = rng.multinomial(n_clusters, np.full(n_clusters, 1.0 / max(n_clusters, 1)), size=n_resamples)
-        return cls(ids, weights.astype(np.float64), clustered, note)
+        # Each resample draws n_clusters clusters with replacement; weights[r, c] = how often c was drawn (the
+        # multinomial counts, from one bincount: rng.multinomial loops over the rows and is 20x slower).
+        drawn = np.random.default_rng(seed).integers(0, max(n_clusters, 1), size=(n_resamples, n_clusters))
+        rows = np.arange(n_resamples)[:, None] * n_clusters
+        weights = np.bincount((drawn + rows).ravel(), minlength=n_resamples * n_clusters)
+        return cls(ids, weights.reshape(n_resamples, n_clusters).astype(np.float64), clustered, note)
 
     @property
     def n_clusters(self) -> int:
