@@ -271,7 +271,7 @@ def test_report_files_written(tmp_path):
     paths = write_report(synthetic_result(), tmp_path / "out" / "report.md")
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = paths["markdown"].read_text()
-    assert "**Recommendation: rag.**" in md and "![metrics" in md and "Q1 \\| pipe?" in md
+    assert "**Recommendation: rag (clear winner).**" in md and "![metrics" in md and "Q1 \\| pipe?" in md
     assert "0.600 [0.500, 0.700]" in md and "a warning" in md
     page = paths["html"].read_text()
     assert "data:image/png;base64," in page and "<table>" in page and "Q1 | pipe?" in page
@@ -306,7 +306,7 @@ def test_views_tables_and_question_html(tmp_path):
     store.add({"metric": "f1", "eval": "e.jsonl"}, result, label="r1")
     header, rows = views.runs_table(store.list())
     assert header == ["id", "label", "eval", "metric", "base", "rag", "recommended"]
-    assert rows[0][-1] == "rag" and rows[0][2] == "e.jsonl"
+    assert rows[0][-1] == "rag (clear)" and rows[0][2] == "e.jsonl"
 
 
 def test_compare_tab_builds(tiny_loaded, data_dir):
