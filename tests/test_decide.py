@@ -89,6 +89,8 @@ def test_keys_change_only_downstream_of_a_changed_input(inputs, tmp_path):
     base = Decision(small_config(inputs), settings).keys
     tokens = Decision(small_config(inputs, max_new_tokens=8), settings).keys
     assert [k for k in base if base[k] != tokens[k]] == ["compare", "report"]
+    margin = Decision(small_config(inputs, equivalence_margin=0.02), settings).keys  # the verdict is retaken
+    assert [k for k in base if base[k] != margin[k]] == ["compare", "report"]
     steps = Decision(small_config(inputs, max_steps=9), settings).keys
     assert [k for k in base if base[k] != steps[k]] == ["trainset", "train-s0", "compare", "report"]
     # New Q/A content (same file name) redoes the split and everything after it, not the ingestion.
@@ -138,6 +140,8 @@ def test_bad_input_is_named(inputs, tmp_path):
         small_config(inputs, augment="synonyms:3").validate()
     with pytest.raises(ArenaError, match="unknown variant"):
         small_config(inputs, variants=["rag", "oracle"]).validate()
+    with pytest.raises(ArenaError, match="equivalence_margin must be >= 0"):
+        small_config(inputs, equivalence_margin=-0.1).validate()
 
 
 # ---- progress -------------------------------------------------------------------------------------------

@@ -2,9 +2,10 @@
 equivalent cheaper variant is recommended at the rate the equivalence test promises, false clear winners stay
 under 5 %, and the 24-question case of the issue is "inconclusive"; TOST and P(best) against hand computations.
 
-Per-question token F1 is simulated as Beta-distributed scores (mean as given, SD 0.27: many questions near 0,
-as real F1 is) tied together across variants by a Gaussian copula: a question hard for one variant is hard
-for all. Fixed seeds; 1000 resamples per verdict keep the file at a few seconds.
+Per-question token F1 is simulated as in benchmarks/verdict.py (f1_scores): Beta-distributed scores (mean as
+given, SD 0.27: many questions near 0, as real F1 is) tied together across variants by a Gaussian copula, a
+question hard for one variant is hard for all. Fixed seeds; 1000 resamples per verdict keep the file at a few
+seconds.
 """
 
 from __future__ import annotations
@@ -13,30 +14,14 @@ import math
 
 import numpy as np
 import pytest
-from scipy import integrate
-from scipy.stats import beta, chi2, norm
 from scipy.stats import t as student_t
 
 from assistant.compare.recommend import headline, recommend
 from assistant.compare.stats import Resampler, holm, p_best
+from benchmarks.verdict import COSTS, GAP_MEANS, ISSUE_MEANS, f1_scores, tost_power
 from foundation.errors import ArenaError
 
 RESAMPLES = 1000
-COSTS = {"base": {}, "prompt": {"extra_prompt_tokens": 100}, "rag": {"extra_prompt_tokens": 400},
-         "finetuned": {"training_seconds": 600}, "rag+finetuned": {"training_seconds": 600,
-                                                                   "extra_prompt_tokens": 400}}
-ISSUE_MEANS = {"rag+finetuned": 0.281, "finetuned": 0.185, "rag": 0.168, "base": 0.146, "prompt": 0.137}
-
-
-def f1_scores(rng, means: dict, n: int, sd: float = 0.27, rho: float = 0.5) -> dict[str, np.ndarray]:
-    """Per-question scores: Beta(mean, sd) marginals, correlation ``rho`` between variants on the latent scale."""
-    shared = rng.normal(size=n)
-    out = {}
-    for v, m in means.items():
-        k = m * (1 - m) / sd ** 2 - 1
-        u = norm.cdf(math.sqrt(rho) * shared + math.sqrt(1 - rho) * rng.normal(size=n))
-        out[v] = beta.ppf(u, m * k, (1 - m) * k)
-    return out
 
 
 def verdict(scores: dict, seed: int, **kw):
@@ -47,7 +32,7 @@ def test_a_variant_trailing_by_0_1_is_never_recommended():
     """True gap 0.1 F1 on 24 questions, five variants as in the issue: over 120 data sets the verdict is the
     true leader or no variant, never one of the trailing four (the old rule picked the cheapest of them)."""
     rng = np.random.default_rng(24)
-    means = {"rag+finetuned": 0.28, "finetuned": 0.18, "rag": 0.17, "base": 0.15, "prompt": 0.14}
+    means = GAP_MEANS
     outcomes = {"clear": 0, "equivalent": 0, "inconclusive": 0}
     for i in range(120):
         rec = verdict(f1_scores(rng, means, 24), seed=i)
@@ -56,18 +41,6 @@ def test_a_variant_trailing_by_0_1_is_never_recommended():
         outcomes[rec.outcome] += 1
     # Not vacuous: mostly "no variant yet" at 24 questions, and the leader is sometimes shown a clear winner.
     assert outcomes["inconclusive"] > 60 and outcomes["clear"] > 5, outcomes
-
-
-def tost_power(margin: float, sigma: float, n: int, alpha: float = 0.05) -> float:
-    """Power of the t-based TOST at a true difference of 0, under normal differences with SD ``sigma``: the
-    mean and the SD estimate are independent, so integrate P(|mean| < margin - t s / sqrt n) over s."""
-    tq = student_t.ppf(1 - alpha, n - 1)
-
-    def at(x):  # x = (n - 1) s^2 / sigma^2 ~ chi2(n - 1)
-        half = margin - tq * sigma * math.sqrt(x / (n - 1)) / math.sqrt(n)
-        return max(0.0, 2 * norm.cdf(half / (sigma / math.sqrt(n))) - 1) * chi2.pdf(x, n - 1)
-
-    return integrate.quad(at, 0, chi2.ppf(1 - 1e-12, n - 1), limit=200)[0]
 
 
 def test_a_truly_equivalent_cheaper_variant_is_recommended_at_the_promised_rate():
