@@ -117,7 +117,7 @@ def test_cli_compare_json_schema_and_report(env, capsys, monkeypatch):
     report = env["root"] / "out" / "report.md"
     code = main(["compare", "--eval", str(env["eval"]), "--data-dir", str(env["data_dir"]), "--model",
                  str(env["model_dir"]), "--variants", "base", "prompt", "rag", "--metric", "rougeL",
-                 "--max-new-tokens", "6", "--report", str(report), "--json"])
+                 "--max-new-tokens", "6", "--report", str(report), "--equivalence-margin", "0.1", "--json"])
     assert code == 0
     data = json.loads(capsys.readouterr().out)
     assert {"variants", "recommendation", "per_question", "warnings"} <= set(data)
@@ -125,6 +125,8 @@ def test_cli_compare_json_schema_and_report(env, capsys, monkeypatch):
     for summary in data["variants"].values():
         assert {"mean", "ci_low", "ci_high"} <= set(summary["rougeL"])
     assert {"variant", "reason"} <= set(data["recommendation"]) and data["recommendation"]["metric"] == "rougeL"
+    assert data["recommendation"]["margin"] == 0.1 and data["recommendation"]["outcome"] in ("clear", "equivalent",
+                                                                                           "inconclusive")
     assert len(data["per_question"]) == 4 and data["warnings"] == []
     assert report.is_file() and report.with_suffix(".html").is_file() and report.with_suffix(".png").is_file()
     assert data["recommendation"]["reason"] in report.read_text()
@@ -140,6 +142,8 @@ def test_cli_errors_name_the_problem(env, capsys, tmp_path):
     bad.write_text('{"question": "q", "answer": "a"}\n{"question": "only a question"}\n')
     assert main(["compare", "--eval", str(bad), *base]) == 2
     assert "bad.jsonl line 2: missing or empty 'answer'" in capsys.readouterr().err
+    assert main(["compare", "--eval", str(env["eval"]), "--equivalence-margin", "-0.05", *base]) == 2
+    assert "--equivalence-margin must be a positive number in the metric's units, got -0.05" in capsys.readouterr().err
 
 
 def test_draw_eval_set_holds_out_training_sections(env):
