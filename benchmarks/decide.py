@@ -186,6 +186,8 @@ def docs_vs_default(default: Path, folder: Path, result: dict, metric: str) -> l
 
 
 def print_result(result: dict, summary: dict, metric: str) -> None:
+    from assistant.compare.recommend import headline
+
     rec = result["recommendation"]
     comparisons = rec.get("comparisons") or {}
     print(f"\n{metric} per variant (mean [95 % CI]; best - variant, Holm-adjusted paired interval):")
@@ -194,7 +196,7 @@ def print_result(result: dict, summary: dict, metric: str) -> None:
         gap = (f"  best-{v}: {row['mean']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]"
                f"{' separated' if row['separated'] else ''}") if row else "  (best)"
         print(f"  {v:<14} {m['mean']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]{gap}")
-    print(f"\nverdict: {rec.get('variant')} ({'clear' if rec.get('clear') else 'no clear winner'}) — {rec['reason']}")
+    print(f"\nverdict: {headline(rec)} — {rec['reason']}")
     for v, sentence in (result.get("why") or {}).items():
         print(f"  why not {v}: {sentence}")
     print("\nstage timings: " + ", ".join(f"{s['stage']} {s['seconds']:.0f} s" + (" (cached)" if s["cached"] else "")

@@ -126,23 +126,45 @@ def test_recommend_clear_win():
     scores = {"base": LEVELS, "prompt": _shift(0.2), "rag": _shift(0.4, 0.02)}
     rec = recommend(scores, COSTS, "f1")
     assert rec.variant == "rag" and rec.clear and rec.deciding_cost is None and rec.runner_up == "prompt"
+    assert rec.outcome == "clear" and rec.leader == "rag" and rec.p_best > 0.99
     assert "0.600" in rec.reason and "prompt" in rec.reason and "0.400" in rec.reason
     assert all(c["separated"] for c in rec.comparisons.values())
 
 
-def test_recommend_tie_prefers_cheaper_and_names_the_cost():
+def test_recommend_not_separated_and_not_equivalent_is_inconclusive():
+    """finetuned leads rag by 0.01 with a noisy difference: neither separated nor shown within ±0.05."""
     scores = {"base": LEVELS, "rag": _shift(0.3), "finetuned": _noise(0.31)}
     rec = recommend(scores, COSTS, "f1")
-    assert rec.best == "finetuned" and rec.variant == "rag" and not rec.clear
-    assert rec.deciding_cost == "training_seconds" and not rec.comparisons["rag"]["separated"]
-    assert rec.comparisons["base"]["separated"]
-    assert "No clear winner" in rec.reason and "300" in rec.reason and "finetuned" in rec.reason
+    assert rec.outcome == "inconclusive" and rec.variant is None and not rec.clear
+    assert rec.leader == rec.best == "finetuned" and 0.5 < rec.p_best < 1
+    row = rec.comparisons["rag"]
+    assert not row["separated"] and not row["equivalent"] and rec.comparisons["base"]["separated"]
+    assert rec.more_questions == row["questions_needed"] - 30 > 0
+    assert "No variant yet: inconclusive on token F1. finetuned leads with 0.510" in rec.reason
     assert "questions would settle finetuned vs rag; you have 30" in rec.reason
+    assert "generated questions or train more seeds" in rec.reason  # finetuned is an adapter variant
 
 
-def test_recommend_tie_decided_by_prompt_tokens():
-    rec = recommend({"base": _noise(0.3), "prompt": _noise(0.3, -0.1)}, COSTS, "f1")
-    assert rec.variant == "base" and rec.deciding_cost == "extra_prompt_tokens" and "120" in rec.reason
+def test_recommend_equivalent_prefers_cheaper_and_names_the_cost():
+    """The same gap with a steadier difference: rag is shown within ±0.05 of finetuned and is cheaper."""
+    scores = {"base": LEVELS, "rag": _shift(0.3), "finetuned": _noise(0.31, 0.05)}
+    rec = recommend(scores, COSTS, "f1")
+    assert rec.outcome == "equivalent" and rec.best == "finetuned" and rec.variant == "rag" and not rec.clear
+    assert rec.deciding_cost == "training_seconds" and rec.margin == 0.05
+    row = rec.comparisons["rag"]
+    assert row["equivalent"] and not row["separated"] and -0.05 < row["tost_low"] < row["tost_high"] < 0.05
+    assert "Practically equivalent on token F1: rag (0.500) is within ±0.05 of the leader finetuned" in rec.reason
+    assert "Prefer the cheaper: rag, which needs 0 s of adapter training instead of 300 s" in rec.reason
+    wider = recommend(scores, COSTS, "f1", margin=0.01)  # a margin the data cannot show: no longer equivalent
+    assert wider.outcome == "inconclusive" and wider.variant is None and wider.margin == 0.01
+    assert "set with --equivalence-margin" in wider.reason
+
+
+def test_recommend_equivalent_leader_that_is_also_cheapest():
+    rec = recommend({"base": _noise(0.3, 0.05), "prompt": _noise(0.3, -0.05)}, COSTS, "f1")
+    assert rec.outcome == "equivalent" and rec.variant == rec.leader == "base"
+    assert rec.deciding_cost == "extra_prompt_tokens" and "120" in rec.reason
+    assert "so use base, the leader" in rec.reason
 
 
 def test_recommend_lower_is_better_metric_and_errors():
@@ -249,7 +271,7 @@ def test_report_files_written(tmp_path):
     paths = write_report(synthetic_result(), tmp_path / "out" / "report.md")
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = paths["markdown"].read_text()
-    assert "**Recommendation: rag.**" in md and "![metrics" in md and "Q1 \\| pipe?" in md
+    assert "**Recommendation: rag (clear winner).**" in md and "![metrics" in md and "Q1 \\| pipe?" in md
     assert "0.600 [0.500, 0.700]" in md and "a warning" in md
     page = paths["html"].read_text()
     assert "data:image/png;base64," in page and "<table>" in page and "Q1 | pipe?" in page
@@ -284,7 +306,7 @@ def test_views_tables_and_question_html(tmp_path):
     store.add({"metric": "f1", "eval": "e.jsonl"}, result, label="r1")
     header, rows = views.runs_table(store.list())
     assert header == ["id", "label", "eval", "metric", "base", "rag", "recommended"]
-    assert rows[0][-1] == "rag" and rows[0][2] == "e.jsonl"
+    assert rows[0][-1] == "rag (clear)" and rows[0][2] == "e.jsonl"
 
 
 def test_compare_tab_builds(tiny_loaded, data_dir):

@@ -90,6 +90,8 @@ def test_keys_change_only_downstream_of_a_changed_input(inputs, tmp_path):
     base = Decision(small_config(inputs), settings).keys
     tokens = Decision(small_config(inputs, max_new_tokens=8), settings).keys
     assert [k for k in base if base[k] != tokens[k]] == ["compare", "report"]
+    margin = Decision(small_config(inputs, equivalence_margin=0.02), settings).keys  # the verdict is retaken
+    assert [k for k in base if base[k] != margin[k]] == ["compare", "report"]
     steps = Decision(small_config(inputs, max_steps=9), settings).keys
     assert [k for k in base if base[k] != steps[k]] == ["trainset", "train-s0", "compare", "report"]
     # New Q/A content (same file name) redoes the split and everything after it, not the ingestion.
@@ -139,6 +141,8 @@ def test_bad_input_is_named(inputs, tmp_path):
         small_config(inputs, augment="synonyms:3").validate()
     with pytest.raises(ArenaError, match="unknown variant"):
         small_config(inputs, variants=["rag", "oracle"]).validate()
+    with pytest.raises(ArenaError, match="equivalence_margin must be >= 0"):
+        small_config(inputs, equivalence_margin=-0.1).validate()
 
 
 # ---- progress -------------------------------------------------------------------------------------------
@@ -173,7 +177,9 @@ def test_decide_end_to_end_with_seeds_then_only_changed_stages(inputs, tmp_path,
     assert not any(s["cached"] for s in result["stages"])
     assert len(result["adapters"]) == 2
     report = json.loads(Path(result["report"]["json"]).read_text())
-    assert report["verdict"] in cfg.variants and report["why"]
+    # the verdict, or none yet (inconclusive) with the leader in its own field
+    assert report["outcome"] in ("clear", "equivalent", "inconclusive") and report["leader"] in cfg.variants
+    assert report["verdict"] in (cfg.variants if report["outcome"] != "inconclusive" else [None]) and report["why"]
     assert [p["adapter"] for p in report["seeds"]["per_seed"]] == result["adapters"]
     stored = RunStore(settings.data_dir / "runs.sqlite").get(result["run_id"]).result
     for variant in ("finetuned", "rag+finetuned"):
@@ -285,7 +291,8 @@ def test_kill_during_training_then_rerun_resumes_without_reingesting(inputs, tmp
               if '"loss"' in line]
     # resumed after the checkpoint: no step repeated or missing (early stopping may end it before step 300)
     assert losses == list(range(1, losses[-1] + 1)) and losses[-1] > 4
-    assert result["recommendation"]["variant"] in ("base", "finetuned")
+    assert result["recommendation"]["leader"] in ("base", "finetuned")
+    assert result["recommendation"]["variant"] in (None, "base", "finetuned")
 
 
 def test_sigterm_cancels_and_keeps_finished_stages(inputs, tmp_path, tiny_model_dir):

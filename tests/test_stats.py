@@ -63,10 +63,10 @@ def test_no_winner_says_how_many_questions_would_settle_it():
     rec = recommend({"rag": list(base + 0.3), "finetuned": list(tuned + 0.3)}, COSTS, "f1")
     closest = [v for v in rec.means if v != rec.best][0]
     needed = rec.comparisons[closest]["questions_needed"]
-    assert not rec.clear and needed > 44
+    assert not rec.clear and needed > 44 and rec.outcome == "inconclusive" and rec.variant is None
     assert f"questions would settle {rec.best} vs {closest}; you have 44" in rec.reason
     same = recommend({"base": [0.1, 0.5, 0.3, 0.7], "prompt": [0.3, 0.3, 0.5, 0.5]}, COSTS, "f1")
-    assert not same.clear and "same mean score" in same.reason
+    assert same.outcome == "inconclusive" and same.variant is None and "same mean score" in same.reason
 
 
 def test_clustered_interval_is_wider_when_clusters_are_correlated():
@@ -148,7 +148,10 @@ def test_adjusted_intervals_use_holm_levels_in_order():
     means = Resampler.build(50, seed=4, n_resamples=3000).means(diffs)
     low, high = np.percentile(means, [1.25, 98.75])
     f = np.sqrt(50 / 49) * student_t.ppf(1 - 0.0125, 49) / NormalDist().inv_cdf(1 - 0.0125)  # rule 4 by hand
-    expected = (diffs.mean() + (low - diffs.mean()) * f, diffs.mean() + (high - diffs.mean()) * f)
+    # ... and never inside the t-interval on the bootstrap SE (the floor of rule 4)
+    half = student_t.ppf(1 - 0.0125, 49) * np.std(means) * np.sqrt(50 / 49)
+    expected = (min(diffs.mean() + (low - diffs.mean()) * f, diffs.mean() - half),
+                max(diffs.mean() + (high - diffs.mean()) * f, diffs.mean() + half))
     assert (out["finetuned"]["ci_low"], out["finetuned"]["ci_high"]) == pytest.approx(expected)
     assert out["base"]["ci_low"] <= 0 <= out["base"]["ci_high"]
 
@@ -204,6 +207,7 @@ def test_seeds_that_flip_the_order_block_a_clear_win():
     rec = recommend({"base": list(base)}, COSTS, "f1", seed_scores={"finetuned": flipping})
     row = rec.comparisons["base"]
     assert row["ci_low"] > 0 and row["seed_flip"] and not row["separated"] and not rec.clear
+    assert rec.outcome == "inconclusive" and rec.variant is None and rec.leader == "finetuned"  # never base
     assert "seeds disagree" in rec.reason
 
 

@@ -8,15 +8,19 @@ import pytest
 import torch
 
 from assistant.compare.learned import training_sample
+from assistant.compare.recommend import headline
 from assistant.compare.report import render_markdown, write_report
 from assistant.compare.why import why_sentences
 from tests.conftest import make_lora
 
 
-def _row(mean, lo, hi, separated, level=0.05, p=0.5, seed_flip=False):
+def _row(mean, lo, hi, separated, level=0.05, p=0.5, seed_flip=False, equivalent=False):
     return {"mean": mean, "ci_low": lo, "ci_high": hi, "level": level, "p_value": p, "p_adjusted": p,
             "test": "bootstrap", "mcnemar": None, "separated": separated, "seed_flip": seed_flip,
-            "questions_needed": None if separated else 140, "n": 44, "sd": 0.2, "se": 0.03}
+            "questions_needed": None if separated else 140, "n": 44, "sd": 0.2, "se": 0.03,
+            "tost_p": 0.004 if equivalent else 0.6, "tost_p_adjusted": 0.016 if equivalent else 0.6,
+            "tost_level": 0.0125 if equivalent else 0.05, "tost_low": -0.02 if equivalent else lo,
+            "tost_high": 0.045 if equivalent else hi, "equivalent": equivalent, "seeds_exceed_margin": False}
 
 
 def _s(mean):
@@ -24,9 +28,10 @@ def _s(mean):
 
 
 def hand_result() -> dict:
-    """rag recommended as the cheaper of rag and rag+finetuned; base, prompt and finetuned measurably behind."""
+    """rag recommended as practically equivalent to rag+finetuned and cheaper; base, prompt and finetuned
+    measurably behind."""
     means = {"rag+finetuned": 0.52, "rag": 0.50, "finetuned": 0.30, "prompt": 0.25, "base": 0.20}
-    comparisons = {"rag": _row(0.02, -0.03, 0.07, False), "finetuned": _row(0.22, 0.15, 0.29, True, 0.025, 0.001),
+    comparisons = {"rag": _row(0.02, -0.03, 0.07, False, equivalent=True), "finetuned": _row(0.22, 0.15, 0.29, True, 0.025, 0.001),
                    "prompt": _row(0.27, 0.2, 0.34, True, 0.0167, 0.001), "base": _row(0.32, 0.25, 0.39, True,
                                                                                     0.0125, 0.001)}
     costs = {"base": {"training_seconds": 0, "extra_prompt_tokens": 0, "memory_mb": 0, "seconds_per_answer": 1.0},
@@ -43,10 +48,12 @@ def hand_result() -> dict:
                               "general_text": {"base_ppl": 20.0, "adapter_ppl": 21.0, "relative_change": 0.05}}}]
     learned = {"adapter": "faq-lora", "variant": "finetuned", "n": 16, "train": {"f1": _s(0.85)},
                "heldout": {"f1": _s(0.30)}}
-    rec = {"variant": "rag", "reason": "No clear winner on token F1: ...", "clear": False, "metric": "f1",
+    rec = {"variant": "rag", "reason": "Practically equivalent on token F1: ...", "clear": False, "metric": "f1",
+           "outcome": "equivalent", "leader": "rag+finetuned", "p_best": 0.7, "margin": 0.05, "more_questions": None,
            "deciding_cost": "training_seconds", "best": "rag+finetuned", "runner_up": "rag", "n_questions": 44,
            "means": means, "comparisons": comparisons, "seeds": {},
-           "stats": {"clustered": True, "clusters": 12, "note": "", "alpha": 0.05, "resamples": 4000}}
+           "stats": {"clustered": True, "clusters": 12, "note": "", "alpha": 0.05, "resamples": 4000,
+                     "p_best": {"rag+finetuned": 0.7, "rag": 0.3}}}
     return {"variants": variants, "paired": {}, "costs": costs, "recommendation": rec, "per_question": [],
             "warnings": [], "forgetting": forgetting, "learned": learned, "settings": {"metric": "f1"}}
 
@@ -56,7 +63,7 @@ def test_why_sentences_from_a_hand_made_result():
     assert set(why) == {"rag+finetuned", "finetuned", "prompt", "base"}  # one per losing variant
     assert all(s[0].isupper() and s.endswith(".") and s.count(".") <= 8 for s in why.values())
     top = why["rag+finetuned"]
-    assert "scored highest on token F1 (0.520) but not measurably above rag (0.500)" in top
+    assert "scored highest on token F1 (0.520), but rag (0.500) is within the ±0.05 equivalence margin of it" in top
     assert "needs 720 s of adapter training instead of 0 s for rag" in top
     assert "held the reference answer for 45 % of the questions, so retrieval, not the model, caps" in top
     ft = why["finetuned"]
@@ -101,11 +108,45 @@ def test_report_shows_verdict_why_and_statistics(tmp_path):
     md = render_markdown(result, "chart.png")
     assert "## Why not the others" in md and "- finetuned: " + result["why"]["finetuned"] in md
     assert "## Paired difference against the best (Holm-adjusted)" in md
-    assert "| rag | +0.020 [-0.030, +0.070] | 0.05 | bootstrap | 0.5 (0.5) | no | 140 |" in md
+    assert md.startswith("# Strategy comparison\n\n**Recommendation: rag (practically equivalent: within ±0.05 "
+                         "token F1 of the leader rag+finetuned, and cheaper).**")
+    assert ("| rag | +0.020 [-0.030, +0.070] | 0.05 | bootstrap | 0.5 (0.5) | no | 140 | yes: 0.004 (0.016) "
+            "[-0.020, +0.045] |") in md
+    assert "P(best), the share of paired resamples in which a variant has the best mean: rag+finetuned 70 %" in md
     assert "44 questions; paired bootstrap over 12 source clusters, 4000 resamples; Holm correction over 4" in md
     assert "| rag+finetuned | 720 | 400.0 | 6.5 | 3.00 |" in md  # costs with seconds per answer
     page = write_report(result, tmp_path / "r.md")["html"].read_text()
     assert "Why not the others" in page and "caps what it can score" in page
+
+
+def test_an_inconclusive_verdict_is_said_plainly_everywhere(tmp_path):
+    from assistant.cli.compare import summary_text
+    from assistant.compare.views import recommended
+    from assistant.decide.report import headline as decision_headline
+    from assistant.decide.report import write_decision_report
+
+    result = hand_result()
+    rec = result["recommendation"]
+    rec.update(variant=None, outcome="inconclusive", more_questions=96, reason="No variant yet: inconclusive ...")
+    rec["comparisons"]["rag"] = _row(0.02, -0.03, 0.07, False)  # neither separated nor shown equivalent
+    result["why"] = why = why_sentences(result)
+    assert set(why) == {"rag", "finetuned", "prompt", "base"}  # every variant but the leader
+    assert "trails the leader rag+finetuned (0.520) by 0.020, not measurably" in why["rag"]
+    md = render_markdown(result, "c.png")
+    assert "**Recommendation: no variant yet (inconclusive: rag+finetuned leads, P(best) 70 %).**" in md
+    assert "## Where the others stand against the leader" in md and "Why not the others" not in md
+    assert decision_headline(result) == "No variant yet (inconclusive: rag+finetuned leads, P(best) 70 %)"
+    info = {"stages": [], "config": {"docs": ["faq.md"]}, "evalset": {"origin": "qa", "eval": 44}}
+    write_decision_report(result, info, tmp_path)
+    assert (tmp_path / "report.md").read_text().startswith("# Decision: No variant yet (inconclusive: rag+finetuned")
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["verdict"] is None and data["outcome"] == "inconclusive" and data["leader"] == "rag+finetuned"
+    assert data["p_best"] == 0.7 and data["more_questions"] == 96 and data["margin"] == 0.05
+    assert "recommendation: no variant yet (inconclusive: rag+finetuned leads" in summary_text(result)
+    assert recommended(rec) == "none yet (leader rag+finetuned)"
+    rec.update(variant="rag", outcome="equivalent")
+    assert decision_headline(result).startswith("Use rag (practically equivalent: within ±0.05 token F1 of the leader")
+    assert recommended(rec) == "rag (equivalent)"
 
 
 def _write_job(data_dir, job_id, rows):
@@ -176,11 +217,11 @@ def test_runner_adds_learned_check_why_and_verdict(tiny_runtime):
     rec = result["recommendation"]
     assert set(rec["comparisons"]) == {"base", "finetuned"} - {rec["best"]} and rec["n_questions"] == 4
     assert "only 2 distinct sources" in rec["stats"]["note"]  # 2 sections: too few to resample by section
-    loser = ({"base", "finetuned"} - {rec["variant"]}).pop()
+    loser = ({"base", "finetuned"} - {rec["variant"] or rec["leader"]}).pop()
     assert set(result["why"]) == {loser} and result["why"][loser].endswith(".")
     assert all(c["seconds_per_answer"] > 0 for c in result["costs"].values())
     text = _show(tiny_runtime, result, False)[1]
-    assert text.startswith(f"### Recommendation: {rec['variant']}") and f"- **{loser}**: " in text
+    assert text.startswith(f"### Recommendation: {headline(rec)}\n") and f"- **{loser}**: " in text
     no_check = run_comparison(tiny_runtime, items, CompareConfig(variants=("base", "finetuned"), adapter="lora",
                                                                  max_new_tokens=2, learned_sample=0,
                                                                  forgetting=False), store=False)

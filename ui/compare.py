@@ -15,6 +15,7 @@ from assistant.compare import views
 from assistant.compare.config import CompareConfig
 from assistant.compare.evalset import draw_eval_set, load_eval_set
 from assistant.compare.metrics import METRIC_LABELS, PRIMARY_METRICS
+from assistant.compare.recommend import headline
 from assistant.compare.report import TABLE_METRICS, UNIT_METRICS, ci_cell, write_report
 from assistant.compare.runner import resume_comparison, run_comparison
 from assistant.compare.runs import RunStore
@@ -218,7 +219,7 @@ def _run(runtime, file, draw, lim, chosen, adapter_name, metric_name, tokens, pr
 def _show(runtime, result: dict, only: bool) -> tuple:
     header, rows = views.results_table(result)
     rec = result["recommendation"]
-    text = f"### Recommendation: {rec.get('variant') or 'none'}\n{rec['reason']}\n" + "".join(
+    text = f"### Recommendation: {headline(rec)}\n{rec['reason']}\n" + "".join(
         f"\n- **{v}**: {why}" for v, why in (result.get("why") or {}).items())
     warn = "\n".join(f"- ⚠️ {w}" for w in result.get("warnings", [])) or ""
     choices = views.question_choices(result, only)

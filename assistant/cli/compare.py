@@ -10,6 +10,7 @@ from assistant.cli.output import emit
 from assistant.compare.config import CompareConfig
 from assistant.compare.evalset import draw_eval_set, load_eval_set
 from assistant.compare.metrics import METRIC_LABELS, PRIMARY_METRICS
+from assistant.compare.recommend import headline
 from assistant.compare.report import write_report
 from assistant.compare.runner import resume_comparison, run_comparison
 from foundation.errors import ArenaError
@@ -28,6 +29,10 @@ def add_compare_args(p: argparse.ArgumentParser) -> None:
                    help=f"any of {', '.join(STRATEGIES)}, routed (default: all but routed, or those without "
                         "adapter); routed picks per question among the others, cross-validated")
     p.add_argument("--metric", default="f1", choices=PRIMARY_METRICS, help="primary metric (default f1)")
+    p.add_argument("--equivalence-margin", dest="equivalence_margin", type=float, default=None, metavar="M",
+                   help="practical-equivalence margin in the metric's units: a cheaper variant shown within ±M of "
+                        "the leader is recommended (default 0.05 for scores in [0, 1], 0.05 nats for NLL; "
+                        "docs/verdict.md)")
     p.add_argument("--report", default=None, help="write Markdown report here (plus .html and .png)")
     p.add_argument("--system-prompt", dest="system_prompt", default=None, help="system prompt of 'prompt'")
     p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=None,
@@ -78,7 +83,8 @@ def cmd_compare(args: argparse.Namespace, settings) -> int:
         items, name = load_items(args, runtime)
         cc = CompareConfig(variants=tuple(args.variants or default_variants(args.adapter)), metric=args.metric,
                            adapter=args.adapter, seed=args.seed, max_new_tokens=args.max_new_tokens,
-                           forgetting=args.forgetting, eval_name=name, judge=args.judge)
+                           forgetting=args.forgetting, eval_name=name, judge=args.judge,
+                           equivalence_margin=args.equivalence_margin or 0.0)
         result = run_comparison(runtime, items, cc, cfg=variant_config(args), progress=progress)
     print(file=sys.stderr)
     if args.report:
@@ -110,7 +116,7 @@ def summary_text(result: dict) -> str:
         s = summary.get(metric, {})
         if s.get("mean") is not None:
             lines.append(f"  {name:<14} {s['mean']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}]")
-    lines.append(f"recommendation: {rec.get('variant') or 'none'} — {rec['reason']}")
+    lines.append(f"recommendation: {headline(rec)} — {rec['reason']}")
     lines += [f"warning: {w}" for w in result.get("warnings", [])]
     if result.get("report"):
         lines.append(f"report: {result['report']['markdown']} and {result['report']['html']}")
@@ -120,5 +126,8 @@ def summary_text(result: dict) -> str:
 def check_args(args) -> None:
     if args.limit is not None and args.limit < 1:
         raise ArenaError(f"--limit must be at least 1, got {args.limit}")
+    if args.equivalence_margin is not None and not args.equivalence_margin > 0:
+        raise ArenaError(f"--equivalence-margin must be a positive number in the metric's units, got "
+                         f"{args.equivalence_margin}")
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise ArenaError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")

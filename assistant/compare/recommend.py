@@ -1,17 +1,28 @@
-"""The recommendation rule, on paired per-question scores (the statistics are in stats.py).
+"""The recommendation rule, on paired per-question scores (the statistics are in stats.py); docs/verdict.md.
 
 1. Rank the variants by the mean of the primary metric (NLL: lower is better; perplexity is decided on its
-   logarithm, the NLL).
-2. Compare the best with every other variant on the paired per-question differences, clustered by source when
-   the questions carry one, Holm-corrected over those comparisons (stats.compare_to_best).
+   logarithm, the NLL). The first is the *leader*.
+2. Compare the leader with every other variant on the paired per-question differences, clustered by source when
+   the questions carry one, Holm-corrected over those comparisons (stats.compare_to_best). On the same draws:
+   an equivalence test (TOST) of each difference against the margin (+-``margin`` in the metric's units,
+   EQUIVALENCE_MARGINS by default), Holm-corrected too, and P(best), the leader's share of the joint resamples
+   in which it has the best mean.
 3. Seeds: a variant scored with several training seeds enters with its per-question mean over the seeds.
-   Its separation from the best also needs the seeds to agree: every seed's mean must stay on the same side
+   Its separation from the leader also needs the seeds to agree: every seed's mean must stay on the same side
    of the other variant's score(s) -- the worst seed of the better variant must still beat the best seed of
-   the worse one. Otherwise the seeds flip the order and the two are treated as not separated.
-4. A clear winner when every other variant, the runner-up in particular, is separated from the best.
-5. Otherwise "no clear winner -- prefer the cheaper" among the best and the variants not separated from it,
-   comparing costs in COST_ORDER; the reason also says how many questions would settle best vs the closest
-   variant (80 % power at the strictest Holm level).
+   the worse one. Otherwise the seeds flip the order and the two are treated as not separated. Likewise its
+   equivalence needs every pair of seed means within the margin.
+4. Three outcomes (``outcome``):
+   - "equivalent": some variant cheaper than the leader (costs compared in COST_ORDER) is shown equivalent to
+     it: recommend the cheapest such variant. Also when the leader is the cheapest and every variant it is not
+     separated from is shown equivalent to it: recommend the leader. A difference smaller than the margin is
+     not worth paying for, so this holds even when the cheaper variant is measurably behind.
+   - "clear": otherwise, when every other variant, the runner-up in particular, is separated from the leader.
+   - "inconclusive": otherwise. No variant is recommended (``variant`` is None): a variant that trails the
+     leader without being shown equivalent is never recommended, and the leader is not yet shown best. The
+     ``leader`` field names it, ``p_best`` gives P(best), ``more_questions`` how many questions beyond the ones
+     scored would separate the leader from its closest rival (80 % power at the strictest Holm level), and the
+     reason says how to get them (more Q/A pairs, generated questions, more training seeds).
 """
 
 from __future__ import annotations
@@ -29,7 +40,9 @@ from assistant.compare.stats import (
     seed_spread,
 )
 from foundation.errors import ArenaError
+from foundation.variants import ADAPTER_VARIANTS
 
+OUTCOMES = ("clear", "equivalent", "inconclusive")
 # Costs in the order they decide a tie: training is paid once but is the biggest effort, prompt tokens are
 # paid on every question, memory is the smallest concern on a machine that already holds the base model.
 COST_ORDER = ("training_seconds", "extra_prompt_tokens", "memory_mb")
@@ -38,11 +51,25 @@ COST_PHRASES = {
     "extra_prompt_tokens": "adds {a:.0f} prompt tokens per question instead of {b:.0f} for {other}",
     "memory_mb": "needs {a:.1f} MB of extra memory instead of {b:.1f} MB for {other}",
 }
+# Default equivalence margins, in the decision metric's own units. Scores in [0, 1] (token F1, ROUGE-L, exact
+# match and contains as shares of questions, semantic similarity, the judge's grade): 0.05, five points on the
+# 0-100 scale -- smaller than the gaps between strategies worth acting on (0.1 and more in our FAQ runs), larger
+# than what rounding of a few answers moves. NLL (nats per reference token): 0.05 nats, a perplexity ratio of
+# exp(0.05) = 1.05, the same 5 % in relative terms. Other metrics (latency, speed) have no natural scale: no
+# equivalence test unless a margin is given.
+BOUNDED_MARGIN = 0.05
+NLL_MARGIN = 0.05
+EQUIVALENCE_MARGINS = {**{m: BOUNDED_MARGIN for m in ("f1", "rougeL", "exact", "contains", "semantic", "judge",
+                                                     "groundedness", "retrieval_hit")}, "nll": NLL_MARGIN}
 
 
 @dataclass
 class Recommendation:
-    """Which variant to use, why (sentences with numbers), whether it was a clear win, and the statistics."""
+    """Which variant to use (None when inconclusive), why (sentences with numbers), the outcome, the statistics.
+
+    ``outcome``: "clear" | "equivalent" | "inconclusive" (``clear`` is outcome == "clear"); ``leader`` the
+    variant with the best mean (= ``best``), ``p_best`` its P(best), ``margin`` the equivalence margin in the
+    metric's units (None: not tested), ``more_questions`` the questions to add to settle an inconclusive verdict."""
 
     variant: str | None
     reason: str
@@ -56,6 +83,11 @@ class Recommendation:
     comparisons: dict = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
     seeds: dict = field(default_factory=dict)
+    outcome: str = "inconclusive"
+    leader: str | None = None
+    p_best: float | None = None
+    margin: float | None = None
+    more_questions: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,9 +98,17 @@ def decision_metric(metric: str) -> str:
     return "nll" if metric == "ppl" else metric
 
 
+def resolve_margin(metric: str, margin: float | None = None) -> float | None:
+    """The equivalence margin: ``margin`` when given (0 or None = the metric's default), else the default."""
+    if margin is not None and not margin >= 0:
+        raise ArenaError(f"--equivalence-margin must be a positive number in the metric's units, got {margin}")
+    return float(margin) if margin else EQUIVALENCE_MARGINS.get(decision_metric(metric))
+
+
 def recommend_from_table(table: dict[str, dict[str, list]], costs: dict, metric: str = "f1",
                          sources: Sequence[str] | None = None, seed: int = 0,
-                         seed_tables: Sequence[dict[str, dict[str, list]]] = ()) -> Recommendation:
+                         seed_tables: Sequence[dict[str, dict[str, list]]] = (),
+                         margin: float | None = None) -> Recommendation:
     """recommend() on a runner table (table[variant][metric] = per-question list).
 
     ``seed_tables``: tables of the same questions from adapters trained with other seeds, holding only the
@@ -81,19 +121,22 @@ def recommend_from_table(table: dict[str, dict[str, list]], costs: dict, metric:
         runs = [scores[v]] + [list(t[v][m]) for t in seed_tables if m in t.get(v, {})]
         if len(runs) > 1:
             seed_scores[v] = runs
-    return recommend(scores, costs, m, sources=sources, seed_scores=seed_scores, seed=seed)
+    return recommend(scores, costs, m, sources=sources, seed_scores=seed_scores, seed=seed, margin=margin)
 
 
 def recommend(scores: dict[str, Sequence], costs: dict[str, dict], metric: str = "f1", *,
               sources: Sequence[str] | None = None, seed_scores: dict[str, Sequence[Sequence]] | None = None,
-              alpha: float = ALPHA, seed: int = 0, n_resamples: int = PAIRED_RESAMPLES) -> Recommendation:
+              alpha: float = ALPHA, seed: int = 0, n_resamples: int = PAIRED_RESAMPLES,
+              margin: float | None = None) -> Recommendation:
     """Apply the rule to scores[variant] = per-question values of ``metric`` (None = not scored).
 
     ``seed_scores[variant]`` = one per-question list per training seed (the decide pipeline's --seeds); it
-    replaces ``scores[variant]`` by the per-question mean over seeds and adds the seed-agreement check."""
+    replaces ``scores[variant]`` by the per-question mean over seeds and adds the seed-agreement check.
+    ``margin``: the equivalence margin in the metric's units (None or 0: EQUIVALENCE_MARGINS)."""
     if metric not in HIGHER_IS_BETTER:
         raise ArenaError(f"unknown metric {metric!r}; choose one of {', '.join(HIGHER_IS_BETTER)}")
     higher, label = HIGHER_IS_BETTER[metric], METRIC_LABELS[metric]
+    margin = resolve_margin(metric, margin)
     scores, spreads = _with_seeds(scores, seed_scores or {})
     if sources is not None and scores and len(sources) != len(next(iter(scores.values()))):
         raise ArenaError(f"{len(sources)} sources for {len(next(iter(scores.values())))} questions: give one "
@@ -101,22 +144,42 @@ def recommend(scores: dict[str, Sequence], costs: dict[str, dict], metric: str =
     means = {v: float(finite_values(vals).mean()) for v, vals in scores.items() if finite_values(vals).size}
     if not means:
         return Recommendation(None, f"No variant has a {label} score, so there is nothing to recommend.",
-                              False, metric)
+                              False, metric, margin=margin)
     ranked = sorted(means, key=lambda v: means[v], reverse=higher)
     best, n = ranked[0], max(len(s) for s in scores.values())
-    base = {"metric": metric, "best": best, "n_questions": n, "means": means, "seeds": spreads}
+    base = {"metric": metric, "best": best, "leader": best, "n_questions": n, "means": means, "seeds": spreads,
+            "margin": margin}
     if len(ranked) == 1:
-        return Recommendation(best, f"Only {best} was scored: {label} {means[best]:.3f}.", False, **base)
-    stats = compare_to_best({v: scores[v] for v in ranked}, best, higher, sources, alpha, seed, n_resamples)
+        return Recommendation(best, f"Only {best} was scored: {label} {means[best]:.3f}.", True, outcome="clear",
+                              p_best=1.0, **base)
+    stats = compare_to_best({v: scores[v] for v in ranked}, best, higher, sources, alpha, seed, n_resamples,
+                            margin=margin)
     comparisons = stats.pop("comparisons")
     for v, row in comparisons.items():
         row["seed_flip"] = _seeds_flip(spreads, means, best, v, higher)
         row["separated"] = row["separated"] and not row["seed_flip"]
-    base.update(runner_up=ranked[1], comparisons=comparisons, stats=stats)
+        if margin is not None:
+            row["seeds_exceed_margin"] = _seeds_exceed(spreads, means, best, v, margin)
+            row["equivalent"] = row["equivalent"] and not row["seeds_exceed_margin"]
+    base.update(runner_up=ranked[1], comparisons=comparisons, stats=stats, p_best=stats["p_best"][best])
+    return _verdict(ranked, costs, label, spreads, base)
+
+
+def _verdict(ranked: list, costs: dict, label: str, spreads: dict, base: dict) -> Recommendation:
+    """Rule 4: equivalent (a cheaper variant within the margin) before clear, else inconclusive."""
+    best, comparisons = ranked[0], base["comparisons"]
+    shown_equivalent = [v for v in ranked[1:] if comparisons[v].get("equivalent")]
+    # min() keeps the first of equal-cost variants, and ranked is best-first, so equal cost -> better score.
+    choice = min([best] + shown_equivalent, key=lambda v: _cost_key(costs, v))
+    if choice != best:
+        return _equivalent(choice, costs, label, spreads, base)
     if all(row["separated"] for row in comparisons.values()):
-        return Recommendation(best, _clear_reason(best, ranked[1], comparisons, means, spreads, label, n, stats),
-                              True, **base)
-    return _cheaper_of_tied(ranked, comparisons, means, spreads, costs, label, n, base)
+        text = _clear_reason(best, ranked[1], comparisons, base["means"], spreads, label, base["n_questions"],
+                             base["stats"])
+        return Recommendation(best, text, True, outcome="clear", **base)
+    if all(row["separated"] or row.get("equivalent") for row in comparisons.values()):
+        return _equivalent(best, costs, label, spreads, base)
+    return _inconclusive(ranked, label, spreads, base)
 
 
 def _with_seeds(scores: dict, seed_scores: dict) -> tuple[dict, dict]:
@@ -149,50 +212,12 @@ def _seeds_flip(spreads: dict, means: dict, best: str, other: str, higher: bool)
     return not (b_lo > o_hi if higher else b_hi < o_lo)
 
 
-def _gap(row: dict, n: int, stats: dict) -> str:
-    """'+0.048 (Holm-adjusted 97.5 % paired interval +0.043 to +0.053; 60 questions in 12 source clusters)'."""
-    conf = (1 - row["level"]) * 100
-    where = f" in {stats['clusters']} source clusters" if stats.get("clustered") else ""
-    mc = row.get("mcnemar")
-    exact = f"; exact McNemar p = {mc['p_value']:.3g}, Holm-adjusted {row['p_adjusted']:.3g}" if mc else ""
-    return (f"{row['mean']:+.3f} (Holm-adjusted {conf:.4g} % paired interval {row['ci_low']:+.3f} to "
-            f"{row['ci_high']:+.3f}; {n} questions{where}{exact})")
-
-
-def _about(needed: int) -> str:
-    """Two significant figures: the estimate is rough, more digits would pretend otherwise."""
-    return f"{needed:,}" if needed < 100 else f"{round(needed, 2 - len(str(needed))):,}"
-
-
-def _seed_text(spreads: dict, v: str) -> str:
-    s = spreads.get(v)
-    if not s:
-        return ""
-    return (f" Across {s['seeds']} training seeds {v} scored {s['mean']:.3f} ± {s['sd']:.3f} "
-            f"(range {s['min']:.3f}–{s['max']:.3f}).")
-
-
-def _clear_reason(best, runner, comparisons, means, spreads, label, n, stats) -> str:
-    text = (f"{best} is best on {label} with {means[best]:.3f}, ahead of the runner-up {runner} at "
-            f"{means[runner]:.3f} by {_gap(comparisons[runner], n, stats)}; every other variant is measurably "
-            "behind too.")
-    return text + _seed_text(spreads, best) + _seed_text(spreads, runner)
-
-
-def _settle_text(best: str, closest: str, row: dict, n: int) -> str:
-    needed = row.get("questions_needed")
-    if row.get("seed_flip"):
-        return (f" The training seeds disagree on the order of {best} and {closest}: more seeds or a steadier "
-                "training recipe would settle it.")
-    if needed is None and abs(row["mean"]) < 1e-12:
-        return (f" {best} and {closest} have the same mean score on these questions, so more questions would "
-                "not separate them.")
-    if needed is None:
-        return f" {n} question(s) are too few to measure how much the difference varies; add more questions."
-    if needed <= n:
-        return (f" With {n} questions the difference between {best} and {closest} is at the edge of what this "
-                "test can detect; a few more questions would settle it.")
-    return f" About {_about(needed)} questions would settle {best} vs {closest}; you have {n}."
+def _seeds_exceed(spreads: dict, means: dict, best: str, other: str, margin: float) -> bool:
+    """Rule 3 for equivalence: some seed of one and some seed of the other differ by the margin or more."""
+    if best not in spreads and other not in spreads:
+        return False
+    (b_lo, b_hi), (o_lo, o_hi) = _seed_range(spreads, means, best), _seed_range(spreads, means, other)
+    return max(b_hi - o_lo, o_hi - b_lo) >= margin
 
 
 def _cost_key(costs: dict, variant: str) -> tuple:
@@ -217,21 +242,156 @@ def cost_phrase(costs: dict, cheap: str, other: str) -> tuple[str | None, str]:
     return key, COST_PHRASES[key].format(a=a, b=b, other=other)
 
 
-def _cheaper_of_tied(ranked, comparisons, means, spreads, costs, label, n, base) -> Recommendation:
-    best = ranked[0]
-    tied = [best] + [v for v in ranked[1:] if not comparisons[v]["separated"]]
-    closest = tied[1]
-    # min() keeps the first of equal-cost variants, and ranked is best-first, so equal cost -> better score.
-    cheap = min(tied, key=lambda v: _cost_key(costs, v))
-    other = closest if cheap == best else best
-    listing = ", ".join(f"{v} {means[v]:.3f}" for v in tied[1:])
-    head = (f"No clear winner on {label}: {best} scores highest ({means[best]:.3f}) but is not measurably "
-            f"ahead of {listing}; against {closest} the difference is {_gap(comparisons[closest], n, base['stats'])}.")
-    head += _seed_text(spreads, best) + _seed_text(spreads, closest)
-    head += _settle_text(best, closest, comparisons[closest], n)
-    key, phrase = cost_phrase(costs, cheap, other)
-    if key is None:
-        return Recommendation(cheap, f"{head} They cost the same, so prefer {cheap}, the higher-scoring one.",
-                              False, **base)
-    return Recommendation(cheap, f"{head} Prefer the cheaper: {cheap}, which {phrase}.", False,
-                          deciding_cost=key, **base)
+# ---------------------------------------------------------------- the reasons, in words with their numbers
+
+
+def _gap(row: dict, n: int, stats: dict) -> str:
+    """'+0.048 (Holm-adjusted 97.5 % paired interval +0.043 to +0.053; 60 questions in 12 source clusters)'."""
+    conf = (1 - row["level"]) * 100
+    where = f" in {stats['clusters']} source clusters" if stats.get("clustered") else ""
+    mc = row.get("mcnemar")
+    exact = f"; exact McNemar p = {mc['p_value']:.3g}, Holm-adjusted {row['p_adjusted']:.3g}" if mc else ""
+    return (f"{row['mean']:+.3f} (Holm-adjusted {conf:.4g} % paired interval {row['ci_low']:+.3f} to "
+            f"{row['ci_high']:+.3f}; {n} questions{where}{exact})")
+
+
+def _tost(row: dict, margin: float) -> str:
+    """'+0.012, whose Holm-adjusted 90 % interval -0.020 to +0.041 lies inside ±0.05 (TOST p = ...)'."""
+    conf = (1 - 2 * row["tost_level"]) * 100
+    return (f"{row['mean']:+.3f}, whose Holm-adjusted {conf:.4g} % paired interval {row['tost_low']:+.3f} to "
+            f"{row['tost_high']:+.3f} lies inside ±{margin:g} (equivalence test, TOST p = {row['tost_p']:.3g}, "
+            f"Holm-adjusted {row['tost_p_adjusted']:.3g})")
+
+
+def margin_text(metric: str, margin: float | None) -> str:
+    """Where the margin comes from, in one sentence."""
+    if margin is None:
+        return (f"No equivalence margin is set for {METRIC_LABELS.get(metric, metric)}, so practical equivalence "
+                "was not tested (--equivalence-margin sets one).")
+    unit = " nats per token" if metric == "nll" else ""
+    origin = ("the default for this metric" if margin == EQUIVALENCE_MARGINS.get(metric)
+              else "set with --equivalence-margin")
+    return f"The equivalence margin, ±{margin:g}{unit}, is {origin} (docs/verdict.md)."
+
+
+def _about(needed: int) -> str:
+    """Two significant figures: the estimate is rough, more digits would pretend otherwise."""
+    return f"{needed:,}" if needed < 100 else f"{round(needed, 2 - len(str(needed))):,}"
+
+
+def _seed_text(spreads: dict, v: str) -> str:
+    s = spreads.get(v)
+    if not s:
+        return ""
+    return (f" Across {s['seeds']} training seeds {v} scored {s['mean']:.3f} ± {s['sd']:.3f} "
+            f"(range {s['min']:.3f}–{s['max']:.3f}).")
+
+
+def _clear_reason(best, runner, comparisons, means, spreads, label, n, stats) -> str:
+    text = (f"{best} is best on {label} with {means[best]:.3f}, ahead of the runner-up {runner} at "
+            f"{means[runner]:.3f} by {_gap(comparisons[runner], n, stats)}; every other variant is measurably "
+            "behind too.")
+    return text + _seed_text(spreads, best) + _seed_text(spreads, runner)
+
+
+def _equivalent(choice: str, costs: dict, label: str, spreads: dict, base: dict) -> Recommendation:
+    best, means, rows, margin = base["best"], base["means"], base["comparisons"], base["margin"]
+    if choice != best:
+        row = rows[choice]
+        behind = (" It is measurably behind, but by less than the margin, a difference not worth its cost."
+                  if row["separated"] else "")
+        key, phrase = cost_phrase(costs, choice, best)
+        text = (f"Practically equivalent on {label}: {choice} ({means[choice]:.3f}) is within ±{margin:g} of the "
+                f"leader {best} ({means[best]:.3f}); the difference is {_tost(row, margin)}.{behind}"
+                + _seed_text(spreads, best) + _seed_text(spreads, choice)
+                + f" Prefer the cheaper: {choice}, which {phrase}. " + margin_text(base["metric"], margin))
+        return Recommendation(choice, text, False, outcome="equivalent", deciding_cost=key, **base)
+    near = [v for v, row in rows.items() if not row["separated"]]
+    closest = min(near, key=lambda v: abs(rows[v]["mean"]))
+    listing = ", ".join(f"{v} {means[v]:.3f}" for v in near)
+    key, phrase = cost_phrase(costs, closest, best)
+    text = (f"Practically equivalent on {label}: {best} leads with {means[best]:.3f}; it is not measurably ahead "
+            f"of {listing}, but {'it is' if len(near) == 1 else 'they are'} within ±{margin:g} of it and "
+            f"{'it is not' if len(near) == 1 else 'none is'} cheaper, so use {best}, the leader. Against "
+            f"{closest} the difference is {_tost(rows[closest], margin)}"
+            + (f"; {closest} {phrase}." if phrase else ".")
+            + _seed_text(spreads, best) + " " + margin_text(base["metric"], margin))
+    return Recommendation(best, text, False, outcome="equivalent", deciding_cost=key, **base)
+
+
+def _settle_text(best: str, closest: str, row: dict, n: int) -> str:
+    needed = row.get("questions_needed")
+    if row.get("seed_flip"):
+        return (f" The training seeds disagree on the order of {best} and {closest}: more seeds or a steadier "
+                "training recipe would settle it.")
+    if needed is None and abs(row["mean"]) < 1e-12:
+        return (f" {best} and {closest} have the same mean score on these questions, so more questions would "
+                "not separate them.")
+    if needed is None:
+        return f" {n} question(s) are too few to measure how much the difference varies; add more questions."
+    if needed <= n:
+        return (f" With {n} questions the difference between {best} and {closest} is at the edge of what this "
+                "test can detect; a few more questions would settle it.")
+    return (f" About {_about(needed)} questions would settle {best} vs {closest}; you have {n} (about "
+            f"{_about(needed - n)} more).")
+
+
+def _more_questions(row: dict, n: int) -> int | None:
+    needed = row.get("questions_needed")
+    return needed - n if needed and needed > n and not row.get("seed_flip") else None
+
+
+def _how_to_get(involved: list[str], spreads: dict) -> str:
+    seeds = " or train more seeds (arena decide --seeds N)" if (ADAPTER_VARIANTS | set(spreads)) & set(involved) \
+        else ""
+    return f" To get there: add Q/A pairs to the evaluation set, add generated questions{seeds}."
+
+
+def _inconclusive(ranked: list, label: str, spreads: dict, base: dict) -> Recommendation:
+    best, means, rows, n, margin = ranked[0], base["means"], base["comparisons"], base["n_questions"], base["margin"]
+    open_ = [v for v in ranked[1:] if not rows[v]["separated"] and not rows[v].get("equivalent")]
+    closest = open_[0]
+    listing = ", ".join(f"{v} {means[v]:.3f}" for v in open_)
+    either = ("" if margin is None else
+              f", and {'it is not' if len(open_) == 1 else 'none of them is'} shown within ±{margin:g} of it either")
+    text = (f"No variant yet: inconclusive on {label}. {best} leads with {means[best]:.3f} but is not measurably "
+            f"ahead of {listing}{either}; against {closest} the difference is "
+            f"{_gap(rows[closest], n, base['stats'])}. {best} has the best mean in {base['p_best'] * 100:.0f} % of "
+            "the paired bootstrap resamples (P(best)).")
+    text += _seed_text(spreads, best) + _seed_text(spreads, closest) + _settle_text(best, closest, rows[closest], n)
+    text += _how_to_get([best] + open_, spreads)
+    text += f" Until then no variant is recommended; {best} is the leader, not a winner."
+    if margin is not None:
+        text += " " + margin_text(base["metric"], margin)
+    return Recommendation(None, text, False, outcome="inconclusive", more_questions=_more_questions(rows[closest], n),
+                          **base)
+
+
+# ---------------------------------------------------------------- the verdict in one line, for every reader
+
+
+def outcome_of(rec: dict) -> str:
+    """A stored recommendation's outcome; runs stored before the three outcomes had only ``clear`` ("")."""
+    if rec.get("outcome") in OUTCOMES:
+        return rec["outcome"]
+    return "clear" if rec.get("clear") else ""
+
+
+def headline(rec: dict) -> str:
+    """'rag (clear winner)', 'rag (practically equivalent to ... and cheaper)' or 'no variant yet (...)'."""
+    outcome, variant = outcome_of(rec), rec.get("variant")
+    leader = rec.get("leader") or rec.get("best")
+    label = METRIC_LABELS.get(rec.get("metric", ""), rec.get("metric", ""))
+    if outcome == "clear":
+        return f"{variant} (clear winner)"
+    if outcome == "equivalent" and variant != leader:
+        return (f"{variant} (practically equivalent: within ±{rec['margin']:g} {label} of the leader {leader}, "
+                "and cheaper)")
+    if outcome == "equivalent":
+        return (f"{variant} (practically equivalent: the leader, and those it does not beat are within "
+                f"±{rec['margin']:g} {label} and no cheaper)")
+    if outcome == "inconclusive" and leader:
+        return f"no variant yet (inconclusive: {leader} leads, P(best) {(rec.get('p_best') or 0) * 100:.0f} %)"
+    if outcome == "inconclusive":
+        return "no variant (nothing was scored)"
+    return f"{variant or 'none'} (no clear winner)"

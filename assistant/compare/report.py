@@ -9,6 +9,7 @@ from pathlib import Path
 
 from assistant.compare.judge import report_lines as judge_lines
 from assistant.compare.metrics import METRIC_LABELS
+from assistant.compare.recommend import headline, outcome_of
 
 CHART_METRICS = ("f1", "rougeL", "contains", "semantic", "judge", "nll", "groundedness", "retrieval_hit")
 UNIT_METRICS = {"f1", "rougeL", "exact", "contains", "semantic", "groundedness", "retrieval_hit",
@@ -83,15 +84,27 @@ def _verdict_rows(result: dict) -> tuple[list[str], list[list[str]]]:
     """The verdict's paired comparisons: best minus each other variant, Holm-adjusted (see stats.py)."""
     rec = result["recommendation"]
     best, label = rec.get("best") or "best", METRIC_LABELS.get(rec.get("metric", "f1"), rec.get("metric", "f1"))
+    margin = rec.get("margin")
     header = ["variant", f"{best} minus variant, {label} [adjusted CI]", "Holm level", "test", "p (adjusted)",
               "separated", "questions for 80 % power"]
+    header += [f"within ±{margin:g}: TOST p (adjusted) [adjusted CI]"] if margin is not None else []
     rows = []
     for v, c in (rec.get("comparisons") or {}).items():
         rows.append([v, f"{c['mean']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]", f"{c['level']:.4g}",
                      c["test"], f"{c['p_value']:.3g} ({c['p_adjusted']:.3g})",
                      "yes" if c["separated"] else ("no (seeds disagree)" if c.get("seed_flip") else "no"),
-                     str(c["questions_needed"] or "–")])
+                     str(c["questions_needed"] or "–")] + ([_equivalence_cell(c)] if margin is not None else []))
     return header, rows
+
+
+def _equivalence_cell(c: dict) -> str:
+    """'yes: 0.004 (0.012) [-0.021, +0.035]' -- the equivalence test of rule 8 in stats.py."""
+    if "tost_p" not in c:
+        return "–"
+    verdict = "yes" if c["equivalent"] else ("no (seeds differ by the margin)" if c.get("seeds_exceed_margin")
+                                             else "no")
+    return (f"{verdict}: {c['tost_p']:.3g} ({c['tost_p_adjusted']:.3g}) [{c['tost_low']:+.3f}, "
+            f"{c['tost_high']:+.3f}]")
 
 
 def _stats_lines(result: dict) -> list[str]:
@@ -102,6 +115,12 @@ def _stats_lines(result: dict) -> list[str]:
     unit = f"{st['clusters']} source clusters" if st.get("clustered") else "single questions"
     lines = [f"{rec.get('n_questions', 0)} questions; paired bootstrap over {unit}, {st['resamples']} resamples; "
              f"Holm correction over {len(rec.get('comparisons') or {})} comparisons at alpha {st['alpha']:g}"]
+    if rec.get("margin") is not None:
+        lines.append(f"practical equivalence: two one-sided tests (TOST) within ±{rec['margin']:g} of the leader, "
+                     "Holm-corrected too (docs/verdict.md)")
+    if st.get("p_best"):
+        shares = ", ".join(f"{v} {p * 100:.0f} %" for v, p in sorted(st["p_best"].items(), key=lambda kv: -kv[1]))
+        lines.append(f"P(best), the share of paired resamples in which a variant has the best mean: {shares}")
     lines += [st["note"]] if st.get("note") else []
     lines += [f"{v}: {s['seeds']} training seeds, {s['mean']:.3f} ± {s['sd']:.3f} (range {s['min']:.3f}–"
               f"{s['max']:.3f})" for v, s in (rec.get("seeds") or {}).items()]
@@ -147,12 +166,18 @@ def router_lines(result: dict) -> list[str]:
             f"{router['backend']} head on the embedder's features; {router['seconds']:.2f} s"]
 
 
+def why_title(rec: dict) -> str:
+    """The why-sentences explain a choice, or (no variant yet) where each variant stands against the leader."""
+    return "Where the others stand against the leader" if outcome_of(rec) == "inconclusive" else "Why not the others"
+
+
 def _sections(result: dict) -> list[tuple[str, tuple[list[str], list[list[str]]] | list[str]]]:
     """Report sections in order: (title, table or list of lines)."""
     forgetting = result.get("forgetting") or []
     return [
         ("Results (mean [95 % bootstrap CI])", _rows(result)),
-        ("Why not the others", [f"{v}: {text}" for v, text in (result.get("why") or {}).items()] or ["–"]),
+        (why_title(result["recommendation"]),
+         [f"{v}: {text}" for v, text in (result.get("why") or {}).items()] or ["–"]),
         ("Paired difference against the best (Holm-adjusted)", _verdict_rows(result)),
         ("Statistics", _stats_lines(result)),
         ("Paired difference against base", _paired_rows(result)),
@@ -168,7 +193,7 @@ def _sections(result: dict) -> list[tuple[str, tuple[list[str], list[list[str]]]
 
 def render_markdown(result: dict, chart_name: str) -> str:
     rec = result["recommendation"]
-    parts = ["# Strategy comparison", "", f"**Recommendation: {rec.get('variant') or 'none'}.** {rec['reason']}",
+    parts = ["# Strategy comparison", "", f"**Recommendation: {headline(rec)}.** {rec['reason']}",
              "", f"![metrics with 95 % intervals]({chart_name})", ""]
     for title, body in _sections(result):
         parts += [f"## {title}", ""]
@@ -185,7 +210,7 @@ def render_html(result: dict, png: bytes) -> str:
              "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:"
              "collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top;"
              "font-size:13px}</style></head><body><h1>Strategy comparison</h1>",
-             f"<p><b>Recommendation: {html.escape(str(rec.get('variant') or 'none'))}.</b> "
+             f"<p><b>Recommendation: {html.escape(headline(rec))}.</b> "
              f"{html.escape(rec['reason'])}</p>",
              f"<img alt='metrics with 95 % intervals' src='data:image/png;base64,{data}'>"]
     for title, body in _sections(result):

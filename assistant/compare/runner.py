@@ -14,7 +14,7 @@ from assistant.compare.forgetting import arena_scorer, check_forgetting
 from assistant.compare.judge import judge_run, malformed_warning, parse_spec
 from assistant.compare.leakage import find_overlaps, overlap_warnings
 from assistant.compare.learned import training_sample
-from assistant.compare.recommend import recommend_from_table
+from assistant.compare.recommend import recommend_from_table, resolve_margin
 from assistant.compare.resume import PartialRun, plan_from_json
 from assistant.compare.router import add_routed, check_routed, routed_costs
 from assistant.compare.runs import RunStore
@@ -42,6 +42,7 @@ def validate(cc: CompareConfig, items: list[EvalItem]) -> None:
         raise ArenaError(f"unknown variant(s) {unknown or '(none given)'}; choose from {', '.join(VARIANTS)}")
     if cc.metric not in M.PRIMARY_METRICS:
         raise ArenaError(f"unknown metric {cc.metric!r}; choose one of {', '.join(M.PRIMARY_METRICS)}")
+    resolve_margin(cc.metric, cc.equivalence_margin)  # a negative margin stops the run before any work
 
     check_routed(cc.variants)
     needs = [v for v in cc.variants if v in ADAPTER_VARIANTS]
@@ -96,7 +97,7 @@ def run_comparison(runtime, items: list[EvalItem], cc: CompareConfig, cfg=None,
         result["costs"][ROUTED] = routed_costs(result["costs"], routed["picks"], routed["seconds"], len(items))
     result["router"] = routed
     result["recommendation"] = recommend_from_table(table, result["costs"], cc.metric, clusters(items),
-                                                    cc.seed).to_dict()
+                                                    cc.seed, margin=cc.equivalence_margin).to_dict()
     result["per_question"] = per_question
     result["warnings"] = leakage_warnings(runtime, cc, questions) + engine_notices(runtime, judged)
     result["judge"] = judged["summary"] if judged else None

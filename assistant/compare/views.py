@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 
 from assistant.compare.metrics import METRIC_LABELS
+from assistant.compare.recommend import outcome_of
 from assistant.compare.report import TABLE_METRICS, ci_cell
 
 QUESTION_SCORES = ("f1", "rougeL", "contains", "semantic", "judge", "nll", "groundedness", "retrieval_hit")
@@ -56,6 +57,15 @@ def question_html(result: dict, index: int) -> str:
     return head + "<table class='arena-compare-q'><tr>" + "".join(cols) + "</tr></table>"
 
 
+def recommended(rec: dict) -> str:
+    """The past-runs cell: 'rag (clear)', 'rag (equivalent)', 'none yet (leader rag+finetuned)'."""
+    outcome = outcome_of(rec)
+    if rec.get("variant") is None:
+        leader = rec.get("leader")
+        return f"none yet (leader {leader})" if leader and outcome == "inconclusive" else "none"
+    return f"{rec['variant']} ({outcome or 'no clear winner'})"
+
+
 def runs_table(runs) -> tuple[list[str], list[list]]:
     """Past runs side by side: id, label, eval set, primary metric per variant and the recommendation."""
     names = []
@@ -67,6 +77,6 @@ def runs_table(runs) -> tuple[list[str], list[list]]:
         metric = run.settings.get("metric", "f1")
         variants = run.result.get("variants", {})
         cells = [ci_cell(variants.get(n, {}).get(metric)) for n in names]
-        rec = run.result.get("recommendation", {}).get("variant") or "none"
-        rows.append([run.id, run.label, run.settings.get("eval", ""), metric] + cells + [rec])
+        rows.append([run.id, run.label, run.settings.get("eval", ""), metric] + cells
+                    + [recommended(run.result.get("recommendation") or {})])
     return header, rows

@@ -9,7 +9,7 @@ the costs (training time, prompt tokens per question, seconds per answer).
 from __future__ import annotations
 
 from assistant.compare.metrics import METRIC_LABELS
-from assistant.compare.recommend import cost_phrase
+from assistant.compare.recommend import cost_phrase, outcome_of
 from assistant.compare.report import UNIT_METRICS
 from foundation.variants import ADAPTER_VARIANTS, RAG_VARIANTS
 
@@ -21,9 +21,10 @@ MAX_DIAGNOSES = 2     # one sentence: the standing plus the two most telling mea
 
 
 def why_sentences(result: dict) -> dict[str, str]:
-    """{variant: sentence} for every compared variant except the recommended one."""
+    """{variant: sentence} for every compared variant except the recommended one (when the verdict is
+    inconclusive: except the leader, so each sentence says where that variant stands against it)."""
     rec = result.get("recommendation") or {}
-    chosen, means = rec.get("variant"), rec.get("means") or {}
+    chosen, means = _chosen(rec), rec.get("means") or {}
     if chosen is None or not means:
         return {}
     out = {}
@@ -37,20 +38,37 @@ def why_sentences(result: dict) -> dict[str, str]:
     return out
 
 
+def _chosen(rec: dict) -> str | None:
+    """The variant the others are explained against: the recommended one, or the leader of an open verdict."""
+    if rec.get("variant") is None and outcome_of(rec) == "inconclusive":
+        return rec.get("leader") or rec.get("best")
+    return rec.get("variant")
+
+
 def _standing(result: dict, v: str) -> tuple[str, str | None]:
     """How the variant stands against the best, and the cost it names (so a diagnosis does not repeat it)."""
     rec = result["recommendation"]
-    chosen, best, means = rec["variant"], rec["best"], rec["means"]
+    chosen, best, means = _chosen(rec), rec["best"], rec["means"]
     label = METRIC_LABELS.get(rec["metric"], rec["metric"])
     row = (rec.get("comparisons") or {}).get(v, {})
-    if v != best and row.get("separated"):
+    within = f"within the ±{rec['margin']:g} equivalence margin of" if rec.get("margin") is not None else ""
+    if v != best and row.get("separated") and not row.get("equivalent"):
         return (f"its {label} of {means[v]:.3f} is measurably below {best}'s {means[best]:.3f} "
                 f"(by {abs(row['mean']):.3f})"), None
+    if outcome_of(rec) == "inconclusive" and not row.get("equivalent"):
+        return (f"its {label} of {means[v]:.3f} trails the leader {best} ({means[best]:.3f}) by "
+                f"{abs(row.get('mean', 0.0)):.3f}, not measurably: more questions are needed to rule it out"), None
     key, phrase = cost_phrase(result.get("costs") or {}, v, chosen)
     cost = f", and it {phrase}" if phrase else " at the same cost, and it ranked lower"
+    chosen_row = (rec.get("comparisons") or {}).get(chosen, {})
+    if v == best and chosen_row.get("equivalent"):
+        return (f"it scored highest on {label} ({means[v]:.3f}), but {chosen} ({means[chosen]:.3f}) is "
+                f"{within} it{cost}"), key
     if v == best:
         return (f"it scored highest on {label} ({means[v]:.3f}) but not measurably above {chosen} "
                 f"({means[chosen]:.3f}){cost}"), key
+    if row.get("equivalent"):
+        return f"its {label} of {means[v]:.3f} is {within} {best}'s {means[best]:.3f} too{cost}", key
     if row.get("seed_flip"):
         return f"its {label} of {means[v]:.3f} changes order with {best}'s across training seeds{cost}", key
     return f"its {label} of {means[v]:.3f} is not measurably different from {best}'s {means[best]:.3f}{cost}", key
@@ -136,7 +154,7 @@ def _training_time(result: dict, v: str) -> str:
 
 def _latency(result: dict, v: str) -> str:
     costs = result.get("costs") or {}
-    chosen = result["recommendation"]["variant"]
+    chosen = _chosen(result["recommendation"])
     mine = (costs.get(v) or {}).get("seconds_per_answer")
     theirs = (costs.get(chosen) or {}).get("seconds_per_answer")
     if not mine or not theirs or mine < SLOWER * theirs:

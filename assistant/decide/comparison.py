@@ -43,7 +43,7 @@ def run_compare(decision, rep, tmp: Path, adapters: list[str]) -> dict:
     label = f"decide {cfg.name} {decision.keys['compare'][:8]}"
     cc = CompareConfig(variants=variants, metric=cfg.metric, adapter=adapters[0] if adapters else None,
                        seed=cfg.seed, max_new_tokens=cfg.max_new_tokens or None, forgetting=cfg.forgetting,
-                       eval_name=f"decide {cfg.name}", label=label)
+                       eval_name=f"decide {cfg.name}", label=label, equivalence_margin=cfg.equivalence_margin)
     runs, store = max(1, len(adapters)), RunStore(Path(decision.settings.data_dir) / "runs.sqlite")
 
     def progress(k):
@@ -60,7 +60,8 @@ def run_compare(decision, rep, tmp: Path, adapters: list[str]) -> dict:
         seed_tables.append(score_table(extra, metric))
     if seed_tables:
         result["recommendation"] = recommend_from_table(score_table(result, metric), result["costs"], cfg.metric,
-                                                        clusters(items), cfg.seed, seed_tables).to_dict()
+                                                        clusters(items), cfg.seed, seed_tables,
+                                                        margin=cfg.equivalence_margin).to_dict()
         result["why"] = why_sentences(result)
         store.finish(result["run_id"], result["settings"], result)
     result["seeds"] = {"per_seed": [{"seed": cfg.seed + k, "adapter": a} for k, a in enumerate(adapters)],

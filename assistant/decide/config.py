@@ -61,6 +61,8 @@ class DecideConfig:
     forgetting: bool = True
     # experiment tracker for the training jobs (the trainer's integration) and the comparison summary
     report_to: str = "none"
+    # practical-equivalence margin in the metric's units (0 = the metric's default; docs/verdict.md)
+    equivalence_margin: float = 0.0
 
     def validate(self) -> None:
         """Raise ArenaError naming the first bad value (before any work is done)."""
@@ -77,7 +79,8 @@ class DecideConfig:
             raise ArenaError(f"--budget-minutes must be >= 0, got {self.budget_minutes}")
         if not 0 < self.eval_fraction < 1:
             raise ArenaError(f"eval_fraction must be between 0 and 1, got {self.eval_fraction}")
-        for name in ("limit", "max_new_tokens", "lora_r", "batch_size", "max_length", "save_steps"):
+        for name in ("limit", "max_new_tokens", "lora_r", "batch_size", "max_length", "save_steps",
+                     "equivalence_margin"):
             if getattr(self, name) < 0:
                 raise ArenaError(f"{name} must be >= 0, got {getattr(self, name)}")
         unknown = [v for v in self.variants if v not in ALL_VARIANTS]
@@ -134,6 +137,9 @@ def add_decide_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment", default=None, metavar="paraphrases:K",
                    help="K paraphrases of each training question (default paraphrases:5; '' = none)")
     p.add_argument("--metric", default=None, help="primary metric (default f1)")
+    p.add_argument("--equivalence-margin", dest="equivalence_margin", type=float, default=None, metavar="M",
+                   help="practical-equivalence margin in the metric's units: a cheaper variant shown within ±M of "
+                        "the leader is recommended (default 0.05 for scores in [0, 1], 0.05 nats for NLL)")
     p.add_argument("--splitter", default=None, help="chunking for ingestion (default recursive; retrieval tuning "
                                                      "may choose another)")
     p.add_argument("--no-tune-retrieval", dest="tune_retrieval", action="store_false", default=None,

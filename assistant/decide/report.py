@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 
 from assistant.compare.metrics import METRIC_LABELS
+from assistant.compare.recommend import headline as verdict_headline
+from assistant.compare.recommend import outcome_of
 from assistant.compare.report import _html_table, _md_table, ci_cell, write_report
 
 
@@ -97,9 +99,10 @@ def _retrieval_line(r: dict) -> str:
 
 
 def headline(result: dict) -> str:
+    """'Use rag (clear winner)', 'Use rag (practically equivalent: ...)' or 'No variant yet (inconclusive: ...)'."""
     rec = result["recommendation"]
-    kind = "clear winner" if rec.get("clear") else "no clear winner"
-    return f"Use {rec.get('variant') or 'none'} ({kind})"
+    text = verdict_headline(rec)
+    return f"Use {text}" if rec.get("variant") else text[0].upper() + text[1:]
 
 
 def render_markdown(result: dict, info: dict) -> str:
@@ -133,7 +136,11 @@ def write_decision_report(result: dict, info: dict, folder: Path) -> dict[str, s
     (folder / "report.md").write_text(render_markdown(result, info), encoding="utf-8")
     (folder / "report.html").write_text(render_html(result, info), encoding="utf-8")
     rec = result["recommendation"]
-    data = {"verdict": rec.get("variant"), "clear": rec.get("clear"), "reason": rec["reason"],
+    # verdict: the variant to use, null when the outcome is "inconclusive" (no variant yet; leader names the
+    # variant ahead, p_best its bootstrap probability of being best, more_questions what would settle it).
+    data = {"verdict": rec.get("variant"), "outcome": outcome_of(rec) or None, "leader": rec.get("leader"),
+            "p_best": rec.get("p_best"), "margin": rec.get("margin"), "more_questions": rec.get("more_questions"),
+            "clear": rec.get("clear"), "reason": rec["reason"],
             "why": _why(result), "metric": rec.get("metric"), "variants": result["variants"],
             "paired": result.get("paired", {}), "seeds": result.get("seeds", {}), "costs": result.get("costs", {}),
             "warnings": result.get("warnings", []), "run_id": result.get("run_id"), **info}
