@@ -70,7 +70,7 @@ def sections(result: dict, info: dict) -> list[tuple[str, object]]:
             ("Inputs", [f"documents: {', '.join(info['config']['docs'])}",
                         f"evaluation: {info['evalset'].get('origin')}, {info['evalset'].get('eval')} questions; "
                         f"training pairs: {info['evalset'].get('train')} "
-                        f"({info['evalset'].get('dropped_leaks', 0)} dropped as copies of evaluation questions)",
+                        f"({info['evalset'].get('dropped_leaks', 0)} dropped as copies or near-duplicates of evaluation questions)",
                         _retrieval_line(info.get("retrieval") or {}),
                         *_training_line(info.get("trainset") or {}),
                         f"comparison run #{result.get('run_id')} (Compare tab → Past runs); per-question answers "
