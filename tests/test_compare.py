@@ -13,7 +13,7 @@ from assistant.compare.leakage import find_overlaps, overlap_warnings, split_by_
 from assistant.compare.recommend import recommend
 from assistant.compare.report import write_report
 from assistant.compare.runs import RunStore
-from assistant.compare.stats import bootstrap_ci, exp_summary, paired_against, paired_difference
+from assistant.compare.stats import bootstrap_ci, exp_summary, paired_against, paired_difference, widening
 from foundation.errors import ArenaError
 from tests.scorers import peft_scorer
 
@@ -193,7 +193,7 @@ def test_leakage_catches_exact_and_paraphrase(minilm):
              "How long does the battery warranty last?", "How do I reset the router to factory settings?"]
     overlaps = find_overlaps(evals, train, embedder=minilm)
     assert [(o.eval_index, o.kind) for o in overlaps] == [(0, "exact"), (2, "near-duplicate")]
-    assert overlaps[1].train_question == train[1] and overlaps[1].similarity > 0.85
+    assert overlaps[1].train_question == train[1] and overlaps[1].cosine > 0.85 and overlaps[1].order == 1.0
     assert find_overlaps(evals, train)[0].kind == "exact"  # without an embedder: exact only
     lines = overlap_warnings("faq-lora", overlaps, len(evals))
     assert "2 of 4" in lines[0] and "faq-lora" in lines[0]
@@ -212,7 +212,7 @@ def test_split_by_section_never_shares_a_section():
 # ---------------------------------------------------------------- forgetting check
 
 
-def _peft_tiny(tiny_model, destroy: bool):
+def _peft_tiny(tiny_model, scale: float, seed: int = 0):
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -220,29 +220,53 @@ def _peft_tiny(tiny_model, destroy: bool):
     # output layer moves its perplexity, which is what a destructive adapter must do.
     config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "lm_head"])
     model = get_peft_model(tiny_model, config)
-    if destroy:
-        torch.manual_seed(0)
+    if scale:  # B = 0 leaves the base unchanged; small B is noise around it, large B destroys it
+        torch.manual_seed(seed)
         with torch.no_grad():
             for name, param in model.named_parameters():
                 if "lora_B" in name:
-                    param.copy_(torch.randn_like(param) * 5.0)
+                    param.copy_(torch.randn_like(param) * scale)
     return model.eval()
 
 
-def test_forgetting_not_flagged_for_zero_initialized_adapter(tiny_model, tiny_tokenizer):
+def _small_probe():
     probe = load_probe()
     probe.paragraphs = probe.paragraphs[:3]  # the byte-level tiny tokenizer makes long texts slow
-    fine = check_forgetting("zero", peft_scorer(_peft_tiny(tiny_model, False), tiny_tokenizer), probe=probe)
-    assert not fine["flagged"] and abs(fine["probes"]["general_qa"]["relative_change"]) < 1e-4
-    assert fine["message"].startswith("ok")
+    return probe
 
 
-def test_forgetting_flags_destroyed_adapter(tiny_model, tiny_tokenizer):
-    probe = load_probe()
-    probe.paragraphs = probe.paragraphs[:3]
-    bad = check_forgetting("broken", peft_scorer(_peft_tiny(tiny_model, True), tiny_tokenizer), probe=probe)
-    assert bad["flagged"] and bad["message"].startswith("FORGETTING")
-    assert max(p["relative_change"] for p in bad["probes"].values()) > 0.15
+def test_forgetting_not_flagged_for_zero_initialized_adapter(tiny_model, tiny_tokenizer):
+    fine = check_forgetting("zero", peft_scorer(_peft_tiny(tiny_model, 0.0), tiny_tokenizer), probe=_small_probe())
+    assert not fine.flagged and abs(fine.probes["general_qa"].relative_change) < 1e-4
+    assert fine.message.startswith("ok") and fine.probes["general_text"].nll_change.n == 3
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_forgetting_flags_a_destroyed_adapter_and_not_a_noisy_one(tiny_model, tiny_tokenizer, seed):
+    import copy
+
+    noisy = check_forgetting("noisy", peft_scorer(_peft_tiny(copy.deepcopy(tiny_model), 0.05, seed), tiny_tokenizer),
+                             probe=_small_probe())
+    assert not noisy.flagged and noisy.message.startswith("ok"), noisy.message
+    bad = check_forgetting("broken", peft_scorer(_peft_tiny(tiny_model, 5.0, seed), tiny_tokenizer),
+                           probe=_small_probe())
+    assert bad.flagged and bad.message.startswith("FORGETTING"), bad.message
+    assert max(p.ci_low for p in bad.probes.values()) > 0.15 and "interval" in bad.message
+
+
+def test_forgetting_statistic_against_a_hand_computation():
+    from assistant.compare.forgetting import probe_result
+
+    base, tuned = [2.0, 2.0, 3.0, 1.0], [2.2, 2.4, 3.1, 1.3]  # NLL changes 0.2, 0.4, 0.1, 0.3: mean 0.25
+    result = probe_result(base, tuned, alpha=0.05)
+    assert result.nll_change.mean == pytest.approx(0.25)
+    assert result.relative_change == pytest.approx(math.exp(0.25) - 1)  # perplexity ratio exp(mean d)
+    assert result.base_ppl == pytest.approx(math.exp(2.0)) and result.adapter_ppl == pytest.approx(math.exp(2.25))
+    assert result.ci_low == pytest.approx(math.expm1(result.nll_change.ci_low))
+    # resampled means lie within [0.1, 0.4]; the small-sample widening stretches the bounds around the mean
+    f = widening(0.05, 4)
+    assert 0.25 - f * 0.15 <= result.nll_change.ci_low < 0.25 - 0.3 * 0.15
+    assert 0.25 + 0.3 * 0.15 < result.nll_change.ci_high <= 0.25 + f * 0.15
 
 
 def test_shipped_probe_data():

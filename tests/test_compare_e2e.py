@@ -10,6 +10,7 @@ import torch
 
 from assistant.compare.config import CompareConfig
 from assistant.compare.evalset import EvalItem, draw_eval_set, load_eval_set
+from assistant.compare.report import render_markdown
 from assistant.compare.runner import run_comparison
 from assistant.compare.runs import RunStore
 from foundation.errors import ArenaError
@@ -104,6 +105,10 @@ def test_all_five_variants_end_to_end(env):
     assert any("faq-lora" in w and "1 of 4" in w for w in result["warnings"])  # exact-overlap leakage
     forgetting = result["forgetting"][0]
     assert forgetting["adapter"] == "faq-lora" and set(forgetting["probes"]) == {"general_qa", "general_text"}
+    bias = result["bias"][0]  # both probes carry their paired interval into the JSON and the report's text
+    assert bias["change"]["ci_low"] <= bias["change"]["mean"] <= bias["change"]["ci_high"]
+    assert "interval" in bias["message"] and "interval" in forgetting["message"]
+    assert "interval" in render_markdown(result, "chart.png").split("## Bias probe")[1].split("##")[0]
     q = result["per_question"][0]
     assert set(q["answers"]) == set(VARIANTS) and q["answers"]["rag"]["sources"][0]["citation"].startswith("faq.md")
     stored = RunStore(env["data_dir"] / "runs.sqlite").get(result["run_id"])

@@ -87,8 +87,9 @@ def test_bundled_bias_probe_base_against_itself_and_a_random_lora(bundled_data_d
         return nlls, nlls
 
     same = check_bias("base", base_twice, items=items)
-    assert same["change"] == 0 and not same["flagged"] and same["base_gap"] > 0
+    assert same.change.mean == 0 and same.change.ci_low == same.change.ci_high == 0
+    assert not same.flagged and same.base_gap > 0
     lora = PeftModel.from_pretrained(base, make_lora(base, tmp_path / "lora", seed=3)).eval()
     report = check_bias("random-lora", peft_scorer(lora, tok), items=items)
-    assert report["base_gap"] == pytest.approx(same["base_gap"], rel=1e-4) and report["adapter_gap"] > 0
+    assert report.base_gap == pytest.approx(same.base_gap, rel=1e-4) and report.adapter_gap > 0
 

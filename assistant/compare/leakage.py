@@ -1,36 +1,96 @@
-"""Leakage guard: evaluation questions seen in an adapter's training data, and section-based splitting."""
+"""Leakage guard: evaluation questions seen in an adapter's training data, and section-based splitting.
+
+A training question is a near-duplicate of an evaluation question when BOTH hold:
+- their embedding cosine is at least ``NEAR_DUPLICATE_COSINE`` (same meaning, as far as the embedder sees), and
+- their ``order_agreement`` is at least ``NEAR_DUPLICATE_ORDER``: no two words they share swap roles around
+  the same connecting words. MiniLM mean-pools its token vectors and is nearly blind to word order: "How do I
+  convert a string to a number?" and "How do I convert a number to a string?" score cosine 0.9955 (0.9914
+  with the int8 ONNX export), more than the paraphrase "How do I reset my password?" / "What's the way to
+  reset my password?" (0.966). An order-blind (bag-of-words) embedder gives exactly 1.0.
+One detector (``find_overlaps``) serves both the comparison's leakage warning and `arena decide`'s dropping of
+training pairs that copy evaluation questions.
+"""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from itertools import combinations
 
 import numpy as np
 
-from assistant.compare.metrics import normalize, unit_rows
+from assistant.compare.metrics import normalize, tokens, unit_rows
 
 NEAR_DUPLICATE_COSINE = 0.85  # MiniLM: paraphrases of one question ~0.9, related but distinct ~0.5
+# Measured by benchmarks/leakage.py with MiniLM: 21 paraphrase pairs (the espresso FAQ's titles against its user
+# questions, and hand-written ones) all have agreement 1.0; 6 role swaps have 0.50-0.78 at cosine 0.991-0.996,
+# above every paraphrase but one, so the cosine cannot reject them. One swapped pair reverses a question however
+# long it is, so nothing below 1.0 passes. A plain word-order ratio (difflib.SequenceMatcher over the words)
+# cannot separate them: 0.71 for the string/number swap against 0.46 for the password paraphrase.
+NEAR_DUPLICATE_ORDER = 1.0
+# A swap around these keeps the meaning ("cash and card" = "card and cash").
+SYMMETRIC_CONNECTORS = frozenset({"and", "or", "&"})
 
 
-@dataclass
+@dataclass(frozen=True)
 class Overlap:
-    """One evaluation question that also appears (exactly or nearly) in training data."""
+    """One evaluation question that also appears (exactly or nearly) in training data.
+
+    ``cosine`` and ``order`` are the two figures the near-duplicate test rests on (None for an exact copy's
+    cosine when no embedder was used)."""
 
     eval_index: int
     question: str
     train_question: str
     kind: str  # "exact" or "near-duplicate"
-    similarity: float
+    cosine: float | None
+    order: float
+
+    def detail(self) -> str:
+        if self.kind == "exact":
+            return "exact copy after normalisation"
+        return f"near-duplicate: embedding cosine {self.cosine:.2f}, word-order agreement {self.order:.2f}"
+
+
+def _first_positions(words: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for k, w in enumerate(words):
+        out.setdefault(w, k)
+    return out
+
+
+def order_agreement(a: str, b: str) -> float:
+    """Share of the words both questions contain that keep their role, in [0, 1].
+
+    Two shared words swap roles when they come in opposite orders around the same (non-empty) connecting words:
+    "string TO number" / "number TO string", "guest INVITE member" / "member INVITE guest". Reordering that
+    changes the connecting words keeps the roles ("files from my laptop to the server" / "files to the server
+    from my laptop", "battery warranty" / "warranty for the battery"), and so do adjacent words ("password
+    reset" / "reset password") and symmetric connectors ("and", "or")."""
+    ta, tb = tokens(a), tokens(b)
+    pa, pb = _first_positions(ta), _first_positions(tb)
+    shared = [w for w in pa if w in pb]
+    swapped: set[str] = set()
+    for x, y in combinations(shared, 2):
+        if (pa[x] < pa[y]) == (pb[x] < pb[y]):
+            continue
+        between_a = ta[min(pa[x], pa[y]) + 1:max(pa[x], pa[y])]
+        between_b = tb[min(pb[x], pb[y]) + 1:max(pb[x], pb[y])]
+        if between_a and between_a == between_b and not set(between_a) <= SYMMETRIC_CONNECTORS:
+            swapped |= {x, y}
+    return 1.0 - len(swapped) / len(shared) if shared else 1.0
 
 
 def find_overlaps(eval_questions: list[str], train_questions: list[str], embedder=None,
-                  threshold: float = NEAR_DUPLICATE_COSINE) -> list[Overlap]:
-    """Exact matches after normalisation, then near-duplicates by embedding cosine (when an embedder is given)."""
+                  threshold: float = NEAR_DUPLICATE_COSINE,
+                  order_threshold: float = NEAR_DUPLICATE_ORDER) -> list[Overlap]:
+    """Exact matches after normalisation, then near-duplicates (when an embedder is given): the most similar
+    training question by cosine among those that also pass the word-order test."""
     train_norm = {normalize(q): q for q in train_questions if q.strip()}
     found, rest = [], []
     for i, q in enumerate(eval_questions):
         if normalize(q) in train_norm:
-            found.append(Overlap(i, q, train_norm[normalize(q)], "exact", 1.0))
+            found.append(Overlap(i, q, train_norm[normalize(q)], "exact", None, 1.0))
         else:
             rest.append(i)
     if embedder is None or not rest or not train_norm:
@@ -39,21 +99,26 @@ def find_overlaps(eval_questions: list[str], train_questions: list[str], embedde
     vectors = unit_rows(embedder.encode([eval_questions[i] for i in rest] + train_list))
     sims = vectors[: len(rest)] @ vectors[len(rest):].T
     for row, i in enumerate(rest):
-        j = int(np.argmax(sims[row]))
-        if sims[row, j] >= threshold:
-            found.append(Overlap(i, eval_questions[i], train_list[j], "near-duplicate", float(sims[row, j])))
+        for j in np.argsort(-sims[row]):
+            if sims[row, j] < threshold:
+                break
+            order = order_agreement(eval_questions[i], train_list[j])
+            if order >= order_threshold:
+                found.append(Overlap(i, eval_questions[i], train_list[j], "near-duplicate",
+                                     float(sims[row, j]), order))
+                break
     return sorted(found, key=lambda o: o.eval_index)
 
 
 def overlap_warnings(adapter: str, overlaps: list[Overlap], total: int) -> list[str]:
-    """Plain warnings for the report: how many evaluation questions the adapter was trained on."""
+    """Plain warnings for the report: how many evaluation questions the adapter was trained on, and for each
+    (up to 10) both questions and the figures that made them a match."""
     if not overlaps:
         return []
     lines = [f"adapter {adapter!r} was trained on {len(overlaps)} of {total} evaluation questions; "
              "its scores on them measure memory, not generalisation"]
     for o in overlaps[:10]:
-        detail = "exact" if o.kind == "exact" else f"near-duplicate, cosine {o.similarity:.2f}"
-        lines.append(f"  eval #{o.eval_index + 1} {o.question!r} ~ training {o.train_question!r} ({detail})")
+        lines.append(f"  eval #{o.eval_index + 1} {o.question!r} ~ training {o.train_question!r} ({o.detail()})")
     if len(overlaps) > 10:
         lines.append(f"  … and {len(overlaps) - 10} more")
     return lines

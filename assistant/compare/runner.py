@@ -118,15 +118,16 @@ def run_comparison(runtime, items: list[EvalItem], cc: CompareConfig, cfg=None,
 
 
 def adapter_probes(runtime, cc: CompareConfig, cfg, variants: list[str], progress) -> tuple[list, list]:
-    """The forgetting check and the bias probe of the adapter (both built on reference NLL), or ([], [])."""
+    """The forgetting check and the bias probe of the adapter (both built on reference NLL, each a paired change
+    with its interval), as JSON-ready dicts, or ([], [])."""
     scores_nll = not getattr(runtime.engine, "nll_notice", "")
     if not (cc.adapter and cc.forgetting and scores_nll and any(v in ADAPTER_VARIANTS for v in variants)):
         return [], []
     scorer = arena_scorer(runtime.arena, cfg, cc.adapter)
     progress(0.9, "forgetting check")
-    forgetting = [check_forgetting(cc.adapter, scorer, cc.forgetting_margin)]
+    forgetting = [check_forgetting(cc.adapter, scorer, cc.forgetting_margin).to_dict()]
     progress(0.92, "bias probe")
-    return forgetting, [check_bias(cc.adapter, scorer, cc.bias_margin)]
+    return forgetting, [check_bias(cc.adapter, scorer, cc.bias_margin).to_dict()]
 
 
 def _routed(runtime, cc: CompareConfig, per_question, table, answers, generated, progress) -> dict:

@@ -134,9 +134,12 @@ def _forgetting(result: dict) -> str:
     if not flagged:
         return ""
     probes = flagged[0]["probes"]
-    worst = max(probes, key=lambda k: probes[k]["relative_change"])
+    worst = max(probes, key=lambda k: probes[k].get("ci_low", probes[k]["relative_change"]))  # as the check
+    rose = probes[worst]
+    interval = (f" (interval {rose['ci_low'] * 100:+.0f} to {rose['ci_high'] * 100:+.0f} %)"
+                if rose.get("ci_low") is not None else "")
     return (f"it forgets general knowledge: perplexity on the {worst.replace('_', ' ')} probe rose "
-            f"{probes[worst]['relative_change'] * 100:+.0f} %")
+            f"{rose['relative_change'] * 100:+.0f} %{interval}")
 
 
 def _seeds(result: dict, v: str) -> str:

@@ -69,14 +69,21 @@ def sections(result: dict, info: dict) -> list[tuple[str, object]]:
             ("Costs on this machine", _cost_rows(result)),
             ("Stages", _stage_rows(info["stages"])),
             ("Warnings", result.get("warnings") or ["none"]),
+            ("Adapter checks (forgetting, bias; paired intervals)", _probe_lines(result)),
             ("Inputs", [f"documents: {', '.join(info['config']['docs'])}",
                         f"evaluation: {info['evalset'].get('origin')}, {info['evalset'].get('eval')} questions; "
                         f"training pairs: {info['evalset'].get('train')} "
-                        f"({info['evalset'].get('dropped_leaks', 0)} dropped as copies of evaluation questions)",
+                        f"({info['evalset'].get('dropped_leaks', 0)} dropped as copies or near-duplicates of "
+                        "evaluation questions)",
                         _retrieval_line(info.get("retrieval") or {}),
                         *_training_line(info.get("trainset") or {}),
                         f"comparison run #{result.get('run_id')} (Compare tab → Past runs); per-question answers "
                         "in comparison.html"])]
+
+
+def _probe_lines(result: dict) -> list[str]:
+    """The forgetting check's and the bias probe's messages (each names its interval and when it flags)."""
+    return [p["message"] for p in (result.get("forgetting") or []) + (result.get("bias") or [])] or ["not run"]
 
 
 def _training_line(t: dict) -> list[str]:

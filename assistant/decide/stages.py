@@ -130,9 +130,10 @@ class Decision:
             evals, pool = [it.to_dict() for it in drawn], [it.to_dict() for it in rest]
             origin = "held-out document sections"
         evals = evals[: c.limit] if c.limit else evals
-        # Leakage guard: a training pair that repeats an evaluation question (after normalisation) is dropped;
-        # near-duplicates are left in and flagged by the comparison's own warning (leakage.overlap_warnings).
-        leaked = {o.eval_index for o in find_overlaps([p["question"] for p in pool], [e["question"] for e in evals])}
+        # Leakage guard: a training pair that copies an evaluation question, exactly or as a near-duplicate, is
+        # dropped; the same detector (leakage.find_overlaps) warns in the comparison report.
+        leaked = {o.eval_index for o in find_overlaps([p["question"] for p in pool], [e["question"] for e in evals],
+                                                      embedder=self.rt.embedder)}
         train = [p for i, p in enumerate(pool) if i not in leaked]
         if not evals:
             raise ArenaError("the evaluation set is empty: give --eval, a larger --qa, or more documents")
