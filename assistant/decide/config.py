@@ -17,6 +17,9 @@ from training.config import JobConfig, parse_augment
 
 ALL_VARIANTS = STRATEGIES  # decide compares the strategies (the routed variant needs a comparison first)
 MIN_TUNING_PAIRS = 5  # fewer training pairs: a hit rate over so few questions would pick settings by chance
+# Fewer document-drawn evaluation questions: a verdict's paired intervals would span everything (refused, with
+# a pointer to --generator or a Q/A file).
+MIN_EVAL_QUESTIONS = 5
 MAX_SEEDS = 10  # each seed is a full training run: more is hours on a CPU
 
 

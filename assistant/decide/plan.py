@@ -18,7 +18,7 @@ from retrieval.ingest import collect_files
 from retrieval.loaders import load_file
 from retrieval.tuning import KS, MODES, SPLITTERS
 from training import plan as training_plan
-from training.builders import SectionText, qa_from_sections
+from training.builders import SectionText, draw_from_sections
 from training.config import parse_augment
 
 EMBED_CHUNKS_PER_S = 30.0  # MiniLM fp32 on 2 cores (RECIPES.md: 24-59 chunks/s)
@@ -65,18 +65,19 @@ def count_rows(path: str) -> int:
     return len(load_eval_set(Path(path)))
 
 
-def doc_stats(paths: list[str]) -> tuple[int, int, int]:
-    """(files, characters, QA pairs the documents yield) without embedding anything."""
+def doc_stats(paths: list[str]) -> tuple[int, int, int, int]:
+    """(files, characters, QA pairs the heuristic draws, malformed ones it drops) without embedding anything."""
     files, _ = collect_files([Path(p) for p in paths])
-    chars = pairs = 0
+    chars = pairs = malformed = 0
     for path, source in files:
         try:
             doc = load_file(path, source=source)
         except ArenaError:
             continue  # ingestion reports the bad file by name
         chars += len(doc.text)
-        pairs += len(qa_from_sections([SectionText(s.title, s.text, source) for s in doc.segments]))
-    return len(files), chars, pairs
+        drawn = draw_from_sections([SectionText(s.title, s.text, source) for s in doc.segments])
+        pairs, malformed = pairs + len(drawn.kept), malformed + drawn.dropped
+    return len(files), chars, pairs, malformed
 
 
 def budget_fit(seeds: int, steps: int, step_s: float, budget_minutes: float,
@@ -102,7 +103,7 @@ def make_plan(cfg: DecideConfig, settings, cache=None, keys: dict | None = None)
     def cached(stage):
         return bool(cache and keys and keys.get(stage) and cache.cached(stage, keys[stage]))
 
-    files, chars, doc_pairs = doc_stats(cfg.docs)
+    files, chars, doc_pairs, malformed = doc_stats(cfg.docs)
     chunks = max(1, round(chars / 700))
     qa_rows = count_rows(cfg.qa) if cfg.qa else 0
     eval_rows = count_rows(cfg.eval) if cfg.eval else 0
@@ -117,6 +118,11 @@ def make_plan(cfg: DecideConfig, settings, cache=None, keys: dict | None = None)
     plan.stages.append(_row("ingest", "read, chunk and embed the documents", f"{files} files, ~{chunks} chunks",
                             chunks / EMBED_CHUNKS_PER_S + 5, cached("ingest")))
     origin = "--eval file" if cfg.eval else "held out from --qa" if cfg.qa else "held-out document sections"
+    if not cfg.qa:  # the documents give the questions (all of them, or the training pairs beside --eval)
+        origin += ", questions drawn by a heuristic" if not cfg.eval else ""
+        plan.notes.append(f"the questions are drawn from the documents by a heuristic (question headings and "
+                          f"'X is a ...' sentences): {doc_pairs} well-formed, {malformed} dropped as malformed; "
+                          "--generator writes questions a user would ask")
     plan.stages.append(_row("evalset", f"evaluation questions ({origin})", f"{n_eval} eval, {n_train} train",
                             2, cached("evalset")))
     plan.stages.append(_retrieval_row(cfg, n_train, chunks, cached("retrieval")))

@@ -71,10 +71,32 @@ def sections(result: dict, info: dict) -> list[tuple[str, object]]:
                         f"evaluation: {info['evalset'].get('origin')}, {info['evalset'].get('eval')} questions; "
                         f"training pairs: {info['evalset'].get('train')} "
                         f"({info['evalset'].get('dropped_leaks', 0)} dropped as copies of evaluation questions)",
+                        *questions_lines(info["evalset"]),
                         _retrieval_line(info.get("retrieval") or {}),
                         *_training_line(info.get("trainset") or {}),
                         f"comparison run #{result.get('run_id')} (Compare tab → Past runs); per-question answers "
                         "in comparison.html"])]
+
+
+def questions_lines(evalset: dict) -> list[str]:
+    """How the document-drawn questions were made: the heuristic said plainly, or the generator's filter counts."""
+    if evalset.get("questions_by") == "heuristic":
+        malformed = evalset.get("malformed") or {}
+        detail = ", ".join(f"{n} {reason}" for reason, n in sorted(malformed.items())) or "none"
+        return [f"questions drawn by a heuristic (question headings and 'X is a ...' sentences), not written as a "
+                f"user would ask them: {sum(malformed.values())} dropped as malformed ({detail}). Scores partly "
+                "measure copying sentence fragments; --generator writes real questions"]
+    gen = evalset.get("generator")
+    if not gen:
+        return []
+    lines = [f"questions written by the generator {gen['spec']}: {gen['kept']} kept of {gen['asked']} asked; "
+             "dropped: " + ", ".join(f"{n} {why}" for why, n in gen["dropped"].items())]
+    if gen.get("round_trip") is not None:
+        lines.append(f"difficulty: {gen['round_trip']:.0%} of evaluation questions retrieve their own chunk in the "
+                     "top k (reported, not filtered on: a filter would favour RAG)")
+    if gen.get("fallback"):
+        lines.append(f"the generator failed ({gen['fallback']}); the heuristic drew the questions instead")
+    return lines
 
 
 def _training_line(t: dict) -> list[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from assistant.compare.evalset import draw_eval_set, load_eval_set
 from assistant.compare.leakage import find_overlaps, split_by_section
 from assistant.decide.cache import StageCache, content_key, file_digest
-from assistant.decide.config import MIN_TUNING_PAIRS, DecideConfig, job_config, workspace
+from assistant.decide.config import MIN_EVAL_QUESTIONS, MIN_TUNING_PAIRS, DecideConfig, job_config, workspace
 from assistant.decide.plan import make_plan_for_rows
 from assistant.decide.progress import DecideCancelled, Reporter
 from foundation.errors import ArenaError
@@ -24,7 +24,7 @@ from foundation.variants import VariantConfig
 from retrieval.chunking import ChunkConfig
 from retrieval.ingest import collect_files, ingest_paths
 from retrieval.tuning import choose_retrieval
-from training.builders import cpt_from_sections, grounded_examples, qa_from_sections
+from training.builders import cpt_from_sections, draw_from_sections, grounded_examples, qa_from_sections
 from training.data import chat
 
 
@@ -111,6 +111,7 @@ class Decision:
         """Evaluation items: --eval, else held out from --qa, else held-out document sections; the rest trains."""
         c = self.cfg
         sections = [s for s in self.rt.store.sections() if s.source in set(sources)]
+        heuristic = None  # malformed counts when the document heuristic drew the questions
         if c.eval:
             evals = [it.to_dict() for it in load_eval_set(Path(c.eval))]
             pool = [it.to_dict() for it in load_eval_set(Path(c.qa))] if c.qa else self._doc_pairs(sections)
@@ -124,9 +125,13 @@ class Decision:
                 p["section"] = ""
             origin = "held out from --qa"
         else:
+            heuristic = draw_from_sections(sections).malformed
+            if not qa_from_sections(sections):
+                refuse_too_few(0, sum(heuristic.values()))
             drawn, rest = draw_eval_set(sections, eval_fraction=c.eval_fraction, seed=c.seed, limit=10**6)
             evals, pool = [it.to_dict() for it in drawn], [it.to_dict() for it in rest]
             origin = "held-out document sections"
+            refuse_too_few(len(evals), sum(heuristic.values()))
         evals = evals[: c.limit] if c.limit else evals
         # Leakage guard: a training pair that repeats an evaluation question (after normalisation) is dropped;
         # near-duplicates are left in and flagged by the comparison's own warning (leakage.overlap_warnings).
@@ -136,7 +141,10 @@ class Decision:
             raise ArenaError("the evaluation set is empty: give --eval, a larger --qa, or more documents")
         _dump(tmp / "eval.jsonl", evals)
         _dump(tmp / "train_pairs.jsonl", train)
-        return {"eval": len(evals), "train": len(train), "dropped_leaks": len(leaked), "origin": origin}
+        out = {"eval": len(evals), "train": len(train), "dropped_leaks": len(leaked), "origin": origin}
+        if heuristic is not None:  # the questions were drawn from the documents by the heading/definition heuristic
+            out.update(questions_by="heuristic", malformed=heuristic)
+        return out
 
     def retrieval(self, rep: Reporter, tmp: Path) -> dict:
         """Splitter, k and search mode by retrieval hit rate on the training pairs (never the evaluation set);
@@ -232,6 +240,17 @@ class Decision:
             raise DecideCancelled(f"training cancelled at step {result['step']}; run again to resume it")
         return {"adapter": result["adapter"], "job_id": job.job_id, "resumed": resume,
                 "metrics": result.get("metrics", {})}
+
+
+def refuse_too_few(n_eval: int, malformed: int) -> None:
+    """ArenaError when the heuristic left too few well-formed evaluation questions for a verdict."""
+    if n_eval < MIN_EVAL_QUESTIONS:
+        raise ArenaError(
+            f"only {n_eval} well-formed evaluation question(s) could be drawn from the documents by the "
+            f"heading/definition heuristic ({malformed} dropped as malformed); a verdict needs at least "
+            f"{MIN_EVAL_QUESTIONS}. Pass --generator (e.g. --generator base, or openai:URL:MODEL for a larger "
+            "model on a server) to generate questions from the documents, or give a --qa file of question/answer "
+            "pairs")
 
 
 def _finished_adapter(status: dict, registry) -> str | None:
