@@ -14,7 +14,7 @@ from assistant.decide.runner import plan_for, run_decide
 from foundation.errors import ArenaError
 from foundation.settings import Settings
 from training import builders
-from training.question_form import malformed_reason, order_aware_similarity, standalone_reason
+from training.question_form import malformed_reason, standalone_reason, word_order_agreement
 
 # The sentences behind the table (an API reference, no question headings), and what the old heuristic
 # made of them: "What is When a URL?" and the like. Only the last is a real definition.
@@ -59,9 +59,10 @@ def test_questions_that_do_not_stand_alone_are_dropped(question):
     assert standalone_reason(question)
 
 
-def test_order_aware_similarity_tells_swapped_arguments_from_rewordings():
-    assert order_aware_similarity("How do I convert a list to a tuple?", "How do I convert a tuple to a list?") == 0
-    assert order_aware_similarity("How can I install the package?", "How do I install the package?") == 1
+def test_word_order_agreement_tells_swapped_arguments_from_rewordings():
+    assert word_order_agreement("How do I convert a list to a tuple?", "How do I convert a tuple to a list?") < 0.8
+    assert word_order_agreement("Which Python versions does Flask support?",
+                                "What Python versions are supported by Flask?") == 1
 
 
 # ---- decide: the heuristic said plainly, and refused on too few questions --------------------------------
@@ -98,3 +99,93 @@ def test_report_says_the_heuristic_drew_the_questions():
     lines = questions_lines({"questions_by": "heuristic", "malformed": {"fragment": 5, "vague": 1}})
     assert "drawn by a heuristic" in lines[0] and "6 dropped as malformed (5 fragment, 1 vague)" in lines[0]
     assert questions_lines({"origin": "--eval file"}) == []
+
+
+# ---- the generator's sampling, cache and filters ------------------------------------------------------------
+
+from foundation.row_cache import RowCache  # noqa: E402
+from training import questions as gq  # noqa: E402
+
+CHUNK = gq.Chunk("flask.md", "Installation", "Install Flask with pip install flask. Flask supports Python 3.9 "
+                 "and newer. Create a virtual environment first with python -m venv .venv and activate it.")
+GOOD = '{"question": "Which Python versions does Flask support?", "answer": "Python 3.9 and newer"}'
+
+
+@pytest.fixture(scope="module")
+def embed():
+    from retrieval.embedding import Embedder
+
+    return Embedder.load("bundled:all-minilm-l6-v2").encode
+
+
+def _kept(replies: list[str], embed) -> tuple[list[str], gq.FilterCounts]:
+    tasks = [gq.Task("factual", (CHUNK,)) for _ in replies]
+    kept, counts = gq.filter_replies(tasks, replies, embed)
+    return [k.question for k in kept], counts
+
+
+def _reply(question: str, answer: str = "Python 3.9 and newer") -> str:
+    return f'{{"question": "{question}", "answer": "{answer}"}}'
+
+
+def test_replies_are_read_as_json_or_question_answer_lines():
+    assert gq.parse_reply(f"Sure! Here it is:\n{GOOD}\nHope it helps.") == (
+        "Which Python versions does Flask support?", "Python 3.9 and newer")
+    assert gq.parse_reply("Question: How do I install Flask?\nAnswer: Run pip install flask.\nQuestion: x") == (
+        "How do I install Flask?", "Run pip install flask.")
+    assert gq.parse_reply("**Q:** How do I install Flask?\n**A:** pip install flask") is not None
+    assert gq.parse_reply("Flask is a web framework.") is None
+
+
+@pytest.mark.parametrize(("bad", "reason"), [
+    ("I am sorry, I cannot write a question about this.", "unparsed"),
+    (_reply("What is When Flask?"), "ill_formed"),
+    (_reply("According to the passage, which Python versions are supported?"), "not_standalone"),
+    (_reply("Which Python versions does Flask support?", "Flask was created by Armin Ronacher in Austria"),
+     "unsupported"),
+    (_reply("What Python versions are supported by Flask?"), "duplicate"),
+])
+def test_each_filter_drops_its_bad_item_and_keeps_the_good_one(bad, reason, embed):
+    kept, counts = _kept([GOOD, bad], embed)
+    assert kept == ["Which Python versions does Flask support?"]
+    assert getattr(counts, reason) == 1 and counts.asked == 2 and counts.kept == 1
+    assert sum(counts.dropped().values()) == 1
+
+
+def test_near_duplicates_need_the_same_word_order(embed):
+    swapped = [_reply("How do I convert a Flask request to a JSON response?", "pip install flask"),
+               _reply("How do I convert a JSON response to a Flask request?", "pip install flask")]
+    kept, counts = _kept(swapped, embed)
+    assert len(kept) == 2 and counts.duplicate == 0
+
+
+def test_tasks_are_stratified_over_documents_and_sections():
+    chunks = [gq.Chunk(doc, f"{doc} section {s}", f"text {doc} {s}") for doc in ("a.md", "b.md") for s in range(3)]
+    tasks = gq.sample_tasks(chunks, 6, gq.QuestionSettings("base", two_chunk_share=0.0))
+    firsts = [t.chunks[0] for t in tasks]
+    assert sorted(set(firsts), key=chunks.index) == chunks  # every section of every document once
+    assert [c.source for c in firsts[:2]] in (["a.md", "b.md"], ["b.md", "a.md"])  # documents take turns
+    assert {t.kind for t in tasks} == {"factual", "how-to"}
+    pairs = gq.sample_tasks(chunks, 40, gq.QuestionSettings("base", two_chunk_share=0.5))
+    two = [t for t in pairs if t.kind == "two-chunk"]
+    assert two and all(len({c.source for c in t.chunks}) == 1 and t.chunks[0] != t.chunks[1] for t in two)
+
+
+def test_replies_are_cached_as_generated_and_a_killed_run_resumes(tmp_path):
+    chunks = [gq.Chunk("a.md", f"s{i}", f"text number {i}") for i in range(6)]
+    settings = gq.QuestionSettings("base", two_chunk_share=0.0)
+    tasks = gq.sample_tasks(chunks, 6, settings)
+    cache, asked = RowCache(tmp_path / "rows.sqlite"), []
+
+    def generate(prompts, gen):
+        asked.extend(p[-1]["content"] for p in prompts)
+        if len(asked) > gq.BATCH:
+            raise KeyboardInterrupt  # the process dies during its second batch
+        return [f"reply {len(asked)}-{i}" for i in range(len(prompts))]
+
+    with pytest.raises(KeyboardInterrupt):
+        gq.ask(tasks, settings, generate, cache)
+    again: list = []
+    replies = gq.ask(tasks, settings, lambda prompts, gen: again.extend(prompts) or ["new"] * len(prompts), cache)
+    assert replies == [f"reply {gq.BATCH}-{i}" for i in range(gq.BATCH)] + ["new"] * (6 - gq.BATCH)
+    assert len(again) == 6 - gq.BATCH  # only the batch the kill interrupted is asked again
