@@ -189,3 +189,74 @@ def test_replies_are_cached_as_generated_and_a_killed_run_resumes(tmp_path):
     replies = gq.ask(tasks, settings, lambda prompts, gen: again.extend(prompts) or ["new"] * len(prompts), cache)
     assert replies == [f"reply {gq.BATCH}-{i}" for i in range(gq.BATCH)] + ["new"] * (6 - gq.BATCH)
     assert len(again) == 6 - gq.BATCH  # only the batch the kill interrupted is asked again
+
+
+# ---- decide with generated questions: the leakage guard ------------------------------------------------------
+
+GUIDE = "# Kettle user guide\n\n" + "\n".join(
+    f"## Part {name}\nThe {name} setting of the kettle keeps the water at {60 + 5 * i} degrees for {i + 2} minutes. "
+    f"Press the {name} button twice to start the {name} programme on the base.\n"
+    for i, name in enumerate(["green", "black", "white", "oolong", "herbal", "rooibos", "mate", "matcha"]))
+
+
+def _extractive(prompts, gen) -> list[str]:
+    """A deterministic writer for the split and leakage checks: asks about the sentence it is told to."""
+    out = []
+    for messages in prompts:
+        focus = messages[-1]["content"].split("Ask about this sentence: ", 1)[1].split("\n", 1)[0]
+        name = messages[-1]["content"].split("§ Part ", 1)[1].split(")", 1)[0]
+        out.append(f'{{"question": "How long does the {name} setting keep the water hot?", "answer": "{focus}"}}')
+    return out
+
+
+def test_generated_evaluation_questions_come_only_from_held_out_sections(tmp_path, tiny_model_dir):
+    from assistant.decide.questions import generated_sets
+    from assistant.runtime import Runtime
+    from retrieval.ingest import ingest_paths
+
+    rt = Runtime(Settings(data_dir=tmp_path / "data", model=str(tiny_model_dir), device="cpu"))
+    ingest_paths(rt.store, [_docs(tmp_path, GUIDE) / "notes.md"])
+    cfg = DecideConfig(docs=["x"], generator="base", questions=16, eval_fraction=0.25, variants=["base", "finetuned"])
+    got = generated_sets(cfg, rt, rt.store.sections(), generate=_extractive)
+    evals = {(p["source"], p["section"]) for p in got.evals}
+    train = {(p["source"], p["section"]) for p in got.pool}
+    held = {tuple(k) for k in got.info["held_out_sections"]}
+    assert evals and train and evals <= held and not train & held  # split first, then written from each side
+    assert len(got.evals) == len(evals) >= 2 and got.info["asked"] == 16  # one distinct question per section
+    # The writer repeats one question per section: each section's second question is a near-duplicate.
+    assert got.info["kept"] + sum(got.info["dropped"].values()) == 16 and got.info["dropped"]["duplicate"] >= 1
+    questions = [p["question"] for p in got.evals + got.pool]
+    assert len(set(questions)) == len(questions)
+    assert got.info["round_trip"] is not None and 0 <= got.info["round_trip"] <= 1
+
+
+# ---- end to end: documents only, the generator on the llama.cpp server ----------------------------------------
+
+@pytest.mark.e2e
+def test_documents_only_decide_with_the_served_bundled_model_as_generator(tmp_path, tiny_model_dir):
+    """`arena decide DOCS --generator openai:URL:MODEL` on a non-FAQ Markdown document: the bundled GGUF on
+    llama.cpp's server writes the questions (few, short: the test pays for each one)."""
+    from foundation.models import bundled_gguf
+    from tests.openai_server import BASE_ALIAS, LlamaServer, server_available
+
+    if server_available():
+        pytest.skip(server_available())
+    server = LlamaServer(bundled_gguf("bundled:smollm2-135m"), tmp_path, [], threads=2).wait()
+    try:
+        settings = Settings(data_dir=tmp_path / "data", model=str(tiny_model_dir), device="cpu")
+        cfg = DecideConfig(docs=[str(_docs(tmp_path, GUIDE))], generator=f"openai:{server.url}:{BASE_ALIAS}",
+                           questions=12, eval_fraction=0.5, variants=["base", "rag"], max_new_tokens=4,
+                           forgetting=False, augment="").resolved()
+        assert "questions written by" in plan_for(cfg, settings).text()
+        try:
+            result = run_decide(cfg, settings, stderr=False)
+        except ArenaError as exc:  # the 135M writer kept too few: the heuristic stood in and refused, saying so
+            assert "heuristic" in str(exc) and "--generator" in str(exc)
+            return
+        report = Path(result["report"]["markdown"]).read_text()
+        assert "questions written by the generator openai:" in report and "12 asked" in report
+        assert "retrieve their own chunk" in report
+        again = run_decide(cfg, settings, stderr=False)  # cached by content: nothing is asked again
+        assert all(s["cached"] for s in again["stages"])
+    finally:
+        server.stop()

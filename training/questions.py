@@ -40,7 +40,7 @@ KINDS = ("factual", "how-to", "two-chunk")
 SUPPORT = 0.6  # share of the answer's content words found in its chunk(s)
 DUPLICATE_COSINE = 0.9  # MiniLM: rewordings of one question ~0.9+, related but distinct ones ~0.5-0.8
 DUPLICATE_ORDER = 0.8  # word_order_agreement: swapped arguments score ~0.6 although their cosine is ~0.95
-PROMPT_VERSION = 1  # part of the cache key: a new prompt must not reuse old replies
+PROMPT_VERSION = 4  # part of the cache key: a new prompt must not reuse old replies
 BATCH = 4  # tasks per generate() call (stored as soon as the call returns)
 SYSTEM = ("You write questions that a user of some documentation would ask, with answers taken from the "
           "documentation. The question must name what it is about and make sense without the text: never "
@@ -48,7 +48,9 @@ SYSTEM = ("You write questions that a user of some documentation would ask, with
 ASK = {"factual": "Write one factual question (what, which, when, who, how many) that the text answers.",
        "how-to": "Write one how-to question ('How do I ...?' or 'How can I ...?') that the text answers.",
        "two-chunk": "Write one question whose answer needs BOTH texts, and the answer combining them."}
-FORMAT = 'Reply with JSON only: {"question": "...", "answer": "..."}'
+# Lines rather than JSON: the bundled 135M model follows a one-shot line format far more often; JSON replies
+# (what larger models tend to give) are read too.
+FORMAT = "Reply in exactly two lines:\nQuestion: <the question>\nAnswer: <its answer, in the words of the text>"
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,12 @@ class Chunk:
 
 @dataclass
 class Task:
+    """One question to ask: its kind, its chunk(s), and the sentence of the first chunk to ask about (a chunk
+    sampled again gets its next sentence, so a second question on it is about something else)."""
+
     kind: str
     chunks: tuple[Chunk, ...]
+    focus: str = ""
 
 
 @dataclass
@@ -93,7 +99,7 @@ class QuestionSettings:
 
     model: str                  # the generator (decide's --generator spec): which model wrote the replies
     two_chunk_share: float = 0.2
-    max_new_tokens: int = 160
+    max_new_tokens: int = 100
     temperature: float = 0.0
     max_chunk_chars: int = 1200
     seed: int = 0
@@ -154,17 +160,25 @@ def sample_tasks(chunks: list[Chunk], n: int, settings: QuestionSettings) -> lis
     queues = [_section_cycle(doc, rng) for doc in _by(chunks, lambda c: c.source).values()]
     rng.shuffle(queues)
     tasks: list[Task] = []
+    turns: dict[Chunk, int] = {}
     while queues and len(tasks) < n:
         for queue, doc_chunks in queues:
             if len(tasks) >= n:
                 break
             chunk = next(queue)
+            turn = turns[chunk] = turns.get(chunk, -1) + 1
+            sentences = _sentences(chunk.text)
+            focus = sentences[turn % len(sentences)] if sentences else ""
             others = [c for c in doc_chunks if c != chunk]
             if others and rng.random() < settings.two_chunk_share:
-                tasks.append(Task("two-chunk", (chunk, rng.choice(others))))
+                tasks.append(Task("two-chunk", (chunk, rng.choice(others)), focus))
             else:
-                tasks.append(Task(KINDS[len(tasks) % 2], (chunk,)))
+                tasks.append(Task(KINDS[len(tasks) % 2], (chunk,), focus))
     return tasks
+
+
+def _sentences(text: str) -> list[str]:
+    return [s for s in re.split(r"(?<=[.!?])\s+", text) if len(s.split()) >= 4]
 
 
 def _by(items, key) -> dict:
@@ -193,8 +207,9 @@ def _section_cycle(doc_chunks: list[Chunk], rng: random.Random):
 def messages(task: Task) -> list[dict]:
     texts = "\n\n".join(f"TEXT {i + 1} ({c.source}{' § ' + c.section if c.section else ''}):\n{c.text}"
                         for i, c in enumerate(task.chunks))
+    focus = f" Ask about this sentence: {task.focus}" if task.focus else ""
     return [{"role": "system", "content": SYSTEM},
-            {"role": "user", "content": f"{texts}\n\n{ASK[task.kind]}\n{FORMAT}"}]
+            {"role": "user", "content": f"{texts}\n\n{ASK[task.kind]}{focus}\n{FORMAT}"}]
 
 
 def task_key(task: Task, settings: QuestionSettings) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from assistant.compare.evalset import draw_eval_set, load_eval_set
 from assistant.compare.leakage import find_overlaps, split_by_section
+from assistant.decide import questions
 from assistant.decide.cache import StageCache, content_key, file_digest
 from assistant.decide.config import MIN_EVAL_QUESTIONS, MIN_TUNING_PAIRS, DecideConfig, job_config, workspace
 from assistant.decide.plan import make_plan_for_rows
@@ -69,7 +70,9 @@ class Decision:
         c, s = self.cfg, self.settings
         keys = {"ingest": content_key("ingest", self.doc_files(), c.splitter, s.embedder)}
         digest = {k: file_digest(Path(getattr(c, k))) if getattr(c, k) else "" for k in ("qa", "eval")}
-        keys["evalset"] = content_key("evalset", keys["ingest"], digest, c.eval_fraction, c.seed, c.limit)
+        # the generator joins the key only when set, so workspaces made before the option stay cached
+        keys["evalset"] = content_key("evalset", keys["ingest"], digest, c.eval_fraction, c.seed, c.limit,
+                                      *questions.key_parts(c))
         job = job_config(c) if c.trains else None
         # The seed count matters to the rows only through the budget (what fits): without one, adding seeds
         # keeps the trainset and the seeds already trained.
@@ -112,7 +115,12 @@ class Decision:
         c = self.cfg
         sections = [s for s in self.rt.store.sections() if s.source in set(sources)]
         heuristic = None  # malformed counts when the document heuristic drew the questions
-        if c.eval:
+        generated = self._generated(rep, tmp, sections) if c.generator and not c.qa else None
+        if generated and c.eval:
+            evals, pool, origin = [it.to_dict() for it in load_eval_set(Path(c.eval))], generated.pool, "--eval file"
+        elif generated:
+            evals, pool, origin = generated.evals, generated.pool, "held-out document sections"
+        elif c.eval:
             evals = [it.to_dict() for it in load_eval_set(Path(c.eval))]
             pool = [it.to_dict() for it in load_eval_set(Path(c.qa))] if c.qa else self._doc_pairs(sections)
             origin = "--eval file"
@@ -144,7 +152,32 @@ class Decision:
         out = {"eval": len(evals), "train": len(train), "dropped_leaks": len(leaked), "origin": origin}
         if heuristic is not None:  # the questions were drawn from the documents by the heading/definition heuristic
             out.update(questions_by="heuristic", malformed=heuristic)
+        if c.generator and not c.qa:
+            out["generator"] = self._generator_info
         return out
+
+    def _generated(self, rep: Reporter, tmp: Path, sections) -> questions.GeneratedSets | None:
+        """Questions written by --generator (held-out sections -> evaluation, the rest -> training), or None
+        when the generator failed or too few questions passed its filters: the heuristic then draws them, and
+        the report says why."""
+        c = self.cfg
+
+        def progress(done: int, total: int) -> None:
+            rep.update(0.95 * done / total, f"questions written by {c.generator}: {done}/{total}")
+
+        try:
+            got = questions.generated_sets(c, self.rt, sections, hold_out=not c.eval, progress=progress)
+        except ArenaError as exc:
+            self._generator_info = {"spec": c.generator, "fallback": str(exc)}
+            return None
+        self._generator_info = got.info
+        _dump(tmp / "generated.jsonl", [{**p, "side": "eval"} for p in got.evals] +
+              [{**p, "side": "train"} for p in got.pool])
+        why = "" if c.eval else questions.too_few(len(got.evals))
+        if why:
+            got.info["fallback"] = why
+            return None
+        return got
 
     def retrieval(self, rep: Reporter, tmp: Path) -> dict:
         """Splitter, k and search mode by retrieval hit rate on the training pairs (never the evaluation set);
