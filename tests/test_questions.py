@@ -247,7 +247,7 @@ def test_documents_only_decide_with_the_served_bundled_model_as_generator(tmp_pa
         cfg = DecideConfig(docs=[str(_docs(tmp_path, GUIDE))], generator=f"openai:{server.url}:{BASE_ALIAS}",
                            questions=12, eval_fraction=0.5, variants=["base", "rag"], max_new_tokens=4,
                            forgetting=False, augment="").resolved()
-        assert "questions written by" in plan_for(cfg, settings).text()
+        assert "are written by the generator openai:" in plan_for(cfg, settings).text()
         try:
             result = run_decide(cfg, settings, stderr=False)
         except ArenaError as exc:  # the 135M writer kept too few: the heuristic stood in and refused, saying so
@@ -260,3 +260,23 @@ def test_documents_only_decide_with_the_served_bundled_model_as_generator(tmp_pa
         assert all(s["cached"] for s in again["stages"])
     finally:
         server.stop()
+
+
+def test_preview_writes_questions_from_unindexed_documents_and_caches_the_replies(tmp_path, tiny_model_dir):
+    """The Decide tab's preview: documents read (not ingested), the base model asked, every reply filtered and
+    kept in the row cache for the run (the tiny random model writes nothing usable: all of it is counted)."""
+    import sqlite3
+
+    from assistant.decide.questions import preview_questions
+    from assistant.runtime import Runtime
+
+    rt = Runtime(Settings(data_dir=tmp_path / "data", model=str(tiny_model_dir), device="cpu"))
+    cfg = DecideConfig(docs=[str(_docs(tmp_path, GUIDE))], generator="base")
+    got = preview_questions(cfg, rt, n=3)
+    assert got.counts.asked == 3 and got.counts.kept + sum(got.counts.dropped().values()) == 3
+    assert len(got.questions) == got.counts.kept
+    rows = sqlite3.connect(tmp_path / "data" / "cache" / "rows.sqlite").execute("SELECT COUNT(*) FROM rows")
+    assert rows.fetchone()[0] == 3
+    assert not (tmp_path / "data" / "index").exists() or rt.store.is_empty()  # nothing was ingested
+    with pytest.raises(ArenaError, match="choose a generator"):
+        preview_questions(DecideConfig(docs=cfg.docs), rt)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from assistant.compare.leakage import section_key, split_by_section
 from assistant.decide.config import MIN_EVAL_QUESTIONS
@@ -126,3 +127,37 @@ def round_trip(questions: list[GeneratedQuestion], store, k: int | None = None) 
 def too_few(n_eval: int) -> str:
     """Why generated questions cannot carry a verdict ("" when they can)."""
     return f"only {n_eval} evaluation question(s) passed the filters" if n_eval < MIN_EVAL_QUESTIONS else ""
+
+
+@dataclass
+class Preview:
+    """Questions the generator writes for these documents, before the long run (the Decide tab shows them)."""
+
+    questions: list[GeneratedQuestion]
+    counts: FilterCounts
+    seconds: float
+
+
+def preview_questions(cfg, runtime, n: int = 10, progress=None) -> Preview:
+    """Up to n kept questions written from cfg.docs (read, not ingested), with the filter counts. The replies
+    land in the row cache, so the run itself does not ask for the same chunks again."""
+    import time
+
+    from retrieval.ingest import collect_files
+    from retrieval.loaders import load_file
+    from training.builders import SectionText
+
+    if not cfg.generator:
+        raise ArenaError("choose a generator first (base, a local model id or folder, or openai:URL:MODEL)")
+    files, missing = collect_files([Path(p) for p in cfg.docs])
+    if not files:
+        raise ArenaError("; ".join(m.message for m in missing) or "no documents to write questions from")
+    sections = [SectionText(s.title, s.text, source) for path, source in files
+                for s in load_file(path, source=source).segments]
+    qs = settings_for(cfg)
+    tasks = sample_tasks(chunks_of(sections, qs.max_chunk_chars), n, qs)
+    started = time.time()
+    replies = ask(tasks, qs, generator_fn(cfg.generator, runtime), RowCache.in_data_dir(runtime.settings.data_dir),
+                  progress=progress)
+    kept, counts = filter_replies(tasks, replies, runtime.embedder.encode)
+    return Preview(kept[:n], counts, round(time.time() - started, 1))
