@@ -280,3 +280,18 @@ def test_preview_writes_questions_from_unindexed_documents_and_caches_the_replie
     assert not (tmp_path / "data" / "index").exists() or rt.store.is_empty()  # nothing was ingested
     with pytest.raises(ArenaError, match="choose a generator"):
         preview_questions(DecideConfig(docs=cfg.docs), rt)
+
+
+def test_cli_generator_flag_shows_in_the_plan_with_its_time_and_bad_specs_are_named(tmp_path, tiny_model_dir,
+                                                                                      capsys):
+    from assistant.cli.main import main
+
+    base = ["--data-dir", str(tmp_path / "data"), "--model", str(tiny_model_dir)]
+    docs = str(_docs(tmp_path, GUIDE))
+    assert main(["decide", docs, "--generator", "base", "--questions", "20", "--plan", *base]) == 0
+    out = capsys.readouterr().out
+    assert "20 questions are written by the generator base" in out and "6 eval, 14 train" in out
+    evalset_minutes = float(next(line for line in out.splitlines() if line.startswith("evalset")).split()[-1])
+    assert evalset_minutes > 0.5  # 20 generations are priced in, not the heuristic's seconds
+    assert main(["decide", docs, "--generator", "openai:127.0.0.1:model", "--plan", *base]) == 2
+    assert "--generator openai:URL:MODEL needs a URL with a path" in capsys.readouterr().err
