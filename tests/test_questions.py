@@ -295,3 +295,17 @@ def test_cli_generator_flag_shows_in_the_plan_with_its_time_and_bad_specs_are_na
     assert evalset_minutes > 0.5  # 20 generations are priced in, not the heuristic's seconds
     assert main(["decide", docs, "--generator", "openai:127.0.0.1:model", "--plan", *base]) == 2
     assert "--generator openai:URL:MODEL needs a URL with a path" in capsys.readouterr().err
+
+
+def test_decide_falls_back_to_the_heuristic_when_the_generator_writes_nothing_usable(tmp_path, tiny_model_dir):
+    """The tiny random model as generator: every reply is filtered out, the heuristic stands in, finds no
+    well-formed question in this document either, and the refusal says all of it."""
+    settings = Settings(data_dir=tmp_path / "data", model=str(tiny_model_dir), device="cpu")
+    cfg = DecideConfig(docs=[str(_docs(tmp_path, GUIDE))], generator="base", questions=5,
+                       variants=["base", "rag"], augment="").resolved()
+    with pytest.raises(ArenaError) as err:
+        run_decide(cfg, settings, stderr=False)
+    message = str(err.value)
+    assert "the generator base could not supply the questions (only 0 evaluation question(s) passed the " \
+           "filters)" in message
+    assert "only 0 well-formed evaluation question(s) could be drawn" in message and "--qa" in message

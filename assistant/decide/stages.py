@@ -50,6 +50,7 @@ class Decision:
         self.folder = workspace(self.settings.data_dir, self.cfg.name)
         self.cache = StageCache(self.folder)
         self.keys = self.stage_keys()
+        self._generator_info: dict = {}  # what --generator did (the evalset stage records it)
 
     @property
     def rt(self):
@@ -134,12 +135,13 @@ class Decision:
             origin = "held out from --qa"
         else:
             heuristic = draw_from_sections(sections).malformed
+            failed = self._generator_info.get("fallback", "")
             if not qa_from_sections(sections):
-                refuse_too_few(0, sum(heuristic.values()))
+                refuse_too_few(0, sum(heuristic.values()), c.generator, failed)
             drawn, rest = draw_eval_set(sections, eval_fraction=c.eval_fraction, seed=c.seed, limit=10**6)
             evals, pool = [it.to_dict() for it in drawn], [it.to_dict() for it in rest]
             origin = "held-out document sections"
-            refuse_too_few(len(evals), sum(heuristic.values()))
+            refuse_too_few(len(evals), sum(heuristic.values()), c.generator, failed)
         evals = evals[: c.limit] if c.limit else evals
         # Leakage guard: a training pair that repeats an evaluation question (after normalisation) is dropped;
         # near-duplicates are left in and flagged by the comparison's own warning (leakage.overlap_warnings).
@@ -275,11 +277,13 @@ class Decision:
                 "metrics": result.get("metrics", {})}
 
 
-def refuse_too_few(n_eval: int, malformed: int) -> None:
-    """ArenaError when the heuristic left too few well-formed evaluation questions for a verdict."""
+def refuse_too_few(n_eval: int, malformed: int, generator: str = "", failed: str = "") -> None:
+    """ArenaError when the heuristic left too few well-formed evaluation questions for a verdict (saying why
+    the generator, when one was given, did not supply them)."""
     if n_eval < MIN_EVAL_QUESTIONS:
+        first = f"the generator {generator} could not supply the questions ({failed}), and " if failed else ""
         raise ArenaError(
-            f"only {n_eval} well-formed evaluation question(s) could be drawn from the documents by the "
+            f"{first}only {n_eval} well-formed evaluation question(s) could be drawn from the documents by the "
             f"heading/definition heuristic ({malformed} dropped as malformed); a verdict needs at least "
             f"{MIN_EVAL_QUESTIONS}. Pass --generator (e.g. --generator base, or openai:URL:MODEL for a larger "
             "model on a server) to generate questions from the documents, or give a --qa file of question/answer "
