@@ -99,6 +99,12 @@ def test_report_says_the_heuristic_drew_the_questions():
     lines = questions_lines({"questions_by": "heuristic", "malformed": {"fragment": 5, "vague": 1}})
     assert "drawn by a heuristic" in lines[0] and "6 dropped as malformed (5 fragment, 1 vague)" in lines[0]
     assert questions_lines({"origin": "--eval file"}) == []
+    gen = {"spec": "base", "asked": 20, "kept": 8, "round_trip": 0.75,
+           "dropped": {"unparsed": 9, "ill formed": 1, "not standalone": 0, "unsupported": 2, "duplicate": 0}}
+    lines = questions_lines({"generator": gen})
+    assert lines[0] == ("questions written by the generator base: 8 kept of 20 asked; dropped: 9 unparsed, "
+                        "1 ill formed, 0 not standalone, 2 unsupported, 0 duplicate")
+    assert "75% of the generated evaluation questions retrieve their own chunk" in lines[1]
 
 
 # ---- the generator's sampling, cache and filters ------------------------------------------------------------

@@ -273,8 +273,9 @@ def supported(answer: str, chunks: tuple[Chunk, ...], threshold: float = SUPPORT
 
 
 def near_duplicate_of(vector: np.ndarray, question: str, kept_vectors: list, kept: list[str]) -> int | None:
-    """Index of a kept question this one nearly repeats: cosine >= DUPLICATE_COSINE and the shared words in
-    the same order (word_order_agreement >= DUPLICATE_ORDER) (or the same words after normalisation); None when it is new.
+    """Index of a kept question this one nearly repeats (the same words after normalisation, or cosine >=
+    DUPLICATE_COSINE with the shared words in the same order: word_order_agreement >= DUPLICATE_ORDER); None
+    when it is new.
 
     (assistant/compare/leakage.py has its own eval-vs-training near-duplicate search; the two could share this
     pairwise rule.)"""
