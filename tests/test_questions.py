@@ -40,7 +40,8 @@ def test_heuristic_drops_the_fragment_questions_of_the_issue_and_counts_them():
     assert builders.qa_from_sections([builders.SectionText("URL", " ".join(API_SENTENCES), "url.md")]) == drawn.kept
 
 
-@pytest.mark.parametrize("question", ISSUE_FRAGMENTS + ["Install?", "The server restarts after an update"])
+@pytest.mark.parametrize("question", ISSUE_FRAGMENTS + ["Install?", "The server restarts after an update",
+                                      "What is the answer to the question: Options have a name?"])
 def test_ill_formed_questions_are_dropped(question):
     assert malformed_reason(question)
 
@@ -149,6 +150,7 @@ def test_replies_are_read_as_json_or_question_answer_lines():
     (_reply("According to the passage, which Python versions are supported?"), "not_standalone"),
     (_reply("Which Python versions does Flask support?", "Flask was created by Armin Ronacher in Austria"),
      "unsupported"),
+    (_reply("How do I create a virtual environment?", "How to create a virtual environment."), "unsupported"),
     (_reply("What Python versions are supported by Flask?"), "duplicate"),
 ])
 def test_each_filter_drops_its_bad_item_and_keeps_the_good_one(bad, reason, embed):

@@ -36,6 +36,8 @@ LEADING_PRONOUN = re.compile(r"^(?:(?:how|what|why|when|where|which)\s+(?:\w+\s+
                              r"(?:does|do|is|are|was|were|can|should|will|would|did)\s+"
                              r"(it|they|this|these|those|that|he|she|its|their)\b", re.IGNORECASE)
 MIN_WORDS = 4
+META = re.compile(r"\banswer to the question\b|\b(factual|how-to) question\b|\bquestion that\b|\bthe text'?s?\b",
+                  re.IGNORECASE)
 
 
 def malformed_reason(question: str) -> str | None:
@@ -54,6 +56,8 @@ def malformed_reason(question: str) -> str | None:
         return "vague"  # "What is the value?": which value is said in a sentence the question never shows
     if re.search(r"\b(what|how) (is|are|does|do) (when|if|because|although|while)\b", q, re.IGNORECASE):
         return "fragment"
+    if META.search(q):
+        return "about the task"  # the generator echoed its instructions: "What is the answer to the question: ..."
     return None
 
 

@@ -13,7 +13,8 @@ filter counts what it dropped:
 - ill-formed: fragments, too short, no question (training/question_form.malformed_reason);
 - not standalone: "according to the passage", a pronoun without referent (question_form.standalone_reason);
 - unsupported: under SUPPORT of the answer's content words occur in its chunk(s) (an overlap check: the
-  answer must come from the documents, not from the generator's own knowledge);
+  answer must come from the documents, not from the generator's own knowledge), or the answer only restates
+  the question;
 - duplicate: embedding cosine >= DUPLICATE_COSINE to a kept question AND order-aware text similarity >=
   DUPLICATE_ORDER (near_duplicate_of).
 
@@ -31,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from assistant.compare.metrics import groundedness, normalize, unit_rows
+from assistant.compare.metrics import content_tokens, groundedness, normalize, unit_rows
 from foundation.generation import GenSettings
 from foundation.row_cache import content_key
 from training.question_form import malformed_reason, standalone_reason, word_order_agreement
@@ -267,8 +268,12 @@ def parse_reply(reply: str) -> tuple[str, str] | None:
     return (q, a) if q and a else None
 
 
-def supported(answer: str, chunks: tuple[Chunk, ...], threshold: float = SUPPORT) -> bool:
-    """The answer's content words occur in its chunk(s) (assistant.compare.metrics.groundedness)."""
+def supported(answer: str, chunks: tuple[Chunk, ...], threshold: float = SUPPORT, question: str = "") -> bool:
+    """The answer's content words occur in its chunk(s) (assistant.compare.metrics.groundedness), and it says
+    more than the question: "How to create a virtual environment." answers "How do I create a virtual
+    environment?" with the chunk's words and no information."""
+    if question and set(content_tokens(answer)) <= set(content_tokens(question)) | {"answer", "text"}:
+        return False
     return (groundedness(answer, [c.text for c in chunks]) or 0.0) >= threshold
 
 
@@ -303,7 +308,7 @@ def filter_replies(tasks: list[Task], replies: list[str], embed: Callable,
             counts.drop("ill_formed", question)
         elif standalone_reason(question):
             counts.drop("not_standalone", question)
-        elif not supported(answer, task.chunks):
+        elif not supported(answer, task.chunks, question=question):
             counts.drop("unsupported", f"{question} -> {answer}")
         else:
             candidates.append(GeneratedQuestion(question, answer, task.kind, task.chunks))
