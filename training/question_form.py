@@ -36,7 +36,7 @@ LEADING_PRONOUN = re.compile(r"^(?:(?:how|what|why|when|where|which)\s+(?:\w+\s+
                              r"(?:does|do|is|are|was|were|can|should|will|would|did)\s+"
                              r"(it|they|this|these|those|that|he|she|its|their)\b", re.IGNORECASE)
 MIN_WORDS = 4
-META = re.compile(r"\banswer to the question\b|\b(factual|how-to) question\b|\bquestion that\b|\bthe text'?s?\b",
+META = re.compile(r"\banswer to (?:the|this) question\b|\b(factual|how-to) question\b|\bquestion that\b|\bthe text'?s?\b",
                   re.IGNORECASE)
 
 
