@@ -15,11 +15,15 @@ from foundation.generation import GenSettings
 from foundation.row_cache import RowCache, content_key
 from foundation.variants import VariantConfig
 from training.data import Example, chat, dedup, normalize
+from training.question_form import malformed_reason
 
 QUESTION_WORDS = ("how", "what", "why", "when", "where", "which", "who", "can", "do", "does", "is", "are",
                   "should", "may", "will")
 # "X is a/an/the ...", "X means ...", "X refers to ..." with a short subject: a definition-like sentence.
-DEFINITION = re.compile(r"^(?P<term>[A-Z][\w\- ]{1,40}?) (?:is|are|means|refers to) (?:an? |the )?(?P<rest>.{15,})$")
+DEFINITION = re.compile(r"^(?P<term>[A-Z][\w\- ]{1,40}?) (?P<verb>is|are|means|refers to) (?P<rest>.{15,})$")
+# "X is" followed by an adverb, participle or adjective ("... is synchronously invoked", "... is false") states
+# a property of X, not what X is: only "is a/an/the/one of ..." defines.
+DEFINES = re.compile(r"^(?:an?|the|one of)\s", re.IGNORECASE)
 
 
 @dataclass
@@ -40,8 +44,25 @@ def is_question(title: str) -> bool:
     return t.endswith("?") or (t.split(" ", 1)[0].lower() in QUESTION_WORDS and len(t.split()) >= 3)
 
 
+@dataclass
+class Drawn:
+    """The heuristic's pairs, and how many it dropped as malformed (fragments such as "What is When a URL?")."""
+
+    kept: list[Example]
+    malformed: dict[str, int]  # reason -> count (training/question_form.py)
+
+    @property
+    def dropped(self) -> int:
+        return sum(self.malformed.values())
+
+
 def qa_from_sections(sections, min_answer_chars: int = 20, max_answer_chars: int = 1200) -> list[Example]:
-    """Question-style headings with their section text, plus definition sentences; deduped and filtered."""
+    """Question-style headings with their section text, plus definition sentences; malformed ones dropped."""
+    return draw_from_sections(sections, min_answer_chars, max_answer_chars).kept
+
+
+def draw_from_sections(sections, min_answer_chars: int = 20, max_answer_chars: int = 1200) -> Drawn:
+    """qa_from_sections with the count of malformed questions it dropped (the plan and report show it)."""
     out = []
     for sec in sections:
         body = " ".join(sec.text.split())
@@ -49,17 +70,31 @@ def qa_from_sections(sections, min_answer_chars: int = 20, max_answer_chars: int
             question = sec.title.strip() if sec.title.strip().endswith("?") else sec.title.strip() + "?"
             out.append(chat(question, _clip(body, max_answer_chars), origin=f"{sec.source} § {sec.title}"))
         out += _definitions(body, sec.source)
-    return _filter_qa(dedup(out))
+    kept, malformed = [], {}
+    for ex in _filter_qa(dedup(out)):
+        reason = malformed_reason(ex.question()) or (NOT_DEFINITION if ex.origin.endswith(NOT_DEFINITION) else None)
+        if reason:
+            malformed[reason] = malformed.get(reason, 0) + 1
+        else:
+            kept.append(ex)
+    return Drawn(kept, malformed)
+
+
+NOT_DEFINITION = "not a definition"
 
 
 def _definitions(body: str, source: str) -> list[Example]:
+    """'What is X?' for each definition-like sentence; a sentence stating a property of X (no determiner after
+    'is') is marked in its origin, so draw_from_sections counts it as malformed instead of losing it silently."""
     out = []
     for sentence in _sentences(body):
         m = DEFINITION.match(sentence)
         if m and len(m.group("term").split()) <= 5:
-            verb = "are" if " are " in sentence[: len(m.group("term")) + 5] else "is"
+            verb = "are" if m.group("verb") == "are" else "is"
             term = re.sub(r"^(A|An|The) ", lambda a: a.group(1).lower() + " ", m.group("term").strip())
-            out.append(chat(f"What {verb} {term}?", sentence, origin=source))
+            defines = m.group("verb") in ("means", "refers to") or DEFINES.match(m.group("rest"))
+            origin = source if defines else f"{source}: {NOT_DEFINITION}"
+            out.append(chat(f"What {verb} {term}?", sentence, origin=origin))
     return out
 
 

@@ -13,6 +13,7 @@ import pandas as pd
 
 from assistant.decide.config import ALL_VARIANTS, DecideConfig
 from assistant.decide.jobs import DecideJob
+from assistant.decide.questions import preview_questions
 from assistant.decide.runner import plan_for
 from assistant.runtime import Runtime
 from foundation.errors import ArenaError
@@ -41,7 +42,7 @@ def _keep(folder: Path, upload) -> str:
     return str(target.resolve())
 
 
-def _config(runtime: Runtime, docs, qa, evals, seeds, budget, max_steps, max_new, paraphrases, variants,
+def _config(runtime: Runtime, docs, qa, evals, generator, seeds, budget, max_steps, max_new, paraphrases, variants,
             forgetting, tune, on_docs, name) -> DecideConfig:
     """The decide config for the tab's inputs; uploads are copied under uploads/decide/<name>/ first."""
     if not docs:
@@ -58,6 +59,7 @@ def _config(runtime: Runtime, docs, qa, evals, seeds, budget, max_steps, max_new
             (folder / key).mkdir(exist_ok=True)
             extra[key] = _keep(folder / key, upload)
     cfg = replace(DecideConfig(docs=[str(folder / "docs")], name=name, **extra), seeds=int(seeds or 1),
+                  generator=(generator or "").strip(),
                   budget_minutes=float(budget or 0), max_steps=int(max_steps or -1),
                   max_new_tokens=int(max_new or 0), variants=list(variants or ()), forgetting=bool(forgetting),
                   tune_retrieval=bool(tune), train_on_documents=bool(on_docs),
@@ -112,6 +114,9 @@ def _input_controls() -> list:
         qa = gr.File(label="Q/A pairs (optional: JSONL/CSV question, answer[, source])",
                      file_types=[".jsonl", ".csv", ".json"], elem_id="decide-qa")
         evals = gr.File(label="Evaluation set (optional)", file_types=[".jsonl", ".csv"], elem_id="decide-eval")
+    generator = gr.Textbox(label="Question generator (without Q/A pairs): empty = heading/definition heuristic; "
+                                 "'base' = the loaded model; a local model id or folder; or openai:URL:MODEL",
+                           value="", elem_id="decide-generator")
     with gr.Row():
         seeds = gr.Number(label="Training seeds", value=1, precision=0, minimum=1, elem_id="decide-seeds")
         budget = gr.Number(label="Training budget, minutes (0 = none)", value=0, minimum=0, elem_id="decide-budget")
@@ -130,7 +135,7 @@ def _input_controls() -> list:
                            value=True)
         on_docs = gr.Checkbox(label="Also fine-tune on the documents' text (what RAG searches)", value=False,
                               elem_id="decide-train-on-documents")
-    return [docs, qa, evals, seeds, budget, max_steps, max_new, paraphrases, variants, forgetting, tune, on_docs,
+    return [docs, qa, evals, generator, seeds, budget, max_steps, max_new, paraphrases, variants, forgetting, tune, on_docs,
             name]
 
 
@@ -143,12 +148,16 @@ def build_decide_tab(runtime: Runtime) -> DecideView:
                 "a cancel continues where it stopped.")
     inputs = _input_controls()
     with gr.Row():
+        preview_btn = gr.Button("Preview questions", elem_id="decide-preview-btn")
         plan_btn = gr.Button("Show plan", elem_id="decide-plan-btn")
         start = gr.Button("Start", variant="primary", interactive=False, elem_id="decide-start")
         cancel = gr.Button("Cancel", variant="stop", elem_id="decide-cancel")
     plan_table = gr.Dataframe(headers=["stage", "what", "count", "minutes"], label="Plan", interactive=False,
                               elem_id="decide-plan")  # named headers before the plan is shown, not "1 2 3"
     plan_notes = gr.Markdown(elem_id="decide-plan-notes")
+    preview = gr.Dataframe(headers=["question", "answer", "kind", "from"], label="Ten generated questions",
+                           interactive=False, visible=False, elem_id="decide-preview")
+    preview_notes = gr.Markdown(elem_id="decide-preview-notes")
     progress = gr.HTML("Not started.", elem_id="decide-progress")
     report = gr.Markdown(elem_id="decide-report")
     files = gr.File(label="Report files", file_count="multiple", interactive=False, elem_id="decide-files")
@@ -161,6 +170,17 @@ def build_decide_tab(runtime: Runtime) -> DecideView:
         plan = plan_for(_config(runtime, *values), runtime.settings)
         notes = [f"**Total ~{plan.minutes} min** on this machine."] + [f"- {n}" for n in plan.notes]
         return _plan_frame(plan), "\n".join(notes), gr.Button(interactive=True)
+
+    @shown
+    def show_preview(*values):
+        got = preview_questions(_config(runtime, *values), runtime)
+        rows = [{"question": q.question, "answer": q.answer, "kind": q.kind,
+                 "from": " + ".join(f"{c.source} § {c.section}" for c in q.chunks)} for q in got.questions]
+        c = got.counts
+        note = (f"{c.kept} of {c.asked} kept in {got.seconds:.0f} s; dropped: "
+                + ", ".join(f"{n} {why}" for why, n in c.dropped().items()))
+        return gr.Dataframe(value=pd.DataFrame(rows, columns=["question", "answer", "kind", "from"]),
+                            visible=True), note
 
     @shown
     def do_start(*values):
@@ -180,6 +200,7 @@ def build_decide_tab(runtime: Runtime) -> DecideView:
                 gr.Timer(active=not finished))
 
     plan_btn.click(show_plan, inputs, [plan_table, plan_notes, start])
+    preview_btn.click(show_preview, inputs, [preview, preview_notes])
     start.click(do_start, inputs, [timer, progress, report, files, open_compare])
     cancel.click(do_cancel, None, progress)
     timer.tick(tick, None, [progress, report, files, run_id, open_compare, timer])

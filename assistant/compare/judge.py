@@ -13,7 +13,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
-from assistant.inference.openai_engine import ServerClient
+from assistant.inference.openai_engine import ServerClient, parse_server_model
 from foundation.errors import ArenaError
 from foundation.generation import GenSettings, Row
 
@@ -24,7 +24,6 @@ USER = "QUESTION: {question}\nREFERENCE: {reference}\nANSWER: {answer}"
 _WORDS = re.compile(r"\b(partially|partial|partly|incorrect|wrong|correct|right)\b")
 _SYNONYMS = {"partial": "partially", "partly": "partially", "incorrect": "wrong", "right": "correct"}
 _REASON = re.compile(r"reason\s*:\s*(.*)", re.IGNORECASE)
-_SPEC = re.compile(r"^openai:(https?://[^/\s]+/[^:\s]*):(\S+)$")  # the URL has a path (/v1): no ambiguity
 MALFORMED_SHOWN = 5  # malformed replies quoted in the result
 
 
@@ -50,11 +49,11 @@ def parse_spec(spec: str, key_env: str = "", concurrency: int = 4) -> JudgeConfi
     spec = spec.strip()
     if spec == "local":
         return JudgeConfig(spec, "local", concurrency=concurrency)
-    match = _SPEC.match(spec)
-    if not match:
+    server = parse_server_model(spec)
+    if not server:
         raise ArenaError(f"--judge must be 'local' or 'openai:URL:MODEL' (e.g. openai:http://127.0.0.1:8000/v1:"
                          f"judge-model), got {spec!r}")
-    return JudgeConfig(spec, "openai", match.group(1).rstrip("/"), match.group(2), key_env, concurrency=concurrency)
+    return JudgeConfig(spec, "openai", *server, key_env, concurrency=concurrency)
 
 
 def parse_verdict(reply: str) -> tuple[str | None, str]:

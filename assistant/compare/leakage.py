@@ -81,6 +81,12 @@ def order_agreement(a: str, b: str) -> float:
     return 1.0 - len(swapped) / len(shared) if shared else 1.0
 
 
+def is_near_duplicate(cosine: float, a: str, b: str) -> bool:
+    """The near-duplicate rule for two different questions whose embeddings have this cosine: close in meaning
+    and no shared words swapping roles. Used for leakage and for the question generator's de-duplication."""
+    return cosine >= NEAR_DUPLICATE_COSINE and order_agreement(a, b) >= NEAR_DUPLICATE_ORDER
+
+
 def find_overlaps(eval_questions: list[str], train_questions: list[str], embedder=None,
                   threshold: float = NEAR_DUPLICATE_COSINE,
                   order_threshold: float = NEAR_DUPLICATE_ORDER) -> list[Overlap]:

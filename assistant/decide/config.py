@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from assistant.compare.metrics import PRIMARY_METRICS
+from assistant.inference.openai_engine import parse_server_model
 from foundation import config_file
 from foundation.errors import ArenaError
 from foundation.paths import confine
@@ -17,7 +18,11 @@ from training.config import JobConfig, check_report_to, parse_augment
 
 ALL_VARIANTS = STRATEGIES  # decide compares the strategies (the routed variant needs a comparison first)
 MIN_TUNING_PAIRS = 5  # fewer training pairs: a hit rate over so few questions would pick settings by chance
-MAX_SEEDS = 10  # each seed is a full training run: more is hours on a CPU
+# Fewer document-drawn evaluation questions: a verdict's paired intervals would span everything (refused, with
+# a pointer to --generator or a Q/A file).
+MIN_EVAL_QUESTIONS = 5
+MAX_SEEDS = 10
+MAX_QUESTIONS = 2000  # generated questions per run (each is one generation call)  # each seed is a full training run: more is hours on a CPU
 
 
 @dataclass
@@ -54,6 +59,10 @@ class DecideConfig:
     # Facts are learned when seen in several phrasings (Ovadia et al. 2024): K rewrites of each training question
     # written by the base model inside the training job (training/augment.py, cached by content); "" = none.
     augment: str = "paraphrases:5"
+    # Questions from documents without Q/A pairs: "" = the heading/definition heuristic; "base", a local model id
+    # or folder, or "openai:URL:MODEL" = that model writes `questions` questions (assistant/decide/questions.py).
+    generator: str = ""
+    questions: int = 60
     # comparison
     variants: list[str] = field(default_factory=lambda: list(ALL_VARIANTS))
     metric: str = "f1"
@@ -90,6 +99,11 @@ class DecideConfig:
             raise ArenaError(f"unknown metric {self.metric!r}; choose one of {', '.join(PRIMARY_METRICS)}")
         parse_augment(self.augment)
         check_report_to(self.report_to)
+        if self.generator.startswith("openai:") and not parse_server_model(self.generator):
+            raise ArenaError(f"--generator openai:URL:MODEL needs a URL with a path, e.g. "
+                             f"openai:http://127.0.0.1:8080/v1:qwen2.5-7b-instruct; got {self.generator!r}")
+        if not 1 <= self.questions <= MAX_QUESTIONS:
+            raise ArenaError(f"--questions must be between 1 and {MAX_QUESTIONS}, got {self.questions}")
         if self.splitter not in SPLITTERS:
             raise ArenaError(f"unknown splitter {self.splitter!r}; choose one of {', '.join(SPLITTERS)}")
 
@@ -136,6 +150,11 @@ def add_decide_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None)
     p.add_argument("--augment", default=None, metavar="paraphrases:K",
                    help="K paraphrases of each training question (default paraphrases:5; '' = none)")
+    p.add_argument("--generator", default=None, metavar="SPEC",
+                   help="write the questions from the documents with a model: base, a local model id or folder, "
+                        "or openai:URL:MODEL (a server); default: a heading/definition heuristic")
+    p.add_argument("--questions", type=int, default=None,
+                   help="questions the generator writes (default 60; the evaluation share is --eval-fraction)")
     p.add_argument("--metric", default=None, help="primary metric (default f1)")
     p.add_argument("--equivalence-margin", dest="equivalence_margin", type=float, default=None, metavar="M",
                    help="practical-equivalence margin in the metric's units: a cheaper variant shown within ±M of "

@@ -12,14 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from assistant.compare.evalset import load_eval_set
-from assistant.decide.config import MIN_TUNING_PAIRS, DecideConfig, job_config
+from assistant.decide.config import MIN_EVAL_QUESTIONS, MIN_TUNING_PAIRS, DecideConfig, job_config
 from foundation.errors import ArenaError
 from retrieval.ingest import collect_files
 from retrieval.loaders import load_file
 from retrieval.tuning import KS, MODES, SPLITTERS
 from training import plan as training_plan
-from training.builders import SectionText, qa_from_sections
+from training.builders import SectionText, draw_from_sections
 from training.config import bf16_choice, parse_augment
+from training.questions import QuestionSettings
 
 EMBED_CHUNKS_PER_S = 30.0  # MiniLM on 800-character chunks, 2 cores: 24 chunks/s fp32, 59 bf16
 DECODE_TOKENS_PER_S = 15.0  # one row, bundled model, fp32 (measured 13-17)
@@ -27,6 +28,7 @@ BATCH_COST = 0.3  # each extra variant in one batched call costs ~0.3 of a row (
 CHAT_OVERHEAD_TOKENS = 24  # the chat template's role markers around one Q/A row
 GROUNDED_PASSAGES = 4  # grounded rows: k retrieved passages plus a distractor
 PARAPHRASE_TOKENS = 30  # one sampled rewrite of a question, with its end token
+GENERATOR_TOKENS = QuestionSettings(model="").max_new_tokens  # per question: an upper bound, small models ramble
 BATCHED_ROWS = 1  # sampled K per question in one batch, but measured (Django FAQ, 2 busy cores) ~1 row alone
 
 
@@ -65,18 +67,19 @@ def count_rows(path: str) -> int:
     return len(load_eval_set(Path(path)))
 
 
-def doc_stats(paths: list[str]) -> tuple[int, int, int]:
-    """(files, characters, QA pairs the documents yield) without embedding anything."""
+def doc_stats(paths: list[str]) -> tuple[int, int, int, int]:
+    """(files, characters, QA pairs the heuristic draws, malformed ones it drops) without embedding anything."""
     files, _ = collect_files([Path(p) for p in paths])
-    chars = pairs = 0
+    chars = pairs = malformed = 0
     for path, source in files:
         try:
             doc = load_file(path, source=source)
         except ArenaError:
             continue  # ingestion reports the bad file by name
         chars += len(doc.text)
-        pairs += len(qa_from_sections([SectionText(s.title, s.text, source) for s in doc.segments]))
-    return len(files), chars, pairs
+        drawn = draw_from_sections([SectionText(s.title, s.text, source) for s in doc.segments])
+        pairs, malformed = pairs + len(drawn.kept), malformed + drawn.dropped
+    return len(files), chars, pairs, malformed
 
 
 def budget_fit(seeds: int, steps: int, step_s: float, budget_minutes: float,
@@ -102,7 +105,7 @@ def make_plan(cfg: DecideConfig, settings, cache=None, keys: dict | None = None)
     def cached(stage):
         return bool(cache and keys and keys.get(stage) and cache.cached(stage, keys[stage]))
 
-    files, chars, doc_pairs = doc_stats(cfg.docs)
+    files, chars, doc_pairs, malformed = doc_stats(cfg.docs)
     chunks = max(1, round(chars / 700))
     qa_rows = count_rows(cfg.qa) if cfg.qa else 0
     eval_rows = count_rows(cfg.eval) if cfg.eval else 0
@@ -117,8 +120,22 @@ def make_plan(cfg: DecideConfig, settings, cache=None, keys: dict | None = None)
     plan.stages.append(_row("ingest", "read, chunk and embed the documents", f"{files} files, ~{chunks} chunks",
                             chunks / EMBED_CHUNKS_PER_S + 5, cached("ingest")))
     origin = "--eval file" if cfg.eval else "held out from --qa" if cfg.qa else "held-out document sections"
+    generate_s = 0.0
+    if cfg.generator and not cfg.qa:
+        n_eval = n_eval if split or cfg.eval else max(MIN_EVAL_QUESTIONS, round(cfg.questions * cfg.eval_fraction))
+        n_train = n_train if split else (cfg.questions - (0 if cfg.eval else n_eval) if cfg.trains else 0)
+        origin += f", {cfg.questions} questions written by {cfg.generator}, then filtered"
+        generate_s = cfg.questions * GENERATOR_TOKENS / DECODE_TOKENS_PER_S
+        plan.notes.append(f"{cfg.questions} questions are written by the generator {cfg.generator} and filtered (the "
+                          "counts above are before filtering); the time assumes the bundled model's speed on this "
+                          "machine" + (" (a server may be faster)" if cfg.generator.startswith("openai:") else ""))
+    elif not cfg.qa:  # the documents give the questions (all of them, or the training pairs beside --eval)
+        origin += ", questions drawn by a heuristic" if not cfg.eval else ""
+        plan.notes.append(f"the questions are drawn from the documents by a heuristic (question headings and "
+                          f"'X is a ...' sentences): {doc_pairs} well-formed, {malformed} dropped as malformed; "
+                          "--generator writes questions a user would ask")
     plan.stages.append(_row("evalset", f"evaluation questions ({origin})", f"{n_eval} eval, {n_train} train",
-                            2, cached("evalset")))
+                            2 + generate_s, cached("evalset")))
     plan.stages.append(_retrieval_row(cfg, n_train, chunks, cached("retrieval")))
     rows = n_train * (2 if cfg.grounded and "rag+finetuned" in cfg.variants else 1) if cfg.trains else 0
     rows += chunks if cfg.trains and cfg.train_on_documents else 0  # about one text row per section

@@ -75,6 +75,7 @@ def sections(result: dict, info: dict) -> list[tuple[str, object]]:
                         f"training pairs: {info['evalset'].get('train')} "
                         f"({info['evalset'].get('dropped_leaks', 0)} dropped as copies or near-duplicates of "
                         "evaluation questions)",
+                        *questions_lines(info["evalset"]),
                         _retrieval_line(info.get("retrieval") or {}),
                         *_training_line(info.get("trainset") or {}),
                         f"comparison run #{result.get('run_id')} (Compare tab → Past runs); per-question answers "
@@ -84,6 +85,29 @@ def sections(result: dict, info: dict) -> list[tuple[str, object]]:
 def _probe_lines(result: dict) -> list[str]:
     """The forgetting check's and the bias probe's messages (each names its interval and when it flags)."""
     return [p["message"] for p in (result.get("forgetting") or []) + (result.get("bias") or [])] or ["not run"]
+
+
+def questions_lines(evalset: dict) -> list[str]:
+    """How the document-drawn questions were made: the heuristic said plainly, and the generator's filter counts,
+    difficulty and (when it failed) why the heuristic stood in."""
+    lines = []
+    gen = evalset.get("generator") or {}
+    if gen.get("asked"):
+        lines.append(f"questions written by the generator {gen['spec']}: {gen['kept']} kept of {gen['asked']} "
+                     "asked; dropped: " + ", ".join(f"{n} {why}" for why, n in gen["dropped"].items()))
+    if gen.get("round_trip") is not None:
+        lines.append(f"difficulty: {gen['round_trip']:.0%} of the generated evaluation questions retrieve their own "
+                     "chunk in the top k (reported, not filtered on: such a filter would favour RAG)")
+    if gen.get("fallback"):
+        lines.append(f"the generator {gen['spec']} could not supply the questions ({gen['fallback']}); the "
+                     "heuristic drew them instead")
+    if evalset.get("questions_by") == "heuristic":
+        malformed = evalset.get("malformed") or {}
+        detail = ", ".join(f"{n} {reason}" for reason, n in sorted(malformed.items())) or "none"
+        lines.append(f"questions drawn by a heuristic (question headings and 'X is a ...' sentences), not written "
+                     f"as a user would ask them: {sum(malformed.values())} dropped as malformed ({detail}). Scores "
+                     "partly measure copying sentence fragments; --generator writes real questions")
+    return lines
 
 
 def _training_line(t: dict) -> list[str]:

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from assistant.compare.evalset import draw_eval_set, load_eval_set
 from assistant.compare.leakage import find_overlaps, split_by_section
+from assistant.decide import questions
 from assistant.decide.cache import StageCache, file_digest
-from assistant.decide.config import MIN_TUNING_PAIRS, DecideConfig, job_config, workspace
+from assistant.decide.config import MIN_EVAL_QUESTIONS, MIN_TUNING_PAIRS, DecideConfig, job_config, workspace
 from assistant.decide.plan import make_plan_for_rows
 from assistant.decide.progress import DecideCancelled, Reporter
 from foundation.errors import ArenaError
@@ -25,7 +26,7 @@ from foundation.variants import VariantConfig
 from retrieval.chunking import ChunkConfig
 from retrieval.ingest import collect_files, ingest_paths
 from retrieval.tuning import choose_retrieval
-from training.builders import cpt_from_sections, grounded_examples, qa_from_sections
+from training.builders import cpt_from_sections, draw_from_sections, grounded_examples, qa_from_sections
 from training.data import chat
 
 
@@ -50,6 +51,7 @@ class Decision:
         self.folder = workspace(self.settings.data_dir, self.cfg.name)
         self.cache = StageCache(self.folder)
         self.keys = self.stage_keys()
+        self._generator_info: dict = {}  # what --generator did (the evalset stage records it)
 
     @property
     def rt(self):
@@ -70,7 +72,9 @@ class Decision:
         c, s = self.cfg, self.settings
         keys = {"ingest": content_key("ingest", self.doc_files(), c.splitter, s.embedder)}
         digest = {k: file_digest(Path(getattr(c, k))) if getattr(c, k) else "" for k in ("qa", "eval")}
-        keys["evalset"] = content_key("evalset", keys["ingest"], digest, c.eval_fraction, c.seed, c.limit)
+        # the generator joins the key only when set, so workspaces made before the option stay cached
+        keys["evalset"] = content_key("evalset", keys["ingest"], digest, c.eval_fraction, c.seed, c.limit,
+                                      *questions.key_parts(c))
         job = job_config(c) if c.trains else None
         # The seed count matters to the rows only through the budget (what fits): without one, adding seeds
         # keeps the trainset and the seeds already trained.
@@ -113,7 +117,13 @@ class Decision:
         """Evaluation items: --eval, else held out from --qa, else held-out document sections; the rest trains."""
         c = self.cfg
         sections = [s for s in self.rt.store.sections() if s.source in set(sources)]
-        if c.eval:
+        heuristic = None  # malformed counts when the document heuristic drew the questions
+        generated = self._generated(rep, tmp, sections) if c.generator and not c.qa else None
+        if generated and c.eval:
+            evals, pool, origin = [it.to_dict() for it in load_eval_set(Path(c.eval))], generated.pool, "--eval file"
+        elif generated:
+            evals, pool, origin = generated.evals, generated.pool, "held-out document sections"
+        elif c.eval:
             evals = [it.to_dict() for it in load_eval_set(Path(c.eval))]
             pool = [it.to_dict() for it in load_eval_set(Path(c.qa))] if c.qa else self._doc_pairs(sections)
             origin = "--eval file"
@@ -126,9 +136,14 @@ class Decision:
                 p["section"] = ""
             origin = "held out from --qa"
         else:
+            heuristic = draw_from_sections(sections).malformed
+            failed = self._generator_info.get("fallback", "")
+            if not qa_from_sections(sections):
+                refuse_too_few(0, sum(heuristic.values()), c.generator, failed)
             drawn, rest = draw_eval_set(sections, eval_fraction=c.eval_fraction, seed=c.seed, limit=10**6)
             evals, pool = [it.to_dict() for it in drawn], [it.to_dict() for it in rest]
             origin = "held-out document sections"
+            refuse_too_few(len(evals), sum(heuristic.values()), c.generator, failed)
         evals = evals[: c.limit] if c.limit else evals
         # Leakage guard: a training pair that copies an evaluation question, exactly or as a near-duplicate, is
         # dropped; the same detector (leakage.find_overlaps) warns in the comparison report.
@@ -139,7 +154,35 @@ class Decision:
             raise ArenaError("the evaluation set is empty: give --eval, a larger --qa, or more documents")
         _dump(tmp / "eval.jsonl", evals)
         _dump(tmp / "train_pairs.jsonl", train)
-        return {"eval": len(evals), "train": len(train), "dropped_leaks": len(leaked), "origin": origin}
+        out = {"eval": len(evals), "train": len(train), "dropped_leaks": len(leaked), "origin": origin}
+        if heuristic is not None:  # the questions were drawn from the documents by the heading/definition heuristic
+            out.update(questions_by="heuristic", malformed=heuristic)
+        if c.generator and not c.qa:
+            out["generator"] = self._generator_info
+        return out
+
+    def _generated(self, rep: Reporter, tmp: Path, sections) -> questions.GeneratedSets | None:
+        """Questions written by --generator (held-out sections -> evaluation, the rest -> training), or None
+        when the generator failed or too few questions passed its filters: the heuristic then draws them, and
+        the report says why."""
+        c = self.cfg
+
+        def progress(done: int, total: int) -> None:
+            rep.update(0.95 * done / total, f"questions written by {c.generator}: {done}/{total}")
+
+        try:
+            got = questions.generated_sets(c, self.rt, sections, hold_out=not c.eval, progress=progress)
+        except ArenaError as exc:
+            self._generator_info = {"spec": c.generator, "fallback": str(exc)}
+            return None
+        self._generator_info = got.info
+        _dump(tmp / "generated.jsonl", [{**p, "side": "eval"} for p in got.evals] +
+              [{**p, "side": "train"} for p in got.pool])
+        why = "" if c.eval else questions.too_few(len(got.evals))
+        if why:
+            got.info["fallback"] = why
+            return None
+        return got
 
     def retrieval(self, rep: Reporter, tmp: Path) -> dict:
         """Splitter, k and search mode by retrieval hit rate on the training pairs (never the evaluation set);
@@ -235,6 +278,19 @@ class Decision:
             raise DecideCancelled(f"training cancelled at step {result['step']}; run again to resume it")
         return {"adapter": result["adapter"], "job_id": job.job_id, "resumed": resume,
                 "metrics": result.get("metrics", {})}
+
+
+def refuse_too_few(n_eval: int, malformed: int, generator: str = "", failed: str = "") -> None:
+    """ArenaError when the heuristic left too few well-formed evaluation questions for a verdict (saying why
+    the generator, when one was given, did not supply them)."""
+    if n_eval < MIN_EVAL_QUESTIONS:
+        first = f"the generator {generator} could not supply the questions ({failed}), and " if failed else ""
+        raise ArenaError(
+            f"{first}only {n_eval} well-formed evaluation question(s) could be drawn from the documents by the "
+            f"heading/definition heuristic ({malformed} dropped as malformed); a verdict needs at least "
+            f"{MIN_EVAL_QUESTIONS}. Pass --generator (e.g. --generator base, or openai:URL:MODEL for a larger "
+            "model on a server) to generate questions from the documents, or give a --qa file of question/answer "
+            "pairs")
 
 
 def _finished_adapter(status: dict, registry) -> str | None:
