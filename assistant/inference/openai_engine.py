@@ -24,6 +24,7 @@ from assistant.inference.base import (
     Templating,
     adapter_peft_type,
     check_rows,
+    end_on_loop,
     last,
     pooled_stream,
 )
@@ -228,6 +229,9 @@ class OpenAIEngine(Templating):
                 text += delta
                 out.text, out.seconds = text, elapsed
                 out.tokens = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+                if end_on_loop(out, gen, self.tokenizer):  # the same stop as in-process; closing ends the request
+                    yield out
+                    return
                 yield out
         except ArenaError:
             raise
