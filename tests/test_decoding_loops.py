@@ -98,3 +98,72 @@ def test_ortgenai_engine_stops_a_loop_like_torch(tmp_path):
     engine = OrtGenaiEngine(reference, graph, tmp_path / "models")
     on = _check_stops(engine)
     assert [o.tokens for o in on] == [o.tokens for o in _check_stops(reference)]  # the same rule on both engines
+
+
+@pytest.fixture(scope="module")
+def looping_dir(tmp_path_factory) -> Path:
+    return save_looping_model(tmp_path_factory.mktemp("looping"))
+
+
+def _cli_json(capsys, argv: list[str]) -> dict:
+    import json
+
+    from assistant.cli.main import main
+
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_cli_compare_reports_the_loop_share_and_stores_the_setting(looping_dir, tmp_path, capsys):
+    """On by default; --stop-on-loop 0 brings the loops back; the share per variant is in the JSON and report."""
+    import json
+
+    eval_file = tmp_path / "eval.jsonl"
+    eval_file.write_text("".join(json.dumps({"question": q, "answer": "cat dog."}) + "\n"
+                                 for q in ("hello there", "What is it?", "hi")))
+    common = ["compare", "--eval", str(eval_file), "--variants", "base", "prompt", "--no-forgetting",
+              "--max-new-tokens", "40", "--data-dir", str(tmp_path / "data"), "--model", str(looping_dir),
+              "--engine", "torch", "--json"]
+    runs = {}
+    for flag in ([], ["--stop-on-loop", "0"]):
+        report = tmp_path / f"report{len(flag)}.md"
+        runs[len(flag)] = _cli_json(capsys, common + flag + ["--report", str(report)])
+        assert "answers that loop" in report.read_text()  # the results table has the column
+    on, off = runs[0], runs[2]
+    assert on["settings"]["generation"]["stop_on_loop"] == 16 and off["settings"]["generation"]["stop_on_loop"] == 0
+    for v in ("base", "prompt"):
+        assert on["variants"][v]["loops"]["mean"] == 0.0 and off["variants"][v]["loops"]["mean"] == 1.0
+        assert on["variants"][v]["f1"]["mean"] > off["variants"][v]["f1"]["mean"]
+
+
+def test_cli_ask_flag(looping_dir, tmp_path, capsys):
+    common = ["ask", "hello there", "--variants", "base", "--max-new-tokens", "40", "--data-dir",
+              str(tmp_path / "data"), "--model", str(looping_dir), "--engine", "torch", "--json"]
+    assert _cli_json(capsys, common)["base"]["answer"] == CYCLE
+    assert _cli_json(capsys, common + ["--stop-on-loop", "0"])["base"]["answer"].count(CYCLE) == 5
+    from assistant.cli.main import main
+
+    assert main(common + ["--stop-on-loop", "2"]) == 2 and "stop on loop" in capsys.readouterr().err
+
+
+def test_decide_flag_reaches_the_comparison_key_and_a_resumed_old_run_keeps_its_decoding(tmp_path):
+    import argparse
+
+    from assistant.compare.resume import plan_from_json
+    from assistant.decide.config import add_decide_args, config_from_args
+    from assistant.decide.stages import Decision
+    from foundation.settings import Settings
+
+    (tmp_path / "faq.md").write_text("# FAQ\n\n## Q?\n\nA.\n")
+    parser = argparse.ArgumentParser()
+    add_decide_args(parser)
+    default = config_from_args(parser.parse_args([str(tmp_path / "faq.md")]))
+    off = config_from_args(parser.parse_args([str(tmp_path / "faq.md"), "--stop-on-loop", "0"]))
+    assert default.stop_on_loop == LOOP_STOP and off.stop_on_loop == 0
+    with pytest.raises(ArenaError, match="stop on loop"):
+        config_from_args(parser.parse_args([str(tmp_path / "faq.md"), "--stop-on-loop", "2"]))
+    settings = Settings(data_dir=tmp_path / "data")
+    assert Decision(default, settings).keys["compare"] != Decision(off, settings).keys["compare"]
+    # a run stored before the setting existed was answered without it: resumed the same way
+    _, cc, _ = plan_from_json({"items": [], "compare": {"variants": ["base"]}, "variant_config": {}})
+    assert cc.stop_on_loop == 0
