@@ -1,20 +1,21 @@
 """Loop benchmark: answers that degenerate into repetition, with and without the stop on repetition.
 
 Corpus: the Django FAQ from the Django sdist on PyPI (third-party, BSD-3-Clause), fetched and parsed exactly
-as benchmarks/decide.py does; held-out questions, few-shot pairs and the tuned retrieval come from a real
-`arena decide` run (run_decide, the same code as the CLI) on the bundled SmolLM2-135M with the default
-engine. That decide run answers with the new default decoding (GenSettings.stop_on_loop); then, in the same
-process and on the same questions, prompts and max new tokens, run_comparison answers again with the stop off
-(the old decoding), and optionally with a repetition penalty instead (--penalty, engines' own mechanism).
+as benchmarks/decide.py does. The held-out questions, the prompt variant's few-shot pairs and the RAG
+variant's tuned splitter, k and search mode come from `arena decide`'s own first stages (ingest, evalset,
+retrieval; cached in the workspace). Then the base, prompt and rag variants answer those questions on the
+bundled SmolLM2-135M with the default engine, as the comparison does (greedy, max new tokens sized from the
+references): first with the stop off (the old decoding), then with the default GenSettings.stop_on_loop;
+optionally (--penalty) with the engine's repetition penalty instead of the stop.
 
 Prints per variant: the loop share (answers whose word 4-grams are < 60 % distinct, assistant.compare.metrics
 .loops) old vs new, how many answers the stop cut, and token F1 old vs new with the paired bootstrap interval
-of new - old (assistant.compare.stats.paired_difference). With --adapter-steps N the decide run also trains a
-LoRA for N steps (no paraphrases) so finetuned and rag+finetuned are measured too.
+of new - old (assistant.compare.stats.paired_difference). The adapter variants are not run (training one
+costs more than this benchmark on a 2-core machine); the stop is the same code for every variant.
 
 The FAQ has 44 question-titled sections, so 70 % of them (whole pages) are held out by default.
 
-Run: .venv/bin/python benchmarks/loops.py [--questions 40] [--eval-fraction 0.7] [--adapter-steps 0] [--penalty 0]
+Run: .venv/bin/python benchmarks/loops.py [--questions 40] [--eval-fraction 0.7] [--penalty 0]
 """
 
 from __future__ import annotations
@@ -25,78 +26,60 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def decide_run(args, faq: Path, qa: Path):
-    """The new decoding, as `arena decide` runs it; returns (runtime, result, stage folder)."""
-    from assistant.decide.config import DecideConfig, workspace
-    from assistant.decide.runner import run_decide
+def decide_setup(args, faq: Path, qa: Path):
+    """`arena decide`'s own first stages (ingest, held-out split, retrieval tuning; cached in the workspace):
+    (runtime, held-out items, the VariantConfig the decide comparison serves)."""
+    from assistant.decide.config import DecideConfig
+    from assistant.decide.progress import CANCEL_FILE, Reporter
+    from assistant.decide.stages import Decision
     from assistant.runtime import Runtime
     from foundation.settings import Settings
+    from foundation.variants import VariantConfig, check_few_shot
 
     settings = Settings(data_dir=args.data / "arena")
     runtime = Runtime(settings)
-    variants = ["base", "prompt", "rag"] + (["finetuned", "rag+finetuned"] if args.adapter_steps else [])
-    cfg = DecideConfig(docs=[str(faq)], qa=str(qa), name=f"loops-{args.adapter_steps}", splitter="headers",
-                       eval_fraction=args.eval_fraction, limit=args.questions, variants=variants, forgetting=False, augment="",
-                       max_steps=args.adapter_steps or -1).resolved()
-    started = time.time()
-    summary = run_decide(cfg, settings, runtime=runtime, stderr=False)
-    folder = workspace(settings.data_dir, cfg.name) / "stages"
-    result = json.loads((folder / "compare" / "result.json").read_text())
-    print(f"decide ({', '.join(variants)}) {time.time() - started:.0f} s; engine {runtime.engine.name}; "
-          f"report {summary['report']['markdown']}", flush=True)
-    return runtime, result, folder
+    cfg = DecideConfig(docs=[str(faq)], qa=str(qa), name="loops", splitter="headers",
+                       eval_fraction=args.eval_fraction, variants=["base", "prompt", "rag"]).resolved()
+    decision = Decision(cfg, settings, runtime)
+    decision.folder.mkdir(parents=True, exist_ok=True)
+    (decision.folder / CANCEL_FILE).unlink(missing_ok=True)  # a killed earlier run's cancel request
+    rep = Reporter(decision.folder, {}, stderr=False)
+    ingest = decision.cache.run("ingest", decision.keys["ingest"], lambda tmp: decision.ingest(rep, tmp))[0]
+    decision.cache.run("evalset", decision.keys["evalset"], lambda tmp: decision.evalset(rep, tmp, ingest["sources"]))
+    got = decision.cache.run("retrieval", decision.keys["retrieval"], lambda tmp: decision.retrieval(rep, tmp))[0]
+    folder = decision.cache.folder("evalset")
+    items = [json.loads(line) for line in (folder / "eval.jsonl").read_text().splitlines()][: args.questions]
+    pairs = [json.loads(line) for line in (folder / "train_pairs.jsonl").read_text().splitlines()]
+    # as assistant/decide/comparison.run_compare serves the variants: dynamic few-shot, the tuned retrieval
+    vcfg = VariantConfig(few_shot=check_few_shot([{"question": p["question"], "answer": p["answer"]} for p in pairs]),
+                         rag_k=got["k"], rag_mode=got["mode"])
+    return runtime, items, vcfg
 
 
-def plan(result: dict, folder: Path):
-    """(items, VariantConfig, CompareConfig) of the decide comparison: its questions, prompts and settings."""
-    from assistant.compare.config import CompareConfig
-    from assistant.compare.evalset import EvalItem
-    from foundation.variants import VariantConfig
-
-    items = [EvalItem(**json.loads(line)) for line in (folder / "evalset" / "eval.jsonl").read_text().splitlines()]
-    pairs = [json.loads(line) for line in (folder / "evalset" / "train_pairs.jsonl").read_text().splitlines()]
-    s = result["settings"]
-    cfg = VariantConfig(few_shot=[{"question": p["question"], "answer": p["answer"]} for p in pairs],
-                        rag_k=s["rag_k"], rag_mode=s["rag_mode"])
-    cc = CompareConfig(variants=tuple(s["variants"]), metric=s["metric"], adapter=s["adapter"], seed=s["seed"],
-                       max_new_tokens=s["generation"]["max_new_tokens"], forgetting=False, learned_sample=0,
-                       stop_on_loop=s["generation"]["stop_on_loop"])
-    return items, cfg, cc
-
-
-def old_decoding(runtime, result: dict, folder: Path) -> dict:
-    """The decide comparison again (run_comparison) on its own questions and prompts, with the stop off."""
-    from assistant.compare.runner import run_comparison
-
-    items, cfg, cc = plan(result, folder)
-    started = time.time()
-    out = run_comparison(runtime, items, replace(cc, stop_on_loop=0), cfg=cfg, store=False)
-    print(f"old decoding (stop off) {time.time() - started:.0f} s", flush=True)
-    return out
-
-
-def penalty_decoding(runtime, result: dict, folder: Path, penalty: float) -> dict:
-    """The same rows answered with the engine's repetition penalty instead of the stop (text metrics only)."""
+def answer(runtime, items: list[dict], variants: list[str], vcfg, stop_on_loop: int, penalty: float = 1.0) -> dict:
+    """Every variant's answer to every item, scored (token F1, loops), as run_comparison generates them: greedy,
+    max new tokens sized from the references (foundation.variants.max_new_tokens_for)."""
     from assistant.compare.metrics import loops, token_f1
     from foundation.generation import GenSettings
+    from foundation.variants import max_new_tokens_for
 
-    items, cfg, cc = plan(result, folder)
-    gen = GenSettings(max_new_tokens=cc.max_new_tokens, temperature=0.0, seed=cc.seed, repetition_penalty=penalty,
-                      stop_on_loop=0)
+    engine = runtime.engine
+    gen = GenSettings(max_new_tokens=max_new_tokens_for([it["answer"] for it in items], engine.count_tokens),
+                      temperature=0.0, top_p=1.0, seed=0, repetition_penalty=penalty, stop_on_loop=stop_on_loop)
     started = time.time()
-    answers = runtime.arena.ask_many([it.question for it in items], list(cc.variants), replace(cfg, adapter=cc.adapter),
-                                     gen)
-    print(f"repetition penalty {penalty:g} {time.time() - started:.0f} s", flush=True)
-    return {"variants": list(cc.variants), "per_question": [
-        {"answers": {v: {"text": a[v].text, "scores": {"f1": token_f1(a[v].text, it.answer), "loops": loops(a[v].text)}}
-                     for v in cc.variants}} for it, a in zip(items, answers, strict=True)]}
+    answers = runtime.arena.ask_many([it["question"] for it in items], variants, vcfg, gen)
+    print(f"answered {len(items)} x {len(variants)} with stop_on_loop {stop_on_loop}, penalty {penalty:g}: "
+          f"{time.time() - started:.0f} s ({engine.name}, max new tokens {gen.max_new_tokens})", flush=True)
+    return {"variants": variants, "per_question": [
+        {"answers": {v: {"text": a[v].text, "scores": {"f1": token_f1(a[v].text, it["answer"]),
+                                                        "loops": loops(a[v].text)}} for v in variants}}
+        for it, a in zip(items, answers, strict=True)]}
 
 
 def column(result: dict, variant: str, key: str) -> list:
@@ -125,13 +108,12 @@ def table(old: dict, new: dict, labels: tuple[str, str]) -> list[str]:
 
 def main() -> None:
     from benchmarks.decide import faq_pairs, fetch_faq
+    from foundation.generation import LOOP_STOP
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--questions", type=int, default=40, help="at most N held-out questions scored")
+    p.add_argument("--questions", type=int, default=40, help="at most N held-out questions")
     p.add_argument("--eval-fraction", dest="eval_fraction", type=float, default=0.7,
-                   help="share of the FAQ's 44 pairs held out (whole pages); the rest are few-shot/training pairs")
-    p.add_argument("--adapter-steps", dest="adapter_steps", type=int, default=0,
-                   help="also train a LoRA for N steps and measure finetuned, rag+finetuned (0 = no adapter)")
+                   help="share of the FAQ's 44 pairs held out (whole pages); the rest are the few-shot pairs")
     p.add_argument("--penalty", type=float, default=0.0,
                    help="also answer with this repetition penalty and the stop off (0 = skip)")
     p.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "arena-bench-loops")
@@ -142,14 +124,14 @@ def main() -> None:
     qa = args.data / "faq-qa.jsonl"
     qa.write_text("".join(json.dumps(r) + "\n" for r in pairs))
     print(f"Django FAQ (BSD-3-Clause): {len(pairs)} Q/A pairs; CPU: {cpu_name()}", flush=True)
-    runtime, new, folder = decide_run(args, faq, qa)
-    old = old_decoding(runtime, new, folder)
-    gen = new["settings"]["generation"]
-    print(f"\n{len(new['per_question'])} held-out questions, max new tokens {gen['max_new_tokens']}, greedy; "
-          f"old = stop off, new = stop_on_loop {gen['stop_on_loop']}")
+    runtime, items, vcfg = decide_setup(args, faq, qa)
+    variants = ["base", "prompt", "rag"]
+    old = answer(runtime, items, variants, vcfg, stop_on_loop=0)
+    new = answer(runtime, items, variants, vcfg, stop_on_loop=LOOP_STOP)
+    print(f"\n{len(items)} held-out questions, greedy; old = stop off, new = stop_on_loop {LOOP_STOP}")
     print("\n".join(table(old, new, ("old", "new"))), flush=True)
     if args.penalty:
-        pen = penalty_decoding(runtime, new, folder, args.penalty)
+        pen = answer(runtime, items, variants, vcfg, stop_on_loop=0, penalty=args.penalty)
         print(f"\nrepetition penalty {args.penalty:g} (stop off) vs old:")
         print("\n".join(table(old, pen, ("old", "pen"))), flush=True)
 
