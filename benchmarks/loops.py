@@ -127,7 +127,9 @@ def main() -> None:
     runtime, items, vcfg = decide_setup(args, faq, qa)
     variants = ["base", "prompt", "rag"]
     old = answer(runtime, items, variants, vcfg, stop_on_loop=0)
+    (args.data / "old.json").write_text(json.dumps(old))  # the answers, to read them
     new = answer(runtime, items, variants, vcfg, stop_on_loop=LOOP_STOP)
+    (args.data / "new.json").write_text(json.dumps(new))
     print(f"\n{len(items)} held-out questions, greedy; old = stop off, new = stop_on_loop {LOOP_STOP}")
     print("\n".join(table(old, new, ("old", "new"))), flush=True)
     if args.penalty:

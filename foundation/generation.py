@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 
 from foundation.errors import ArenaError
 
-# Stop on repetition (docs/decoding.md): a row ends once its newest tokens repeat one block of at most
-# LOOP_MAX_PERIOD tokens verbatim over at least `stop_on_loop` tokens, and the repeats are cut (one copy of
-# the block is kept). It runs on the decoded tokens, so every engine -- torch, onnxruntime-genai, an
+# Stop on repetition (docs/decoding.md): a row ends once its newest `stop_on_loop` tokens copy verbatim tokens
+# said at most LOOP_MAX_PERIOD tokens earlier, and the copy is cut (what was said once is kept). It runs on the decoded tokens, so every engine -- torch, onnxruntime-genai, an
 # OpenAI-compatible server -- applies exactly the same rule, unlike the engines' penalties.
 LOOP_STOP = 16
 LOOP_MAX_PERIOD = 64
@@ -54,18 +53,19 @@ class GenSettings:
 def loop_cut(tokens: list[int], min_repeat: int, max_period: int = LOOP_MAX_PERIOD) -> int | None:
     """How many tokens to keep when `tokens` end in a loop, else None (min_repeat 0: never a loop).
 
-    A loop: for some period p <= max_period, each of the last r >= max(min_repeat, p) tokens equals the token
-    p places before it (a block of p tokens repeated verbatim, at least twice). The kept prefix ends with the
-    block's first copy. Checked after every token, so the newest token almost always rules a period out at
-    once (cost ~ max_period comparisons per token)."""
+    A loop: for some distance p <= max_period, each of the last r >= min_repeat tokens equals the token p
+    places before it -- the newest min_repeat tokens copy, verbatim, tokens said at most max_period earlier:
+    a block repeated (p <= r), or a sentence said again (p > r; on a real FAQ the loops that escaped a
+    whole-block rule were sentences said again, cut short by the token limit). The kept prefix ends where the
+    copy starts, so it holds everything said once. Checked after every token, so the newest token almost
+    always rules a distance out at once (cost ~ max_period comparisons per token)."""
     n = len(tokens)
     if not min_repeat or n <= min_repeat:
         return None
-    for p in range(1, min(max_period, n // 2) + 1):
-        need = max(min_repeat, p)
-        if need + p > n or any(tokens[n - k] != tokens[n - k - p] for k in range(1, need + 1)):
+    for p in range(1, min(max_period, n - min_repeat) + 1):
+        if any(tokens[n - k] != tokens[n - k - p] for k in range(1, min_repeat + 1)):
             continue
-        run = need
+        run = min_repeat
         while run + p < n and tokens[n - run - 1] == tokens[n - run - 1 - p]:
             run += 1
         return n - run

@@ -37,8 +37,11 @@ def test_loop_cut_keeps_the_text_before_the_loop_and_one_copy_of_the_block():
     assert loop_cut(tokens, 24) is None  # not yet long enough
     assert loop_cut([5] * 17, 16) == 1 and loop_cut([5] * 16, 16) is None
     assert loop_cut(list(range(200)), 16) is None
-    sentence = list(range(30, 60))  # a 30-token sentence said twice: the period is longer than the minimum
-    assert loop_cut([1] + sentence * 2, 16) == 31 and loop_cut([1] + sentence + sentence[:20], 16) is None
+    sentence = list(range(30, 60))  # a 30-token sentence said again: cut once 16 of its tokens are repeated
+    assert loop_cut([1] + sentence + sentence[:16], 16) == 31 and loop_cut([1] + sentence + sentence[:15], 16) is None
+    assert loop_cut([1] + sentence + [2] + sentence[5:21], 16) == 32  # a variant of it: the copied part is cut
+    far = list(range(100, 170))  # 70 tokens apart: beyond the 64-token window
+    assert loop_cut(sentence[:16] + far + sentence[:16], 16) is None
 
 
 def test_bad_stop_on_loop_is_refused():
