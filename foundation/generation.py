@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from foundation.errors import ArenaError
 
 # Stop on repetition (docs/decoding.md): a row ends once its newest `stop_on_loop` tokens copy verbatim tokens
-# said at most LOOP_MAX_PERIOD tokens earlier, and the copy is cut (what was said once is kept). It runs on the decoded tokens, so every engine -- torch, onnxruntime-genai, an
-# OpenAI-compatible server -- applies exactly the same rule, unlike the engines' penalties.
+# said at most LOOP_MAX_PERIOD tokens earlier, and the copy is cut (what was said once is kept). It runs on the
+# decoded tokens, so every engine -- torch, onnxruntime-genai, an OpenAI-compatible server -- applies exactly
+# the same rule, unlike the engines' penalties.
 LOOP_STOP = 16
 LOOP_MAX_PERIOD = 64
-STOP_ON_LOOP_HELP = ("end an answer once its newest N tokens repeat one phrase verbatim, and cut the repeats (the "
-                     f"same for every variant and engine; default {LOOP_STOP}, 0 = off)")
+STOP_ON_LOOP_HELP = (f"end an answer once its newest N tokens copy, verbatim, what it said at most {LOOP_MAX_PERIOD} "
+                     "tokens earlier, and cut the copy (the same for every variant and engine; default "
+                     f"{LOOP_STOP}, 0 = off)")
 
 
 def check_stop_on_loop(value: int) -> None:
