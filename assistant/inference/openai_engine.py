@@ -315,10 +315,10 @@ def engine_from_settings(settings) -> OpenAIEngine:
 
 
 def _extra(gen: GenSettings) -> dict:
-    """Settings outside the OpenAI schema: the repetition penalty as vLLM (repetition_penalty) and llama.cpp
-    (repeat_penalty) name it. Always sent, 1.0 included: llama-cpp-python's server applies 1.1 when the field
-    is missing, which would decode differently from the in-process engines (servers ignore the other name).
+    """Settings outside the OpenAI schema, understood by vLLM (repetition_penalty) and llama.cpp (repeat_).
     The stop on repetition is ours (end_on_loop), never the server's, so it is the same on every server."""
+    if gen.repetition_penalty == 1.0:
+        return {}
     return {"repetition_penalty": gen.repetition_penalty, "repeat_penalty": gen.repetition_penalty}
 
 
