@@ -11,6 +11,21 @@ from dataclasses import dataclass, field
 
 from foundation.errors import ArenaError
 
+# Stop on repetition (docs/decoding.md): a row ends once its newest `stop_on_loop` tokens copy verbatim tokens
+# said at most LOOP_MAX_PERIOD tokens earlier, and the copy is cut (what was said once is kept). It runs on the
+# decoded tokens, so every engine -- torch, onnxruntime-genai, an OpenAI-compatible server -- applies exactly
+# the same rule, unlike the engines' penalties.
+LOOP_STOP = 16
+LOOP_MAX_PERIOD = 64
+STOP_ON_LOOP_HELP = (f"end an answer once its newest N tokens copy, verbatim, what it said at most {LOOP_MAX_PERIOD} "
+                     "tokens earlier, and cut the copy (the same for every variant and engine; default "
+                     f"{LOOP_STOP}, 0 = off)")
+
+
+def check_stop_on_loop(value: int) -> None:
+    if value != 0 and not 4 <= value <= 1024:
+        raise ArenaError(f"stop on loop must be 0 (off) or 4-1024 repeated tokens, got {value}")
+
 
 @dataclass
 class GenSettings:
@@ -21,6 +36,7 @@ class GenSettings:
     top_p: float = 1.0
     seed: int = 0
     repetition_penalty: float = 1.0
+    stop_on_loop: int = LOOP_STOP  # repeated tokens that end a row (see LOOP_STOP); 0 = never stop on a loop
 
     def check(self, context_length: int) -> None:
         """Raise ArenaError naming the first absurd value."""
@@ -33,6 +49,29 @@ class GenSettings:
             raise ArenaError(f"top-p must be in (0, 1], got {self.top_p}")
         if not 0.5 <= self.repetition_penalty <= 3:
             raise ArenaError(f"repetition penalty must be between 0.5 and 3, got {self.repetition_penalty}")
+        check_stop_on_loop(self.stop_on_loop)
+
+
+def loop_cut(tokens: list[int], min_repeat: int, max_period: int = LOOP_MAX_PERIOD) -> int | None:
+    """How many tokens to keep when `tokens` end in a loop, else None (min_repeat 0: never a loop).
+
+    A loop: for some distance p <= max_period, each of the last r >= min_repeat tokens equals the token p
+    places before it -- the newest min_repeat tokens copy, verbatim, tokens said at most max_period earlier:
+    a block repeated (p <= r), or a sentence said again (p > r; on a real FAQ the loops that escaped a
+    whole-block rule were sentences said again, cut short by the token limit). The kept prefix ends where the
+    copy starts, so it holds everything said once. Checked after every token, so the newest token almost
+    always rules a distance out at once (cost ~ max_period comparisons per token)."""
+    n = len(tokens)
+    if not min_repeat or n <= min_repeat:
+        return None
+    for p in range(1, min(max_period, n - min_repeat) + 1):
+        if any(tokens[n - k] != tokens[n - k - p] for k in range(1, min_repeat + 1)):
+            continue
+        run = min_repeat
+        while run + p < n and tokens[n - run - 1] == tokens[n - run - 1 - p]:
+            run += 1
+        return n - run
+    return None
 
 
 @dataclass

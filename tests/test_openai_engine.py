@@ -120,6 +120,25 @@ def test_chat_with_every_variant(world):
     assert answers["rag"].sources and answers["rag"].sources[0].citation.startswith("faq.md")
 
 
+def test_stop_on_loop_ends_a_looping_served_answer(world):
+    """The bundled model loops on this prompt (greedy); the stop on repetition, applied to the streamed tokens,
+    ends and cuts the answer as it does in-process, and the server keeps answering after the closed stream."""
+    from assistant.compare.metrics import loops
+    from foundation.generation import GenSettings
+
+    engine = world.runtime.engine
+    rows = _rows(engine, ["List the numbers one, one, one, one, one, one."])
+    # 1.01 is sent (1.0 is not): it overrides llama-cpp-python's own default penalty of 1.1, so the served
+    # model loops on this prompt as it does in-process
+    off = engine.generate(rows, GenSettings(max_new_tokens=48, stop_on_loop=0, repetition_penalty=1.01))[0]
+    assert off.done and loops(off.text) == 1.0, off.text  # the premise: without the setting it loops
+    on = engine.generate(rows, GenSettings(max_new_tokens=48, repetition_penalty=1.01))[0]
+    assert on.done and loops(on.text) == 0.0 and on.text.strip(), on.text
+    assert off.text.startswith(on.text) and len(on.tokens) < len(off.tokens)
+    after = engine.generate(_rows(engine, ["What is the capital of France?"]), GenSettings(max_new_tokens=16))[0]
+    assert after.done and after.text.strip()
+
+
 def test_adapter_the_server_does_not_serve_is_refused_clearly(world, tmp_path):
     from tests.conftest import make_lora, make_tiny_model, make_tiny_tokenizer
 

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from assistant.cli.compare import progress_line
+from assistant.cli.compare import add_stop_on_loop, progress_line
 from foundation.errors import ArenaError
 from foundation.generation import GenSettings
 from foundation.records import read_questions
@@ -26,6 +26,7 @@ def add_ask_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", dest="top_p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repetition-penalty", dest="repetition_penalty", type=float, default=1.0)
+    add_stop_on_loop(p)
     p.add_argument("--system-prompt", dest="system_prompt", default=None, help="prompt variant's system prompt")
 
 
@@ -37,7 +38,8 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
         raise ArenaError("give either a QUESTION or --questions FILE.jsonl (exactly one)")
     questions = read_questions(args.questions) if args.questions else [args.question]
     variants = parse_variants(args.variants)
-    gen = GenSettings(args.max_new_tokens, args.temperature, args.top_p, args.seed, args.repetition_penalty)
+    gen = GenSettings(args.max_new_tokens, args.temperature, args.top_p, args.seed, args.repetition_penalty,
+                      args.stop_on_loop)
     cfg = VariantConfig(adapter=args.adapter)
     if args.system_prompt is not None:
         cfg.system_prompt = args.system_prompt

@@ -14,6 +14,7 @@ from assistant.compare.recommend import headline
 from assistant.compare.report import write_report
 from assistant.compare.runner import resume_comparison, run_comparison
 from foundation.errors import ArenaError
+from foundation.generation import LOOP_STOP, STOP_ON_LOOP_HELP, check_stop_on_loop
 from foundation.variants import STRATEGIES, VariantConfig
 
 
@@ -37,6 +38,7 @@ def add_compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--system-prompt", dest="system_prompt", default=None, help="system prompt of 'prompt'")
     p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=None,
                    help="answer length limit (default: 1.5x the 90th percentile of the reference answers' tokens)")
+    add_stop_on_loop(p)
     p.add_argument("--limit", type=int, default=None, help="use only the first N questions")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--judge", default="", metavar="local|openai:URL:MODEL",
@@ -44,6 +46,12 @@ def add_compare_args(p: argparse.ArgumentParser) -> None:
                         "the local base model or MODEL on an OpenAI-compatible server")
     p.add_argument("--no-forgetting", dest="forgetting", action="store_false",
                    help="skip the general-knowledge forgetting check and the bias probe of the adapter")
+
+
+def add_stop_on_loop(p: argparse.ArgumentParser) -> None:
+    """--stop-on-loop N of ask and compare (docs/decoding.md)."""
+    p.add_argument("--stop-on-loop", dest="stop_on_loop", type=int, default=LOOP_STOP, metavar="N",
+                   help=STOP_ON_LOOP_HELP)
 
 
 def default_variants(adapter: str | None) -> tuple[str, ...]:
@@ -83,6 +91,7 @@ def cmd_compare(args: argparse.Namespace, settings) -> int:
         items, name = load_items(args, runtime)
         cc = CompareConfig(variants=tuple(args.variants or default_variants(args.adapter)), metric=args.metric,
                            adapter=args.adapter, seed=args.seed, max_new_tokens=args.max_new_tokens,
+                           stop_on_loop=args.stop_on_loop,
                            forgetting=args.forgetting, eval_name=name, judge=args.judge,
                            equivalence_margin=args.equivalence_margin or 0.0)
         result = run_comparison(runtime, items, cc, cfg=variant_config(args), progress=progress)
@@ -131,3 +140,4 @@ def check_args(args) -> None:
                          f"{args.equivalence_margin}")
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise ArenaError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    check_stop_on_loop(args.stop_on_loop)

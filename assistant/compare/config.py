@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from assistant.compare.bias import DEFAULT_BIAS_MARGIN
 from assistant.compare.forgetting import DEFAULT_MARGIN
 from assistant.compare.learned import SAMPLE
+from foundation.generation import LOOP_STOP
 from foundation.variants import STRATEGIES
 
 
@@ -19,6 +20,7 @@ class CompareConfig:
     adapter: str | None = None
     seed: int = 0
     max_new_tokens: int | None = None  # None: sized from the references (foundation.variants.max_new_tokens_for)
+    stop_on_loop: int = LOOP_STOP  # stop on repetition, the same for every variant (GenSettings); 0 = off
     forgetting: bool = True
     forgetting_margin: float = DEFAULT_MARGIN
     bias_margin: float = DEFAULT_BIAS_MARGIN  # the bias probe runs with the forgetting check

@@ -13,13 +13,13 @@ import numpy as np
 HIGHER_IS_BETTER = {
     "f1": True, "rougeL": True, "exact": True, "contains": True, "semantic": True,
     "nll": False, "ppl": False, "groundedness": True, "retrieval_hit": True,
-    "ttft_s": False, "tokens_per_s": True, "judge": True,
+    "ttft_s": False, "tokens_per_s": True, "judge": True, "loops": False,
 }
 METRIC_LABELS = {
     "f1": "token F1", "rougeL": "ROUGE-L", "exact": "exact match", "contains": "contains reference",
     "semantic": "semantic similarity", "nll": "reference NLL", "ppl": "reference perplexity",
     "groundedness": "groundedness", "retrieval_hit": "retrieval hit", "ttft_s": "time to first token (s)",
-    "tokens_per_s": "tokens/s", "judge": "LLM judge",
+    "tokens_per_s": "tokens/s", "judge": "LLM judge", "loops": "answers that loop",
 }
 # Metrics a user may pick as the primary one for the recommendation.
 PRIMARY_METRICS = ("f1", "rougeL", "exact", "contains", "semantic", "nll", "ppl", "judge")
@@ -126,6 +126,26 @@ def semantic_similarities(embedder, answers: list[str], references: list[str]) -
     return [float(x) for x in np.sum(a * r, axis=1)]
 
 
+LOOP_NGRAM = 4
+LOOP_MIN_DISTINCT = 0.6
+_WORDS = re.compile(r"\w+")
+
+
+def distinct_ngram_share(text: str, n: int = LOOP_NGRAM) -> float | None:
+    """Share of the answer's word n-grams (lower-cased words) that are distinct; None below n words."""
+    words = _WORDS.findall(text.lower())
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else None
+
+
+def loops(text: str) -> float:
+    """1.0 when the answer degenerates into repetition: fewer than 60 % of its word 4-grams are distinct
+    ("The answer is: The answer is: ..."); answers under 4 words never loop. Its mean over a variant's
+    answers is the variant's loop share."""
+    share = distinct_ngram_share(text)
+    return float(share is not None and share < LOOP_MIN_DISTINCT)
+
+
 def perplexity(nll: float | None) -> float | None:
     """exp(mean token NLL), capped so a wildly wrong adapter does not overflow to inf."""
     return None if nll is None else math.exp(min(nll, 50.0))
@@ -141,4 +161,5 @@ def answer_scores(answer: str, reference: str, chunks: list[str] | None = None) 
         "contains": contains(answer, reference),
         "groundedness": groundedness(answer, chunks),
         "retrieval_hit": retrieval_hit(reference, chunks),
+        "loops": loops(answer),
     }

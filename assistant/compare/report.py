@@ -15,7 +15,7 @@ CHART_METRICS = ("f1", "rougeL", "contains", "semantic", "judge", "nll", "ground
 UNIT_METRICS = {"f1", "rougeL", "exact", "contains", "semantic", "groundedness", "retrieval_hit",
                 "judge"}  # in [0, 1]
 TABLE_METRICS = ("f1", "rougeL", "exact", "contains", "semantic", "judge", "nll", "ppl", "groundedness",
-                 "retrieval_hit", "ttft_s", "tokens_per_s")
+                 "retrieval_hit", "loops", "ttft_s", "tokens_per_s")  # loops: share of answers that loop
 
 
 def chart_png(variants: dict[str, dict[str, dict]], metrics=CHART_METRICS) -> bytes:

@@ -48,7 +48,8 @@ def plan_from_json(plan: dict):
         known = {f.name for f in fields(cls)}  # a field added since: its default
         return cls(**{k: v for k, v in data.items() if k in known})
 
-    cc = build(CompareConfig, plan["compare"])
+    # A run stored before stop-on-loop existed was answered without it: resume it the same way.
+    cc = build(CompareConfig, {"stop_on_loop": 0, **plan["compare"]})
     cc.variants = tuple(cc.variants)
     return [build(EvalItem, it) for it in plan["items"]], cc, build(VariantConfig, plan["variant_config"])
 

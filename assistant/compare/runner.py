@@ -21,7 +21,7 @@ from assistant.compare.runs import RunStore
 from assistant.compare.stats import exp_summary, paired_against, summarize
 from assistant.compare.why import why_sentences
 from foundation.errors import ArenaError
-from foundation.generation import GenSettings
+from foundation.generation import GenSettings, check_stop_on_loop
 from foundation.variants import (
     ADAPTER_VARIANTS,
     RAG_VARIANTS,
@@ -44,6 +44,7 @@ def validate(cc: CompareConfig, items: list[EvalItem]) -> None:
         raise ArenaError(f"unknown metric {cc.metric!r}; choose one of {', '.join(M.PRIMARY_METRICS)}")
     resolve_margin(cc.metric, cc.equivalence_margin)  # a negative margin stops the run before any work
 
+    check_stop_on_loop(cc.stop_on_loop)
     check_routed(cc.variants)
     needs = [v for v in cc.variants if v in ADAPTER_VARIANTS]
     if needs and not cc.adapter:
@@ -75,7 +76,8 @@ def run_comparison(runtime, items: list[EvalItem], cc: CompareConfig, cfg=None,
         cc = replace(cc, max_new_tokens=max_new_tokens_for([it.answer for it in items], engine.count_tokens))
     progress = progress or (lambda fraction, text: None)
     cfg = replace(cfg or VariantConfig(), adapter=cc.adapter)
-    gen = GenSettings(max_new_tokens=cc.max_new_tokens, temperature=0.0, top_p=1.0, seed=cc.seed)
+    gen = GenSettings(max_new_tokens=cc.max_new_tokens, temperature=0.0, top_p=1.0, seed=cc.seed,
+                      stop_on_loop=cc.stop_on_loop)
     arena, variants = runtime.arena, list(cc.variants)
     generated = [v for v in variants if v != ROUTED]  # routed re-uses the others' answers (compare/router.py)
     questions = [it.question for it in items]

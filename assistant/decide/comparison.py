@@ -43,6 +43,7 @@ def run_compare(decision, rep, tmp: Path, adapters: list[str]) -> dict:
     label = f"decide {cfg.name} {decision.keys['compare'][:8]}"
     cc = CompareConfig(variants=variants, metric=cfg.metric, adapter=adapters[0] if adapters else None,
                        seed=cfg.seed, max_new_tokens=cfg.max_new_tokens or None, forgetting=cfg.forgetting,
+                       stop_on_loop=cfg.stop_on_loop,
                        eval_name=f"decide {cfg.name}", label=label, equivalence_margin=cfg.equivalence_margin)
     runs, store = max(1, len(adapters)), RunStore(Path(decision.settings.data_dir) / "runs.sqlite")
 

@@ -11,6 +11,7 @@ from assistant.compare.metrics import PRIMARY_METRICS
 from assistant.inference.openai_engine import parse_server_model
 from foundation import config_file
 from foundation.errors import ArenaError
+from foundation.generation import LOOP_STOP, STOP_ON_LOOP_HELP, check_stop_on_loop
 from foundation.paths import confine
 from foundation.variants import ADAPTER_VARIANTS, STRATEGIES
 from retrieval.chunking import SPLITTERS
@@ -67,6 +68,7 @@ class DecideConfig:
     variants: list[str] = field(default_factory=lambda: list(ALL_VARIANTS))
     metric: str = "f1"
     max_new_tokens: int = 0  # 0 = from the evaluation set's reference lengths
+    stop_on_loop: int = LOOP_STOP  # stop on repetition, the same for every variant (docs/decoding.md); 0 = off
     forgetting: bool = True
     # experiment tracker for the training jobs (the trainer's integration) and the comparison summary
     report_to: str = "none"
@@ -97,6 +99,7 @@ class DecideConfig:
             raise ArenaError(f"unknown variant(s) {unknown or '(none given)'}; choose from {', '.join(ALL_VARIANTS)}")
         if self.metric not in PRIMARY_METRICS:
             raise ArenaError(f"unknown metric {self.metric!r}; choose one of {', '.join(PRIMARY_METRICS)}")
+        check_stop_on_loop(self.stop_on_loop)
         parse_augment(self.augment)
         check_report_to(self.report_to)
         if self.generator.startswith("openai:") and not parse_server_model(self.generator):
@@ -148,6 +151,7 @@ def add_decide_args(p: argparse.ArgumentParser) -> None:
                       ("max_steps", int), ("learning_rate", float), ("lora_r", int), ("batch_size", int),
                       ("max_length", int), ("save_steps", int), ("max_new_tokens", int)):
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None)
+    p.add_argument("--stop-on-loop", dest="stop_on_loop", type=int, default=None, metavar="N", help=STOP_ON_LOOP_HELP)
     p.add_argument("--augment", default=None, metavar="paraphrases:K",
                    help="K paraphrases of each training question (default paraphrases:5; '' = none)")
     p.add_argument("--generator", default=None, metavar="SPEC",

@@ -86,7 +86,7 @@ class Decision:
         trains = [self.train_key(i, keys["trainset"]) for i in range(c.seeds)] if c.trains else []
         keys.update({f"train-s{i}": k for i, k in enumerate(trains)})
         keys["compare"] = content_key("compare", keys["retrieval"], trains, c.variants, c.metric,
-                                      c.max_new_tokens, c.forgetting, s.model, s.embedder,
+                                      c.max_new_tokens, c.forgetting, s.model, s.embedder, c.stop_on_loop,
                                       *([c.equivalence_margin] if c.equivalence_margin else []))  # the verdict's margin
         keys["report"] = content_key("report", keys["compare"], keys["trainset"], keys["ingest"])
         return keys

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 from foundation.errors import ArenaError
-from foundation.generation import GenSettings, Row, RowOutput
+from foundation.generation import GenSettings, Row, RowOutput, loop_cut
 
 
 @dataclass
@@ -84,6 +84,24 @@ def check_rows(rows: list[Row], gen: GenSettings, context_length: int, slots: di
     for row in rows:
         if row.adapter is not None and row.adapter not in slots:
             raise ArenaError(f"adapter {row.adapter!r} is not loaded; loaded: {sorted(slots) or 'none'}")
+
+
+def row_text(tokenizer, tokens: list[int]) -> str:
+    """A row's text so far; a trailing replacement char is an incomplete multi-byte character (shown once
+    complete)."""
+    return tokenizer.decode(tokens, skip_special_tokens=True).rstrip("\ufffd")
+
+
+def end_on_loop(out: RowOutput, gen: GenSettings, tokenizer) -> bool:
+    """Stop on repetition, the same on every engine: when the row's tokens end in a loop
+    (foundation.generation.loop_cut), cut the repeats, mark the row done and return True."""
+    keep = loop_cut(out.tokens, gen.stop_on_loop)
+    if keep is None:
+        return False
+    out.tokens = out.tokens[:keep]
+    out.text = row_text(tokenizer, out.tokens)
+    out.done = True
+    return True
 
 
 def last(stream: Iterator[list[RowOutput]]) -> list[RowOutput]:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import torch
 
+from assistant.inference.base import end_on_loop, row_text
 from foundation.generation import GenSettings, Row, RowOutput
 
 
@@ -44,7 +45,7 @@ def _steps(model, tokenizer, row: Row, gen: GenSettings, eos_ids: set[int], cont
     for step in range(gen.max_new_tokens):
         nxt = pick_next(logits.float(), gen, seen, sampler)
         if record_token(out, int(nxt), tokenizer, eos_ids, time.perf_counter() - start) or \
-                step == gen.max_new_tokens - 1:
+                end_on_loop(out, gen, tokenizer) or step == gen.max_new_tokens - 1:
             break  # after the last token, another forward would compute logits nobody reads
         yield out
         if seen is not None:
@@ -81,8 +82,7 @@ def record_token(out: RowOutput, token: int, tokenizer, eos_ids: set[int], elaps
         out.done = True
         return True
     out.tokens.append(token)
-    # A trailing replacement char is an incomplete multi-byte character; show it once complete.
-    out.text = tokenizer.decode(out.tokens, skip_special_tokens=True).rstrip("\ufffd")
+    out.text = row_text(tokenizer, out.tokens)
     return False
 
 
