@@ -17,11 +17,18 @@ from foundation.errors import ArenaError
 from foundation.generation import GenSettings
 from foundation.registry import AdapterRegistry
 from foundation.settings import Settings
+from foundation.variants import VariantConfig
 from tests.conftest import make_lora, make_tiny_model, make_tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
-FAQ = ("# Widget FAQ\n\n## How do I reset the widget?\n\nHold the power button for ten seconds until the light "
-       "blinks blue.\n\n## What is the warranty period?\n\nTwo years from the date of purchase.\n")
+TOPICS = {"reset the widget": "Hold the power button for ten seconds until the light blinks blue.",
+          "warranty period": "Two years from the date of purchase, covering parts and labour.",
+          "clean the filter": "Rinse the filter under warm water once a month and let it dry fully.",
+          "error E-42": "The water tank sensor is unplugged; reconnect the grey cable behind the tank.",
+          "descale": "Run one cycle with citric acid every eight weeks, then two cycles of plain water.",
+          "order spare parts": "Use the parts page of the shop with the serial number from the base plate."}
+# Sections longer than one chunk each (recursive splitter, 800 characters): several chunks to rank
+FAQ = "# Widget FAQ\n\n" + "".join(f"## How do I {t}?\n\n" + (a + " ") * 8 + "\n\n" for t, a in TOPICS.items())
 QUESTIONS = ["How do I reset the widget?", "What is the warranty period?", "Which light blinks?"]
 
 
@@ -95,16 +102,17 @@ def test_bundle_from_a_fresh_data_folder_answers_as_the_workspace(workspace, tmp
     assert _cli(settings, "export", str(out), "--variant", "rag+finetuned", "--adapter", "faq-lora") == 0
     fresh = Settings(data_dir=tmp_path / "fresh", device="cpu", engine="torch")
     bundle = open_bundle(out)
-    served, original = ChatService(BundleRuntime(fresh, bundle), bundle), ChatService(runtime)
+    served = ChatService(BundleRuntime(fresh, bundle), bundle)
     assert list(served.models()) == ["rag+finetuned:faq-lora"]
+    gen = GenSettings(max_new_tokens=12)
     for question in QUESTIONS:
-        answers = []
-        for service in (original, served):
-            turn = service.prepare("rag+finetuned:faq-lora", [{"role": "user", "content": question}],
-                                   GenSettings(max_new_tokens=12))
-            *_, last = service.stream(turn)
-            answers.append((turn.row.input_ids, last.tokens, [(h.citation, h.text) for h in turn.sources]))
-        assert answers[0] == answers[1] and answers[0][2]  # same prompt, sources and greedy tokens
+        # the workspace as the Chat tab and `arena ask` run it: the arena with the default variant settings
+        want = runtime.arena.ask(question, ["rag+finetuned"], VariantConfig(adapter="faq-lora"), gen)["rag+finetuned"]
+        turn = served.prepare("rag+finetuned:faq-lora", [{"role": "user", "content": question}], gen)
+        *_, got = served.stream(turn)
+        assert (turn.row.input_ids, got.text) == (runtime.arena.engine.chat_ids(want.messages), want.text)
+        assert [(h.citation, h.text) for h in turn.sources] == [(h.citation, h.text) for h in want.sources]
+        assert want.sources and len(got.tokens) == want.tokens
     assert not (tmp_path / "fresh" / "adapters").exists()  # nothing copied into the fresh folder
 
 
@@ -115,6 +123,7 @@ from assistant.ship.bundle import export_bundle
 from assistant.ship.strategy import from_flags
 from foundation.registry import AdapterRegistry
 from foundation.settings import Settings
+from foundation.variants import VariantConfig
 
 settings = Settings(data_dir=Path(sys.argv[1]), model=sys.argv[2], device="cpu", engine="torch")
 strategy = from_flags("rag+finetuned", "faq-lora", AdapterRegistry(settings.data_dir), settings)
