@@ -32,13 +32,11 @@ FAQ = "# Widget FAQ\n\n" + "".join(f"## How do I {t}?\n\n" + (a + " ") * 8 + "\n
 QUESTIONS = ["How do I reset the widget?", "What is the warranty period?", "Which light blinks?"]
 
 
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory, tiny_model_dir):
-    """A data folder on the tiny model with the FAQ ingested and one LoRA adapter registered."""
+def make_workspace(root: Path, tiny_model_dir: Path):
+    """A data folder on the tiny model with the FAQ ingested and one LoRA adapter ("faq-lora") registered."""
     from assistant.runtime import Runtime
     from retrieval.ingest import ingest_paths
 
-    root = tmp_path_factory.mktemp("ship")
     settings = Settings(data_dir=root / "data", model=str(tiny_model_dir), device="cpu", engine="torch")
     (root / "faq.md").write_text(FAQ)
     runtime = Runtime(settings)
@@ -48,6 +46,11 @@ def workspace(tmp_path_factory, tiny_model_dir):
     AdapterRegistry(settings.data_dir).register("faq-lora", lora, {"method": "lora", "peft_type": "LORA",
                                                                    "base_model": str(tiny_model_dir)}, [])
     return settings, runtime
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, tiny_model_dir):
+    return make_workspace(tmp_path_factory.mktemp("ship"), tiny_model_dir)
 
 
 def _cli(settings: Settings, *argv: str) -> int:
