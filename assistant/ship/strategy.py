@@ -52,8 +52,7 @@ class Strategy:
 
 
 
-def model_name(variant: str, adapter: str | None) -> str:
-    return f"{variant}{SEPARATOR}{adapter}" if variant in V.ADAPTER_VARIANTS and adapter else variant
+model_name = V.served_name
 
 
 def parse_model_name(name: str) -> tuple[str, str | None]:
