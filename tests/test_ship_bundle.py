@@ -155,3 +155,20 @@ def test_kill9_mid_export_leaves_no_half_bundle(workspace, tmp_path, stop_at):
         open_bundle(out)
     assert _cli(settings, "export", str(out), "--variant", "rag+finetuned", "--adapter", "faq-lora") == 0
     assert open_bundle(out).strategy.model_name == "rag+finetuned:faq-lora"
+
+
+def test_adapters_tab_exports_a_bundle_under_exports(workspace):
+    import gradio as gr
+
+    from ui.adapters import build_adapters_tab
+
+    settings, runtime = workspace
+    with gr.Blocks() as demo:
+        build_adapters_tab(runtime)
+    button = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "adapters-bundle")
+    handler = next(f for f in demo.fns.values() if any(t[0] == button._id for t in f.targets))
+    # a hostile folder name stays inside the data folder's exports/
+    *_, message = handler.fn("faq-lora", "finetuned", "../../escape")
+    out = settings.data_dir / "exports" / "escape"
+    assert f"`{out}`" in message and open_bundle(out).strategy.model_name == "finetuned:faq-lora"
+    assert not (out / "index").exists()  # finetuned alone needs no document index

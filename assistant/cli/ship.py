@@ -7,7 +7,7 @@ from pathlib import Path
 
 from assistant.cli.output import emit
 from assistant.decide.config import workspace
-from assistant.ship.bundle import bundle_json, export_bundle, open_bundle
+from assistant.ship.bundle import base_gguf, bundle_json, export_bundle, open_bundle
 from assistant.ship.strategy import from_decision, from_flags
 from foundation.errors import ArenaError
 from foundation.registry import AdapterRegistry
@@ -33,17 +33,11 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         strategy = from_flags(args.variant, args.adapter, registry, settings)
     else:
         raise ArenaError("export needs --variant VARIANT (and --adapter NAME) or --from-decision NAME")
-    bundle = export_bundle(strategy, settings, Path(args.out), base_gguf=_base_gguf(settings.model),
+    bundle = export_bundle(strategy, settings, Path(args.out), base_gguf=base_gguf(settings.model),
                            on_step=None if args.json else lambda step: print(f"export: {step}", flush=True))
     emit(args, bundle_json(bundle), f"exported {bundle.strategy.model_name} to {bundle.folder} "
                                     f"(commands: {bundle.folder / 'SERVING.md'})")
     return 0
-
-
-def _base_gguf(model: str) -> Path | None:
-    from foundation.models import BUNDLED, bundled_gguf  # deferred: pulls torch
-
-    return bundled_gguf(model) if model in BUNDLED else None
 
 
 def serve_api(args: argparse.Namespace, settings: Settings) -> int:

@@ -106,6 +106,13 @@ def _write_gguf(strategy: Strategy, settings, tmp: Path) -> None:
     strategy.gguf = f"{info.name}.gguf"
 
 
+def base_gguf(model: str) -> Path | None:
+    """The GGUF file of a bundled base model (what llama.cpp and Ollama load under the adapter), else None."""
+    from foundation.models import BUNDLED, bundled_gguf  # deferred: pulls torch
+
+    return bundled_gguf(model) if model in BUNDLED else None
+
+
 def base_folder(info, settings) -> str:
     from foundation.registry import base_path  # deferred: resolving the bundled model pulls torch
 
