@@ -164,3 +164,18 @@ def test_exported_bundle_served_from_a_fresh_folder_answers_alike(served):
             assert json.dumps(got.model_extra["sources"]) == json.dumps(want.model_extra["sources"])
     finally:
         other.stop()
+
+
+def test_api_beside_the_ui_on_one_server(served):
+    _, settings, root = served
+    both = Server(root / "both.log", "--data-dir", str(settings.data_dir), "--model", settings.model,
+                  "--auth", f"user:{KEY}").wait()
+    try:
+        assert "rag+finetuned:faq-lora" in [m.id for m in both.client().models.list()]
+        base = both.url.removesuffix("/v1")
+        assert httpx.get(base + "/config").status_code == 401  # the UI keeps its own login, same --auth
+        with httpx.Client() as browser:
+            assert browser.post(base + "/login", data={"username": "user", "password": KEY}).status_code == 200
+            assert browser.get(base + "/config").status_code == 200
+    finally:
+        both.stop()
