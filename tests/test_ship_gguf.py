@@ -73,3 +73,43 @@ def test_unsupported_architecture_is_refused(tiny_model, tmp_path):
     folder = make_lora(tiny_model, tmp_path / "lora", seed=1)
     with pytest.raises(ArenaError, match="gpt2"):
         write_gguf_lora(folder, {**tiny_model.config.to_dict(), "model_type": "gpt2"}, tmp_path / "a.gguf")
+
+
+@pytest.mark.e2e
+def test_bundled_model_lora_exports_against_the_base_gguf(bundled_data_dir, tmp_path):
+    """A LoRA trained on the bundled model, exported with `arena export`: every lora_a/lora_b pair fits the
+    tensor it adapts in the bundled base GGUF, by the shape checks llama.cpp makes when loading an adapter."""
+    import shutil
+
+    import gguf
+
+    from assistant.cli.main import main
+    from foundation.models import bundled_gguf
+    from foundation.registry import AdapterRegistry
+    from foundation.settings import Settings
+    from training.config import JobConfig
+    from training.job import run_job
+
+    data = tmp_path / "faq.jsonl"
+    data.write_text("".join(json.dumps({"question": f"What is the code for door {i}?",
+                                        "answer": f"The code is {1000 + i}."}) + "\n" for i in range(8)))
+    settings = Settings(data_dir=bundled_data_dir, device="cpu")
+    result = run_job(JobConfig(name="gguf-e2e", data=[{"path": str(data)}], max_steps=2, batch_size=2, max_length=48,
+                               lora_r=4, lora_alpha=8, eval_steps=100, val_fraction=0.2), settings)
+    try:
+        out = tmp_path / "bundle"
+        assert main(["export", str(out), "--variant", "finetuned", "--adapter", result["adapter"], "--data-dir",
+                     str(bundled_data_dir), "--json"]) == 0
+        modelfile = (out / "Modelfile").read_text()
+        assert modelfile.startswith(f"FROM {bundled_gguf('bundled:smollm2-135m')}\n")
+        base = {t.name: [int(d) for d in t.shape] for t in gguf.GGUFReader(str(bundled_gguf(
+            "bundled:smollm2-135m"))).tensors}  # ggml order: ne0 = input size, ne1 = output size
+        lora = {t.name: [int(d) for d in t.shape] for t in gguf.GGUFReader(str(out / f"{result['adapter']}.gguf")).tensors}
+        targets = {n.removesuffix(".lora_a") for n in lora if n.endswith(".lora_a")}
+        assert len(targets) == len(lora) // 2 and "blk.0.attn_q.weight" in targets and "blk.29.ffn_down.weight" in targets
+        for name in targets:
+            a, b = lora[name + ".lora_a"], lora[name + ".lora_b"]
+            assert a[0] == base[name][0] and b[1] == base[name][1] and a[1] == b[0] == 4, name
+    finally:
+        AdapterRegistry(bundled_data_dir).delete(result["adapter"])
+        shutil.rmtree(result["job_dir"], ignore_errors=True)
