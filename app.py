@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 
 import gradio as gr
 
 from assistant.runtime import Runtime
 from foundation.errors import ArenaError
-from foundation.settings import Settings, add_settings_flags, load_settings
+
+# check_bind_policy/is_loopback live in foundation.settings (the API server applies the same policy)
+from foundation.settings import (  # noqa: F401
+    Settings,
+    add_settings_flags,
+    check_bind_policy,
+    is_loopback,
+    load_settings,
+)
 from ui.adapters import build_adapters_tab
 from ui.chat import build_chat
 from ui.compare import build_compare_tab
@@ -17,24 +24,6 @@ from ui.decide import build_decide_tab
 from ui.documents import build_documents_tab
 from ui.loading import build_header
 from ui.train import build_train_tab
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_bind_policy(settings: Settings) -> None:
-    """Refuse to expose the app beyond this machine without a password, unless explicitly told to."""
-    if not is_loopback(settings.host) and not settings.auth and not settings.insecure_no_auth:
-        raise ArenaError(
-            f"refusing to listen on {settings.host} without --auth user:password "
-            "(or ARENA_AUTH); pass --insecure-no-auth to do it anyway")
-
 
 # The only event handlers a script may call through gradio_client (documented in docs/scripting.md). Every other
 # handler is internal: api_visibility "private" hides it from /gradio_api/info and the client refuses it
@@ -85,6 +74,15 @@ def launch(settings: Settings) -> None:
     demo.launch(server_name=settings.host, server_port=settings.port,
                 auth=list(settings.auth) or None, allowed_paths=[str(settings.uploads_dir)],
                 show_error=True)
+
+
+def mount_on(api, settings: Settings, runtime: Runtime):
+    """The UI mounted at / of `api` (the FastAPI app serving /v1), sharing its runtime and engine."""
+    settings.uploads_dir.mkdir(parents=True, exist_ok=True)
+    demo = build_app(settings, runtime)
+    demo.queue(default_concurrency_limit=2)
+    return gr.mount_gradio_app(api, demo, path="/", auth=list(settings.auth) or None,
+                               allowed_paths=[str(settings.uploads_dir)], show_error=True)
 
 
 def main(argv: list[str] | None = None) -> int:

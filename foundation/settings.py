@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+
+from foundation.errors import ArenaError
 
 DEFAULT_MODEL = "bundled:smollm2-135m"
 DEFAULT_EMBEDDER = "bundled:all-minilm-l6-v2"
@@ -150,3 +153,20 @@ def add_settings_flags(parser: argparse.ArgumentParser, server: bool = False) ->
         parser.add_argument("--auth", default=None, help="user:password[,user2:pw2] (or ARENA_AUTH)")
         parser.add_argument("--insecure-no-auth", dest="insecure_no_auth", action="store_true",
                             help="allow a non-loopback host without auth")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind_policy(settings: Settings) -> None:
+    """Refuse to expose a server (the UI or the API) beyond this machine without a password, unless told to."""
+    if not is_loopback(settings.host) and not settings.auth and not settings.insecure_no_auth:
+        raise ArenaError(
+            f"refusing to listen on {settings.host} without --auth user:password "
+            "(or ARENA_AUTH); pass --insecure-no-auth to do it anyway")

@@ -182,3 +182,8 @@ def max_new_tokens_for(references: list[str], count_tokens: Callable[[str], int]
         raise ArenaError("cannot size the answers: the evaluation set has no non-empty reference answer")
     p90 = float(np.percentile(lengths, 90))
     return int(min(MAX_NEW_TOKENS, max(MIN_NEW_TOKENS, np.ceil(MAX_NEW_FACTOR * p90))))
+
+
+def served_name(variant: str, adapter: str | None) -> str:
+    """A strategy's model name on the OpenAI-compatible API (assistant/ship): 'rag+finetuned:faq-lora'."""
+    return f"{variant}:{adapter}" if variant in ADAPTER_VARIANTS and adapter else variant

@@ -1,4 +1,4 @@
-"""Adapters tab: list trained adapters, delete, rename, merge-and-export to a plain model folder."""
+"""Adapters tab: list trained adapters, delete, rename, merge-and-export to a plain model folder, export a bundle."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import gradio as gr
 import pandas as pd
 
 from assistant.runtime import Runtime
+from assistant.ship.bundle import base_gguf, export_bundle
+from assistant.ship.strategy import from_flags
 from foundation.paths import confine
 from ui.errors import shown
 
@@ -41,6 +43,10 @@ def build_adapters_tab(runtime: Runtime) -> None:
         export_name = gr.Textbox(label="Export name (a folder under the data folder's exports/; empty = adapter name)",
                                  value="")
         export = gr.Button("Merge and export")
+    with gr.Row():
+        bundle_variant = gr.Dropdown(choices=["finetuned", "rag+finetuned"], value="rag+finetuned",
+                                     label="Bundle variant")
+        bundle = gr.Button("Export bundle (peft + GGUF adapter, index, SERVING.md)", elem_id="adapters-bundle")
     message = gr.Markdown(elem_id="adapters-message")
 
     def refreshed(msg: str = ""):
@@ -62,8 +68,15 @@ def build_adapters_tab(runtime: Runtime) -> None:
         runtime.registry.merge_export(name or "", out, runtime.settings)
         return f"Exported {name} (merged) to `{out}`"
 
+    def do_bundle(name, variant, folder_name):
+        out = confine(Path(runtime.settings.data_dir) / "exports", folder_name or f"{name}-bundle", "export name")
+        strategy = from_flags(variant, name or "", runtime.registry, runtime.settings)
+        exported = export_bundle(strategy, runtime.settings, out, base_gguf=base_gguf(runtime.settings.model))
+        return f"Exported bundle `{exported.strategy.model_name}` to `{out}` (commands in SERVING.md)"
+
     outputs = [table, choice, message]
     refresh.click(lambda: refreshed(), None, outputs)
     rename.click(act(do_rename), [choice, new_name], outputs)
     delete.click(act(do_delete), [choice], outputs)
     export.click(act(do_export), [choice, export_name], outputs)
+    bundle.click(act(do_bundle), [choice, bundle_variant, export_name], outputs)

@@ -12,6 +12,7 @@ from assistant.cli.ask import add_ask_arguments
 from assistant.cli.compare import add_compare_args
 from assistant.cli.documents import add_ingest_args, add_search_args
 from assistant.cli.output import emit
+from assistant.cli.ship import add_export_args
 from assistant.cli.train import add_adapters_args
 from assistant.decide.config import add_decide_args
 from assistant.inference.choose import plan
@@ -63,10 +64,20 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    if args.api or args.bundle:
+        from assistant.cli.ship import serve_api
+
+        return serve_api(args, settings)
     import app  # the UI lives outside the core packages; imported only when serving
 
     app.launch(settings)
     return 0
+
+
+def add_serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--api", action="store_true", help="serve the OpenAI-compatible API at /v1 (UI at /)")
+    p.add_argument("--no-ui", dest="no_ui", action="store_true", help="with --api: the API alone")
+    p.add_argument("--bundle", default=None, metavar="FOLDER", help="serve an exported bundle (API only)")
 
 
 def _lazy(module: str, name: str):
@@ -88,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arena", description="Prompting vs RAG vs fine-tuning, measured.")
     sub = parser.add_subparsers(dest="command", required=True)
     _command(sub, "info", "versions, device, dtype, resolved model paths", cmd_info)
-    _command(sub, "serve", "start the web UI (same as python app.py)", cmd_serve, server=True)
+    _command(sub, "serve", "start the web UI (same as python app.py); --api adds the OpenAI-compatible /v1",
+             cmd_serve, add_serve_args, server=True)
     for name, text, module, add_args in (
         ("ingest", "add files/folders to the document index (RAG)", "documents", add_ingest_args),
         ("search", "top-k chunks for a query (or --queries FILE.jsonl) with sources", "documents", add_search_args),
@@ -97,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("adapters", "list / delete / rename / export (merge) trained adapters", "train", add_adapters_args),
         ("decide", "documents (+ optional Q/A) to a verdict: ingest, evaluate, train, compare, report", "decide",
          add_decide_args),
+        ("export", "the chosen strategy as a bundle: peft + GGUF adapter, index, prompts, SERVING.md", "ship",
+         add_export_args),
         ("compare", "score base / prompt / rag / finetuned variants on held-out questions", "compare",
          add_compare_args),
     ):

@@ -11,6 +11,7 @@ from assistant.compare.metrics import METRIC_LABELS
 from assistant.compare.recommend import headline as verdict_headline
 from assistant.compare.recommend import outcome_of
 from assistant.compare.report import _html_table, _md_table, ci_cell, write_report
+from foundation.variants import ADAPTER_VARIANTS, ROUTED, served_name
 
 
 def _why(result: dict) -> list[str]:
@@ -79,7 +80,22 @@ def sections(result: dict, info: dict) -> list[tuple[str, object]]:
                         _retrieval_line(info.get("retrieval") or {}),
                         *_training_line(info.get("trainset") or {}),
                         f"comparison run #{result.get('run_id')} (Compare tab → Past runs); per-question answers "
-                        "in comparison.html"])]
+                        "in comparison.html"]),
+            ("Ship it", ship_lines(result, info))]
+
+
+def ship_lines(result: dict, info: dict) -> list[str]:
+    """The two commands from this decision to an application calling the winner (docs/shipping.md)."""
+    variant = result["recommendation"].get("variant")
+    if not variant or variant == ROUTED:
+        return ["no single strategy to ship: export one yourself with arena export --variant VARIANT"]
+    name = info["config"]["name"]
+    adapter = (info.get("adapters") or [None])[0] if variant in ADAPTER_VARIANTS else None
+    return [f"export the winner: arena export --from-decision {name} ./{name}-bundle",
+            f"serve it: arena serve --api --bundle ./{name}-bundle (OpenAI-compatible, http://127.0.0.1:7860/v1)",
+            f"call it: OpenAI(base_url=\"http://127.0.0.1:7860/v1\", api_key=\"...\").chat.completions.create("
+            f"model=\"{served_name(variant, adapter)}\", messages=[...]); SERVING.md in the bundle has the vLLM, "
+            "llama.cpp and Ollama commands"]
 
 
 def _probe_lines(result: dict) -> list[str]:
