@@ -20,11 +20,11 @@ from foundation.settings import Settings
 from foundation.votes import VoteStore
 from retrieval.ingest import ingest_paths
 from retrieval.store import DocumentStore
+from tests.kill_points import UNREACHABLE_STEPS, count, park, park_after, unpark
 from training.config import JobConfig
 from training.jobs import JobManager
 from training.lock import TrainingLock
 from training.runner import last_checkpoint
-from tests.kill_points import UNREACHABLE_STEPS, count, park, park_after, unpark
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERIES = ["how do I reset the machine", "warranty period", "error E-42 water tank"]
