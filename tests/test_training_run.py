@@ -100,7 +100,8 @@ def test_each_method_trains_loads_back_and_generates(method, extra, peft_type, q
                                                     tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
-    result = run_job(cfg_for(qa_file, name=method, method=method, max_steps=2, **extra), settings)
+    info_cfg = cfg_for(qa_file, name=method, method=method, max_steps=2, **extra)
+    result = run_job(info_cfg, settings)
     info = AdapterRegistry(settings.data_dir).get(result["adapter"])
     assert info.peft_type == peft_type and info.method == method
     model = load_adapter_model(info, settings).eval()
@@ -108,6 +109,16 @@ def test_each_method_trains_loads_back_and_generates(method, extra, peft_type, q
     # Training changed what the model computes (every method starts as the base: LoRA B and IA3 at identity,
     # full and freeze from the base weights; prompt tuning adds virtual tokens); for adapters, only the adapter.
     assert not torch.allclose(last_logits(model), last_logits(base), atol=1e-6), f"{method} did not train"
+    if method == "prompt_tuning":  # random virtual tokens differ from the base untrained: compare with their start
+        from peft import get_peft_model_state_dict
+        from transformers import set_seed
+
+        from training.methods import build_trainable
+
+        set_seed(info_cfg.seed)  # as train_one does right before building the model
+        start = get_peft_model_state_dict(build_trainable(info_cfg, str(tiny_model_dir), torch.device("cpu")))
+        saved = load_safetensors(str(info.path / "adapter_model.safetensors"))
+        assert set(saved) == set(start) and not all(torch.equal(saved[k], start[k]) for k in saved)
     if peft_type in ("LORA", "IA3"):
         assert_base_unchanged(model, tiny_model_dir)
     # Generation goes through the trained model: its greedy tokens are those of the model's own logits.
