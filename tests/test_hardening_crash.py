@@ -20,6 +20,7 @@ from foundation.settings import Settings
 from foundation.votes import VoteStore
 from retrieval.ingest import ingest_paths
 from retrieval.store import DocumentStore
+from tests.kill_points import UNREACHABLE_STEPS, count, park, park_after, unpark
 from training.config import JobConfig
 from training.jobs import JobManager
 from training.lock import TrainingLock
@@ -42,7 +43,8 @@ def arena(*argv: str, log: Path) -> subprocess.Popen:
                                 stdout=out, stderr=subprocess.STDOUT)
 
 
-def wait_for(predicate, proc: subprocess.Popen, log: Path, timeout: float = 180.0) -> None:
+def wait_for(predicate, proc: subprocess.Popen, log: Path, timeout: float = 600.0) -> None:
+    """Poll for an event; the timeout is only a bound for a hung process (shared CI machines are slow)."""
     end = time.time() + timeout
     while time.time() < end:
         if predicate():
@@ -75,14 +77,19 @@ def test_kill_mid_ingest_keeps_previous_generation(tmp_path, data_dir, embedder)
     before, docs_before = snapshot(store), [d.source for d in store.documents()]
     big = tmp_path / "big"
     big.mkdir()
-    for i in range(1500):  # enough chunks that embedding takes far longer than the kill delay
+    for i in range(40):
         (big / f"note{i:04d}.txt").write_text(f"Maintenance note {i}: descale the boiler every {i % 9 + 2} weeks "
                                               f"and check gasket {i * 7} for wear. " * 6)
+    # The commit writes the new generation's index files, then its number: parked at that last write, the
+    # process has done everything but commit when it is killed.
+    db, nxt = data_dir / "index" / "store.sqlite", store.generation + 1
+    park(db, "meta", "NEW.key = 'generation'")
     log = tmp_path / "ingest.log"
     proc = arena("ingest", str(big), "--data-dir", str(data_dir), "--json", log=log)
-    # Reading the files comes first, then embedding: kill while it is busy and before any commit.
-    time.sleep(12)
+    wait_for(lambda: (data_dir / "index" / f"bm25-{nxt}").is_dir(), proc, log)
     kill9(proc)
+    unpark(db)
+    assert (data_dir / "index" / f"faiss-{nxt}.index").is_file()  # written, never committed
     reopened = DocumentStore.open(data_dir, embedder)
     assert [d.source for d in reopened.documents()] == docs_before
     assert snapshot(reopened) == before
@@ -101,7 +108,7 @@ def _train_config(tmp_path: Path, job_id: str, max_steps: int) -> Path:
                             for i in range(16)))
     cfg = JobConfig(name=job_id, data=[{"path": str(data)}], max_steps=max_steps, batch_size=2, max_length=48,
                     eval_steps=100, save_steps=4, lora_r=2, lora_alpha=4, job_id=job_id,
-                    early_stopping_patience=0)  # it must still be running when killed
+                    early_stopping_patience=0)  # with UNREACHABLE_STEPS it cannot end before it is killed
     path = tmp_path / f"{job_id}.yaml"
     cfg.to_yaml(path)
     return path
@@ -112,9 +119,9 @@ def test_kill_mid_training_resumes_and_never_lists_half_adapter(tmp_path, data_d
     common = ["--data-dir", str(data_dir), "--model", str(tiny_model_dir), "--device", "cpu", "--json"]
     folder = data_dir / "jobs" / "crashy"
     log = tmp_path / "train.log"
-    # Far more steps than it can finish while the test works (an idle machine does ~90 tiny steps/s): the kill
-    # must land mid-run; the resume below sets a short target.
-    proc = arena("train", str(_train_config(tmp_path, "crashy", 100_000)), *common, log=log)
+    # Steps no machine finishes while the test works, early stopping off: the job cannot end before the kill,
+    # whatever the speed; the resume below sets a short target.
+    proc = arena("train", str(_train_config(tmp_path, "crashy", UNREACHABLE_STEPS)), *common, log=log)
     # Any complete checkpoint: older ones are rotated away (save_total_limit), so a fast machine can be past
     # checkpoint-4 before the first poll sees it.
     wait_for(lambda: last_checkpoint(folder) is not None and '"loss"' in (folder / "metrics.jsonl").read_text(),
@@ -132,11 +139,14 @@ def test_kill_mid_training_resumes_and_never_lists_half_adapter(tmp_path, data_d
     assert not TrainingLock(data_dir).busy()  # the kernel released the dead process's lock
     assert AdapterRegistry(data_dir).list() == []  # nothing half-trained is usable
     # A kill while a checkpoint is being written leaves it without trainer_state.json: never resumed from.
-    (folder / "checkpoints" / "checkpoint-9999").mkdir()
-    (folder / "checkpoints" / "checkpoint-9999" / "adapter_model.safetensors").write_bytes(b"partial")
+    # (numbered above any step the job could have reached, so it is the newest folder)
+    half = folder / "checkpoints" / f"checkpoint-{UNREACHABLE_STEPS}"
+    half.mkdir()
+    (half / "adapter_model.safetensors").write_bytes(b"partial")
     complete = last_checkpoint(folder)
-    assert complete and complete.endswith(tuple(f"-{s}" for s in range(4, 100_000, 4)))
+    assert complete and complete != str(half)
     steps = [int(complete.rsplit("-", 1)[1])]
+    assert steps[0] > 0 and steps[0] % 4 == 0  # a checkpoint the job wrote (save_steps 4)
     # A kill during registration leaves a temp folder / a folder without its marker: never listed.
     (data_dir / "adapters" / ".tmp-crashy-999").mkdir(parents=True)
     (data_dir / "adapters" / "half").mkdir()
@@ -166,14 +176,17 @@ def test_kill_mid_comparison_keeps_runs_votes_and_adapters(tmp_path, data_dir, t
     AdapterRegistry(data_dir).register("kept", adapter, {"method": "lora", "peft_type": "LORA"}, ["q"])
     eval_file = tmp_path / "eval.jsonl"
     eval_file.write_text("".join(json.dumps({"question": f"What is item {i}?", "answer": f"item {i} is a part"})
-                                 + "\n" for i in range(400)))
+                                 + "\n" for i in range(8)))
+    db = data_dir / "runs.sqlite"
+    park_after(db, "partial_answers", 2, distinct="question")  # the 3rd question's answers are never stored
     log = tmp_path / "compare.log"
     proc = arena("compare", "--eval", str(eval_file), "--variants", "base", "prompt", "--no-forgetting",
                  "--max-new-tokens", "24", "--data-dir", str(data_dir), "--model", str(tiny_model_dir),
                  "--device", "cpu", log=log)
-    wait_for(lambda: "%]" in log.read_text(), proc, log)  # the progress line: answering has begun
-    time.sleep(1)
-    kill9(proc)
+    wait_for(lambda: count(db, "SELECT COUNT(DISTINCT question) FROM partial_answers") >= 2, proc, log)
+    kill9(proc)  # mid-run: two questions stored, parked inside the third's write
+    unpark(db)
+    assert [(r[0], r[2]) for r in runs.unfinished()] == [(run_id + 1, 2)]  # kept, to resume
     assert [r.id for r in runs.list()] == [run_id]  # no half-finished run is listed
     assert runs.get(run_id).result == {"variants": {"base": {"f1": {"mean": 0.5}}}}
     assert [(v.question, v.winner) for v in votes.all()] == [("How do I reset?", "rag")]

@@ -13,21 +13,14 @@ import pytest
 from assistant.compare.runs import RunStore
 from foundation.errors import ArenaError
 from foundation.row_cache import RowCache, content_key
+from tests.kill_points import count, park_after, unpark
 from tests.test_hardening_crash import arena, kill9, wait_for
 
-TIMINGS = {"ttft_s", "tokens_per_s"}
-# Enough questions that the kill lands mid-run even when the onnx engine answers the tiny model's rows in
-# milliseconds on an idle machine (60 were all answered within one 0.1 s poll).
-N_QUESTIONS = 400  # wall-clock figures: the only thing allowed to differ between runs
-
-
-def count(db: Path, sql: str) -> int:
-    if not db.is_file():
-        return 0
-    try:
-        return sqlite3.connect(db, timeout=5).execute(sql).fetchone()[0]
-    except sqlite3.OperationalError:  # the table is not created yet
-        return 0
+TIMINGS = {"ttft_s", "tokens_per_s"}  # wall-clock figures: the only thing allowed to differ between runs
+# Each kill lands at a row fixed in advance (tests/kill_points.py), so the run needs only a few more
+# questions than that row: the test does not depend on how fast the machine answers.
+N_QUESTIONS = 10
+N_DISTILLED = 16  # the kill lands at the 4th answer
 
 
 def finish(proc: subprocess.Popen, log: Path) -> str:
@@ -55,22 +48,29 @@ def test_comparison_killed_twice_resumes_to_the_uninterrupted_result(tmp_path, d
     args = ["compare", "--eval", str(eval_file), "--variants", "base", "prompt", "--no-forgetting",
             "--max-new-tokens", "48"]
     db = data_dir / "runs.sqlite"
+    RunStore(db)  # the product's own schema, so the kill point can be set before the run starts
+    park_after(db, "partial_answers", 4, distinct="question")  # the 5th question's answers are never stored
     log = tmp_path / "first.log"
     proc = arena(*args, *common, log=log)
     wait_for(lambda: count(db, "SELECT COUNT(DISTINCT question) FROM partial_answers") >= 4, proc, log, 600)
-    kill9(proc)
+    kill9(proc)  # parked inside the 5th question's write transaction
+    unpark(db)
     runs = RunStore(db)
     [(run_id, _, answered)] = runs.unfinished()
-    assert runs.list() == [] and 4 <= answered < N_QUESTIONS  # an unfinished run is never listed as finished
+    assert runs.list() == [] and answered == 4  # an unfinished run is never listed as finished
     with pytest.raises(ArenaError, match=f"unfinished: arena compare --resume {run_id}"):
         runs.get(run_id)
     _, stored, _ = runs.partial(run_id)
     # Second life: killed while scoring (reference NLLs), after answering everything.
+    park_after(db, "partial_scores", 3)
     log2 = tmp_path / "second.log"
     proc = arena("compare", "--resume", str(run_id), *common, log=log2)
     wait_for(lambda: count(db, "SELECT COUNT(*) FROM partial_scores") >= 3, proc, log2, 600)
     kill9(proc)
-    assert f"resuming comparison run {run_id}: {answered} of {N_QUESTIONS} questions answered" in log2.read_text()
+    unpark(db)
+    assert f"resuming comparison run {run_id}: 4 of {N_QUESTIONS} questions answered" in log2.read_text()
+    assert count(db, "SELECT COUNT(DISTINCT question) FROM partial_answers") == N_QUESTIONS
+    assert count(db, "SELECT COUNT(*) FROM partial_scores") == 3
     log3 = tmp_path / "third.log"
     text = finish(arena("compare", "--resume", str(run_id), *common, log=log3), log3)
     assert f"{N_QUESTIONS} of {N_QUESTIONS} questions answered" in text
@@ -134,7 +134,7 @@ def test_distillation_killed_midway_regenerates_only_missing_answers(tmp_path, t
                                                 for i in range(6)))
     questions = tmp_path / "questions.jsonl"
     questions.write_text("".join(json.dumps({"question": f"How tight is bolt {i % 6} in case {i}?"}) + "\n"
-                                 for i in range(400)))  # many batches: the kill lands between two
+                                 for i in range(N_DISTILLED)))
 
     def run(data_dir: Path, name: str, log: Path) -> subprocess.Popen:
         return arena("train", "--distill", str(questions), "--name", name, "--max-steps", "1", "--batch-size", "2",
@@ -147,18 +147,21 @@ def test_distillation_killed_midway_regenerates_only_missing_answers(tmp_path, t
         assert arena("ingest", str(manual), "--data-dir", str(data_dir), log=ing).wait(300) == 0, ing.read_text()
         cache = data_dir / "cache" / "rows.sqlite"
         if label == "killed":
+            RowCache.in_data_dir(data_dir)  # the product's own schema, so the kill point can be set first
+            park_after(cache, "rows", 3)  # the 4th answer is never stored
             log = tmp_path / "distill-killed.log"
             proc = run(data_dir, "d", log)
             wait_for(lambda db=cache: count(db, "SELECT COUNT(*) FROM rows") >= 3, proc, log)
             kill9(proc)
-            cached = count(cache, "SELECT COUNT(*) FROM rows")
-            assert 3 <= cached < 400
+            unpark(cache)
+            assert count(cache, "SELECT COUNT(*) FROM rows") == 3
             log = tmp_path / "distill-again.log"
             text = finish(run(data_dir, "d", log), log)
-            assert f"distillation: {cached} of 400 answers cached, generating {400 - cached}" in text
+            assert f"distillation: 3 of {N_DISTILLED} answers cached, generating {N_DISTILLED - 3}" in text
         else:
             log = tmp_path / "distill-whole.log"
-            assert "0 of 400 answers cached, generating 400" in finish(run(data_dir, "d", log), log)
+            assert f"0 of {N_DISTILLED} answers cached, generating {N_DISTILLED}" in finish(run(data_dir, "d", log),
+                                                                                              log)
         [job] = [p for p in (data_dir / "jobs").iterdir() if (p / "train.jsonl").is_file()]
         rows[label] = sorted((job / f).read_text() for f in ("train.jsonl", "val.jsonl"))
     assert rows["killed"] == rows["whole"]
@@ -178,12 +181,15 @@ def test_paraphrase_generation_killed_midway_keeps_its_samples(tmp_path, tiny_mo
                      "--batch-size", "2", "--val-fraction", "0", "--data-dir", str(data_dir),
                      "--model", str(tiny_model_dir), "--device", "cpu", "--engine", "torch", log=log)
 
+    RowCache.in_data_dir(data_dir)  # the product's own schema, so the kill point can be set first
+    park_after(cache, "rows", 4)  # the 5th question's samples are never stored
     log = tmp_path / "paraphrase-killed.log"
     proc = run(log)
     wait_for(lambda: count(cache, "SELECT COUNT(*) FROM rows") >= 4, proc, log, timeout=600)
     kill9(proc)
+    unpark(cache)
     before = dict(sqlite3.connect(cache).execute("SELECT key, value FROM rows").fetchall())
-    assert 4 <= len(before) < 12
+    assert len(before) == 4
     log = tmp_path / "paraphrase-again.log"
     text = finish(run(log), log)
     assert f"paraphrases: {12 - len(before)}/{12 - len(before)} new questions" in text  # only the missing ones

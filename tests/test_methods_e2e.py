@@ -68,7 +68,7 @@ def test_bundled_gradual_unfreezing(bundled_data_dir, tmp_path):
 
 
 @pytest.mark.e2e
-def test_bundled_bias_probe_base_against_itself_and_a_random_lora(bundled_data_dir, tmp_path):
+def test_bundled_bias_probe_sees_an_adapter_and_not_the_base_against_itself(bundled_data_dir, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -86,10 +86,15 @@ def test_bundled_bias_probe_base_against_itself_and_a_random_lora(bundled_data_d
         nlls = [reply_nll(base, tok, p, r) for p, r in pairs]
         return nlls, nlls
 
-    same = check_bias("base", base_twice, items=items)
+    same = check_bias("base", base_twice, items=items)  # the null case: nothing changed, nothing flagged
     assert same.change.mean == 0 and same.change.ci_low == same.change.ci_high == 0
     assert not same.flagged and same.base_gap > 0
     lora = PeftModel.from_pretrained(base, make_lora(base, tmp_path / "lora", seed=3)).eval()
     report = check_bias("random-lora", peft_scorer(lora, tok), items=items)
-    assert report.base_gap == pytest.approx(same.base_gap, rel=1e-4) and report.adapter_gap > 0
+    # The base side is the base (scored through the disabled adapter) ...
+    assert report.base_gap == pytest.approx(same.base_gap, rel=1e-4)
+    # ... and the adapter side is the adapter: a random LoRA moves the counterfactual gaps (a scorer that
+    # scored the base twice, or an adapter that was never applied, gives the base's gap and no change here).
+    assert report.adapter_gap > 0 and report.adapter_gap != pytest.approx(report.base_gap, rel=0.05)
+    assert report.change.mean != 0 and report.change.ci_low <= report.change.mean <= report.change.ci_high
 

@@ -28,12 +28,46 @@ def cfg_for(qa_file, **kw) -> JobConfig:
     return JobConfig(**{"name": "t", "data": [{"path": str(qa_file)}], **FAST, **kw})
 
 
-def generate(model, tokenizer) -> str:
+def generate_ids(model, tokenizer) -> list[int]:
     ids = tokenizer.apply_chat_template([{"role": "user", "content": "Color of item 1?"}],
                                         add_generation_prompt=True, return_tensors="pt", return_dict=True)
     with torch.inference_mode():
         out = model.generate(**ids, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    return tokenizer.decode(out[0, ids["input_ids"].shape[1]:])
+    return out[0, ids["input_ids"].shape[1]:].tolist()
+
+
+def generate(model, tokenizer) -> str:
+    return tokenizer.decode(generate_ids(model, tokenizer))
+
+
+def greedy(model, tokenizer, steps: int = 4) -> list[int]:
+    """Greedy tokens computed from the model's own forward logits, one step at a time."""
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "Color of item 1?"}],
+                                        add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
+    out = []
+    with torch.inference_mode():
+        for _ in range(steps):
+            nxt = int(model(input_ids=ids).logits[0, -1].argmax())
+            out.append(nxt)
+            ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
+    return out
+
+
+def last_logits(model) -> torch.Tensor:
+    with torch.inference_mode():
+        return model(input_ids=torch.tensor([[5, 6, 7, 8, 9]])).logits[0, -1]
+
+
+def assert_base_unchanged(model, tiny_model_dir: Path) -> None:
+    """Every base weight inside a PEFT model equals the saved base model's (only the adapter trained)."""
+    base = load_safetensors(str(tiny_model_dir / "model.safetensors"))
+    compared = 0
+    for name, tensor in model.get_base_model().state_dict().items():
+        clean = name.replace("base_layer.", "")
+        if "lora_" not in name and clean in base:
+            assert torch.equal(tensor, base[clean]), f"base weight {name} changed"
+            compared += 1
+    assert compared >= len(base) - 1  # (lm_head may be tied or renamed)
 
 
 def test_sft_lora_logs_loss_changes_adapter_not_base(qa_file, settings, tiny_model_dir, tiny_tokenizer):
@@ -45,14 +79,13 @@ def test_sft_lora_logs_loss_changes_adapter_not_base(qa_file, settings, tiny_mod
     assert info.peft_type == "LORA" and info.metrics["val_loss"] > 0
     assert {"job.yaml", "metrics.jsonl", "adapter_model.safetensors"} <= {p.name for p in info.path.iterdir()}
     model = load_adapter_model(info, settings)
-    base = load_safetensors(str(tiny_model_dir / "model.safetensors"))
-    for name, tensor in model.get_base_model().state_dict().items():
-        clean = name.replace("base_layer.", "")
-        if "lora_" not in name and clean in base:
-            assert torch.equal(tensor, base[clean]), f"base weight {name} changed"
+    assert_base_unchanged(model, tiny_model_dir)
     lora_b = [t for n, t in load_safetensors(str(info.path / "adapter_model.safetensors")).items() if "lora_B" in n]
     assert lora_b and any(t.abs().sum() > 0 for t in lora_b)  # B starts at zero: non-zero means it trained
-    assert isinstance(generate(model, tiny_tokenizer), str)
+    from transformers import AutoModelForCausalLM
+
+    base_model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    assert not torch.allclose(last_logits(model), last_logits(base_model))  # the adapter is applied
     assert AdapterRegistry(settings.data_dir).training_questions(info.name)[0].startswith("Color of item")
 
 
@@ -63,11 +96,34 @@ def test_sft_lora_logs_loss_changes_adapter_not_base(qa_file, settings, tiny_mod
     ("full", {"learning_rate": 1e-4}, None),
     ("freeze", {"train_layers": 1, "learning_rate": 1e-4}, None),
 ])
-def test_each_method_loads_back_and_generates(method, extra, peft_type, qa_file, settings, tiny_tokenizer):
-    result = run_job(cfg_for(qa_file, name=method, method=method, max_steps=2, **extra), settings)
+def test_each_method_trains_loads_back_and_generates(method, extra, peft_type, qa_file, settings, tiny_tokenizer,
+                                                    tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    info_cfg = cfg_for(qa_file, name=method, method=method, max_steps=2, **extra)
+    result = run_job(info_cfg, settings)
     info = AdapterRegistry(settings.data_dir).get(result["adapter"])
     assert info.peft_type == peft_type and info.method == method
-    assert isinstance(generate(load_adapter_model(info, settings), tiny_tokenizer), str)
+    model = load_adapter_model(info, settings).eval()
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    # Training changed what the model computes (every method starts as the base: LoRA B and IA3 at identity,
+    # full and freeze from the base weights; prompt tuning adds virtual tokens); for adapters, only the adapter.
+    assert not torch.allclose(last_logits(model), last_logits(base), atol=1e-6), f"{method} did not train"
+    if method == "prompt_tuning":  # random virtual tokens differ from the base untrained: compare with their start
+        from peft import get_peft_model_state_dict
+        from transformers import set_seed
+
+        from training.methods import build_trainable
+
+        set_seed(info_cfg.seed)  # as train_one does right before building the model
+        start = get_peft_model_state_dict(build_trainable(info_cfg, str(tiny_model_dir), torch.device("cpu")))
+        saved = load_safetensors(str(info.path / "adapter_model.safetensors"))
+        assert set(saved) == set(start) and not all(torch.equal(saved[k], start[k]) for k in saved)
+    if peft_type in ("LORA", "IA3"):
+        assert_base_unchanged(model, tiny_model_dir)
+    # Generation goes through the trained model: its greedy tokens are those of the model's own logits.
+    made = generate_ids(model, tiny_tokenizer)
+    assert made and made == greedy(model, tiny_tokenizer)[: len(made)]  # (generate may stop at end-of-turn)
 
 
 def test_freeze_trains_only_top_layers(qa_file, settings, tiny_model_dir):
@@ -127,7 +183,8 @@ def test_registry_round_trip_and_merge_export(qa_file, settings, tmp_path, tiny_
     ids = torch.tensor([[5, 6, 7, 8]])
     with torch.inference_mode():
         assert torch.allclose(merged(ids).logits, peft_model(ids).logits, atol=1e-4)
-    assert isinstance(generate(merged, AutoTokenizer.from_pretrained(out)), str)
+    # the exported model answers as the adapter does
+    assert generate(merged, AutoTokenizer.from_pretrained(out)) == generate(peft_model, AutoTokenizer.from_pretrained(out))
     reg.delete("renamed")
     assert reg.list() == []
     with pytest.raises(ArenaError, match="unknown adapter 'renamed'"):

@@ -12,6 +12,7 @@ from assistant.runtime import Runtime
 from foundation.errors import ArenaError
 from foundation.registry import AdapterRegistry
 from foundation.settings import Settings
+from tests.ui_wiring import click_inputs
 from training.config import JobConfig
 from ui.chat import adapter_choices
 from ui.train import _method_settings, _reward_models, _rl_frame, _summary_md, build_train_tab
@@ -39,8 +40,13 @@ def test_reward_models_listed_for_rloo_not_for_chat(data_dir, tmp_path):
     runtime = Runtime(Settings(data_dir=data_dir, model=str(data_dir / "none")))
     assert _reward_models(runtime) == ["rm"]
     assert adapter_choices(runtime) == ["chat-lora"]
-    with gr.Blocks():
-        build_train_tab(runtime)  # every new control wires to existing handlers
+    with gr.Blocks() as demo:
+        build_train_tab(runtime)
+    by_label = {getattr(b, "label", None): b for b in demo.blocks.values()}
+    assert [c[0] for c in by_label["Reward model (rloo)"].choices] == ["rm"]
+    # Every method control reaches the job: it is an input of the Start button's handler.
+    assert {"Unfreeze schedule (freeze)", "Reward model (rloo)", "KL penalty to the base (rloo)",
+            "Completions per prompt (rloo)"} <= click_inputs(demo, "Start training")
 
 
 def test_rl_frame_and_reward_summary():
@@ -51,4 +57,6 @@ def test_rl_frame_and_reward_summary():
     assert set(frame.series) == {"reward", "KL to base", "length (tokens)"}
     done = {"state": "done", "status": {"adapter": "rm", "metrics": {"pairwise_accuracy": 0.8, "steps": 3}}}
     assert "held-out pairwise accuracy 0.8000" in _summary_md(done)
-    json.dumps(frame.to_dict())
+    # The plot gets plain JSON values (numpy scalars would not serialise)
+    assert json.loads(json.dumps(frame.to_dict(orient="records")))[:2] == [
+        {"step": 1, "value": 0.2, "series": "reward"}, {"step": 1, "value": 0.0, "series": "KL to base"}]

@@ -53,6 +53,7 @@ class DecideConfig:
     batch_size: int = 0  # 0 = the training job's own default
     max_length: int = 0  # 0 = the training job's own default
     save_steps: int = 0  # 0 = the training job's own default
+    early_stopping_patience: int = -1  # -1 = the training job's own default; 0 = train every step asked for
     grounded: bool = True  # also train on retrieved-context rows, for the rag+finetuned variant
     # Also train on the text of every ingested section (continued pre-training rows, none held out): the same
     # knowledge RAG searches. Off by default: the evaluation's held-out sections are then unseen by the adapter.
@@ -94,6 +95,8 @@ class DecideConfig:
                      "equivalence_margin"):
             if getattr(self, name) < 0:
                 raise ArenaError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.early_stopping_patience < -1:
+            raise ArenaError(f"early_stopping_patience must be >= 0 (0 = off), got {self.early_stopping_patience}")
         unknown = [v for v in self.variants if v not in ALL_VARIANTS]
         if unknown or not self.variants:
             raise ArenaError(f"unknown variant(s) {unknown or '(none given)'}; choose from {', '.join(ALL_VARIANTS)}")
@@ -149,7 +152,8 @@ def add_decide_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variants", nargs="+", default=None, metavar="VARIANT", help="default: all five")
     for name, typ in (("eval_fraction", float), ("limit", int), ("seed", int), ("epochs", float),
                       ("max_steps", int), ("learning_rate", float), ("lora_r", int), ("batch_size", int),
-                      ("max_length", int), ("save_steps", int), ("max_new_tokens", int)):
+                      ("max_length", int), ("save_steps", int), ("max_new_tokens", int),
+                      ("early_stopping_patience", int)):
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None)
     p.add_argument("--stop-on-loop", dest="stop_on_loop", type=int, default=None, metavar="N", help=STOP_ON_LOOP_HELP)
     p.add_argument("--augment", default=None, metavar="paraphrases:K",
@@ -204,6 +208,8 @@ def job_config(cfg: DecideConfig, **overrides):
     if cfg.lora_r and not cfg.learning_rate:
         job.lora_alpha = 2 * cfg.lora_r  # keep the default alpha/r ratio
     job.max_steps = cfg.max_steps
+    if cfg.early_stopping_patience >= 0:  # unset (-1) leaves the job's default, so existing keys stay the same
+        job.early_stopping_patience = cfg.early_stopping_patience
     for key, value in overrides.items():
         setattr(job, key, value)
     return job
