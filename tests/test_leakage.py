@@ -86,6 +86,18 @@ def test_paraphrases_and_exact_copies_are_caught(embedder, request):
     assert [o.kind for o in find_overlaps(evals, train)] == ["exact"]  # without an embedder: exact copies only
 
 
+@pytest.mark.parametrize("embedder", ["minilm", "bag-of-words"])
+def test_questions_about_different_numbers_are_not_near_duplicates(embedder, request):
+    model = request.getfixturevalue("minilm") if embedder == "minilm" else BagOfWords()
+    pairs = [("How long do I hold the timer for program 3?", "How long do I hold the timer for program 7?"),
+             ("Which Django version supports Python 3.12?", "Which Django version supports Python 3.10?")]
+    for evaluation, training in pairs:
+        assert find_overlaps([evaluation], [training], embedder=model) == [], (evaluation, training)
+    same = "How long do I hold the timer for program 3?"
+    [found] = find_overlaps([same], ["For program 3, how long do I hold the timer?"], embedder=model)
+    assert found.kind == "near-duplicate"  # the same number, reworded: still a copy
+
+
 def test_a_paraphrase_wins_over_a_closer_role_swap(minilm):
     # the swap has the higher cosine (0.995 vs the paraphrase's lower one), the paraphrase is the real copy
     train = [SWAPPED[1], "What is the way to convert a string to a number?"]

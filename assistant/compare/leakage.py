@@ -1,7 +1,8 @@
 """Leakage guard: evaluation questions seen in an adapter's training data, and section-based splitting.
 
-A training question is a near-duplicate of an evaluation question when BOTH hold:
-- their embedding cosine is at least ``NEAR_DUPLICATE_COSINE`` (same meaning, as far as the embedder sees), and
+A training question is a near-duplicate of an evaluation question when ALL hold:
+- their embedding cosine is at least ``NEAR_DUPLICATE_COSINE`` (same meaning, as far as the embedder sees),
+- they name the same numbers ("the timer for program 3" / "for program 7": cosine ~0.97, two questions), and
 - their ``order_agreement`` is at least ``NEAR_DUPLICATE_ORDER``: no two words they share swap roles around
   the same connecting words. MiniLM mean-pools its token vectors and is nearly blind to word order: "How do I
   convert a string to a number?" and "How do I convert a number to a string?" score cosine 0.9955 (0.9914
@@ -81,10 +82,24 @@ def order_agreement(a: str, b: str) -> float:
     return 1.0 - len(swapped) / len(shared) if shared else 1.0
 
 
+def same_numbers(a: str, b: str) -> bool:
+    """Both questions name the same numbers: "program 3" and "program 7" (cosine ~0.97) ask different things."""
+    return {t for t in tokens(a) if any(c.isdigit() for c in t)} == {t for t in tokens(b) if any(c.isdigit() for c in t)}
+
+
+def passes_text_checks(a: str, b: str) -> float | None:
+    """The order agreement of two questions when their words allow a near-duplicate (same numbers, order
+    agreement at least NEAR_DUPLICATE_ORDER), else None."""
+    if not same_numbers(a, b):
+        return None
+    order = order_agreement(a, b)
+    return order if order >= NEAR_DUPLICATE_ORDER else None
+
+
 def is_near_duplicate(cosine: float, a: str, b: str) -> bool:
-    """The near-duplicate rule for two different questions whose embeddings have this cosine: close in meaning
-    and no shared words swapping roles. Used for leakage and for the question generator's de-duplication."""
-    return cosine >= NEAR_DUPLICATE_COSINE and order_agreement(a, b) >= NEAR_DUPLICATE_ORDER
+    """The near-duplicate rule for two different questions whose embeddings have this cosine: close in meaning,
+    the same numbers, and no shared words swapping roles. Used for leakage and the question generator."""
+    return cosine >= NEAR_DUPLICATE_COSINE and passes_text_checks(a, b) is not None
 
 
 def find_overlaps(eval_questions: list[str], train_questions: list[str], embedder=None,
@@ -108,8 +123,8 @@ def find_overlaps(eval_questions: list[str], train_questions: list[str], embedde
         for j in np.argsort(-sims[row]):
             if sims[row, j] < threshold:
                 break
-            order = order_agreement(eval_questions[i], train_list[j])
-            if order >= order_threshold:
+            order = passes_text_checks(eval_questions[i], train_list[j])
+            if order is not None and order >= order_threshold:
                 found.append(Overlap(i, eval_questions[i], train_list[j], "near-duplicate",
                                      float(sims[row, j]), order))
                 break
