@@ -31,6 +31,7 @@ NEAR_DUPLICATE_COSINE = 0.85  # MiniLM: paraphrases of one question ~0.9, relate
 NEAR_DUPLICATE_ORDER = 1.0
 # A swap around these keeps the meaning ("cash and card" = "card and cash").
 SYMMETRIC_CONNECTORS = frozenset({"and", "or", "&"})
+MAX_PHRASE = 3  # words between two swapped words: a connector plus the rest of a short noun phrase
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,15 @@ def _first_positions(words: list[str]) -> dict[str, int]:
     return out
 
 
+def _swap_around(between_a: list[str], between_b: list[str]) -> bool:
+    """Two words in opposite orders swap roles when a connecting word (not "and"/"or") stands between them in
+    both questions, within a short phrase: "string TO number" / "number TO string", and whole phrases too,
+    "a Flask request TO a JSON response" / "a JSON response TO a Flask request" (between: "response to flask")."""
+    if not between_a or not between_b or len(between_a) > MAX_PHRASE or len(between_b) > MAX_PHRASE:
+        return False
+    return bool((set(between_a) & set(between_b)) - SYMMETRIC_CONNECTORS)
+
+
 def order_agreement(a: str, b: str) -> float:
     """Share of the words both questions contain that keep their role, in [0, 1].
 
@@ -77,7 +87,7 @@ def order_agreement(a: str, b: str) -> float:
             continue
         between_a = ta[min(pa[x], pa[y]) + 1:max(pa[x], pa[y])]
         between_b = tb[min(pb[x], pb[y]) + 1:max(pb[x], pb[y])]
-        if between_a and between_a == between_b and not set(between_a) <= SYMMETRIC_CONNECTORS:
+        if _swap_around(between_a, between_b):
             swapped |= {x, y}
     return 1.0 - len(swapped) / len(shared) if shared else 1.0
 
