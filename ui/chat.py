@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from foundation.errors import ArenaError
-from foundation.generation import GenSettings
+from foundation.generation import LOOP_STOP, GenSettings
 from foundation.records import jsonl_rows
 from foundation.variants import (
     ADAPTER_VARIANTS,
@@ -219,15 +219,18 @@ def _settings_accordion() -> list:
             top_p = gr.Number(1.0, label="Top-p")
             seed = gr.Number(0, label="Seed", precision=0)
             penalty = gr.Number(1.0, label="Repetition penalty")
-    return [system, shots, dynamic_k, rag_k, rag_mode, max_new, temperature, top_p, seed, penalty]
+            stop_loop = gr.Number(LOOP_STOP, label="Stop on repetition (tokens copied; 0 = off)", precision=0,
+                                  elem_id="chat-stop-loop")
+    return [system, shots, dynamic_k, rag_k, rag_mode, max_new, temperature, top_p, seed, penalty, stop_loop]
 
 
 def _configs(adapter_name, system, shots, dynamic_k, rag_k, rag_mode, max_new, temperature, top_p, seed,
-             penalty) -> tuple[VariantConfig, GenSettings]:
+             penalty, stop_loop=LOOP_STOP) -> tuple[VariantConfig, GenSettings]:
     cfg = VariantConfig(system or "", parse_few_shot(shots or ""), int(dynamic_k or 0), int(rag_k or 4),
                         rag_mode or "hybrid", adapter_name or None)
     gen = GenSettings(int(max_new or 0), float(temperature or 0), float(top_p if top_p is not None else 1),
-                      int(seed or 0), float(penalty if penalty is not None else 1))
+                      int(seed or 0), float(penalty if penalty is not None else 1),
+                      stop_on_loop=int(stop_loop if stop_loop is not None else LOOP_STOP))
     return cfg, gen
 
 
