@@ -139,6 +139,17 @@ def _input_controls() -> list:
             name]
 
 
+def _preview_view(got) -> tuple:
+    """The preview table (question, answer, kind, the chunks it came from) and its filter counts."""
+    rows = [{"question": q.question, "answer": q.answer, "kind": q.kind,
+             "from": " + ".join(f"{c.source} § {c.section}" for c in q.chunks)} for q in got.questions]
+    c = got.counts
+    note = (f"{c.kept} of {c.asked} kept in {got.seconds:.0f} s; dropped: "
+            + ", ".join(f"{n} {why}" for why, n in c.dropped().items()))
+    return gr.Dataframe(value=pd.DataFrame(rows, columns=["question", "answer", "kind", "from"]),
+                        visible=True), note
+
+
 def build_decide_tab(runtime: Runtime) -> DecideView:
     """Inputs, plan, start/cancel, progress, report; returns the handles app.py links to the Compare tab."""
     job = DecideJob(runtime.settings)
@@ -173,14 +184,7 @@ def build_decide_tab(runtime: Runtime) -> DecideView:
 
     @shown
     def show_preview(*values):
-        got = preview_questions(_config(runtime, *values), runtime)
-        rows = [{"question": q.question, "answer": q.answer, "kind": q.kind,
-                 "from": " + ".join(f"{c.source} § {c.section}" for c in q.chunks)} for q in got.questions]
-        c = got.counts
-        note = (f"{c.kept} of {c.asked} kept in {got.seconds:.0f} s; dropped: "
-                + ", ".join(f"{n} {why}" for why, n in c.dropped().items()))
-        return gr.Dataframe(value=pd.DataFrame(rows, columns=["question", "answer", "kind", "from"]),
-                            visible=True), note
+        return _preview_view(preview_questions(_config(runtime, *values), runtime))
 
     @shown
     def do_start(*values):
@@ -195,8 +199,8 @@ def build_decide_tab(runtime: Runtime) -> DecideView:
     def tick():
         p = job.progress()
         finished = p.get("state") in ("done", "failed", "cancelled", "idle")
-        text, shown = _report(runtime, p) if p.get("state") == "done" else ("", [])
-        return (_bar(p), text, shown or None, p.get("run_id"), gr.Button(visible=p.get("state") == "done"),
+        text, report_files = _report(runtime, p) if p.get("state") == "done" else ("", [])
+        return (_bar(p), text, report_files or None, p.get("run_id"), gr.Button(visible=p.get("state") == "done"),
                 gr.Timer(active=not finished))
 
     plan_btn.click(show_plan, inputs, [plan_table, plan_notes, start])
