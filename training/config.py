@@ -98,6 +98,12 @@ class JobConfig:
     sweep: dict = field(default_factory=dict)
     job_id: str = ""  # filled on first run (training.runner.job_dir); the job folder is <data_dir>/jobs/<job_id>
 
+    @property
+    def rate(self) -> float:
+        """The learning rate that trains: the configured one, or the method's default when it is 0 (a config
+        built in code need not go through validate first)."""
+        return self.learning_rate or DEFAULT_LEARNING_RATES.get(self.method, 0.0)
+
     def validate(self) -> None:
         """Raise ArenaError naming the first bad value."""
         if self.method not in METHODS:
@@ -218,8 +224,7 @@ def parse_augment(text: str) -> int:
 
 def sweep_axes(cfg: JobConfig) -> tuple[list[float], list[int]]:
     """The sweep's distinct learning rates and ranks, in the given order (the job's own value if not swept)."""
-    lrs = _sweep_list(cfg.sweep, "learning_rate", cfg.learning_rate or DEFAULT_LEARNING_RATES.get(cfg.method, 0.0),
-                      float)
+    lrs = _sweep_list(cfg.sweep, "learning_rate", cfg.rate, float)
     ranks = _sweep_list(cfg.sweep, "lora_r", cfg.lora_r, int)
     if min(lrs) <= 0 or min(ranks) < 1:
         raise ArenaError("sweep learning rates must be > 0 and ranks >= 1")

@@ -149,7 +149,7 @@ def train_one(cfg: JobConfig, settings: Settings, folder: Path, resume: bool = F
 
     folder.mkdir(parents=True, exist_ok=True)
     device = resolve_device(settings.device)
-    cfg.bf16 = "on" if use_bf16(cfg.bf16, device) else "off"  # the saved config says which precision trained
+    resolve_precision(cfg, settings)
     cfg.to_yaml(folder / "config.yaml")
     train, val, fp = prepare_data(cfg, settings, folder, runtime, reuse=resume or reuse_data)
     # config.yaml keeps epochs 0 (the fitted plan): a resume resolves the same plan from the same saved rows.
@@ -260,6 +260,13 @@ def register(result: dict, cfg: JobConfig, settings: Settings) -> dict:
     write_status(folder, state="done", adapter=info.name, metrics=result["metrics"], name=cfg.name)
     out = {k: v for k, v in result.items() if k != "questions"}  # stored with the adapter; too long to print
     return {**out, "adapter": info.name, "path": str(info.path)}
+
+
+def resolve_precision(cfg: JobConfig, settings: Settings) -> JobConfig:
+    """bf16 'auto' becomes 'on' or 'off' for this device, so the saved config says which precision trained and
+    a resume compares like with like."""
+    cfg.bf16 = "on" if use_bf16(cfg.bf16, resolve_device(settings.device)) else "off"
+    return cfg
 
 
 def trial_config(cfg: JobConfig, **overrides) -> JobConfig:

@@ -15,7 +15,7 @@ from foundation.errors import ArenaError
 from foundation.settings import Settings
 from training.callbacks import CANCEL_FILE, TRIALS
 from training.config import JobConfig, sweep_axes
-from training.runner import is_main_process, last_checkpoint, register, train_one, trial_config, write_status
+from training.runner import is_main_process, last_checkpoint, register, resolve_precision, train_one, trial_config, write_status
 from training.trainer_args import CHECKPOINTS
 
 RESULT = "result.json"  # a finished trial's result: a resumed sweep does not train it again
@@ -85,7 +85,7 @@ def _run_trial(trial: JobConfig, settings: Settings, trial_dir: Path, runtime, r
     done with the same trial settings). A fresh trial after the first trains on the first trial's rows."""
 
     same = resume and (trial_dir / "config.yaml").is_file() and \
-        JobConfig.from_yaml(trial_dir / "config.yaml") == trial
+        JobConfig.from_yaml(trial_dir / "config.yaml") == resolve_precision(trial, settings)
     if same and (trial_dir / RESULT).is_file():
         return json.loads((trial_dir / RESULT).read_text())
     from_checkpoint = same and last_checkpoint(trial_dir) is not None

@@ -22,7 +22,7 @@ def common_args(cfg: JobConfig, folder: Path, device, has_val: bool) -> dict:
     return dict(
         output_dir=str(folder / CHECKPOINTS), per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        learning_rate=cfg.rate, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
         lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay,
         logging_steps=cfg.logging_steps, eval_strategy="steps" if has_val else "no", eval_steps=eval_steps,
         save_strategy="steps", save_steps=eval_steps if best else cfg.save_steps, save_total_limit=2,
