@@ -15,7 +15,15 @@ from foundation.errors import ArenaError
 from foundation.settings import Settings
 from training.callbacks import CANCEL_FILE, TRIALS
 from training.config import JobConfig, sweep_axes
-from training.runner import is_main_process, last_checkpoint, register, resolve_precision, train_one, trial_config, write_status
+from training.runner import (
+    is_main_process,
+    last_checkpoint,
+    register,
+    resolve_precision,
+    train_one,
+    trial_config,
+    write_status,
+)
 from training.trainer_args import CHECKPOINTS
 
 RESULT = "result.json"  # a finished trial's result: a resumed sweep does not train it again
