@@ -4,6 +4,7 @@ as an uninterrupted run does (tiny model, real subprocesses, real SQLite)."""
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -195,3 +196,62 @@ def test_paraphrase_generation_killed_midway_keeps_its_samples(tmp_path, tiny_mo
     assert f"paraphrases: {12 - len(before)}/{12 - len(before)} new questions" in text  # only the missing ones
     after = dict(sqlite3.connect(cache).execute("SELECT key, value FROM rows").fetchall())
     assert len(after) == 12 and all(after[k] == v for k, v in before.items())  # stored samples read back as is
+
+
+N_ASKED = 12  # decide --questions 12: 5 evaluation questions (decide's minimum) and 7 training questions
+
+
+def test_question_generation_killed_midway_writes_only_the_missing_replies(tmp_path, tiny_model_dir):
+    """`arena decide DOCS --generator base` stores each reply in the row cache as its batch returns: killed
+    after the first batch, the rerun reads those 4 back and writes only the 8 missing ones, and ends exactly as
+    an uninterrupted run does (the tiny random model writes nothing the filters keep, so both runs fall back to
+    the heuristic and refuse, with the same message)."""
+    from tests.test_questions import GUIDE
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "guide.md").write_text(GUIDE)
+
+    def run(data_dir: Path, log: Path) -> subprocess.Popen:
+        return arena("decide", str(docs), "--generator", "base", "--questions", str(N_ASKED), "--variants", "base",
+                     "finetuned", "--augment", "", "--data-dir", str(data_dir), "--model", str(tiny_model_dir),
+                     "--device", "cpu", "--engine", "torch", log=log)
+
+    def rows(cache: Path) -> dict:
+        with sqlite3.connect(cache) as con:
+            found = {k: (v, t) for k, v, t in con.execute("SELECT key, value, created FROM rows")}
+        con.close()
+        return found
+
+    data_dir = tmp_path / "killed"
+    cache = data_dir / "cache" / "rows.sqlite"
+    RowCache.in_data_dir(data_dir)  # the product's own schema, so the kill point can be set first
+    park_after(cache, "rows", 4)  # the first batch (4 replies) is stored; the 5th reply's write never returns
+    log = tmp_path / "questions-killed.log"
+    proc = run(data_dir, log)
+    wait_for(lambda: count(cache, "SELECT COUNT(*) FROM rows") >= 4, proc, log)
+    kill9(proc)
+    unpark(cache)
+    before = rows(cache)
+    assert len(before) == 4 and f"questions written by base: 0/{N_ASKED}" in log.read_text()
+    log = tmp_path / "questions-again.log"
+    proc = run(data_dir, log)
+    code, text = proc.wait(600), log.read_text()
+    # Progress counts tasks; a task repeating another's prompt (a section asked about twice) shares its reply.
+    first = int(re.search(rf"questions written by base: (\d+)/{N_ASKED}", text).group(1))
+    assert first >= 4 and f"base: 0/{N_ASKED}" not in text  # the stored replies count as done from the start
+    whole_dir = tmp_path / "whole"
+    log = tmp_path / "questions-whole.log"
+    proc = run(whole_dir, log)
+    whole_code, whole_text = proc.wait(600), log.read_text()
+    whole = rows(whole_dir / "cache" / "rows.sqlite")
+    after = rows(cache)
+    assert len(after) == len(whole) > 4 and all(after[k] == v for k, v in before.items())  # read back as is
+    written = [k for k, (_, created) in after.items() if created > max(t for _, t in before.values())]
+    assert len(written) == len(whole) - 4  # the second run generated only the replies still missing
+    assert {k: v for k, (v, _) in after.items()} == {k: v for k, (v, _) in whole.items()}  # the same replies
+
+    def verdict(out: str) -> str:  # the run's last word: the error (or result) after the progress lines
+        return out.rsplit("\r", 1)[-1].strip().splitlines()[-1]
+    assert code == whole_code and verdict(text) == verdict(whole_text)
+    assert "could not supply the questions" in verdict(text)

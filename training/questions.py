@@ -225,6 +225,8 @@ def ask(tasks: list[Task], settings: QuestionSettings, generate: Callable, cache
 
     def run(missing: list[int], store) -> None:
         done = len(tasks) - len(missing)
+        if progress:  # before the first batch: a resumed run shows the replies it read back
+            progress(done, len(tasks))
         for start in range(0, len(missing), BATCH):
             batch = missing[start:start + BATCH]
             for i, text in zip(batch, generate([messages(tasks[i]) for i in batch], gen), strict=True):
