@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from assistant.arena import Arena
 from assistant.inference.choose import build_engine
-from assistant.inference.openai_engine import engine_from_settings
+from assistant.inference.openai_engine import ServerClient, engine_from_settings, parse_server_model
 from foundation.models import LoadedModel, load_model, resolve_device
 from foundation.registry import AdapterRegistry
 from foundation.settings import Settings
 from foundation.votes import VoteStore
 from retrieval.embedding import Embedder
 from retrieval.store import DocumentStore
+from training.augment import engine_generate
 
 
 class Runtime:
@@ -43,6 +45,23 @@ class Runtime:
     def with_model(self, model: str) -> Runtime:
         """A runtime on another base model with the same data folder and settings (e.g. a paraphrase writer)."""
         return Runtime(replace(self.settings, model=model))
+
+    def question_generator(self, spec: str) -> Callable:
+        """generate(list of messages, GenSettings) -> texts, for a question generator SPEC (decide's and
+        `arena train`'s --generator): "base" (this runtime's engine), a local model id or folder (a runtime on
+        it, loaded on first use), or openai:URL:MODEL (a server, engine_concurrency requests at a time)."""
+        server = parse_server_model(spec)
+        if server:
+            url, model = server
+            client = ServerClient(url, self.settings.engine_key)
+
+            def on_server(prompts, gen):
+                with ThreadPoolExecutor(max_workers=max(1, self.settings.engine_concurrency)) as pool:
+                    return list(pool.map(lambda m: client.chat(model, m, gen.max_new_tokens, gen.temperature),
+                                         prompts))
+            return on_server
+        writer = self if spec in ("base", self.settings.model) else self.with_model(spec)
+        return lambda prompts, gen: engine_generate(writer.engine)(prompts, gen)  # the engine loads on first use
 
     @property
     def base(self) -> LoadedModel:

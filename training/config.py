@@ -9,6 +9,7 @@ from pathlib import Path
 
 from foundation import config_file
 from foundation.errors import ArenaError
+from training.doc_questions import QUESTIONS, check_count, check_generator
 
 METHODS = ("lora", "ia3", "prompt_tuning", "full", "freeze", "qlora", "dpo", "reward", "rloo")
 BF16_CHOICES = ("auto", "on", "off")
@@ -31,7 +32,8 @@ class JobConfig:
     method: str = "lora"
     # Data sources, each {"path": FILE} or {"source": "documents", "kind": cpt|qa|grounded} or
     # {"source": "votes"} or {"source": "distill", "questions": FILE}, with an optional "weight" (default 1)
-    # and an optional "val_fraction" of its own (default: the job's).
+    # and an optional "val_fraction" of its own (default: the job's). A qa or grounded documents source may
+    # name a question "generator" (decide's --generator SPEC) and how many questions it writes ("n_questions").
     data: list[dict] = field(default_factory=list)
     base_model: str = ""  # empty: the app's configured model
     init_from: str = ""  # continue from this registered adapter (sequential fine-tuning)
@@ -135,6 +137,8 @@ class JobConfig:
         self.validate_methods()
         if not self.data:
             raise ArenaError("no training data: pass --data FILE (or --from-documents / --from-votes)")
+        for spec in self.data:
+            check_document_questions(spec)
         if self.sweep:
             self.validate_sweep()
 
@@ -211,6 +215,19 @@ def bf16_choice(value) -> str:
     return choice
 
 
+def check_document_questions(spec: dict) -> None:
+    """A data source's question generator: only on qa/grounded documents sources, a well-formed SPEC, a sane
+    count (ArenaError naming the problem)."""
+    if "generator" not in spec and "n_questions" not in spec:
+        return
+    if spec.get("source") != "documents" or spec.get("kind", "qa") == "cpt":
+        raise ArenaError("a question generator writes Q/A pairs from documents: use it with --from-documents qa "
+                         f"or grounded, not on {spec!r}")
+    check_generator(str(spec.get("generator", "")))
+    n = spec.get("n_questions", QUESTIONS)
+    check_count(n if isinstance(n, int) and not isinstance(n, bool) else -1)
+
+
 def parse_augment(text: str) -> int:
     """'paraphrases:K' -> K (0 for no augmentation); ArenaError naming the bad spec."""
     text = (text or "").strip()
@@ -255,6 +272,12 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="training file (.jsonl/.json/.csv); repeat to mix with weights")
     p.add_argument("--from-documents", choices=DOC_KINDS, action="append", default=None,
                    help="build data from the ingested documents")
+    p.add_argument("--generator", default=None, metavar="SPEC",
+                   help="--from-documents qa/grounded: questions written by a model (base, a local model id or "
+                        "folder, or openai:URL:MODEL), filtered as decide does; default: a heading/definition "
+                        "heuristic")
+    p.add_argument("--questions", type=int, default=None, metavar="N",
+                   help=f"questions the --generator writes (default {QUESTIONS})")
     p.add_argument("--from-votes", action="store_true",
                    help="preference pairs from chat votes (for dpo and reward; their questions are rloo prompts)")
     p.add_argument("--distill", metavar="QUESTIONS", default=None,
@@ -329,7 +352,13 @@ def _data_flags(args: argparse.Namespace) -> list[dict]:
     for spec in args.data or []:
         path, _, weight = spec.rpartition(":") if _has_weight(spec) else (spec, "", "")
         out.append({"path": str(Path(path).resolve()), "weight": float(weight) if weight else 1.0})
-    out += [{"source": "documents", "kind": kind} for kind in args.from_documents or []]
+    asked = {k: v for k, v in (("generator", getattr(args, "generator", None)),
+                               ("n_questions", getattr(args, "questions", None))) if v is not None}
+    out += [{"source": "documents", "kind": kind, **(asked if kind != "cpt" else {})}
+            for kind in args.from_documents or []]
+    if asked and not any(kind != "cpt" for kind in args.from_documents or []):
+        raise ArenaError("--generator and --questions write Q/A pairs from documents: add --from-documents qa "
+                         "(or grounded)")
     if args.from_votes:
         out.append({"source": "votes"})
     if args.distill:

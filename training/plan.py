@@ -22,6 +22,7 @@ from foundation.registry import AdapterRegistry
 from training.builders import read_questions
 from training.config import JobConfig, bf16_choice, parse_augment
 from training.data import chat, dedup
+from training.doc_questions import QUESTIONS
 from training.sources import load_source
 
 AUTO_EPOCHS = 8
@@ -117,15 +118,20 @@ def plan_for_rows(cfg: JobConfig, rows: list, tokenizer, data_dir: Path, base_mo
 def plan_job(cfg: JobConfig, settings, runtime=None) -> TrainingPlan:
     """The plan of a configured job before it starts (the Train tab shows it): its sources' rows with their
     weights, up to K paraphrases per plain question with `augment`. A distillation source counts its questions
-    (their answers are generated when the job runs, so its tokens are underestimated)."""
+    (their answers are generated when the job runs, so its tokens are underestimated); so does a documents
+    source with a question generator (at most that many pairs pass its filters)."""
     from transformers import AutoTokenizer
 
     from foundation.models import resolve_device, resolve_model_path, use_bf16  # deferred: pulls torch
 
     rows = []
     for spec in cfg.data:
-        found = ([chat(q, "") for q in dict.fromkeys(read_questions(Path(spec["questions"])))]
-                 if spec.get("source") == "distill" else dedup(load_source(spec, settings, runtime, cfg)))
+        if spec.get("source") == "distill":
+            found = [chat(q, "") for q in dict.fromkeys(read_questions(Path(spec["questions"])))]
+        elif spec.get("generator"):  # counted as the questions asked: writing them is the job's first step
+            found = [chat("", "")] * int(spec.get("n_questions", QUESTIONS))
+        else:
+            found = dedup(load_source(spec, settings, runtime, cfg))
         rows += found * max(1, round(float(spec.get("weight", 1.0))))
     paraphrased = [ex for ex in rows if ex.kind == "chat"] * parse_augment(cfg.augment)
     model = cfg.base_model or settings.model

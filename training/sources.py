@@ -18,6 +18,7 @@ from training.augment import ParaphraseSettings, augment_rows, engine_generate
 from training.builders import read_questions
 from training.config import JobConfig, parse_augment
 from training.data import Example, dedup, fingerprint, load_file, mix, refuse_prompts, split
+from training.doc_questions import QUESTIONS, describe, document_pairs
 
 
 def source_label(spec: dict) -> str:
@@ -34,7 +35,7 @@ def load_source(spec: dict, settings: Settings, runtime=None, cfg: JobConfig | N
     if kind == "votes":
         return builders.pref_from_votes(VoteStore(Path(settings.data_dir) / "votes.sqlite").all())
     if kind == "documents":
-        return _from_documents(spec.get("kind", "qa"), _runtime(runtime, settings), cfg or JobConfig())
+        return _from_documents(spec, _runtime(runtime, settings), cfg or JobConfig(), settings)
     if kind == "distill":
         questions = builders.read_questions(Path(spec["questions"]))
         return builders.distill(questions, _runtime(runtime, settings).arena)
@@ -50,19 +51,40 @@ def _runtime(runtime, settings: Settings):
     return runtime
 
 
-def _from_documents(kind: str, runtime, cfg: JobConfig) -> list[Example]:
+def _from_documents(spec: dict, runtime, cfg: JobConfig, settings: Settings) -> list[Example]:
+    kind = spec.get("kind", "qa")
     store = runtime.store
     if store.is_empty():
         raise ArenaError("no documents ingested yet: add documents before building training data from them")
     sections = store.sections()
     if kind == "cpt":
         return builders.cpt_from_sections(sections)
-    qa = builders.qa_from_sections(sections)
+    gen = spec.get("generator", "")
+    qa = document_qa(sections, gen, int(spec.get("n_questions", QUESTIONS)),
+                     runtime.question_generator(gen) if gen else None, lambda texts: runtime.embedder.encode(texts),
+                     settings.data_dir, cfg.seed)
     if kind == "grounded":
         # The RAG variants' own retrieval (hybrid), in the served prompt format (builders.grounded_examples).
         return builders.grounded_examples(qa, lambda q, k: store.search(q, k=k), k=cfg.grounded_k,
                                           oracle_share=cfg.oracle_share, seed=cfg.seed)
     return qa
+
+
+def document_qa(sections, generator: str, n: int, generate, embed, data_dir: Path, seed: int) -> list[Example]:
+    """Q/A rows from document sections: n questions written by the generator SPEC and filtered (decide's path,
+    training/doc_questions.py; generate(messages, GenSettings) -> texts, embed(texts) -> vectors), else the
+    heading/definition heuristic's. Progress, the filter counts and any fallback go to stderr."""
+    started = time.time()
+
+    def progress(done: int, total: int) -> None:
+        eta = (time.time() - started) / done * (total - done) if done else 0.0
+        print(f"\rquestions written by {generator}: {done}/{total}, ETA {eta:.0f} s", end="", file=sys.stderr,
+              flush=True)
+
+    got = document_pairs(sections, generator, n, generate, embed, RowCache.in_data_dir(data_dir), seed, progress)
+    for line in describe(got.info):
+        print(f"\rdocuments: {line}", file=sys.stderr, flush=True)
+    return got.rows
 
 
 def with_system(rows: list[Example], system: str) -> list[Example]:

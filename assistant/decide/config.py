@@ -8,7 +8,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from assistant.compare.metrics import PRIMARY_METRICS
-from assistant.inference.openai_engine import parse_server_model
 from foundation import config_file
 from foundation.errors import ArenaError
 from foundation.generation import LOOP_STOP, STOP_ON_LOOP_HELP, check_stop_on_loop
@@ -16,14 +15,14 @@ from foundation.paths import confine
 from foundation.variants import ADAPTER_VARIANTS, STRATEGIES
 from retrieval.chunking import SPLITTERS
 from training.config import JobConfig, check_report_to, parse_augment
+from training.doc_questions import QUESTIONS, check_count, check_generator
 
 ALL_VARIANTS = STRATEGIES  # decide compares the strategies (the routed variant needs a comparison first)
 MIN_TUNING_PAIRS = 5  # fewer training pairs: a hit rate over so few questions would pick settings by chance
 # Fewer document-drawn evaluation questions: a verdict's paired intervals would span everything (refused, with
 # a pointer to --generator or a Q/A file).
 MIN_EVAL_QUESTIONS = 5
-MAX_SEEDS = 10
-MAX_QUESTIONS = 2000  # generated questions per run (each is one generation call)  # each seed is a full training run: more is hours on a CPU
+MAX_SEEDS = 10  # each seed is a full training run: more is hours on a CPU
 
 
 @dataclass
@@ -64,7 +63,7 @@ class DecideConfig:
     # Questions from documents without Q/A pairs: "" = the heading/definition heuristic; "base", a local model id
     # or folder, or "openai:URL:MODEL" = that model writes `questions` questions (assistant/decide/questions.py).
     generator: str = ""
-    questions: int = 60
+    questions: int = QUESTIONS
     # comparison
     variants: list[str] = field(default_factory=lambda: list(ALL_VARIANTS))
     metric: str = "f1"
@@ -105,11 +104,8 @@ class DecideConfig:
         check_stop_on_loop(self.stop_on_loop)
         parse_augment(self.augment)
         check_report_to(self.report_to)
-        if self.generator.startswith("openai:") and not parse_server_model(self.generator):
-            raise ArenaError(f"--generator openai:URL:MODEL needs a URL with a path, e.g. "
-                             f"openai:http://127.0.0.1:8080/v1:qwen2.5-7b-instruct; got {self.generator!r}")
-        if not 1 <= self.questions <= MAX_QUESTIONS:
-            raise ArenaError(f"--questions must be between 1 and {MAX_QUESTIONS}, got {self.questions}")
+        check_generator(self.generator)
+        check_count(self.questions)
         if self.splitter not in SPLITTERS:
             raise ArenaError(f"unknown splitter {self.splitter!r}; choose one of {', '.join(SPLITTERS)}")
 

@@ -1,8 +1,10 @@
-"""Generated questions for `arena decide --generator SPEC` (training/questions.py does the asking and filtering).
+"""Generated questions for `arena decide --generator SPEC` (training/questions.py does the asking and filtering,
+training/doc_questions.py the writing and the fallback rule that `arena train --from-documents` shares).
 
 SPEC is `base` (the loaded base model through the runtime's batched engine), a local Hugging Face id or
 folder (loaded like `--model`), or `openai:URL:MODEL` (a larger instruct model on an OpenAI-compatible
-server: llama.cpp, Ollama, vLLM; the judge's spelling, parsed by one function). The leakage guard comes first:
+server: llama.cpp, Ollama, vLLM; the judge's spelling); Runtime.question_generator turns it into a generate
+callable. The leakage guard comes first:
 the document sections are split into held-out and training sections BEFORE any question is written, evaluation
 questions are written only from held-out sections and training questions only from the others (a two-chunk
 question pairs chunks of one side). Near-duplicates are removed over both sides at once, evaluation first, so
@@ -12,44 +14,25 @@ a training question repeating an evaluation question is dropped too.
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from assistant.compare.leakage import section_key, split_by_section
 from assistant.decide.config import MIN_EVAL_QUESTIONS
-from assistant.inference.openai_engine import ServerClient, parse_server_model
 from foundation.errors import ArenaError
 from foundation.row_cache import RowCache
 from foundation.variants import VariantConfig
-from training.augment import engine_generate
+from training.doc_questions import write_questions
 from training.questions import (
     PROMPT_VERSION,
     FilterCounts,
     GeneratedQuestion,
     QuestionSettings,
-    Task,
     ask,
     chunks_of,
     filter_replies,
     sample_tasks,
 )
-
-
-def generator_fn(spec: str, runtime) -> Callable:
-    """generate(list of messages, GenSettings) -> texts, for the generator SPEC."""
-    server = parse_server_model(spec)
-    if server:
-        url, model = server
-        s = runtime.settings
-        client = ServerClient(url, s.engine_key)
-
-        def on_server(prompts, gen):
-            with ThreadPoolExecutor(max_workers=max(1, s.engine_concurrency)) as pool:
-                return list(pool.map(lambda m: client.chat(model, m, gen.max_new_tokens, gen.temperature), prompts))
-        return on_server
-    writer = runtime if spec in ("base", runtime.settings.model) else runtime.with_model(spec)
-    return engine_generate(writer.engine)
 
 
 def settings_for(cfg) -> QuestionSettings:
@@ -85,28 +68,18 @@ def generated_sets(cfg, runtime, sections, hold_out: bool = True, progress=None,
     n_train = max(0, cfg.questions - n_eval) if cfg.trains else 0
     side = {True: [s for s in sections if (s.source, s.title) in held],
             False: [s for s in sections if (s.source, s.title) not in held]}
-    tasks = sample_tasks(chunks_of(side[True], qs.max_chunk_chars), n_eval, qs) + \
-        sample_tasks(chunks_of(side[False], qs.max_chunk_chars), n_train, qs)
-    replies = ask(tasks, qs, generate or generator_fn(cfg.generator, runtime),
-                  RowCache.in_data_dir(runtime.settings.data_dir), progress=progress)
-    kept, counts = filter_replies(tasks, replies, runtime.embedder.encode)
+    written = write_questions([(side[True], n_eval), (side[False], n_train)], qs,
+                              generate or runtime.question_generator(cfg.generator), runtime.embedder.encode,
+                              RowCache.in_data_dir(runtime.settings.data_dir), progress=progress)
+    kept = written.kept
     is_eval = [(q.source, q.section) in held for q in kept]
     evals = [q.to_pair() for q, e in zip(kept, is_eval, strict=True) if e]
     pool = [q.to_pair() for q, e in zip(kept, is_eval, strict=True) if not e]
-    info = summary(cfg.generator, tasks, counts, kept)
+    info = written.info
     info["held_out_sections"] = sorted(held)
     if hold_out:
         info["round_trip"] = round_trip([q for q, e in zip(kept, is_eval, strict=True) if e], runtime.store)
     return GeneratedSets(evals, pool, info)
-
-
-def summary(spec: str, tasks: list[Task], counts: FilterCounts, kept: list[GeneratedQuestion]) -> dict:
-    kinds = {}
-    for q in kept:
-        kinds[q.kind] = kinds.get(q.kind, 0) + 1
-    return {"spec": spec, "asked": counts.asked, "kept": counts.kept, "dropped": counts.dropped(),
-            "dropped_examples": counts.examples, "kinds": kinds, "two_chunk_asked":
-                sum(t.kind == "two-chunk" for t in tasks)}
 
 
 def round_trip(questions: list[GeneratedQuestion], store, k: int | None = None) -> float | None:
@@ -157,7 +130,7 @@ def preview_questions(cfg, runtime, n: int = 10, progress=None) -> Preview:
     qs = settings_for(cfg)
     tasks = sample_tasks(chunks_of(sections, qs.max_chunk_chars), n, qs)
     started = time.time()
-    replies = ask(tasks, qs, generator_fn(cfg.generator, runtime), RowCache.in_data_dir(runtime.settings.data_dir),
-                  progress=progress)
+    replies = ask(tasks, qs, runtime.question_generator(cfg.generator),
+                  RowCache.in_data_dir(runtime.settings.data_dir), progress=progress)
     kept, counts = filter_replies(tasks, replies, runtime.embedder.encode)
     return Preview(kept[:n], counts, round(time.time() - started, 1))

@@ -12,6 +12,7 @@ from assistant.compare.recommend import headline as verdict_headline
 from assistant.compare.recommend import outcome_of
 from assistant.compare.report import _html_table, _md_table, ci_cell, write_report
 from foundation.variants import ADAPTER_VARIANTS, ROUTED, served_name
+from training.doc_questions import describe
 
 
 def _why(result: dict) -> list[str]:
@@ -104,26 +105,9 @@ def _probe_lines(result: dict) -> list[str]:
 
 
 def questions_lines(evalset: dict) -> list[str]:
-    """How the document-drawn questions were made: the heuristic said plainly, and the generator's filter counts,
-    difficulty and (when it failed) why the heuristic stood in."""
-    lines = []
-    gen = evalset.get("generator") or {}
-    if gen.get("asked"):
-        lines.append(f"questions written by the generator {gen['spec']}: {gen['kept']} kept of {gen['asked']} "
-                     "asked; dropped: " + ", ".join(f"{n} {why}" for why, n in gen["dropped"].items()))
-    if gen.get("round_trip") is not None:
-        lines.append(f"difficulty: {gen['round_trip']:.0%} of the generated evaluation questions retrieve their own "
-                     "chunk in the top k (reported, not filtered on: such a filter would favour RAG)")
-    if gen.get("fallback"):
-        lines.append(f"the generator {gen['spec']} could not supply the questions ({gen['fallback']}); the "
-                     "heuristic drew them instead")
-    if evalset.get("questions_by") == "heuristic":
-        malformed = evalset.get("malformed") or {}
-        detail = ", ".join(f"{n} {reason}" for reason, n in sorted(malformed.items())) or "none"
-        lines.append(f"questions drawn by a heuristic (question headings and 'X is a ...' sentences), not written "
-                     f"as a user would ask them: {sum(malformed.values())} dropped as malformed ({detail}). Scores "
-                     "partly measure copying sentence fragments; --generator writes real questions")
-    return lines
+    """How the document-drawn questions were made (training/doc_questions.describe, the words `arena train`
+    logs too): the generator's filter counts, difficulty and fallback, and the heuristic said plainly."""
+    return describe(evalset)
 
 
 def _training_line(t: dict) -> list[str]:

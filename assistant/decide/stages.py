@@ -28,6 +28,7 @@ from retrieval.ingest import collect_files, ingest_paths
 from retrieval.tuning import choose_retrieval
 from training.builders import cpt_from_sections, draw_from_sections, grounded_examples, qa_from_sections
 from training.data import chat
+from training.doc_questions import generated_or_fallback
 
 
 def _dump(path: Path, rows: list[dict]) -> None:
@@ -170,18 +171,14 @@ class Decision:
         def progress(done: int, total: int) -> None:
             rep.update(0.95 * done / total, f"questions written by {c.generator}: {done}/{total}")
 
-        try:
-            got = questions.generated_sets(c, self.rt, sections, hold_out=not c.eval, progress=progress)
-        except ArenaError as exc:
-            self._generator_info = {"spec": c.generator, "fallback": str(exc)}
-            return None
-        self._generator_info = got.info
-        _dump(tmp / "generated.jsonl", [{**p, "side": "eval"} for p in got.evals] +
-              [{**p, "side": "train"} for p in got.pool])
-        why = "" if c.eval else questions.too_few(len(got.evals))
-        if why:
-            got.info["fallback"] = why
-            return None
+        def shortfall(got: questions.GeneratedSets) -> str:
+            _dump(tmp / "generated.jsonl", [{**p, "side": "eval"} for p in got.evals] +
+                  [{**p, "side": "train"} for p in got.pool])  # kept for inspection, used or not
+            return "" if c.eval else questions.too_few(len(got.evals))
+
+        got, self._generator_info = generated_or_fallback(
+            c.generator, lambda: questions.generated_sets(c, self.rt, sections, hold_out=not c.eval,
+                                                          progress=progress), shortfall)
         return got
 
     def retrieval(self, rep: Reporter, tmp: Path) -> dict:
