@@ -15,7 +15,7 @@ def values(qa_file, paraphrases=0, **change) -> list:
     hyper = list(HYPER)
     for index, value in change.items():
         hyper[int(index[1:])] = value
-    return [[str(qa_file)], False, "qa", False, None, *hyper, [], [], paraphrases]
+    return [[str(qa_file)], False, "qa", False, None, "", *hyper, [], [], paraphrases]
 
 
 def test_plan_line_shows_steps_minutes_and_follows_the_controls(qa_file, tiny_model_dir, data_dir):

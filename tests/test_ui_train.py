@@ -50,7 +50,7 @@ def qa_file(tmp_path):
 def config(runtime, files=None, questions=None, lrs=(), ranks=(), **kw) -> JobConfig:
     """What the Start button hands _job_config: data inputs, hyper-parameters, sweep checkboxes, in order."""
     hyper = {**HYPER, **kw}
-    return _job_config(runtime, files, False, "qa", False, questions, *hyper.values(), list(lrs), list(ranks))
+    return _job_config(runtime, files, False, "qa", False, questions, "", *hyper.values(), list(lrs), list(ranks))
 
 
 def test_distill_upload_is_kept_and_preview_only_counts_questions(questions, qa_file, data_dir):
@@ -132,3 +132,17 @@ def test_sweep_started_like_the_start_button_shows_its_table(qa_file, tiny_model
     assert "Adapter **ui-sweep** is ready" in summary and summary.count("★") == 1
     assert summary.count("| 2 |") == 2  # both trials, rank 2
     assert AdapterRegistry(data_dir).names() == ["ui-sweep"]
+
+
+def test_the_question_generator_field_reaches_qa_and_grounded_document_sources(tmp_path, tiny_model_dir):
+    """The Train tab's generator field becomes the documents source's generator (cpt has no questions); its
+    preview counts the questions asked instead of writing them in the page."""
+    from training.sources import preview
+
+    runtime = Runtime(Settings(data_dir=tmp_path / "data", model=str(tiny_model_dir)))
+    assert _specs(runtime, None, True, "qa", False, None, " base ") == [
+        {"source": "documents", "kind": "qa", "generator": "base"}]
+    assert _specs(runtime, None, True, "cpt", False, None, "base") == [{"source": "documents", "kind": "cpt"}]
+    assert _specs(runtime, None, True, "grounded", False, None, "") == [{"source": "documents", "kind": "grounded"}]
+    [row] = preview([{"source": "documents", "kind": "qa", "generator": "base"}], runtime.settings, runtime)
+    assert row["rows"] == 60 and "the generator base writes when the job runs" in row["kinds"][0]

@@ -175,6 +175,11 @@ def preview(specs: list[dict], settings: Settings, runtime=None, n: int = 3) -> 
         if spec.get("source") == "distill":  # its rows are RAG answers generated at training time: too slow here
             out.append(_preview_questions(Path(spec["questions"]), n))
             continue
+        if spec.get("generator"):  # written when the job runs (the Decide tab's preview shows some first)
+            out.append({"source": source_label(spec), "rows": int(spec.get("n_questions", QUESTIONS)),
+                        "kinds": [f"questions the generator {spec['generator']} writes when the job runs"],
+                        "first": []})
+            continue
         rows = dedup(load_source(spec, settings, runtime))
         kinds = sorted({ex.kind for ex in rows})
         out.append({"source": source_label(spec), "rows": len(rows), "kinds": kinds,

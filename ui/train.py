@@ -23,11 +23,13 @@ RANKS = (4, 8, 16, 32, 64)
 PREVIEW_HEADERS = ["source", "rows", "kinds", "first rows"]
 
 
-def _specs(runtime: Runtime, files, use_docs: bool, doc_kind: str, use_votes: bool, questions=None) -> list[dict]:
+def _specs(runtime: Runtime, files, use_docs: bool, doc_kind: str, use_votes: bool, questions=None,
+           generator: str = "") -> list[dict]:
     """Data-source specs; uploads are copied into uploads/ so the job can re-read them on resume."""
     specs = [{"path": _keep(runtime, f, "training")} for f in files or []]
     if use_docs:
-        specs.append({"source": "documents", "kind": doc_kind})
+        gen = (generator or "").strip() if doc_kind != "cpt" else ""
+        specs.append({"source": "documents", "kind": doc_kind, **({"generator": gen} if gen else {})})
     if use_votes:
         specs.append({"source": "votes"})
     if questions:
@@ -172,6 +174,9 @@ def _data_section():
             use_docs = gr.Checkbox(label="Build from ingested documents", value=False)
             doc_kind = gr.Dropdown(list(DOC_KINDS), value="qa", label="Document data",
                                    info="cpt = continued pre-training, qa = drawn Q&A, grounded = Q&A with context")
+            generator = gr.Textbox(label="Question generator (qa / grounded): empty = heading/definition "
+                                   "heuristic; base, a local model id or folder, or openai:URL:MODEL",
+                                   value="", elem_id="train-generator")
             use_votes = gr.Checkbox(label="Preference pairs from chat votes (method dpo)", value=False)
             preview_btn = gr.Button("Preview data", size="sm")
         # distillation: the RAG variant answers these questions when the job runs; the adapter learns its answers
@@ -180,7 +185,7 @@ def _data_section():
     # Hidden until "Preview data" fills it: an empty table would show placeholder headers "1 2 3".
     data_table = gr.Dataframe(headers=PREVIEW_HEADERS, label="Sources", interactive=False, wrap=True,
                               column_widths=["22%", "8%", "12%", "58%"], visible=False, elem_id="train-preview")
-    return [files, use_docs, doc_kind, use_votes, questions], preview_btn, data_table
+    return [files, use_docs, doc_kind, use_votes, questions, generator], preview_btn, data_table
 
 
 def _hyper_section():
@@ -216,7 +221,7 @@ def _sweep_section(method: gr.Dropdown):
     return [lrs, ranks]
 
 
-def _job_config(runtime: Runtime, files, use_docs, doc_kind, use_votes, questions, name, method, lr, rank,
+def _job_config(runtime: Runtime, files, use_docs, doc_kind, use_votes, questions, generator, name, method, lr, rank,
                 epochs, max_steps, batch, eval_steps, patience, dora, rslora, seed, lrs=(), ranks=(),
                 paraphrases=0) -> JobConfig:
     lr, rank, sweep = _grid(lr, rank, lrs, ranks)
@@ -226,18 +231,18 @@ def _job_config(runtime: Runtime, files, use_docs, doc_kind, use_votes, question
                     early_stopping_patience=int(patience), use_dora=dora, use_rslora=rslora,
                     seed=int(seed), sweep=sweep,
                     augment=f"paraphrases:{int(paraphrases)}" if paraphrases else "",
-                    data=_specs(runtime, files, use_docs, doc_kind, use_votes, questions))
+                    data=_specs(runtime, files, use_docs, doc_kind, use_votes, questions, generator))
     return cfg  # its job id (timestamp + confined name) is set when the job starts: training.runner.job_dir
 
 
 def _plan_config(runtime: Runtime, *values) -> JobConfig:
     """The job the Start button would run, without copying uploads or naming a job folder."""
-    files, use_docs, doc_kind, use_votes, questions = values[:5]
+    files, use_docs, doc_kind, use_votes, questions, generator = values[:6]
     specs = [{"path": str(Path(getattr(f, "name", f)).resolve())} for f in files or []]
-    specs += _specs(runtime, None, use_docs, doc_kind, use_votes, None)
+    specs += _specs(runtime, None, use_docs, doc_kind, use_votes, None, generator)
     if questions:
         specs.append({"source": "distill", "questions": str(Path(getattr(questions, "name", questions)).resolve())})
-    method, epochs, max_steps, batch, eval_steps, patience = values[6], *values[9:14]
+    method, epochs, max_steps, batch, eval_steps, patience = values[7], *values[10:15]
     return JobConfig(name="plan", method=method, epochs=float(epochs or 0), max_steps=int(max_steps or -1),
                      batch_size=max(1, int(batch or 1)), eval_steps=max(1, int(eval_steps or 1)),
                      early_stopping_patience=int(patience or 0), data=specs,
