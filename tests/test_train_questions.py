@@ -91,3 +91,34 @@ def test_bad_generator_flags_are_named(tmp_path, tiny_model_dir, capsys, args, w
 
     assert main(["train", *args, "--name", "x", "--data-dir", str(tmp_path), "--model", str(tiny_model_dir)]) == 2
     assert words in capsys.readouterr().err
+
+
+@pytest.mark.e2e
+def test_arena_train_with_the_served_bundled_model_as_generator(tmp_path, tiny_model_dir, capsys):
+    """`arena train --from-documents qa --generator openai:URL:MODEL`: the bundled GGUF on llama.cpp's server
+    writes the pairs from a non-FAQ document (the heuristic finds none in it), the tiny model trains on them."""
+    from assistant.cli.main import main
+    from foundation.models import bundled_gguf
+    from tests.openai_server import BASE_ALIAS, LlamaServer, server_available
+
+    if server_available():
+        pytest.skip(server_available())
+    docs = tmp_path / "guide.md"
+    docs.write_text(GUIDE)
+    flags = ["--data-dir", str(tmp_path / "data"), "--model", str(tiny_model_dir), "--device", "cpu"]
+    assert main(["ingest", str(docs), *flags]) == 0
+    server = LlamaServer(bundled_gguf("bundled:smollm2-135m"), tmp_path, [], threads=2).wait()
+    try:
+        code = main(["train", "--from-documents", "qa", "--generator", f"openai:{server.url}:{BASE_ALIAS}",
+                     "--questions", "8", "--name", "served", "--max-steps", "1", "--batch-size", "2",
+                     "--val-fraction", "0", *flags])
+    finally:
+        server.stop()
+    err = capsys.readouterr().err
+    assert "kept of 8 asked; dropped: " in err
+    if code != 0:  # the 135M writer kept nothing and the heuristic has nothing here either: said so, refused
+        assert "could not supply the questions" in err and "produced no rows" in err
+        return
+    [job] = [p for p in (tmp_path / "data" / "jobs").iterdir() if (p / "train.jsonl").is_file()]
+    rows = [json.loads(line) for line in (job / "train.jsonl").read_text().splitlines()]
+    assert rows and "heuristic" not in err  # generated pairs, not the heuristic's
