@@ -74,12 +74,13 @@ def document_qa(sections, generator: str, n: int, generate, embed, data_dir: Pat
     """Q/A rows from document sections: n questions written by the generator SPEC and filtered (decide's path,
     training/doc_questions.py; generate(messages, GenSettings) -> texts, embed(texts) -> vectors), else the
     heading/definition heuristic's. Progress, the filter counts and any fallback go to stderr."""
-    started = time.time()
+    started, cached = time.time(), []
 
     def progress(done: int, total: int) -> None:
-        eta = (time.time() - started) / done * (total - done) if done else 0.0
-        print(f"\rquestions written by {generator}: {done}/{total}, ETA {eta:.0f} s", end="", file=sys.stderr,
-              flush=True)
+        cached[:] = cached or [done]  # the first call counts the replies read back: they took no time
+        new = done - cached[0]
+        eta = f"{(time.time() - started) / new * (total - done):.0f} s" if new else "?"
+        print(f"\rquestions written by {generator}: {done}/{total}, ETA {eta}", end="", file=sys.stderr, flush=True)
 
     got = document_pairs(sections, generator, n, generate, embed, RowCache.in_data_dir(data_dir), seed, progress)
     for line in describe(got.info):
