@@ -7,11 +7,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from assistant.compare.metrics import retrieval_hit
 from foundation import records
 from foundation import variants as V
 from foundation.errors import ArenaError
 from foundation.generation import GenSettings
+from foundation.metrics import retrieval_hit
 from foundation.row_cache import RowCache, content_key
 from foundation.variants import VariantConfig
 from training.data import Example, chat, dedup, normalize
@@ -142,7 +142,7 @@ def grounded_examples(qa: list[Example], search, k: int = 4, oracle_share: float
     """RAFT-style rows (Zhang et al. 2024) in exactly the prompt the RAG variants are served with.
 
     Each question gets k passages built by foundation.variants.rag_messages. The oracle is the best-ranked
-    retrieved passage holding the answer (assistant.compare.metrics.retrieval_hit); it is present in
+    retrieved passage holding the answer (foundation.metrics.retrieval_hit); it is present in
     round(oracle_share x n) of the n questions that have one (a seeded choice), at a random position, and the
     target cites it as [n]. The other passages, and all k in the remaining rows, are distractors: retrieved
     passages without the answer, then passages retrieved for other questions. Rows without the oracle keep the

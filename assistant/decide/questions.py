@@ -16,10 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from assistant.compare.leakage import section_key, split_by_section
 from assistant.decide.config import MIN_EVAL_QUESTIONS
 from assistant.inference.openai_engine import ServerClient, parse_server_model
 from foundation.errors import ArenaError
+from foundation.leakage import section_key, split_by_section
 from foundation.row_cache import RowCache
 from foundation.variants import VariantConfig
 from training.augment import engine_generate
