@@ -23,6 +23,7 @@ from training.builders import read_questions
 from training.config import JobConfig, bf16_choice, parse_augment
 from training.data import chat, dedup
 from training.sources import load_source
+from training.tools import DataTools
 
 AUTO_EPOCHS = 8
 MIN_AUTO_STEPS = 60
@@ -114,7 +115,7 @@ def plan_for_rows(cfg: JobConfig, rows: list, tokenizer, data_dir: Path, base_mo
     return plan(cfg, train_rows, per_row, speed, basis, bf16=bf16)
 
 
-def plan_job(cfg: JobConfig, settings, runtime=None) -> TrainingPlan:
+def plan_job(cfg: JobConfig, settings, tools: DataTools | None = None) -> TrainingPlan:
     """The plan of a configured job before it starts (the Train tab shows it): its sources' rows with their
     weights, up to K paraphrases per plain question with `augment`. A distillation source counts its questions
     (their answers are generated when the job runs, so its tokens are underestimated)."""
@@ -125,7 +126,7 @@ def plan_job(cfg: JobConfig, settings, runtime=None) -> TrainingPlan:
     rows = []
     for spec in cfg.data:
         found = ([chat(q, "") for q in dict.fromkeys(read_questions(Path(spec["questions"])))]
-                 if spec.get("source") == "distill" else dedup(load_source(spec, settings, runtime, cfg)))
+                 if spec.get("source") == "distill" else dedup(load_source(spec, settings, tools, cfg)))
         rows += found * max(1, round(float(spec.get("weight", 1.0))))
     paraphrased = [ex for ex in rows if ex.kind == "chat"] * parse_augment(cfg.augment)
     model = cfg.base_model or settings.model

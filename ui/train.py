@@ -47,7 +47,7 @@ def _keep(runtime: Runtime, upload, sub: str) -> str:
 
 def _preview_frame(runtime: Runtime, specs: list[dict]) -> pd.DataFrame:
     """Count, kinds and first rows per source (distillation: its questions, see training.sources.preview)."""
-    rows = preview(specs, runtime.settings, runtime)
+    rows = preview(specs, runtime.settings, runtime.data_tools())
     return pd.DataFrame([[r["source"], r["rows"], ", ".join(r["kinds"]), "\n".join(r["first"])] for r in rows],
                         columns=PREVIEW_HEADERS)
 
@@ -301,7 +301,7 @@ def build_train_tab(runtime: Runtime, tabs: gr.Tabs | None = None) -> None:
         if not cfg.data:
             return "Add training data to see the plan."
         try:
-            return "**Plan:** " + plan_job(cfg, runtime.settings, runtime).text()
+            return "**Plan:** " + plan_job(cfg, runtime.settings, runtime.data_tools()).text()
         except (ArenaError, OSError, ValueError) as exc:
             return f"Plan unavailable: {exc}"
 

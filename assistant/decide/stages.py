@@ -271,7 +271,7 @@ class Decision:
         watcher = _TrainWatcher(folder, rep, i)
         watcher.start()
         try:
-            result = run_job(job, self.settings, resume=resume, runtime=self.rt)
+            result = run_job(job, self.settings, resume=resume, tools=self.rt.data_tools())
         finally:
             watcher.stop()
         if result["state"] == "cancelled":
