@@ -34,7 +34,7 @@ def trial_grid(cfg: JobConfig) -> list[dict]:
     """Every (learning rate, rank) pair; lora_alpha follows the rank so alpha/r (the LoRA scale) stays put."""
     cfg.validate_sweep()  # refuses more than MAX_TRIALS trials
     lrs, ranks = sweep_axes(cfg)
-    return [{"learning_rate": lr, "lora_r": r, "lora_alpha": max(1, round(cfg.lora_alpha * r / cfg.lora_r))}
+    return [{"learning_rate": lr, "lora_r": r, "lora_alpha": max(1, round(cfg.alpha * r / cfg.lora_r))}
             for lr, r in itertools.product(lrs, ranks)]
 
 

@@ -221,7 +221,7 @@ def _job_config(runtime: Runtime, files, use_docs, doc_kind, use_votes, question
                 paraphrases=0) -> JobConfig:
     lr, rank, sweep = _grid(lr, rank, lrs, ranks)
     cfg = JobConfig(name=name or "", method=method, learning_rate=lr, lora_r=rank,
-                    lora_alpha=2 * rank, epochs=float(epochs), max_steps=int(max_steps),
+                    epochs=float(epochs), max_steps=int(max_steps),
                     batch_size=int(batch), eval_steps=int(eval_steps),
                     early_stopping_patience=int(patience), use_dora=dora, use_rslora=rslora,
                     seed=int(seed), sweep=sweep,
