@@ -1,88 +1,12 @@
-"""Strategy Arena web UI: wires the core library into Gradio tabs. Launches only under ``__main__``."""
+"""`python app.py`: start the Strategy Arena web UI (ui/web.py builds it; `arena serve` starts the same)."""
 
 from __future__ import annotations
 
 import argparse
 
-import gradio as gr
-
-from assistant.runtime import Runtime
 from foundation.errors import ArenaError
-
-# check_bind_policy/is_loopback live in foundation.settings (the API server applies the same policy)
-from foundation.settings import (  # noqa: F401
-    Settings,
-    add_settings_flags,
-    check_bind_policy,
-    is_loopback,
-    load_settings,
-)
-from ui.adapters import build_adapters_tab
-from ui.chat import build_chat
-from ui.compare import build_compare_tab
-from ui.decide import build_decide_tab
-from ui.documents import build_documents_tab
-from ui.loading import build_header
-from ui.train import build_train_tab
-
-# The only event handlers a script may call through gradio_client (documented in docs/scripting.md). Every other
-# handler is internal: api_visibility "private" hides it from /gradio_api/info and the client refuses it
-# (the browser still reaches it by its index: this is a smaller surface, not an access control — --auth is).
-PUBLIC_API = ("ask", "search", "compare", "train_start", "train_status")
-
-
-def restrict_api(demo: gr.Blocks) -> None:
-    """Deny by default: mark every handler not named in PUBLIC_API private, including ones added later."""
-    for fn in demo.fns.values():
-        if fn.api_name not in PUBLIC_API:
-            fn.api_visibility = "private"
-    missing = set(PUBLIC_API) - {fn.api_name for fn in demo.fns.values()}
-    if missing:  # a renamed handler would silently drop out of the documented API
-        raise ArenaError(f"documented API endpoint(s) {sorted(missing)} are not wired to any handler")
-
-
-def build_app(settings: Settings, runtime: Runtime | None = None) -> gr.Blocks:
-    """Build the whole UI for one Settings; the base model loads in the background under a loading banner."""
-    runtime = runtime or Runtime(settings)
-    with gr.Blocks(title="Strategy Arena") as demo:
-        build_header(demo, runtime, settings)
-        with gr.Tabs() as tabs:
-            with gr.Tab("Decide", id="decide"):
-                decide = build_decide_tab(runtime)
-            with gr.Tab("Chat", id="chat"):
-                build_chat(runtime)
-            with gr.Tab("Documents", id="documents"):
-                build_documents_tab(runtime)
-            with gr.Tab("Compare", id="compare"):
-                compare = build_compare_tab(runtime)
-            with gr.Tab("Train", id="train"):
-                build_train_tab(runtime, tabs)
-            with gr.Tab("Adapters", id="adapters"):
-                build_adapters_tab(runtime)
-        # The Decide report's button opens its comparison run in the Compare tab.
-        decide.open_compare.click(lambda i: (gr.Tabs(selected="compare"), i), decide.run_id,
-                                  [tabs, compare.run_id]).then(compare.open, compare.run_id, compare.outputs)
-    restrict_api(demo)
-    return demo
-
-
-def launch(settings: Settings) -> None:
-    check_bind_policy(settings)
-    settings.uploads_dir.mkdir(parents=True, exist_ok=True)
-    demo = build_app(settings)
-    demo.queue(default_concurrency_limit=2)
-    demo.launch(server_name=settings.host, server_port=settings.port,
-                auth=list(settings.auth) or None, allowed_paths=[str(settings.uploads_dir)],
-                show_error=True)
-
-
-def mount_on(api, settings: Settings, runtime: Runtime):
-    """The UI mounted at / of `api` (the FastAPI app serving /v1), sharing its runtime and engine."""
-    settings.uploads_dir.mkdir(parents=True, exist_ok=True)
-    demo = build_app(settings, runtime)
-    demo.queue(default_concurrency_limit=2)
-    return gr.mount_gradio_app(api, demo, path="/", auth=list(settings.auth) or None,
-                               allowed_paths=[str(settings.uploads_dir)], show_error=True)
+from foundation.settings import add_settings_flags, load_settings
+from ui.web import launch
 
 
 def main(argv: list[str] | None = None) -> int:

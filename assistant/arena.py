@@ -197,6 +197,19 @@ class Arena:
                     complete(qi)
         return results
 
+    def rag_prompt(self, question: str, cfg: VariantConfig, gen: GenSettings) -> tuple[list[dict], str | None]:
+        """The RAG variant's messages as sent and its adapter (distillation keys its cached answers by them)."""
+        prepared = self.prepare(question, ["rag"], cfg, gen=gen)["rag"]
+        if prepared.error:
+            raise ArenaError(f"distillation needs the RAG variant: {prepared.error}")
+        return prepared.messages, prepared.adapter
+
+    def rag_answers(self, questions: list[str], cfg: VariantConfig, gen: GenSettings, progress,
+                    on_answer: Callable[[int, str], None]) -> None:
+        """The RAG variant's answer text to each question, handed to `on_answer(index, text)` as it finishes."""
+        self.ask_many(questions, ["rag"], cfg, gen, progress=progress,
+                      on_answer=lambda j, answers: on_answer(j, answers["rag"].text))
+
     def reference_nll(self, prepared: dict[str, Prepared], reference: str) -> dict[str, float]:
         """Mean per-token NLL of `reference` as the reply under each runnable variant's prompt and adapter."""
         ref_ids = self.engine.tokenizer(reference.strip(), add_special_tokens=False)["input_ids"]

@@ -9,7 +9,8 @@ from dataclasses import replace
 
 from assistant.arena import Arena
 from assistant.inference.choose import build_engine
-from assistant.inference.openai_engine import ServerClient, engine_from_settings, parse_server_model
+from assistant.inference.openai_engine import ServerClient, engine_from_settings
+from foundation.generation import parse_server_model
 from foundation.models import LoadedModel, load_model, resolve_device
 from foundation.registry import AdapterRegistry
 from foundation.settings import Settings
@@ -17,6 +18,7 @@ from foundation.votes import VoteStore
 from retrieval.embedding import Embedder
 from retrieval.store import DocumentStore
 from training.augment import engine_generate
+from training.tools import DataTools, RagTeacher
 
 
 class Runtime:
@@ -107,3 +109,20 @@ class Runtime:
     def votes(self):
         """The "best answer" vote log (data_dir/votes.sqlite)."""
         return self._once("votes", lambda: VoteStore(self.settings.data_dir / "votes.sqlite"))
+
+    def data_tools(self) -> DataTools:
+        """What a training job calls on this runtime's model and documents, as narrow callables: training sits
+        below the runtime and never sees it. Nothing loads here; each resource loads when a source first calls
+        it, so a job from files loads neither the model nor the index."""
+        def sections() -> list:
+            return [] if self.store.is_empty() else self.store.sections()
+
+        def paraphraser(model: str):
+            writer = self if model == self.settings.model else self.with_model(model)
+            return engine_generate(writer.engine)
+
+        teacher = RagTeacher(self.settings.model, lambda *a: self.arena.rag_prompt(*a),
+                             lambda *a: self.arena.rag_answers(*a))
+        return DataTools(sections=sections, search=lambda question, n: self.store.search(question, k=n),
+                         paraphraser=paraphraser, encode=lambda texts: self.embedder.encode(texts),
+                         teacher=teacher, questions=self.question_generator)

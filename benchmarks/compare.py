@@ -42,7 +42,7 @@ def bench_scoring(n: int = 1000) -> None:
     """Text metrics per answer (F1, ROUGE-L, exact, contains, groundedness, hit) vs rouge-score alone."""
     from rouge_score import rouge_scorer
 
-    from assistant.compare.metrics import answer_scores
+    from foundation.metrics import answer_scores
 
     answer = "Hold the power button for ten seconds until the light blinks blue, then release it."
     ref = "Hold the power button for ten seconds."

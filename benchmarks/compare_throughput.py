@@ -36,11 +36,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from assistant.compare import metrics as M  # noqa: E402
 from assistant.inference import ortgenai  # noqa: E402
 from assistant.inference.choose import build_engine  # noqa: E402
 from assistant.runtime import Runtime  # noqa: E402
 from benchmarks.retrieval_faq import ENTRIES  # noqa: E402
+from foundation import metrics as M  # noqa: E402
 from foundation.generation import GenSettings, Row  # noqa: E402
 from foundation.settings import Settings  # noqa: E402
 from foundation.variants import VariantConfig  # noqa: E402

@@ -135,7 +135,7 @@ def train_old_recipe(runtime, settings, folder: Path, name: str, seed: int) -> t
                     data=[{"path": str(data / "qa.jsonl")}, {"path": str(data / "grounded.jsonl")}],
                     job_id=f"bench-old-{int(time.time())}")
     started = time.time()
-    result = run_job(job, settings, runtime=runtime)
+    result = run_job(job, settings, tools=runtime.data_tools())
     return result["adapter"], time.time() - started
 
 

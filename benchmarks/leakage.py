@@ -1,4 +1,4 @@
-"""Near-duplicate thresholds of the leakage guard (assistant/compare/leakage.py), measured on question pairs.
+"""Near-duplicate thresholds of the leakage guard (foundation/leakage.py), measured on question pairs.
 
 Three kinds of pair, each scored with the MiniLM embedding cosine, the word-order agreement of leakage.py and,
 for comparison, difflib's SequenceMatcher ratio over the words:
@@ -51,14 +51,14 @@ def faq_pairs() -> list[tuple[str, str]]:
 
 
 def word_ratio(a: str, b: str) -> float:
-    from assistant.compare.metrics import tokens
+    from foundation.metrics import tokens
 
     return SequenceMatcher(None, tokens(a), tokens(b), autojunk=False).ratio()
 
 
 def main() -> None:
-    from assistant.compare.leakage import NEAR_DUPLICATE_COSINE, NEAR_DUPLICATE_ORDER, order_agreement
-    from assistant.compare.metrics import unit_rows
+    from foundation.leakage import NEAR_DUPLICATE_COSINE, NEAR_DUPLICATE_ORDER, order_agreement
+    from foundation.metrics import unit_rows
     from retrieval.embedder import load_embedder
 
     embedder = load_embedder("bundled:all-minilm-l6-v2")

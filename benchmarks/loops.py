@@ -8,7 +8,7 @@ bundled SmolLM2-135M with the default engine, as the comparison does (greedy, ma
 references): first with the stop off (the old decoding), then with the default GenSettings.stop_on_loop;
 optionally (--penalty) with the engine's repetition penalty instead of the stop.
 
-Prints per variant: the loop share (answers whose word 4-grams are < 60 % distinct, assistant.compare.metrics
+Prints per variant: the loop share (answers whose word 4-grams are < 60 % distinct, foundation.metrics
 .loops) old vs new, how many answers the stop cut, and token F1 old vs new with the paired bootstrap interval
 of new - old (assistant.compare.stats.paired_difference). The adapter variants are not run (training one
 costs more than this benchmark on a 2-core machine); the stop is the same code for every variant.
@@ -65,8 +65,8 @@ def decide_setup(args, faq: Path, qa: Path):
 def answer(runtime, items: list[dict], variants: list[str], vcfg, stop_on_loop: int, penalty: float = 1.0) -> dict:
     """Every variant's answer to every item, scored (token F1, loops), as run_comparison generates them: greedy,
     max new tokens sized from the references (foundation.variants.max_new_tokens_for)."""
-    from assistant.compare.metrics import loops, token_f1
     from foundation.generation import GenSettings
+    from foundation.metrics import loops, token_f1
     from foundation.variants import max_new_tokens_for
 
     engine = runtime.engine

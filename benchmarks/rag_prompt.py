@@ -44,9 +44,9 @@ def _progress(done: int, total: int) -> None:
 
 
 def main() -> None:
-    from assistant.compare import metrics as M
     from assistant.compare.naive_rag import naive_rag_answers
     from assistant.compare.stats import paired_difference
+    from foundation import metrics as M
     from foundation.generation import GenSettings
     from foundation.variants import VariantConfig, max_new_tokens_for
 

@@ -7,6 +7,7 @@ only ever see these types, never an engine's internals.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from foundation.errors import ArenaError
@@ -125,3 +126,14 @@ class Answer:
 def source_json(hit) -> dict:
     return {"citation": hit.citation, "source": hit.source, "section": getattr(hit, "section", ""),
             "page": getattr(hit, "page", None), "score": round(float(hit.score), 4)}
+
+
+# A model on a server, as the judge (--judge) and the question generator (--generator) name it: the URL has a
+# path such as /v1 (so its port is no model), MODEL may hold colons.
+SERVER_MODEL = re.compile(r"^openai:(https?://[^/\s]+/[^:\s]*):(\S+)$")
+
+
+def parse_server_model(spec: str) -> tuple[str, str] | None:
+    """(URL without trailing slash, MODEL) of `openai:URL:MODEL`, or None when `spec` is not of that form."""
+    match = SERVER_MODEL.match(spec.strip())
+    return (match.group(1).rstrip("/"), match.group(2)) if match else None

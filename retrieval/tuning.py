@@ -4,7 +4,7 @@ RAG can only answer what it retrieves, so before a comparison judges it, `arena 
 under which the training questions' answers are retrieved most often. Each splitter's chunks go into a
 throw-away index under <data_dir>/tmp/retrieval-tuning (removed afterwards; the real index is untouched);
 every (splitter, mode, k) is scored by the share of questions whose answer is in one of the top-k chunks
-(assistant.compare.metrics.retrieval_hit, the comparison's own hit). The choice is the smallest k within
+(foundation.metrics.retrieval_hit, the comparison's own hit). The choice is the smallest k within
 TOLERANCE of the best hit rate (fewer passages: a shorter prompt and fewer distractors for a small model);
 ties prefer the app's defaults (recursive splitter, hybrid search).
 """
@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from assistant.compare.metrics import retrieval_hit
 from foundation.errors import ArenaError
+from foundation.metrics import retrieval_hit
 from retrieval.chunking import ChunkConfig
 from retrieval.ingest import ingest_paths
 from retrieval.store import DocumentStore

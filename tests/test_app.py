@@ -6,13 +6,13 @@ import pytest
 
 from assistant.runtime import Runtime
 from foundation.errors import ArenaError
-from foundation.settings import Settings
+from foundation.settings import Settings, check_bind_policy
 
 
 def test_build_app_header_names_model(tiny_loaded, tmp_path):
-    import app
+    from ui.web import build_app
 
-    demo = app.build_app(Settings(data_dir=tmp_path), Runtime(Settings(data_dir=tmp_path), tiny_loaded))
+    demo = build_app(Settings(data_dir=tmp_path), Runtime(Settings(data_dir=tmp_path), tiny_loaded))
     header = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "arena-header"][0]
     assert "tiny-llama" in header.value and "float32" in header.value and "cpu" in header.value
 
@@ -25,11 +25,9 @@ def test_build_app_header_names_model(tiny_loaded, tmp_path):
     ("0.0.0.0", (), True, True),
 ])
 def test_bind_policy(host, auth, insecure, ok, tmp_path):
-    import app
-
     settings = Settings(data_dir=tmp_path, host=host, auth=auth, insecure_no_auth=insecure)
     if ok:
-        app.check_bind_policy(settings)
+        check_bind_policy(settings)
     else:
         with pytest.raises(ArenaError, match="without --auth"):
-            app.check_bind_policy(settings)
+            check_bind_policy(settings)

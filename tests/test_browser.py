@@ -285,10 +285,10 @@ def test_loading_banner_until_the_model_is_ready(browser, tiny_model_dir, tmp_pa
 
     from playwright.sync_api import expect
 
-    import app
     import assistant.runtime
     from assistant.runtime import Runtime
     from foundation.settings import Settings
+    from ui import web as app
 
     go = threading.Event()
     real_load = assistant.runtime.load_model

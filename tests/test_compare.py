@@ -7,14 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from assistant.compare import metrics as M
 from assistant.compare.forgetting import check_forgetting, load_probe
-from assistant.compare.leakage import find_overlaps, overlap_warnings, split_by_section
 from assistant.compare.recommend import recommend
 from assistant.compare.report import write_report
 from assistant.compare.runs import RunStore
 from assistant.compare.stats import bootstrap_ci, exp_summary, paired_against, paired_difference, widening
+from foundation import metrics as M
 from foundation.errors import ArenaError
+from foundation.leakage import find_overlaps, overlap_warnings, split_by_section
 from tests.scorers import peft_scorer
 
 # ---------------------------------------------------------------- metrics (hand-computed values)

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from assistant.compare.metrics import answer_scores, distinct_ngram_share, loops
 from foundation.errors import ArenaError
 from foundation.generation import LOOP_STOP, GenSettings, Row, loop_cut
+from foundation.metrics import answer_scores, distinct_ngram_share, loops
 from tests.looping_model import CYCLE, make_looping_model, save_looping_model
 
 

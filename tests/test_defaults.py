@@ -32,6 +32,26 @@ def test_cli_and_train_tab_build_the_same_job(method, qa_file, tiny_model_dir, d
     assert cli.learning_rate == DEFAULT_LEARNING_RATES[method]
 
 
+@pytest.mark.parametrize("method", ["lora", "ia3", "prompt_tuning", "freeze"])
+def test_cli_and_train_tab_agree_on_every_choice_a_person_makes(method, qa_file, tiny_model_dir, data_dir):
+    """Rank, epochs, batch, evaluation, patience, DoRA, seed and paraphrases chosen, the rate left at the method's
+    default: the same job either way, and LoRA's alpha follows the chosen rank in both (alpha = 2 x rank)."""
+    runtime = Runtime(Settings(data_dir=data_dir, model=str(tiny_model_dir)))
+    dora = method == "lora"
+    ui = _job_config(runtime, [str(qa_file)], False, "qa", False, None, "Chosen", method,
+                     method_learning_rate(method), 8, 2, -1, 4, 10, 2, dora, False, 7, paraphrases=2)
+    flags = ["train", "--data", str(qa_file), "--method", method, "--name", "Chosen", "--lora-r", "8",
+             "--epochs", "2", "--batch-size", "4", "--eval-steps", "10", "--early-stopping-patience", "2",
+             "--seed", "7", "--augment", "paraphrases:2"] + (["--use-dora"] if dora else [])
+    cli = config_from_args(build_parser().parse_args(flags))
+    for cfg in (ui, cli):
+        cfg.validate()
+    ui_fields, cli_fields = dataclasses.asdict(ui), dataclasses.asdict(cli)
+    ui_fields.pop("data"), cli_fields.pop("data")
+    assert ui_fields == cli_fields
+    assert (cli.lora_r, cli.lora_alpha, cli.learning_rate) == (8, 16, DEFAULT_LEARNING_RATES[method])
+
+
 def test_a_given_learning_rate_is_kept_and_the_saved_config_holds_the_resolved_one(tmp_path):
     cfg = JobConfig(method="ia3", data=[{"path": "x.jsonl"}])
     cfg.validate()

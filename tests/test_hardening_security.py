@@ -110,7 +110,7 @@ def test_remote_code_is_off_unless_asked():
 def test_launch_serves_only_uploads_with_a_queue(tiny_model_dir, data_dir, monkeypatch):
     import gradio as gr
 
-    import app
+    from ui import web as app
 
     seen, real_queue = {"queue": []}, gr.Blocks.queue
 

@@ -1,4 +1,4 @@
-"""Near-duplicate detection of the leakage guard (assistant/compare/leakage.py): the embedding cosine AND the
+"""Near-duplicate detection of the leakage guard (foundation/leakage.py): the embedding cosine AND the
 word-order agreement must both pass. A question with two words swapped around a connecting word asks the
 opposite and must not be called a copy, with MiniLM (cosine 0.995) or an order-blind embedder (cosine 1.0);
 paraphrases and exact copies must still be caught, by the comparison's warning and by decide's drop."""
@@ -11,7 +11,7 @@ import re
 import numpy as np
 import pytest
 
-from assistant.compare.leakage import (
+from foundation.leakage import (
     NEAR_DUPLICATE_COSINE,
     find_overlaps,
     order_agreement,

@@ -123,8 +123,8 @@ def test_chat_with_every_variant(world):
 def test_stop_on_loop_ends_a_looping_served_answer(world):
     """The bundled model loops on this prompt (greedy); the stop on repetition, applied to the streamed tokens,
     ends and cuts the answer as it does in-process, and the server keeps answering after the closed stream."""
-    from assistant.compare.metrics import loops
     from foundation.generation import GenSettings
+    from foundation.metrics import loops
 
     engine = world.runtime.engine
     rows = _rows(engine, ["List the numbers one, one, one, one, one, one."])

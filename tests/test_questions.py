@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from assistant.compare.leakage import is_near_duplicate
 from assistant.decide.config import DecideConfig
 from assistant.decide.report import questions_lines
 from assistant.decide.runner import plan_for, run_decide
 from foundation.errors import ArenaError
+from foundation.leakage import is_near_duplicate
 from foundation.settings import Settings
 from training import builders
 from training.question_form import malformed_reason, standalone_reason

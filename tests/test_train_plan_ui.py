@@ -20,14 +20,14 @@ def values(qa_file, paraphrases=0, **change) -> list:
 
 def test_plan_line_shows_steps_minutes_and_follows_the_controls(qa_file, tiny_model_dir, data_dir):
     runtime = Runtime(Settings(data_dir=data_dir, model=str(tiny_model_dir)))
-    fitted = plan_job(_plan_config(runtime, *values(qa_file)), runtime.settings, runtime)
+    fitted = plan_job(_plan_config(runtime, *values(qa_file)), runtime.settings, runtime.data_tools())
     assert fitted.steps == P.MIN_AUTO_STEPS and fitted.fitted  # 14 training rows, batch 2: the floor
     assert "~60 steps" in fitted.text() and "minutes on this machine" in fitted.text()
     assert "assumed" in fitted.basis  # no adapter trained in this data folder yet
-    more = plan_job(_plan_config(runtime, *values(qa_file, paraphrases=2)), runtime.settings, runtime)
+    more = plan_job(_plan_config(runtime, *values(qa_file, paraphrases=2)), runtime.settings, runtime.data_tools())
     assert more.steps == 8 * 22  # 16 rows + 2 paraphrases each = 48, 43 for training: 22 steps per epoch
     assert more.minutes > fitted.minutes
-    fixed = plan_job(_plan_config(runtime, *values(qa_file, h4=2)), runtime.settings, runtime)
+    fixed = plan_job(_plan_config(runtime, *values(qa_file, h4=2)), runtime.settings, runtime.data_tools())
     assert not fixed.fitted and fixed.steps == 14  # 2 epochs x 7 steps, as asked
     assert not list(data_dir.glob("uploads/**/*.jsonl"))  # planning copies no upload
 

@@ -73,7 +73,7 @@ def test_distill_spec_trains_on_the_rag_answers(tmp_path, tiny_loaded, tiny_mode
     settings = Settings(data_dir=data_dir, model=str(tiny_model_dir), device="cpu")
     runtime = Runtime(settings, tiny_loaded, store=ListStore(HITS))
     cfg = config(runtime, questions=str(questions), name="distilled", max_steps=1)
-    result = run_job(cfg, settings, runtime=runtime)
+    result = run_job(cfg, settings, tools=runtime.data_tools())
     rows = [json.loads(line) for name in ("train.jsonl", "val.jsonl")
             for line in (job_dir(settings, cfg) / name).read_text().splitlines()]
     assert sorted(r["messages"][0]["content"] for r in rows) == ["How tight is bolt 0?", "How tight is bolt 1?"]

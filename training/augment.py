@@ -2,7 +2,7 @@
 
 Fine-tuning learns a fact far better when it sees it in several phrasings (Ovadia et al. 2024: 0.50 -> 0.59
 with 10 paraphrases). The generator model (the base model unless `generator_model` is set) samples K
-rewrites per question through the runtime engine's public generate(); a rewrite is kept when its embedding
+rewrites per question through a generation engine's public generate(); a rewrite is kept when its embedding
 cosine to the original lies in BAND: above the upper bound it is a copy (adds nothing), below the lower one it
 drifted off the question (it would teach the answer to a different question). Near-identical rewrites are
 deduplicated. The raw samples are cached by content hash (question, generator model, sampling settings) in the
@@ -101,7 +101,7 @@ def sample_paraphrases(questions: list[str], ps: ParaphraseSettings, generate, c
 
 
 def engine_generate(engine) -> Callable:
-    """generate() over the runtime engine's public API: one batched call, base weights."""
+    """generate() over a generation engine's public API: one batched call, base weights."""
     def generate(prompts: list[list[dict]], gen) -> list[str]:
         return [out.text for out in engine.generate([Row(engine.chat_ids(m), None) for m in prompts], gen)]
     return generate

@@ -7,15 +7,15 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from assistant.compare.metrics import retrieval_hit
 from foundation import records
 from foundation import variants as V
-from foundation.errors import ArenaError
 from foundation.generation import GenSettings
+from foundation.metrics import retrieval_hit
 from foundation.row_cache import RowCache, content_key
 from foundation.variants import VariantConfig
 from training.data import Example, chat, dedup, normalize
 from training.question_form import malformed_reason
+from training.tools import RagTeacher
 
 QUESTION_WORDS = ("how", "what", "why", "when", "where", "which", "who", "can", "do", "does", "is", "are",
                   "should", "may", "will")
@@ -142,7 +142,7 @@ def grounded_examples(qa: list[Example], search, k: int = 4, oracle_share: float
     """RAFT-style rows (Zhang et al. 2024) in exactly the prompt the RAG variants are served with.
 
     Each question gets k passages built by foundation.variants.rag_messages. The oracle is the best-ranked
-    retrieved passage holding the answer (assistant.compare.metrics.retrieval_hit); it is present in
+    retrieved passage holding the answer (foundation.metrics.retrieval_hit); it is present in
     round(oracle_share x n) of the n questions that have one (a seeded choice), at a random position, and the
     target cites it as [n]. The other passages, and all k in the remaining rows, are distractors: retrieved
     passages without the answer, then passages retrieved for other questions. Rows without the oracle keep the
@@ -193,8 +193,9 @@ def read_questions(path: Path) -> list[str]:
     return records.read_questions(path, lambda row, where: normalize(row, where).question())
 
 
-def distill(questions: list[str], arena, cfg=None, gen=None, progress=None) -> list[Example]:
-    """Distillation: the RAG variant's answers (via Arena.ask_many) become targets for a plain adapter.
+def distill(questions: list[str], teacher: RagTeacher, data_dir: Path, cfg=None, gen=None,
+            progress=None) -> list[Example]:
+    """Distillation: the RAG variant's answers (the teacher's answer_many) become targets for a plain adapter.
 
     Each answer is stored in the data folder's row cache (foundation/row_cache.py) under the hash of its exact
     prompt, model and generation settings as soon as it is generated: a killed job, a resume or a rerun
@@ -203,24 +204,21 @@ def distill(questions: list[str], arena, cfg=None, gen=None, progress=None) -> l
 
     cfg = cfg or VariantConfig(system_prompt="", few_shot=[])
     gen = gen or GenSettings()
-    keys = [_distill_key(arena, q, cfg, gen) for q in questions]
+    keys = [_distill_key(teacher, q, cfg, gen) for q in questions]
 
     def generate(missing: list[int], store) -> None:
         print(f"distillation: {len(keys) - len(missing)} of {len(keys)} answers cached, generating "
               f"{len(missing)}", file=sys.stderr, flush=True)
-        arena.ask_many([questions[i] for i in missing], ["rag"], cfg, gen, progress=progress,
-                       on_answer=lambda j, answers: store(missing[j], answers["rag"].text.strip()))
+        teacher.answer_many([questions[i] for i in missing], cfg, gen, progress,
+                            lambda j, text: store(missing[j], text.strip()))
 
-    texts = RowCache.in_data_dir(arena.runtime.settings.data_dir).fill(keys, generate)
+    texts = RowCache.in_data_dir(data_dir).fill(keys, generate)
     return [chat(q, text, origin="distilled from rag") for q, text in zip(questions, texts, strict=True) if text]
 
 
-def _distill_key(arena, question: str, cfg, gen) -> str:
+def _distill_key(teacher: RagTeacher, question: str, cfg, gen) -> str:
     """Content hash of what determines one distilled answer: the RAG prompt as sent, model, settings."""
     from dataclasses import asdict
 
-    prepared = arena.prepare(question, ["rag"], cfg, gen=gen)["rag"]
-    if prepared.error:
-        raise ArenaError(f"distillation needs the RAG variant: {prepared.error}")
-    return content_key("distill/rag", arena.runtime.settings.model, prepared.messages, prepared.adapter,
-                       asdict(gen))
+    messages, adapter = teacher.prompt(question, cfg, gen)
+    return content_key("distill/rag", teacher.model, messages, adapter, asdict(gen))

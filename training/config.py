@@ -40,7 +40,7 @@ class JobConfig:
     system_prompt: str = ""  # prepended to chat rows that have none
     # LoRA family
     lora_r: int = 16
-    lora_alpha: int = 32
+    lora_alpha: int = 0  # 0: twice the rank (alpha/r = 2, the LoRA scale every default trains with); see alpha
     # peft's own default; 0 also lets LoRA layers take the fused path (training/speed/fastlora.py), which dropout
     # rules out (the LoRA branch would see other inputs than the base layer). Set > 0 to regularize tiny data.
     lora_dropout: float = 0.0
@@ -106,6 +106,12 @@ class JobConfig:
         built in code need not go through validate first)."""
         return self.learning_rate or DEFAULT_LEARNING_RATES.get(self.method, 0.0)
 
+    @property
+    def alpha(self) -> int:
+        """The LoRA alpha that trains: the configured one, or twice the rank when it is 0, so the CLI's --lora-r,
+        the Train tab's rank and decide all keep the same scale."""
+        return self.lora_alpha or 2 * self.lora_r
+
     def validate(self) -> None:
         """Raise ArenaError naming the first bad value."""
         if self.method not in METHODS:
@@ -113,6 +119,7 @@ class JobConfig:
         self.bf16 = bf16_choice(self.bf16)
         if self.learning_rate == 0:  # resolved here, so the saved config.yaml holds the rate that trained
             self.learning_rate = DEFAULT_LEARNING_RATES[self.method]
+        self.lora_alpha = self.alpha  # likewise: the saved config holds the alpha that trained
         if self.lr_scheduler not in SCHEDULERS:
             raise ArenaError(f"lr_scheduler {self.lr_scheduler!r} must be one of {', '.join(SCHEDULERS)}")
         for name in ("lora_r", "batch_size", "grad_accum", "max_length", "eval_steps", "save_steps"):

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from assistant.inference.openai_engine import parse_server_model
 from foundation.errors import ArenaError
+from foundation.generation import parse_server_model
 from training.builders import draw_from_sections
 from training.data import Example, chat
 from training.questions import (

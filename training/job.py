@@ -11,22 +11,25 @@ from training.config import JobConfig
 from training.lock import TrainingLock
 from training.runner import is_main_process, job_dir, register, train_one, write_status
 from training.sweep import run_sweep
+from training.tools import DataTools
 
 
-def run_job(cfg: JobConfig, settings: Settings, resume: bool = False, runtime=None, progress: bool = False) -> dict:
+def run_job(cfg: JobConfig, settings: Settings, resume: bool = False, tools: DataTools | None = None,
+            progress: bool = False) -> dict:
     """Validate, train (or sweep) and register; the one entry point behind `arena train`. `progress`: a progress
-    line with ETA on stderr (the CLI; callers with their own progress display, like decide, leave it off)."""
+    line with ETA on stderr (the CLI; callers with their own progress display, like decide, leave it off). `tools`:
+    what sources built from the documents or a model call (training/tools.py); a job from files needs none."""
     cfg.validate()
     folder = job_dir(settings, cfg)
     if resume and not (folder / "config.yaml").is_file():
         raise ArenaError(f"nothing to resume: job folder {folder} does not exist")
     if not is_main_process():  # launcher ranks follow rank 0, which holds the one-job lock
-        result = _run_job(cfg, settings, folder, resume, runtime, progress)
+        result = _run_job(cfg, settings, folder, resume, tools, progress)
     else:
         lock = TrainingLock(settings.data_dir)
         lock.acquire(cfg.job_id)
         with lock:
-            result = _run_job(cfg, settings, folder, resume, runtime, progress)
+            result = _run_job(cfg, settings, folder, resume, tools, progress)
     _leave_process_group()
     return result
 
@@ -48,11 +51,12 @@ def _leave_process_group() -> None:
         dist.destroy_process_group()
 
 
-def _run_job(cfg: JobConfig, settings: Settings, folder: Path, resume: bool, runtime, progress: bool) -> dict:
+def _run_job(cfg: JobConfig, settings: Settings, folder: Path, resume: bool, tools: DataTools | None,
+             progress: bool) -> dict:
     if cfg.sweep:
-        return run_sweep(cfg, settings, folder, runtime, resume, progress)
+        return run_sweep(cfg, settings, folder, tools, resume, progress)
     try:
-        result = train_one(cfg, settings, folder, resume, runtime, progress=progress)
+        result = train_one(cfg, settings, folder, resume, tools, progress=progress)
     except Exception as exc:
         if folder.is_dir():
             write_status(folder, state="failed", error=str(exc), name=cfg.name)

@@ -32,7 +32,7 @@ def peft_config(cfg: JobConfig):
         return IA3Config(task_type=TaskType.CAUSAL_LM)
     if cfg.method == "prompt_tuning":
         return PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=cfg.num_virtual_tokens)
-    return LoraConfig(task_type=TaskType.CAUSAL_LM, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+    return LoraConfig(task_type=TaskType.CAUSAL_LM, r=cfg.lora_r, lora_alpha=cfg.alpha,
                       lora_dropout=cfg.lora_dropout, target_modules=_targets(cfg.target_modules),
                       use_dora=cfg.use_dora, use_rslora=cfg.use_rslora)
 

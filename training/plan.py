@@ -24,6 +24,7 @@ from training.config import JobConfig, bf16_choice, parse_augment
 from training.data import chat, dedup
 from training.doc_questions import QUESTIONS
 from training.sources import load_source
+from training.tools import DataTools
 
 AUTO_EPOCHS = 8
 MIN_AUTO_STEPS = 60
@@ -115,7 +116,7 @@ def plan_for_rows(cfg: JobConfig, rows: list, tokenizer, data_dir: Path, base_mo
     return plan(cfg, train_rows, per_row, speed, basis, bf16=bf16)
 
 
-def plan_job(cfg: JobConfig, settings, runtime=None) -> TrainingPlan:
+def plan_job(cfg: JobConfig, settings, tools: DataTools | None = None) -> TrainingPlan:
     """The plan of a configured job before it starts (the Train tab shows it): its sources' rows with their
     weights, up to K paraphrases per plain question with `augment`. A distillation source counts its questions
     (their answers are generated when the job runs, so its tokens are underestimated); so does a documents
@@ -131,7 +132,7 @@ def plan_job(cfg: JobConfig, settings, runtime=None) -> TrainingPlan:
         elif spec.get("generator"):  # counted as the questions asked: writing them is the job's first step
             found = [chat("", "")] * int(spec.get("n_questions", QUESTIONS))
         else:
-            found = dedup(load_source(spec, settings, runtime, cfg))
+            found = dedup(load_source(spec, settings, tools, cfg))
         rows += found * max(1, round(float(spec.get("weight", 1.0))))
     paraphrased = [ex for ex in rows if ex.kind == "chat"] * parse_augment(cfg.augment)
     model = cfg.base_model or settings.model

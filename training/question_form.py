@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from assistant.compare.metrics import content_tokens
+from foundation.metrics import content_tokens
 
 QUESTION_WORDS = ("how", "what", "why", "when", "where", "which", "who", "whom", "whose", "can", "could", "do",
                   "does", "did", "is", "are", "was", "were", "should", "may", "will", "would", "has", "have")

@@ -16,7 +16,7 @@ filter counts what it dropped:
   answer must come from the documents, not from the generator's own knowledge), or the answer only restates
   the question;
 - duplicate: the leakage guard's near-duplicate rule against a kept question (embedding cosine and an
-  order-aware word test: assistant.compare.leakage.is_near_duplicate).
+  order-aware word test: foundation.leakage.is_near_duplicate).
 
 Whether a question retrieves its own chunk is NOT a filter: keeping only questions retrieval finds would make
 the test easy for RAG by construction. The decide stage reports it as a difficulty statistic instead.
@@ -32,9 +32,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from assistant.compare.leakage import is_near_duplicate
-from assistant.compare.metrics import content_tokens, groundedness, normalize, unit_rows
 from foundation.generation import GenSettings
+from foundation.leakage import is_near_duplicate
+from foundation.metrics import content_tokens, groundedness, normalize, unit_rows
 from foundation.row_cache import content_key
 from training.question_form import malformed_reason, standalone_reason
 
@@ -270,7 +270,7 @@ def parse_reply(reply: str) -> tuple[str, str] | None:
 
 
 def supported(answer: str, chunks: tuple[Chunk, ...], threshold: float = SUPPORT, question: str = "") -> bool:
-    """The answer's content words occur in its chunk(s) (assistant.compare.metrics.groundedness), and it says
+    """The answer's content words occur in its chunk(s) (foundation.metrics.groundedness), and it says
     more than the question: "How to create a virtual environment." answers "How do I create a virtual
     environment?" with the chunk's words and no information."""
     if question and set(content_tokens(answer)) <= set(content_tokens(question)) | {"answer", "text"}:

@@ -40,7 +40,7 @@ def build_reward_model(cfg: JobConfig, base_model_path: str, init=None, trust_re
         return PeftModel.from_pretrained(model, str(init.path), is_trainable=True)
     targets = cfg.target_modules if cfg.target_modules == "all-linear" else [
         t.strip() for t in cfg.target_modules.split(",") if t.strip()]
-    return get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+    return get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora_r, lora_alpha=cfg.alpha,
                                             lora_dropout=cfg.lora_dropout, target_modules=targets))
 
 

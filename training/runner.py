@@ -34,6 +34,7 @@ from training.reward import final_metrics, reward_trainer
 from training.rl import rloo_trainer
 from training.sources import prepare_data
 from training.tokenize import pref_rows, tokenize_examples
+from training.tools import DataTools
 from training.trainer_args import CHECKPOINTS, common_args
 from training.unfreeze import UnfreezeCallback, parse_schedule
 
@@ -141,8 +142,8 @@ def last_checkpoint(folder: Path) -> str | None:
     return None
 
 
-def train_one(cfg: JobConfig, settings: Settings, folder: Path, resume: bool = False, runtime=None,
-              reuse_data: bool = False, progress: bool = False) -> dict:
+def train_one(cfg: JobConfig, settings: Settings, folder: Path, resume: bool = False,
+              tools: DataTools | None = None, reuse_data: bool = False, progress: bool = False) -> dict:
     """Train in `folder` and save the artifact to folder/artifact; returns a result dict (state, metrics).
     `reuse_data`: train on the rows already saved in `folder` (a sweep's later trials) instead of rebuilding."""
     from transformers import AutoTokenizer, set_seed
@@ -151,7 +152,7 @@ def train_one(cfg: JobConfig, settings: Settings, folder: Path, resume: bool = F
     device = resolve_device(settings.device)
     resolve_precision(cfg, settings)
     cfg.to_yaml(folder / "config.yaml")
-    train, val, fp = prepare_data(cfg, settings, folder, runtime, reuse=resume or reuse_data)
+    train, val, fp = prepare_data(cfg, settings, folder, tools, reuse=resume or reuse_data)
     # config.yaml keeps epochs 0 (the fitted plan): a resume resolves the same plan from the same saved rows.
     planned, cfg = cfg, resolve_plan(cfg, len(train), int(os.environ.get("WORLD_SIZE", "1")))
     base = resolve_model_path(cfg.base_model or settings.model, settings)

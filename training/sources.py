@@ -14,11 +14,12 @@ from foundation.row_cache import RowCache
 from foundation.settings import Settings
 from foundation.votes import VoteStore
 from training import builders
-from training.augment import ParaphraseSettings, augment_rows, engine_generate
+from training.augment import ParaphraseSettings, augment_rows
 from training.builders import read_questions
 from training.config import JobConfig, parse_augment
 from training.data import Example, dedup, fingerprint, load_file, mix, refuse_prompts, split
 from training.doc_questions import QUESTIONS, describe, document_pairs
+from training.tools import DataTools, need
 
 
 def source_label(spec: dict) -> str:
@@ -27,7 +28,8 @@ def source_label(spec: dict) -> str:
     return "+".join(str(spec.get(k)) for k in ("source", "kind") if spec.get(k))
 
 
-def load_source(spec: dict, settings: Settings, runtime=None, cfg: JobConfig | None = None) -> list[Example]:
+def load_source(spec: dict, settings: Settings, tools: DataTools | None = None,
+                cfg: JobConfig | None = None) -> list[Example]:
     """Rows of one data source spec (see JobConfig.data); `cfg` sets the grounded rows' k and oracle share."""
     kind = spec.get("source", "file" if "path" in spec else None)
     if kind == "file":
@@ -35,37 +37,27 @@ def load_source(spec: dict, settings: Settings, runtime=None, cfg: JobConfig | N
     if kind == "votes":
         return builders.pref_from_votes(VoteStore(Path(settings.data_dir) / "votes.sqlite").all())
     if kind == "documents":
-        return _from_documents(spec, _runtime(runtime, settings), cfg or JobConfig(), settings)
+        return _from_documents(spec, need(tools, "sections", "search"), cfg or JobConfig(), settings)
     if kind == "distill":
         questions = builders.read_questions(Path(spec["questions"]))
-        return builders.distill(questions, _runtime(runtime, settings).arena)
+        return builders.distill(questions, need(tools, "teacher").teacher, settings.data_dir)
     raise ArenaError(f"unknown data source {spec!r}: use path, or source documents / votes / distill")
 
 
-def _runtime(runtime, settings: Settings):
-    """The runtime (base model, engine, embedder, documents) a source needs; the caller composes it, since
-    training sits below the runtime layer (`arena train` and the UI hand theirs in)."""
-    if runtime is None:
-        raise ArenaError("this data source (documents, distillation or paraphrases) needs the model and the "
-                         "document index: run it through `arena train` or pass a runtime")
-    return runtime
-
-
-def _from_documents(spec: dict, runtime, cfg: JobConfig, settings: Settings) -> list[Example]:
+def _from_documents(spec: dict, tools: DataTools, cfg: JobConfig, settings: Settings) -> list[Example]:
     kind = spec.get("kind", "qa")
-    store = runtime.store
-    if store.is_empty():
+    sections = tools.sections()
+    if not sections:
         raise ArenaError("no documents ingested yet: add documents before building training data from them")
-    sections = store.sections()
     if kind == "cpt":
         return builders.cpt_from_sections(sections)
     gen = spec.get("generator", "")
     qa = document_qa(sections, gen, int(spec.get("n_questions", QUESTIONS)),
-                     runtime.question_generator(gen) if gen else None, lambda texts: runtime.embedder.encode(texts),
+                     need(tools, "questions", "encode").questions(gen) if gen else None, tools.encode,
                      settings.data_dir, cfg.seed)
     if kind == "grounded":
         # The RAG variants' own retrieval (hybrid), in the served prompt format (builders.grounded_examples).
-        return builders.grounded_examples(qa, lambda q, k: store.search(q, k=k), k=cfg.grounded_k,
+        return builders.grounded_examples(qa, tools.search, k=cfg.grounded_k,
                                           oracle_share=cfg.oracle_share, seed=cfg.seed)
     return qa
 
@@ -98,17 +90,18 @@ def with_system(rows: list[Example], system: str) -> list[Example]:
     return rows
 
 
-def build_split(cfg: JobConfig, settings: Settings, runtime=None) -> tuple[list[Example], list[Example]]:
+def build_split(cfg: JobConfig, settings: Settings,
+                tools: DataTools | None = None) -> tuple[list[Example], list[Example]]:
     """Per source: load, dedup, split (seeded); then mix the train parts with their weights."""
     parts, val = [], []
     for spec in cfg.data:
-        rows = dedup(with_system(load_source(spec, settings, runtime, cfg), cfg.system_prompt))
+        rows = dedup(with_system(load_source(spec, settings, tools, cfg), cfg.system_prompt))
         if not rows:
             raise ArenaError(f"data source {source_label(spec)} produced no rows")
         refuse_prompts(rows, cfg.method)
         tr, va = split(rows, source_val_fraction(spec, cfg), cfg.seed)
         # Only the training side is paraphrased: a paraphrase of a validation question would leak it.
-        parts.append((augment(tr, cfg, settings, runtime), float(spec.get("weight", 1.0))))
+        parts.append((augment(tr, cfg, settings, tools), float(spec.get("weight", 1.0))))
         val += va
     return mix(parts, cfg.seed), val
 
@@ -122,15 +115,14 @@ def source_val_fraction(spec: dict, cfg: JobConfig) -> float:
     return float(frac)
 
 
-def augment(rows: list[Example], cfg: JobConfig, settings: Settings, runtime=None) -> list[Example]:
+def augment(rows: list[Example], cfg: JobConfig, settings: Settings, tools: DataTools | None = None) -> list[Example]:
     """rows plus the paraphrases `cfg.augment` asks for (training/augment.py), progress with ETA on stderr."""
     k = parse_augment(cfg.augment)
     if not k or not rows:
         return rows
 
-    rt = _runtime(runtime, settings)
+    tools = need(tools, "paraphraser", "encode")
     model = cfg.generator_model or settings.model
-    writer = rt if model == rt.settings.model else rt.with_model(model)
     started = time.time()
 
     def progress(done: int, total: int) -> None:
@@ -139,7 +131,7 @@ def augment(rows: list[Example], cfg: JobConfig, settings: Settings, runtime=Non
               flush=True)
 
     out, stats = augment_rows(rows, ParaphraseSettings(k=k, model=model, seed=cfg.seed),
-                              engine_generate(writer.engine), rt.embedder.encode,
+                              tools.paraphraser(model), tools.encode,
                               RowCache.in_data_dir(settings.data_dir), progress=progress)
     if stats["questions"]:  # a source of grounded or multi-turn rows has nothing to paraphrase: say nothing
         print(f"\rparaphrases: kept {stats['kept']} of {stats['samples']} samples for {stats['questions']} "
@@ -155,21 +147,21 @@ def _load(path: Path) -> list[Example]:
     return [Example(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
 
 
-def prepare_data(cfg: JobConfig, settings: Settings, folder: Path, runtime=None,
+def prepare_data(cfg: JobConfig, settings: Settings, folder: Path, tools: DataTools | None = None,
                  reuse: bool = False) -> tuple[list[Example], list[Example], str]:
     """The job's final train/val rows, saved in the job folder (a resumed job re-reads exactly those)."""
     train_file, val_file = folder / "train.jsonl", folder / "val.jsonl"
     if reuse and train_file.is_file() and val_file.is_file():
         train, val = _load(train_file), _load(val_file)
     else:
-        train, val = build_split(cfg, settings, runtime)
+        train, val = build_split(cfg, settings, tools)
         # Every rank of a multi-process run builds the same rows; each writes atomically.
         for path, rows in ((train_file, train), (val_file, val)):
             atomic.replace_with(path, lambda tmp, rows=rows: _dump(tmp, rows))
     return train, val, fingerprint(train, val)
 
 
-def preview(specs: list[dict], settings: Settings, runtime=None, n: int = 3) -> list[dict]:
+def preview(specs: list[dict], settings: Settings, tools: DataTools | None = None, n: int = 3) -> list[dict]:
     """Per source: row count, kinds and the first rows (for the Train tab)."""
     out = []
     for spec in specs:
@@ -181,7 +173,7 @@ def preview(specs: list[dict], settings: Settings, runtime=None, n: int = 3) -> 
                         "kinds": [f"questions the generator {spec['generator']} writes when the job runs"],
                         "first": []})
             continue
-        rows = dedup(load_source(spec, settings, runtime))
+        rows = dedup(load_source(spec, settings, tools))
         kinds = sorted({ex.kind for ex in rows})
         out.append({"source": source_label(spec), "rows": len(rows), "kinds": kinds,
                     "first": [_row_text(ex) for ex in rows[:n]]})

@@ -24,6 +24,7 @@ from training.runner import (
     trial_config,
     write_status,
 )
+from training.tools import DataTools
 from training.trainer_args import CHECKPOINTS
 
 RESULT = "result.json"  # a finished trial's result: a resumed sweep does not train it again
@@ -33,12 +34,12 @@ def trial_grid(cfg: JobConfig) -> list[dict]:
     """Every (learning rate, rank) pair; lora_alpha follows the rank so alpha/r (the LoRA scale) stays put."""
     cfg.validate_sweep()  # refuses more than MAX_TRIALS trials
     lrs, ranks = sweep_axes(cfg)
-    return [{"learning_rate": lr, "lora_r": r, "lora_alpha": max(1, round(cfg.lora_alpha * r / cfg.lora_r))}
+    return [{"learning_rate": lr, "lora_r": r, "lora_alpha": max(1, round(cfg.alpha * r / cfg.lora_r))}
             for lr, r in itertools.product(lrs, ranks)]
 
 
-def run_sweep(cfg: JobConfig, settings: Settings, folder: Path, runtime=None, resume: bool = False,
-              progress: bool = False) -> dict:
+def run_sweep(cfg: JobConfig, settings: Settings, folder: Path, tools: DataTools | None = None,
+              resume: bool = False, progress: bool = False) -> dict:
     """Train every trial in <job>/trials/<n>; register the lowest final validation loss under the job's name.
 
     Cancel (the job's CANCEL file, SIGTERM or SIGINT) stops the running trial at a checkpoint. With resume,
@@ -50,7 +51,7 @@ def run_sweep(cfg: JobConfig, settings: Settings, folder: Path, runtime=None, re
     cfg.to_yaml(folder / "config.yaml")
     previous = _catch_signals(folder)
     try:
-        return _sweep(cfg, settings, folder, grid, runtime, resume, progress)
+        return _sweep(cfg, settings, folder, grid, tools, resume, progress)
     except Exception as exc:
         write_status(folder, state="failed", error=str(exc), name=cfg.name)
         raise
@@ -59,8 +60,8 @@ def run_sweep(cfg: JobConfig, settings: Settings, folder: Path, runtime=None, re
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
-def _sweep(cfg: JobConfig, settings: Settings, folder: Path, grid: list[dict], runtime, resume: bool,
-           progress: bool) -> dict:
+def _sweep(cfg: JobConfig, settings: Settings, folder: Path, grid: list[dict], tools: DataTools | None,
+           resume: bool, progress: bool) -> dict:
 
     rows, results = [], []
     for n, params in enumerate(grid):
@@ -71,7 +72,7 @@ def _sweep(cfg: JobConfig, settings: Settings, folder: Path, grid: list[dict], r
             return _cancelled(folder, {"state": "cancelled", "step": 0}, where)
         write_status(folder, state="running", pid=os.getpid(), **where)
         trial = trial_config(cfg, job_id=f"{cfg.job_id}/{TRIALS}/{n}", **params)
-        result = _run_trial(trial, settings, trial_dir, runtime, resume, folder / TRIALS / "0", progress)
+        result = _run_trial(trial, settings, trial_dir, tools, resume, folder / TRIALS / "0", progress)
         _catch_signals(folder)  # the trial installed its own handlers, which die with it
         if result["state"] == "cancelled":
             return _cancelled(folder, result, where)
@@ -87,8 +88,8 @@ def _sweep(cfg: JobConfig, settings: Settings, folder: Path, grid: list[dict], r
     return {**out, "job_dir": str(folder), "trial_dir": result["job_dir"], "sweep": rows}
 
 
-def _run_trial(trial: JobConfig, settings: Settings, trial_dir: Path, runtime, resume: bool,
-               first_dir: Path, progress: bool) -> dict:
+def _run_trial(trial: JobConfig, settings: Settings, trial_dir: Path, tools: DataTools | None,
+               resume: bool, first_dir: Path, progress: bool) -> dict:
     """A finished trial's saved result, its checkpoint continued, or a fresh run (resume only reuses work
     done with the same trial settings). A fresh trial after the first trains on the first trial's rows."""
 
@@ -100,7 +101,7 @@ def _run_trial(trial: JobConfig, settings: Settings, trial_dir: Path, runtime, r
     if not from_checkpoint and is_main_process():
         _clear(trial_dir)
     shared = not from_checkpoint and trial_dir != first_dir and _copy_data(first_dir, trial_dir)
-    result = train_one(trial, settings, trial_dir, resume=from_checkpoint, runtime=runtime, reuse_data=shared,
+    result = train_one(trial, settings, trial_dir, resume=from_checkpoint, tools=tools, reuse_data=shared,
                        progress=progress)
     if result["state"] == "done" and is_main_process():
         (trial_dir / RESULT).write_text(json.dumps(result, default=str))

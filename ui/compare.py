@@ -14,13 +14,13 @@ import pandas as pd
 from assistant.compare import views
 from assistant.compare.config import CompareConfig
 from assistant.compare.evalset import draw_eval_set, load_eval_set
-from assistant.compare.metrics import METRIC_LABELS, PRIMARY_METRICS
 from assistant.compare.recommend import headline
 from assistant.compare.report import TABLE_METRICS, UNIT_METRICS, ci_cell, write_report
 from assistant.compare.runner import resume_comparison, run_comparison
 from assistant.compare.runs import RunStore
 from assistant.runtime import Runtime
 from foundation.errors import ArenaError
+from foundation.metrics import METRIC_LABELS, PRIMARY_METRICS
 from foundation.paths import confine
 from foundation.variants import VARIANTS
 from ui import errors

@@ -49,7 +49,7 @@ def _keep(runtime: Runtime, upload, sub: str) -> str:
 
 def _preview_frame(runtime: Runtime, specs: list[dict]) -> pd.DataFrame:
     """Count, kinds and first rows per source (distillation: its questions, see training.sources.preview)."""
-    rows = preview(specs, runtime.settings, runtime)
+    rows = preview(specs, runtime.settings, runtime.data_tools())
     return pd.DataFrame([[r["source"], r["rows"], ", ".join(r["kinds"]), "\n".join(r["first"])] for r in rows],
                         columns=PREVIEW_HEADERS)
 
@@ -226,7 +226,7 @@ def _job_config(runtime: Runtime, files, use_docs, doc_kind, use_votes, question
                 paraphrases=0) -> JobConfig:
     lr, rank, sweep = _grid(lr, rank, lrs, ranks)
     cfg = JobConfig(name=name or "", method=method, learning_rate=lr, lora_r=rank,
-                    lora_alpha=2 * rank, epochs=float(epochs), max_steps=int(max_steps),
+                    epochs=float(epochs), max_steps=int(max_steps),
                     batch_size=int(batch), eval_steps=int(eval_steps),
                     early_stopping_patience=int(patience), use_dora=dora, use_rslora=rslora,
                     seed=int(seed), sweep=sweep,
@@ -306,7 +306,7 @@ def build_train_tab(runtime: Runtime, tabs: gr.Tabs | None = None) -> None:
         if not cfg.data:
             return "Add training data to see the plan."
         try:
-            return "**Plan:** " + plan_job(cfg, runtime.settings, runtime).text()
+            return "**Plan:** " + plan_job(cfg, runtime.settings, runtime.data_tools()).text()
         except (ArenaError, OSError, ValueError) as exc:
             return f"Plan unavailable: {exc}"
 

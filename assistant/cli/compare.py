@@ -9,12 +9,12 @@ from pathlib import Path
 from assistant.cli.output import emit
 from assistant.compare.config import CompareConfig
 from assistant.compare.evalset import draw_eval_set, load_eval_set
-from assistant.compare.metrics import METRIC_LABELS, PRIMARY_METRICS
 from assistant.compare.recommend import headline
 from assistant.compare.report import write_report
 from assistant.compare.runner import resume_comparison, run_comparison
 from foundation.errors import ArenaError
 from foundation.generation import LOOP_STOP, STOP_ON_LOOP_HELP, check_stop_on_loop
+from foundation.metrics import METRIC_LABELS, PRIMARY_METRICS
 from foundation.variants import STRATEGIES, VariantConfig
 
 

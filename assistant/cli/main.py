@@ -68,9 +68,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         from assistant.cli.ship import serve_api
 
         return serve_api(args, settings)
-    import app  # the UI lives outside the core packages; imported only when serving
+    from ui.web import launch  # deferred: gradio is imported only when serving the UI
 
-    app.launch(settings)
+    launch(settings)
     return 0
 
 

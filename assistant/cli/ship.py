@@ -53,9 +53,9 @@ def serve_api(args: argparse.Namespace, settings: Settings) -> int:
     runtime = BundleRuntime(settings, bundle) if bundle else Runtime(settings)
     api = create_api(ChatService(runtime, bundle), settings.auth)
     if not (args.no_ui or bundle):
-        import app  # the UI lives outside the core packages
+        from ui.web import mount_on  # deferred: gradio is imported only when the UI is served
 
-        api = app.mount_on(api, settings, runtime)
+        api = mount_on(api, settings, runtime)
     print(f"OpenAI-compatible API on http://{settings.host}:{settings.port}/v1", flush=True)
     uvicorn.run(api, host=settings.host, port=settings.port, log_level="warning")
     return 0

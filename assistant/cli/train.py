@@ -39,7 +39,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
     cfg = _resolve_config(args, settings)
     # Lazy: the model and the document index load only if a data source needs them.
-    result = run_job(cfg, settings, resume=args.resume, runtime=Runtime(settings), progress=True)
+    result = run_job(cfg, settings, resume=args.resume, tools=Runtime(settings).data_tools(), progress=True)
     if not is_main_process():
         return 0  # under torchrun/accelerate only rank 0 reports
     if result["state"] == "cancelled":

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from assistant.compare.leakage import split_by_section
-from assistant.compare.metrics import normalize
 from foundation.errors import ArenaError
+from foundation.leakage import split_by_section
+from foundation.metrics import normalize
 from foundation.records import read_records
 from training.builders import qa_from_sections
 

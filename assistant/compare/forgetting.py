@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from assistant.compare.metrics import perplexity
 from assistant.compare.stats import ALPHA, Resampler
+from foundation.metrics import perplexity
 
 DATA_DIR = Path(__file__).parent / "data"
 TEXT_PROMPT = "Write a short paragraph of everyday English."

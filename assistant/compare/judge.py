@@ -13,9 +13,9 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
-from assistant.inference.openai_engine import ServerClient, parse_server_model
+from assistant.inference.openai_engine import ServerClient
 from foundation.errors import ArenaError
-from foundation.generation import GenSettings, Row
+from foundation.generation import GenSettings, Row, parse_server_model
 
 SCORES = {"correct": 1.0, "partially": 0.5, "wrong": 0.0}
 SYSTEM = ("You grade answers. Compare the ANSWER with the REFERENCE answer to the QUESTION. Reply with exactly "

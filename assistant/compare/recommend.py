@@ -30,7 +30,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from assistant.compare.metrics import HIGHER_IS_BETTER, METRIC_LABELS
 from assistant.compare.stats import (
     ALPHA,
     PAIRED_RESAMPLES,
@@ -40,6 +39,7 @@ from assistant.compare.stats import (
     seed_spread,
 )
 from foundation.errors import ArenaError
+from foundation.metrics import HIGHER_IS_BETTER, METRIC_LABELS
 from foundation.variants import ADAPTER_VARIANTS
 
 OUTCOMES = ("clear", "equivalent", "inconclusive")

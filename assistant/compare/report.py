@@ -8,8 +8,8 @@ import io
 from pathlib import Path
 
 from assistant.compare.judge import report_lines as judge_lines
-from assistant.compare.metrics import METRIC_LABELS
 from assistant.compare.recommend import headline, outcome_of
+from foundation.metrics import METRIC_LABELS
 
 CHART_METRICS = ("f1", "rougeL", "contains", "semantic", "judge", "nll", "groundedness", "retrieval_hit")
 UNIT_METRICS = {"f1", "rougeL", "exact", "contains", "semantic", "groundedness", "retrieval_hit",

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from assistant.compare.metrics import HIGHER_IS_BETTER
 from assistant.compare.runs import RunStore
 from foundation import atomic
 from foundation.errors import ArenaError
+from foundation.metrics import HIGHER_IS_BETTER
 from foundation.variants import STRATEGIES
 from foundation.votes import VoteStore
 

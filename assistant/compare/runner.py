@@ -6,13 +6,11 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from assistant.compare import metrics as M
 from assistant.compare.bias import check_bias
 from assistant.compare.config import CompareConfig
 from assistant.compare.evalset import EvalItem
 from assistant.compare.forgetting import arena_scorer, check_forgetting
 from assistant.compare.judge import judge_run, malformed_warning, parse_spec
-from assistant.compare.leakage import find_overlaps, overlap_warnings
 from assistant.compare.learned import training_sample
 from assistant.compare.recommend import recommend_from_table, resolve_margin
 from assistant.compare.resume import PartialRun, plan_from_json
@@ -20,8 +18,10 @@ from assistant.compare.router import add_routed, check_routed, routed_costs
 from assistant.compare.runs import RunStore
 from assistant.compare.stats import exp_summary, paired_against, summarize
 from assistant.compare.why import why_sentences
+from foundation import metrics as M
 from foundation.errors import ArenaError
 from foundation.generation import GenSettings, check_stop_on_loop
+from foundation.leakage import find_overlaps, overlap_warnings
 from foundation.variants import (
     ADAPTER_VARIANTS,
     RAG_VARIANTS,

@@ -56,7 +56,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from assistant.compare.metrics import perplexity
+from foundation.metrics import perplexity
 
 N_RESAMPLES = 2000
 PAIRED_RESAMPLES = 4000

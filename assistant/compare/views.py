@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import html
 
-from assistant.compare.metrics import METRIC_LABELS
 from assistant.compare.recommend import outcome_of
 from assistant.compare.report import TABLE_METRICS, ci_cell
+from foundation.metrics import METRIC_LABELS
 
 QUESTION_SCORES = ("f1", "rougeL", "contains", "semantic", "judge", "nll", "groundedness", "retrieval_hit")
 

@@ -8,9 +8,9 @@ the costs (training time, prompt tokens per question, seconds per answer).
 
 from __future__ import annotations
 
-from assistant.compare.metrics import METRIC_LABELS
 from assistant.compare.recommend import cost_phrase, outcome_of
 from assistant.compare.report import UNIT_METRICS
+from foundation.metrics import METRIC_LABELS
 from foundation.variants import ADAPTER_VARIANTS, RAG_VARIANTS
 
 LOW_HIT = 0.6         # below this share of found answers, retrieval rather than the model limits RAG

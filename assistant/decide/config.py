@@ -7,10 +7,10 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from assistant.compare.metrics import PRIMARY_METRICS
 from foundation import config_file
 from foundation.errors import ArenaError
 from foundation.generation import LOOP_STOP, STOP_ON_LOOP_HELP, check_stop_on_loop
+from foundation.metrics import PRIMARY_METRICS
 from foundation.paths import confine
 from foundation.variants import ADAPTER_VARIANTS, STRATEGIES
 from retrieval.chunking import SPLITTERS

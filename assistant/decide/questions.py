@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from assistant.compare.leakage import section_key, split_by_section
 from assistant.decide.config import MIN_EVAL_QUESTIONS
 from foundation.errors import ArenaError
+from foundation.leakage import section_key, split_by_section
 from foundation.row_cache import RowCache
 from foundation.variants import VariantConfig
 from training.doc_questions import write_questions

@@ -7,10 +7,10 @@ import html
 import json
 from pathlib import Path
 
-from assistant.compare.metrics import METRIC_LABELS
 from assistant.compare.recommend import headline as verdict_headline
 from assistant.compare.recommend import outcome_of
 from assistant.compare.report import _html_table, _md_table, ci_cell, write_report
+from foundation.metrics import METRIC_LABELS
 from foundation.variants import ADAPTER_VARIANTS, ROUTED, served_name
 from training.doc_questions import describe
 

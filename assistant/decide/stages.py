@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from assistant.compare.evalset import draw_eval_set, load_eval_set
-from assistant.compare.leakage import find_overlaps, split_by_section
 from assistant.decide import questions
 from assistant.decide.cache import StageCache, file_digest
 from assistant.decide.config import MIN_EVAL_QUESTIONS, MIN_TUNING_PAIRS, DecideConfig, job_config, workspace
 from assistant.decide.plan import make_plan_for_rows
 from assistant.decide.progress import DecideCancelled, Reporter
 from foundation.errors import ArenaError
+from foundation.leakage import find_overlaps, split_by_section
 from foundation.row_cache import content_key
 from foundation.variants import VariantConfig
 from retrieval.chunking import ChunkConfig
@@ -268,7 +268,7 @@ class Decision:
         watcher = _TrainWatcher(folder, rep, i)
         watcher.start()
         try:
-            result = run_job(job, self.settings, resume=resume, runtime=self.rt)
+            result = run_job(job, self.settings, resume=resume, tools=self.rt.data_tools())
         finally:
             watcher.stop()
         if result["state"] == "cancelled":

@@ -12,7 +12,6 @@ Nothing is sent anywhere unless the user configured the URL (`--engine openai --
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -33,17 +32,6 @@ from foundation.errors import ArenaError
 from foundation.generation import GenSettings, Row, RowOutput
 
 NO_LOAD_STATUSES = {404, 405, 501}  # the server has no adapter-loading endpoint
-# A model on a server, as the judge (--judge) and the question generator (--generator) name it: the URL has a
-# path such as /v1 (so its port is no model), MODEL may hold colons.
-SERVER_MODEL = re.compile(r"^openai:(https?://[^/\s]+/[^:\s]*):(\S+)$")
-
-
-def parse_server_model(spec: str) -> tuple[str, str] | None:
-    """(URL without trailing slash, MODEL) of `openai:URL:MODEL`, or None when `spec` is not of that form."""
-    match = SERVER_MODEL.match(spec.strip())
-    return (match.group(1).rstrip("/"), match.group(2)) if match else None
-
-
 @dataclass(frozen=True)
 class ServerConfig:
     """Where the serving engine is and how hard to push it."""

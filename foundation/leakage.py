@@ -20,7 +20,7 @@ from itertools import combinations
 
 import numpy as np
 
-from assistant.compare.metrics import normalize, tokens, unit_rows
+from foundation.metrics import normalize, tokens, unit_rows
 
 NEAR_DUPLICATE_COSINE = 0.85  # MiniLM: paraphrases of one question ~0.9, related but distinct ~0.5
 # Measured by benchmarks/leakage.py with MiniLM: 21 paraphrase pairs (the espresso FAQ's titles against its user
