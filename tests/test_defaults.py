@@ -17,7 +17,7 @@ from ui.train import _job_config, method_learning_rate
 def test_cli_and_train_tab_build_the_same_job(method, qa_file, tiny_model_dir, data_dir):
     runtime = Runtime(Settings(data_dir=data_dir, model=str(tiny_model_dir)))
     # The Train tab: choose the method (the learning-rate field follows it), leave the rest as shown.
-    ui = _job_config(runtime, [str(qa_file)], False, "qa", False, None, "Same", method,
+    ui = _job_config(runtime, [str(qa_file)], False, "qa", False, None, "", "Same", method,
                      method_learning_rate(method), 16, 0, -1, 8, 20, 3, False, False, 0)
     # The CLI: the same choices as flags, no --learning-rate.
     args = build_parser().parse_args(["train", "--data", str(qa_file), "--method", method, "--name", "Same",
@@ -38,7 +38,7 @@ def test_cli_and_train_tab_agree_on_every_choice_a_person_makes(method, qa_file,
     default: the same job either way, and LoRA's alpha follows the chosen rank in both (alpha = 2 x rank)."""
     runtime = Runtime(Settings(data_dir=data_dir, model=str(tiny_model_dir)))
     dora = method == "lora"
-    ui = _job_config(runtime, [str(qa_file)], False, "qa", False, None, "Chosen", method,
+    ui = _job_config(runtime, [str(qa_file)], False, "qa", False, None, "", "Chosen", method,
                      method_learning_rate(method), 8, 2, -1, 4, 10, 2, dora, False, 7, paraphrases=2)
     flags = ["train", "--data", str(qa_file), "--method", method, "--name", "Chosen", "--lora-r", "8",
              "--epochs", "2", "--batch-size", "4", "--eval-steps", "10", "--early-stopping-patience", "2",
