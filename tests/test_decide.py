@@ -117,9 +117,11 @@ def test_budget_fit_cuts_steps_then_seeds():
     assert budget_fit(3, 100, 1.0, 0, 20) == (3, 100, [])  # no budget
     assert budget_fit(3, 100, 1.0, 10, 20)[:2] == (3, 100)  # 300 s fit in 600 s
     seeds, steps, notes = budget_fit(3, 100, 1.0, 3, 20)  # 180 s: 60 steps each still above one epoch
-    assert (seeds, steps) == (3, 60) and "3 seed(s) × 60 steps fit" in notes[0]
+    assert (seeds, steps) == (3, 60) and "cut training from 100 to 60 steps per seed (3 seed(s))" in notes[0]
     seeds, steps, notes = budget_fit(3, 100, 1.0, 0.5, 20)  # 30 s: one seed of 30 steps
     assert (seeds, steps) == (1, 30) and "only 1 of 3 seed(s)" in notes[0]
+    # each seed's own cost (load, save, its comparison) is paid from the budget too: 180 s / 3 - 20 s = 40 steps
+    assert budget_fit(3, 100, 1.0, 3, 20, per_seed_s=20)[:2] == (3, 40)
 
 
 def test_plan_counts_inputs_and_marks_cached_stages(inputs, tmp_path, tiny_model_dir):

@@ -61,7 +61,9 @@ def _from_documents(kind: str, runtime, cfg: JobConfig) -> list[Example]:
     if kind == "grounded":
         # The RAG variants' own retrieval (hybrid), in the served prompt format (builders.grounded_examples).
         return builders.grounded_examples(qa, lambda q, k: store.search(q, k=k), k=cfg.grounded_k,
-                                          oracle_share=cfg.oracle_share, seed=cfg.seed)
+                                          oracle_share=cfg.oracle_share, seed=cfg.seed,
+                                          passage_tokens=cfg.grounded_passage_tokens,
+                                          count_tokens=runtime.engine.count_tokens)
     return qa
 
 

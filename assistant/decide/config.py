@@ -24,6 +24,14 @@ MIN_TUNING_PAIRS = 5  # fewer training pairs: a hit rate over so few questions w
 MIN_EVAL_QUESTIONS = 5
 MAX_SEEDS = 10
 MAX_QUESTIONS = 2000  # generated questions per run (each is one generation call)  # each seed is a full training run: more is hours on a CPU
+# The default wall-time budget of a whole fresh run, in minutes (the CLI, the Decide tab and the YAML default all
+# read it here; 0 = fit the plan to the data). Ten minutes is what a person waits for at a desk, and what the plan's
+# own speeds afford on 2 cores: a fresh run's fixed stages (ingest + retrieval tuning + 40 questions x 5 variants
+# at DECODE_TOKENS_PER_S 15 and 64 new tokens) are ~5-6 min, which leaves ~4-5 min of training: at
+# DEFAULT_TOKENS_PER_S 150 and ~190 tokens per row (Q/A + paraphrase + budgeted grounded rows), batch 8, a step
+# is ~10 s, so ~25-30 steps, about one epoch of a 100-pair FAQ with its paraphrases; one epoch already gave the
+# same clear verdict as a 20-minute plan on a third-party FAQ (issue 25), while the fitted 8-epoch plan took hours.
+DEFAULT_BUDGET_MINUTES = 10.0
 
 
 @dataclass
@@ -44,7 +52,9 @@ class DecideConfig:
     tune_retrieval: bool = True
     # training
     seeds: int = 1
-    budget_minutes: float = 0.0  # bound on total training time (0 = no bound)
+    # Wall-time budget of a fresh run (every stage); training gets what the other stages' estimates leave, at
+    # least one epoch of one seed. 0 = no bound: the plan fitted to the data (several epochs, hours on a CPU).
+    budget_minutes: float = DEFAULT_BUDGET_MINUTES
     method: str = "lora"
     epochs: float = 0.0  # 0 = the training job's own default
     max_steps: int = -1
@@ -148,7 +158,8 @@ def add_decide_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default=None, help="workspace and adapter name prefix (default 'decide')")
     p.add_argument("--seeds", type=int, default=None, help="train the adapter N times with different seeds")
     p.add_argument("--budget-minutes", dest="budget_minutes", type=float, default=None,
-                   help="bound on total training time; the plan says what fits")
+                   help=f"wall-time budget of a fresh run (default {DEFAULT_BUDGET_MINUTES:g}); training gets what "
+                        "the other stages leave, the plan says what fits; 0 = fit the plan to the data (hours)")
     p.add_argument("--variants", nargs="+", default=None, metavar="VARIANT", help="default: all five")
     for name, typ in (("eval_fraction", float), ("limit", int), ("seed", int), ("epochs", float),
                       ("max_steps", int), ("learning_rate", float), ("lora_r", int), ("batch_size", int),

@@ -73,7 +73,7 @@ def run_decide(cfg: DecideConfig, settings, runtime=None, stderr: bool = True) -
         ingest = step("ingest", lambda tmp: decision.ingest(rep, tmp))
         evalset = step("evalset", lambda tmp: decision.evalset(rep, tmp, ingest["sources"]))
         retrieval = step("retrieval", lambda tmp: decision.retrieval(rep, tmp))
-        trainset = step("trainset", lambda tmp: decision.trainset(rep, tmp))
+        trainset = step("trainset", lambda tmp: decision.trainset(rep, tmp, plan.other_s, plan.seed_compare_s))
         adapters = _train_all(decision, rep, step, trainset) if cfg.trains else []
         compare = step("compare", lambda tmp: run_compare(decision, rep, tmp, adapters))
         info = {"config": asdict(cfg), "plan": plan.to_dict(), "stages": list(stages), "evalset": evalset,

@@ -213,8 +213,9 @@ class Decision:
         return [{"question": ex.question(), "answer": ex.messages[-1]["content"], "source": ex.origin}
                 for ex in qa_from_sections(sections)]
 
-    def trainset(self, rep: Reporter, tmp: Path) -> dict:
-        """Chat rows from the training pairs (+ grounded rows with retrieved passages) and the training plan."""
+    def trainset(self, rep: Reporter, tmp: Path, other_s: float = 0.0, seed_compare_s: float = 0.0) -> dict:
+        """Chat rows from the training pairs (+ grounded rows with retrieved passages) and the training plan;
+        `other_s`, `seed_compare_s`: the run plan's estimates that a budget pays before training."""
         pairs = _load(self.cache.folder("evalset") / "train_pairs.jsonl")
         if self.cfg.trains and len(pairs) < 2:
             raise ArenaError(f"only {len(pairs)} training pair(s) left after holding out the evaluation set: "
@@ -228,13 +229,15 @@ class Decision:
             job = job_config(self.cfg)  # RAFT settings: passages per row, share of rows holding the answer
             got = self.retrieval_choice()  # the served k and mode
             grounded = grounded_examples(qa, lambda q, k: store.search(q, k=k, mode=got["mode"]), k=got["k"],
-                                         oracle_share=job.oracle_share, seed=self.cfg.seed)
+                                         oracle_share=job.oracle_share, seed=self.cfg.seed,
+                                         passage_tokens=job.grounded_passage_tokens,
+                                         count_tokens=self.rt.engine.count_tokens)
         _dump(tmp / "grounded.jsonl", [{"messages": ex.messages} for ex in grounded])
         documents = cpt_from_sections(self.rt.store.sections()) \
             if self.cfg.trains and self.cfg.train_on_documents else []
         _dump(tmp / "documents.jsonl", [{"text": ex.text} for ex in documents])
         rows = len(qa) + len(grounded) + len(documents)
-        fit = make_plan_for_rows(self.cfg, self.settings, rows) if self.cfg.trains else {}
+        fit = make_plan_for_rows(self.cfg, self.settings, rows, other_s, seed_compare_s) if self.cfg.trains else {}
         return {"qa_rows": len(qa), "grounded_rows": len(grounded), "document_rows": len(documents),
                 "rows": rows, **fit}
 
