@@ -86,3 +86,69 @@ def test_training_and_serving_send_identical_prompt_tokens(tiny_loaded, data_dir
     for name in ("rag", "rag+finetuned"):
         assert served[name].messages == row.messages[:-1] and served[name].sources == shown
         assert runtime.engine.chat_ids(served[name].messages) == prompt_ids
+
+
+# ---- passage token budget (JobConfig.grounded_passage_tokens) ---------------------------------------------
+
+FILLER = " The door frame is painted grey and the hinges were oiled last spring by the caretaker."
+
+
+def long_corpus(n: int) -> tuple[list, dict]:
+    """corpus() with passages about 200 tokens long (the answer's code in the first sentence)."""
+    qa, passages = corpus(n)
+    for i, hit in passages.items():
+        passages[i] = Hit(hit.text + FILLER * 2, hit.source, hit.score, hit.chunk_id, hit.citation,
+                          section=hit.section)
+    return qa, passages
+
+
+def context_tokens(system: str, count) -> int:
+    return count(system.split("Context:\n", 1)[1])
+
+
+@pytest.mark.parametrize("share", [1.0, 0.5])
+def test_passage_budget_bounds_each_row_and_keeps_the_oracle_whole(tiny_tokenizer, share):
+    def count(text: str) -> int:
+        return len(tiny_tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    qa, passages = long_corpus(12)
+    oracle_cost = count(V.format_passage(1, passages[0])) + 2
+    budget = oracle_cost + 120  # the oracle and part of one distractor
+    full = grounded_examples(qa, ranked_search(passages), k=4, oracle_share=share, seed=5)
+    cut = grounded_examples(qa, ranked_search(passages), k=4, oracle_share=share, seed=5, passage_tokens=budget,
+                            count_tokens=count)
+    with_oracle = 0
+    for i, (row, before) in enumerate(zip(cut, full, strict=True)):
+        system, target = row.messages[0]["content"], row.messages[-1]["content"]
+        assert context_tokens(system, count) <= budget < context_tokens(before.messages[0]["content"], count)
+        numbers = passage_numbers(system, passages)
+        if i in numbers:  # the answer's passage: whole, cited by its number in the target
+            with_oracle += 1
+            assert passages[i].text.strip() in system and target == f"Code Q{i}7X{i}. [{numbers[i]}]"
+            assert len(numbers) == 2  # plus one distractor, cut to what was left ("…")
+            assert "…" in system
+        else:
+            assert target == f"Code Q{i}7X{i}." and len(numbers) >= 1
+    assert with_oracle == round(share * 12)
+    total = sum(context_tokens(r.messages[0]["content"], count) for r in cut)
+    assert total < 0.5 * sum(context_tokens(r.messages[0]["content"], count) for r in full)
+
+
+def test_passage_budget_below_the_oracle_keeps_the_oracle_alone(tiny_tokenizer):
+    def count(text: str) -> int:
+        return len(tiny_tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    qa, passages = long_corpus(4)
+    rows = grounded_examples(qa, ranked_search(passages), k=4, oracle_share=1.0, seed=0, passage_tokens=10,
+                             count_tokens=count)
+    for i, row in enumerate(rows):
+        assert passage_numbers(row.messages[0]["content"], passages) == {i: 1}
+        assert passages[i].text.strip() in row.messages[0]["content"]
+
+
+def test_passage_budget_needs_a_token_counter():
+    from foundation.errors import ArenaError
+
+    qa, passages = corpus(2)
+    with pytest.raises(ArenaError, match="token counter"):
+        grounded_examples(qa, ranked_search(passages), k=4, passage_tokens=100)
