@@ -75,11 +75,11 @@ def two_runs(tmp_path_factory, tiny_model_dir):
     first = run_decide(cfg, settings, stderr=False)
     report = {k: Path(first["report"][k]).read_text() for k in ("markdown", "html", "json")}
     again = run_decide(cfg, settings, stderr=False)
-    return first, report, again
+    return first, report, again, Path(first["workspace"]), tiny_model_dir
 
 
 def test_report_shows_the_timing_table_with_sub_stages(two_runs):
-    first, report, _ = two_runs
+    first, report, *_ = two_runs
     timings = StageTimings.from_dict(first["timings"])
     names = [r.stage for r in timings.rows]
     assert [n for n in names if " · " not in n] == ["ingest", "evalset", "retrieval", "trainset", "train-s0",
@@ -101,8 +101,22 @@ def test_report_shows_the_timing_table_with_sub_stages(two_runs):
 
 
 def test_cached_stages_show_as_cached_and_the_cli_says_plan_against_actual(two_runs):
-    first, _, again = two_runs
+    first, _, again, *_ = two_runs
     timings = StageTimings.from_dict(again["timings"])
     assert all(r.cached and r.seconds == 0 for r in timings.rows)
     assert timings.headline().endswith("(every stage cached)")
     assert "time: plan said " in summary_text(first) and "× the plan" in summary_text(first)
+
+
+def test_training_estimate_counts_the_real_rows_tokens(two_runs):
+    """Once the rows exist, the plan's tokens per row are theirs, in the model's chat template (not typical sizes)."""
+    from transformers import AutoTokenizer
+
+    *_, folder, model_dir = two_runs
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    trainset = json.loads((folder / "stages" / "trainset" / "stage.json").read_text())["output"]
+    rows = [json.loads(line)["messages"] for line in (folder / "stages" / "trainset" / "qa.jsonl").read_text()
+            .splitlines()]
+    real = [len(tokenizer.apply_chat_template(m, add_generation_prompt=True, return_dict=True)["input_ids"])
+            for m in rows]
+    assert trainset["tokens_per_row"] == pytest.approx(sum(real) / len(real), abs=0.1)  # Q/A only: no paraphrases

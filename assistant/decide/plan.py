@@ -187,17 +187,18 @@ def make_plan(cfg: DecideConfig, settings, cache=None, keys: dict | None = None)
 
 
 def training_fit(cfg: DecideConfig, settings, rows: int, job, other_s: float = 0.0,
-                 seed_compare_s: float = 0.0) -> dict:
+                 seed_compare_s: float = 0.0, row_tokens: tuple[float, float] | None = None) -> dict:
     """Seeds and steps per seed that fit the budget for `rows` training rows (before paraphrases), from the
     training job's own plan (training/plan.py: fitted steps, this machine's measured tokens/s). The budget is
     for the whole fresh run: training gets what `other_s` (the other stages' estimate) leaves, at least one
-    epoch of one seed."""
+    epoch of one seed. `row_tokens`: measured mean tokens of a (short Q/A, long grounded or document) row, once
+    the rows exist (the trainset stage); before, estimates from the constants above."""
     grounded = cfg.grounded and "rag+finetuned" in cfg.variants
     k = parse_augment(job.augment)
     questions = round(rows / 2) if grounded else rows  # plain Q/A rows: the ones paraphrased
     long_rows = rows - questions  # grounded (and document) rows: never paraphrased
     rows = questions * (1 + k) + long_rows
-    tokens_per_row = mean_row_tokens(questions * (1 + k), long_rows, job)
+    tokens_per_row = mean_row_tokens(questions * (1 + k), long_rows, job, row_tokens)
     from foundation.models import resolve_device, use_bf16  # deferred: pulls torch
 
     bf16 = use_bf16(bf16_choice(job.bf16), resolve_device(settings.device))
@@ -225,22 +226,27 @@ def training_fit(cfg: DecideConfig, settings, rows: int, job, other_s: float = 0
             "at_floor": floor}
 
 
-def mean_row_tokens(short_rows: int, grounded_rows: int, job) -> float:
+def mean_row_tokens(short_rows: int, grounded_rows: int, job, measured: tuple[float, float] | None = None) -> float:
     """Mean tokens of a training row: the short Q/A and paraphrase rows and the grounded rows weighted by their
-    counts (paraphrases multiply only the short ones), a grounded row's passages bounded by the job's budget."""
+    counts (paraphrases multiply only the short ones; a paraphrase is about as long as its question). Averaging
+    per source row instead overcounted the long grounded rows ~2x with 5 paraphrases: the plan said 4,600 s
+    where training took 683 s (issue 25). `measured`: (short, long) means of the real rows."""
     passages = GROUNDED_PASSAGES * PASSAGE_TOKENS
     if job.grounded_passage_tokens:
         passages = min(passages, job.grounded_passage_tokens)
     short = CHAT_OVERHEAD_TOKENS + QA_TOKENS
-    total = short_rows * short + grounded_rows * (short + RAG_INSTRUCTION_TOKENS + passages)
+    long = short + RAG_INSTRUCTION_TOKENS + passages
+    if measured:
+        short, long = measured
+    total = short_rows * short + grounded_rows * long
     return total / max(1, short_rows + grounded_rows)
 
 
 def make_plan_for_rows(cfg: DecideConfig, settings, rows: int, other_s: float = 0.0,
-                       seed_compare_s: float = 0.0) -> dict:
+                       seed_compare_s: float = 0.0, row_tokens: tuple[float, float] | None = None) -> dict:
     """training_fit() for the decision's own job config (what the trainset stage records); `other_s` and
-    `seed_compare_s` come from the run's plan (Plan.other_s, Plan.seed_compare_s)."""
-    return training_fit(cfg, settings, rows, job_config(cfg), other_s, seed_compare_s)
+    `seed_compare_s` come from the run's plan (Plan.other_s, Plan.seed_compare_s), `row_tokens` from the rows."""
+    return training_fit(cfg, settings, rows, job_config(cfg), other_s, seed_compare_s, row_tokens)
 
 
 def _train_row(cfg, settings, plan: Plan, rows: int, job, cached, fit: dict | None = None,

@@ -237,9 +237,26 @@ class Decision:
             if self.cfg.trains and self.cfg.train_on_documents else []
         _dump(tmp / "documents.jsonl", [{"text": ex.text} for ex in documents])
         rows = len(qa) + len(grounded) + len(documents)
-        fit = make_plan_for_rows(self.cfg, self.settings, rows, other_s, seed_compare_s) if self.cfg.trains else {}
+        fit = make_plan_for_rows(self.cfg, self.settings, rows, other_s, seed_compare_s,
+                                 self._row_tokens(qa, grounded + documents)) if self.cfg.trains else {}
         return {"qa_rows": len(qa), "grounded_rows": len(grounded), "document_rows": len(documents),
                 "rows": rows, **fit}
+
+    def _row_tokens(self, short: list, long: list) -> tuple[float, float] | None:
+        """Mean tokens of the short (Q/A) and long (grounded, document) rows, in the model's chat template: the
+        training estimate then counts the real rows (up to 200 of each), not typical sizes."""
+        if not short:
+            return None
+        engine = self.rt.engine
+
+        def tokens(ex) -> int:
+            return len(engine.chat_ids(ex.messages)) if ex.kind == "chat" else engine.count_tokens(ex.text)
+
+        def mean(rows: list) -> float:
+            return sum(tokens(ex) for ex in rows[:200]) / min(len(rows), 200)
+
+        q = mean(short)
+        return round(q, 1), round(mean(long) if long else q, 1)
 
     def data_specs(self) -> list[dict]:
         folder = self.cache.folder("trainset")
