@@ -39,6 +39,7 @@ def test_phase_clock_attributes_time_to_the_phase_each_progress_text_names():
                           (2, "done"), (0, "seed 1: answering 3 questions × 1 variants"), (6, "seed 1: done")):
         ticks.now += advance
         progress(0.5, text)
+    ticks.now += 9  # after the last "done" (the verdict over seeds): no sub-stage's time
     assert clock.stop() == {"answering": 7.0 + 6.0, "reference NLL": 3.0, "scoring": 1.0,
                             "probes (forgetting, bias)": 6.0}
     assert seen[1] == "answering: 1/3"  # the wrapped progress still gets every call
