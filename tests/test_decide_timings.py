@@ -53,12 +53,16 @@ def test_collect_splits_training_and_comparison_and_compares_with_the_plan():
               {"stage": "compare", "seconds": 20.0, "cached": False}]
     plan = [{"stage": "ingest", "minutes": 0.1, "seconds": 6.0}, {"stage": "train", "minutes": 2.0,
             "seconds": 120.0}, {"stage": "compare", "minutes": 0.7, "seconds": 40.0}]
-    outputs = {"train-s0": {"metrics": {"train_seconds": 35.0}}, "train-s1": {"metrics": {"train_seconds": 30.0}},
+    outputs = {"train-s0": {"metrics": {"train_seconds": 35.0, "steps": 80, "max_steps": 160,
+                                        "early_stopped_at": 80}},
+               "train-s1": {"metrics": {"train_seconds": 30.0, "steps": 60, "max_steps": 60}},
                "compare": {"phases": {"answering": 15.0, "reference NLL": 4.0}}}
     t = collect(stages, plan, outputs)
     by = {r.stage: r for r in t.rows}
     assert by["ingest"].cached and by["ingest"].seconds == 0.0
-    assert by["train-s0"].planned_s == 60.0 and by["train-s0 · optimizer steps"].seconds == 35.0
+    assert by["train-s0"].planned_s == 60.0
+    assert by["train-s0 · optimizer steps (80 of 160 steps, stopped early)"].seconds == 35.0
+    assert by["train-s1 · optimizer steps (60 of 60 steps)"].seconds == 30.0
     assert by["train-s0 · paraphrases, data, model load and save"].seconds == 15.0
     assert by["compare · answering"].sub and by["compare · reference NLL"].seconds == 4.0
     assert (t.took_s, t.planned_s, t.ratio()) == (100.0, 160.0, 0.62)  # cached ingest: neither planned nor taken
@@ -85,7 +89,8 @@ def test_report_shows_the_timing_table_with_sub_stages(two_runs):
     names = [r.stage for r in timings.rows]
     assert [n for n in names if " · " not in n] == ["ingest", "evalset", "retrieval", "trainset", "train-s0",
                                                     "compare", "report"]
-    for sub in ("train-s0 · optimizer steps", "train-s0 · paraphrases, data, model load and save",
+    assert any(n.startswith("train-s0 · optimizer steps (") and " of 6 steps" in n for n in names)
+    for sub in ("train-s0 · paraphrases, data, model load and save",
                 "compare · answering", "compare · reference NLL", "compare · probes (forgetting, bias)"):
         assert sub in names
     by = {r.stage: r for r in timings.rows}

@@ -130,8 +130,17 @@ def collect(stages: list[dict], plan_stages: list[dict], outputs: dict[str, dict
 
 
 def _subs(name: str, seconds: float, output: dict) -> list[Timing]:
-    if name.startswith("train-s") and (output.get("metrics") or {}).get("train_seconds") is not None:
-        steps = float(output["metrics"]["train_seconds"])
+    metrics = output.get("metrics") or {}
+    if name.startswith("train-s") and metrics.get("train_seconds") is not None:
+        steps = float(metrics["train_seconds"])
         return [Timing(f"{name} · paraphrases, data, model load and save", round(max(0.0, seconds - steps), 1),
-                       sub=True), Timing(f"{name} · optimizer steps", round(steps, 1), sub=True)]
+                       sub=True), Timing(f"{name} · optimizer steps{_steps_done(metrics)}", round(steps, 1), sub=True)]
     return [Timing(f"{name} · {phase}", round(s, 1), sub=True) for phase, s in (output.get("phases") or {}).items()]
+
+
+def _steps_done(metrics: dict) -> str:
+    """' (80 of 160 steps, stopped early)': early stopping is what a plan cannot foresee, so the table says it."""
+    done, planned = metrics.get("steps"), metrics.get("max_steps")
+    if not done or not planned:
+        return ""
+    return f" ({done} of {planned} steps{', stopped early' if metrics.get('early_stopped_at') else ''})"
