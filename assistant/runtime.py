@@ -125,4 +125,5 @@ class Runtime:
                              lambda *a: self.arena.rag_answers(*a))
         return DataTools(sections=sections, search=lambda question, n: self.store.search(question, k=n),
                          paraphraser=paraphraser, encode=lambda texts: self.embedder.encode(texts),
-                         teacher=teacher, questions=self.question_generator)
+                         teacher=teacher, questions=self.question_generator,
+                         count_tokens=lambda text: self.engine.count_tokens(text))

@@ -107,8 +107,11 @@ def test_keys_change_only_downstream_of_a_changed_input(inputs, tmp_path):
     qa = Decision(small_config(inputs), settings).keys
     assert qa["ingest"] == base["ingest"] and qa["evalset"] != base["evalset"]
     # More seeds keep seed 0 (no budget): only the new seed trains, then compare again.
-    seeds = Decision(small_config(inputs, seeds=3), settings).keys
-    assert seeds["train-s0"] == qa["train-s0"] and {"train-s1", "train-s2"} <= set(seeds)
+    unbounded = Decision(small_config(inputs, budget_minutes=0), settings).keys
+    seeds = Decision(small_config(inputs, seeds=3, budget_minutes=0), settings).keys
+    assert seeds["train-s0"] == unbounded["train-s0"] and {"train-s1", "train-s2"} <= set(seeds)
+    # Under a budget (the default) the seeds share it: more seeds may mean fewer steps each, so seed 0 trains again.
+    assert Decision(small_config(inputs, seeds=3), settings).keys["train-s0"] != qa["train-s0"]
 
 
 # ---- plan and budget ------------------------------------------------------------------------------------
@@ -117,9 +120,11 @@ def test_budget_fit_cuts_steps_then_seeds():
     assert budget_fit(3, 100, 1.0, 0, 20) == (3, 100, [])  # no budget
     assert budget_fit(3, 100, 1.0, 10, 20)[:2] == (3, 100)  # 300 s fit in 600 s
     seeds, steps, notes = budget_fit(3, 100, 1.0, 3, 20)  # 180 s: 60 steps each still above one epoch
-    assert (seeds, steps) == (3, 60) and "3 seed(s) × 60 steps fit" in notes[0]
+    assert (seeds, steps) == (3, 60) and "cut training from 100 to 60 steps per seed (3 seed(s))" in notes[0]
     seeds, steps, notes = budget_fit(3, 100, 1.0, 0.5, 20)  # 30 s: one seed of 30 steps
     assert (seeds, steps) == (1, 30) and "only 1 of 3 seed(s)" in notes[0]
+    # each seed's own cost (load, save, its comparison) is paid from the budget too: 180 s / 3 - 20 s = 40 steps
+    assert budget_fit(3, 100, 1.0, 3, 20, per_seed_s=20)[:2] == (3, 40)
 
 
 def test_plan_counts_inputs_and_marks_cached_stages(inputs, tmp_path, tiny_model_dir):

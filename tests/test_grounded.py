@@ -86,3 +86,110 @@ def test_training_and_serving_send_identical_prompt_tokens(tiny_loaded, data_dir
     for name in ("rag", "rag+finetuned"):
         assert served[name].messages == row.messages[:-1] and served[name].sources == shown
         assert runtime.engine.chat_ids(served[name].messages) == prompt_ids
+
+
+# ---- passage token budget (JobConfig.grounded_passage_tokens) ---------------------------------------------
+
+def filler(i: int) -> str:
+    """About 150 tokens (bytes) of words found in no other door's passage, so each passage stays its own."""
+    return " Notes: " + " ".join(f"n{i}w{j}" for j in range(30)) + "."
+
+
+def long_corpus(n: int) -> tuple[list, dict]:
+    """corpus() with passages about 200 tokens long (the answer's code in the first sentence)."""
+    qa, passages = corpus(n)
+    for i, hit in passages.items():
+        passages[i] = Hit(hit.text + filler(i), hit.source, hit.score, hit.chunk_id, hit.citation,
+                          section=hit.section)
+    return qa, passages
+
+
+def context_tokens(system: str, count) -> int:
+    return count(system.split("Context:\n", 1)[1])
+
+
+@pytest.mark.parametrize("share", [1.0, 0.5])
+def test_passage_budget_bounds_each_row_and_keeps_the_oracle_whole(tiny_tokenizer, share):
+    def count(text: str) -> int:
+        return len(tiny_tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    qa, passages = long_corpus(12)
+    oracle_cost = count(V.format_passage(1, passages[0])) + 2
+    budget = oracle_cost + 120  # the oracle and part of one distractor
+    full = grounded_examples(qa, ranked_search(passages), k=4, oracle_share=share, seed=5)
+    cut = grounded_examples(qa, ranked_search(passages), k=4, oracle_share=share, seed=5, passage_tokens=budget,
+                            count_tokens=count)
+    with_oracle = 0
+    for i, (row, before) in enumerate(zip(cut, full, strict=True)):
+        system, target = row.messages[0]["content"], row.messages[-1]["content"]
+        assert context_tokens(system, count) <= budget < context_tokens(before.messages[0]["content"], count)
+        numbers = passage_numbers(system, passages)
+        if i in numbers:  # the answer's passage: whole, cited by its number in the target
+            with_oracle += 1
+            assert passages[i].text.strip() in system and target == f"Code Q{i}7X{i}. [{numbers[i]}]"
+            assert len(numbers) == 2  # plus one distractor, cut to what was left ("…")
+            assert "…" in system
+        else:
+            assert target == f"Code Q{i}7X{i}." and len(numbers) >= 1
+    assert with_oracle == round(share * 12)
+    total = sum(context_tokens(r.messages[0]["content"], count) for r in cut)
+    assert total < 0.5 * sum(context_tokens(r.messages[0]["content"], count) for r in full)
+
+
+def test_passage_budget_below_the_oracle_keeps_the_oracle_alone(tiny_tokenizer):
+    def count(text: str) -> int:
+        return len(tiny_tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    qa, passages = long_corpus(4)
+    rows = grounded_examples(qa, ranked_search(passages), k=4, oracle_share=1.0, seed=0, passage_tokens=10,
+                             count_tokens=count)
+    for i, row in enumerate(rows):
+        assert passage_numbers(row.messages[0]["content"], passages) == {i: 1}
+        assert passages[i].text.strip() in row.messages[0]["content"]
+
+
+def test_passage_budget_needs_a_token_counter():
+    from foundation.errors import ArenaError
+
+    qa, passages = corpus(2)
+    with pytest.raises(ArenaError, match="token counter"):
+        grounded_examples(qa, ranked_search(passages), k=4, passage_tokens=100)
+
+
+class SectionStore:
+    """A document store over fixed question-titled sections (retrieval itself is tested on its own): one
+    section per door, searched best match first."""
+
+    def __init__(self, passages: dict):
+        self.passages = passages
+
+    def is_empty(self):
+        return not self.passages
+
+    def sections(self):
+        from training.builders import SectionText
+
+        return [SectionText(f"Which code opens door {i}?", h.text, h.source) for i, h in self.passages.items()]
+
+    def search(self, query, k=5, mode="hybrid"):
+        return ranked_search(self.passages)(query.replace("?", ""), k)
+
+
+def test_training_job_documents_source_applies_the_jobs_passage_budget(tiny_loaded, data_dir):
+    """`arena train --from-documents grounded`: the job's grounded_passage_tokens, counted by the engine."""
+    from training.config import JobConfig
+    from training.sources import load_source
+
+    _, passages = long_corpus(6)
+    runtime = Runtime(Settings(data_dir=data_dir), tiny_loaded, store=SectionStore(passages))
+    spec, count = {"source": "documents", "kind": "grounded"}, runtime.engine.count_tokens
+    budget = count(V.format_passage(1, passages[0])) + 100
+    full = load_source(spec, runtime.settings, runtime, JobConfig(grounded_passage_tokens=0, oracle_share=1.0))
+    cut = load_source(spec, runtime.settings, runtime, JobConfig(grounded_passage_tokens=budget, oracle_share=1.0))
+    assert len(cut) == len(full) == 6
+    for row, before in zip(cut, full, strict=True):
+        system = row.messages[0]["content"]
+        assert context_tokens(system, count) <= budget < context_tokens(before.messages[0]["content"], count)
+        answer, cited = row.messages[-1]["content"].rsplit(" [", 1)
+        assert answer in system  # the oracle (the section the question came from) is kept whole, and cited
+        assert system.split(f"[{cited.rstrip(']')}] (", 1)[1].split(")\n", 1)[1].startswith(answer)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,7 +139,8 @@ def pref_from_votes(votes) -> list[Example]:
 
 
 def grounded_examples(qa: list[Example], search, k: int = 4, oracle_share: float = 0.8,
-                      seed: int = 0) -> list[Example]:
+                      seed: int = 0, passage_tokens: int = 0,
+                      count_tokens: Callable[[str], int] | None = None) -> list[Example]:
     """RAFT-style rows (Zhang et al. 2024) in exactly the prompt the RAG variants are served with.
 
     Each question gets k passages built by foundation.variants.rag_messages. The oracle is the best-ranked
@@ -148,7 +150,11 @@ def grounded_examples(qa: list[Example], search, k: int = 4, oracle_share: float
     passages without the answer, then passages retrieved for other questions. Rows without the oracle keep the
     answer as target (RAFT: it makes the adapter learn the facts, not only copy them).
     search(question, n) -> ranked hits with .text and .citation (retrieval.store.Hit).
+    passage_tokens > 0 bounds the passages of a row (counted with count_tokens, e.g. the engine's): the oracle
+    is kept whole, the distractors fill what is left in rank order (foundation.variants.fit_hits).
     """
+    if passage_tokens and count_tokens is None:
+        raise ArenaError("grounded rows with a passage token budget need the model's token counter")
     rng = random.Random(seed)
     found = []  # (example, answer, oracle hit or None, distractors in rank order)
     for ex in qa:
@@ -163,7 +169,11 @@ def grounded_examples(qa: list[Example], search, k: int = 4, oracle_share: float
     out = []
     for i, (ex, answer, oracle, distractors) in enumerate(found):
         # Shown as served (best-ranked last); the oracle then goes anywhere, so position is no cue.
-        passages = V.display_order(_distractors(distractors, pool, answer, k - 1 if i in keep else k, rng))
+        chosen = _distractors(distractors, pool, answer, k - 1 if i in keep else k, rng)
+        if passage_tokens:
+            oracle_cost = count_tokens(V.format_passage(1, oracle)) + 2 if i in keep else 0
+            chosen, _ = V.fit_hits(chosen, passage_tokens - oracle_cost, count_tokens)
+        passages = V.display_order(chosen)
         target = answer
         if i in keep:
             at = rng.randrange(len(passages) + 1)

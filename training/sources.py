@@ -58,7 +58,9 @@ def _from_documents(spec: dict, tools: DataTools, cfg: JobConfig, settings: Sett
     if kind == "grounded":
         # The RAG variants' own retrieval (hybrid), in the served prompt format (builders.grounded_examples).
         return builders.grounded_examples(qa, tools.search, k=cfg.grounded_k,
-                                          oracle_share=cfg.oracle_share, seed=cfg.seed)
+                                          oracle_share=cfg.oracle_share, seed=cfg.seed,
+                                          passage_tokens=cfg.grounded_passage_tokens,
+                                          count_tokens=need(tools, "count_tokens").count_tokens)
     return qa
 
 

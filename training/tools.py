@@ -37,6 +37,7 @@ class DataTools:
     paraphraser: Callable[[str], Callable] | None = None  # model name -> generate(prompts, gen) -> texts
     encode: Callable[[list[str]], Any] | None = None  # texts -> embedding matrix (paraphrase checks)
     teacher: RagTeacher | None = None  # distillation
+    count_tokens: Callable[[str], int] | None = None  # text -> the base model's token count (passage budgets)
     questions: Callable[[str], Callable] | None = None  # generator SPEC -> generate(prompts, gen) -> texts
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from assistant.decide.config import ALL_VARIANTS, DecideConfig
+from assistant.decide.config import ALL_VARIANTS, DEFAULT_BUDGET_MINUTES, DecideConfig
 from assistant.decide.jobs import DecideJob
 from assistant.decide.questions import preview_questions
 from assistant.decide.runner import plan_for
@@ -60,7 +60,8 @@ def _config(runtime: Runtime, docs, qa, evals, generator, seeds, budget, max_ste
             extra[key] = _keep(folder / key, upload)
     cfg = replace(DecideConfig(docs=[str(folder / "docs")], name=name, **extra), seeds=int(seeds or 1),
                   generator=(generator or "").strip(),
-                  budget_minutes=float(budget or 0), max_steps=int(max_steps or -1),
+                  budget_minutes=DEFAULT_BUDGET_MINUTES if budget is None else float(budget),
+                  max_steps=int(max_steps or -1),
                   max_new_tokens=int(max_new or 0), variants=list(variants or ()), forgetting=bool(forgetting),
                   tune_retrieval=bool(tune), train_on_documents=bool(on_docs),
                   augment=f"paraphrases:{int(paraphrases)}" if paraphrases and int(paraphrases) > 0 else "")
@@ -119,7 +120,8 @@ def _input_controls() -> list:
                            value="", elem_id="decide-generator")
     with gr.Row():
         seeds = gr.Number(label="Training seeds", value=1, precision=0, minimum=1, elem_id="decide-seeds")
-        budget = gr.Number(label="Training budget, minutes (0 = none)", value=0, minimum=0, elem_id="decide-budget")
+        budget = gr.Number(label="Time budget of a fresh run, minutes (0 = fit the plan to the data: hours)",
+                           value=DEFAULT_BUDGET_MINUTES, minimum=0, elem_id="decide-budget")
     with gr.Accordion("Run settings", open=False):
         with gr.Row():
             name = gr.Textbox(label="Name", value="decide", elem_id="decide-name")

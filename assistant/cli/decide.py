@@ -9,6 +9,7 @@ from assistant.compare.recommend import headline
 from assistant.decide.config import config_from_args
 from assistant.decide.progress import DecideCancelled
 from assistant.decide.runner import plan_for, run_decide
+from assistant.decide.timings import StageTimings
 
 EXIT_CANCELLED = 3
 
@@ -36,5 +37,7 @@ def summary_text(result: dict) -> str:
             lines.append(f"  {variant} across {s['seeds']} seeds: {s['mean']:.3f} ± {s['sd']:.3f}")
     timing = [f"{s['stage']} " + ("cached" if s["cached"] else f"{s['seconds']:.0f} s") for s in result["stages"]]
     lines.append("stages: " + ", ".join(timing))
+    if result.get("timings"):
+        lines.append(f"time: {StageTimings.from_dict(result['timings']).headline()}")
     lines.append(f"report: {result['report']['markdown']} (also .html, .json); comparison run #{result['run_id']}")
     return "\n".join(lines)

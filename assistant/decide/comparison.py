@@ -15,6 +15,7 @@ from assistant.compare.runner import clusters, run_comparison
 from assistant.compare.runs import RunStore
 from assistant.compare.why import why_sentences
 from assistant.decide.stages import _load
+from assistant.decide.timings import PhaseClock
 from foundation.variants import ADAPTER_VARIANTS, VariantConfig, check_few_shot
 
 
@@ -46,9 +47,10 @@ def run_compare(decision, rep, tmp: Path, adapters: list[str]) -> dict:
                        stop_on_loop=cfg.stop_on_loop,
                        eval_name=f"decide {cfg.name}", label=label, equivalence_margin=cfg.equivalence_margin)
     runs, store = max(1, len(adapters)), RunStore(Path(decision.settings.data_dir) / "runs.sqlite")
+    clock = PhaseClock()  # seconds per sub-stage (answering, reference NLL, router, probes), for the report
 
     def progress(k):
-        return lambda fraction, text: rep.update((k + fraction) / runs, f"seed {k}: {text}" if k else text)
+        return clock.wrap(lambda fraction, text: rep.update((k + fraction) / runs, f"seed {k}: {text}" if k else text))
 
     result = run_comparison(rt, items, cc, cfg=vcfg, progress=progress(0), resume=_interrupted_run(store, label))
     metric = decision_metric(cfg.metric)
@@ -70,4 +72,4 @@ def run_compare(decision, rep, tmp: Path, adapters: list[str]) -> dict:
     (tmp / "result.json").write_text(json.dumps(result, default=str), encoding="utf-8")
     return {"run_id": result.get("run_id"), "recommendation": result["recommendation"],
             "max_new_tokens": result["settings"]["generation"]["max_new_tokens"], "questions": len(items),
-            "seeds": result["seeds"]["summary"]}
+            "seeds": result["seeds"]["summary"], "phases": clock.stop()}

@@ -26,7 +26,12 @@ EMBED_CHUNKS_PER_S = 30.0  # MiniLM on 800-character chunks, 2 cores: 24 chunks/
 DECODE_TOKENS_PER_S = 15.0  # one row, bundled model, fp32 (measured 13-17)
 BATCH_COST = 0.3  # each extra variant in one batched call costs ~0.3 of a row (measured: 5 rows ~1.6x one)
 CHAT_OVERHEAD_TOKENS = 24  # the chat template's role markers around one Q/A row
+QA_TOKENS = 60  # one question and its answer
 GROUNDED_PASSAGES = 4  # grounded rows: k retrieved passages plus a distractor
+PASSAGE_TOKENS = 180  # one retrieved passage with its citation (~800 characters)
+RAG_INSTRUCTION_TOKENS = 60  # the RAG instruction above the passages
+SEED_OVERHEAD_S = 20  # per seed: model load, save, final validation
+REPORT_S = 3
 PARAPHRASE_TOKENS = 30  # one sampled rewrite of a question, with its end token
 GENERATOR_TOKENS = QuestionSettings(model="").max_new_tokens  # per question: an upper bound, small models ramble
 BATCHED_ROWS = 1  # sampled K per question in one batch, but measured (Django FAQ, 2 busy cores) ~1 row alone
@@ -41,6 +46,9 @@ class Plan:
     steps_per_seed: int = 0
     train_rows: int = 0
     notes: list[str] = field(default_factory=list)
+    other_s: float = 0.0  # the stages besides training, fresh (what a budget pays before training)
+    seed_compare_s: float = 0.0  # what each further seed adds to the comparison
+    at_floor: bool = False  # the budget left training less than its floor (one epoch of one seed)
 
     @property
     def minutes(self) -> float:
@@ -52,7 +60,8 @@ class Plan:
 
     def to_dict(self) -> dict:
         return {"stages": self.stages, "seeds": self.seeds, "steps_per_seed": self.steps_per_seed,
-                "train_rows": self.train_rows, "minutes": self.minutes, "notes": self.notes}
+                "train_rows": self.train_rows, "minutes": self.minutes, "notes": self.notes,
+                "other_s": self.other_s, "seed_compare_s": self.seed_compare_s}
 
     def text(self) -> str:
         lines = [f"{'stage':<9} {'count':<28} {'minutes':>8}"]
@@ -83,20 +92,24 @@ def doc_stats(paths: list[str]) -> tuple[int, int, int, int]:
 
 
 def budget_fit(seeds: int, steps: int, step_s: float, budget_minutes: float,
-               min_steps: int) -> tuple[int, int, list[str]]:
-    """(seeds, steps per seed, notes) within the budget: steps are cut down to `min_steps` first, then seeds."""
-    if budget_minutes <= 0 or seeds * steps * step_s <= budget_minutes * 60:
+               min_steps: int, per_seed_s: float = 0.0, shown: str = "") -> tuple[int, int, list[str]]:
+    """(seeds, steps per seed, notes) within the budget: steps are cut down to `min_steps` first, then seeds.
+    `per_seed_s`: what each seed costs besides its steps (model load and save, its own comparison); `shown`:
+    how the notes name the budget (default "budget M min")."""
+    if budget_minutes <= 0 or seeds * (steps * step_s + per_seed_s) <= budget_minutes * 60:
         return seeds, steps, []
+    shown = shown or f"budget {budget_minutes:g} min"
     budget_s = budget_minutes * 60
-    fit_steps = int(budget_s / (seeds * step_s))
+    fit_steps = int((budget_s / seeds - per_seed_s) / step_s)
     if fit_steps >= min_steps:
-        return seeds, fit_steps, [f"budget {budget_minutes:g} min: {seeds} seed(s) × {fit_steps} steps fit "
-                                  f"(of {steps} wanted)"]
-    fit_seeds = max(1, int(budget_s / (max(min_steps, 1) * step_s)))
-    fit_steps = max(1, min(steps, int(budget_s / (fit_seeds * step_s))))
+        return seeds, fit_steps, [f"{shown} cut training from {steps} to {fit_steps} steps "
+                                  f"per seed ({seeds} seed(s))"]
+    fit_seeds = max(1, int(budget_s / (max(min_steps, 1) * step_s + per_seed_s)))
+    fit_steps = max(1, min(steps, int((budget_s / fit_seeds - per_seed_s) / step_s)))
     which = f"only {fit_seeds} of {seeds} seed(s)" if fit_seeds < seeds else f"{seeds} seed(s)"
-    return fit_seeds, fit_steps, [f"budget {budget_minutes:g} min: {which} × {fit_steps} steps fit (of {steps} "
-                                  f"wanted{', less than one epoch' if fit_steps < min_steps else ''})"]
+    return fit_seeds, fit_steps, [f"{shown} cut training from {steps} to {fit_steps} steps: "
+                                  f"{which} × {fit_steps} steps fit"
+                                  f"{', less than one epoch' if fit_steps < min_steps else ''}"]
 
 
 def make_plan(cfg: DecideConfig, settings, cache=None, keys: dict | None = None) -> Plan:
@@ -143,34 +156,49 @@ def make_plan(cfg: DecideConfig, settings, cache=None, keys: dict | None = None)
     what = "; document text" if cfg.train_on_documents else ""
     plan.stages.append(_row("trainset", f"training rows (Q/A pairs; grounded rows for rag+finetuned{what})",
                             f"{rows} rows", 2 + n_train * 0.05, cached("trainset")))
+    n_variants = len(cfg.variants)
+    new_tokens = cfg.max_new_tokens or 64
+    answer_s = n_eval * new_tokens * (1 + BATCH_COST * (n_variants - 1)) / DECODE_TOKENS_PER_S
+    compare_s = 30 + answer_s * 1.2
+    plan.other_s = round(sum(s["seconds"] for s in plan.stages) + compare_s + REPORT_S, 1)
+    # each further seed answers every question again with its adapter variants
+    plan.seed_compare_s = seed_compare_s = round(n_eval * new_tokens * 1.3 / DECODE_TOKENS_PER_S, 1)
     if cfg.trains:
         # Once the trainset stage is cached, its recorded rows and fit are what training will use.
         done = cache.cached("trainset", keys["trainset"]) if cache and keys else None
         fit = done["output"] if done else None
         plan.train_rows = fit["rows"] if fit else rows
-        plan.stages.append(_train_row(cfg, settings, plan, plan.train_rows, job_config(cfg), cached, fit))
-    n_variants = len(cfg.variants)
-    new_tokens = cfg.max_new_tokens or 64
-    answer_s = n_eval * new_tokens * (1 + BATCH_COST * (n_variants - 1)) / DECODE_TOKENS_PER_S
-    seeds_extra = max(0, plan.seeds - 1) * n_eval * new_tokens * 1.3 / DECODE_TOKENS_PER_S
+        plan.stages.append(_train_row(cfg, settings, plan, plan.train_rows, job_config(cfg), cached, fit,
+                                      seed_compare_s))
     plan.stages.append(_row("compare", f"{n_variants} variants answer every question, paired statistics",
-                            f"{n_eval} questions × {n_variants} variants", 30 + answer_s * 1.2 + seeds_extra,
-                            cached("compare")))
-    plan.stages.append(_row("report", "verdict, reasons and costs (Markdown, HTML, JSON)", "3 files", 3,
+                            f"{n_eval} questions × {n_variants} variants",
+                            compare_s + max(0, plan.seeds - 1) * seed_compare_s, cached("compare")))
+    plan.stages.append(_row("report", "verdict, reasons and costs (Markdown, HTML, JSON)", "3 files", REPORT_S,
                             cached("report")))
+    if cfg.budget_minutes:
+        fresh = sum(s["seconds"] for s in plan.stages) / 60
+        plan.notes.insert(0, f"budget {cfg.budget_minutes:g} min for a fresh run (--budget-minutes 0 = fit the "
+                             f"plan to the data): ~{fresh:.1f} min planned" +
+                          (", over budget: the other stages leave too little, training keeps its floor (one epoch "
+                           "of one seed)" if plan.at_floor else ""))
     if n_train < 4 and cfg.trains:
         plan.notes.append(f"only {n_train} training pairs: the fine-tuned variants will say little")
     return plan
 
 
-def training_fit(cfg: DecideConfig, settings, rows: int, job) -> dict:
+def training_fit(cfg: DecideConfig, settings, rows: int, job, other_s: float = 0.0,
+                 seed_compare_s: float = 0.0, row_tokens: tuple[float, float] | None = None) -> dict:
     """Seeds and steps per seed that fit the budget for `rows` training rows (before paraphrases), from the
-    training job's own plan (training/plan.py: fitted steps, this machine's measured tokens/s)."""
-    qa_share = 0.5 if cfg.grounded and "rag+finetuned" in cfg.variants else 1.0
+    training job's own plan (training/plan.py: fitted steps, this machine's measured tokens/s). The budget is
+    for the whole fresh run: training gets what `other_s` (the other stages' estimate) leaves, at least one
+    epoch of one seed. `row_tokens`: measured mean tokens of a (short Q/A, long grounded or document) row, once
+    the rows exist (the trainset stage); before, estimates from the constants above."""
+    grounded = cfg.grounded and "rag+finetuned" in cfg.variants
     k = parse_augment(job.augment)
-    questions = round(rows * qa_share)  # plain Q/A rows: the ones paraphrased
-    rows = questions * (1 + k) + (rows - questions)
-    tokens_per_row = CHAT_OVERHEAD_TOKENS + 60 + (1 - qa_share) * GROUNDED_PASSAGES * 180
+    questions = round(rows / 2) if grounded else rows  # plain Q/A rows: the ones paraphrased
+    long_rows = rows - questions  # grounded (and document) rows: never paraphrased
+    rows = questions * (1 + k) + long_rows
+    tokens_per_row = mean_row_tokens(questions * (1 + k), long_rows, job, row_tokens)
     from foundation.models import resolve_device, use_bf16  # deferred: pulls torch
 
     bf16 = use_bf16(bf16_choice(job.bf16), resolve_device(settings.device))
@@ -178,26 +206,57 @@ def training_fit(cfg: DecideConfig, settings, rows: int, job) -> dict:
     train_rows = max(1, round(rows * (1 - job.val_fraction)))
     tp = training_plan.plan(job, train_rows, tokens_per_row, speed, basis, bf16=bf16)
     step_s = job.batch_size * job.grad_accum * tokens_per_row / tp.tokens_per_s
-    one_epoch = training_plan.steps_per_epoch(job, train_rows)
-    seeds, steps, notes = budget_fit(cfg.seeds, tp.steps, step_s, cfg.budget_minutes, min(tp.steps, one_epoch))
+    one_epoch = min(tp.steps, training_plan.steps_per_epoch(job, train_rows))
     paraphrase_s = questions * k * PARAPHRASE_TOKENS / DECODE_TOKENS_PER_S / BATCHED_ROWS
+    train_budget, floor = 0.0, False
+    if cfg.budget_minutes:
+        # budget_fit charges every seed its comparison; seed 0's is already in other_s
+        left = cfg.budget_minutes * 60 - other_s - paraphrase_s + seed_compare_s
+        floor_s = one_epoch * step_s + SEED_OVERHEAD_S + seed_compare_s
+        train_budget, floor = max(left, floor_s) / 60, left < floor_s
+    seeds, steps, notes = budget_fit(cfg.seeds, tp.steps, step_s, train_budget, one_epoch,
+                                     SEED_OVERHEAD_S + seed_compare_s, f"budget {cfg.budget_minutes:g} min")
+    if floor:
+        notes.append(f"the other stages (~{other_s / 60:.1f} min) and the paraphrases (~{paraphrase_s / 60:.1f} "
+                     f"min) fill the {cfg.budget_minutes:g} min budget: training keeps its floor, one epoch of "
+                     "one seed; fewer questions (--limit), paraphrases (--augment) or variants would fit it")
     return {"seeds": seeds, "steps_per_seed": steps, "wanted_steps": tp.steps, "capped": steps < tp.steps,
             "step_s": round(step_s, 3), "speed_basis": tp.basis, "notes": notes,
-            "paraphrase_s": round(paraphrase_s, 1), "bf16": bf16}
+            "tokens_per_row": round(tokens_per_row, 1), "paraphrase_s": round(paraphrase_s, 1), "bf16": bf16,
+            "at_floor": floor}
 
 
-def make_plan_for_rows(cfg: DecideConfig, settings, rows: int) -> dict:
-    """training_fit() for the decision's own job config (what the trainset stage records)."""
+def mean_row_tokens(short_rows: int, grounded_rows: int, job, measured: tuple[float, float] | None = None) -> float:
+    """Mean tokens of a training row: the short Q/A and paraphrase rows and the grounded rows weighted by their
+    counts (paraphrases multiply only the short ones; a paraphrase is about as long as its question). Averaging
+    per source row instead overcounted the long grounded rows ~2x with 5 paraphrases: the plan said 4,600 s
+    where training took 683 s (issue 25). `measured`: (short, long) means of the real rows."""
+    passages = GROUNDED_PASSAGES * PASSAGE_TOKENS
+    if job.grounded_passage_tokens:
+        passages = min(passages, job.grounded_passage_tokens)
+    short = CHAT_OVERHEAD_TOKENS + QA_TOKENS
+    long = short + RAG_INSTRUCTION_TOKENS + passages
+    if measured:
+        short, long = measured
+    total = short_rows * short + grounded_rows * long
+    return total / max(1, short_rows + grounded_rows)
 
-    return training_fit(cfg, settings, rows, job_config(cfg))
+
+def make_plan_for_rows(cfg: DecideConfig, settings, rows: int, other_s: float = 0.0,
+                       seed_compare_s: float = 0.0, row_tokens: tuple[float, float] | None = None) -> dict:
+    """training_fit() for the decision's own job config (what the trainset stage records); `other_s` and
+    `seed_compare_s` come from the run's plan (Plan.other_s, Plan.seed_compare_s), `row_tokens` from the rows."""
+    return training_fit(cfg, settings, rows, job_config(cfg), other_s, seed_compare_s, row_tokens)
 
 
-def _train_row(cfg, settings, plan: Plan, rows: int, job, cached, fit: dict | None = None) -> dict:
-    fit = fit or training_fit(cfg, settings, rows, job)
+def _train_row(cfg, settings, plan: Plan, rows: int, job, cached, fit: dict | None = None,
+               seed_compare_s: float = 0.0) -> dict:
+    fit = fit or training_fit(cfg, settings, rows, job, plan.other_s, seed_compare_s)
     plan.seeds = min(cfg.seeds, fit["seeds"]) if cfg.budget_minutes else cfg.seeds
     plan.steps_per_seed = fit["steps_per_seed"] if cfg.budget_minutes else fit["wanted_steps"]
     plan.notes += fit["notes"]
-    seconds = plan.seeds * (plan.steps_per_seed * fit["step_s"] + 20)  # + model load and save per seed
+    plan.at_floor = bool(cfg.budget_minutes and fit.get("at_floor"))
+    seconds = plan.seeds * (plan.steps_per_seed * fit["step_s"] + SEED_OVERHEAD_S)
     seconds += fit.get("paraphrase_s", 0.0)  # written once, cached for the other seeds
     precision = "bf16" if fit.get("bf16") else "fp32"
     return _row("train", f"LoRA adapter × {plan.seeds} seed(s), {precision}",
@@ -215,4 +274,5 @@ def _retrieval_row(cfg: DecideConfig, n_train: int, chunks: int, cached: bool) -
 
 
 def _row(stage: str, what: str, count: str, seconds: float, cached: bool) -> dict:
-    return {"stage": stage, "what": what, "count": count, "minutes": round(seconds / 60, 1), "cached": cached}
+    return {"stage": stage, "what": what, "count": count, "minutes": round(seconds / 60, 1),
+            "seconds": round(seconds, 1), "cached": cached}

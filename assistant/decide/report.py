@@ -10,6 +10,7 @@ from pathlib import Path
 from assistant.compare.recommend import headline as verdict_headline
 from assistant.compare.recommend import outcome_of
 from assistant.compare.report import _html_table, _md_table, ci_cell, write_report
+from assistant.decide.timings import StageTimings
 from foundation.metrics import METRIC_LABELS
 from foundation.variants import ADAPTER_VARIANTS, ROUTED, served_name
 from training.doc_questions import describe
@@ -65,11 +66,23 @@ def _stage_rows(stages: list[dict]) -> tuple[list[str], list[list[str]]]:
     return ["stage", "seconds to build"], [[s["stage"], f"{s['seconds']:.1f}"] for s in stages]
 
 
+def _time_sections(info: dict) -> list[tuple[str, object]]:
+    """The plan and its budget against the time taken (assistant/decide/timings.py), or the plain stage table
+    of a run stored before timings were."""
+    if not info.get("timings"):
+        return [("Stages", _stage_rows(info["stages"]))]
+    timings = StageTimings.from_dict(info["timings"])
+    budget = info["config"].get("budget_minutes")
+    said = f"budget {budget:g} min" if budget else "no budget (--budget-minutes 0: the plan fitted to the data)"
+    return [("Time", [f"{said}; {timings.headline()}", *(info.get("plan") or {}).get("notes", [])]),
+            ("Where the time went (seconds; sub-stages under their stage)", timings.table())]
+
+
 def sections(result: dict, info: dict) -> list[tuple[str, object]]:
     return [("Why", _why(result)),
             ("Scores", _score_rows(result)),
             ("Costs on this machine", _cost_rows(result)),
-            ("Stages", _stage_rows(info["stages"])),
+            *_time_sections(info),
             ("Warnings", result.get("warnings") or ["none"]),
             ("Adapter checks (forgetting, bias; paired intervals)", _probe_lines(result)),
             ("Inputs", [f"documents: {', '.join(info['config']['docs'])}",

@@ -15,6 +15,7 @@ from assistant.decide.plan import make_plan
 from assistant.decide.progress import CANCEL_FILE, DecideCancelled, Reporter
 from assistant.decide.report import write_decision_report
 from assistant.decide.stages import Decision
+from assistant.decide.timings import collect
 from assistant.decide.tracking import log_decision
 
 
@@ -59,10 +60,12 @@ def run_decide(cfg: DecideConfig, settings, runtime=None, stderr: bool = True) -
     rep.write({"state": "starting", "plan": plan.to_dict(), "pid": os.getpid()})
     _install_cancel_signal(folder)
     stages: list[dict] = []
+    outputs: dict[str, dict] = {}  # stage -> output, for the sub-stage timings
 
     def step(stage: str, build) -> dict:
         rep.begin(stage)
         output, reused = decision.cache.run(stage, decision.keys[stage], lambda tmp: build(tmp))
+        outputs[stage] = output
         marker = decision.cache.marker(stage) or {}
         stages.append({"stage": stage, "seconds": marker.get("seconds", 0.0), "cached": reused,
                        "key": decision.keys[stage][:12]})
@@ -73,11 +76,12 @@ def run_decide(cfg: DecideConfig, settings, runtime=None, stderr: bool = True) -
         ingest = step("ingest", lambda tmp: decision.ingest(rep, tmp))
         evalset = step("evalset", lambda tmp: decision.evalset(rep, tmp, ingest["sources"]))
         retrieval = step("retrieval", lambda tmp: decision.retrieval(rep, tmp))
-        trainset = step("trainset", lambda tmp: decision.trainset(rep, tmp))
+        trainset = step("trainset", lambda tmp: decision.trainset(rep, tmp, plan.other_s, plan.seed_compare_s))
         adapters = _train_all(decision, rep, step, trainset) if cfg.trains else []
         compare = step("compare", lambda tmp: run_compare(decision, rep, tmp, adapters))
+        timings = collect(stages, plan.stages, outputs)  # before the report: the report shows them
         info = {"config": asdict(cfg), "plan": plan.to_dict(), "stages": list(stages), "evalset": evalset,
-                "retrieval": retrieval, "trainset": trainset, "adapters": adapters}
+                "retrieval": retrieval, "trainset": trainset, "adapters": adapters, "timings": timings.to_dict()}
         report = step("report", lambda tmp: write_decision_report(_result(decision), info, tmp))
     except DecideCancelled as exc:
         rep.finish("cancelled", error=str(exc))
@@ -88,7 +92,8 @@ def run_decide(cfg: DecideConfig, settings, runtime=None, stderr: bool = True) -
     paths = {k: str(decision.cache.folder("report") / v) for k, v in report.items()}
     summary = {"state": "done", "workspace": str(folder), "plan": plan.to_dict(), "stages": stages,
                "recommendation": compare["recommendation"], "run_id": compare["run_id"], "seeds": compare["seeds"],
-               "adapters": adapters, "report": paths}
+               "adapters": adapters, "report": paths,
+               "timings": collect(stages, plan.stages, outputs).to_dict()}  # with the report stage's own time
     summary["tracked"] = log_decision(cfg.report_to, compare["recommendation"], asdict(cfg), folder)
     rep.finish("done", run_id=compare["run_id"], report=paths, recommendation=compare["recommendation"])
     return summary

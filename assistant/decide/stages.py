@@ -210,8 +210,9 @@ class Decision:
         return [{"question": ex.question(), "answer": ex.messages[-1]["content"], "source": ex.origin}
                 for ex in qa_from_sections(sections)]
 
-    def trainset(self, rep: Reporter, tmp: Path) -> dict:
-        """Chat rows from the training pairs (+ grounded rows with retrieved passages) and the training plan."""
+    def trainset(self, rep: Reporter, tmp: Path, other_s: float = 0.0, seed_compare_s: float = 0.0) -> dict:
+        """Chat rows from the training pairs (+ grounded rows with retrieved passages) and the training plan;
+        `other_s`, `seed_compare_s`: the run plan's estimates that a budget pays before training."""
         pairs = _load(self.cache.folder("evalset") / "train_pairs.jsonl")
         if self.cfg.trains and len(pairs) < 2:
             raise ArenaError(f"only {len(pairs)} training pair(s) left after holding out the evaluation set: "
@@ -225,15 +226,34 @@ class Decision:
             job = job_config(self.cfg)  # RAFT settings: passages per row, share of rows holding the answer
             got = self.retrieval_choice()  # the served k and mode
             grounded = grounded_examples(qa, lambda q, k: store.search(q, k=k, mode=got["mode"]), k=got["k"],
-                                         oracle_share=job.oracle_share, seed=self.cfg.seed)
+                                         oracle_share=job.oracle_share, seed=self.cfg.seed,
+                                         passage_tokens=job.grounded_passage_tokens,
+                                         count_tokens=self.rt.engine.count_tokens)
         _dump(tmp / "grounded.jsonl", [{"messages": ex.messages} for ex in grounded])
         documents = cpt_from_sections(self.rt.store.sections()) \
             if self.cfg.trains and self.cfg.train_on_documents else []
         _dump(tmp / "documents.jsonl", [{"text": ex.text} for ex in documents])
         rows = len(qa) + len(grounded) + len(documents)
-        fit = make_plan_for_rows(self.cfg, self.settings, rows) if self.cfg.trains else {}
+        fit = make_plan_for_rows(self.cfg, self.settings, rows, other_s, seed_compare_s,
+                                 self._row_tokens(qa, grounded + documents)) if self.cfg.trains else {}
         return {"qa_rows": len(qa), "grounded_rows": len(grounded), "document_rows": len(documents),
                 "rows": rows, **fit}
+
+    def _row_tokens(self, short: list, long: list) -> tuple[float, float] | None:
+        """Mean tokens of the short (Q/A) and long (grounded, document) rows, in the model's chat template: the
+        training estimate then counts the real rows (up to 200 of each), not typical sizes."""
+        if not short:
+            return None
+        engine = self.rt.engine
+
+        def tokens(ex) -> int:
+            return len(engine.chat_ids(ex.messages)) if ex.kind == "chat" else engine.count_tokens(ex.text)
+
+        def mean(rows: list) -> float:
+            return sum(tokens(ex) for ex in rows[:200]) / min(len(rows), 200)
+
+        q = mean(short)
+        return round(q, 1), round(mean(long) if long else q, 1)
 
     def data_specs(self) -> list[dict]:
         folder = self.cache.folder("trainset")
