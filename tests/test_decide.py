@@ -143,13 +143,13 @@ def test_bad_input_is_named(inputs, tmp_path):
         DecideConfig().validate()
     with pytest.raises(ArenaError, match="does not exist"):
         DecideConfig(docs=[str(tmp_path / "missing")]).validate()
-    with pytest.raises(ArenaError, match="--seeds must be between"):
+    with pytest.raises(ArenaError, match="seeds must be greater than or equal to 1, got 0"):
         small_config(inputs, seeds=0).validate()
     with pytest.raises(ArenaError, match="augment"):
         small_config(inputs, augment="synonyms:3").validate()
     with pytest.raises(ArenaError, match="unknown variant"):
         small_config(inputs, variants=["rag", "oracle"]).validate()
-    with pytest.raises(ArenaError, match="equivalence_margin must be >= 0"):
+    with pytest.raises(ArenaError, match="equivalence_margin must be greater than or equal to 0, got -0.1"):
         small_config(inputs, equivalence_margin=-0.1).validate()
 
 

@@ -153,7 +153,8 @@ def test_decide_flag_reaches_the_comparison_key_and_a_resumed_old_run_keeps_its_
     import argparse
 
     from assistant.compare.resume import plan_from_json
-    from assistant.decide.config import add_decide_args, config_from_args
+    from assistant.cli.decide import add_decide_args
+    from assistant.decide.config import config_from_args
     from assistant.decide.stages import Decision
     from foundation.settings import Settings
 

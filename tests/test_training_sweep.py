@@ -15,7 +15,8 @@ from safetensors.torch import load_file as load_safetensors
 from foundation.errors import ArenaError
 from foundation.registry import AdapterRegistry
 from training.callbacks import CancelCallback, read_metrics
-from training.config import JobConfig, add_train_flags, config_from_args
+from assistant.cli.train import add_train_flags
+from training.config import JobConfig, config_from_args
 from training.job import run_job
 from training.runner import job_dir, read_status
 from training.sweep import run_sweep, trial_grid
