@@ -169,6 +169,22 @@ def test_reporter_weights_stages_and_cancels(tmp_path):
         rep.update(0.6, "more")
 
 
+def test_the_stderr_line_in_a_log_file_is_throttled_and_ends_with_the_finished_run(tmp_path, capsys):
+    """Not a terminal (pytest captures stderr): a burst of updates writes the first state and the last, one per
+    line, while progress.json (what the Decide tab polls) follows every update."""
+    rep = Reporter(tmp_path, {"ingest": 10, "train": 30}, stderr=True)
+    rep.begin("ingest")
+    for i in range(1, 201):
+        rep.update(i / 200, f"file {i}")
+    rep.end("ingest", reused=False)
+    assert read_progress(tmp_path)["message"] == "done"
+    rep.finish("done")
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "\r" not in err and len(lines) <= 4, lines
+    assert lines[0].startswith("  0%") and lines[-1].startswith(" 25%") and "ingest: done · ETA" in lines[-1]
+
+
 # ---- end to end on the tiny model -----------------------------------------------------------------------
 
 def _markers(data_dir: Path, cfg: DecideConfig) -> dict[str, float]:

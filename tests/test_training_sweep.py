@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file as load_safetensors
 
+from assistant.cli.train import add_train_flags
 from foundation.errors import ArenaError
 from foundation.registry import AdapterRegistry
 from training.callbacks import CancelCallback, read_metrics
-from assistant.cli.train import add_train_flags
 from training.config import JobConfig, config_from_args
 from training.job import run_job
 from training.runner import job_dir, read_status

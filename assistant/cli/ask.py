@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from assistant.cli.compare import add_stop_on_loop, progress_line
@@ -57,12 +56,12 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
             printed += 1
 
     # All questions' rows go to the engine at once (it keeps a pool of rows in flight across questions).
-    line = progress_line()  # stderr, with ETA; stdout stays one JSON object per question with --json
+    # stderr, with ETA; stdout stays one JSON object per question with --json
+    line = progress_line() if len(questions) > 1 else None
     arena.ask_many(questions, variants, cfg, gen, on_answer=on_answer,
-                   progress=(lambda n, total: line(n / total, f"answered {n}/{total} questions"))
-                   if len(questions) > 1 else None)
-    if len(questions) > 1:
-        print(file=sys.stderr)
+                   progress=(lambda n, total: line(n / total, f"answered {n}/{total} questions")) if line else None)
+    if line:
+        line.close()
     return 0
 
 
