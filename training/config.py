@@ -7,13 +7,13 @@ Types, choices and bounds are the fields' annotations, checked by pydantic (foun
 from __future__ import annotations
 
 import argparse
-import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Annotated, Literal, get_args
 
-from annotated_types import Ge, Le, Lt
+from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BeforeValidator, with_config
+from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 from foundation import config_file
 from foundation.config_file import check
@@ -39,6 +39,15 @@ Fraction = Annotated[float, Ge(0), Lt(1)]  # a share held out or dropped: all of
 
 
 @with_config(config_file.STRICT)
+class Sweep(TypedDict, total=False):
+    """{"learning_rate": [...], "lora_r": [...]}: every combination is trained and the one with the lowest
+    validation loss registered; lora_alpha follows the rank (alpha/r kept) so only the rank changes."""
+
+    learning_rate: list[Annotated[float, Gt(0)]]
+    lora_r: list[Count]
+
+
+@with_config(config_file.STRICT)
 @dataclass
 class JobConfig:
     """Everything that defines one training run (data, method, hyper-parameters, where it goes)."""
@@ -50,7 +59,6 @@ class JobConfig:
     # and an optional "val_fraction" of its own (default: the job's).
     data: list[dict] = field(default_factory=list)
     base_model: str = field(default="", metadata={"help": "base model (default: --model)"})
-    # sequential fine-tuning
     init_from: str = field(default="", metadata={"help": "registered adapter to continue from"})
     system_prompt: str = field(default="", metadata={"help": "prepended to chat rows that have none"})
     # LoRA family
@@ -66,10 +74,9 @@ class JobConfig:
     num_virtual_tokens: Count = 16  # prompt_tuning
     train_layers: Count = 2  # freeze: number of top layers left trainable
     dpo_beta: NonNegative = 0.1
-    # freeze: "2:0,4:50,all:100" = top 2 layers from step 0, top 4 from step 50, every weight from step 100
-    # (training/unfreeze.py); empty: train_layers for the whole run
-    unfreeze_schedule: str = field(default="", metadata={
-        "help": "freeze: top N layers trainable from STEP, e.g. 2:0,4:50,all:100", "metavar": "N:STEP,..."})
+    unfreeze_schedule: str = field(default="", metadata={  # training/unfreeze.py
+        "help": "freeze: top N layers trainable from STEP, e.g. 2:0,4:50,all:100 (default: train_layers for the "
+                "whole run)", "metavar": "N:STEP,..."})
     # rloo (training/rl.py): the registered reward model to maximise, the KL penalty to the base, and the
     # completions sampled per prompt (RLOO's leave-one-out baseline needs at least 2)
     reward_model: str = field(default="", metadata={"help": "rloo: registered reward model (trained with --method reward)"})
@@ -90,8 +97,8 @@ class JobConfig:
     # Room for a grounded (RAFT) row: k=4 passages of ~800 characters in the served RAG prompt is ~900 tokens.
     # A longer row would be cut before its answer and dropped; short rows cost nothing extra (no padding).
     max_length: Count = 1024
-    # padding-free packing; off = random batches run as unpadded sub-batches (faster here)
-    packing: bool = field(default=False, metadata={"help": "padding-free packing instead of unpadded sub-batches"})
+    packing: bool = field(default=False, metadata={
+        "help": "padding-free packing instead of random batches run as unpadded sub-batches (faster here)"})
     # auto: bf16 autocast where the hardware does bf16 natively (AVX512-BF16 or AMX on a CPU; a bf16 GPU), fp32
     # elsewhere (emulated bf16 is slower than fp32). The job's saved config.yaml records what was chosen.
     # Older configs hold true/false: read as on/off.
@@ -105,8 +112,7 @@ class JobConfig:
     early_stopping_patience: Annotated[int, Ge(0)] = 3
     keep_best: bool = field(default=True, metadata={
         "help": "register the checkpoint with the lowest validation loss (--no-keep-best: the last one)"})
-    # paraphrases:K = the generator model writes K rephrasings of each training question (training/augment.py)
-    augment: Annotated[str, check(parse_augment)] = field(default="", metadata={
+    augment: Annotated[str, check(parse_augment)] = field(default="", metadata={  # training/augment.py
         "help": "train also on K paraphrases of each training question written by the generator model",
         "metavar": "paraphrases:K"})
     generator_model: str = field(default="", metadata={"help": "model that writes the paraphrases (default: the base model)"})
@@ -120,9 +126,7 @@ class JobConfig:
     report_to: Annotated[str, check(check_report_to)] = field(default="none", metadata={
         "help": "log the run to an experiment tracker: none (default), mlflow, tensorboard, trackio, ...",
         "metavar": "TRACKER"})
-    # sweep: {"learning_rate": [...], "lora_r": [...]} runs every combination and registers the one with the
-    # lowest validation loss; lora_alpha follows the rank (alpha/r kept) so only the rank changes.
-    sweep: dict = field(default_factory=dict)
+    sweep: Sweep = field(default_factory=dict)
     job_id: str = ""  # filled on first run (training.runner.job_dir); the job folder is <data_dir>/jobs/<job_id>
 
     @property
@@ -160,10 +164,9 @@ class JobConfig:
                                  f"got {self.num_generations}")
 
     def validate_sweep(self) -> None:
-        """The sweep part of validate(): known axes, numbers, at most MAX_TRIALS, a validation split."""
-        unknown = set(self.sweep) - {"learning_rate", "lora_r"}
-        if unknown:
-            raise ArenaError(f"sweep supports learning_rate and lora_r, not {sorted(unknown)}")
+        """The sweep part of validate(): its axes (pydantic, also for a config built in code), at most
+        MAX_TRIALS, a validation split."""
+        self.sweep = config_file.checked(Sweep, self.sweep, "sweep")
         lrs, ranks = sweep_axes(self)
         if len(lrs) * len(ranks) > MAX_TRIALS:
             raise ArenaError(f"sweep has {len(lrs)} learning rates x {len(ranks)} ranks = {len(lrs) * len(ranks)} "
@@ -226,29 +229,10 @@ def parse_augment(text: str) -> int:
 
 
 def sweep_axes(cfg: JobConfig) -> tuple[list[float], list[int]]:
-    """The sweep's distinct learning rates and ranks, in the given order (the job's own value if not swept)."""
-    lrs = _sweep_list(cfg.sweep, "learning_rate", cfg.rate, float)
-    ranks = _sweep_list(cfg.sweep, "lora_r", cfg.lora_r, int)
-    if min(lrs) <= 0 or min(ranks) < 1:
-        raise ArenaError("sweep learning rates must be > 0 and ranks >= 1")
-    return lrs, ranks
-
-
-def _sweep_list(sweep: dict, key: str, default, kind) -> list:
-    values = sweep.get(key) or [default]
-    if not isinstance(values, list):
-        raise ArenaError(f"sweep {key} must be a list, got {values!r}")
-    out = []
-    for v in values:
-        try:
-            num = float(v)  # YAML reads 1e-4 (no dot) as a string
-        except (TypeError, ValueError):
-            num = math.nan
-        if isinstance(v, bool) or not math.isfinite(num) or (kind is int and num != int(num)):
-            raise ArenaError(f"sweep {key} must be a list of {'integers' if kind is int else 'numbers'}, "
-                             f"got {values!r}")
-        out.append(kind(num))
-    return list(dict.fromkeys(out))  # a repeated value would only train the same trial twice
+    """The sweep's distinct learning rates and ranks, in the given order (the job's own value if not swept);
+    a repeated value would only train the same trial twice."""
+    return (list(dict.fromkeys(cfg.sweep.get("learning_rate") or [cfg.rate])),
+            list(dict.fromkeys(cfg.sweep.get("lora_r") or [cfg.lora_r])))
 
 
 def config_from_args(args: argparse.Namespace) -> JobConfig:

@@ -64,9 +64,8 @@ class DecideConfig:
     qa: str = field(default="", metadata={"help": "question/answer file (JSONL/CSV): training pairs, and held-out "
                                                   "questions when --eval is not given"})
     eval: str = field(default="", metadata={"help": "evaluation file (question, answer[, source])"})
-    # the workspace folder <data_dir>/decide/<name> and the adapters' name prefix
     name: Annotated[str, check(check_name)] = field(default="decide", metadata={
-        "help": "workspace and adapter name prefix (default 'decide')"})
+        "help": "the workspace folder DATA_DIR/decide/NAME and the adapters' name prefix (default 'decide')"})
     # evaluation split
     eval_fraction: Annotated[float, Gt(0), Lt(1)] = 0.3
     limit: Annotated[int, Ge(0)] = field(default=0, metadata={"help": "at most N evaluation questions (0 = all)"})
@@ -120,7 +119,6 @@ class DecideConfig:
         "help": STOP_ON_LOOP_HELP, "metavar": "N"})
     forgetting: bool = field(default=True, metadata={
         "help": "check general knowledge after fine-tuning (--no-forgetting: skip it)"})
-    # experiment tracker for the training jobs (the trainer's integration) and the comparison summary
     report_to: Annotated[str, check(check_report_to)] = field(default="none", metadata={
         "help": "log the training runs and the comparison summary to a tracker: none (default), mlflow, "
                 "tensorboard, trackio", "metavar": "TRACKER"})
