@@ -48,27 +48,23 @@ def truncate_metrics(path: Path, step: int) -> None:
     Path(path).write_text("".join(json.dumps(r) + "\n" for r in kept))
 
 
-class _Timed(TrainerCallback):
-    """Times the steps of this run (a resumed run starts counting at its checkpoint) for an ETA."""
+class MetricsCallback(TrainerCallback):
+    """Append step, loss, val_loss, learning rate, tokens/s and ETA to metrics.jsonl (main process only)."""
 
     start, start_step = 0.0, 0
 
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.last = None  # (time, tokens) of the previous train log, for tokens/s
+
     def on_train_begin(self, args, state, control, **kwargs):
-        self.start, self.start_step = time.time(), state.global_step
+        self.start, self.start_step = time.time(), state.global_step  # a resumed run counts from its checkpoint
 
     def eta_s(self, state) -> float | None:
         done = state.global_step - self.start_step
         if done <= 0 or not state.max_steps:
             return None
         return (time.time() - self.start) / done * (state.max_steps - state.global_step)
-
-
-class MetricsCallback(_Timed):
-    """Append step, loss, val_loss, learning rate, tokens/s and ETA to metrics.jsonl (main process only)."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.last = None  # (time, tokens) of the previous train log, for tokens/s
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:

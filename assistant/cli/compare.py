@@ -84,7 +84,7 @@ def cmd_compare(args: argparse.Namespace, settings) -> int:
 
     check_args(args)
     runtime = Runtime(settings)
-    progress = progress_line()
+    progress = percent_line()  # `42%|####| text · ETA 03:05` on stderr: stdout stays JSON
     if args.resume is not None:
         result = resume_comparison(runtime, args.resume, progress)
     else:
@@ -100,12 +100,6 @@ def cmd_compare(args: argparse.Namespace, settings) -> int:
         result["report"] = {k: str(v) for k, v in write_report(result, Path(args.report)).items()}
     emit(args, result, summary_text(result))
     return 0
-
-
-def progress_line():
-    """A `progress(fraction, text)` callback drawing `42%|####| text · ETA 03:05` on stderr (stdout stays
-    JSON); `progress.close()` ends the line."""
-    return percent_line()
 
 
 def summary_text(result: dict) -> str:
