@@ -1,18 +1,26 @@
 """One job config on disk: a dataclass saved as YAML next to what it made, loaded back with every value checked.
 
-Shared by the training job (training.config.JobConfig) and the decide run (assistant.decide.config.DecideConfig)
-so both give the same messages for a bad file: the file name, the line, the setting and the value.
+pydantic checks the values against the dataclass's own annotations (types, `Literal` choices, bounds written as
+`Annotated[int, Ge(1)]`, small validators attached with `check`); this module turns its errors into one
+ArenaError naming the file, the setting and the value. Shared by the training job (training.config.JobConfig),
+the decide run (assistant.decide.config.DecideConfig) and the export bundle (assistant.ship.strategy.Strategy).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields
+from dataclasses import asdict
+from functools import cache
 from pathlib import Path
 
 import yaml
+from pydantic import AfterValidator, ConfigDict, TypeAdapter, ValidationError
 
 from foundation import atomic
 from foundation.errors import ArenaError
+
+# For the config dataclasses (`@pydantic.with_config(STRICT)`): an unknown setting is refused rather than
+# dropped, and a YAML number where text is expected (`name: 2024`) is read as that text.
+STRICT = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
 
 
 def save_yaml(cfg, path: Path) -> None:
@@ -32,38 +40,34 @@ def load_yaml(cls, path: Path):
         raise ArenaError(f"{path.name}{line}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
     if not isinstance(data, dict):
         raise ArenaError(f"{path.name}: expected a mapping of settings")
-    return from_mapping(cls, data, path.name)
+    return checked(cls, data, path.name)
 
 
-def from_mapping(cls, data: dict, where: str = "config"):
-    """`cls(**data)` refusing unknown settings and values of the wrong type, naming them."""
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ArenaError(f"{where}: unknown setting(s) {', '.join(unknown)}")
-    return cls(**{key: coerce(known[key], value, where) for key, value in data.items()})
-
-
-def coerce(f, value, where: str):
-    """Check/convert one YAML value to the field's type, naming the setting on error."""
-    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+def checked(cls, data: dict, where: str = ""):
+    """`cls(**data)` with every value validated by pydantic; ArenaError naming each bad setting and its value."""
     try:
-        if kind == "bool":
-            if not isinstance(value, bool):
-                raise ValueError
-            return value
-        if kind == "int":
-            if isinstance(value, bool) or float(value) != int(float(value)):
-                raise ValueError
-            return int(float(value))
-        if kind == "float":
-            return float(value)
-        if kind == "str":
-            return "" if value is None else str(value)
-    except (TypeError, ValueError):
-        raise ArenaError(f"{where}: {f.name} must be a {kind}, got {value!r}") from None
-    if kind.startswith("list") and not isinstance(value, list):
-        raise ArenaError(f"{where}: {f.name} must be a list, got {value!r}")
-    if kind.startswith("dict") and not isinstance(value, dict):
-        raise ArenaError(f"{where}: {f.name} must be a mapping, got {value!r}")
-    return value
+        return _adapter(cls).validate_python(data)
+    except ValidationError as exc:
+        problems = "; ".join(_problem(err) for err in exc.errors())
+        raise ArenaError(f"{where}: {problems}" if where else problems) from None
+
+
+def check(fn) -> AfterValidator:
+    """An annotation that runs `fn(value)` (raising ArenaError that names the problem) and keeps the value:
+    `augment: Annotated[str, check(parse_augment)]` for what a type cannot say."""
+    def run(value):
+        fn(value)
+        return value
+    return AfterValidator(run)
+
+
+@cache
+def _adapter(cls) -> TypeAdapter:
+    return TypeAdapter(cls)
+
+
+def _problem(err: dict) -> str:
+    name = ".".join(str(part) for part in err["loc"])
+    if err["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
+        return f"unknown setting {name}"
+    return f"{name} {err['msg'].replace('Input should be', 'must be')}, got {err['input']!r}"

@@ -148,13 +148,13 @@ def test_bad_input_is_named(inputs, tmp_path):
         DecideConfig().validate()
     with pytest.raises(ArenaError, match="does not exist"):
         DecideConfig(docs=[str(tmp_path / "missing")]).validate()
-    with pytest.raises(ArenaError, match="--seeds must be between"):
+    with pytest.raises(ArenaError, match="seeds must be greater than or equal to 1, got 0"):
         small_config(inputs, seeds=0).validate()
     with pytest.raises(ArenaError, match="augment"):
         small_config(inputs, augment="synonyms:3").validate()
     with pytest.raises(ArenaError, match="unknown variant"):
         small_config(inputs, variants=["rag", "oracle"]).validate()
-    with pytest.raises(ArenaError, match="equivalence_margin must be >= 0"):
+    with pytest.raises(ArenaError, match="equivalence_margin must be greater than or equal to 0, got -0.1"):
         small_config(inputs, equivalence_margin=-0.1).validate()
 
 
@@ -172,6 +172,22 @@ def test_reporter_weights_stages_and_cancels(tmp_path):
     (tmp_path / CANCEL_FILE).touch()
     with pytest.raises(DecideCancelled):
         rep.update(0.6, "more")
+
+
+def test_the_stderr_line_in_a_log_file_is_throttled_and_ends_with_the_finished_run(tmp_path, capsys):
+    """Not a terminal (pytest captures stderr): a burst of updates writes the first state and the last, one per
+    line, while progress.json (what the Decide tab polls) follows every update."""
+    rep = Reporter(tmp_path, {"ingest": 10, "train": 30}, stderr=True)
+    rep.begin("ingest")
+    for i in range(1, 201):
+        rep.update(i / 200, f"file {i}")
+    rep.end("ingest", reused=False)
+    assert read_progress(tmp_path)["message"] == "done"
+    rep.finish("done")
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "\r" not in err and len(lines) <= 4, lines
+    assert lines[0].startswith("  0%") and lines[-1].startswith(" 25%") and "ingest: done · ETA" in lines[-1]
 
 
 # ---- end to end on the tiny model -----------------------------------------------------------------------

@@ -152,8 +152,9 @@ def test_cli_ask_flag(looping_dir, tmp_path, capsys):
 def test_decide_flag_reaches_the_comparison_key_and_a_resumed_old_run_keeps_its_decoding(tmp_path):
     import argparse
 
+    from assistant.cli.decide import add_decide_args
     from assistant.compare.resume import plan_from_json
-    from assistant.decide.config import add_decide_args, config_from_args
+    from assistant.decide.config import config_from_args
     from assistant.decide.stages import Decision
     from foundation.settings import Settings
 

@@ -42,7 +42,7 @@ def test_plan_minutes_follow_the_measured_speed_and_say_how():
 
 
 def test_bad_epochs_and_patience_are_refused():
-    with pytest.raises(ArenaError, match="epochs must be >= 0"):
+    with pytest.raises(ArenaError, match="epochs must be greater than or equal to 0, got -1"):
         JobConfig(data=[{"path": "x"}], epochs=-1).validate()
     with pytest.raises(ArenaError, match="early_stopping_patience"):
         JobConfig(data=[{"path": "x"}], early_stopping_patience=-2).validate()

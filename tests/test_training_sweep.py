@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file as load_safetensors
 
+from assistant.cli.train import add_train_flags
 from foundation.errors import ArenaError
 from foundation.registry import AdapterRegistry
 from training.callbacks import CancelCallback, read_metrics
-from training.config import JobConfig, add_train_flags, config_from_args
+from training.config import JobConfig, config_from_args
 from training.job import run_job
 from training.runner import job_dir, read_status
 from training.sweep import run_sweep, trial_grid
@@ -97,10 +98,10 @@ def test_sweep_flags_and_yaml_values_parse(tmp_path):
     ({"learning_rate": [1e-4, 2e-4, 3e-4, 4e-4, 5e-4], "lora_r": [2, 4, 8]}, {}, "15 trials; keep it at 12"),
     ({"learning_rate": [1e-4, 2e-4]}, {"val_fraction": 0.0}, "set val_fraction > 0"),
     ({"lora_r": [2, 4]}, {"method": "ia3"}, "method 'ia3' has no LoRA rank to sweep"),
-    ({"learning_rate": "1e-4"}, {}, "learning_rate must be a list"),
-    ({"lora_r": [2, 4.5]}, {}, "lora_r must be a list of integers"),
-    ({"learning_rate": [-1e-4, 1e-4]}, {}, "learning rates must be > 0"),
-    ({"momentum": [0.9]}, {}, "sweep supports learning_rate and lora_r"),
+    ({"learning_rate": "1e-4"}, {}, "sweep.learning_rate must be a valid list, got '1e-4'"),
+    ({"lora_r": [2, 4.5]}, {}, r"sweep.lora_r.1 must be a valid integer, got a number with a fractional part"),
+    ({"learning_rate": [-1e-4, 1e-4]}, {}, "sweep.learning_rate.0 must be greater than 0, got -0.0001"),
+    ({"momentum": [0.9]}, {}, "unknown setting sweep.momentum"),
 ])
 def test_bad_sweeps_are_refused_before_anything_runs(qa_file, settings, sweep, extra, message):
     with pytest.raises(ArenaError, match=message):

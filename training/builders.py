@@ -10,6 +10,7 @@ from pathlib import Path
 
 from foundation import records
 from foundation import variants as V
+from foundation.errors import ArenaError
 from foundation.generation import GenSettings
 from foundation.metrics import retrieval_hit
 from foundation.row_cache import RowCache, content_key

@@ -1,15 +1,16 @@
-"""Trainer callbacks: JSON-lines metrics with ETA, cancel (signal or file) with a checkpoint, early stopping."""
+"""Trainer callbacks: JSON-lines metrics with ETA, the stderr progress line, cancel (signal or file) with a
+checkpoint, early stopping."""
 
 from __future__ import annotations
 
 import json
 import signal
-import sys
 import time
 from pathlib import Path
 
 from transformers import EarlyStoppingCallback, TrainerCallback
 
+from foundation import progress_line
 from foundation.launch import CANCEL_FILE
 
 TRIALS = "trials"  # a sweep trains each trial in <job>/trials/<n>
@@ -47,27 +48,23 @@ def truncate_metrics(path: Path, step: int) -> None:
     Path(path).write_text("".join(json.dumps(r) + "\n" for r in kept))
 
 
-class _Timed(TrainerCallback):
-    """Times the steps of this run (a resumed run starts counting at its checkpoint) for an ETA."""
+class MetricsCallback(TrainerCallback):
+    """Append step, loss, val_loss, learning rate, tokens/s and ETA to metrics.jsonl (main process only)."""
 
     start, start_step = 0.0, 0
 
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.last = None  # (time, tokens) of the previous train log, for tokens/s
+
     def on_train_begin(self, args, state, control, **kwargs):
-        self.start, self.start_step = time.time(), state.global_step
+        self.start, self.start_step = time.time(), state.global_step  # a resumed run counts from its checkpoint
 
     def eta_s(self, state) -> float | None:
         done = state.global_step - self.start_step
         if done <= 0 or not state.max_steps:
             return None
         return (time.time() - self.start) / done * (state.max_steps - state.global_step)
-
-
-class MetricsCallback(_Timed):
-    """Append step, loss, val_loss, learning rate, tokens/s and ETA to metrics.jsonl (main process only)."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.last = None  # (time, tokens) of the previous train log, for tokens/s
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -98,37 +95,34 @@ class MetricsCallback(_Timed):
             fh.write(json.dumps(rec) + "\n")
 
 
-class StderrProgress(_Timed):
-    """`arena train`'s progress: step, losses and ETA on one stderr line (stdout stays for the result/--json).
-    The line is rewritten in place on a terminal; a log file (the UI's job log) gets a line every few seconds."""
-
-    # In a log file one line per step floods it (a tiny model logs ~90 steps/s): print at most every few seconds
-    # there, plus every validation and the last step; a terminal line is rewritten in place, so it can follow each step.
-    LOG_EVERY_S = 5.0
+class StderrProgress(TrainerCallback):
+    """`arena train`'s progress: a tqdm bar of steps with the losses (foundation/progress_line.py: rewritten in
+    place on a terminal; in a log file, the UI's job log, a line every few seconds plus every validation and
+    the last step). The Trainer's own tqdm stays off (disable_tqdm): it would print every log dict as a line."""
 
     def __init__(self, name: str, stream=None):
-        self.name, self.stream, self.val, self.printed = name, stream or sys.stderr, None, 0.0
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.name, self.stream, self.loss, self.val, self.line = name, stream, None, None, None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:  # a resumed run's rate counts from its checkpoint
+            self.line = progress_line.bar(state.max_steps, self.name, self.stream, initial=state.global_step,
+                                          unit="step")
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs or "train_runtime" in logs:
+        if self.line is None or not logs or "train_runtime" in logs:
             return
+        self.loss = logs["loss"] if isinstance(logs.get("loss"), float) else self.loss
         self.val = logs.get("eval_loss", self.val)
-        due = "eval_loss" in logs or state.global_step >= state.max_steps or time.time() - self.printed >= self.LOG_EVERY_S
-        if not self.tty and not due:
-            return
-        self.printed = time.time()
-        parts = [f"{self.name}: step {state.global_step}/{state.max_steps}"]
-        parts += [f"loss {logs['loss']:.3f}"] if isinstance(logs.get("loss"), float) else []
+        parts = [f"loss {self.loss:.3f}"] if self.loss is not None else []
         parts += [f"val {self.val:.3f}"] if self.val is not None else []
-        eta = self.eta_s(state)
-        if eta is not None:
-            parts.append(f"ETA {int(eta // 60)}m{int(eta % 60):02d}s")
-        print(("\r" if self.tty else "") + " · ".join(parts), end="" if self.tty else "\n", file=self.stream, flush=True)
+        progress_line.advance(self.line, state.global_step, " · ".join(parts))
+        if "eval_loss" in logs:
+            self.line.refresh()  # shown even in a log file between its timed lines; close() shows the last step
 
     def on_train_end(self, args, state, control, **kwargs):
-        if state.is_world_process_zero and self.tty:
-            print(file=self.stream, flush=True)  # end the rewritten line
+        if self.line is not None:
+            self.line.close()
+            self.line = None
 
 
 class CancelCallback(TrainerCallback):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from assistant.cli.compare import add_stop_on_loop, progress_line
+from assistant.cli.compare import add_stop_on_loop
 from foundation.errors import ArenaError
 from foundation.generation import GenSettings
+from foundation.progress_line import percent_line
 from foundation.records import read_questions
 from foundation.settings import Settings
 from foundation.variants import VARIANTS, VariantConfig, parse_variants
@@ -57,12 +57,12 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
             printed += 1
 
     # All questions' rows go to the engine at once (it keeps a pool of rows in flight across questions).
-    line = progress_line()  # stderr, with ETA; stdout stays one JSON object per question with --json
+    # stderr, with ETA; stdout stays one JSON object per question with --json
+    line = percent_line() if len(questions) > 1 else None
     arena.ask_many(questions, variants, cfg, gen, on_answer=on_answer,
-                   progress=(lambda n, total: line(n / total, f"answered {n}/{total} questions"))
-                   if len(questions) > 1 else None)
-    if len(questions) > 1:
-        print(file=sys.stderr)
+                   progress=(lambda n, total: line(n / total, f"answered {n}/{total} questions")) if line else None)
+    if line:
+        line.close()
     return 0
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from assistant.cli.output import emit
@@ -15,6 +14,7 @@ from assistant.compare.runner import resume_comparison, run_comparison
 from foundation.errors import ArenaError
 from foundation.generation import LOOP_STOP, STOP_ON_LOOP_HELP, check_stop_on_loop
 from foundation.metrics import METRIC_LABELS, PRIMARY_METRICS
+from foundation.progress_line import percent_line
 from foundation.variants import STRATEGIES, VariantConfig
 
 
@@ -84,7 +84,7 @@ def cmd_compare(args: argparse.Namespace, settings) -> int:
 
     check_args(args)
     runtime = Runtime(settings)
-    progress = progress_line()
+    progress = percent_line()  # `42%|####| text · ETA 03:05` on stderr: stdout stays JSON
     if args.resume is not None:
         result = resume_comparison(runtime, args.resume, progress)
     else:
@@ -95,25 +95,11 @@ def cmd_compare(args: argparse.Namespace, settings) -> int:
                            forgetting=args.forgetting, eval_name=name, judge=args.judge,
                            equivalence_margin=args.equivalence_margin or 0.0)
         result = run_comparison(runtime, items, cc, cfg=variant_config(args), progress=progress)
-    print(file=sys.stderr)
+    progress.close()
     if args.report:
         result["report"] = {k: str(v) for k, v in write_report(result, Path(args.report)).items()}
     emit(args, result, summary_text(result))
     return 0
-
-
-def progress_line():
-    """A progress callback printing `[ 42%] text · ETA 3m05s` on one stderr line (stdout stays JSON)."""
-    import time
-
-    start = time.monotonic()
-
-    def progress(fraction: float, text: str) -> None:
-        elapsed = time.monotonic() - start
-        eta = elapsed * (1 - fraction) / fraction if 0.01 < fraction < 1 else None
-        tail = f" · ETA {int(eta // 60)}m{int(eta % 60):02d}s" if eta is not None else ""
-        print(f"\r[{fraction:4.0%}] {text + tail:<56}", end="", file=sys.stderr, flush=True)
-    return progress
 
 
 def summary_text(result: dict) -> str:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from assistant.cli.output import emit
+from foundation import progress_line
 from foundation.errors import ArenaError
 from foundation.records import read_questions
 from foundation.settings import Settings
@@ -55,15 +56,17 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     cfg.resolved()
     store = _open_store(settings, need_embedder=True, index_type=args.index_type)
     show = not args.json and sys.stderr.isatty()
+    line = None
 
     def progress(done, total, chunks, message):
+        nonlocal line
         if show:
-            print(f"\r{done}/{total} files · {chunks} chunks embedded · {message[:40]:<40}", end="",
-                  file=sys.stderr, flush=True)
+            line = line or progress_line.bar(total, "ingest", unit="file")
+            progress_line.advance(line, done, f"{chunks} chunks embedded · {message[:40]}")
 
     report = ingest_paths(store, [Path(p) for p in args.paths], cfg, int(args.max_mb * 1e6), progress)
-    if show:
-        print(file=sys.stderr)
+    if line is not None:
+        line.close()
     lines = [f"{r.status:9} {r.source}" + (f" ({r.chunks} chunks)" if r.chunks else "")
              + (f": {r.message}" if r.message and r.status != "error" else "")
              + (f"  error: {r.message}" if r.status == "error" else "") for r in report.results]

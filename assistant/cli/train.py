@@ -7,12 +7,40 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from assistant.cli.flags import add_config_flags, numbers
 from assistant.cli.output import emit
 from foundation.errors import ArenaError
 from foundation.paths import confine
 from foundation.registry import AdapterRegistry
 from foundation.settings import Settings
-from training.config import JobConfig, config_from_args
+from training.config import DOC_KINDS, MAX_TRIALS, JobConfig, config_from_args
+from training.doc_questions import QUESTIONS
+
+
+def add_train_flags(p: argparse.ArgumentParser) -> None:
+    """`arena train [CONFIG] ...`: one flag per JobConfig setting (each overrides the YAML value when given),
+    plus the data sources and the sweep, whose flags have a shape of their own."""
+    p.add_argument("config", nargs="?", help="job YAML (flags below override its values)")
+    p.add_argument("--data", action="append", default=None, metavar="FILE[:WEIGHT]",
+                   help="training file (.jsonl/.json/.csv); repeat to mix with weights")
+    p.add_argument("--from-documents", choices=DOC_KINDS, action="append", default=None,
+                   help="build data from the ingested documents")
+    p.add_argument("--generator", default=None, metavar="SPEC",
+                   help="--from-documents qa/grounded: questions written by a model (base, a local model id or "
+                        "folder, or openai:URL:MODEL), filtered as decide does; default: a heading/definition "
+                        "heuristic")
+    p.add_argument("--questions", type=int, default=None, metavar="N",
+                   help=f"questions the --generator writes (default {QUESTIONS})")
+    p.add_argument("--from-votes", action="store_true",
+                   help="preference pairs from chat votes (for dpo and reward; their questions are rloo prompts)")
+    p.add_argument("--distill", metavar="QUESTIONS", default=None,
+                   help="file of questions (one per line): the RAG variant's answers become targets")
+    p.add_argument("--resume", action="store_true", help="continue the job from its last checkpoint")
+    p.add_argument("--sweep-lr", dest="sweep_lr", type=numbers(float), nargs="+", default=None, metavar="LR",
+                   help="sweep these learning rates (comma- or space-separated, e.g. 1e-4,3e-4)")
+    p.add_argument("--sweep-rank", "--sweep-r", dest="sweep_r", type=numbers(int), nargs="+", default=None,
+                   metavar="R", help=f"sweep these LoRA ranks (e.g. 4,8); at most {MAX_TRIALS} combinations")
+    add_config_flags(p, JobConfig, skip=("data", "sweep", "job_id"))
 
 
 def _resolve_config(args: argparse.Namespace, settings: Settings) -> JobConfig:

@@ -1,4 +1,8 @@
-"""One decide job's configuration: a dataclass read from YAML and CLI flags, saved next to its artifacts."""
+"""One decide job's configuration: a dataclass read from YAML and CLI flags, saved next to its artifacts.
+
+Types, choices and bounds are the fields' annotations, checked by pydantic (foundation/config_file.py); the
+`arena decide` flags are derived from the same fields (assistant/cli/decide.py), their help from `metadata`.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,21 @@ import argparse
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Annotated, Literal
+
+from annotated_types import Ge, Gt, Le, Lt
+from pydantic import with_config
 
 from foundation import config_file
+from foundation.config_file import check
 from foundation.errors import ArenaError
 from foundation.generation import LOOP_STOP, STOP_ON_LOOP_HELP, check_stop_on_loop
 from foundation.metrics import PRIMARY_METRICS
 from foundation.paths import confine
 from foundation.variants import ADAPTER_VARIANTS, STRATEGIES
 from retrieval.chunking import SPLITTERS
-from training.config import JobConfig, check_report_to, parse_augment
-from training.doc_questions import QUESTIONS, check_count, check_generator
+from training.config import JobConfig, Method, check_report_to, parse_augment
+from training.doc_questions import MAX_QUESTIONS, QUESTIONS, check_generator
 
 ALL_VARIANTS = STRATEGIES  # decide compares the strategies (the routed variant needs a comparison first)
 MIN_TUNING_PAIRS = 5  # fewer training pairs: a hit rate over so few questions would pick settings by chance
@@ -32,93 +41,106 @@ MAX_SEEDS = 10  # each seed is a full training run: more is hours on a CPU
 # without paraphrases; a larger FAQ or 5 paraphrases per question go over it, and the plan then keeps one epoch of
 # one seed and says so, instead of planning hours (the fitted plan: 664 steps, ~100 min for 105 training pairs).
 DEFAULT_BUDGET_MINUTES = 10.0
+Unset = Annotated[int, Ge(0)]  # 0 = the training job's own default
+Metric = Literal[PRIMARY_METRICS]
+Splitter = Literal[SPLITTERS]
 
 
+def check_name(name: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+        raise ArenaError(f"name {name!r}: use letters, digits, '.', '_', '-' (at most 64)")
+
+
+def check_variants(variants: list[str]) -> None:
+    unknown = [v for v in variants if v not in ALL_VARIANTS]
+    if unknown or not variants:
+        raise ArenaError(f"unknown variant(s) {unknown or '(none given)'}; choose from {', '.join(ALL_VARIANTS)}")
+
+
+@with_config(config_file.STRICT)
 @dataclass
 class DecideConfig:
     """Everything that defines one decision run: inputs, evaluation split, training and comparison knobs."""
 
     docs: list[str] = field(default_factory=list)  # files or folders to ingest
-    qa: str = ""  # optional question/answer file: training pairs (and the held-out set when eval is empty)
-    eval: str = ""  # optional evaluation file (question, answer[, source])
-    name: str = "decide"  # the workspace folder <data_dir>/decide/<name> and the adapters' name prefix
+    qa: str = field(default="", metadata={"help": "question/answer file (JSONL/CSV): training pairs, and held-out "
+                                                  "questions when --eval is not given"})
+    eval: str = field(default="", metadata={"help": "evaluation file (question, answer[, source])"})
+    name: Annotated[str, check(check_name)] = field(default="decide", metadata={
+        "help": "the workspace folder DATA_DIR/decide/NAME and the adapters' name prefix (default 'decide')"})
     # evaluation split
-    eval_fraction: float = 0.3
-    limit: int = 0  # at most this many evaluation questions (0 = all)
+    eval_fraction: Annotated[float, Gt(0), Lt(1)] = 0.3
+    limit: Annotated[int, Ge(0)] = field(default=0, metadata={"help": "at most N evaluation questions (0 = all)"})
     seed: int = 0  # split seed; training seeds are seed, seed+1, ...
-    splitter: str = "recursive"
+    splitter: Splitter = field(default="recursive", metadata={
+        "help": "chunking for ingestion (default recursive; retrieval tuning may choose another)"})
     # RAG at its best: splitter, k and search mode chosen on the training pairs by retrieval hit rate
     # (retrieval/tuning.py); the documents are re-chunked when another splitter wins.
-    tune_retrieval: bool = True
+    tune_retrieval: bool = field(default=True, metadata={
+        "help": "choose splitter, k and search mode by hit rate (--no-tune-retrieval: keep --splitter and the "
+                "default k and search mode)"})
     # training
-    seeds: int = 1
+    seeds: Annotated[int, Ge(1), Le(MAX_SEEDS)] = field(default=1, metadata={
+        "help": "train the adapter N times with different seeds"})
     # Wall-time budget of a fresh run (every stage); training gets what the other stages' estimates leave, at
     # least one epoch of one seed. 0 = no bound: the plan fitted to the data (several epochs, hours on a CPU).
-    budget_minutes: float = DEFAULT_BUDGET_MINUTES
-    method: str = "lora"
-    epochs: float = 0.0  # 0 = the training job's own default
+    budget_minutes: Annotated[float, Ge(0)] = field(default=DEFAULT_BUDGET_MINUTES, metadata={
+        "help": f"wall-time budget of a fresh run (default {DEFAULT_BUDGET_MINUTES:g}); training gets what the "
+                "other stages leave, the plan says what fits; 0 = fit the plan to the data (hours)"})
+    method: Method = field(default="lora", metadata={"help": "training method (default lora)"})
+    epochs: Annotated[float, Ge(0)] = 0.0  # 0 = the training job's own default
     max_steps: int = -1
-    learning_rate: float = 0.0  # 0 = the training job's own default
-    lora_r: int = 0  # 0 = the training job's own default
-    batch_size: int = 0  # 0 = the training job's own default
-    max_length: int = 0  # 0 = the training job's own default
-    save_steps: int = 0  # 0 = the training job's own default
-    early_stopping_patience: int = -1  # -1 = the training job's own default; 0 = train every step asked for
-    grounded: bool = True  # also train on retrieved-context rows, for the rag+finetuned variant
+    learning_rate: Annotated[float, Ge(0)] = 0.0  # 0 = the training job's own default
+    lora_r: Unset = 0
+    batch_size: Unset = 0
+    max_length: Unset = 0
+    save_steps: Unset = 0
+    early_stopping_patience: Annotated[int, Ge(-1)] = -1  # -1 = the training job's own default; 0 = every step asked for
+    grounded: bool = field(default=True, metadata={
+        "help": "also train on retrieved-context rows, for rag+finetuned (--no-grounded: the Q/A pairs only)"})
     # Also train on the text of every ingested section (continued pre-training rows, none held out): the same
     # knowledge RAG searches. Off by default: the evaluation's held-out sections are then unseen by the adapter.
-    train_on_documents: bool = False
+    train_on_documents: bool = field(default=False, metadata={
+        "help": "also fine-tune on the text of every ingested section (what RAG searches)"})
     # Facts are learned when seen in several phrasings (Ovadia et al. 2024): K rewrites of each training question
     # written by the base model inside the training job (training/augment.py, cached by content); "" = none.
-    augment: str = "paraphrases:5"
+    augment: Annotated[str, check(parse_augment)] = field(default="paraphrases:5", metadata={
+        "help": "K paraphrases of each training question (default paraphrases:5; '' = none)",
+        "metavar": "paraphrases:K"})
     # Questions from documents without Q/A pairs: "" = the heading/definition heuristic; "base", a local model id
     # or folder, or "openai:URL:MODEL" = that model writes `questions` questions (assistant/decide/questions.py).
-    generator: str = ""
-    questions: int = QUESTIONS
+    generator: Annotated[str, check(check_generator)] = field(default="", metadata={
+        "help": "write the questions from the documents with a model: base, a local model id or folder, or "
+                "openai:URL:MODEL (a server); default: a heading/definition heuristic", "metavar": "SPEC"})
+    questions: Annotated[int, Ge(1), Le(MAX_QUESTIONS)] = field(default=QUESTIONS, metadata={
+        "help": f"questions the generator writes (default {QUESTIONS}; the evaluation share is --eval-fraction)"})
     # comparison
-    variants: list[str] = field(default_factory=lambda: list(ALL_VARIANTS))
-    metric: str = "f1"
-    max_new_tokens: int = 0  # 0 = from the evaluation set's reference lengths
-    stop_on_loop: int = LOOP_STOP  # stop on repetition, the same for every variant (docs/decoding.md); 0 = off
-    forgetting: bool = True
-    # experiment tracker for the training jobs (the trainer's integration) and the comparison summary
-    report_to: str = "none"
+    variants: Annotated[list[str], check(check_variants)] = field(default_factory=lambda: list(ALL_VARIANTS), metadata={
+        "help": "default: all five", "metavar": "VARIANT"})
+    metric: Metric = field(default="f1", metadata={"help": "primary metric (default f1)"})
+    max_new_tokens: Unset = 0  # 0 = from the evaluation set's reference lengths
+    # stop on repetition, the same for every variant (docs/decoding.md); 0 = off
+    stop_on_loop: Annotated[int, check(check_stop_on_loop)] = field(default=LOOP_STOP, metadata={
+        "help": STOP_ON_LOOP_HELP, "metavar": "N"})
+    forgetting: bool = field(default=True, metadata={
+        "help": "check general knowledge after fine-tuning (--no-forgetting: skip it)"})
+    report_to: Annotated[str, check(check_report_to)] = field(default="none", metadata={
+        "help": "log the training runs and the comparison summary to a tracker: none (default), mlflow, "
+                "tensorboard, trackio", "metavar": "TRACKER"})
     # practical-equivalence margin in the metric's units (0 = the metric's default; docs/verdict.md)
-    equivalence_margin: float = 0.0
+    equivalence_margin: Annotated[float, Ge(0)] = field(default=0.0, metadata={
+        "help": "practical-equivalence margin in the metric's units: a cheaper variant shown within ±M of the "
+                "leader is recommended (default 0.05 for scores in [0, 1], 0.05 nats for NLL)", "metavar": "M"})
 
     def validate(self) -> None:
-        """Raise ArenaError naming the first bad value (before any work is done)."""
+        """Raise ArenaError naming the bad values (before any work is done): missing inputs, then those of the
+        wrong type, choice or range (pydantic, from the annotations)."""
         if not self.docs:
             raise ArenaError("no documents: pass one or more files or folders (arena decide DOCS...)")
         for label, path in [("document", p) for p in self.docs] + [("--qa", self.qa), ("--eval", self.eval)]:
             if path and not Path(path).exists():
                 raise ArenaError(f"{label} {path} does not exist")
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", self.name):
-            raise ArenaError(f"name {self.name!r}: use letters, digits, '.', '_', '-' (at most 64)")
-        if not 1 <= self.seeds <= MAX_SEEDS:
-            raise ArenaError(f"--seeds must be between 1 and {MAX_SEEDS}, got {self.seeds}")
-        if self.budget_minutes < 0:
-            raise ArenaError(f"--budget-minutes must be >= 0, got {self.budget_minutes}")
-        if not 0 < self.eval_fraction < 1:
-            raise ArenaError(f"eval_fraction must be between 0 and 1, got {self.eval_fraction}")
-        for name in ("limit", "max_new_tokens", "lora_r", "batch_size", "max_length", "save_steps",
-                     "equivalence_margin"):
-            if getattr(self, name) < 0:
-                raise ArenaError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.early_stopping_patience < -1:
-            raise ArenaError(f"early_stopping_patience must be >= 0 (0 = off), got {self.early_stopping_patience}")
-        unknown = [v for v in self.variants if v not in ALL_VARIANTS]
-        if unknown or not self.variants:
-            raise ArenaError(f"unknown variant(s) {unknown or '(none given)'}; choose from {', '.join(ALL_VARIANTS)}")
-        if self.metric not in PRIMARY_METRICS:
-            raise ArenaError(f"unknown metric {self.metric!r}; choose one of {', '.join(PRIMARY_METRICS)}")
-        check_stop_on_loop(self.stop_on_loop)
-        parse_augment(self.augment)
-        check_report_to(self.report_to)
-        check_generator(self.generator)
-        check_count(self.questions)
-        if self.splitter not in SPLITTERS:
-            raise ArenaError(f"unknown splitter {self.splitter!r}; choose one of {', '.join(SPLITTERS)}")
+        config_file.checked(DecideConfig, asdict(self))
 
     @property
     def trains(self) -> bool:
@@ -143,53 +165,6 @@ class DecideConfig:
 def workspace(data_dir: Path, name: str) -> Path:
     """Where a decide run keeps its config, stage outputs, progress and report."""
     return confine(Path(data_dir) / "decide", name, "decide name")
-
-
-def add_decide_args(p: argparse.ArgumentParser) -> None:
-    """`arena decide DOCS... [--qa FILE] [--eval FILE] [--seeds N] [--budget-minutes M] [--json]`."""
-    p.add_argument("docs", nargs="*", help="document files or folders (folders recurse)")
-    p.add_argument("--config", default=None, help="decide YAML (flags override its values)")
-    p.add_argument("--qa", default=None, help="question/answer file (JSONL/CSV): training pairs, and held-out "
-                                                "questions when --eval is not given")
-    p.add_argument("--eval", default=None, help="evaluation file (question, answer[, source])")
-    p.add_argument("--name", default=None, help="workspace and adapter name prefix (default 'decide')")
-    p.add_argument("--seeds", type=int, default=None, help="train the adapter N times with different seeds")
-    p.add_argument("--budget-minutes", dest="budget_minutes", type=float, default=None,
-                   help=f"wall-time budget of a fresh run (default {DEFAULT_BUDGET_MINUTES:g}); training gets what "
-                        "the other stages leave, the plan says what fits; 0 = fit the plan to the data (hours)")
-    p.add_argument("--variants", nargs="+", default=None, metavar="VARIANT", help="default: all five")
-    for name, typ in (("eval_fraction", float), ("limit", int), ("seed", int), ("epochs", float),
-                      ("max_steps", int), ("learning_rate", float), ("lora_r", int), ("batch_size", int),
-                      ("max_length", int), ("save_steps", int), ("max_new_tokens", int),
-                      ("early_stopping_patience", int)):
-        p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None)
-    p.add_argument("--stop-on-loop", dest="stop_on_loop", type=int, default=None, metavar="N", help=STOP_ON_LOOP_HELP)
-    p.add_argument("--augment", default=None, metavar="paraphrases:K",
-                   help="K paraphrases of each training question (default paraphrases:5; '' = none)")
-    p.add_argument("--generator", default=None, metavar="SPEC",
-                   help="write the questions from the documents with a model: base, a local model id or folder, "
-                        "or openai:URL:MODEL (a server); default: a heading/definition heuristic")
-    p.add_argument("--questions", type=int, default=None,
-                   help="questions the generator writes (default 60; the evaluation share is --eval-fraction)")
-    p.add_argument("--metric", default=None, help="primary metric (default f1)")
-    p.add_argument("--equivalence-margin", dest="equivalence_margin", type=float, default=None, metavar="M",
-                   help="practical-equivalence margin in the metric's units: a cheaper variant shown within ±M of "
-                        "the leader is recommended (default 0.05 for scores in [0, 1], 0.05 nats for NLL)")
-    p.add_argument("--splitter", default=None, help="chunking for ingestion (default recursive; retrieval tuning "
-                                                     "may choose another)")
-    p.add_argument("--no-tune-retrieval", dest="tune_retrieval", action="store_false", default=None,
-                   help="keep --splitter and the default k and search mode (no choice by hit rate)")
-    p.add_argument("--method", default=None, help="training method (default lora)")
-    p.add_argument("--no-grounded", dest="grounded", action="store_false", default=None,
-                   help="train on the Q/A pairs only (no retrieved-context rows)")
-    p.add_argument("--train-on-documents", dest="train_on_documents", action="store_true", default=None,
-                   help="also fine-tune on the text of every ingested section (what RAG searches)")
-    p.add_argument("--no-forgetting", dest="forgetting", action="store_false", default=None,
-                   help="skip the general-knowledge forgetting check")
-    p.add_argument("--report-to", dest="report_to", default=None, metavar="TRACKER",
-                   help="log the training runs and the comparison summary to a tracker: none (default), mlflow, "
-                        "tensorboard, trackio")
-    p.add_argument("--plan", action="store_true", help="print the plan (stages, counts, minutes) and stop")
 
 
 def config_from_args(args: argparse.Namespace) -> DecideConfig:

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from foundation import atomic
+from foundation import atomic, progress_line
 from foundation.errors import ArenaError
 from foundation.launch import CANCEL_FILE
 
@@ -33,7 +33,8 @@ class Reporter:
     def __init__(self, folder: Path, estimates: dict[str, float], stderr: bool = True):
         self.folder = Path(folder)
         self.estimates = {k: max(float(v), 1.0) for k, v in estimates.items()}
-        self.stderr = stderr and sys.stderr is not None
+        # the CLI's line (foundation/progress_line.py) shows this reporter's own ETA, not tqdm's rate
+        self.line = progress_line.percent_line(eta=False) if stderr and sys.stderr is not None else None
         self.started = time.time()
         self.done: dict[str, float] = {}  # stage -> seconds it took (0 when cached)
         self.stage, self.stage_started, self.fraction = "", self.started, 0.0
@@ -87,11 +88,10 @@ class Reporter:
                  "elapsed_s": round(time.time() - self.started, 1), "done": self.done, "pid": os.getpid(),
                  "updated": time.time(), **extra}
         self.write(state)
-        if self.stderr:
+        if self.line is not None:
             eta = state["eta_s"]
-            eta_text = f"ETA {eta / 60:.1f} min" if eta is not None else "ETA ?"
-            print(f"\r[{state['fraction']:4.0%}] {self.stage}: {message[:50]:<50} {eta_text}", end="",
-                  file=sys.stderr, flush=True)
+            self.line(state["fraction"], f"{self.stage}: {message[:50]} · ETA "
+                                         + (f"{eta / 60:.1f} min" if eta is not None else "?"))
         if message not in ("done", "cached"):
             self.check()
 
@@ -100,8 +100,8 @@ class Reporter:
         self.write({"state": state, "stage": self.stage, "fraction": 1.0 if state == "done" else self.overall(),
                     "eta_s": 0.0, "done": self.done, "elapsed_s": round(time.time() - self.started, 1),
                     "pid": os.getpid(), "updated": time.time(), **extra})
-        if self.stderr:
-            print(file=sys.stderr)
+        if self.line is not None:
+            self.line.close()
 
     def write(self, state: dict) -> None:
         atomic.write_json(self.folder / PROGRESS_FILE, state)

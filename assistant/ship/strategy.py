@@ -12,6 +12,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import with_config
+
+from foundation import config_file
 from foundation import variants as V
 from foundation.errors import ArenaError
 
@@ -19,6 +22,7 @@ from foundation.errors import ArenaError
 SEPARATOR = ":"
 
 
+@with_config(config_file.STRICT)  # strategy.yaml is read back with its values checked, unknown keys refused
 @dataclass
 class Strategy:
     """strategy.yaml: everything a bundle serves, as the comparison served it."""
