@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from assistant.decide.config import DEFAULT_BUDGET_MINUTES, DecideConfig, add_decide_args, config_from_args
+from assistant.cli.decide import add_decide_args
+from assistant.decide.config import DEFAULT_BUDGET_MINUTES, DecideConfig, config_from_args
 from assistant.decide.runner import plan_for
 from foundation.settings import Settings
 
