@@ -9,6 +9,7 @@ import threading
 from dataclasses import asdict
 from pathlib import Path
 
+from assistant.compare.result import ComparisonResult
 from assistant.decide.comparison import run_compare
 from assistant.decide.config import DecideConfig
 from assistant.decide.plan import make_plan
@@ -94,8 +95,9 @@ def run_decide(cfg: DecideConfig, settings, runtime=None, stderr: bool = True) -
     return summary
 
 
-def _result(decision: Decision) -> dict:
-    return json.loads((decision.cache.folder("compare") / "result.json").read_text(encoding="utf-8"))
+def _result(decision: Decision) -> ComparisonResult:
+    path = decision.cache.folder("compare") / "result.json"
+    return ComparisonResult.from_dict(json.loads(path.read_text(encoding="utf-8")), f"the comparison in {path}")
 
 
 def _train_all(decision: Decision, rep: Reporter, step, trainset: dict) -> list[str]:
