@@ -9,6 +9,7 @@ import threading
 from dataclasses import asdict
 from pathlib import Path
 
+from assistant.compare.recommend import Recommendation
 from assistant.compare.result import ComparisonResult
 from assistant.decide.comparison import run_compare
 from assistant.decide.config import DecideConfig
@@ -90,7 +91,8 @@ def run_decide(cfg: DecideConfig, settings, runtime=None, stderr: bool = True) -
     summary = {"state": "done", "workspace": str(folder), "plan": plan.to_dict(), "stages": stages,
                "recommendation": compare["recommendation"], "run_id": compare["run_id"], "seeds": compare["seeds"],
                "adapters": adapters, "report": paths}
-    summary["tracked"] = log_decision(cfg.report_to, compare["recommendation"], asdict(cfg), folder)
+    summary["tracked"] = log_decision(cfg.report_to, Recommendation.from_dict(compare["recommendation"]), asdict(cfg),
+                                      folder)
     rep.finish("done", run_id=compare["run_id"], report=paths, recommendation=compare["recommendation"])
     return summary
 
