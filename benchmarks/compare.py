@@ -69,7 +69,7 @@ def bench_runner(n_questions: int = 6) -> None:
 
     from assistant.compare.config import CompareConfig
     from assistant.compare.evalset import EvalItem
-    from assistant.compare.runner import run_comparison
+    from assistant.comparison import run_comparison
     from assistant.runtime import Runtime
     from foundation.generation import GenSettings
     from foundation.models import LoadedModel

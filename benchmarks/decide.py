@@ -139,34 +139,34 @@ def train_old_recipe(runtime, settings, folder: Path, name: str, seed: int) -> t
     return result["adapter"], time.time() - started
 
 
-def old_vs_new(runtime, folder: Path, result: dict, old_adapter: str, metric: str) -> list[str]:
+def old_vs_new(runtime, folder: Path, result, old_adapter: str, metric: str) -> list[str]:
     """Paired per-question differences new - old on the fine-tuned variants, same questions and prompts."""
     from dataclasses import replace
 
     from assistant.compare.config import CompareConfig
     from assistant.compare.evalset import EvalItem
-    from assistant.compare.runner import run_comparison
+    from assistant.comparison import run_comparison
     from foundation.variants import VariantConfig
 
     items = [EvalItem(**json.loads(line)) for line in (folder / "evalset" / "eval.jsonl").read_text().splitlines()]
     pairs = [json.loads(line) for line in (folder / "evalset" / "train_pairs.jsonl").read_text().splitlines()]
-    tuned = tuple(v for v in ("finetuned", "rag+finetuned") if v in result["variants"])
+    tuned = tuple(v for v in ("finetuned", "rag+finetuned") if v in result.variants)
     cc = CompareConfig(variants=tuned, metric=metric, adapter=old_adapter, forgetting=False, learned_sample=0,
-                       max_new_tokens=result["settings"]["generation"]["max_new_tokens"])
+                       max_new_tokens=result.settings["generation"]["max_new_tokens"])
     cfg = VariantConfig(few_shot=[{"question": p["question"], "answer": p["answer"]} for p in pairs])
     old = run_comparison(runtime, items, replace(cc), cfg=cfg, store=False)
     return paired_lines(result, old, metric, ("old", "new"))
 
 
-def paired_lines(new_result: dict, old_result: dict, metric: str, labels: tuple[str, str]) -> list[str]:
+def paired_lines(new_result, old_result, metric: str, labels: tuple[str, str]) -> list[str]:
     """Per fine-tuned variant: both means and the paired bootstrap interval of new - old, same questions."""
     from assistant.compare.stats import paired_difference
 
     old_label, new_label = labels
     lines = []
-    for v in (v for v in ("finetuned", "rag+finetuned") if v in new_result["variants"]):
-        new = [q["answers"][v]["scores"][metric] for q in new_result["per_question"]]
-        old = [q["answers"][v]["scores"][metric] for q in old_result["per_question"]]
+    for v in (v for v in ("finetuned", "rag+finetuned") if v in new_result.variants):
+        new = [q.answers[v].scores[metric] for q in new_result.per_question]
+        old = [q.answers[v].scores[metric] for q in old_result.per_question]
         d = paired_difference(new, old)
         lines.append(f"  {v:<14} {old_label} {sum(old) / len(old):.3f}  {new_label} {sum(new) / len(new):.3f}  "
                      f"{new_label}-{old_label} {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] "
@@ -174,30 +174,35 @@ def paired_lines(new_result: dict, old_result: dict, metric: str, labels: tuple[
     return lines
 
 
-def docs_vs_default(default: Path, folder: Path, result: dict, metric: str) -> list[str]:
+def docs_vs_default(default: Path, folder: Path, result, metric: str) -> list[str]:
     """Paired per-question differences (with documents - without) of the fine-tuned variants."""
     if not (default / "compare" / "result.json").is_file():
         return ["no default run to compare with: run benchmarks/decide.py without --train-on-documents first"]
     if (default / "evalset" / "eval.jsonl").read_text() != (folder / "evalset" / "eval.jsonl").read_text():
         return ["the default run held out other questions (other --pairs/--questions?): not comparable"]
-    base = json.loads((default / "compare" / "result.json").read_text())
+    base = load_result(default / "compare" / "result.json")
     return ["\nwith the documents' text in training vs without (the default run), same questions:",
             *paired_lines(result, base, metric, ("without", "with"))]
 
 
-def print_result(result: dict, summary: dict, metric: str) -> None:
+def load_result(path: Path):
+    from assistant.compare.result import ComparisonResult
+
+    return ComparisonResult.from_dict(json.loads(path.read_text()), str(path))
+
+
+def print_result(result, summary: dict, metric: str) -> None:
     from assistant.compare.recommend import headline
 
-    rec = result["recommendation"]
-    comparisons = rec.get("comparisons") or {}
+    rec = result.recommendation
     print(f"\n{metric} per variant (mean [95 % CI]; best - variant, Holm-adjusted paired interval):")
-    for v, s in result["variants"].items():
-        m, row = s[metric], comparisons.get(v)
+    for v, s in result.variants.items():
+        m, row = s[metric], rec.comparisons.get(v)
         gap = (f"  best-{v}: {row['mean']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]"
                f"{' separated' if row['separated'] else ''}") if row else "  (best)"
-        print(f"  {v:<14} {m['mean']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]{gap}")
-    print(f"\nverdict: {headline(rec)} — {rec['reason']}")
-    for v, sentence in (result.get("why") or {}).items():
+        print(f"  {v:<14} {m.mean:.3f} [{m.ci_low:.3f}, {m.ci_high:.3f}]{gap}")
+    print(f"\nverdict: {headline(rec)} — {rec.reason}")
+    for v, sentence in result.why.items():
         print(f"  why not {v}: {sentence}")
     print("\nstage timings: " + ", ".join(f"{s['stage']} {s['seconds']:.0f} s" + (" (cached)" if s["cached"] else "")
                                           for s in summary["stages"]))
@@ -236,7 +241,7 @@ def main() -> None:
     started = time.time()
     summary = run_decide(cfg, settings, runtime=runtime)
     folder = workspace(settings.data_dir, cfg.name) / "stages"
-    result = json.loads((folder / "compare" / "result.json").read_text())
+    result = load_result(folder / "compare" / "result.json")
     print_result(result, summary, cfg.metric)
     print(f"decide wall time {time.time() - started:.0f} s; report {summary['report']['markdown']}", flush=True)
     if args.train_on_documents:
@@ -244,7 +249,7 @@ def main() -> None:
             print(line)
         return
     old, seconds = train_old_recipe(runtime, settings, folder, "bench-old-recipe", cfg.seed)
-    new_seconds = result["costs"].get("finetuned", {}).get("training_seconds", 0.0)
+    new_seconds = result.costs["finetuned"].training_seconds if "finetuned" in result.costs else 0.0
     print("\nold recipe (1 epoch, no paraphrases, old grounded format) vs new (decide defaults), same questions:")
     print(f"  training: old {seconds:.0f} s (job), new {new_seconds:.0f} s")
     for line in old_vs_new(runtime, folder, result, old, cfg.metric):

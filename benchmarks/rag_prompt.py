@@ -62,7 +62,7 @@ def main() -> None:
     ours = [a["rag"] for a in runtime.arena.ask_many(questions, ["rag"], VariantConfig(), gen, progress=_progress)]
     t_ours = time.perf_counter() - start
     start = time.perf_counter()
-    naive = naive_rag_answers(runtime, questions, gen, progress=_progress)
+    naive = naive_rag_answers(runtime.store, runtime.engine, questions, gen, progress=_progress)
     t_naive = time.perf_counter() - start
     f1 = {"ours": [M.token_f1(a.text, r) for a, r in zip(ours, refs, strict=True)],
           "naive": [M.token_f1(a["answer"], r) for a, r in zip(naive, refs, strict=True)]}

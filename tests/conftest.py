@@ -47,6 +47,15 @@ def make_tiny_model(vocab_size: int, seed: int = 0):
     return LlamaForCausalLM(config).eval()
 
 
+def stored_result(variants: dict | None = None):
+    """A small finished comparison result to store (runs.sqlite tests): variant -> {metric: mean}."""
+    from assistant.compare.recommend import Recommendation
+    from assistant.compare.result import ComparisonResult, Interval
+
+    summaries = {v: {m: Interval(mean, mean, mean, 1) for m, mean in per.items()} for v, per in (variants or {}).items()}
+    return ComparisonResult(summaries, {}, [], Recommendation(None, "", False, "f1"))
+
+
 def make_lora(model, folder, seed: int):
     """Save a LoRA adapter for `model` whose B weights are non-zero (so it really changes outputs)."""
     import copy

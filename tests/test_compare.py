@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from assistant.compare.forgetting import check_forgetting, load_probe
 from assistant.compare.recommend import recommend
 from assistant.compare.report import write_report
+from assistant.compare.result import SCHEMA_VERSION, ComparisonResult
 from assistant.compare.runs import RunStore
 from assistant.compare.stats import bootstrap_ci, exp_summary, paired_against, paired_difference, widening
 from foundation import metrics as M
@@ -278,7 +280,12 @@ def test_shipped_probe_data():
 # ---------------------------------------------------------------- report and runs store
 
 
-def synthetic_result() -> dict:
+def synthetic_result() -> ComparisonResult:
+    """A result in the stored shape from before schema_version (so it goes through the conversion too)."""
+    return ComparisonResult.from_dict(synthetic_dict())
+
+
+def synthetic_dict() -> dict:
     variants = {"base": {"f1": _s(0.2, 0.1, 0.3), "nll": _s(3.0, 2.8, 3.2)},
                 "rag": {"f1": _s(0.6, 0.5, 0.7), "nll": _s(2.0, 1.8, 2.2), "groundedness": _s(0.8, 0.7, 0.9)}}
     rec = recommend({"base": LEVELS, "rag": _shift(0.4)}, COSTS, "f1").to_dict()
@@ -303,14 +310,52 @@ def test_report_files_written(tmp_path):
 
 def test_run_store_roundtrip(tmp_path):
     store = RunStore(tmp_path / "runs.sqlite")
-    first = store.add({"metric": "f1"}, synthetic_result(), label="first")
-    second = store.add({"metric": "nll"}, {"variants": {}})
+    result = synthetic_result()
+    first = store.add({"metric": "f1"}, result, label="first")
+    second = store.add({"metric": "nll"}, replace(result, per_question=[]))
     assert [r.id for r in store.list()] == [second, first]
     run = store.get(first)
     assert run.label == "first" and run.settings == {"metric": "f1"}
-    assert run.result["recommendation"]["variant"] == "rag"
+    assert run.result == result and run.result.schema_version == SCHEMA_VERSION  # result -> stored -> loaded
+    assert run.result.recommendation.variant == "rag" and run.result.per_question[0].answers["rag"].sources[0].citation == "faq.md"
     with pytest.raises(ArenaError, match="no comparison run with id 99"):
         store.get(99)
+
+
+def _store_raw(store: RunStore, result: dict) -> int:
+    """A run as an older version of the tool stored it: its JSON exactly, no schema_version."""
+    import json
+    import sqlite3
+
+    with sqlite3.connect(store.path) as db:
+        return db.execute("INSERT INTO runs (created, label, settings, result) VALUES (0, 'old', '{}', ?)",
+                          (json.dumps(result),)).lastrowid
+
+
+def test_old_stored_run_converts_or_is_refused_naming_it(tmp_path, capsys):
+    store = RunStore(tmp_path / "runs.sqlite")
+    old = synthetic_dict()  # no schema_version, no router/judge/bias/learned/why keys, a pre-outcome verdict
+    old["recommendation"] = {k: v for k, v in old["recommendation"].items() if k != "outcome"}
+    converted = store.get(_store_raw(store, old)).result
+    assert converted.schema_version == SCHEMA_VERSION and converted.router is None and converted.bias == []
+    assert converted.recommendation.outcome == "clear" and converted.why == {}
+    broken = _store_raw(store, {"variants": {}, "recommendation": {}})  # no per_question: nothing to show
+    with pytest.raises(ArenaError, match=f"comparison run {broken} in .*runs.sqlite.* no per_question"):
+        store.get(broken)
+    newer = _store_raw(store, {**synthetic_result().to_dict(), "schema_version": SCHEMA_VERSION + 1})
+    with pytest.raises(ArenaError, match=f"comparison run {newer} .*newer than this version"):
+        store.get(newer)
+    assert [r.label for r in store.list()] == ["old"]  # the unreadable ones are left out of the list, named
+    assert f"comparison run {broken}" in capsys.readouterr().err
+
+
+def test_result_fields_are_checked():
+    result = synthetic_result()
+    with pytest.raises(AttributeError):
+        result.recomendation  # noqa: B018 -- a misspelt field fails instead of reading as "not measured"
+    with pytest.raises(AttributeError):
+        result.warning = ["typo"]
+    assert ComparisonResult.from_dict(result.to_dict()) == result
 
 
 # ---------------------------------------------------------------- views and the Compare tab

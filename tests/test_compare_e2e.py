@@ -11,8 +11,8 @@ import torch
 from assistant.compare.config import CompareConfig
 from assistant.compare.evalset import EvalItem, draw_eval_set, load_eval_set
 from assistant.compare.report import render_markdown
-from assistant.compare.runner import run_comparison
 from assistant.compare.runs import RunStore
+from assistant.comparison import run_comparison
 from foundation.errors import ArenaError
 from foundation.variants import VARIANTS
 from tests.conftest import make_lora
@@ -80,8 +80,9 @@ def test_all_five_variants_end_to_end(env):
     items = load_eval_set(env["eval"])
     cc = CompareConfig(variants=VARIANTS, adapter="faq-lora", max_new_tokens=8, eval_name="eval.jsonl")
     seen = []
-    result = run_comparison(runtime, items, cc, progress=lambda f, text: seen.append(f))
+    typed = run_comparison(runtime, items, cc, progress=lambda f, text: seen.append(f))
     assert seen[0] == 0.0 and seen[-1] == 1.0
+    result = json.loads(json.dumps(typed.to_dict()))  # the JSON `arena compare --json` prints and runs.sqlite keeps
     assert list(result["variants"]) == list(VARIANTS)
     for name, summary in result["variants"].items():
         f1 = summary["f1"]
@@ -108,11 +109,11 @@ def test_all_five_variants_end_to_end(env):
     bias = result["bias"][0]  # both probes carry their paired interval into the JSON and the report's text
     assert bias["change"]["ci_low"] <= bias["change"]["mean"] <= bias["change"]["ci_high"]
     assert "interval" in bias["message"] and "interval" in forgetting["message"]
-    assert "interval" in render_markdown(result, "chart.png").split("## Bias probe")[1].split("##")[0]
+    assert "interval" in render_markdown(typed, "chart.png").split("## Bias probe")[1].split("##")[0]
     q = result["per_question"][0]
     assert set(q["answers"]) == set(VARIANTS) and q["answers"]["rag"]["sources"][0]["citation"].startswith("faq.md")
-    stored = RunStore(env["data_dir"] / "runs.sqlite").get(result["run_id"])
-    assert stored.settings["adapter"] == "faq-lora" and stored.result["recommendation"] == result["recommendation"]
+    stored = RunStore(env["data_dir"] / "runs.sqlite").get(typed.run_id)
+    assert stored.settings["adapter"] == "faq-lora" and stored.result == typed  # stored and loaded back: equal
 
 
 def test_cli_compare_json_schema_and_report(env, capsys, monkeypatch):
@@ -175,11 +176,11 @@ def test_bundled_model_base_vs_prompt(bundled_data_dir, tmp_path):
              EvalItem("How many days are there in a week?", "seven")]
     cc = CompareConfig(variants=("base", "prompt"), max_new_tokens=24, eval_name="general")
     result = run_comparison(runtime, items, cc, store=False)
-    assert result["per_question"][0]["answers"]["base"]["scores"]["contains"] == 1.0
-    assert result["variants"]["base"]["contains"]["mean"] >= 0.5
-    rec = result["recommendation"]
-    assert rec["leader"] in {"base", "prompt"} and rec["variant"] in {None, "base", "prompt"}
-    assert result["costs"]["prompt"]["extra_prompt_tokens"] > 0
+    assert result.per_question[0].answers["base"].scores["contains"] == 1.0
+    assert result.variants["base"]["contains"].mean >= 0.5
+    rec = result.recommendation
+    assert rec.leader in {"base", "prompt"} and rec.variant in {None, "base", "prompt"}
+    assert result.costs["prompt"].extra_prompt_tokens > 0
 
 
 def test_compare_tab_handlers_run_show_and_export(env):
@@ -193,6 +194,6 @@ def test_compare_tab_handlers_run_show_and_export(env):
     assert {("base", "mean"), ("rag", "mean"), ("rag", "95 % interval")} <= plotted and "Reference:" in detail
     assert all(p.startswith(str(runtime.settings.uploads_dir)) for p in export)
     assert {p.rsplit(".", 1)[1] for p in export} == {"md", "html", "png", "json"}
-    assert result["run_id"] in list(_past(runtime)["id"])
+    assert result.run_id in list(_past(runtime)["id"])
     with pytest.raises(ArenaError, match="choose an evaluation file"):
         _run(runtime, None, False, 0, ["base"], None, "f1", 4, lambda f, text: None)

@@ -252,14 +252,14 @@ def test_seed_spread_is_in_the_report_and_in_the_stored_verdict(decided):
         assert spread["seeds"] == 2 and len(spread["per_seed"]) == 2
         # Seed 0 is the stored run's own adapter; the verdict stored with the run accounts for both seeds.
         assert spread["per_seed"][0] == pytest.approx(report["variants"][variant]["f1"]["mean"])
-        assert stored["recommendation"]["seeds"][variant] == spread
+        assert stored.recommendation.seeds[variant] == spread
 
 
 def test_retrieval_is_tuned_on_the_training_pairs_and_served_by_the_comparison(decided):
     tuned = StageCache(decided.ws).marker("retrieval")["output"]
     assert tuned["tuned"] and tuned["questions"] == 8 and 0 <= tuned["hit_rate"] <= 1
     stored = RunStore(decided.settings.data_dir / "runs.sqlite").get(decided.first["run_id"]).result
-    assert (stored["settings"]["rag_k"], stored["settings"]["rag_mode"]) == (tuned["k"], tuned["mode"])
+    assert (stored.settings["rag_k"], stored.settings["rag_mode"]) == (tuned["k"], tuned["mode"])
     # the index holds the documents chunked by the chosen splitter
     index = sqlite3.connect(decided.settings.data_dir / "index" / "store.sqlite")
     stored_chunking = index.execute("SELECT DISTINCT splitter FROM documents").fetchall()

@@ -20,6 +20,7 @@ from foundation.settings import Settings
 from foundation.votes import VoteStore
 from retrieval.ingest import ingest_paths
 from retrieval.store import DocumentStore
+from tests.conftest import stored_result
 from tests.kill_points import UNREACHABLE_STEPS, count, park, park_after, unpark
 from training.config import JobConfig
 from training.jobs import JobManager
@@ -168,7 +169,8 @@ def test_kill_mid_training_resumes_and_never_lists_half_adapter(tmp_path, data_d
 
 def test_kill_mid_comparison_keeps_runs_votes_and_adapters(tmp_path, data_dir, tiny_model_dir):
     runs, votes = RunStore(data_dir / "runs.sqlite"), VoteStore(data_dir / "votes.sqlite")
-    run_id = runs.add({"eval": "earlier"}, {"variants": {"base": {"f1": {"mean": 0.5}}}}, label="earlier run")
+    earlier = stored_result({"base": {"f1": 0.5}})
+    run_id = runs.add({"eval": "earlier"}, earlier, label="earlier run")
     votes.add("How do I reset?", {"base": "hold it", "rag": "ten seconds"}, "rag")
     adapter = tmp_path / "artifact"
     adapter.mkdir()
@@ -188,7 +190,7 @@ def test_kill_mid_comparison_keeps_runs_votes_and_adapters(tmp_path, data_dir, t
     unpark(db)
     assert [(r[0], r[2]) for r in runs.unfinished()] == [(run_id + 1, 2)]  # kept, to resume
     assert [r.id for r in runs.list()] == [run_id]  # no half-finished run is listed
-    assert runs.get(run_id).result == {"variants": {"base": {"f1": {"mean": 0.5}}}}
+    assert runs.get(run_id).result == earlier
     assert [(v.question, v.winner) for v in votes.all()] == [("How do I reset?", "rag")]
     assert AdapterRegistry(data_dir).names() == ["kept"]
     for db in ("runs.sqlite", "votes.sqlite"):

@@ -312,4 +312,4 @@ def test_compare_tab_resume_button_finishes_an_interrupted_run(web):
     done = page.call("compare-resume", "click", [run_id])
     assert done["success"], done
     assert runs.unfinished() == [] and runs.get(run_id).label == "killed run"
-    assert [q["question"] for q in runs.get(run_id).result["per_question"]] == [it.question for it in items]
+    assert [q.question for q in runs.get(run_id).result.per_question] == [it.question for it in items]

@@ -14,6 +14,7 @@ import pytest
 from assistant.compare.runs import RunStore
 from foundation.errors import ArenaError
 from foundation.row_cache import RowCache, content_key
+from tests.conftest import stored_result
 from tests.kill_points import count, park_after, unpark
 from tests.test_hardening_crash import arena, kill9, wait_for
 
@@ -86,12 +87,12 @@ def test_comparison_killed_twice_resumes_to_the_uninterrupted_result(tmp_path, d
     whole = json_out(finish(arena(*args, *common, log=log4), log4))
     assert whole["run_id"] != run_id
     assert without_timings(resumed) == without_timings(whole)
-    assert runs.get(run_id).result["per_question"] == resumed["per_question"]
+    assert runs.get(run_id).result.to_dict()["per_question"] == resumed["per_question"]
 
 
 def test_resume_of_an_unknown_or_finished_run_is_refused(data_dir):
     runs = RunStore(data_dir / "runs.sqlite")
-    done = runs.add({"eval": "x"}, {"variants": {}})
+    done = runs.add({"eval": "x"}, stored_result())
     for run_id, words in ((done, "it is finished"), (999, "no unfinished comparison run with id 999")):
         with pytest.raises(ArenaError, match=words):
             runs.partial(run_id)
@@ -102,11 +103,12 @@ def test_old_runs_file_gains_the_resume_columns(data_dir):
     db = sqlite3.connect(data_dir / "runs.sqlite")
     db.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, created REAL NOT NULL, label TEXT NOT NULL,"
                " settings TEXT NOT NULL, result TEXT NOT NULL)")
-    db.execute("INSERT INTO runs (created, label, settings, result) VALUES (1, 'old', '{}', '{\"variants\": {}}')")
+    old = {"variants": {}, "per_question": [], "recommendation": {"variant": None, "reason": "", "clear": False}}
+    db.execute("INSERT INTO runs (created, label, settings, result) VALUES (1, 'old', '{}', ?)", (json.dumps(old),))
     db.commit()
     db.close()
     runs = RunStore(data_dir / "runs.sqlite")
-    assert [(r.id, r.label, r.result) for r in runs.list()] == [(1, "old", {"variants": {}})]
+    assert [(r.id, r.label, r.result.variants) for r in runs.list()] == [(1, "old", {})]
     assert runs.unfinished() == []
 
 

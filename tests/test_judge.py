@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from assistant.compare.judge import parse_spec, parse_verdict, report_lines
+from assistant.compare.result import ComparisonResult
 from foundation.errors import ArenaError
 
 
@@ -35,8 +36,9 @@ def test_report_section_counts_and_quotes_malformed():
     result = {"judge": {"judged": 2, "malformed": 1, "counts": {"base": {"correct": 1, "partially": 0, "wrong": 0,
                                                                          "malformed": 1}},
                         "malformed_examples": [{"question": 1, "variant": "base", "reply": "no idea"}]},
-              "settings": {"judge": {"kind": "openai", "model": "m", "url": "http://h:1/v1"}}, "paired": {}}
-    lines = report_lines(result)
+              "settings": {"judge": {"kind": "openai", "model": "m", "url": "http://h:1/v1"}}, "paired": {},
+              "variants": {}, "per_question": [], "recommendation": {"variant": None, "reason": "", "clear": False}}
+    lines = report_lines(ComparisonResult.from_dict(result))
     assert "m at http://h:1/v1; 2 answers, 1 malformed" in lines[0]
     assert lines[1].startswith("base: 1 correct") and "'no idea'" in lines[-1]
-    assert report_lines({})[0].startswith("not run")
+    assert report_lines(ComparisonResult.from_dict({**result, "judge": None}))[0].startswith("not run")

@@ -190,20 +190,22 @@ def test_persistent_429_names_the_url_and_status(world):
 
 def test_judge_on_the_server_grades_and_counts_malformed(world):
     from assistant.compare.judge import judge_all, parse_spec
+    from assistant.compare.result import QuestionRecord, VariantAnswer
 
     cfg = parse_spec(f"openai:{world.server.url}:{BASE_ALIAS}")
     items = [SimpleNamespace(question=r["question"], answer=r["answer"]) for r in EVAL]
     answers = [{"base": SimpleNamespace(text=r["answer"])} for r in EVAL]
     table = {"base": {}}
-    per_question = [{"answers": {"base": {"scores": {}}}} for _ in EVAL]
-    summary = judge_all(cfg, world.runtime, items, answers, ["base"], table, per_question)
-    counts = summary["counts"]["base"]
-    assert sum(counts.values()) == len(EVAL) == summary["judged"]
-    assert summary["malformed"] == counts["malformed"] == sum(v is None for v in table["base"]["judge"])
+    per_question = [QuestionRecord(r["question"], r["answer"], "", {"base": VariantAnswer(r["answer"], {})})
+                    for r in EVAL]
+    summary = judge_all(cfg, None, items, answers, ["base"], table, per_question)  # no local judge needed
+    counts = summary.counts["base"]
+    assert sum(counts.values()) == len(EVAL) == summary.judged
+    assert summary.malformed == counts["malformed"] == sum(v is None for v in table["base"]["judge"])
     for record in per_question:
-        judged = record["answers"]["base"]["judge"]
-        assert judged["reply"].strip() and judged["verdict"] in {"correct", "partially", "wrong", None}
-        assert record["answers"]["base"]["scores"]["judge"] in {1.0, 0.5, 0.0, None}
+        judged = record.answers["base"].judge
+        assert judged.reply.strip() and judged.verdict in {"correct", "partially", "wrong", None}
+        assert record.answers["base"].scores["judge"] in {1.0, 0.5, 0.0, None}
 
 
 def _cli(world, *args, timeout=900):
@@ -235,7 +237,7 @@ def test_cli_comparison_through_the_server_with_judge(world):
     assert data["variants"]["base"]["nll"]["mean"] is None and data["forgetting"] == []
     assert any("reference NLL" in w and world.server.url in w for w in data["warnings"])
     stored = RunStore(world.data_dir / "runs.sqlite").get(data["run_id"])
-    assert stored.settings["judge"]["spec"] == "local" and stored.result["judge"] == data["judge"]
+    assert stored.settings["judge"]["spec"] == "local" and stored.result.to_dict()["judge"] == data["judge"]
     assert "## LLM judge" in report.read_text()
 
 
@@ -254,8 +256,8 @@ def test_server_down_stops_before_anything_is_stored(world, tmp_path):
 def test_server_failing_mid_run_keeps_whole_questions_and_resumes(world):
     from assistant.compare.config import CompareConfig
     from assistant.compare.evalset import load_eval_set
-    from assistant.compare.runner import resume_comparison, run_comparison
     from assistant.compare.runs import RunStore
+    from assistant.comparison import resume_comparison, run_comparison
 
     items = load_eval_set(world.eval)
     cc = CompareConfig(variants=("base", "prompt"), max_new_tokens=8, forgetting=False)
@@ -271,7 +273,7 @@ def test_server_failing_mid_run_keeps_whole_questions_and_resumes(world):
     assert len(answers) < len(items)
     world.proxy.reset()
     result = resume_comparison(world.runtime, run_id)
-    assert len(result["per_question"]) == len(items) and result["run_id"] == run_id
+    assert len(result.per_question) == len(items) and result.run_id == run_id
 
 
 
@@ -293,7 +295,7 @@ def test_ui_compare_with_server_url_and_judge(world):
     run = RunStore(world.data_dir / "runs.sqlite").list(limit=1)[0]
     assert run.settings["engine"] == {"name": "openai", "url": world.server.url, "concurrency": 2}
     assert run.settings["judge"]["model"] == BASE_ALIAS and run.settings["metric"] == "judge"
-    assert set(run.result["variants"]) == {"base", "finetuned"}
+    assert set(run.result.variants) == {"base", "finetuned"}
     for name in ("base", "finetuned"):
-        judged = run.result["variants"][name]["judge"]["n"] + run.result["judge"]["counts"][name]["malformed"]
+        judged = run.result.variants[name]["judge"].n + run.result.judge.counts[name]["malformed"]
         assert judged == len(EVAL)

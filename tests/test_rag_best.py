@@ -26,7 +26,7 @@ def test_max_new_tokens_is_one_and_a_half_times_the_90th_percentile_clamped():
 def test_comparison_without_max_new_tokens_sizes_answers_from_references(tiny_loaded, data_dir):
     from assistant.compare.config import CompareConfig
     from assistant.compare.evalset import EvalItem
-    from assistant.compare.runner import run_comparison
+    from assistant.comparison import run_comparison
     from assistant.runtime import Runtime
     from foundation.settings import Settings
 
@@ -34,10 +34,10 @@ def test_comparison_without_max_new_tokens_sizes_answers_from_references(tiny_lo
     items = [EvalItem(f"Question {i}?", "x" * (8 * i)) for i in range(1, 6)]  # byte tokens: 8..40
     result = run_comparison(runtime, items, CompareConfig(variants=("base",), forgetting=False), store=False)
     want = V.max_new_tokens_for([it.answer for it in items], runtime.engine.count_tokens)
-    assert want == 56 and result["settings"]["generation"]["max_new_tokens"] == want  # ceil(1.5 * 36.8)
+    assert want == 56 and result.settings["generation"]["max_new_tokens"] == want  # ceil(1.5 * 36.8)
     fixed = run_comparison(runtime, items[:2], CompareConfig(variants=("base",), forgetting=False,
                                                              max_new_tokens=5), store=False)
-    assert fixed["settings"]["generation"]["max_new_tokens"] == 5
+    assert fixed.settings["generation"]["max_new_tokens"] == 5
 
 
 def test_rag_prompt_asks_for_a_short_cited_answer_from_the_passages():

@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from assistant.compare import router as R
+from assistant.compare.recommend import Recommendation
+from assistant.compare.result import ComparisonResult, QuestionRecord, VariantAnswer
 from assistant.compare.runs import RunStore
 from foundation.errors import ArenaError
 
@@ -25,9 +27,8 @@ def hashed(texts: list[str]) -> np.ndarray:
     return np.array(out)
 
 
-def record(question: str, scores: dict[str, float]) -> dict:
-    return {"question": question, "answers": {v: {"text": v, "scores": {"f1": s, "nll": 1 - s}}
-                                              for v, s in scores.items()}}
+def record(question: str, scores: dict[str, float]) -> QuestionRecord:
+    return QuestionRecord(question, "", "", {v: VariantAnswer(v, {"f1": s, "nll": 1 - s}) for v, s in scores.items()})
 
 
 def test_winner_direction_and_ties():
@@ -105,7 +106,8 @@ def test_routed_column_in_chat_says_which_variant_answered(runtime):
     assert answers["routed"].error == R.NO_ROUTER  # nothing stored yet: the column says what it needs
     per_question = [record(q, {"base": 1.0, "prompt": 0.0}) for q in SPORT] + \
                    [record(q, {"base": 0.0, "prompt": 1.0}) for q in COOKING]
-    RunStore(runtime.settings.data_dir / "runs.sqlite").add({"metric": "f1"}, {"per_question": per_question})
+    stored = ComparisonResult({}, {}, per_question, Recommendation(None, "", False, "f1"))
+    RunStore(runtime.settings.data_dir / "runs.sqlite").add({"metric": "f1"}, stored)
     for question, expected in (("Who scored the goal in the football match?", "base"),
                                ("How long should I bake the bread?", "prompt")):
         answers = arena.ask(question, ["base", "prompt", "routed"], cfg, gen)
@@ -118,16 +120,16 @@ def test_routed_column_in_chat_says_which_variant_answered(runtime):
 def test_routed_in_a_comparison_is_cross_validated_with_its_cost(runtime):
     from assistant.compare.config import CompareConfig
     from assistant.compare.evalset import EvalItem
-    from assistant.compare.runner import run_comparison
+    from assistant.comparison import run_comparison
 
     items = [EvalItem(q, "It depends.", "faq.md") for q in SPORT + COOKING]
     cc = CompareConfig(variants=("base", "prompt", "routed"), max_new_tokens=6, eval_name="router")
     result = run_comparison(runtime, items, cc)
-    assert set(result["variants"]) == {"base", "prompt", "routed"} and result["variants"]["routed"]["f1"]["n"] == 6
-    for q in result["per_question"]:
-        routed = q["answers"]["routed"]
-        assert routed["routed_to"] in {"base", "prompt"}
-        assert routed["text"] == q["answers"][routed["routed_to"]]["text"]
-    assert result["router"]["folds"] >= 2 and sum(result["router"]["picks"].values()) == 6
-    assert result["costs"]["routed"]["seconds_per_answer"] > 0
-    assert "routed" in result["paired"]
+    assert set(result.variants) == {"base", "prompt", "routed"} and result.variants["routed"]["f1"].n == 6
+    for q in result.per_question:
+        routed = q.answers["routed"]
+        assert routed.routed_to in {"base", "prompt"}
+        assert routed.text == q.answers[routed.routed_to].text
+    assert result.router.folds >= 2 and sum(result.router.picks.values()) == 6
+    assert result.costs["routed"].seconds_per_answer > 0
+    assert "routed" in result.paired

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from assistant.compare.result import ComparisonResult
 from ui.compare import CHART_POINTS, INTERVAL, MEAN, chart_frame, chart_metrics
 
-RESULT = {"variants": {
+RESULT = ComparisonResult.from_dict({"per_question": [], "recommendation": {}, "variants": {
     "base": {"f1": {"mean": 0.2, "ci_low": 0.1, "ci_high": 0.3, "n": 12}, "ttft_s": {"mean": 0.05, "ci_low": 0.04,
                                                                                      "ci_high": 0.06, "n": 12}},
     "rag": {"f1": {"mean": 0.6, "ci_low": 0.5, "ci_high": 0.7, "n": 12}, "groundedness": {"mean": 0.8, "ci_low": 0.7,
                                                                                            "ci_high": 0.9, "n": 12}},
-}}
+}})
 
 
 def test_chart_frame_is_a_point_range_per_variant():

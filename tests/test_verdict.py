@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from assistant.compare.learned import training_sample
-from assistant.compare.recommend import headline
+from assistant.compare.recommend import Recommendation, headline
 from assistant.compare.report import render_markdown, write_report
+from assistant.compare.result import ComparisonResult
 from assistant.compare.why import why_sentences
 from tests.conftest import make_lora
 
@@ -43,9 +44,12 @@ def hand_result() -> dict:
                                "seconds_per_answer": 3.0}}
     variants = {v: {"f1": _s(m)} for v, m in means.items()}
     variants["rag"]["retrieval_hit"] = variants["rag+finetuned"]["retrieval_hit"] = _s(0.45)
-    forgetting = [{"adapter": "faq-lora", "flagged": True, "message": "FORGETTING: ...",
-                   "probes": {"general_qa": {"base_ppl": 10.0, "adapter_ppl": 12.3, "relative_change": 0.23},
-                              "general_text": {"base_ppl": 20.0, "adapter_ppl": 21.0, "relative_change": 0.05}}}]
+    change = {"mean": 0.2, "ci_low": 0.15, "ci_high": 0.25, "level": 0.975, "n": 20}
+    forgetting = [{"adapter": "faq-lora", "margin": 0.15, "flagged": True, "message": "FORGETTING: ...",
+                   "probes": {"general_qa": {"base_ppl": 10.0, "adapter_ppl": 12.3, "relative_change": 0.23,
+                                             "ci_low": 0.18, "ci_high": 0.28, "nll_change": change},
+                              "general_text": {"base_ppl": 20.0, "adapter_ppl": 21.0, "relative_change": 0.05,
+                                               "ci_low": -0.01, "ci_high": 0.1, "nll_change": change}}}]
     learned = {"adapter": "faq-lora", "variant": "finetuned", "n": 16, "train": {"f1": _s(0.85)},
                "heldout": {"f1": _s(0.30)}}
     rec = {"variant": "rag", "reason": "Practically equivalent on token F1: ...", "clear": False, "metric": "f1",
@@ -58,8 +62,12 @@ def hand_result() -> dict:
             "warnings": [], "forgetting": forgetting, "learned": learned, "settings": {"metric": "f1"}}
 
 
+def typed(result: dict) -> ComparisonResult:
+    return ComparisonResult.from_dict(result)
+
+
 def test_why_sentences_from_a_hand_made_result():
-    why = why_sentences(hand_result())
+    why = why_sentences(typed(hand_result()))
     assert set(why) == {"rag+finetuned", "finetuned", "prompt", "base"}  # one per losing variant
     assert all(s[0].isupper() and s.endswith(".") and s.count(".") <= 8 for s in why.values())
     top = why["rag+finetuned"]
@@ -69,7 +77,7 @@ def test_why_sentences_from_a_hand_made_result():
     ft = why["finetuned"]
     assert "token F1 of 0.300 is measurably below rag+finetuned's 0.520 (by 0.220)" in ft
     assert "scores 0.85 token F1 against 0.30 on held-out ones" in ft and "do not carry over" in ft
-    assert "perplexity on the general qa probe rose +23 %" in ft
+    assert "perplexity on the general qa probe rose +23 % (interval +18 to +28 %)" in ft
     assert ft.count(";") == 2 and "min to train" not in ft  # the standing and the two most telling measurements
     assert why["prompt"] == ("Its token F1 of 0.250 is measurably below rag+finetuned's 0.520 (by 0.270); its "
                              "instructions and examples add 120 prompt tokens to every question.")
@@ -82,12 +90,12 @@ def test_why_sentence_for_an_adapter_that_did_not_learn_and_a_slow_variant():
     result["forgetting"] = []
     result["costs"]["rag+finetuned"].update(training_seconds=0, memory_mb=2.5)  # now costs the same as rag
     result["costs"]["prompt"]["seconds_per_answer"] = 2.5
-    why = why_sentences(result)
+    why = why_sentences(typed(result))
     assert "did not learn its training facts" in why["finetuned"]
     assert "its adapter took 12.0 min to train" in why["finetuned"]
     assert "at the same cost, and it ranked lower" in why["rag+finetuned"]
     assert why["prompt"].endswith("to every question; an answer takes 2.5 s against 1.2 s for rag.")
-    assert why_sentences({"recommendation": {"variant": None}}) == {}
+    assert why_sentences(typed({**hand_result(), "recommendation": {"variant": None}})) == {}
 
 
 def test_why_sentence_names_each_cost_once_and_a_rag_that_had_the_answer():
@@ -95,7 +103,7 @@ def test_why_sentence_names_each_cost_once_and_a_rag_that_had_the_answer():
     result["recommendation"]["comparisons"]["prompt"] = _row(0.27, -0.05, 0.5, False)  # tied, and costlier:
     result["costs"]["prompt"]["extra_prompt_tokens"] = 500  # a long few-shot prompt
     result["variants"]["rag+finetuned"].update(retrieval_hit=_s(0.9), groundedness=_s(0.4))
-    why = why_sentences(result)
+    why = why_sentences(typed(result))
     assert why["prompt"].count("prompt tokens") == 1 and "adds 500 prompt tokens per question instead of 400" \
         in why["prompt"]
     assert ("held the reference answer for 90 % of the questions, so the answers, not retrieval, fall short "
@@ -104,8 +112,8 @@ def test_why_sentence_names_each_cost_once_and_a_rag_that_had_the_answer():
 
 def test_report_shows_verdict_why_and_statistics(tmp_path):
     result = hand_result()
-    result["why"] = why_sentences(result)
-    md = render_markdown(result, "chart.png")
+    result["why"] = why_sentences(typed(result))
+    md = render_markdown(typed(result), "chart.png")
     assert "## Why not the others" in md and "- finetuned: " + result["why"]["finetuned"] in md
     assert "## Paired difference against the best (Holm-adjusted)" in md
     assert md.startswith("# Strategy comparison\n\n**Recommendation: rag (practically equivalent: within ±0.05 "
@@ -115,7 +123,7 @@ def test_report_shows_verdict_why_and_statistics(tmp_path):
     assert "P(best), the share of paired resamples in which a variant has the best mean: rag+finetuned 70 %" in md
     assert "44 questions; paired bootstrap over 12 source clusters, 4000 resamples; Holm correction over 4" in md
     assert "| rag+finetuned | 720 | 400.0 | 6.5 | 3.00 |" in md  # costs with seconds per answer
-    page = write_report(result, tmp_path / "r.md")["html"].read_text()
+    page = write_report(typed(result), tmp_path / "r.md")["html"].read_text()
     assert "Why not the others" in page and "caps what it can score" in page
 
 
@@ -129,24 +137,24 @@ def test_an_inconclusive_verdict_is_said_plainly_everywhere(tmp_path):
     rec = result["recommendation"]
     rec.update(variant=None, outcome="inconclusive", more_questions=96, reason="No variant yet: inconclusive ...")
     rec["comparisons"]["rag"] = _row(0.02, -0.03, 0.07, False)  # neither separated nor shown equivalent
-    result["why"] = why = why_sentences(result)
+    result["why"] = why = why_sentences(typed(result))
     assert set(why) == {"rag", "finetuned", "prompt", "base"}  # every variant but the leader
     assert "trails the leader rag+finetuned (0.520) by 0.020, not measurably" in why["rag"]
-    md = render_markdown(result, "c.png")
+    md = render_markdown(typed(result), "c.png")
     assert "**Recommendation: no variant yet (inconclusive: rag+finetuned leads, P(best) 70 %).**" in md
     assert "## Where the others stand against the leader" in md and "Why not the others" not in md
-    assert decision_headline(result) == "No variant yet (inconclusive: rag+finetuned leads, P(best) 70 %)"
+    assert decision_headline(typed(result)) == "No variant yet (inconclusive: rag+finetuned leads, P(best) 70 %)"
     info = {"stages": [], "config": {"docs": ["faq.md"]}, "evalset": {"origin": "qa", "eval": 44}}
-    write_decision_report(result, info, tmp_path)
+    write_decision_report(typed(result), info, tmp_path)
     assert (tmp_path / "report.md").read_text().startswith("# Decision: No variant yet (inconclusive: rag+finetuned")
     data = json.loads((tmp_path / "report.json").read_text())
     assert data["verdict"] is None and data["outcome"] == "inconclusive" and data["leader"] == "rag+finetuned"
     assert data["p_best"] == 0.7 and data["more_questions"] == 96 and data["margin"] == 0.05
-    assert "recommendation: no variant yet (inconclusive: rag+finetuned leads" in summary_text(result)
-    assert recommended(rec) == "none yet (leader rag+finetuned)"
+    assert "recommendation: no variant yet (inconclusive: rag+finetuned leads" in summary_text(typed(result))
+    assert recommended(Recommendation.from_dict(rec)) == "none yet (leader rag+finetuned)"
     rec.update(variant="rag", outcome="equivalent")
-    assert decision_headline(result).startswith("Use rag (practically equivalent: within ±0.05 token F1 of the leader")
-    assert recommended(rec) == "rag (equivalent)"
+    assert decision_headline(typed(result)).startswith("Use rag (practically equivalent: within ±0.05 token F1 of the leader")
+    assert recommended(Recommendation.from_dict(rec)) == "rag (equivalent)"
 
 
 def _write_job(data_dir, job_id, rows):
@@ -203,7 +211,7 @@ def tiny_runtime(tmp_path, tiny_model_dir):
 def test_runner_adds_learned_check_why_and_verdict(tiny_runtime):
     from assistant.compare.config import CompareConfig
     from assistant.compare.evalset import EvalItem
-    from assistant.compare.runner import run_comparison
+    from assistant.comparison import run_comparison
     from ui.compare import _show
 
     items = [EvalItem(f"Which colour is thing {i}?", "It is red.", source="faq.md", section=f"s{i % 2}")
@@ -211,18 +219,18 @@ def test_runner_adds_learned_check_why_and_verdict(tiny_runtime):
     cc = CompareConfig(variants=("base", "finetuned"), adapter="lora", max_new_tokens=4, learned_sample=3,
                        forgetting=False)
     result = run_comparison(tiny_runtime, items, cc, store=False)
-    learned = result["learned"]
-    assert learned["n"] == 3 and learned["adapter"] == "lora" and learned["train"]["f1"]["n"] == 3
-    assert learned["heldout"] == result["variants"]["finetuned"]
-    rec = result["recommendation"]
-    assert set(rec["comparisons"]) == {"base", "finetuned"} - {rec["best"]} and rec["n_questions"] == 4
-    assert "only 2 distinct sources" in rec["stats"]["note"]  # 2 sections: too few to resample by section
-    loser = ({"base", "finetuned"} - {rec["variant"] or rec["leader"]}).pop()
-    assert set(result["why"]) == {loser} and result["why"][loser].endswith(".")
-    assert all(c["seconds_per_answer"] > 0 for c in result["costs"].values())
+    learned = result.learned
+    assert learned.n == 3 and learned.adapter == "lora" and learned.train["f1"].n == 3
+    assert learned.heldout == result.variants["finetuned"]
+    rec = result.recommendation
+    assert set(rec.comparisons) == {"base", "finetuned"} - {rec.best} and rec.n_questions == 4
+    assert "only 2 distinct sources" in rec.stats["note"]  # 2 sections: too few to resample by section
+    loser = ({"base", "finetuned"} - {rec.variant or rec.leader}).pop()
+    assert set(result.why) == {loser} and result.why[loser].endswith(".")
+    assert all(c.seconds_per_answer > 0 for c in result.costs.values())
     text = _show(tiny_runtime, result, False)[1]
     assert text.startswith(f"### Recommendation: {headline(rec)}\n") and f"- **{loser}**: " in text
     no_check = run_comparison(tiny_runtime, items, CompareConfig(variants=("base", "finetuned"), adapter="lora",
                                                                  max_new_tokens=2, learned_sample=0,
                                                                  forgetting=False), store=False)
-    assert no_check["learned"] is None
+    assert no_check.learned is None

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from scipy.stats import t as student_t
 
-from assistant.compare.recommend import headline, recommend
+from assistant.compare.recommend import Recommendation, headline, recommend
 from assistant.compare.stats import Resampler, holm, p_best
 from benchmarks.verdict import COSTS, GAP_MEANS, ISSUE_MEANS, f1_scores, tost_power
 from foundation.errors import ArenaError
@@ -97,7 +97,7 @@ def test_the_24_question_case_of_the_issue_is_inconclusive():
         assert rec.more_questions and rec.more_questions > 0
         data = rec.to_dict()
         assert data["variant"] is None and data["leader"] == "rag+finetuned" and data["outcome"] == "inconclusive"
-        assert headline(data).startswith("no variant yet (inconclusive: rag+finetuned leads, P(best)")
+        assert headline(Recommendation.from_dict(data)).startswith("no variant yet (inconclusive: rag+finetuned leads, P(best)")
         assert rec.reason.startswith("No variant yet: inconclusive on token F1. rag+finetuned leads with 0.281")
         assert "you have 24 (about " in rec.reason and " more)." in rec.reason
         assert "generated questions" in rec.reason and "--seeds" in rec.reason

@@ -15,9 +15,10 @@ from assistant.compare import views
 from assistant.compare.config import CompareConfig
 from assistant.compare.evalset import draw_eval_set, load_eval_set
 from assistant.compare.recommend import headline
-from assistant.compare.report import TABLE_METRICS, UNIT_METRICS, ci_cell, write_report
-from assistant.compare.runner import resume_comparison, run_comparison
+from assistant.compare.report import TABLE_METRICS, UNIT_METRICS, ci_cell, measured, write_report
+from assistant.compare.result import ComparisonResult
 from assistant.compare.runs import RunStore
+from assistant.comparison import resume_comparison, run_comparison
 from assistant.runtime import Runtime
 from foundation.errors import ArenaError
 from foundation.metrics import METRIC_LABELS, PRIMARY_METRICS
@@ -39,38 +40,32 @@ CHART_POINTS = 40  # dots along each 95 % interval; drawn touching, they read as
 INTERVAL, MEAN, CI = "95 % interval", "mean", "mean [95 % CI]"
 
 
-def chart_frame(result: dict, metric: str) -> pd.DataFrame:
+def chart_frame(result: ComparisonResult, metric: str) -> pd.DataFrame:
     """A point-range per variant: the mean as a dark dot on a light bar spanning its 95 % interval.
 
     Gradio's native plots have no error-bar mark, so the interval is drawn as a column of dots; every
     point's tooltip carries the variant's mean, interval and question count."""
     rows, means = [], []
-    for name, summaries in result["variants"].items():
-        s = summaries.get(metric) or {}
-        if s.get("mean") is None:
+    for name, summaries in result.variants.items():
+        s = summaries.get(metric)
+        if s is None or s.mean is None:
             continue
-        hover = {CI: ci_cell(s), "questions": s.get("n")}
-        low, high = s["ci_low"], s["ci_high"]
-        rows += [{"variant": name, "score": low + (high - low) * k / CHART_POINTS, "shown": INTERVAL, **hover}
-                 for k in range(CHART_POINTS + 1)]
-        means.append({"variant": name, "score": s["mean"], "shown": MEAN, **hover})
+        hover = {CI: ci_cell(s), "questions": s.n}
+        rows += [{"variant": name, "score": s.ci_low + (s.ci_high - s.ci_low) * k / CHART_POINTS, "shown": INTERVAL,
+                  **hover} for k in range(CHART_POINTS + 1)]
+        means.append({"variant": name, "score": s.mean, "shown": MEAN, **hover})
     return pd.DataFrame(rows + means, columns=["variant", "score", "shown", CI, "questions"])  # means on top
 
 
-def chart_metrics(result: dict) -> list[tuple[str, str]]:
+def chart_metrics(result: ComparisonResult) -> list[tuple[str, str]]:
     """(label, metric) for every metric this run has values for, in the results table's order."""
-    return [(METRIC_LABELS[m], m) for m in TABLE_METRICS
-            if any((v.get(m) or {}).get("mean") is not None for v in result.get("variants", {}).values())]
+    return [(METRIC_LABELS[m], m) for m in measured(result.variants)]
 
 
-def _chart(result: dict, metric: str) -> gr.ScatterPlot:
+def _chart(result: ComparisonResult, metric: str) -> gr.ScatterPlot:
     frame = chart_frame(result, metric)
     return gr.ScatterPlot(value=frame, y_title=METRIC_LABELS.get(metric, metric), visible=True,
-                          y_lim=[0, 1] if metric in UNIT_METRICS else None, sort=list(result["variants"]))
-
-
-def _primary(result: dict) -> str:
-    return (result.get("recommendation") or {}).get("metric", "f1")
+                          y_lim=[0, 1] if metric in UNIT_METRICS else None, sort=list(result.variants))
 
 
 @dataclass
@@ -175,7 +170,7 @@ def build_compare_tab(runtime: Runtime) -> CompareView:
                 detail)
     reload_runs.click(lambda: _past(runtime), None, past)
     # Whatever shows a result (run, resume, open) redraws the chart for its primary metric; the dropdown follows.
-    state.change(lambda r: gr.update(choices=chart_metrics(r), value=_primary(r), visible=True) if r
+    state.change(lambda r: gr.update(choices=chart_metrics(r), value=r.metric, visible=True) if r
                  else gr.update(), state, chart_metric)
     chart_metric.input(lambda r, m: _chart(r, m) if r else gr.update(), [state, chart_metric], chart)
     open_run.click(lambda i: _open(runtime, i), run_id, shown)
@@ -200,7 +195,8 @@ def served(runtime, url: str, key: str, n):
     return _SERVED[settings]
 
 
-def _run(runtime, file, draw, lim, chosen, adapter_name, metric_name, tokens, progress, judge="") -> dict:
+def _run(runtime, file, draw, lim, chosen, adapter_name, metric_name, tokens, progress,
+         judge="") -> ComparisonResult:
     if draw:
         trained = runtime.registry.training_questions(adapter_name) if adapter_name else []
         items, _ = draw_eval_set(runtime.store.sections(), exclude_questions=trained)
@@ -216,26 +212,26 @@ def _run(runtime, file, draw, lim, chosen, adapter_name, metric_name, tokens, pr
     return run_comparison(runtime, items, cc, progress=progress)
 
 
-def _show(runtime, result: dict, only: bool) -> tuple:
+def _show(runtime, result: ComparisonResult, only: bool) -> tuple:
     header, rows = views.results_table(result)
-    rec = result["recommendation"]
-    text = f"### Recommendation: {headline(rec)}\n{rec['reason']}\n" + "".join(
-        f"\n- **{v}**: {why}" for v, why in (result.get("why") or {}).items())
-    warn = "\n".join(f"- ⚠️ {w}" for w in result.get("warnings", [])) or ""
+    rec = result.recommendation
+    text = f"### Recommendation: {headline(rec)}\n{rec.reason}\n" + "".join(
+        f"\n- **{v}**: {why}" for v, why in result.why.items())
+    warn = "\n".join(f"- ⚠️ {w}" for w in result.warnings) or ""
     choices = views.question_choices(result, only)
     first = choices[0][1] if choices else None
     return (result, text, gr.update(value=pd.DataFrame(rows, columns=header), visible=True),
-            _chart(result, _primary(result)), warn,
+            _chart(result, result.metric), warn,
             gr.update(choices=choices, value=first), views.question_html(result, -1 if first is None else first),
             _export(runtime, result))
 
 
-def _export(runtime, result: dict) -> list[str]:
+def _export(runtime, result: ComparisonResult) -> list[str]:
     """Report files under uploads/ (the only folder the server may serve files from)."""
     folder = runtime.settings.uploads_dir / "compare"
-    stem = confine(folder, f"run-{result.get('run_id', int(time.time()))}", "export name")
+    stem = confine(folder, f"run-{result.run_id or int(time.time())}", "export name")
     paths = write_report(result, stem.with_suffix(".md"))
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
+    stem.with_suffix(".json").write_text(json.dumps(result.to_dict(), indent=1, default=str), encoding="utf-8")
     return [str(paths["markdown"]), str(paths["html"]), str(paths["png"]), str(stem.with_suffix(".json"))]
 
 

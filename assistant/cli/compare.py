@@ -10,7 +10,8 @@ from assistant.compare.config import CompareConfig
 from assistant.compare.evalset import draw_eval_set, load_eval_set
 from assistant.compare.recommend import headline
 from assistant.compare.report import write_report
-from assistant.compare.runner import resume_comparison, run_comparison
+from assistant.compare.result import ComparisonResult
+from assistant.comparison import resume_comparison, run_comparison
 from foundation.errors import ArenaError
 from foundation.generation import LOOP_STOP, STOP_ON_LOOP_HELP, check_stop_on_loop
 from foundation.metrics import METRIC_LABELS, PRIMARY_METRICS
@@ -96,25 +97,23 @@ def cmd_compare(args: argparse.Namespace, settings) -> int:
                            equivalence_margin=args.equivalence_margin or 0.0)
         result = run_comparison(runtime, items, cc, cfg=variant_config(args), progress=progress)
     progress.close()
-    if args.report:
-        result["report"] = {k: str(v) for k, v in write_report(result, Path(args.report)).items()}
-    emit(args, result, summary_text(result))
+    report = {k: str(v) for k, v in write_report(result, Path(args.report)).items()} if args.report else None
+    emit(args, {**result.to_dict(), **({"report": report} if report else {})}, summary_text(result, report))
     return 0
 
 
-def summary_text(result: dict) -> str:
-    """A short human summary: primary metric per variant, the recommendation and warnings."""
-    rec = result["recommendation"]
-    metric = rec.get("metric", "f1")
+def summary_text(result: ComparisonResult, report: dict | None = None) -> str:
+    """A short human summary: primary metric per variant, the recommendation, warnings and the report files."""
+    rec, metric = result.recommendation, result.metric
     lines = [f"{METRIC_LABELS[metric]} (mean [95 % CI]):"]
-    for name, summary in result["variants"].items():
-        s = summary.get(metric, {})
-        if s.get("mean") is not None:
-            lines.append(f"  {name:<14} {s['mean']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}]")
-    lines.append(f"recommendation: {headline(rec)} — {rec['reason']}")
-    lines += [f"warning: {w}" for w in result.get("warnings", [])]
-    if result.get("report"):
-        lines.append(f"report: {result['report']['markdown']} and {result['report']['html']}")
+    for name, summary in result.variants.items():
+        s = summary.get(metric)
+        if s and s.mean is not None:
+            lines.append(f"  {name:<14} {s.mean:.3f} [{s.ci_low:.3f}, {s.ci_high:.3f}]")
+    lines.append(f"recommendation: {headline(rec)} — {rec.reason}")
+    lines += [f"warning: {w}" for w in result.warnings]
+    if report:
+        lines.append(f"report: {report['markdown']} and {report['html']}")
     return "\n".join(lines)
 
 

@@ -6,7 +6,7 @@ import argparse
 
 from assistant.cli.flags import add_config_flags
 from assistant.cli.output import emit
-from assistant.compare.recommend import headline
+from assistant.compare.recommend import Recommendation, headline
 from assistant.decide.config import DecideConfig, config_from_args
 from assistant.decide.progress import DecideCancelled
 from assistant.decide.runner import plan_for, run_decide
@@ -40,8 +40,8 @@ def cmd_decide(args: argparse.Namespace, settings) -> int:
 
 
 def summary_text(result: dict) -> str:
-    rec = result["recommendation"]
-    lines = [f"recommendation: {headline(rec)} — {rec['reason']}"]
+    rec = Recommendation.from_dict(result["recommendation"])  # the decide summary holds it as JSON
+    lines = [f"recommendation: {headline(rec)} — {rec.reason}"]
     for variant, s in result.get("seeds", {}).items():
         if s.get("seeds", 0) > 1:
             lines.append(f"  {variant} across {s['seeds']} seeds: {s['mean']:.3f} ± {s['sd']:.3f}")

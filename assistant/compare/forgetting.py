@@ -49,23 +49,6 @@ def load_probe(data_dir: Path = DATA_DIR) -> Probe:
     return Probe(qa, [p.strip() for p in text.split("\n\n") if p.strip()])
 
 
-def arena_scorer(arena, cfg, adapter: str) -> Scorer:
-    """Scores through ``Arena.reference_nll`` with the base and finetuned variants (the engine's own adapter path)."""
-    from dataclasses import replace
-
-    cfg = replace(cfg, adapter=adapter, system_prompt="", few_shot=[])
-
-    def score(pairs):
-        base, tuned = [], []
-        for prompt, reply in pairs:
-            prepared = arena.prepare(prompt, ["base", "finetuned"], cfg)
-            nll = arena.reference_nll(prepared, reply)
-            base.append(float(nll["base"]))
-            tuned.append(float(nll["finetuned"]))
-        return base, tuned
-    return score
-
-
 @dataclass(frozen=True)
 class PairedChange:
     """Mean of per-item paired differences (adapter - base) with its widened bootstrap interval at ``level``."""
@@ -107,6 +90,12 @@ class ForgettingReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ForgettingReport:
+        probes = {name: ProbeResult(**{**p, "nll_change": PairedChange(**p["nll_change"])})
+                  for name, p in data["probes"].items()}
+        return cls(data["adapter"], data["margin"], probes, data["flagged"], data["message"])
 
 
 def probe_result(base: list[float], tuned: list[float], alpha: float) -> ProbeResult:

@@ -10,12 +10,18 @@ scored None (left out of the means), never an error. The prompt and settings are
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
+from assistant.compare.result import JudgeSummary, JudgeVerdict
 from assistant.inference.openai_engine import ServerClient
 from foundation.errors import ArenaError
-from foundation.generation import GenSettings, Row, parse_server_model
+from foundation.generation import parse_server_model
+
+if TYPE_CHECKING:
+    from assistant.compare.result import ComparisonResult, QuestionRecord
 
 SCORES = {"correct": 1.0, "partially": 0.5, "wrong": 0.0}
 SYSTEM = ("You grade answers. Compare the ANSWER with the REFERENCE answer to the QUESTION. Reply with exactly "
@@ -74,27 +80,24 @@ def messages(question: str, reference: str, answer: str) -> list[dict]:
             {"role": "user", "content": USER.format(question=question, reference=reference, answer=answer)}]
 
 
-def ask(cfg: JudgeConfig, runtime, conversations: list[list[dict]], progress=None) -> list[str]:
-    """The judge's raw replies, in order."""
+def ask(cfg: JudgeConfig, local: Callable[[list[list[dict]]], list[str]], conversations: list[list[dict]]
+        ) -> list[str]:
+    """The judge's replies: ``local`` (the run's own engine, given by the caller) or the configured server."""
     if cfg.kind == "local":
-        engine = runtime.engine
-        gen = GenSettings(max_new_tokens=cfg.max_tokens, temperature=cfg.temperature)
-        outs = engine.generate([Row(engine.chat_ids(m)) for m in conversations], gen)
-        return [o.text for o in outs]
-
+        return local(conversations)
     client = ServerClient(cfg.url, cfg.key_env)
     with ThreadPoolExecutor(max_workers=cfg.concurrency) as pool:
         return list(pool.map(lambda m: client.chat(cfg.model, m, cfg.max_tokens, cfg.temperature), conversations))
 
 
-def judge_all(cfg: JudgeConfig, runtime, items, answers: list[dict], variants: list[str],
-              table: dict, per_question: list[dict]) -> dict:
+def judge_all(cfg: JudgeConfig, local, items, answers: list[dict], variants: list[str],
+              table: dict, per_question: list[QuestionRecord]) -> JudgeSummary:
     """Grade every (question, variant) answer; adds table[v]["judge"] and per-question verdicts in place.
 
-    Returns the summary shown with the run: verdict counts per variant and the malformed replies."""
+    ``local(conversations) -> replies`` answers a local judge. Returns the summary shown with the run:
+    verdict counts per variant and the malformed replies."""
     pairs = [(i, v) for i in range(len(items)) for v in variants]
-    replies = ask(cfg, runtime, [messages(items[i].question, items[i].answer, answers[i][v].text)
-                                 for i, v in pairs])
+    replies = ask(cfg, local, [messages(items[i].question, items[i].answer, answers[i][v].text) for i, v in pairs])
     counts = {v: {**dict.fromkeys(SCORES, 0), "malformed": 0} for v in variants}
     malformed = []
     for v in variants:
@@ -104,44 +107,35 @@ def judge_all(cfg: JudgeConfig, runtime, items, answers: list[dict], variants: l
         counts[v][verdict or "malformed"] += 1
         score = SCORES[verdict] if verdict else None
         table[v]["judge"][i] = score
-        record = per_question[i]["answers"][v]
-        record["scores"]["judge"] = score
-        record["judge"] = {"verdict": verdict, "reason": reason, "reply": reply[:500]}
+        record = per_question[i].answers[v]
+        record.scores["judge"] = score
+        record.judge = JudgeVerdict(verdict, reason, reply[:500])
         if verdict is None and len(malformed) < MALFORMED_SHOWN:
             malformed.append({"question": i, "variant": v, "reply": reply[:200]})
     n_bad = sum(c["malformed"] for c in counts.values())
-    return {"judged": len(pairs), "malformed": n_bad, "counts": counts, "malformed_examples": malformed}
+    return JudgeSummary(len(pairs), n_bad, counts, malformed)
 
 
-def malformed_warning(summary: dict) -> str:
-    if not summary.get("malformed"):
+def malformed_warning(summary: JudgeSummary) -> str:
+    if not summary.malformed:
         return ""
-    return (f"LLM judge: {summary['malformed']} of {summary['judged']} replies named no verdict (malformed); "
+    return (f"LLM judge: {summary.malformed} of {summary.judged} replies named no verdict (malformed); "
             "they are left out of the judge score")
 
 
-def judge_run(runtime, spec: str, items, answers: list[dict], variants: list[str], table: dict,
-              per_question: list[dict]) -> dict:
-    """The judge step of a comparison: {"settings": stored with the run, "summary": shown with it}."""
-    settings = runtime.settings
-    cfg = parse_spec(spec, settings.engine_key if spec.startswith("openai:") else "", settings.engine_concurrency)
-    summary = judge_all(cfg, runtime, items, answers, variants, table, per_question)
-    return {"settings": cfg.stored(), "summary": summary}
-
-
-def report_lines(result: dict) -> list[str]:
+def report_lines(result: ComparisonResult) -> list[str]:
     """The report's LLM-judge section: who judged, verdicts per variant, paired judge score vs base."""
-    summary, stored = result.get("judge"), (result.get("settings") or {}).get("judge")
+    summary, stored = result.judge, result.settings.get("judge")
     if not summary or not stored:
         return ["not run (pass --judge local or --judge openai:URL:MODEL)"]
     who = "the local base model" if stored["kind"] == "local" else f"{stored['model']} at {stored['url']}"
-    lines = [f"judge: {who}; {summary['judged']} answers, {summary['malformed']} malformed replies"]
-    for v, c in summary["counts"].items():
-        diff = ((result.get("paired") or {}).get(v) or {}).get("judge") or {}
-        vs_base = (f"; minus base {diff['mean']:+.3f} [{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}]"
-                   if diff.get("mean") is not None else "")
+    lines = [f"judge: {who}; {summary.judged} answers, {summary.malformed} malformed replies"]
+    for v, c in summary.counts.items():
+        diff = result.paired.get(v, {}).get("judge")
+        vs_base = (f"; minus base {diff.mean:+.3f} [{diff.ci_low:+.3f}, {diff.ci_high:+.3f}]"
+                   if diff and diff.mean is not None else "")
         lines.append(f"{v}: {c['correct']} correct, {c['partially']} partially, {c['wrong']} wrong, "
                      f"{c['malformed']} malformed{vs_base}")
     lines += [f"malformed ({m['variant']}, question {m['question'] + 1}): {m['reply']!r}"
-              for m in summary["malformed_examples"]]
+              for m in summary.malformed_examples]
     return lines

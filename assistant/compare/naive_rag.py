@@ -15,11 +15,10 @@ NAIVE_K = 3
 NAIVE_MODE = "bm25"
 
 
-def naive_rag_answers(runtime, questions: list[str], gen: GenSettings, k: int = NAIVE_K,
+def naive_rag_answers(store, engine, questions: list[str], gen: GenSettings, k: int = NAIVE_K,
                       progress: Callable[[int, int], None] | None = None) -> list[dict]:
-    """{"question", "answer", "passages"} per question: keyword search, passages + question, base model;
-    `progress(done, total)` after each."""
-    store, engine = runtime.store, runtime.engine
+    """{"question", "answer", "passages"} per question: keyword search in the document ``store``, passages +
+    question, the base model on ``engine``; `progress(done, total)` after each."""
     out = []
     for question in questions:
         hits = store.search(question, k=k, mode=NAIVE_MODE)

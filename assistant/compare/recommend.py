@@ -28,7 +28,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from assistant.compare.stats import (
     ALPHA,
@@ -91,6 +91,17 @@ class Recommendation:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Recommendation:
+        """A stored recommendation; one stored before the three outcomes had only ``clear`` (outcome "" when
+        not clear: the old "no clear winner")."""
+        known = {f.name for f in fields(cls)}
+        rec = cls(**{"variant": None, "reason": "", "clear": False, "metric": "f1",
+                     **{k: v for k, v in data.items() if k in known}})
+        if data.get("outcome") not in OUTCOMES:
+            rec.outcome = "clear" if rec.clear else ""
+        return rec
 
 
 def decision_metric(metric: str) -> str:
@@ -370,28 +381,21 @@ def _inconclusive(ranked: list, label: str, spreads: dict, base: dict) -> Recomm
 # ---------------------------------------------------------------- the verdict in one line, for every reader
 
 
-def outcome_of(rec: dict) -> str:
-    """A stored recommendation's outcome; runs stored before the three outcomes had only ``clear`` ("")."""
-    if rec.get("outcome") in OUTCOMES:
-        return rec["outcome"]
-    return "clear" if rec.get("clear") else ""
-
-
-def headline(rec: dict) -> str:
+def headline(rec: Recommendation) -> str:
     """'rag (clear winner)', 'rag (practically equivalent to ... and cheaper)' or 'no variant yet (...)'."""
-    outcome, variant = outcome_of(rec), rec.get("variant")
-    leader = rec.get("leader") or rec.get("best")
-    label = METRIC_LABELS.get(rec.get("metric", ""), rec.get("metric", ""))
+    outcome, variant = rec.outcome, rec.variant
+    leader = rec.leader or rec.best
+    label = METRIC_LABELS.get(rec.metric, rec.metric)
     if outcome == "clear":
         return f"{variant} (clear winner)"
     if outcome == "equivalent" and variant != leader:
-        return (f"{variant} (practically equivalent: within ±{rec['margin']:g} {label} of the leader {leader}, "
+        return (f"{variant} (practically equivalent: within ±{rec.margin:g} {label} of the leader {leader}, "
                 "and cheaper)")
     if outcome == "equivalent":
         return (f"{variant} (practically equivalent: the leader, and those it does not beat are within "
-                f"±{rec['margin']:g} {label} and no cheaper)")
+                f"±{rec.margin:g} {label} and no cheaper)")
     if outcome == "inconclusive" and leader:
-        return f"no variant yet (inconclusive: {leader} leads, P(best) {(rec.get('p_best') or 0) * 100:.0f} %)"
+        return f"no variant yet (inconclusive: {leader} leads, P(best) {(rec.p_best or 0) * 100:.0f} %)"
     if outcome == "inconclusive":
         return "no variant (nothing was scored)"
     return f"{variant or 'none'} (no clear winner)"

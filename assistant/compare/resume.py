@@ -111,5 +111,5 @@ class PartialRun:
                                                                              f"{len(items)}")
         return out
 
-    def finish(self, settings: dict, result: dict) -> int | None:
+    def finish(self, settings: dict, result) -> int | None:
         return self.store.finish(self.run_id, settings, result) if self.store else None

@@ -19,11 +19,12 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from assistant.compare.result import QuestionRecord, RouterSummary, VariantCost
 from assistant.compare.runs import RunStore
 from foundation import atomic
 from foundation.errors import ArenaError
@@ -52,15 +53,15 @@ def winner(scores: dict[str, float], higher: bool) -> str:
     return max(ranked, key=lambda v: (sign * float(scores[v]), -ranked.index(v)))
 
 
-def run_examples(per_question: list[dict], metric: str, origin: str) -> list[Example]:
+def run_examples(per_question: list[QuestionRecord], metric: str, origin: str) -> list[Example]:
     """Per-question winners of one comparison result (the routed column itself is not a candidate)."""
     higher = HIGHER_IS_BETTER.get(metric, True)
     out = []
     for record in per_question:
-        scores = {v: a["scores"].get(metric) for v, a in record["answers"].items() if v in CANDIDATES}
+        scores = {v: a.scores.get(metric) for v, a in record.answers.items() if v in CANDIDATES}
         scores = {v: s for v, s in scores.items() if s is not None}
         if len(scores) >= 2:
-            out.append(Example(record["question"], winner(scores, higher), origin))
+            out.append(Example(record.question, winner(scores, higher), origin))
     return out
 
 
@@ -69,8 +70,8 @@ def stored_examples(data_dir: Path) -> list[Example]:
     out = []
     runs = Path(data_dir) / "runs.sqlite"
     for run in RunStore(runs).list(limit=1000) if runs.is_file() else []:
-        metric = run.settings.get("metric") or run.result.get("recommendation", {}).get("metric", "f1")
-        out += run_examples(run.result.get("per_question") or [], metric, f"run {run.id}")
+        out += run_examples(run.result.per_question, run.settings.get("metric") or run.result.metric,
+                            f"run {run.id}")
     votes = Path(data_dir) / "votes.sqlite"
     for vote in VoteStore(votes).all() if votes.is_file() else []:
         if vote.winner in CANDIDATES:
@@ -172,13 +173,13 @@ def folds(questions: list[str], k: int, seed: int) -> list[int]:
     return [fold_of[_key(q)] for q in questions]
 
 
-def cross_validated_picks(per_question: list[dict], metric: str, encode, stored: list[Example],
+def cross_validated_picks(per_question: list[QuestionRecord], metric: str, encode, stored: list[Example],
                           variants: list[str], k: int = DEFAULT_FOLDS, seed: int = 0) -> list[dict]:
     """Per evaluation question: the variant a router trained without that question picks, among `variants`.
 
     Returns [{"variant", "probability", "fold", "train_size"}]; the training set of a fold holds the other
     folds' winners and the stored runs' and votes' labels, minus every question of the fold."""
-    questions = [r["question"] for r in per_question]
+    questions = [r.question for r in per_question]
     encode = _memo(encode)  # each fold re-fits on mostly the same questions: embed each once
     own = run_examples(per_question, metric, "fold")
     fold_of = folds(questions, max(2, min(k, len(set(map(_key, questions))))), seed)
@@ -217,11 +218,11 @@ def check_routed(variants) -> None:
                          f"{', '.join(CANDIDATES)} (got {', '.join(others) or 'none'})")
 
 
-def add_routed(per_question: list[dict], table: dict, answers: list[dict], variants: list[str], metric: str,
-               encode, data_dir: Path, seed: int = 0, k: int = DEFAULT_FOLDS) -> dict:
+def add_routed(per_question: list[QuestionRecord], table: dict, answers: list[dict], variants: list[str],
+               metric: str, encode, data_dir: Path, seed: int = 0, k: int = DEFAULT_FOLDS) -> RouterSummary:
     """The routed column of a comparison, from the other variants' answers (cross-validated picks).
 
-    Fills per_question[i]["answers"]["routed"] (the picked answer, with "routed_to"), table["routed"] (the
+    Fills per_question[i].answers["routed"] (the picked answer, with routed_to), table["routed"] (the
     picked variant's scores) and answers[i]["routed"] (for the cost table); returns what the run reports."""
     started = time.time()
     stored = stored_examples(data_dir)
@@ -229,25 +230,24 @@ def add_routed(per_question: list[dict], table: dict, answers: list[dict], varia
     table["routed"] = {m: [] for m in table[variants[0]]}
     for i, (record, pick) in enumerate(zip(per_question, picks, strict=True)):
         chosen = pick["variant"]
-        record["answers"]["routed"] = {**record["answers"][chosen], "routed_to": chosen,
-                                       "router_probability": pick["probability"]}
+        record.answers["routed"] = replace(record.answers[chosen], scores=dict(record.answers[chosen].scores),
+                                           routed_to=chosen, router_probability=pick["probability"])
         answers[i]["routed"] = answers[i][chosen]
         for m in table["routed"]:
             table["routed"][m].append(table[chosen][m][i])
     counts = {v: sum(p["variant"] == v for p in picks) for v in variants}
-    return {"picks": {v: n for v, n in counts.items() if n}, "folds": len({p["fold"] for p in picks}),
-            "stored_labels": len(stored), "seconds": round(time.time() - started, 3),
-            "backend": "sklearn"}
+    return RouterSummary({v: n for v, n in counts.items() if n}, len({p["fold"] for p in picks}), len(stored),
+                         round(time.time() - started, 3), "sklearn")
 
 
-def routed_costs(costs: dict, picks: dict[str, int], router_seconds: float, n_questions: int) -> dict:
+def routed_costs(costs: dict[str, VariantCost], picks: dict[str, int], router_seconds: float,
+                 n_questions: int) -> VariantCost:
     """The routed column's cost: the picked variants' training and memory (any pick needs them loaded), its own
     measured prompt tokens and seconds per answer, plus the router's embedding and fitting time per question."""
     used = [v for v in picks if v in costs]
-    own = dict(costs["routed"])
-    own["training_seconds"] = max((costs[v]["training_seconds"] for v in used), default=0.0)
-    mem = {v: costs[v]["memory_mb"] if v in used else 0.0 for v in CANDIDATES if v in costs}
+    own = costs["routed"]
+    mem = {v: costs[v].memory_mb if v in used else 0.0 for v in CANDIDATES if v in costs}
     # the index and the adapter are each loaded once, whichever columns use them
-    own["memory_mb"] = max(mem.get("rag+finetuned", 0.0), mem.get("rag", 0.0) + mem.get("finetuned", 0.0))
-    own["seconds_per_answer"] += router_seconds / max(1, n_questions)
-    return own
+    return replace(own, training_seconds=max((costs[v].training_seconds for v in used), default=0.0),
+                   memory_mb=max(mem.get("rag+finetuned", 0.0), mem.get("rag", 0.0) + mem.get("finetuned", 0.0)),
+                   seconds_per_answer=own.seconds_per_answer + router_seconds / max(1, n_questions))

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 import time
 from dataclasses import dataclass
 
+from assistant.compare.result import ComparisonResult
 from foundation.errors import ArenaError
 from foundation.sqlite_store import SqliteStore
 
@@ -22,7 +24,7 @@ CREATE TABLE IF NOT EXISTS runs (
     created REAL NOT NULL,
     label TEXT NOT NULL,
     settings TEXT NOT NULL,     -- JSON: eval set, variants, adapter, metric, generation settings, model
-    result TEXT NOT NULL,       -- JSON: the full comparison result (same schema as `arena compare --json`)
+    result TEXT NOT NULL,       -- JSON: ComparisonResult.to_dict() (assistant/compare/result.py), as --json
     state TEXT NOT NULL DEFAULT 'done',   -- 'running' until finished (killed runs stay 'running')
     plan TEXT NOT NULL DEFAULT '{}'       -- JSON: what a resume needs (items, compare and variant configs)
 );
@@ -47,7 +49,7 @@ class Run:
     created: float
     label: str
     settings: dict
-    result: dict
+    result: ComparisonResult
 
 
 class RunStore(SqliteStore):
@@ -98,11 +100,11 @@ class RunStore(SqliteStore):
                 "SELECT question, scores FROM partial_scores WHERE run = ?", (int(run_id),))}
         return json.loads(row[1]), answers, scores
 
-    def finish(self, run_id: int, settings: dict, result: dict) -> int:
+    def finish(self, run_id: int, settings: dict, result: ComparisonResult) -> int:
         """Store the result and drop the run's partial rows, in one transaction."""
         with self._connect() as db:
             db.execute("UPDATE runs SET settings = ?, result = ?, state = 'done' WHERE id = ?",
-                       (json.dumps(settings, default=str), json.dumps(result, default=str), int(run_id)))
+                       (json.dumps(settings, default=str), json.dumps(result.to_dict(), default=str), int(run_id)))
             db.execute("DELETE FROM partial_answers WHERE run = ?", (int(run_id),))
             db.execute("DELETE FROM partial_scores WHERE run = ?", (int(run_id),))
         return int(run_id)
@@ -114,12 +116,12 @@ class RunStore(SqliteStore):
                 "SELECT r.id, r.label, (SELECT COUNT(DISTINCT question) FROM partial_answers WHERE run = r.id) "
                 "FROM runs r WHERE r.state = 'running' ORDER BY r.id DESC")]
 
-    def add(self, settings: dict, result: dict, label: str = "") -> int:
+    def add(self, settings: dict, result: ComparisonResult, label: str = "") -> int:
         label = label or time.strftime("%Y-%m-%d %H:%M:%S")
         with self._connect() as db:
             cur = db.execute("INSERT INTO runs (created, label, settings, result) VALUES (?,?,?,?)",
                              (time.time(), label, json.dumps(settings, default=str),
-                              json.dumps(result, default=str)))
+                              json.dumps(result.to_dict(), default=str)))
             return int(cur.lastrowid)
 
     def get(self, run_id: int) -> Run:
@@ -130,11 +132,21 @@ class RunStore(SqliteStore):
             unfinished = [r[0] for r in self.unfinished()]
             raise ArenaError(f"no comparison run with id {run_id} in {self.path}" + (
                 f" (it is unfinished: arena compare --resume {run_id})" if int(run_id) in unfinished else ""))
-        return Run(row[0], row[1], row[2], json.loads(row[3]), json.loads(row[4]))
+        return self._run(row)
 
     def list(self, limit: int = 50) -> list[Run]:
-        """Newest first."""
+        """Newest first; a run this version cannot read is left out, with a note naming it (get() says why)."""
         with self._connect() as db:
             rows = db.execute("SELECT id, created, label, settings, result FROM runs WHERE state = 'done' "
                               "ORDER BY id DESC LIMIT ?", (int(limit),)).fetchall()
-        return [Run(r[0], r[1], r[2], json.loads(r[3]), json.loads(r[4])) for r in rows]
+        runs = []
+        for row in rows:
+            try:
+                runs.append(self._run(row))
+            except ArenaError as exc:
+                print(f"note: {exc}", file=sys.stderr, flush=True)
+        return runs
+
+    def _run(self, row) -> Run:
+        origin = f"comparison run {row[0]} in {self.path}"
+        return Run(row[0], row[1], row[2], json.loads(row[3]), ComparisonResult.from_dict(json.loads(row[4]), origin))

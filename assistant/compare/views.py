@@ -4,79 +4,75 @@ from __future__ import annotations
 
 import html
 
-from assistant.compare.recommend import outcome_of
-from assistant.compare.report import TABLE_METRICS, ci_cell
+from assistant.compare.recommend import Recommendation
+from assistant.compare.report import ci_cell, measured
+from assistant.compare.result import ComparisonResult
 from foundation.metrics import METRIC_LABELS
 
 QUESTION_SCORES = ("f1", "rougeL", "contains", "semantic", "judge", "nll", "groundedness", "retrieval_hit")
 
 
-def results_table(result: dict) -> tuple[list[str], list[list[str]]]:
-    """Header and rows: one row per variant, mean [95 % CI] per metric, plus the paired F1 gain over base."""
-    variants = result["variants"]
-    metrics = [m for m in TABLE_METRICS if any(v.get(m, {}).get("mean") is not None for v in variants.values())]
-    primary = result["recommendation"].get("metric", "f1")
+def results_table(result: ComparisonResult) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: one row per variant, mean [95 % CI] per metric, plus the paired gain over base."""
+    metrics, primary = measured(result.variants), result.metric
     header = ["variant"] + [METRIC_LABELS[m] for m in metrics] + [f"Δ {METRIC_LABELS[primary]} vs base"]
     rows = []
-    for name, summary in variants.items():
-        diff = result.get("paired", {}).get(name, {}).get(primary)
+    for name, summary in result.variants.items():
+        diff = result.paired.get(name, {}).get(primary)
         rows.append([name] + [ci_cell(summary.get(m)) for m in metrics] + [ci_cell(diff) if diff else "–"])
     return header, rows
 
 
-def question_choices(result: dict, only_disagree: bool = False) -> list[tuple[str, int]]:
+def question_choices(result: ComparisonResult, only_disagree: bool = False) -> list[tuple[str, int]]:
     """(label, index) pairs for the per-question picker, optionally only where the variants disagree."""
     out = []
-    for i, item in enumerate(result.get("per_question", [])):
-        if only_disagree and not item.get("disagree"):
+    for i, item in enumerate(result.per_question):
+        if only_disagree and not item.disagree:
             continue
-        mark = " ⚡" if item.get("disagree") else ""
-        out.append((f"#{i + 1} {item['question'][:80]}{mark}", i))
+        mark = " ⚡" if item.disagree else ""
+        out.append((f"#{i + 1} {item.question[:80]}{mark}", i))
     return out
 
 
-def question_html(result: dict, index: int) -> str:
+def question_html(result: ComparisonResult, index: int) -> str:
     """One question: reference, every variant's answer side by side with its scores and sources."""
-    items = result.get("per_question", [])
+    items = result.per_question
     if not 0 <= index < len(items):
         return "<p>No question selected.</p>"
     item = items[index]
-    head = (f"<p><b>Question:</b> {html.escape(item['question'])}</p>"
-            f"<p><b>Reference:</b> {html.escape(item['reference'])}</p>")
+    head = (f"<p><b>Question:</b> {html.escape(item.question)}</p>"
+            f"<p><b>Reference:</b> {html.escape(item.reference)}</p>")
     cols = []
-    for name, ans in item["answers"].items():
-        scores = "<br>".join(f"{METRIC_LABELS[m]}: {ans['scores'][m]:.3f}" for m in QUESTION_SCORES
-                             if ans["scores"].get(m) is not None)
-        if ans.get("judge"):  # the LLM judge's verdict and reason (or its malformed reply)
-            j = ans["judge"]
-            scores += f"<br>judge: {html.escape(j['verdict'] or 'malformed')} — {html.escape(j['reason'])}"
-        sources = "".join(f"<li>{html.escape(s['citation'])}</li>" for s in ans.get("sources", []))
+    for name, ans in item.answers.items():
+        scores = "<br>".join(f"{METRIC_LABELS[m]}: {ans.scores[m]:.3f}" for m in QUESTION_SCORES
+                             if ans.scores.get(m) is not None)
+        if ans.judge:  # the LLM judge's verdict and reason (or its malformed reply)
+            scores += (f"<br>judge: {html.escape(ans.judge.verdict or 'malformed')} — "
+                       f"{html.escape(ans.judge.reason)}")
+        sources = "".join(f"<li>{html.escape(s.citation)}</li>" for s in ans.sources)
         cols.append(f"<td style='vertical-align:top'><b>{html.escape(name)}</b>"
-                    f"<p>{html.escape(ans['text'])}</p><small>{scores}</small>"
+                    f"<p>{html.escape(ans.text)}</p><small>{scores}</small>"
                     + (f"<ul>{sources}</ul>" if sources else "") + "</td>")
     return head + "<table class='arena-compare-q'><tr>" + "".join(cols) + "</tr></table>"
 
 
-def recommended(rec: dict) -> str:
+def recommended(rec: Recommendation) -> str:
     """The past-runs cell: 'rag (clear)', 'rag (equivalent)', 'none yet (leader rag+finetuned)'."""
-    outcome = outcome_of(rec)
-    if rec.get("variant") is None:
-        leader = rec.get("leader")
-        return f"none yet (leader {leader})" if leader and outcome == "inconclusive" else "none"
-    return f"{rec['variant']} ({outcome or 'no clear winner'})"
+    if rec.variant is None:
+        return f"none yet (leader {rec.leader})" if rec.leader and rec.outcome == "inconclusive" else "none"
+    return f"{rec.variant} ({rec.outcome or 'no clear winner'})"
 
 
 def runs_table(runs) -> tuple[list[str], list[list]]:
     """Past runs side by side: id, label, eval set, primary metric per variant and the recommendation."""
     names = []
     for run in runs:
-        names += [v for v in run.result.get("variants", {}) if v not in names]
+        names += [v for v in run.result.variants if v not in names]
     header = ["id", "label", "eval", "metric"] + names + ["recommended"]
     rows = []
     for run in runs:
         metric = run.settings.get("metric", "f1")
-        variants = run.result.get("variants", {})
-        cells = [ci_cell(variants.get(n, {}).get(metric)) for n in names]
+        cells = [ci_cell(run.result.variants.get(n, {}).get(metric)) for n in names]
         rows.append([run.id, run.label, run.settings.get("eval", ""), metric] + cells
-                    + [recommended(run.result.get("recommendation") or {})])
+                    + [recommended(run.result.recommendation)])
     return header, rows

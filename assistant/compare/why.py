@@ -8,8 +8,9 @@ the costs (training time, prompt tokens per question, seconds per answer).
 
 from __future__ import annotations
 
-from assistant.compare.recommend import cost_phrase, outcome_of
+from assistant.compare.recommend import Recommendation, cost_phrase
 from assistant.compare.report import UNIT_METRICS
+from assistant.compare.result import ComparisonResult, cost_table
 from foundation.metrics import METRIC_LABELS
 from foundation.variants import ADAPTER_VARIANTS, RAG_VARIANTS
 
@@ -20,15 +21,15 @@ SLOWER = 1.5          # answers this many times slower than the recommended vari
 MAX_DIAGNOSES = 2     # one sentence: the standing plus the two most telling measurements
 
 
-def why_sentences(result: dict) -> dict[str, str]:
+def why_sentences(result: ComparisonResult) -> dict[str, str]:
     """{variant: sentence} for every compared variant except the recommended one (when the verdict is
     inconclusive: except the leader, so each sentence says where that variant stands against it)."""
-    rec = result.get("recommendation") or {}
-    chosen, means = _chosen(rec), rec.get("means") or {}
-    if chosen is None or not means:
+    rec = result.recommendation
+    chosen = _chosen(rec)
+    if chosen is None or not rec.means:
         return {}
     out = {}
-    for v in means:
+    for v in rec.means:
         if v == chosen:
             continue
         standing, named_cost = _standing(result, v)
@@ -38,29 +39,29 @@ def why_sentences(result: dict) -> dict[str, str]:
     return out
 
 
-def _chosen(rec: dict) -> str | None:
+def _chosen(rec: Recommendation) -> str | None:
     """The variant the others are explained against: the recommended one, or the leader of an open verdict."""
-    if rec.get("variant") is None and outcome_of(rec) == "inconclusive":
-        return rec.get("leader") or rec.get("best")
-    return rec.get("variant")
+    if rec.variant is None and rec.outcome == "inconclusive":
+        return rec.leader or rec.best
+    return rec.variant
 
 
-def _standing(result: dict, v: str) -> tuple[str, str | None]:
+def _standing(result: ComparisonResult, v: str) -> tuple[str, str | None]:
     """How the variant stands against the best, and the cost it names (so a diagnosis does not repeat it)."""
-    rec = result["recommendation"]
-    chosen, best, means = _chosen(rec), rec["best"], rec["means"]
-    label = METRIC_LABELS.get(rec["metric"], rec["metric"])
-    row = (rec.get("comparisons") or {}).get(v, {})
-    within = f"within the ±{rec['margin']:g} equivalence margin of" if rec.get("margin") is not None else ""
+    rec = result.recommendation
+    chosen, best, means = _chosen(rec), rec.best, rec.means
+    label = METRIC_LABELS.get(rec.metric, rec.metric)
+    row = rec.comparisons.get(v, {})
+    within = f"within the ±{rec.margin:g} equivalence margin of" if rec.margin is not None else ""
     if v != best and row.get("separated") and not row.get("equivalent"):
         return (f"its {label} of {means[v]:.3f} is measurably below {best}'s {means[best]:.3f} "
                 f"(by {abs(row['mean']):.3f})"), None
-    if outcome_of(rec) == "inconclusive" and not row.get("equivalent"):
+    if rec.outcome == "inconclusive" and not row.get("equivalent"):
         return (f"its {label} of {means[v]:.3f} trails the leader {best} ({means[best]:.3f}) by "
                 f"{abs(row.get('mean', 0.0)):.3f}, not measurably: more questions are needed to rule it out"), None
-    key, phrase = cost_phrase(result.get("costs") or {}, v, chosen)
+    key, phrase = cost_phrase(cost_table(result.costs), v, chosen)
     cost = f", and it {phrase}" if phrase else " at the same cost, and it ranked lower"
-    chosen_row = (rec.get("comparisons") or {}).get(chosen, {})
+    chosen_row = rec.comparisons.get(chosen, {})
     if v == best and chosen_row.get("equivalent"):
         return (f"it scored highest on {label} ({means[v]:.3f}), but {chosen} ({means[chosen]:.3f}) is "
                 f"{within} it{cost}"), key
@@ -74,7 +75,7 @@ def _standing(result: dict, v: str) -> tuple[str, str | None]:
     return f"its {label} of {means[v]:.3f} is not measurably different from {best}'s {means[best]:.3f}{cost}", key
 
 
-def _diagnoses(result: dict, v: str, named_cost: str | None = None) -> list[str]:
+def _diagnoses(result: ComparisonResult, v: str, named_cost: str | None = None) -> list[str]:
     """Measured reasons, most telling first (without the cost the standing already named)."""
     out = []
     if v in RAG_VARIANTS:
@@ -90,35 +91,39 @@ def _diagnoses(result: dict, v: str, named_cost: str | None = None) -> list[str]
     return [c for c in out if c]
 
 
-def _rag_ceiling(result: dict, v: str) -> str:
-    summary = (result.get("variants") or {}).get(v, {})
-    hit = (summary.get("retrieval_hit") or {}).get("mean")
+def _mean(summary: dict, metric: str) -> float | None:
+    interval = summary.get(metric)
+    return interval.mean if interval else None
+
+
+def _rag_ceiling(result: ComparisonResult, v: str) -> str:
+    summary = result.variants.get(v, {})
+    hit = _mean(summary, "retrieval_hit")
     if hit is None:
         return ""
     text = f"the retrieved passages held the reference answer for {hit * 100:.0f} % of the questions"
     if hit < LOW_HIT:
         return text + ", so retrieval, not the model, caps what it can score"
-    grounded = (summary.get("groundedness") or {}).get("mean")
+    grounded = _mean(summary, "groundedness")
     used = f" ({grounded * 100:.0f} % of its answers' content words come from them)" if grounded is not None else ""
     return text + ", so the answers, not retrieval, fall short" + used
 
 
-def _prompt_tokens(result: dict, v: str) -> str:
-    extra = float(((result.get("costs") or {}).get(v) or {}).get("extra_prompt_tokens") or 0.0)
+def _prompt_tokens(result: ComparisonResult, v: str) -> str:
+    cost = result.costs.get(v)
+    extra = cost.extra_prompt_tokens if cost else 0.0
     return f"its instructions and examples add {extra:.0f} prompt tokens to every question" if extra else ""
 
 
-def _learned(result: dict) -> str:
-    learned = result.get("learned")
-    metric = (result.get("recommendation") or {}).get("metric", "f1")
+def _learned(result: ComparisonResult) -> str:
+    learned, metric = result.learned, result.metric
     if not learned:
         return ""
-    train = (learned.get("train") or {}).get(metric, {}).get("mean")
-    held = (learned.get("heldout") or {}).get(metric, {}).get("mean")
+    train, held = _mean(learned.train, metric), _mean(learned.heldout, metric)
     if train is None or held is None:
         return ""
     label = METRIC_LABELS.get(metric, metric)
-    text = (f"on {learned['n']} of its own training questions the adapter scores {train:.2f} {label} against "
+    text = (f"on {learned.n} of its own training questions the adapter scores {train:.2f} {label} against "
             f"{held:.2f} on held-out ones")
     if metric not in UNIT_METRICS:
         return text
@@ -129,37 +134,35 @@ def _learned(result: dict) -> str:
     return text
 
 
-def _forgetting(result: dict) -> str:
-    flagged = [f for f in result.get("forgetting") or [] if f.get("flagged")]
+def _forgetting(result: ComparisonResult) -> str:
+    flagged = [f for f in result.forgetting if f.flagged]
     if not flagged:
         return ""
-    probes = flagged[0]["probes"]
-    worst = max(probes, key=lambda k: probes[k].get("ci_low", probes[k]["relative_change"]))  # as the check
+    probes = flagged[0].probes
+    worst = max(probes, key=lambda k: probes[k].ci_low)  # as the check
     rose = probes[worst]
-    interval = (f" (interval {rose['ci_low'] * 100:+.0f} to {rose['ci_high'] * 100:+.0f} %)"
-                if rose.get("ci_low") is not None else "")
     return (f"it forgets general knowledge: perplexity on the {worst.replace('_', ' ')} probe rose "
-            f"{rose['relative_change'] * 100:+.0f} %{interval}")
+            f"{rose.relative_change * 100:+.0f} % (interval {rose.ci_low * 100:+.0f} to {rose.ci_high * 100:+.0f} %)")
 
 
-def _seeds(result: dict, v: str) -> str:
-    spread = ((result.get("recommendation") or {}).get("seeds") or {}).get(v)
+def _seeds(result: ComparisonResult, v: str) -> str:
+    spread = result.recommendation.seeds.get(v)
     if not spread:
         return ""
     return (f"over {spread['seeds']} training seeds it scored {spread['mean']:.3f} ± {spread['sd']:.3f} "
             f"({spread['min']:.3f}–{spread['max']:.3f})")
 
 
-def _training_time(result: dict, v: str) -> str:
-    seconds = float(((result.get("costs") or {}).get(v) or {}).get("training_seconds") or 0.0)
+def _training_time(result: ComparisonResult, v: str) -> str:
+    cost = result.costs.get(v)
+    seconds = cost.training_seconds if cost else 0.0
     return f"its adapter took {seconds / 60:.1f} min to train" if seconds > 0 else ""
 
 
-def _latency(result: dict, v: str) -> str:
-    costs = result.get("costs") or {}
-    chosen = _chosen(result["recommendation"])
-    mine = (costs.get(v) or {}).get("seconds_per_answer")
-    theirs = (costs.get(chosen) or {}).get("seconds_per_answer")
+def _latency(result: ComparisonResult, v: str) -> str:
+    chosen = _chosen(result.recommendation)
+    mine, theirs = result.costs.get(v), result.costs.get(chosen)
+    mine, theirs = mine and mine.seconds_per_answer, theirs and theirs.seconds_per_answer
     if not mine or not theirs or mine < SLOWER * theirs:
         return ""
     return f"an answer takes {mine:.1f} s against {theirs:.1f} s for {chosen}"

@@ -11,18 +11,14 @@ from pathlib import Path
 from assistant.compare.config import CompareConfig
 from assistant.compare.evalset import EvalItem
 from assistant.compare.recommend import decision_metric, recommend_from_table
-from assistant.compare.runner import clusters, run_comparison
+from assistant.compare.result import cost_table
 from assistant.compare.runs import RunStore
+from assistant.compare.scoring import clusters, table_of
 from assistant.compare.why import why_sentences
+from assistant.comparison import run_comparison
 from assistant.decide.stages import _load
 from assistant.decide.timings import PhaseClock
 from foundation.variants import ADAPTER_VARIANTS, VariantConfig, check_few_shot
-
-
-def score_table(result: dict, metric: str) -> dict[str, dict[str, list]]:
-    """table[variant][metric] = per-question values, read back from a comparison result's per_question."""
-    return {v: {metric: [q["answers"][v]["scores"].get(metric) for q in result["per_question"]]}
-            for v in result["variants"]}
 
 
 def _interrupted_run(runs, label: str) -> int | None:
@@ -60,16 +56,16 @@ def run_compare(decision, rep, tmp: Path, adapters: list[str]) -> dict:
         extra = run_comparison(rt, items, replace(cc, variants=tuned, adapter=adapter, forgetting=False,
                                                   learned_sample=0, label=""),
                                cfg=vcfg, progress=progress(k), store=False)
-        seed_tables.append(score_table(extra, metric))
+        seed_tables.append(table_of(extra.per_question, extra.variants, metric))
     if seed_tables:
-        result["recommendation"] = recommend_from_table(score_table(result, metric), result["costs"], cfg.metric,
-                                                        clusters(items), cfg.seed, seed_tables,
-                                                        margin=cfg.equivalence_margin).to_dict()
-        result["why"] = why_sentences(result)
-        store.finish(result["run_id"], result["settings"], result)
-    result["seeds"] = {"per_seed": [{"seed": cfg.seed + k, "adapter": a} for k, a in enumerate(adapters)],
-                       "summary": result["recommendation"].get("seeds") or {}}
-    (tmp / "result.json").write_text(json.dumps(result, default=str), encoding="utf-8")
-    return {"run_id": result.get("run_id"), "recommendation": result["recommendation"],
-            "max_new_tokens": result["settings"]["generation"]["max_new_tokens"], "questions": len(items),
-            "seeds": result["seeds"]["summary"], "phases": clock.stop()}
+        result.recommendation = recommend_from_table(table_of(result.per_question, result.variants, metric),
+                                                     cost_table(result.costs), cfg.metric, clusters(items),
+                                                     cfg.seed, seed_tables, margin=cfg.equivalence_margin)
+        result.why = why_sentences(result)
+        store.finish(result.run_id, result.settings, result)
+    result.seeds = {"per_seed": [{"seed": cfg.seed + k, "adapter": a} for k, a in enumerate(adapters)],
+                    "summary": result.recommendation.seeds}
+    (tmp / "result.json").write_text(json.dumps(result.to_dict(), default=str), encoding="utf-8")
+    return {"run_id": result.run_id, "recommendation": result.recommendation.to_dict(),
+            "max_new_tokens": result.settings["generation"]["max_new_tokens"], "questions": len(items),
+            "seeds": result.seeds["summary"], "phases": clock.stop()}

@@ -3,36 +3,32 @@ as Markdown, HTML and JSON next to the comparison's own full report (per-questio
 
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
 
 from assistant.compare.recommend import headline as verdict_headline
-from assistant.compare.recommend import outcome_of
-from assistant.compare.report import _html_table, _md_table, ci_cell, write_report
+from assistant.compare.report import ci_cell, html_page, markdown_section, write_report
+from assistant.compare.result import ComparisonResult, Interval
 from assistant.decide.timings import StageTimings
 from foundation.metrics import METRIC_LABELS
 from foundation.variants import ADAPTER_VARIANTS, ROUTED, served_name
 from training.doc_questions import describe
 
 
-def _why(result: dict) -> list[str]:
-    """The why-sentences of the comparison (when the statistics module gives them), else its reason."""
-    why = result.get("why") or result["recommendation"].get("why")
-    if isinstance(why, dict):
-        why = [f"{k}: {v}" for k, v in why.items()]
-    return list(why or [result["recommendation"]["reason"]])
+def _why(result: ComparisonResult) -> list[str]:
+    """The why-sentences of the comparison, else its reason."""
+    return [f"{k}: {v}" for k, v in result.why.items()] or [result.recommendation.reason]
 
 
-def _score_rows(result: dict) -> tuple[list[str], list[list[str]]]:
-    metric = result["recommendation"].get("metric", "f1")
-    seeds = result.get("seeds", {}).get("summary", {})
-    comparisons = result["recommendation"].get("comparisons") or {}
+def _score_rows(result: ComparisonResult) -> tuple[list[str], list[list[str]]]:
+    metric = result.metric
+    seeds = result.seeds.get("summary", {})
+    comparisons = result.recommendation.comparisons
     header = ["variant", f"{METRIC_LABELS[metric]} [95 % CI]", "best − variant [Holm-adjusted paired CI]",
               "paired diff vs base [95 % CI]", "across seeds"]
     rows = []
-    for v, summary in result["variants"].items():
-        paired = result.get("paired", {}).get(v, {}).get(metric)
+    for v, summary in result.variants.items():
+        paired = result.paired.get(v, {}).get(metric)
         s = seeds.get(v)
         spread = f"{s['mean']:.3f} ± {s['sd']:.3f} ({s['seeds']} seeds)" if s and s.get("mean") is not None else ""
         rows.append([v, ci_cell(summary.get(metric)), _gap(comparisons.get(v)), ci_cell(paired) if paired else "",
@@ -47,19 +43,19 @@ def _gap(row: dict | None) -> str:
     return f"{row['mean']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]{mark}"
 
 
-def _cost_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+def _cost_rows(result: ComparisonResult) -> tuple[list[str], list[list[str]]]:
     header = ["variant", "training min", "extra prompt tokens", "extra memory MB", "time to first token s",
               "tokens/s"]
     rows = []
-    for v, c in result.get("costs", {}).items():
-        s = result["variants"].get(v, {})
-        rows.append([v, f"{c.get('training_seconds', 0) / 60:.1f}", f"{c.get('extra_prompt_tokens', 0):.0f}",
-                     f"{c.get('memory_mb', 0):.1f}", _mean(s.get("ttft_s")), _mean(s.get("tokens_per_s"))])
+    for v, c in result.costs.items():
+        s = result.variants.get(v, {})
+        rows.append([v, f"{c.training_seconds / 60:.1f}", f"{c.extra_prompt_tokens:.0f}", f"{c.memory_mb:.1f}",
+                     _mean(s.get("ttft_s")), _mean(s.get("tokens_per_s"))])
     return header, rows
 
 
-def _mean(summary: dict | None) -> str:
-    return f"{summary['mean']:.2f}" if summary and summary.get("mean") is not None else "–"
+def _mean(summary: Interval | None) -> str:
+    return f"{summary.mean:.2f}" if summary and summary.mean is not None else "–"
 
 
 def _stage_rows(stages: list[dict]) -> tuple[list[str], list[list[str]]]:
@@ -78,12 +74,12 @@ def _time_sections(info: dict) -> list[tuple[str, object]]:
             ("Where the time went (seconds; sub-stages under their stage)", timings.table())]
 
 
-def sections(result: dict, info: dict) -> list[tuple[str, object]]:
+def sections(result: ComparisonResult, info: dict) -> list[tuple[str, object]]:
     return [("Why", _why(result)),
             ("Scores", _score_rows(result)),
             ("Costs on this machine", _cost_rows(result)),
             *_time_sections(info),
-            ("Warnings", result.get("warnings") or ["none"]),
+            ("Warnings", result.warnings or ["none"]),
             ("Adapter checks (forgetting, bias; paired intervals)", _probe_lines(result)),
             ("Inputs", [f"documents: {', '.join(info['config']['docs'])}",
                         f"evaluation: {info['evalset'].get('origin')}, {info['evalset'].get('eval')} questions; "
@@ -93,14 +89,14 @@ def sections(result: dict, info: dict) -> list[tuple[str, object]]:
                         *questions_lines(info["evalset"]),
                         _retrieval_line(info.get("retrieval") or {}),
                         *_training_line(info.get("trainset") or {}),
-                        f"comparison run #{result.get('run_id')} (Compare tab → Past runs); per-question answers "
+                        f"comparison run #{result.run_id} (Compare tab → Past runs); per-question answers "
                         "in comparison.html"]),
             ("Ship it", ship_lines(result, info))]
 
 
-def ship_lines(result: dict, info: dict) -> list[str]:
+def ship_lines(result: ComparisonResult, info: dict) -> list[str]:
     """The two commands from this decision to an application calling the winner (docs/shipping.md)."""
-    variant = result["recommendation"].get("variant")
+    variant = result.recommendation.variant
     if not variant or variant == ROUTED:
         return ["no single strategy to ship: export one yourself with arena export --variant VARIANT"]
     name = info["config"]["name"]
@@ -112,9 +108,9 @@ def ship_lines(result: dict, info: dict) -> list[str]:
             "llama.cpp and Ollama commands"]
 
 
-def _probe_lines(result: dict) -> list[str]:
+def _probe_lines(result: ComparisonResult) -> list[str]:
     """The forgetting check's and the bias probe's messages (each names its interval and when it flags)."""
-    return [p["message"] for p in (result.get("forgetting") or []) + (result.get("bias") or [])] or ["not run"]
+    return [p.message for p in result.forgetting + result.bias] or ["not run"]
 
 
 def questions_lines(evalset: dict) -> list[str]:
@@ -142,52 +138,35 @@ def _retrieval_line(r: dict) -> str:
     return f"{chosen} (defaults: {r.get('reason', 'not tuned')})"
 
 
-def headline(result: dict) -> str:
+def headline(result: ComparisonResult) -> str:
     """'Use rag (clear winner)', 'Use rag (practically equivalent: ...)' or 'No variant yet (inconclusive: ...)'."""
-    rec = result["recommendation"]
-    text = verdict_headline(rec)
-    return f"Use {text}" if rec.get("variant") else text[0].upper() + text[1:]
+    text = verdict_headline(result.recommendation)
+    return f"Use {text}" if result.recommendation.variant else text[0].upper() + text[1:]
 
 
-def render_markdown(result: dict, info: dict) -> str:
-    parts = [f"# Decision: {headline(result)}", "", result["recommendation"]["reason"], ""]
+def render_markdown(result: ComparisonResult, info: dict) -> str:
+    parts = [f"# Decision: {headline(result)}", "", result.recommendation.reason, ""]
     for title, body in sections(result, info):
-        parts += [f"## {title}", ""]
-        parts += [_md_table(*body)] if isinstance(body, tuple) else [f"- {line}" for line in body]
-        parts.append("")
+        parts += markdown_section(title, body)
     parts += ["Full comparison report: [comparison.md](comparison.md) · [comparison.html](comparison.html)", ""]
     return "\n".join(parts)
 
 
-def render_html(result: dict, info: dict) -> str:
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Decision</title><style>body{font-family:"
-             "sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}td,th{border:"
-             "1px solid #ccc;padding:4px 8px;font-size:13px}</style></head><body>",
-             f"<h1>Decision: {html.escape(headline(result))}</h1>",
-             f"<p>{html.escape(result['recommendation']['reason'])}</p>"]
-    for title, body in sections(result, info):
-        parts.append(f"<h2>{html.escape(title)}</h2>")
-        parts.append(_html_table(*body) if isinstance(body, tuple) else
-                     "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in body) + "</ul>")
-    parts.append("<p>Full comparison report: <a href='comparison.html'>comparison.html</a></p></body></html>")
-    return "".join(parts)
-
-
-def write_decision_report(result: dict, info: dict, folder: Path) -> dict[str, str]:
+def write_decision_report(result: ComparisonResult, info: dict, folder: Path) -> dict[str, str]:
     """report.md, report.html, report.json (+ the comparison's comparison.md/.html/.png) in `folder`."""
     folder = Path(folder)
     write_report(result, folder / "comparison.md")
-    (folder / "report.md").write_text(render_markdown(result, info), encoding="utf-8")
-    (folder / "report.html").write_text(render_html(result, info), encoding="utf-8")
-    rec = result["recommendation"]
+    markdown = render_markdown(result, info)
+    (folder / "report.md").write_text(markdown, encoding="utf-8")
+    (folder / "report.html").write_text(html_page("Decision", markdown), encoding="utf-8")
+    rec, data = result.recommendation, result.to_dict()
     # verdict: the variant to use, null when the outcome is "inconclusive" (no variant yet; leader names the
     # variant ahead, p_best its bootstrap probability of being best, more_questions what would settle it).
-    data = {"verdict": rec.get("variant"), "outcome": outcome_of(rec) or None, "leader": rec.get("leader"),
-            "p_best": rec.get("p_best"), "margin": rec.get("margin"), "more_questions": rec.get("more_questions"),
-            "clear": rec.get("clear"), "reason": rec["reason"],
-            "why": _why(result), "metric": rec.get("metric"), "variants": result["variants"],
-            "paired": result.get("paired", {}), "seeds": result.get("seeds", {}), "costs": result.get("costs", {}),
-            "warnings": result.get("warnings", []), "run_id": result.get("run_id"), **info}
+    data = {"verdict": rec.variant, "outcome": rec.outcome or None, "leader": rec.leader, "p_best": rec.p_best,
+            "margin": rec.margin, "more_questions": rec.more_questions, "clear": rec.clear, "reason": rec.reason,
+            "why": _why(result), "metric": rec.metric, **{k: data[k] for k in ("variants", "paired", "seeds",
+                                                                             "costs", "warnings", "run_id")},
+            **info}
     (folder / "report.json").write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
     return {"markdown": "report.md", "html": "report.html", "json": "report.json",
             "comparison": "comparison.html"}

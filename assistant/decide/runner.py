@@ -9,6 +9,8 @@ import threading
 from dataclasses import asdict
 from pathlib import Path
 
+from assistant.compare.recommend import Recommendation
+from assistant.compare.result import ComparisonResult
 from assistant.decide.comparison import run_compare
 from assistant.decide.config import DecideConfig
 from assistant.decide.plan import make_plan
@@ -94,13 +96,15 @@ def run_decide(cfg: DecideConfig, settings, runtime=None, stderr: bool = True) -
                "recommendation": compare["recommendation"], "run_id": compare["run_id"], "seeds": compare["seeds"],
                "adapters": adapters, "report": paths,
                "timings": collect(stages, plan.stages, outputs).to_dict()}  # with the report stage's own time
-    summary["tracked"] = log_decision(cfg.report_to, compare["recommendation"], asdict(cfg), folder)
+    summary["tracked"] = log_decision(cfg.report_to, Recommendation.from_dict(compare["recommendation"]), asdict(cfg),
+                                      folder)
     rep.finish("done", run_id=compare["run_id"], report=paths, recommendation=compare["recommendation"])
     return summary
 
 
-def _result(decision: Decision) -> dict:
-    return json.loads((decision.cache.folder("compare") / "result.json").read_text(encoding="utf-8"))
+def _result(decision: Decision) -> ComparisonResult:
+    path = decision.cache.folder("compare") / "result.json"
+    return ComparisonResult.from_dict(json.loads(path.read_text(encoding="utf-8")), f"the comparison in {path}")
 
 
 def _train_all(decision: Decision, rep: Reporter, step, trainset: dict) -> list[str]:

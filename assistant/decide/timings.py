@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-# run_comparison's progress texts (assistant/compare/runner.py, resume.py) -> the sub-stage they start
+# run_comparison's progress texts (assistant/comparison.py, compare/resume.py) -> the sub-stage they start
 PHASES = (("answering", "answering"), ("reference likelihoods", "reference NLL"), ("scoring", "scoring"),
           ("LLM judge", "judge"), ("router", "router"), ("forgetting check", "probes (forgetting, bias)"),
           ("bias probe", "probes (forgetting, bias)"), ("adapter on", "learned check"))

@@ -10,26 +10,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from assistant.compare.recommend import Recommendation
 from foundation.errors import ArenaError
 from training.config import report_targets
 
 SUMMARY_TRACKERS = ("mlflow", "tensorboard", "trackio")
 
 
-def summary_metrics(recommendation: dict) -> dict[str, float]:
+def summary_metrics(recommendation: Recommendation) -> dict[str, float]:
     """'<metric>/<variant>' -> mean score, e.g. {'f1/rag': 0.41}."""
-    metric = recommendation.get("metric", "score")
-    return {f"{metric}/{v}": float(m) for v, m in (recommendation.get("means") or {}).items() if m is not None}
+    return {f"{recommendation.metric}/{v}": float(m) for v, m in recommendation.means.items() if m is not None}
 
 
-def summary_tags(recommendation: dict, config: dict) -> dict[str, str]:
-    outcome = recommendation.get("outcome") or ("clear" if recommendation.get("clear") else "not clear")
-    return {"arena.kind": "decide", "arena.name": str(config.get("name", "")), "arena.outcome": str(outcome),
-            "arena.recommended": str(recommendation.get("variant") or "none yet"),
-            "arena.leader": str(recommendation.get("leader") or recommendation.get("best") or "")}
+def summary_tags(recommendation: Recommendation, config: dict) -> dict[str, str]:
+    return {"arena.kind": "decide", "arena.name": str(config.get("name", "")),
+            "arena.outcome": recommendation.outcome or "not clear",
+            "arena.recommended": str(recommendation.variant or "none yet"),
+            "arena.leader": str(recommendation.leader or recommendation.best or "")}
 
 
-def log_decision(report_to: str, recommendation: dict, config: dict, folder: Path) -> list[str]:
+def log_decision(report_to: str, recommendation: Recommendation, config: dict, folder: Path) -> list[str]:
     """Log the summary to every tracker in `report_to` that logs summaries; returns the ones written."""
     written = []
     for target in report_targets(report_to):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import with_config
 
+from assistant.compare.recommend import Recommendation
 from foundation import config_file
 from foundation import variants as V
 from foundation.errors import ArenaError
@@ -97,10 +98,10 @@ def from_decision(workspace: Path, registry, settings) -> Strategy:
     if report is None or compare is None:
         raise ArenaError(f"decision {Path(workspace).name!r} has not finished (no report in {workspace}); "
                          "run arena decide first")
-    rec = compare["recommendation"]
-    variant = rec.get("variant")
+    rec = Recommendation.from_dict(compare["recommendation"])
+    variant = rec.variant
     if not variant:
-        raise ArenaError(f"decision {Path(workspace).name!r} has no winner: {rec.get('reason', '')}")
+        raise ArenaError(f"decision {Path(workspace).name!r} has no winner: {rec.reason}")
     retrieval = _stage(stages, "retrieval") or {}
     seed0 = _stage(stages, "train-s0") or {}
     adapter = seed0.get("adapter") if variant in V.ADAPTER_VARIANTS else None

@@ -1,0 +1,199 @@
+"""Run a strategy comparison: every variant answers every question through the runtime, then the pure half
+(assistant/compare/scoring.py) scores, summarises and recommends into a `ComparisonResult`.
+
+This is the orchestration beside the Arena: it alone reaches the runtime (engine, embedder, registry, data
+folder) and hands assistant.compare plain inputs (answers, NLLs, sizes, callables).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from assistant.compare.bias import check_bias
+from assistant.compare.config import CompareConfig
+from assistant.compare.evalset import EvalItem
+from assistant.compare.forgetting import Scorer, check_forgetting
+from assistant.compare.judge import judge_all, malformed_warning, parse_spec
+from assistant.compare.learned import training_sample
+from assistant.compare.recommend import recommend_from_table
+from assistant.compare.result import ComparisonResult, LearnedCheck, cost_table
+from assistant.compare.resume import PartialRun, plan_from_json
+from assistant.compare.router import add_routed, routed_costs
+from assistant.compare.runs import RunStore
+from assistant.compare.scoring import check_answers, clusters, score_all, summarise, validate, variant_costs
+from assistant.compare.why import why_sentences
+from foundation.errors import ArenaError
+from foundation.generation import GenSettings, Row
+from foundation.leakage import find_overlaps, overlap_warnings
+from foundation.variants import ADAPTER_VARIANTS, ROUTED, VariantConfig, max_new_tokens_for
+
+Progress = Callable[[float, str], None]
+
+
+def run_comparison(runtime, items: list[EvalItem], cc: CompareConfig, cfg=None, progress: Progress | None = None,
+                   store: bool = True, resume: int | None = None) -> ComparisonResult:
+    """Answer, score and summarise; the result is also stored in runs.sqlite (unless store=False).
+
+    Stored runs keep every answered and scored question as it completes (assistant/compare/resume.py);
+    `resume=RUN_ID` continues such a run (see resume_comparison)."""
+    validate(cc, items)
+    engine = runtime.engine  # a serving engine that cannot be reached fails here, before a run is stored
+    if cc.max_new_tokens is None:
+        cc = replace(cc, max_new_tokens=max_new_tokens_for([it.answer for it in items], engine.count_tokens))
+    progress = progress or (lambda fraction, text: None)
+    cfg = replace(cfg or VariantConfig(), adapter=cc.adapter)
+    gen = GenSettings(max_new_tokens=cc.max_new_tokens, temperature=0.0, top_p=1.0, seed=cc.seed,
+                      stop_on_loop=cc.stop_on_loop)
+    arena, variants = runtime.arena, list(cc.variants)
+    generated = [v for v in variants if v != ROUTED]  # routed re-uses the others' answers (compare/router.py)
+    progress(0.0, f"answering {len(items)} questions × {len(variants)} variants")
+    partial = PartialRun.begin(runtime.settings.data_dir, items, cc, cfg, resume, store)
+    answers = partial.answers(arena, [it.question for it in items], generated, cfg, gen, check_answers, progress)
+    progress(0.7, "reference likelihoods")
+    nlls = partial.nlls(arena, items, generated, cfg, progress)
+    progress(0.8, "scoring")
+    per_question, table = score_all(items, generated, answers, nlls, _embedder(runtime))
+    judge_settings, judged = _judge(runtime, cc, items, answers, generated, table, per_question, progress)
+    routed = _routed(runtime, cc, per_question, table, answers, generated, progress) if ROUTED in variants else None
+    summaries, paired = summarise(table, variants, cc.seed)
+    costs = _costs(runtime, variants, answers, cc.adapter)
+    if routed:
+        costs[ROUTED] = routed_costs(costs, routed.picks, routed.seconds, len(items))
+    forgetting, bias = adapter_probes(runtime, cc, cfg, variants, progress)
+    result = ComparisonResult(
+        variants=summaries, paired=paired, per_question=per_question, costs=costs, router=routed, judge=judged,
+        recommendation=recommend_from_table(table, cost_table(costs), cc.metric, clusters(items), cc.seed,
+                                            margin=cc.equivalence_margin),
+        warnings=(_leakage_warnings(runtime, cc, [it.question for it in items])
+                  + [n for n in (getattr(engine, "nll_notice", ""), judged and malformed_warning(judged)) if n]
+                  + [p.message for p in forgetting + bias if p.flagged]),
+        forgetting=forgetting, bias=bias, learned=_learned_check(runtime, cc, cfg, gen, summaries, progress),
+        settings=_run_settings(runtime, cc, cfg, gen, len(items), judge_settings))
+    result.why = why_sentences(result)
+    if store:
+        result.run_id = partial.run_id
+        partial.finish(result.settings, result)
+    progress(1.0, "done")
+    return result
+
+
+def resume_comparison(runtime, run_id: int, progress: Progress | None = None) -> ComparisonResult:
+    """Continue an interrupted stored run with its own items and settings; the result equals an
+    uninterrupted run's (answers and scores already stored are read back, not generated again)."""
+    items, cc, cfg = plan_from_json(RunStore(Path(runtime.settings.data_dir) / "runs.sqlite").partial(run_id)[0])
+    return run_comparison(runtime, items, cc, cfg, progress, resume=run_id)
+
+
+def _embedder(runtime):
+    """The shared embedder for semantic similarity and near-duplicate checks, or None when unavailable."""
+    try:
+        return runtime.embedder
+    except ArenaError:  # no embedder can be loaded (e.g. a model folder that is gone): those metrics are skipped
+        return None
+
+
+def _judge(runtime, cc: CompareConfig, items, answers, generated, table, per_question, progress):
+    """The LLM judge step: (settings stored with the run, summary shown with it), or (None, None)."""
+    if not cc.judge:
+        return None, None
+    progress(0.85, "LLM judge")
+    s = runtime.settings
+    cfg = parse_spec(cc.judge, s.engine_key if cc.judge.startswith("openai:") else "", s.engine_concurrency)
+
+    def local(conversations: list[list[dict]]) -> list[str]:  # --judge local: the run's own engine
+        engine = runtime.engine
+        gen = GenSettings(max_new_tokens=cfg.max_tokens, temperature=cfg.temperature)
+        return [o.text for o in engine.generate([Row(engine.chat_ids(m)) for m in conversations], gen)]
+
+    return cfg.stored(), judge_all(cfg, local, items, answers, generated, table, per_question)
+
+
+def arena_scorer(arena, cfg: VariantConfig, adapter: str) -> Scorer:
+    """The probes' scorer through ``Arena.reference_nll`` with the base and finetuned variants (the engine's own
+    adapter path): (base NLLs, adapter NLLs) per (prompt, reply) pair."""
+    cfg = replace(cfg, adapter=adapter, system_prompt="", few_shot=[])
+
+    def score(pairs):
+        nlls = [arena.reference_nll(arena.prepare(prompt, ["base", "finetuned"], cfg), reply)
+                for prompt, reply in pairs]
+        return [float(n["base"]) for n in nlls], [float(n["finetuned"]) for n in nlls]
+    return score
+
+
+def adapter_probes(runtime, cc: CompareConfig, cfg, variants: list[str], progress) -> tuple[list, list]:
+    """The forgetting check and the bias probe of the adapter (both built on reference NLL, each a paired change
+    with its interval), or ([], [])."""
+    scores_nll = not getattr(runtime.engine, "nll_notice", "")
+    if not (cc.adapter and cc.forgetting and scores_nll and any(v in ADAPTER_VARIANTS for v in variants)):
+        return [], []
+    scorer = arena_scorer(runtime.arena, cfg, cc.adapter)
+    progress(0.9, "forgetting check")
+    forgetting = [check_forgetting(cc.adapter, scorer, cc.forgetting_margin)]
+    progress(0.92, "bias probe")
+    return forgetting, [check_bias(cc.adapter, scorer, cc.bias_margin)]
+
+
+def _routed(runtime, cc: CompareConfig, per_question, table, answers, generated, progress):
+    """The routed column, cross-validated over the evaluation questions (assistant/compare/router.py)."""
+    progress(0.87, "router (cross-validated over the questions)")
+    embedder = _embedder(runtime)
+    if embedder is None:
+        raise ArenaError("variant 'routed' needs the embedder (its features), which is not available")
+    return add_routed(per_question, table, answers, generated, cc.metric, embedder.encode,
+                      runtime.settings.data_dir, cc.seed)
+
+
+def _learned_check(runtime, cc: CompareConfig, cfg, gen, heldout: dict, progress) -> LearnedCheck | None:
+    """The finetuned variant on a sample of its own training pairs, next to its held-out scores (or None)."""
+    if not (cc.adapter and cc.learned_sample > 0 and "finetuned" in cc.variants):
+        return None
+    items = training_sample(runtime.settings.data_dir, runtime.registry.get(cc.adapter).path,
+                            cc.learned_sample, cc.seed)
+    if not items:
+        return None
+    progress(0.95, f"adapter on {len(items)} of its training questions")
+    arena = runtime.arena
+    answers = arena.ask_many([it.question for it in items], ["finetuned"], cfg, gen)
+    check_answers(answers)
+    nlls = [arena.reference_nll(arena.prepare(it.question, ["finetuned"], cfg), it.answer) for it in items]
+    _, table = score_all(items, ["finetuned"], answers, nlls, _embedder(runtime))
+    train = summarise(table, ["finetuned"], cc.seed)[0]["finetuned"]
+    return LearnedCheck(cc.adapter, "finetuned", len(items), train, heldout["finetuned"])
+
+
+def _folder_mb(path: Path) -> float:
+    path = Path(path)
+    if not path.exists():
+        return 0.0
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+def _costs(runtime, variants: list[str], answers: list[dict], adapter: str | None) -> dict:
+    """variant_costs with what this machine measures: the adapter's training time and size, the index's size."""
+    info = runtime.registry.get(adapter) if adapter and set(variants) & set(ADAPTER_VARIANTS) else None
+    return variant_costs(variants, answers, float(info.metrics.get("train_seconds", 0.0)) if info else 0.0,
+                         _folder_mb(info.path) if info else 0.0,
+                         _folder_mb(Path(runtime.settings.data_dir) / "index"))
+
+
+def _leakage_warnings(runtime, cc: CompareConfig, questions: list[str]) -> list[str]:
+    """Warn about evaluation questions the compared adapter was trained on (exact or near-duplicate)."""
+    if not cc.adapter or not set(cc.variants) & set(ADAPTER_VARIANTS):
+        return []
+    trained = runtime.registry.training_questions(cc.adapter)
+    overlaps = find_overlaps(questions, trained, embedder=_embedder(runtime))
+    return overlap_warnings(cc.adapter, overlaps, len(questions))
+
+
+def _run_settings(runtime, cc: CompareConfig, cfg, gen, n_items: int, judge: dict | None) -> dict:
+    s = runtime.settings
+    out = {"eval": cc.eval_name, "questions": n_items, "variants": list(cc.variants), "adapter": cc.adapter,
+           "metric": cc.metric, "seed": cc.seed, "model": s.model, "embedder": s.embedder,
+           "generation": asdict(gen), "system_prompt": cfg.system_prompt, "few_shot": len(cfg.few_shot),
+           "rag_k": cfg.rag_k, "rag_mode": cfg.rag_mode, "forgetting_margin": cc.forgetting_margin,
+           "judge": judge}
+    if s.engine == "openai":  # where the answers came from (the key itself is never stored)
+        out["engine"] = {"name": "openai", "url": s.engine_url, "concurrency": s.engine_concurrency}
+    return out
