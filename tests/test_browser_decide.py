@@ -109,7 +109,7 @@ def test_decide_tab_runs_a_decision_and_links_into_compare(page, files):
     # a variant to use, or no variant yet (inconclusive) with the leader named: both said in the headline
     expect(report).to_contain_text(re.compile(r"Decision: (Use \S+ \((clear winner|practically equivalent)|No variant "
                                               r"yet \(inconclusive: \S+ leads)"))
-    expect(report).to_contain_text("Stages")
+    expect(report).to_contain_text("Where the time went")  # the timing table (assistant/decide/timings.py)
     expect(report).to_contain_text("every section's text trained on")  # the documents checkbox reached the run
     expect(page.locator("#decide-files")).to_contain_text(re.compile(r"report\s*\.html"))
     shot(page, "decide-02-report")
