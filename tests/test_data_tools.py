@@ -41,7 +41,8 @@ def test_paraphrasing_without_tools_is_refused(tmp_path):
 
 
 def test_grounded_rows_come_from_the_real_index_through_the_runtime_tools(tmp_path, embedder):
-    # A model path that does not exist: loading the model would fail, so the documents need only the index.
+    # A model path that does not exist: loading the model would fail, so the documents need only the index (no
+    # passage token budget here: that one counts tokens with the model's tokenizer, tests/test_grounded.py).
     settings = Settings(data_dir=tmp_path / "data", model=str(tmp_path / "no-such-model"))
     runtime = Runtime(settings, embedder=embedder)
     tools = runtime.data_tools()
@@ -49,7 +50,8 @@ def test_grounded_rows_come_from_the_real_index_through_the_runtime_tools(tmp_pa
         load_source(GROUNDED, settings, tools)
     (tmp_path / "faq.md").write_text(FAQ)
     assert not ingest_paths(runtime.store, [tmp_path / "faq.md"]).errors
-    rows = load_source(GROUNDED, settings, tools, JobConfig(grounded_k=2, oracle_share=1.0))
+    rows = load_source(GROUNDED, settings, tools, JobConfig(grounded_k=2, oracle_share=1.0,
+                                                                    grounded_passage_tokens=0))
     assert len(rows) == 3
     for row in rows:
         shown, target = " ".join(m["content"] for m in row.messages[:-1]), row.messages[-1]["content"]
