@@ -22,24 +22,25 @@ from foundation.variants import ADAPTER_VARIANTS, RAG_VARIANTS, VARIANTS
 DISAGREE_F1_SPREAD = 0.3
 
 
-def validate(cc: CompareConfig, items: list[EvalItem]) -> None:
+def validate(compare_cfg: CompareConfig, items: list[EvalItem]) -> None:
     if not items:
         raise ArenaError("the evaluation set is empty")
-    unknown = [v for v in cc.variants if v not in VARIANTS]
-    if unknown or not cc.variants:
+    unknown = [v for v in compare_cfg.variants if v not in VARIANTS]
+    if unknown or not compare_cfg.variants:
         raise ArenaError(f"unknown variant(s) {unknown or '(none given)'}; choose from {', '.join(VARIANTS)}")
-    if cc.metric not in PRIMARY_METRICS:
-        raise ArenaError(f"unknown metric {cc.metric!r}; choose one of {', '.join(PRIMARY_METRICS)}")
-    resolve_margin(cc.metric, cc.equivalence_margin)  # a negative margin stops the run before any work
+    if compare_cfg.metric not in PRIMARY_METRICS:
+        raise ArenaError(f"unknown metric {compare_cfg.metric!r}; choose one of {', '.join(PRIMARY_METRICS)}")
+    # a negative margin stops the run before any work
+    resolve_margin(compare_cfg.metric, compare_cfg.equivalence_margin)
 
-    check_stop_on_loop(cc.stop_on_loop)
-    check_routed(cc.variants)
-    needs = [v for v in cc.variants if v in ADAPTER_VARIANTS]
-    if needs and not cc.adapter:
+    check_stop_on_loop(compare_cfg.stop_on_loop)
+    check_routed(compare_cfg.variants)
+    needs = [v for v in compare_cfg.variants if v in ADAPTER_VARIANTS]
+    if needs and not compare_cfg.adapter:
         raise ArenaError(f"variant(s) {', '.join(needs)} need an adapter: pass --adapter NAME")
-    if cc.judge:
-        parse_spec(cc.judge)  # a bad spec stops the run before anything is generated
-    elif cc.metric == "judge":
+    if compare_cfg.judge:
+        parse_spec(compare_cfg.judge)  # a bad spec stops the run before anything is generated
+    elif compare_cfg.metric == "judge":
         raise ArenaError("metric 'judge' needs an LLM judge: --judge local or --judge openai:URL:MODEL")
 
 
