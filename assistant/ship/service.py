@@ -14,11 +14,11 @@ from pathlib import Path
 from assistant.runtime import Runtime
 from assistant.ship.batcher import Batcher
 from assistant.ship.bundle import Bundle
-from assistant.ship.strategy import Strategy, model_name
+from assistant.ship.strategy import Strategy
 from foundation.errors import ArenaError
 from foundation.generation import GenSettings, Row, RowOutput
 from foundation.registry import AdapterRegistry
-from foundation.variants import ADAPTER_VARIANTS, STRATEGIES
+from foundation.variants import ADAPTER_VARIANTS, STRATEGIES, served_name
 from retrieval.store import DocumentStore
 
 
@@ -93,7 +93,7 @@ class ChatService:
         prepared = arena.prepare(question, [strategy.variant], strategy.variant_config(), history,
                                  gen)[strategy.variant]
         if prepared.error:
-            raise ArenaError(f"{model_name(strategy.variant, strategy.adapter)}: {prepared.error}")
+            raise ArenaError(f"{served_name(strategy.variant, strategy.adapter)}: {prepared.error}")
         row = arena._rows({strategy.variant: prepared}, [strategy.variant], gen)[0]  # context-length check
         return Turn(strategy, row, gen, prepared.sources, prepared.notice)
 

@@ -57,16 +57,12 @@ class Strategy:
 
     @property
     def model_name(self) -> str:
-        return model_name(self.variant, self.adapter)
+        return served_name(self.variant, self.adapter)
 
     def variant_config(self) -> VariantConfig:
         return VariantConfig(system_prompt=self.system_prompt, few_shot=list(self.few_shot),
                              dynamic_k=self.dynamic_k, rag_k=self.rag_k, rag_mode=self.rag_mode,
                              adapter=self.adapter or None)
-
-
-
-model_name = served_name
 
 
 def parse_model_name(name: str) -> tuple[str, str | None]:
@@ -87,7 +83,7 @@ def from_flags(variant: str, adapter: str | None, registry, settings) -> Strateg
     if variant == ROUTED:
         raise ArenaError("the routed variant picks a strategy per question with a classifier; export the "
                          "strategy it picks most, or the decision's winner (--from-decision)")
-    parse_model_name(model_name(variant, adapter or "x"))  # the variant is one of the strategies
+    parse_model_name(served_name(variant, adapter or "x"))  # the variant is one of the strategies
     if variant in ADAPTER_VARIANTS:
         if not adapter:
             raise ArenaError(f"variant {variant} needs --adapter NAME (or --from-decision NAME)")
