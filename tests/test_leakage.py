@@ -119,7 +119,8 @@ def test_warning_shows_both_questions_and_both_figures(minilm):
 
 def test_decide_drops_training_pairs_that_copy_or_paraphrase_an_evaluation_question(tmp_path):
     from assistant.decide.config import DecideConfig
-    from assistant.decide.stages import DecideRun, _load
+    from assistant.decide.stages import DecideRun
+    from foundation.records import read_jsonl
     from foundation.settings import Settings
 
     evals = [{"question": e, "answer": "a"} for e, _ in PARAPHRASES[:2]] + [{"question": SWAPPED[0], "answer": "a"}]
@@ -133,5 +134,5 @@ def test_decide_drops_training_pairs_that_copy_or_paraphrase_an_evaluation_quest
     out = tmp_path / "stage"
     out.mkdir()
     info = decide_run.evalset(None, out, sources=[])
-    kept = [p["question"] for p in _load(out / "train_pairs.jsonl")]
+    kept = [p["question"] for p in read_jsonl(out / "train_pairs.jsonl")]
     assert kept == [SWAPPED[1], "What colour is the sky?"] and info["dropped_leaks"] == 3

@@ -16,8 +16,8 @@ from assistant.compare.runs import RunStore
 from assistant.compare.scoring import clusters, table_of
 from assistant.compare.why import why_sentences
 from assistant.comparison import run_comparison
-from assistant.decide.stages import _load
 from assistant.decide.timings import PhaseClock
+from foundation.records import read_jsonl
 from foundation.variants import ADAPTER_VARIANTS, VariantConfig, check_few_shot
 
 
@@ -31,8 +31,8 @@ def run_compare(decide_run, rep, tmp: Path, adapters: list[str]) -> dict:
     verdict is then taken again over all seeds (recommend_from_table's seed tables) and stored with the run."""
     decide_cfg, runtime = decide_run.cfg, decide_run.runtime
     evalset = decide_run.cache.folder("evalset")
-    items = [EvalItem(**row) for row in _load(evalset / "eval.jsonl")]
-    pairs = [{"question": p["question"], "answer": p["answer"]} for p in _load(evalset / "train_pairs.jsonl")]
+    items = [EvalItem(**row) for row in read_jsonl(evalset / "eval.jsonl")]
+    pairs = [{"question": p["question"], "answer": p["answer"]} for p in read_jsonl(evalset / "train_pairs.jsonl")]
     # The prompt variant at its best: dynamic few-shot from the training pairs (VariantConfig's default k).
     got = decide_run.retrieval_choice()
     variant_cfg = VariantConfig(few_shot=check_few_shot(pairs), rag_k=got["k"], rag_mode=got["mode"])

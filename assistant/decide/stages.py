@@ -20,6 +20,7 @@ from assistant.decide.plan import make_plan_for_rows
 from assistant.decide.progress import DecideCancelled, Reporter
 from foundation.errors import ArenaError
 from foundation.leakage import find_overlaps, split_by_section
+from foundation.records import read_jsonl, write_jsonl
 from foundation.row_cache import content_key
 from foundation.variants import VariantConfig
 from retrieval.chunking import ChunkConfig
@@ -28,14 +29,6 @@ from retrieval.tuning import choose_retrieval
 from training.builders import cpt_from_sections, draw_from_sections, grounded_examples, qa_from_sections
 from training.data import chat
 from training.doc_questions import generated_or_fallback
-
-
-def _dump(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-
-
-def _load(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 class DecideRun:
@@ -147,8 +140,8 @@ class DecideRun:
         train = [p for i, p in enumerate(pool) if i not in leaked]
         if not evals:
             raise ArenaError("the evaluation set is empty: give --eval, a larger --qa, or more documents")
-        _dump(tmp / "eval.jsonl", evals)
-        _dump(tmp / "train_pairs.jsonl", train)
+        write_jsonl(tmp / "eval.jsonl", evals)
+        write_jsonl(tmp / "train_pairs.jsonl", train)
         out = {"eval": len(evals), "train": len(train), "dropped_leaks": len(leaked), "origin": origin}
         if heuristic is not None:  # the questions were drawn from the documents by the heading/definition heuristic
             out.update(questions_by="heuristic", malformed=heuristic)
@@ -166,8 +159,8 @@ class DecideRun:
             rep.update(0.95 * done / total, f"questions written by {c.generator}: {done}/{total}")
 
         def shortfall(got: questions.GeneratedSets) -> str:
-            _dump(tmp / "generated.jsonl", [{**p, "side": "eval"} for p in got.evals] +
-                  [{**p, "side": "train"} for p in got.pool])  # kept for inspection, used or not
+            write_jsonl(tmp / "generated.jsonl", [{**p, "side": "eval"} for p in got.evals] +
+                        [{**p, "side": "train"} for p in got.pool])  # kept for inspection, used or not
             return "" if c.eval else questions.too_few(len(got.evals))
 
         got, self._generator_info = generated_or_fallback(
@@ -179,7 +172,7 @@ class DecideRun:
         """Splitter, k and search mode by retrieval hit rate on the training pairs (never the evaluation set);
         the documents are re-chunked in the real index when another splitter wins."""
         c, default = self.cfg, VariantConfig()
-        pairs = _load(self.cache.folder("evalset") / "train_pairs.jsonl")
+        pairs = read_jsonl(self.cache.folder("evalset") / "train_pairs.jsonl")
         if not c.tune_retrieval or len(pairs) < MIN_TUNING_PAIRS:
             why = "turned off" if not c.tune_retrieval else f"only {len(pairs)} training pairs"
             return {"splitter": c.splitter, "mode": default.rag_mode, "k": default.rag_k, "tuned": False,
@@ -207,12 +200,12 @@ class DecideRun:
     def trainset(self, rep: Reporter, tmp: Path, other_s: float = 0.0, seed_compare_s: float = 0.0) -> dict:
         """Chat rows from the training pairs (+ grounded rows with retrieved passages) and the training plan;
         `other_s`, `seed_compare_s`: the run plan's estimates that a budget pays before training."""
-        pairs = _load(self.cache.folder("evalset") / "train_pairs.jsonl")
+        pairs = read_jsonl(self.cache.folder("evalset") / "train_pairs.jsonl")
         if self.cfg.trains and len(pairs) < 2:
             raise ArenaError(f"only {len(pairs)} training pair(s) left after holding out the evaluation set: "
                              "give a --qa file or documents with more question-style sections")
         qa = [chat(p["question"], p["answer"], origin=p.get("source", "")) for p in pairs]
-        _dump(tmp / "qa.jsonl", [{"messages": ex.messages} for ex in qa])
+        write_jsonl(tmp / "qa.jsonl", [{"messages": ex.messages} for ex in qa])
         grounded = []
         if self.cfg.trains and self.cfg.grounded and "rag+finetuned" in self.cfg.variants:
             rep.update(0.3, f"retrieving passages for {len(qa)} grounded rows")
@@ -223,10 +216,10 @@ class DecideRun:
                                          oracle_share=job.oracle_share, seed=self.cfg.seed,
                                          passage_tokens=job.grounded_passage_tokens,
                                          count_tokens=self.runtime.engine.count_tokens)
-        _dump(tmp / "grounded.jsonl", [{"messages": ex.messages} for ex in grounded])
+        write_jsonl(tmp / "grounded.jsonl", [{"messages": ex.messages} for ex in grounded])
         documents = cpt_from_sections(self.runtime.store.sections()) \
             if self.cfg.trains and self.cfg.train_on_documents else []
-        _dump(tmp / "documents.jsonl", [{"text": ex.text} for ex in documents])
+        write_jsonl(tmp / "documents.jsonl", [{"text": ex.text} for ex in documents])
         rows = len(qa) + len(grounded) + len(documents)
         fit = make_plan_for_rows(self.cfg, self.settings, rows, other_s, seed_compare_s,
                                  self._row_tokens(qa, grounded + documents)) if self.cfg.trains else {}

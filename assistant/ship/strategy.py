@@ -17,6 +17,7 @@ from pydantic import with_config
 from assistant.compare.recommend import Recommendation
 from foundation import config_file
 from foundation.errors import ArenaError
+from foundation.records import read_jsonl
 from foundation.variants import (
     ADAPTER_VARIANTS,
     DEFAULT_DYNAMIC_K,
@@ -131,5 +132,4 @@ def _pairs(path: Path) -> list[dict]:
     """The training pairs the prompt variant drew its few-shot examples from in the comparison."""
     if not path.is_file():
         return []
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [{"question": r["question"], "answer": r["answer"]} for r in rows]
+    return [{"question": r["question"], "answer": r["answer"]} for r in read_jsonl(path)]
