@@ -7,10 +7,26 @@ from dataclasses import dataclass, field
 
 from assistant.compare.router import cached_router
 from assistant.inference.base import Engine
-from foundation import variants as V
 from foundation.errors import ArenaError
 from foundation.generation import Answer, GenSettings, Row, RowOutput
-from foundation.variants import ROUTED, VariantConfig
+from foundation.variants import (
+    ADAPTER_VARIANTS,
+    NO_ADAPTER,
+    NO_DOCUMENTS,
+    RAG_VARIANTS,
+    ROUTED,
+    VariantConfig,
+    base_messages,
+    check_few_shot,
+    display_order,
+    fit_hits,
+    parse_variants,
+    pick_few_shot,
+    prompt_messages,
+    rag_budget,
+    rag_messages,
+    truncate_question,
+)
 
 
 @dataclass
@@ -48,11 +64,11 @@ class Arena:
                 gen: GenSettings | None = None) -> dict[str, Prepared]:
         """Each variant's messages, adapter and sources for one question (no generation)."""
         gen = gen or GenSettings()
-        question, notice = V.truncate_question(question, self.engine.context_length // 4,
-                                               self.engine.count_tokens)
-        names = V.parse_variants(",".join(variants))
-        hits = self._retrieve(question, cfg) if V.RAG_VARIANTS & set(names) else None
-        adapter, adapter_error = self._adapter(cfg) if V.ADAPTER_VARIANTS & set(names) else (None, "")
+        question, notice = truncate_question(question, self.engine.context_length // 4,
+                                             self.engine.count_tokens)
+        names = parse_variants(",".join(variants))
+        hits = self._retrieve(question, cfg) if RAG_VARIANTS & set(names) else None
+        adapter, adapter_error = self._adapter(cfg) if ADAPTER_VARIANTS & set(names) else (None, "")
         out = {}
         for name in names:
             hist = (history or {}).get(name) if isinstance(history, dict) else history
@@ -81,33 +97,33 @@ class Arena:
         return Prepared([], None, error="the router's variants cannot run (" + "; ".join(errors) + ")")
 
     def _prepare_one(self, name, question, cfg, history, gen, hits, adapter, adapter_error) -> Prepared:
-        if name in V.ADAPTER_VARIANTS and adapter_error:
+        if name in ADAPTER_VARIANTS and adapter_error:
             return Prepared([], None, error=adapter_error)
-        if name in V.RAG_VARIANTS and isinstance(hits, str):
+        if name in RAG_VARIANTS and isinstance(hits, str):
             return Prepared([], None, error=hits)
-        use_adapter = adapter if name in V.ADAPTER_VARIANTS else None
+        use_adapter = adapter if name in ADAPTER_VARIANTS else None
         if name == "prompt":
-            shots = V.check_few_shot(cfg.few_shot)
+            shots = check_few_shot(cfg.few_shot)
             if cfg.dynamic_k > 0:
-                shots = V.pick_few_shot(question, shots, cfg.dynamic_k, self.embed)
-            return Prepared(V.prompt_messages(question, cfg.system_prompt, shots, history), None)
-        if name in V.RAG_VARIANTS:
+                shots = pick_few_shot(question, shots, cfg.dynamic_k, self.embed)
+            return Prepared(prompt_messages(question, cfg.system_prompt, shots, history), None)
+        if name in RAG_VARIANTS:
             return self._prepare_rag(question, history, gen, hits, use_adapter)
-        return Prepared(V.base_messages(question, history), use_adapter)
+        return Prepared(base_messages(question, history), use_adapter)
 
     def _prepare_rag(self, question, history, gen, hits, adapter) -> Prepared:
-        fixed = len(self.engine.chat_ids(V.rag_messages(question, [], history)))
-        budget = V.rag_budget(self.engine.context_length, gen.max_new_tokens, fixed)
-        kept, notice = V.fit_hits(hits, budget, self.engine.count_tokens)
-        kept = V.display_order(kept)  # the sources list keeps the prompt's [n] numbering
-        return Prepared(V.rag_messages(question, kept, history), adapter, kept, notice)
+        fixed = len(self.engine.chat_ids(rag_messages(question, [], history)))
+        budget = rag_budget(self.engine.context_length, gen.max_new_tokens, fixed)
+        kept, notice = fit_hits(hits, budget, self.engine.count_tokens)
+        kept = display_order(kept)  # the sources list keeps the prompt's [n] numbering
+        return Prepared(rag_messages(question, kept, history), adapter, kept, notice)
 
     def _retrieve(self, question: str, cfg: VariantConfig):
         """Top-k hits, or the message to show when there is nothing to retrieve from."""
         try:
             store = self.runtime.store
             if store.is_empty():
-                return V.NO_DOCUMENTS
+                return NO_DOCUMENTS
             return store.search(question, k=cfg.rag_k, mode=cfg.rag_mode)
         except ArenaError as exc:  # e.g. the embedder cannot load: show it in the RAG columns only
             return f"retrieval unavailable: {exc}"
@@ -116,7 +132,7 @@ class Arena:
         """(adapter name loaded in the engine, error message to show instead)."""
         registry = self.runtime.registry
         if not registry.list():
-            return None, V.NO_ADAPTER
+            return None, NO_ADAPTER
         if not cfg.adapter:
             return None, "no adapter selected — pick one in the adapter dropdown"
         info = registry.get(cfg.adapter)  # ArenaError naming the unknown adapter and the available ones

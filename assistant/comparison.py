@@ -32,45 +32,53 @@ from foundation.variants import ADAPTER_VARIANTS, ROUTED, VariantConfig, max_new
 Progress = Callable[[float, str], None]
 
 
-def run_comparison(runtime, items: list[EvalItem], cc: CompareConfig, cfg=None, progress: Progress | None = None,
-                   store: bool = True, resume: int | None = None) -> ComparisonResult:
+def run_comparison(runtime, items: list[EvalItem], compare_cfg: CompareConfig, variant_cfg=None,
+                   progress: Progress | None = None, store: bool = True,
+                   resume: int | None = None) -> ComparisonResult:
     """Answer, score and summarise; the result is also stored in runs.sqlite (unless store=False).
 
     Stored runs keep every answered and scored question as it completes (assistant/compare/resume.py);
     `resume=RUN_ID` continues such a run (see resume_comparison)."""
-    validate(cc, items)
+    validate(compare_cfg, items)
     engine = runtime.engine  # a serving engine that cannot be reached fails here, before a run is stored
-    if cc.max_new_tokens is None:
-        cc = replace(cc, max_new_tokens=max_new_tokens_for([it.answer for it in items], engine.count_tokens))
+    if compare_cfg.max_new_tokens is None:
+        compare_cfg = replace(compare_cfg, max_new_tokens=max_new_tokens_for([it.answer for it in items],
+                                                                             engine.count_tokens))
     progress = progress or (lambda fraction, text: None)
-    cfg = replace(cfg or VariantConfig(), adapter=cc.adapter)
-    gen = GenSettings(max_new_tokens=cc.max_new_tokens, temperature=0.0, top_p=1.0, seed=cc.seed,
-                      stop_on_loop=cc.stop_on_loop)
-    arena, variants = runtime.arena, list(cc.variants)
+    variant_cfg = replace(variant_cfg or VariantConfig(), adapter=compare_cfg.adapter)
+    gen = GenSettings(max_new_tokens=compare_cfg.max_new_tokens, temperature=0.0, top_p=1.0, seed=compare_cfg.seed,
+                      stop_on_loop=compare_cfg.stop_on_loop)
+    arena, variants = runtime.arena, list(compare_cfg.variants)
     generated = [v for v in variants if v != ROUTED]  # routed re-uses the others' answers (compare/router.py)
+
+    def answer_many(questions: list[str], on_answer, on_progress) -> None:
+        arena.ask_many(questions, generated, variant_cfg, gen, on_answer=on_answer, progress=on_progress)
+
     progress(0.0, f"answering {len(items)} questions × {len(variants)} variants")
-    partial = PartialRun.begin(runtime.settings.data_dir, items, cc, cfg, resume, store)
-    answers = partial.answers(arena, [it.question for it in items], generated, cfg, gen, check_answers, progress)
+    partial = PartialRun.begin(runtime.settings.data_dir, items, compare_cfg, variant_cfg, resume, store)
+    answers = partial.answers(answer_many, [it.question for it in items], generated, check_answers, progress)
     progress(0.7, "reference likelihoods")
-    nlls = partial.nlls(arena, items, generated, cfg, progress)
+    nlls = partial.nlls(_reference_nll(arena, generated, variant_cfg), items, generated, progress)
     progress(0.8, "scoring")
     per_question, table = score_all(items, generated, answers, nlls, _embedder(runtime))
-    judge_settings, judged = _judge(runtime, cc, items, answers, generated, table, per_question, progress)
-    routed = _routed(runtime, cc, per_question, table, answers, generated, progress) if ROUTED in variants else None
-    summaries, paired = summarise(table, variants, cc.seed)
-    costs = _costs(runtime, variants, answers, cc.adapter)
+    judge_settings, judged = _judge(runtime, compare_cfg, items, answers, generated, table, per_question, progress)
+    routed = _routed(runtime, compare_cfg, per_question, table, answers, generated, progress) \
+        if ROUTED in variants else None
+    summaries, paired = summarise(table, variants, compare_cfg.seed)
+    costs = _costs(runtime, variants, answers, compare_cfg.adapter)
     if routed:
         costs[ROUTED] = routed_costs(costs, routed.picks, routed.seconds, len(items))
-    forgetting, bias = adapter_probes(runtime, cc, cfg, variants, progress)
+    forgetting, bias = adapter_probes(runtime, compare_cfg, variant_cfg, variants, progress)
     result = ComparisonResult(
         variants=summaries, paired=paired, per_question=per_question, costs=costs, router=routed, judge=judged,
-        recommendation=recommend_from_table(table, cost_table(costs), cc.metric, clusters(items), cc.seed,
-                                            margin=cc.equivalence_margin),
-        warnings=(_leakage_warnings(runtime, cc, [it.question for it in items])
+        recommendation=recommend_from_table(table, cost_table(costs), compare_cfg.metric, clusters(items),
+                                            compare_cfg.seed, margin=compare_cfg.equivalence_margin),
+        warnings=(_leakage_warnings(runtime, compare_cfg, [it.question for it in items])
                   + [n for n in (getattr(engine, "nll_notice", ""), judged and malformed_warning(judged)) if n]
                   + [p.message for p in forgetting + bias if p.flagged]),
-        forgetting=forgetting, bias=bias, learned=_learned_check(runtime, cc, cfg, gen, summaries, progress),
-        settings=_run_settings(runtime, cc, cfg, gen, len(items), judge_settings))
+        forgetting=forgetting, bias=bias,
+        learned=_learned_check(runtime, compare_cfg, variant_cfg, gen, summaries, progress),
+        settings=_run_settings(runtime, compare_cfg, variant_cfg, gen, len(items), judge_settings))
     result.why = why_sentences(result)
     if store:
         result.run_id = partial.run_id
@@ -82,8 +90,14 @@ def run_comparison(runtime, items: list[EvalItem], cc: CompareConfig, cfg=None, 
 def resume_comparison(runtime, run_id: int, progress: Progress | None = None) -> ComparisonResult:
     """Continue an interrupted stored run with its own items and settings; the result equals an
     uninterrupted run's (answers and scores already stored are read back, not generated again)."""
-    items, cc, cfg = plan_from_json(RunStore(Path(runtime.settings.data_dir) / "runs.sqlite").partial(run_id)[0])
-    return run_comparison(runtime, items, cc, cfg, progress, resume=run_id)
+    plan = RunStore(Path(runtime.settings.data_dir) / "runs.sqlite").partial(run_id)[0]
+    items, compare_cfg, variant_cfg = plan_from_json(plan)
+    return run_comparison(runtime, items, compare_cfg, variant_cfg, progress, resume=run_id)
+
+
+def _reference_nll(arena, variants: list[str], variant_cfg: VariantConfig) -> Callable[[str, str], dict]:
+    """(question, reference answer) -> each variant's NLL of that answer after its own prompt for the question."""
+    return lambda question, answer: arena.reference_nll(arena.prepare(question, variants, variant_cfg), answer)
 
 
 def _embedder(runtime):
@@ -94,73 +108,78 @@ def _embedder(runtime):
         return None
 
 
-def _judge(runtime, cc: CompareConfig, items, answers, generated, table, per_question, progress):
+def _judge(runtime, compare_cfg: CompareConfig, items, answers, generated, table, per_question, progress):
     """The LLM judge step: (settings stored with the run, summary shown with it), or (None, None)."""
-    if not cc.judge:
+    if not compare_cfg.judge:
         return None, None
     progress(0.85, "LLM judge")
     s = runtime.settings
-    cfg = parse_spec(cc.judge, s.engine_key if cc.judge.startswith("openai:") else "", s.engine_concurrency)
+    key = s.engine_key if compare_cfg.judge.startswith("openai:") else ""
+    judge_cfg = parse_spec(compare_cfg.judge, key, s.engine_concurrency)
 
     def local(conversations: list[list[dict]]) -> list[str]:  # --judge local: the run's own engine
         engine = runtime.engine
-        gen = GenSettings(max_new_tokens=cfg.max_tokens, temperature=cfg.temperature)
+        gen = GenSettings(max_new_tokens=judge_cfg.max_tokens, temperature=judge_cfg.temperature)
         return [o.text for o in engine.generate([Row(engine.chat_ids(m)) for m in conversations], gen)]
 
-    return cfg.stored(), judge_all(cfg, local, items, answers, generated, table, per_question)
+    return judge_cfg.stored(), judge_all(judge_cfg, local, items, answers, generated, table, per_question)
 
 
-def arena_scorer(arena, cfg: VariantConfig, adapter: str) -> Scorer:
+def arena_scorer(arena, variant_cfg: VariantConfig, adapter: str) -> Scorer:
     """The probes' scorer through ``Arena.reference_nll`` with the base and finetuned variants (the engine's own
     adapter path): (base NLLs, adapter NLLs) per (prompt, reply) pair."""
-    cfg = replace(cfg, adapter=adapter, system_prompt="", few_shot=[])
+    nll = _reference_nll(arena, ["base", "finetuned"],
+                         replace(variant_cfg, adapter=adapter, system_prompt="", few_shot=[]))
 
     def score(pairs):
-        nlls = [arena.reference_nll(arena.prepare(prompt, ["base", "finetuned"], cfg), reply)
-                for prompt, reply in pairs]
+        nlls = [nll(prompt, reply) for prompt, reply in pairs]
         return [float(n["base"]) for n in nlls], [float(n["finetuned"]) for n in nlls]
     return score
 
 
-def adapter_probes(runtime, cc: CompareConfig, cfg, variants: list[str], progress) -> tuple[list, list]:
+def adapter_probes(runtime, compare_cfg: CompareConfig, variant_cfg, variants: list[str],
+                   progress) -> tuple[list, list]:
     """The forgetting check and the bias probe of the adapter (both built on reference NLL, each a paired change
     with its interval), or ([], [])."""
     scores_nll = not getattr(runtime.engine, "nll_notice", "")
-    if not (cc.adapter and cc.forgetting and scores_nll and any(v in ADAPTER_VARIANTS for v in variants)):
+    if not (compare_cfg.adapter and compare_cfg.forgetting and scores_nll
+            and any(v in ADAPTER_VARIANTS for v in variants)):
         return [], []
-    scorer = arena_scorer(runtime.arena, cfg, cc.adapter)
+    scorer = arena_scorer(runtime.arena, variant_cfg, compare_cfg.adapter)
     progress(0.9, "forgetting check")
-    forgetting = [check_forgetting(cc.adapter, scorer, cc.forgetting_margin)]
+    forgetting = [check_forgetting(compare_cfg.adapter, scorer, compare_cfg.forgetting_margin)]
     progress(0.92, "bias probe")
-    return forgetting, [check_bias(cc.adapter, scorer, cc.bias_margin)]
+    return forgetting, [check_bias(compare_cfg.adapter, scorer, compare_cfg.bias_margin)]
 
 
-def _routed(runtime, cc: CompareConfig, per_question, table, answers, generated, progress):
+def _routed(runtime, compare_cfg: CompareConfig, per_question, table, answers, generated, progress):
     """The routed column, cross-validated over the evaluation questions (assistant/compare/router.py)."""
     progress(0.87, "router (cross-validated over the questions)")
     embedder = _embedder(runtime)
     if embedder is None:
         raise ArenaError("variant 'routed' needs the embedder (its features), which is not available")
-    return add_routed(per_question, table, answers, generated, cc.metric, embedder.encode,
-                      runtime.settings.data_dir, cc.seed)
+    return add_routed(per_question, table, answers, generated, compare_cfg.metric, embedder.encode,
+                      runtime.settings.data_dir, compare_cfg.seed)
 
 
-def _learned_check(runtime, cc: CompareConfig, cfg, gen, heldout: dict, progress) -> LearnedCheck | None:
+def _learned_check(runtime, compare_cfg: CompareConfig, variant_cfg, gen, heldout: dict,
+                   progress) -> LearnedCheck | None:
     """The finetuned variant on a sample of its own training pairs, next to its held-out scores (or None)."""
-    if not (cc.adapter and cc.learned_sample > 0 and "finetuned" in cc.variants):
+    if not (compare_cfg.adapter and compare_cfg.learned_sample > 0 and "finetuned" in compare_cfg.variants):
         return None
-    items = training_sample(runtime.settings.data_dir, runtime.registry.get(cc.adapter).path,
-                            cc.learned_sample, cc.seed)
+    items = training_sample(runtime.settings.data_dir, runtime.registry.get(compare_cfg.adapter).path,
+                            compare_cfg.learned_sample, compare_cfg.seed)
     if not items:
         return None
     progress(0.95, f"adapter on {len(items)} of its training questions")
     arena = runtime.arena
-    answers = arena.ask_many([it.question for it in items], ["finetuned"], cfg, gen)
+    answers = arena.ask_many([it.question for it in items], ["finetuned"], variant_cfg, gen)
     check_answers(answers)
-    nlls = [arena.reference_nll(arena.prepare(it.question, ["finetuned"], cfg), it.answer) for it in items]
+    nll = _reference_nll(arena, ["finetuned"], variant_cfg)
+    nlls = [nll(it.question, it.answer) for it in items]
     _, table = score_all(items, ["finetuned"], answers, nlls, _embedder(runtime))
-    train = summarise(table, ["finetuned"], cc.seed)[0]["finetuned"]
-    return LearnedCheck(cc.adapter, "finetuned", len(items), train, heldout["finetuned"])
+    train = summarise(table, ["finetuned"], compare_cfg.seed)[0]["finetuned"]
+    return LearnedCheck(compare_cfg.adapter, "finetuned", len(items), train, heldout["finetuned"])
 
 
 def _folder_mb(path: Path) -> float:
@@ -178,21 +197,22 @@ def _costs(runtime, variants: list[str], answers: list[dict], adapter: str | Non
                          _folder_mb(Path(runtime.settings.data_dir) / "index"))
 
 
-def _leakage_warnings(runtime, cc: CompareConfig, questions: list[str]) -> list[str]:
+def _leakage_warnings(runtime, compare_cfg: CompareConfig, questions: list[str]) -> list[str]:
     """Warn about evaluation questions the compared adapter was trained on (exact or near-duplicate)."""
-    if not cc.adapter or not set(cc.variants) & set(ADAPTER_VARIANTS):
+    if not compare_cfg.adapter or not set(compare_cfg.variants) & set(ADAPTER_VARIANTS):
         return []
-    trained = runtime.registry.training_questions(cc.adapter)
+    trained = runtime.registry.training_questions(compare_cfg.adapter)
     overlaps = find_overlaps(questions, trained, embedder=_embedder(runtime))
-    return overlap_warnings(cc.adapter, overlaps, len(questions))
+    return overlap_warnings(compare_cfg.adapter, overlaps, len(questions))
 
 
-def _run_settings(runtime, cc: CompareConfig, cfg, gen, n_items: int, judge: dict | None) -> dict:
+def _run_settings(runtime, compare_cfg: CompareConfig, variant_cfg, gen, n_items: int, judge: dict | None) -> dict:
     s = runtime.settings
-    out = {"eval": cc.eval_name, "questions": n_items, "variants": list(cc.variants), "adapter": cc.adapter,
-           "metric": cc.metric, "seed": cc.seed, "model": s.model, "embedder": s.embedder,
-           "generation": asdict(gen), "system_prompt": cfg.system_prompt, "few_shot": len(cfg.few_shot),
-           "rag_k": cfg.rag_k, "rag_mode": cfg.rag_mode, "forgetting_margin": cc.forgetting_margin,
+    c, v = compare_cfg, variant_cfg
+    out = {"eval": c.eval_name, "questions": n_items, "variants": list(c.variants), "adapter": c.adapter,
+           "metric": c.metric, "seed": c.seed, "model": s.model, "embedder": s.embedder,
+           "generation": asdict(gen), "system_prompt": v.system_prompt, "few_shot": len(v.few_shot),
+           "rag_k": v.rag_k, "rag_mode": v.rag_mode, "forgetting_margin": c.forgetting_margin,
            "judge": judge}
     if s.engine == "openai":  # where the answers came from (the key itself is never stored)
         out["engine"] = {"name": "openai", "url": s.engine_url, "concurrency": s.engine_concurrency}

@@ -151,10 +151,10 @@ def old_vs_new(runtime, folder: Path, result, old_adapter: str, metric: str) -> 
     items = [EvalItem(**json.loads(line)) for line in (folder / "evalset" / "eval.jsonl").read_text().splitlines()]
     pairs = [json.loads(line) for line in (folder / "evalset" / "train_pairs.jsonl").read_text().splitlines()]
     tuned = tuple(v for v in ("finetuned", "rag+finetuned") if v in result.variants)
-    cc = CompareConfig(variants=tuned, metric=metric, adapter=old_adapter, forgetting=False, learned_sample=0,
-                       max_new_tokens=result.settings["generation"]["max_new_tokens"])
-    cfg = VariantConfig(few_shot=[{"question": p["question"], "answer": p["answer"]} for p in pairs])
-    old = run_comparison(runtime, items, replace(cc), cfg=cfg, store=False)
+    compare_cfg = CompareConfig(variants=tuned, metric=metric, adapter=old_adapter, forgetting=False,
+                                learned_sample=0, max_new_tokens=result.settings["generation"]["max_new_tokens"])
+    variant_cfg = VariantConfig(few_shot=[{"question": p["question"], "answer": p["answer"]} for p in pairs])
+    old = run_comparison(runtime, items, replace(compare_cfg), variant_cfg=variant_cfg, store=False)
     return paired_lines(result, old, metric, ("old", "new"))
 
 

@@ -37,7 +37,7 @@ def decide_setup(args, faq: Path, qa: Path):
     (runtime, held-out items, the VariantConfig the decide comparison serves)."""
     from assistant.decide.config import DecideConfig
     from assistant.decide.progress import CANCEL_FILE, Reporter
-    from assistant.decide.stages import Decision
+    from assistant.decide.stages import DecideRun
     from assistant.runtime import Runtime
     from foundation.settings import Settings
     from foundation.variants import VariantConfig, check_few_shot
@@ -46,14 +46,16 @@ def decide_setup(args, faq: Path, qa: Path):
     runtime = Runtime(settings)
     cfg = DecideConfig(docs=[str(faq)], qa=str(qa), name="loops", splitter="headers",
                        eval_fraction=args.eval_fraction, variants=["base", "prompt", "rag"]).resolved()
-    decision = Decision(cfg, settings, runtime)
-    decision.folder.mkdir(parents=True, exist_ok=True)
-    (decision.folder / CANCEL_FILE).unlink(missing_ok=True)  # a killed earlier run's cancel request
-    rep = Reporter(decision.folder, {}, stderr=False)
-    ingest = decision.cache.run("ingest", decision.keys["ingest"], lambda tmp: decision.ingest(rep, tmp))[0]
-    decision.cache.run("evalset", decision.keys["evalset"], lambda tmp: decision.evalset(rep, tmp, ingest["sources"]))
-    got = decision.cache.run("retrieval", decision.keys["retrieval"], lambda tmp: decision.retrieval(rep, tmp))[0]
-    folder = decision.cache.folder("evalset")
+    decide_run = DecideRun(cfg, settings, runtime)
+    decide_run.folder.mkdir(parents=True, exist_ok=True)
+    (decide_run.folder / CANCEL_FILE).unlink(missing_ok=True)  # a killed earlier run's cancel request
+    rep = Reporter(decide_run.folder, {}, stderr=False)
+    ingest = decide_run.cache.run("ingest", decide_run.keys["ingest"], lambda tmp: decide_run.ingest(rep, tmp))[0]
+    decide_run.cache.run("evalset", decide_run.keys["evalset"],
+                         lambda tmp: decide_run.evalset(rep, tmp, ingest["sources"]))
+    got = decide_run.cache.run("retrieval", decide_run.keys["retrieval"],
+                               lambda tmp: decide_run.retrieval(rep, tmp))[0]
+    folder = decide_run.cache.folder("evalset")
     items = [json.loads(line) for line in (folder / "eval.jsonl").read_text().splitlines()][: args.questions]
     pairs = [json.loads(line) for line in (folder / "train_pairs.jsonl").read_text().splitlines()]
     # as assistant/decide/comparison.run_compare serves the variants: dynamic few-shot, the tuned retrieval

@@ -46,8 +46,8 @@ def _progress(done: int, total: int) -> None:
 def main() -> None:
     from assistant.compare.naive_rag import naive_rag_answers
     from assistant.compare.stats import paired_difference
-    from foundation import metrics as M
     from foundation.generation import GenSettings
+    from foundation.metrics import contains, retrieval_hit, token_f1
     from foundation.variants import VariantConfig, max_new_tokens_for
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -64,12 +64,12 @@ def main() -> None:
     start = time.perf_counter()
     naive = naive_rag_answers(runtime.store, runtime.engine, questions, gen, progress=_progress)
     t_naive = time.perf_counter() - start
-    f1 = {"ours": [M.token_f1(a.text, r) for a, r in zip(ours, refs, strict=True)],
-          "naive": [M.token_f1(a["answer"], r) for a, r in zip(naive, refs, strict=True)]}
-    has = {"ours": [M.contains(a.text, r) for a, r in zip(ours, refs, strict=True)],
-           "naive": [M.contains(a["answer"], r) for a, r in zip(naive, refs, strict=True)]}
-    hit = {"ours": [M.retrieval_hit(r, [h.text for h in a.sources]) or 0.0 for a, r in zip(ours, refs, strict=True)],
-           "naive": [M.retrieval_hit(r, a["passages"]) or 0.0 for a, r in zip(naive, refs, strict=True)]}
+    f1 = {"ours": [token_f1(a.text, r) for a, r in zip(ours, refs, strict=True)],
+          "naive": [token_f1(a["answer"], r) for a, r in zip(naive, refs, strict=True)]}
+    has = {"ours": [contains(a.text, r) for a, r in zip(ours, refs, strict=True)],
+           "naive": [contains(a["answer"], r) for a, r in zip(naive, refs, strict=True)]}
+    hit = {"ours": [retrieval_hit(r, [h.text for h in a.sources]) or 0.0 for a, r in zip(ours, refs, strict=True)],
+           "naive": [retrieval_hit(r, a["passages"]) or 0.0 for a, r in zip(naive, refs, strict=True)]}
     words = {"ours": [len(a.text.split()) for a in ours], "naive": [len(a["answer"].split()) for a in naive]}
     for name, seconds in (("ours", t_ours), ("naive", t_naive)):
         n = len(refs)

@@ -12,6 +12,7 @@ or a job called `../../x` still works (as `a.pdf`, `x`); the caller shows the fi
 from __future__ import annotations
 
 import re
+import shutil
 import unicodedata
 from pathlib import Path
 
@@ -46,6 +47,17 @@ def confine(folder: Path, name: str, what: str) -> Path:
     if path.is_symlink() or path.resolve().parent != folder.resolve():
         raise ArenaError(f"{what} {entry!r} would leave {folder}")
     return path
+
+
+def copy_upload(folder: Path, upload) -> str:
+    """Copy an upload (a path, or Gradio's temp file object) into `folder` under its confined name; the copy's
+    absolute path."""
+    src = Path(getattr(upload, "name", upload))
+    target = confine(folder, src.name, "upload name")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if src.resolve() != target.resolve():
+        shutil.copy2(src, target)
+    return str(target.resolve())
 
 
 def _entry(name) -> str:

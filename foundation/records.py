@@ -31,6 +31,16 @@ def jsonl_rows(text: str, name: str, error: type[ArenaError] = ArenaError) -> It
         yield n, row
 
 
+def read_jsonl(path: Path | str) -> list[dict]:
+    """The objects of a JSON-lines file the program wrote itself (a stage's rows, a split, a probe set)."""
+    path = Path(path)
+    return [row for _, row in jsonl_rows(path.read_text(encoding="utf-8"), str(path))]
+
+
+def write_jsonl(path: Path | str, rows: list[dict]) -> None:
+    Path(path).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
 def read_records(path: Path | str, what: str) -> list[tuple[str, dict]]:
     """(where, row) for each record of a .jsonl, .json (a list, or {"data": [...]}) or .csv (header row) file.
 

@@ -22,8 +22,7 @@ import numpy as np
 
 from foundation.cache_folder import publish, temp_folder
 from foundation.errors import ArenaError
-from retrieval import onnx_export as ox
-from retrieval.onnx_export import cosines, tokenize
+from retrieval.onnx_export import cosines, export_fp32, fuse, plans, quantize, tokenize, weight_matmuls
 
 log = logging.getLogger(__name__)
 
@@ -161,16 +160,16 @@ def _export_and_quantize(model, folder: Path) -> dict:
     """fp32 export, fusion, then int8 plans keeping more down-projections fp32 until the probes pass."""
     import torch
 
-    ox.export_fp32(model, folder / "fp32.onnx")
-    graph = ox.fuse(folder / "fp32.onnx", folder / "fused.onnx")
+    export_fp32(model, folder / "fp32.onnx")
+    graph = fuse(folder / "fp32.onnx", folder / "fused.onnx")
     with torch.inference_mode():
         reference = model.encode(PROBES, batch_size=8, normalize_embeddings=True, convert_to_numpy=True,
                                  show_progress_bar=False)
-    _, downs, activations = ox.weight_matmuls(graph)
+    _, downs, activations = weight_matmuls(graph)
     tried = []
-    for keep in ox.plans(len(downs)):
+    for keep in plans(len(downs)):
         # Activation-only matmuls (attention scores) stay fp32: quantizing them was slower and less exact.
-        ox.quantize(graph, folder / "model.onnx", activations + downs[:keep])
+        quantize(graph, folder / "model.onnx", activations + downs[:keep])
         mean, low = _check(model, folder / "model.onnx", reference)
         tried.append(f"{keep}/{len(downs)} fp32: mean {mean:.4f} min {low:.4f}")
         if mean >= MIN_MEAN_COSINE and low >= MIN_COSINE:

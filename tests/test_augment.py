@@ -65,10 +65,10 @@ def test_samples_are_cached_by_content_and_not_generated_twice(tiny_loaded, data
 
 
 def test_augment_rows_copy_answer_and_system_turn_and_skip_grounded(embedder, data_dir):
-    from foundation import variants as V
+    from foundation.variants import RAG_INSTRUCTION
     rows = [chat(QUESTION, "Run the descaling program.", system="Be brief."),
             chat("What is the capital of France?", "Paris."),
-            chat("Which passage?", "The first. [1]", system=V.RAG_INSTRUCTION + "\n\nPassages: ...")]
+            chat("Which passage?", "The first. [1]", system=RAG_INSTRUCTION + "\n\nPassages: ...")]
     written = {QUESTION: ["What is the way to remove limescale from the espresso machine?", QUESTION],
                "What is the capital of France?": ["Which city is the capital of France?", "Where is Lyon?"]}
 

@@ -14,9 +14,17 @@ from assistant.compare.report import write_report
 from assistant.compare.result import SCHEMA_VERSION, ComparisonResult
 from assistant.compare.runs import RunStore
 from assistant.compare.stats import bootstrap_ci, exp_summary, paired_against, paired_difference, widening
-from foundation import metrics as M
 from foundation.errors import ArenaError
 from foundation.leakage import find_overlaps, overlap_warnings, split_by_section
+from foundation.metrics import (
+    contains,
+    exact_match,
+    groundedness,
+    retrieval_hit,
+    rouge_l,
+    semantic_similarities,
+    token_f1,
+)
 from tests.scorers import peft_scorer
 
 # ---------------------------------------------------------------- metrics (hand-computed values)
@@ -24,36 +32,36 @@ from tests.scorers import peft_scorer
 
 def test_token_f1_hand_computed():
     # "cat sat on mat" vs "cat on mat": P = 3/4, R = 1 -> F1 = 6/7
-    assert M.token_f1("The cat sat on the mat", "a cat on a mat") == pytest.approx(6 / 7)
+    assert token_f1("The cat sat on the mat", "a cat on a mat") == pytest.approx(6 / 7)
     # P = 1, R = 1/3 -> 0.5
-    assert M.token_f1("Paris", "The capital is Paris") == pytest.approx(0.5)
-    assert M.token_f1("Lyon", "Paris") == 0.0
-    assert M.token_f1("", "Paris") == 0.0 and M.token_f1("", "") == 1.0
+    assert token_f1("Paris", "The capital is Paris") == pytest.approx(0.5)
+    assert token_f1("Lyon", "Paris") == 0.0
+    assert token_f1("", "Paris") == 0.0 and token_f1("", "") == 1.0
 
 
 def test_rouge_l_hand_computed():
     # LCS "the cat on mat" = 4; P = 4/6, R = 4/4 -> F = 0.8
-    assert M.rouge_l("the cat sat on the mat", "the cat on mat") == pytest.approx(0.8)
-    assert M.rouge_l("completely different", "the cat on mat") == 0.0
+    assert rouge_l("the cat sat on the mat", "the cat on mat") == pytest.approx(0.8)
+    assert rouge_l("completely different", "the cat on mat") == 0.0
 
 
 def test_exact_and_contains():
-    assert M.exact_match("The Paris!", "paris") == 1.0
-    assert M.exact_match("Paris, France", "paris") == 0.0
-    assert M.contains("It is Paris, France.", "paris") == 1.0
-    assert M.contains("Parisian food", "paris") == 0.0  # whole words only
+    assert exact_match("The Paris!", "paris") == 1.0
+    assert exact_match("Paris, France", "paris") == 0.0
+    assert contains("It is Paris, France.", "paris") == 1.0
+    assert contains("Parisian food", "paris") == 0.0  # whole words only
 
 
 def test_groundedness_and_retrieval_hit():
     chunks = ["France's capital city is Paris."]
     # content words of the answer: paris, capital, france -> all in the chunk
-    assert M.groundedness("Paris is the capital of France", chunks) == 1.0
+    assert groundedness("Paris is the capital of France", chunks) == 1.0
     # content words: paris, tower, river -> 1 of 3 supported
-    assert M.groundedness("Paris has a tower and a river", chunks) == pytest.approx(1 / 3)
-    assert M.groundedness("anything", []) is None
-    assert M.retrieval_hit("Paris", ["Lyon is big", "The capital is Paris."]) == 1.0
-    assert M.retrieval_hit("Paris", ["Lyon is big"]) == 0.0
-    assert M.retrieval_hit("Paris", []) is None
+    assert groundedness("Paris has a tower and a river", chunks) == pytest.approx(1 / 3)
+    assert groundedness("anything", []) is None
+    assert retrieval_hit("Paris", ["Lyon is big", "The capital is Paris."]) == 1.0
+    assert retrieval_hit("Paris", ["Lyon is big"]) == 0.0
+    assert retrieval_hit("Paris", []) is None
 
 
 class FakeEmbedder:
@@ -66,7 +74,7 @@ class FakeEmbedder:
 
 
 def test_semantic_similarity_is_cosine():
-    sims = M.semantic_similarities(FakeEmbedder(), ["a", "b", "a"], ["b", "b", "c"])
+    sims = semantic_similarities(FakeEmbedder(), ["a", "b", "a"], ["b", "b", "c"])
     assert sims == pytest.approx([1 / math.sqrt(2), 1.0, 0.0], abs=1e-6)
 
 

@@ -78,9 +78,9 @@ def env(tmp_path_factory, tiny_model_dir):
 def test_all_five_variants_end_to_end(env):
     runtime = env["runtime"]
     items = load_eval_set(env["eval"])
-    cc = CompareConfig(variants=VARIANTS, adapter="faq-lora", max_new_tokens=8, eval_name="eval.jsonl")
+    compare_cfg = CompareConfig(variants=VARIANTS, adapter="faq-lora", max_new_tokens=8, eval_name="eval.jsonl")
     seen = []
-    typed = run_comparison(runtime, items, cc, progress=lambda f, text: seen.append(f))
+    typed = run_comparison(runtime, items, compare_cfg, progress=lambda f, text: seen.append(f))
     assert seen[0] == 0.0 and seen[-1] == 1.0
     result = json.loads(json.dumps(typed.to_dict()))  # the JSON `arena compare --json` prints and runs.sqlite keeps
     assert list(result["variants"]) == list(VARIANTS)
@@ -174,8 +174,8 @@ def test_bundled_model_base_vs_prompt(bundled_data_dir, tmp_path):
     runtime = Runtime(settings)
     items = [EvalItem("What is the capital of France?", "Paris"),
              EvalItem("How many days are there in a week?", "seven")]
-    cc = CompareConfig(variants=("base", "prompt"), max_new_tokens=24, eval_name="general")
-    result = run_comparison(runtime, items, cc, store=False)
+    compare_cfg = CompareConfig(variants=("base", "prompt"), max_new_tokens=24, eval_name="general")
+    result = run_comparison(runtime, items, compare_cfg, store=False)
     assert result.per_question[0].answers["base"].scores["contains"] == 1.0
     assert result.variants["base"]["contains"].mean >= 0.5
     rec = result.recommendation

@@ -26,7 +26,7 @@ from assistant.decide.config import DecideConfig, workspace
 from assistant.decide.plan import budget_fit
 from assistant.decide.progress import CANCEL_FILE, DecideCancelled, Reporter, read_progress
 from assistant.decide.runner import plan_for, run_decide
-from assistant.decide.stages import Decision
+from assistant.decide.stages import DecideRun
 from foundation.errors import ArenaError
 from foundation.row_cache import content_key
 from foundation.settings import Settings
@@ -95,23 +95,23 @@ def test_stage_cache_reuses_same_key_and_rebuilds_changed_or_unfinished(tmp_path
 
 def test_keys_change_only_downstream_of_a_changed_input(inputs, tmp_path):
     settings = Settings(data_dir=tmp_path / "data", model="tiny", device="cpu")
-    base = Decision(small_config(inputs), settings).keys
-    tokens = Decision(small_config(inputs, max_new_tokens=8), settings).keys
+    base = DecideRun(small_config(inputs), settings).keys
+    tokens = DecideRun(small_config(inputs, max_new_tokens=8), settings).keys
     assert [k for k in base if base[k] != tokens[k]] == ["compare", "report"]
-    margin = Decision(small_config(inputs, equivalence_margin=0.02), settings).keys  # the verdict is retaken
+    margin = DecideRun(small_config(inputs, equivalence_margin=0.02), settings).keys  # the verdict is retaken
     assert [k for k in base if base[k] != margin[k]] == ["compare", "report"]
-    steps = Decision(small_config(inputs, max_steps=9), settings).keys
+    steps = DecideRun(small_config(inputs, max_steps=9), settings).keys
     assert [k for k in base if base[k] != steps[k]] == ["trainset", "train-s0", "compare", "report"]
     # New Q/A content (same file name) redoes the split and everything after it, not the ingestion.
     inputs["qa"].write_text(inputs["qa"].read_text() + json.dumps({"question": "New?", "answer": "Yes."}) + "\n")
-    qa = Decision(small_config(inputs), settings).keys
+    qa = DecideRun(small_config(inputs), settings).keys
     assert qa["ingest"] == base["ingest"] and qa["evalset"] != base["evalset"]
     # More seeds keep seed 0 (no budget): only the new seed trains, then compare again.
-    unbounded = Decision(small_config(inputs, budget_minutes=0), settings).keys
-    seeds = Decision(small_config(inputs, seeds=3, budget_minutes=0), settings).keys
+    unbounded = DecideRun(small_config(inputs, budget_minutes=0), settings).keys
+    seeds = DecideRun(small_config(inputs, seeds=3, budget_minutes=0), settings).keys
     assert seeds["train-s0"] == unbounded["train-s0"] and {"train-s1", "train-s2"} <= set(seeds)
     # Under a budget (the default) the seeds share it: more seeds may mean fewer steps each, so seed 0 trains again.
-    assert Decision(small_config(inputs, seeds=3), settings).keys["train-s0"] != qa["train-s0"]
+    assert DecideRun(small_config(inputs, seeds=3), settings).keys["train-s0"] != qa["train-s0"]
 
 
 # ---- plan and budget ------------------------------------------------------------------------------------
@@ -293,7 +293,7 @@ def test_training_on_documents_retrains_every_seed_on_every_section(decided):
     assert redone == ["trainset", "train-s0", "train-s1", "compare", "report"]
     texts = [json.loads(line)["text"] for line in (decided.ws / "stages" / "trainset" / "documents.jsonl")
              .read_text().splitlines()]
-    sections = [s for s in Decision(decided.docs_cfg, decided.settings).rt.store.sections() if s.text.strip()]
+    sections = [s for s in DecideRun(decided.docs_cfg, decided.settings).runtime.store.sections() if s.text.strip()]
     assert len(texts) == len(sections) > 0
     job_id = StageCache(decided.ws).marker("train-s0")["output"]["job_id"]
     job = decided.settings.data_dir / "jobs" / job_id

@@ -155,7 +155,7 @@ def test_decide_flag_reaches_the_comparison_key_and_a_resumed_old_run_keeps_its_
     from assistant.cli.decide import add_decide_args
     from assistant.compare.resume import plan_from_json
     from assistant.decide.config import config_from_args
-    from assistant.decide.stages import Decision
+    from assistant.decide.stages import DecideRun
     from foundation.settings import Settings
 
     (tmp_path / "faq.md").write_text("# FAQ\n\n## Q?\n\nA.\n")
@@ -167,7 +167,7 @@ def test_decide_flag_reaches_the_comparison_key_and_a_resumed_old_run_keeps_its_
     with pytest.raises(ArenaError, match="stop on loop"):
         config_from_args(parser.parse_args([str(tmp_path / "faq.md"), "--stop-on-loop", "2"]))
     settings = Settings(data_dir=tmp_path / "data")
-    assert Decision(default, settings).keys["compare"] != Decision(off, settings).keys["compare"]
+    assert DecideRun(default, settings).keys["compare"] != DecideRun(off, settings).keys["compare"]
     # a run stored before the setting existed was answered without it: resumed the same way
-    _, cc, _ = plan_from_json({"items": [], "compare": {"variants": ["base"]}, "variant_config": {}})
-    assert cc.stop_on_loop == 0
+    _, compare_cfg, _ = plan_from_json({"items": [], "compare": {"variants": ["base"]}, "variant_config": {}})
+    assert compare_cfg.stop_on_loop == 0

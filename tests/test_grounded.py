@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from assistant.runtime import Runtime
-from foundation import variants as V
 from foundation.settings import Settings
-from foundation.variants import VariantConfig
+from foundation.variants import RAG_INSTRUCTION, VariantConfig, display_order, format_passage
 from retrieval.store import Hit
 from tests.conftest import make_lora
 from tests.test_chat import ListStore
@@ -46,7 +45,7 @@ def test_oracle_share_distractors_and_citations(share):
     with_oracle = 0
     for i, row in enumerate(rows):
         system, question, target = (m["content"] for m in row.messages)
-        assert system.startswith(V.RAG_INSTRUCTION) and question == qa[i].question()
+        assert system.startswith(RAG_INSTRUCTION) and question == qa[i].question()
         numbers = passage_numbers(system, passages)
         assert len(numbers) == 4 and sorted(numbers.values()) == [1, 2, 3, 4]
         if i in numbers:  # the oracle is in: the target cites its number
@@ -78,7 +77,7 @@ def test_training_and_serving_send_identical_prompt_tokens(tiny_loaded, data_dir
     AdapterRegistry(data_dir).register("grounded", make_lora(tiny_loaded.model, tmp_path / "lora", 1),
                                        {"method": "lora", "peft_type": "LORA"}, [qa[0].question()])
     # Retrieval ranks them best first; the prompt shows them best last (variants.display_order).
-    runtime = Runtime(Settings(data_dir=data_dir), tiny_loaded, store=ListStore(V.display_order(shown)))
+    runtime = Runtime(Settings(data_dir=data_dir), tiny_loaded, store=ListStore(display_order(shown)))
     served = runtime.arena.prepare(qa[0].question(), ["rag", "rag+finetuned"],
                                    VariantConfig(rag_k=4, adapter="grounded"))
     trained = tokenize_chat(tiny_loaded.tokenizer, row.messages, 4096)
@@ -114,7 +113,7 @@ def test_passage_budget_bounds_each_row_and_keeps_the_oracle_whole(tiny_tokenize
         return len(tiny_tokenizer(text, add_special_tokens=False)["input_ids"])
 
     qa, passages = long_corpus(12)
-    oracle_cost = count(V.format_passage(1, passages[0])) + 2
+    oracle_cost = count(format_passage(1, passages[0])) + 2
     budget = oracle_cost + 120  # the oracle and part of one distractor
     full = grounded_examples(qa, ranked_search(passages), k=4, oracle_share=share, seed=5)
     cut = grounded_examples(qa, ranked_search(passages), k=4, oracle_share=share, seed=5, passage_tokens=budget,
@@ -183,7 +182,7 @@ def test_training_job_documents_source_applies_the_jobs_passage_budget(tiny_load
     _, passages = long_corpus(6)
     runtime = Runtime(Settings(data_dir=data_dir), tiny_loaded, store=SectionStore(passages))
     spec, count = {"source": "documents", "kind": "grounded"}, runtime.engine.count_tokens
-    budget = count(V.format_passage(1, passages[0])) + 100
+    budget = count(format_passage(1, passages[0])) + 100
     full = load_source(spec, runtime.settings, runtime, JobConfig(grounded_passage_tokens=0, oracle_share=1.0))
     cut = load_source(spec, runtime.settings, runtime, JobConfig(grounded_passage_tokens=budget, oracle_share=1.0))
     assert len(cut) == len(full) == 6

@@ -305,8 +305,8 @@ def test_compare_tab_resume_button_finishes_an_interrupted_run(web):
     _, data, url = web
     runs = RunStore(data / "runs.sqlite")
     items = [EvalItem(f"What is part {i}?", f"part {i} is a bolt") for i in range(2)]
-    cc = CompareConfig(variants=("base",), max_new_tokens=4, forgetting=False, label="killed run")
-    run_id = runs.start(plan_json(items, cc, VariantConfig()), cc.label)
+    compare_cfg = CompareConfig(variants=("base",), max_new_tokens=4, forgetting=False, label="killed run")
+    run_id = runs.start(plan_json(items, compare_cfg, VariantConfig()), compare_cfg.label)
     page = Page(url)
     assert page.call("compare-unfinished", "focus", [])["success"]  # the page refreshes the list on focus
     done = page.call("compare-resume", "click", [run_id])

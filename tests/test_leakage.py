@@ -119,7 +119,8 @@ def test_warning_shows_both_questions_and_both_figures(minilm):
 
 def test_decide_drops_training_pairs_that_copy_or_paraphrase_an_evaluation_question(tmp_path):
     from assistant.decide.config import DecideConfig
-    from assistant.decide.stages import Decision, _load
+    from assistant.decide.stages import DecideRun
+    from foundation.records import read_jsonl
     from foundation.settings import Settings
 
     evals = [{"question": e, "answer": "a"} for e, _ in PARAPHRASES[:2]] + [{"question": SWAPPED[0], "answer": "a"}]
@@ -129,9 +130,9 @@ def test_decide_drops_training_pairs_that_copy_or_paraphrase_an_evaluation_quest
     for name, rows in (("eval", evals), ("qa", qa)):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = DecideConfig(qa=str(tmp_path / "qa.jsonl"), eval=str(tmp_path / "eval.jsonl"), name="leak")
-    decision = Decision(cfg, Settings(data_dir=tmp_path / "data", device="cpu"))
+    decide_run = DecideRun(cfg, Settings(data_dir=tmp_path / "data", device="cpu"))
     out = tmp_path / "stage"
     out.mkdir()
-    info = decision.evalset(None, out, sources=[])
-    kept = [p["question"] for p in _load(out / "train_pairs.jsonl")]
+    info = decide_run.evalset(None, out, sources=[])
+    kept = [p["question"] for p in read_jsonl(out / "train_pairs.jsonl")]
     assert kept == [SWAPPED[1], "What colour is the sky?"] and info["dropped_leaks"] == 3

@@ -260,11 +260,11 @@ def test_server_failing_mid_run_keeps_whole_questions_and_resumes(world):
     from assistant.comparison import resume_comparison, run_comparison
 
     items = load_eval_set(world.eval)
-    cc = CompareConfig(variants=("base", "prompt"), max_new_tokens=8, forgetting=False)
+    compare_cfg = CompareConfig(variants=("base", "prompt"), max_new_tokens=8, forgetting=False)
     world.proxy.reset()
     world.proxy.fail_after = 3  # question 1 (2 rows) and one row of question 2 get through
     with pytest.raises(ArenaError) as err:
-        run_comparison(world.runtime, items, cc)
+        run_comparison(world.runtime, items, compare_cfg)
     assert "HTTP 503" in str(err.value) and world.proxy.url in str(err.value)
     store = RunStore(world.data_dir / "runs.sqlite")
     run_id = max(run[0] for run in store.unfinished())

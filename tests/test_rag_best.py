@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from foundation import variants as V
 from foundation.errors import ArenaError
+from foundation.variants import (
+    DEFAULT_DYNAMIC_K,
+    MAX_NEW_TOKENS,
+    MIN_NEW_TOKENS,
+    VariantConfig,
+    max_new_tokens_for,
+    naive_rag_messages,
+    rag_messages,
+)
 from retrieval.store import Hit
 
 
@@ -15,12 +23,12 @@ def words(text: str) -> int:
 
 def test_max_new_tokens_is_one_and_a_half_times_the_90th_percentile_clamped():
     refs = [" ".join(["w"] * n) for n in range(10, 110, 10)]  # 10..100 words: p90 = 91
-    assert V.max_new_tokens_for(refs, words) == 137  # ceil(1.5 * 91)
-    assert V.max_new_tokens_for(["two words"] * 5, words) == V.MIN_NEW_TOKENS
-    assert V.max_new_tokens_for([" ".join(["w"] * 400)], words) == V.MAX_NEW_TOKENS
-    assert V.max_new_tokens_for(["", "  ", "one two three four five six seven eight nine ten eleven"], words) == 17
+    assert max_new_tokens_for(refs, words) == 137  # ceil(1.5 * 91)
+    assert max_new_tokens_for(["two words"] * 5, words) == MIN_NEW_TOKENS
+    assert max_new_tokens_for([" ".join(["w"] * 400)], words) == MAX_NEW_TOKENS
+    assert max_new_tokens_for(["", "  ", "one two three four five six seven eight nine ten eleven"], words) == 17
     with pytest.raises(ArenaError, match="no non-empty reference"):
-        V.max_new_tokens_for(["", " "], words)
+        max_new_tokens_for(["", " "], words)
 
 
 def test_comparison_without_max_new_tokens_sizes_answers_from_references(tiny_loaded, data_dir):
@@ -33,7 +41,7 @@ def test_comparison_without_max_new_tokens_sizes_answers_from_references(tiny_lo
     runtime = Runtime(Settings(data_dir=data_dir), tiny_loaded)
     items = [EvalItem(f"Question {i}?", "x" * (8 * i)) for i in range(1, 6)]  # byte tokens: 8..40
     result = run_comparison(runtime, items, CompareConfig(variants=("base",), forgetting=False), store=False)
-    want = V.max_new_tokens_for([it.answer for it in items], runtime.engine.count_tokens)
+    want = max_new_tokens_for([it.answer for it in items], runtime.engine.count_tokens)
     assert want == 56 and result.settings["generation"]["max_new_tokens"] == want  # ceil(1.5 * 36.8)
     fixed = run_comparison(runtime, items[:2], CompareConfig(variants=("base",), forgetting=False,
                                                              max_new_tokens=5), store=False)
@@ -42,7 +50,7 @@ def test_comparison_without_max_new_tokens_sizes_answers_from_references(tiny_lo
 
 def test_rag_prompt_asks_for_a_short_cited_answer_from_the_passages():
     hits = [Hit("Use 25 Nm.", "manual.pdf", 0.9, 1, "manual.pdf p.3", page=3)]
-    system = V.rag_messages("torque?", hits)[0]["content"]
+    system = rag_messages("torque?", hits)[0]["content"]
     assert "short" in system and "only the numbered passages" in system and "[n]" in system
     assert "do not say" in system  # what to answer when the passages lack it
 
@@ -54,7 +62,7 @@ def test_rag_prompt_shows_the_best_passage_last_and_numbers_match_the_sources(ti
 
     ranked = [Hit(f"Passage ranked {r}.", "faq.md", 1 - r / 10, r, f"faq.md § {r}") for r in (1, 2, 3)]
     prepared = Runtime(Settings(data_dir=data_dir), tiny_loaded, store=ListStore(ranked)).arena.prepare(
-        "q?", ["rag"], V.VariantConfig(rag_k=3))["rag"]
+        "q?", ["rag"], VariantConfig(rag_k=3))["rag"]
     system = prepared.messages[0]["content"]
     assert system.index("[1] (faq.md § 3)") < system.index("[2] (faq.md § 2)") < system.index("[3] (faq.md § 1)")
     assert [h.citation for h in prepared.sources] == ["faq.md § 3", "faq.md § 2", "faq.md § 1"]
@@ -62,9 +70,9 @@ def test_rag_prompt_shows_the_best_passage_last_and_numbers_match_the_sources(ti
 
 def test_naive_rag_prompt_is_passages_then_question_without_instruction():
     hits = [Hit("Use 25 Nm.", "manual.pdf", 0.9, 1, "manual.pdf p.3"), Hit("Hold reset.", "faq", 0.5, 2, "faq")]
-    assert V.naive_rag_messages("torque?", hits) == [
+    assert naive_rag_messages("torque?", hits) == [
         {"role": "user", "content": "Use 25 Nm.\n\nHold reset.\n\ntorque?"}]
-    assert V.naive_rag_messages("torque?", []) == [{"role": "user", "content": "torque?"}]
+    assert naive_rag_messages("torque?", []) == [{"role": "user", "content": "torque?"}]
 
 
 def test_prompt_variant_uses_the_nearest_training_pairs_by_default(tiny_loaded, data_dir):
@@ -80,8 +88,8 @@ def test_prompt_variant_uses_the_nearest_training_pairs_by_default(tiny_loaded, 
         ("Which batteries does the remote use?", "Two AAA batteries."),
         ("Can I use pre-ground coffee?", "Yes, one scoop."),
         ("How often should I descale?", "Every three months.")]]
-    cfg = V.VariantConfig(few_shot=pairs)
-    assert cfg.dynamic_k == V.DEFAULT_DYNAMIC_K == 3
+    cfg = VariantConfig(few_shot=pairs)
+    assert cfg.dynamic_k == DEFAULT_DYNAMIC_K == 3
     arena = Arena(Runtime(Settings(data_dir=data_dir), tiny_loaded),
                   embed=Embedder.load("bundled:all-minilm-l6-v2").encode)
     messages = arena.prepare("What is the descaling procedure?", ["prompt"], cfg)["prompt"].messages

@@ -123,8 +123,8 @@ def test_routed_in_a_comparison_is_cross_validated_with_its_cost(runtime):
     from assistant.comparison import run_comparison
 
     items = [EvalItem(q, "It depends.", "faq.md") for q in SPORT + COOKING]
-    cc = CompareConfig(variants=("base", "prompt", "routed"), max_new_tokens=6, eval_name="router")
-    result = run_comparison(runtime, items, cc)
+    compare_cfg = CompareConfig(variants=("base", "prompt", "routed"), max_new_tokens=6, eval_name="router")
+    result = run_comparison(runtime, items, compare_cfg)
     assert set(result.variants) == {"base", "prompt", "routed"} and result.variants["routed"]["f1"].n == 6
     for q in result.per_question:
         routed = q.answers["routed"]

@@ -216,9 +216,9 @@ def test_runner_adds_learned_check_why_and_verdict(tiny_runtime):
 
     items = [EvalItem(f"Which colour is thing {i}?", "It is red.", source="faq.md", section=f"s{i % 2}")
              for i in range(4)]
-    cc = CompareConfig(variants=("base", "finetuned"), adapter="lora", max_new_tokens=4, learned_sample=3,
-                       forgetting=False)
-    result = run_comparison(tiny_runtime, items, cc, store=False)
+    compare_cfg = CompareConfig(variants=("base", "finetuned"), adapter="lora", max_new_tokens=4, learned_sample=3,
+                                forgetting=False)
+    result = run_comparison(tiny_runtime, items, compare_cfg, store=False)
     learned = result.learned
     assert learned.n == 3 and learned.adapter == "lora" and learned.train["f1"].n == 3
     assert learned.heldout == result.variants["finetuned"]

@@ -9,12 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from foundation import records
-from foundation import variants as V
 from foundation.errors import ArenaError
 from foundation.generation import GenSettings
 from foundation.metrics import retrieval_hit
 from foundation.row_cache import RowCache, content_key
-from foundation.variants import VariantConfig
+from foundation.variants import VariantConfig, display_order, fit_hits, format_passage, rag_messages
 from training.data import Example, chat, dedup, normalize
 from training.question_form import malformed_reason
 from training.tools import RagTeacher
@@ -172,15 +171,15 @@ def grounded_examples(qa: list[Example], search, k: int = 4, oracle_share: float
         # Shown as served (best-ranked last); the oracle then goes anywhere, so position is no cue.
         chosen = _distractors(distractors, pool, answer, k - 1 if i in keep else k, rng)
         if passage_tokens:
-            oracle_cost = count_tokens(V.format_passage(1, oracle)) + 2 if i in keep else 0
-            chosen, _ = V.fit_hits(chosen, passage_tokens - oracle_cost, count_tokens)
-        passages = V.display_order(chosen)
+            oracle_cost = count_tokens(format_passage(1, oracle)) + 2 if i in keep else 0
+            chosen, _ = fit_hits(chosen, passage_tokens - oracle_cost, count_tokens)
+        passages = display_order(chosen)
         target = answer
         if i in keep:
             at = rng.randrange(len(passages) + 1)
             passages.insert(at, oracle)
             target = f"{answer} [{at + 1}]"
-        messages = V.rag_messages(ex.question(), passages) + [{"role": "assistant", "content": target}]
+        messages = rag_messages(ex.question(), passages) + [{"role": "assistant", "content": target}]
         out.append(Example("chat", messages, origin=ex.origin))
     return out
 

@@ -132,7 +132,6 @@ class CancelCallback(TrainerCallback):
         self.files = cancel_files(job_dir)
         self.file = self.files[0]
         self.requested = False
-        self.cancelled_at: int | None = None
 
     def install_signals(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -144,7 +143,6 @@ class CancelCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if self.requested or any(f.exists() for f in self.files):
             self.requested = True
-            self.cancelled_at = state.global_step
             control.should_save = True
             control.should_training_stop = True
         return control

@@ -25,7 +25,6 @@ Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup"]
 Precision = Literal["auto", "on", "off"]
 METHODS = get_args(Method)
 BF16_CHOICES = get_args(Precision)
-SCHEDULERS = get_args(Scheduler)
 DOC_KINDS = ("cpt", "qa", "grounded")
 LORA_METHODS = ("lora", "qlora", "dpo", "reward", "rloo")  # the methods whose adapter has a LoRA rank
 MAX_TRIALS = 12  # a sweep trains every trial in turn: more is hours on a CPU

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import asdict
@@ -10,6 +9,7 @@ from pathlib import Path
 
 from foundation import atomic
 from foundation.errors import ArenaError
+from foundation.records import read_jsonl, write_jsonl
 from foundation.row_cache import RowCache
 from foundation.settings import Settings
 from foundation.votes import VoteStore
@@ -142,11 +142,11 @@ def augment(rows: list[Example], cfg: JobConfig, settings: Settings, tools: Data
 
 
 def _dump(path: Path, rows: list[Example]) -> None:
-    path.write_text("".join(json.dumps(asdict(ex), ensure_ascii=False) + "\n" for ex in rows))
+    write_jsonl(path, [asdict(ex) for ex in rows])
 
 
 def _load(path: Path) -> list[Example]:
-    return [Example(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+    return [Example(**row) for row in read_jsonl(path)]
 
 
 def prepare_data(cfg: JobConfig, settings: Settings, folder: Path, tools: DataTools | None = None,

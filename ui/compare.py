@@ -146,8 +146,8 @@ def build_compare_tab(runtime: Runtime) -> CompareView:
     @errors.shown
     def start(file, draw, lim, chosen, adapter_name, metric_name, tokens, url, key, n, judge_spec,
               progress=gr.Progress()):  # noqa: B008
-        rt = served(runtime, url, key, n)
-        result = _run(rt, file, draw, int(lim or 0), chosen, adapter_name, metric_name, int(tokens),
+        served_runtime = served(runtime, url, key, n)
+        result = _run(served_runtime, file, draw, int(lim or 0), chosen, adapter_name, metric_name, int(tokens),
                       lambda f, text: progress(f, desc=text), judge_spec)
         return _show(runtime, result, only=False) + (_past(runtime),)
 
@@ -207,9 +207,9 @@ def _run(runtime, file, draw, lim, chosen, adapter_name, metric_name, tokens, pr
     else:
         raise ArenaError("choose an evaluation file or tick 'draw from the ingested documents'")
     items = items[:lim] if lim > 0 else items
-    cc = CompareConfig(variants=tuple(chosen or ()), metric=metric_name, adapter=adapter_name or None,
-                       max_new_tokens=tokens, eval_name=name, judge=(judge or "").strip())
-    return run_comparison(runtime, items, cc, progress=progress)
+    compare_cfg = CompareConfig(variants=tuple(chosen or ()), metric=metric_name, adapter=adapter_name or None,
+                                max_new_tokens=tokens, eval_name=name, judge=(judge or "").strip())
+    return run_comparison(runtime, items, compare_cfg, progress=progress)
 
 
 def _show(runtime, result: ComparisonResult, only: bool) -> tuple:

@@ -17,7 +17,7 @@ from assistant.decide.questions import preview_questions
 from assistant.decide.runner import plan_for
 from assistant.runtime import Runtime
 from foundation.errors import ArenaError
-from foundation.paths import confine
+from foundation.paths import confine, copy_upload
 from ui.errors import shown
 
 
@@ -34,14 +34,6 @@ def _inputs_folder(runtime: Runtime, name: str) -> Path:
     return confine(runtime.settings.uploads_dir / "decide", name, "decide name")
 
 
-def _keep(folder: Path, upload) -> str:
-    src = Path(getattr(upload, "name", upload))
-    target = confine(folder, src.name, "upload name")
-    if src.resolve() != target.resolve():
-        shutil.copy2(src, target)
-    return str(target.resolve())
-
-
 def _config(runtime: Runtime, docs, qa, evals, generator, seeds, budget, max_steps, max_new, paraphrases, variants,
             forgetting, tune, on_docs, name) -> DecideConfig:
     """The decide config for the tab's inputs; uploads are copied under uploads/decide/<name>/ first."""
@@ -52,12 +44,11 @@ def _config(runtime: Runtime, docs, qa, evals, generator, seeds, budget, max_ste
     shutil.rmtree(folder / "docs", ignore_errors=True)  # this run's documents only
     (folder / "docs").mkdir(parents=True)
     for f in docs:
-        _keep(folder / "docs", f)
+        copy_upload(folder / "docs", f)
     extra = {}
     for key, upload in (("qa", qa), ("eval", evals)):
         if upload:
-            (folder / key).mkdir(exist_ok=True)
-            extra[key] = _keep(folder / key, upload)
+            extra[key] = copy_upload(folder / key, upload)
     cfg = replace(DecideConfig(docs=[str(folder / "docs")], name=name, **extra), seeds=int(seeds or 1),
                   generator=(generator or "").strip(),
                   budget_minutes=DEFAULT_BUDGET_MINUTES if budget is None else float(budget),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pandas as pd
 
 from assistant.runtime import Runtime
 from foundation.errors import ArenaError
-from foundation.paths import confine
+from foundation.paths import copy_upload
 from training.config import DEFAULT_LEARNING_RATES, DOC_KINDS, LORA_METHODS, MAX_TRIALS, METHODS, JobConfig
 from training.jobs import JobManager
 from training.plan import plan_job
@@ -26,25 +25,16 @@ PREVIEW_HEADERS = ["source", "rows", "kinds", "first rows"]
 def _specs(runtime: Runtime, files, use_docs: bool, doc_kind: str, use_votes: bool, questions=None,
            generator: str = "") -> list[dict]:
     """Data-source specs; uploads are copied into uploads/ so the job can re-read them on resume."""
-    specs = [{"path": _keep(runtime, f, "training")} for f in files or []]
+    uploads = runtime.settings.uploads_dir / "training"
+    specs = [{"path": copy_upload(uploads, f)} for f in files or []]
     if use_docs:
         gen = (generator or "").strip() if doc_kind != "cpt" else ""
         specs.append({"source": "documents", "kind": doc_kind, **({"generator": gen} if gen else {})})
     if use_votes:
         specs.append({"source": "votes"})
     if questions:
-        specs.append({"source": "distill", "questions": _keep(runtime, questions, "training/questions")})
+        specs.append({"source": "distill", "questions": copy_upload(uploads / "questions", questions)})
     return specs
-
-
-def _keep(runtime: Runtime, upload, sub: str) -> str:
-    """Copy an upload (Gradio's temp file) into uploads/<sub>/ and return the copy's absolute path."""
-    src = Path(getattr(upload, "name", upload))
-    target = confine(runtime.settings.uploads_dir / sub, src.name, "upload name")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if src.resolve() != target.resolve():
-        shutil.copy2(src, target)
-    return str(target.resolve())
 
 
 def _preview_frame(runtime: Runtime, specs: list[dict]) -> pd.DataFrame:
@@ -139,8 +129,9 @@ def _summary_md(p: dict) -> str:
         m = status["metrics"]
         return (f"### Adapter **{status.get('adapter')}** is ready\n"
                 f"time {m.get('train_seconds')} s · {m.get('tokens_per_s')} tokens/s · train loss "
-                f"{_f(m.get('train_loss'))} · val loss {_f(m.get('val_loss'))} · steps {m.get('steps')}"
-                + (f" · held-out pairwise accuracy {_f(m['pairwise_accuracy'])}"
+                f"{_format_metric(m.get('train_loss'))} · val loss {_format_metric(m.get('val_loss'))} · "
+                f"steps {m.get('steps')}"
+                + (f" · held-out pairwise accuracy {_format_metric(m['pairwise_accuracy'])}"
                    if m.get("pairwise_accuracy") is not None else "")) + table
     if p["state"] == "failed":
         return f"**Failed:** {status.get('error') or 'the process stopped'} — see the log; *Resume* continues " \
@@ -157,12 +148,12 @@ def _sweep_md(rows: list[dict]) -> str:
     if not rows:
         return ""
     lines = ["| learning rate | rank | val loss | best |", "|---|---|---|---|"]
-    lines += [f"| {r['learning_rate']:g} | {r['lora_r']} | {_f(r['val_loss'])} | {'★' if r['best'] else ''} |"
-              for r in rows]
+    lines += [f"| {r['learning_rate']:g} | {r['lora_r']} | {_format_metric(r['val_loss'])} | "
+              f"{'★' if r['best'] else ''} |" for r in rows]
     return "\n\n**Sweep** (the best by validation loss is the adapter)\n\n" + "\n".join(lines)
 
 
-def _f(v) -> str:
+def _format_metric(v) -> str:
     return "-" if v is None else f"{v:.4f}"
 
 

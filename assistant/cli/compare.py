@@ -74,10 +74,10 @@ def variant_config(args):
     """The shared VariantConfig of the chat side, with the CLI's overrides."""
     from dataclasses import replace
 
-    cfg = VariantConfig()
+    variant_cfg = VariantConfig()
     if args.system_prompt is not None:
-        cfg = replace(cfg, system_prompt=args.system_prompt)
-    return cfg
+        variant_cfg = replace(variant_cfg, system_prompt=args.system_prompt)
+    return variant_cfg
 
 
 def cmd_compare(args: argparse.Namespace, settings) -> int:
@@ -90,12 +90,12 @@ def cmd_compare(args: argparse.Namespace, settings) -> int:
         result = resume_comparison(runtime, args.resume, progress)
     else:
         items, name = load_items(args, runtime)
-        cc = CompareConfig(variants=tuple(args.variants or default_variants(args.adapter)), metric=args.metric,
-                           adapter=args.adapter, seed=args.seed, max_new_tokens=args.max_new_tokens,
-                           stop_on_loop=args.stop_on_loop,
-                           forgetting=args.forgetting, eval_name=name, judge=args.judge,
-                           equivalence_margin=args.equivalence_margin or 0.0)
-        result = run_comparison(runtime, items, cc, cfg=variant_config(args), progress=progress)
+        compare_cfg = CompareConfig(variants=tuple(args.variants or default_variants(args.adapter)),
+                                    metric=args.metric, adapter=args.adapter, seed=args.seed, max_new_tokens=args.max_new_tokens,
+                                    stop_on_loop=args.stop_on_loop,
+                                    forgetting=args.forgetting, eval_name=name, judge=args.judge,
+                                    equivalence_margin=args.equivalence_margin or 0.0)
+        result = run_comparison(runtime, items, compare_cfg, variant_cfg=variant_config(args), progress=progress)
     progress.close()
     report = {k: str(v) for k, v in write_report(result, Path(args.report)).items()} if args.report else None
     emit(args, {**result.to_dict(), **({"report": report} if report else {})}, summary_text(result, report))

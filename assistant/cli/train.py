@@ -76,22 +76,23 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     m = result.get("metrics", {})
     text = (f"adapter {result.get('adapter')} saved to {result.get('path')}\n"
-            f"steps {m.get('steps')} · train loss {_f(m.get('train_loss'))} · val loss {_f(m.get('val_loss'))} · "
-            f"{_f(m.get('tokens_per_s'))} tokens/s · {_f(m.get('train_seconds'))} s")
+            f"steps {m.get('steps')} · train loss {_format_metric(m.get('train_loss'))} · "
+            f"val loss {_format_metric(m.get('val_loss'))} · "
+            f"{_format_metric(m.get('tokens_per_s'))} tokens/s · {_format_metric(m.get('train_seconds'))} s")
     if "sweep" in result:
         text = sweep_table(result["sweep"]) + "\n" + text
     emit(args, result, text)
     return 0
 
 
-def _f(value) -> str:
+def _format_metric(value) -> str:
     return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def sweep_table(rows: list[dict]) -> str:
     lines = ["learning_rate  lora_r  val_loss  best"]
-    lines += [f"{r['learning_rate']:<14g} {r['lora_r']:<7} {_f(r['val_loss']):<9} {'*' if r['best'] else ''}"
-              for r in rows]
+    lines += [f"{r['learning_rate']:<14g} {r['lora_r']:<7} {_format_metric(r['val_loss']):<9} "
+              f"{'*' if r['best'] else ''}" for r in rows]
     return "\n".join(lines)
 
 
@@ -111,7 +112,7 @@ def cmd_adapters(args: argparse.Namespace, settings: Settings) -> int:
     else:
         infos = reg.list()
         data = [{**asdict(i), "path": str(i.path)} for i in infos]
-        rows = [f"{i.name:<24} {i.method:<14} {_f(i.metrics.get('val_loss')):<8} "
+        rows = [f"{i.name:<24} {i.method:<14} {_format_metric(i.metrics.get('val_loss')):<8} "
                 f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(i.created))}" for i in infos]
         emit(args, data, "\n".join(["name                     method         val_loss created"] + rows)
              if rows else "no adapters yet (arena train ...)")

@@ -12,7 +12,6 @@ level 1 - ALPHA / 2 (two probes, Bonferroni). The adapter is flagged only when a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 
 from assistant.compare.stats import ALPHA, Resampler
 from foundation.metrics import perplexity
+from foundation.records import read_jsonl
 
 DATA_DIR = Path(__file__).parent / "data"
 TEXT_PROMPT = "Write a short paragraph of everyday English."
@@ -40,11 +40,7 @@ class Probe:
 
 
 def load_probe(data_dir: Path = DATA_DIR) -> Probe:
-    qa = []
-    for line in (data_dir / "general_qa.jsonl").read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            row = json.loads(line)
-            qa.append((row["question"], row["answer"]))
+    qa = [(row["question"], row["answer"]) for row in read_jsonl(data_dir / "general_qa.jsonl")]
     text = (data_dir / "general_text.txt").read_text(encoding="utf-8")
     return Probe(qa, [p.strip() for p in text.split("\n\n") if p.strip()])
 

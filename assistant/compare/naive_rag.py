@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from foundation import variants as V
 from foundation.generation import GenSettings, Row
+from foundation.variants import naive_rag_messages
 
 NAIVE_K = 3
 NAIVE_MODE = "bm25"
@@ -22,7 +22,7 @@ def naive_rag_answers(store, engine, questions: list[str], gen: GenSettings, k: 
     out = []
     for question in questions:
         hits = store.search(question, k=k, mode=NAIVE_MODE)
-        row = Row(engine.chat_ids(V.naive_rag_messages(question, hits)), None)
+        row = Row(engine.chat_ids(naive_rag_messages(question, hits)), None)
         out.append({"question": question, "answer": engine.generate([row], gen)[0].text.strip(),
                     "passages": [h.text for h in hits]})
         if progress:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from assistant.compare.judge import report_lines as judge_lines
 from assistant.compare.recommend import Recommendation, headline
-from assistant.compare.result import ComparisonResult, Interval, Summary
+from assistant.compare.result import ComparisonResult, Interval, Summary, mean_of
 from foundation.metrics import METRIC_LABELS
 
 CHART_METRICS = ("f1", "rougeL", "contains", "semantic", "judge", "nll", "groundedness", "retrieval_hit")
@@ -43,7 +43,7 @@ def chart_png(variants: dict[str, Summary], metrics=CHART_METRICS) -> bytes:
             high.append(0.0 if s.mean is None else s.ci_high - s.mean)
         ax.bar(range(len(names)), means, yerr=[low, high], capsize=3, color=[f"C{j}" for j in range(len(names))])
         for j, name in enumerate(names):
-            if _mean(variants[name], metric) is None:  # e.g. groundedness without retrieval
+            if mean_of(variants[name], metric) is None:  # e.g. groundedness without retrieval
                 ax.text(j, 0, "n/a", ha="center", va="bottom", fontsize=7, color="grey")
         if metric in UNIT_METRICS:
             ax.set_ylim(min(0.0, min(m - lo for m, lo in zip(means, low, strict=True))), 1.05)
@@ -55,14 +55,9 @@ def chart_png(variants: dict[str, Summary], metrics=CHART_METRICS) -> bytes:
     return buf.getvalue()
 
 
-def _mean(summary: Summary, metric: str) -> float | None:
-    interval = summary.get(metric)
-    return interval.mean if interval else None
-
-
 def measured(variants: dict[str, Summary], metrics=TABLE_METRICS) -> list[str]:
     """The metrics (in the given order) that any variant has a value for."""
-    return [m for m in metrics if any(_mean(s, m) is not None for s in variants.values())]
+    return [m for m in metrics if any(mean_of(s, m) is not None for s in variants.values())]
 
 
 def ci_cell(summary: Interval | None) -> str:

@@ -38,6 +38,12 @@ class Interval:
 Summary = dict[str, Interval]  # metric -> interval, one per variant
 
 
+def mean_of(summary: Summary, metric: str) -> float | None:
+    """The metric's mean in one variant's summary; None when it was not measured."""
+    interval = summary.get(metric)
+    return interval.mean if interval else None
+
+
 def summaries(data: dict) -> dict[str, Summary]:
     """{variant: {metric: Interval}} from stats.summarize/paired_against's (or stored) dicts."""
     return {v: {m: Interval.from_dict(s) for m, s in per.items()} for v, per in data.items()}

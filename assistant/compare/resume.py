@@ -2,8 +2,8 @@
 
 The runner asks `PartialRun` for every question's answers and NLLs; questions already stored (by an earlier,
 interrupted process) are read back instead of generated again. The unit is "one question, all variants":
-whatever way the engine batches questions, `Arena.ask_many` reports each question once all its variants are
-done (`on_answer`), and that is when it is written (one SQLite transaction in runs.sqlite).
+whatever way the engine batches questions, the answering function reports each question once all its variants
+are done (`on_answer`), and that is when it is written (one SQLite transaction in runs.sqlite).
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ def answer_from_json(data: dict):
                   data["notice"], data["error"], True)
 
 
-def plan_json(items, cc, cfg) -> dict:
-    return {"items": [asdict(it) for it in items], "compare": asdict(cc), "variant_config": asdict(cfg)}
+def plan_json(items, compare_cfg, variant_cfg) -> dict:
+    return {"items": [asdict(it) for it in items], "compare": asdict(compare_cfg),
+            "variant_config": asdict(variant_cfg)}
 
 
 def plan_from_json(plan: dict):
@@ -49,9 +50,9 @@ def plan_from_json(plan: dict):
         return cls(**{k: v for k, v in data.items() if k in known})
 
     # A run stored before stop-on-loop existed was answered without it: resume it the same way.
-    cc = build(CompareConfig, {"stop_on_loop": 0, **plan["compare"]})
-    cc.variants = tuple(cc.variants)
-    return [build(EvalItem, it) for it in plan["items"]], cc, build(VariantConfig, plan["variant_config"])
+    compare_cfg = build(CompareConfig, {"stop_on_loop": 0, **plan["compare"]})
+    compare_cfg.variants = tuple(compare_cfg.variants)
+    return [build(EvalItem, it) for it in plan["items"]], compare_cfg, build(VariantConfig, plan["variant_config"])
 
 
 class PartialRun:
@@ -63,7 +64,8 @@ class PartialRun:
         self.done_scores: dict[int, dict] = scores or {}
 
     @classmethod
-    def begin(cls, data_dir: Path, items, cc, cfg, resume: int | None = None, store: bool = True) -> PartialRun:
+    def begin(cls, data_dir: Path, items, compare_cfg, variant_cfg, resume: int | None = None,
+              store: bool = True) -> PartialRun:
         """A new stored run, the stored progress of run `resume`, or (store=False) nothing stored."""
         if not store:
             return cls(None, None)
@@ -73,14 +75,16 @@ class PartialRun:
             print(f"resuming comparison run {resume}: {len(answers)} of {len(items)} questions answered, "
                   f"{len(scores)} scored", file=sys.stderr, flush=True)
             return cls(runs, int(resume), answers, scores)
-        run_id = runs.start(plan_json(items, cc, cfg), cc.label)
+        run_id = runs.start(plan_json(items, compare_cfg, variant_cfg), compare_cfg.label)
         print(f"comparison run {run_id}: if it is interrupted, continue it with `arena compare --resume "
               f"{run_id}`", file=sys.stderr, flush=True)
         return cls(runs, run_id)
 
-    def answers(self, arena, questions: list[str], variants, cfg, gen, check: Callable,
+    def answers(self, answer_many: Callable, questions: list[str], variants, check: Callable,
                 progress: Callable[[float, str], None]) -> list[dict]:
-        """Every question's answers; missing ones are generated and stored one question at a time."""
+        """Every question's answers; missing ones are generated and stored one question at a time.
+        `answer_many(questions, on_answer, progress)` answers with every variant and calls
+        `on_answer(j, {variant: Answer})` once question j is complete."""
         done = {i: {v: answer_from_json(a) for v, a in per.items()} for i, per in self.done_answers.items()
                 if set(per) >= set(variants)}
         todo = [i for i in range(len(questions)) if i not in done]
@@ -92,18 +96,20 @@ class PartialRun:
                 self.store.save_answers(self.run_id, todo[j], {v: answer_json(a) for v, a in per_variant.items()})
 
         if todo:
-            arena.ask_many([questions[i] for i in todo], variants, cfg, gen, on_answer=keep,
-                           progress=lambda n, total: progress(ANSWERED * (len(done) / len(questions)),
-                                                              f"answering: {len(done)}/{len(questions)}"))
+            answer_many([questions[i] for i in todo], keep,
+                        lambda n, total: progress(ANSWERED * (len(done) / len(questions)),
+                                                  f"answering: {len(done)}/{len(questions)}"))
         return [done[i] for i in range(len(questions))]
 
-    def nlls(self, arena, items, variants, cfg, progress: Callable[[float, str], None]) -> list[dict]:
-        """Every question's reference NLL per variant; missing ones are computed and stored one by one."""
+    def nlls(self, reference_nll: Callable[[str, str], dict], items, variants,
+             progress: Callable[[float, str], None]) -> list[dict]:
+        """Every question's reference NLL per variant (`reference_nll(question, answer)`); missing ones are
+        computed and stored one by one."""
         out = []
         for i, item in enumerate(items):
             scores = self.done_scores.get(i)
             if scores is None or set(scores) < set(variants):
-                scores = arena.reference_nll(arena.prepare(item.question, variants, cfg), item.answer)
+                scores = reference_nll(item.question, item.answer)
                 if self.store:
                     self.store.save_scores(self.run_id, i, scores)
             out.append(scores)

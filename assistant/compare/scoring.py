@@ -14,32 +14,33 @@ from assistant.compare.recommend import resolve_margin
 from assistant.compare.result import QuestionRecord, Source, Summary, VariantAnswer, VariantCost, summaries
 from assistant.compare.router import check_routed
 from assistant.compare.stats import exp_summary, paired_against, summarize
-from foundation import metrics as M
 from foundation.errors import ArenaError
 from foundation.generation import check_stop_on_loop
+from foundation.metrics import PRIMARY_METRICS, answer_scores, perplexity, semantic_similarities
 from foundation.variants import ADAPTER_VARIANTS, RAG_VARIANTS, VARIANTS
 
 DISAGREE_F1_SPREAD = 0.3
 
 
-def validate(cc: CompareConfig, items: list[EvalItem]) -> None:
+def validate(compare_cfg: CompareConfig, items: list[EvalItem]) -> None:
     if not items:
         raise ArenaError("the evaluation set is empty")
-    unknown = [v for v in cc.variants if v not in VARIANTS]
-    if unknown or not cc.variants:
+    unknown = [v for v in compare_cfg.variants if v not in VARIANTS]
+    if unknown or not compare_cfg.variants:
         raise ArenaError(f"unknown variant(s) {unknown or '(none given)'}; choose from {', '.join(VARIANTS)}")
-    if cc.metric not in M.PRIMARY_METRICS:
-        raise ArenaError(f"unknown metric {cc.metric!r}; choose one of {', '.join(M.PRIMARY_METRICS)}")
-    resolve_margin(cc.metric, cc.equivalence_margin)  # a negative margin stops the run before any work
+    if compare_cfg.metric not in PRIMARY_METRICS:
+        raise ArenaError(f"unknown metric {compare_cfg.metric!r}; choose one of {', '.join(PRIMARY_METRICS)}")
+    # a negative margin stops the run before any work
+    resolve_margin(compare_cfg.metric, compare_cfg.equivalence_margin)
 
-    check_stop_on_loop(cc.stop_on_loop)
-    check_routed(cc.variants)
-    needs = [v for v in cc.variants if v in ADAPTER_VARIANTS]
-    if needs and not cc.adapter:
+    check_stop_on_loop(compare_cfg.stop_on_loop)
+    check_routed(compare_cfg.variants)
+    needs = [v for v in compare_cfg.variants if v in ADAPTER_VARIANTS]
+    if needs and not compare_cfg.adapter:
         raise ArenaError(f"variant(s) {', '.join(needs)} need an adapter: pass --adapter NAME")
-    if cc.judge:
-        parse_spec(cc.judge)  # a bad spec stops the run before anything is generated
-    elif cc.metric == "judge":
+    if compare_cfg.judge:
+        parse_spec(compare_cfg.judge)  # a bad spec stops the run before anything is generated
+    elif compare_cfg.metric == "judge":
         raise ArenaError("metric 'judge' needs an LLM judge: --judge local or --judge openai:URL:MODEL")
 
 
@@ -59,17 +60,17 @@ def score_all(items, variants, answers, nlls, embedder) -> tuple[list[QuestionRe
     per_question = []
     sims = {}
     if embedder is not None:  # one encode call for every variant's answers: per-call overhead dominates
-        flat = M.semantic_similarities(embedder, [a[v].text for v in variants for a in answers],
-                                       [it.answer for v in variants for it in items])
+        flat = semantic_similarities(embedder, [a[v].text for v in variants for a in answers],
+                                     [it.answer for v in variants for it in items])
         sims = {v: flat[k * len(items):(k + 1) * len(items)] for k, v in enumerate(variants)}
     for i, (item, ans, nll) in enumerate(zip(items, answers, nlls, strict=True)):
         record = QuestionRecord(item.question, item.answer, item.source, {})
         for v in variants:
             a = ans[v]
-            scores = M.answer_scores(a.text, item.answer, [h.text for h in a.sources])
+            scores = answer_scores(a.text, item.answer, [h.text for h in a.sources])
             ref_nll = None if nll[v] is None else float(nll[v])  # None: the serving engine cannot score
             scores.update(semantic=sims[v][i] if sims else None, nll=ref_nll,
-                          ppl=None if ref_nll is None else M.perplexity(ref_nll), ttft_s=a.ttft_s,
+                          ppl=None if ref_nll is None else perplexity(ref_nll), ttft_s=a.ttft_s,
                           tokens_per_s=a.tokens_per_s)
             for metric, value in scores.items():
                 table[v].setdefault(metric, []).append(value)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from assistant.compare.recommend import Recommendation, cost_phrase
 from assistant.compare.report import UNIT_METRICS
-from assistant.compare.result import ComparisonResult, cost_table
+from assistant.compare.result import ComparisonResult, cost_table, mean_of
 from foundation.metrics import METRIC_LABELS
 from foundation.variants import ADAPTER_VARIANTS, RAG_VARIANTS
 
@@ -91,20 +91,15 @@ def _diagnoses(result: ComparisonResult, v: str, named_cost: str | None = None) 
     return [c for c in out if c]
 
 
-def _mean(summary: dict, metric: str) -> float | None:
-    interval = summary.get(metric)
-    return interval.mean if interval else None
-
-
 def _rag_ceiling(result: ComparisonResult, v: str) -> str:
     summary = result.variants.get(v, {})
-    hit = _mean(summary, "retrieval_hit")
+    hit = mean_of(summary, "retrieval_hit")
     if hit is None:
         return ""
     text = f"the retrieved passages held the reference answer for {hit * 100:.0f} % of the questions"
     if hit < LOW_HIT:
         return text + ", so retrieval, not the model, caps what it can score"
-    grounded = _mean(summary, "groundedness")
+    grounded = mean_of(summary, "groundedness")
     used = f" ({grounded * 100:.0f} % of its answers' content words come from them)" if grounded is not None else ""
     return text + ", so the answers, not retrieval, fall short" + used
 
@@ -119,7 +114,7 @@ def _learned(result: ComparisonResult) -> str:
     learned, metric = result.learned, result.metric
     if not learned:
         return ""
-    train, held = _mean(learned.train, metric), _mean(learned.heldout, metric)
+    train, held = mean_of(learned.train, metric), mean_of(learned.heldout, metric)
     if train is None or held is None:
         return ""
     label = METRIC_LABELS.get(metric, metric)

@@ -16,8 +16,8 @@ from assistant.compare.runs import RunStore
 from assistant.compare.scoring import clusters, table_of
 from assistant.compare.why import why_sentences
 from assistant.comparison import run_comparison
-from assistant.decide.stages import _load
 from assistant.decide.timings import PhaseClock
+from foundation.records import read_jsonl
 from foundation.variants import ADAPTER_VARIANTS, VariantConfig, check_few_shot
 
 
@@ -26,44 +26,47 @@ def _interrupted_run(runs, label: str) -> int | None:
     return next((run_id for run_id, name, _ in runs.unfinished() if name == label), None)
 
 
-def run_compare(decision, rep, tmp: Path, adapters: list[str]) -> dict:
+def run_compare(decide_run, rep, tmp: Path, adapters: list[str]) -> dict:
     """Compare every variant with seed 0's adapter, then the adapter variants with each other seed's; the
     verdict is then taken again over all seeds (recommend_from_table's seed tables) and stored with the run."""
-    cfg, rt = decision.cfg, decision.rt
-    evalset = decision.cache.folder("evalset")
-    items = [EvalItem(**row) for row in _load(evalset / "eval.jsonl")]
-    pairs = [{"question": p["question"], "answer": p["answer"]} for p in _load(evalset / "train_pairs.jsonl")]
+    decide_cfg, runtime = decide_run.cfg, decide_run.runtime
+    evalset = decide_run.cache.folder("evalset")
+    items = [EvalItem(**row) for row in read_jsonl(evalset / "eval.jsonl")]
+    pairs = [{"question": p["question"], "answer": p["answer"]} for p in read_jsonl(evalset / "train_pairs.jsonl")]
     # The prompt variant at its best: dynamic few-shot from the training pairs (VariantConfig's default k).
-    got = decision.retrieval_choice()
-    vcfg = VariantConfig(few_shot=check_few_shot(pairs), rag_k=got["k"], rag_mode=got["mode"])
-    variants = tuple(v for v in cfg.variants if adapters or v not in ADAPTER_VARIANTS)
-    label = f"decide {cfg.name} {decision.keys['compare'][:8]}"
-    cc = CompareConfig(variants=variants, metric=cfg.metric, adapter=adapters[0] if adapters else None,
-                       seed=cfg.seed, max_new_tokens=cfg.max_new_tokens or None, forgetting=cfg.forgetting,
-                       stop_on_loop=cfg.stop_on_loop,
-                       eval_name=f"decide {cfg.name}", label=label, equivalence_margin=cfg.equivalence_margin)
-    runs, store = max(1, len(adapters)), RunStore(Path(decision.settings.data_dir) / "runs.sqlite")
+    got = decide_run.retrieval_choice()
+    variant_cfg = VariantConfig(few_shot=check_few_shot(pairs), rag_k=got["k"], rag_mode=got["mode"])
+    variants = tuple(v for v in decide_cfg.variants if adapters or v not in ADAPTER_VARIANTS)
+    label = f"decide {decide_cfg.name} {decide_run.keys['compare'][:8]}"
+    compare_cfg = CompareConfig(variants=variants, metric=decide_cfg.metric, adapter=adapters[0] if adapters else None,
+                                seed=decide_cfg.seed, max_new_tokens=decide_cfg.max_new_tokens or None,
+                                forgetting=decide_cfg.forgetting, stop_on_loop=decide_cfg.stop_on_loop,
+                                eval_name=f"decide {decide_cfg.name}", label=label,
+                                equivalence_margin=decide_cfg.equivalence_margin)
+    runs, store = max(1, len(adapters)), RunStore(Path(decide_run.settings.data_dir) / "runs.sqlite")
     clock = PhaseClock()  # seconds per sub-stage (answering, reference NLL, router, probes), for the report
 
     def progress(k):
         return clock.wrap(lambda fraction, text: rep.update((k + fraction) / runs, f"seed {k}: {text}" if k else text))
 
-    result = run_comparison(rt, items, cc, cfg=vcfg, progress=progress(0), resume=_interrupted_run(store, label))
-    metric = decision_metric(cfg.metric)
+    result = run_comparison(runtime, items, compare_cfg, variant_cfg=variant_cfg, progress=progress(0),
+                            resume=_interrupted_run(store, label))
+    metric = decision_metric(decide_cfg.metric)
     tuned = tuple(v for v in variants if v in ADAPTER_VARIANTS)
     seed_tables = []
     for k, adapter in enumerate(adapters[1:], 1):
-        extra = run_comparison(rt, items, replace(cc, variants=tuned, adapter=adapter, forgetting=False,
-                                                  learned_sample=0, label=""),
-                               cfg=vcfg, progress=progress(k), store=False)
+        extra = run_comparison(runtime, items, replace(compare_cfg, variants=tuned, adapter=adapter,
+                                                       forgetting=False, learned_sample=0, label=""),
+                               variant_cfg=variant_cfg, progress=progress(k), store=False)
         seed_tables.append(table_of(extra.per_question, extra.variants, metric))
     if seed_tables:
         result.recommendation = recommend_from_table(table_of(result.per_question, result.variants, metric),
-                                                     cost_table(result.costs), cfg.metric, clusters(items),
-                                                     cfg.seed, seed_tables, margin=cfg.equivalence_margin)
+                                                     cost_table(result.costs), decide_cfg.metric, clusters(items),
+                                                     decide_cfg.seed, seed_tables,
+                                                     margin=decide_cfg.equivalence_margin)
         result.why = why_sentences(result)
         store.finish(result.run_id, result.settings, result)
-    result.seeds = {"per_seed": [{"seed": cfg.seed + k, "adapter": a} for k, a in enumerate(adapters)],
+    result.seeds = {"per_seed": [{"seed": decide_cfg.seed + k, "adapter": a} for k, a in enumerate(adapters)],
                     "summary": result.recommendation.seeds}
     (tmp / "result.json").write_text(json.dumps(result.to_dict(), default=str), encoding="utf-8")
     return {"run_id": result.run_id, "recommendation": result.recommendation.to_dict(),

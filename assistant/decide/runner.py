@@ -16,15 +16,15 @@ from assistant.decide.config import DecideConfig
 from assistant.decide.plan import make_plan
 from assistant.decide.progress import CANCEL_FILE, DecideCancelled, Reporter
 from assistant.decide.report import write_decision_report
-from assistant.decide.stages import Decision
+from assistant.decide.stages import DecideRun
 from assistant.decide.timings import collect
 from assistant.decide.tracking import log_decision
 
 
 def plan_for(cfg: DecideConfig, settings):
     """The plan of `cfg`, marking the stages this data folder already holds."""
-    decision = Decision(cfg, settings)
-    return make_plan(cfg, settings, decision.cache, decision.keys)
+    decide_run = DecideRun(cfg, settings)
+    return make_plan(cfg, settings, decide_run.cache, decide_run.keys)
 
 
 def _estimates(plan, seeds: int) -> dict[str, float]:
@@ -52,12 +52,12 @@ def _install_cancel_signal(folder: Path) -> None:
 
 def run_decide(cfg: DecideConfig, settings, runtime=None, stderr: bool = True) -> dict:
     """ingest → evalset → trainset → train (per seed) → compare → report; returns the summary dict."""
-    decision = Decision(cfg, settings, runtime)
-    folder = decision.folder
+    decide_run = DecideRun(cfg, settings, runtime)
+    folder = decide_run.folder
     folder.mkdir(parents=True, exist_ok=True)
     cfg.to_yaml(folder / "decide.yaml")
     (folder / CANCEL_FILE).unlink(missing_ok=True)
-    plan = make_plan(cfg, settings, decision.cache, decision.keys)
+    plan = make_plan(cfg, settings, decide_run.cache, decide_run.keys)
     rep = Reporter(folder, _estimates(plan, plan.seeds if cfg.trains else 0), stderr=stderr)
     rep.write({"state": "starting", "plan": plan.to_dict(), "pid": os.getpid()})
     _install_cancel_signal(folder)
@@ -66,32 +66,32 @@ def run_decide(cfg: DecideConfig, settings, runtime=None, stderr: bool = True) -
 
     def step(stage: str, build) -> dict:
         rep.begin(stage)
-        output, reused = decision.cache.run(stage, decision.keys[stage], lambda tmp: build(tmp))
+        output, reused = decide_run.cache.run(stage, decide_run.keys[stage], lambda tmp: build(tmp))
         outputs[stage] = output
-        marker = decision.cache.marker(stage) or {}
+        marker = decide_run.cache.marker(stage) or {}
         stages.append({"stage": stage, "seconds": marker.get("seconds", 0.0), "cached": reused,
-                       "key": decision.keys[stage][:12]})
+                       "key": decide_run.keys[stage][:12]})
         rep.end(stage, reused)
         return output
 
     try:
-        ingest = step("ingest", lambda tmp: decision.ingest(rep, tmp))
-        evalset = step("evalset", lambda tmp: decision.evalset(rep, tmp, ingest["sources"]))
-        retrieval = step("retrieval", lambda tmp: decision.retrieval(rep, tmp))
-        trainset = step("trainset", lambda tmp: decision.trainset(rep, tmp, plan.other_s, plan.seed_compare_s))
-        adapters = _train_all(decision, rep, step, trainset) if cfg.trains else []
-        compare = step("compare", lambda tmp: run_compare(decision, rep, tmp, adapters))
+        ingest = step("ingest", lambda tmp: decide_run.ingest(rep, tmp))
+        evalset = step("evalset", lambda tmp: decide_run.evalset(rep, tmp, ingest["sources"]))
+        retrieval = step("retrieval", lambda tmp: decide_run.retrieval(rep, tmp))
+        trainset = step("trainset", lambda tmp: decide_run.trainset(rep, tmp, plan.other_s, plan.seed_compare_s))
+        adapters = _train_all(decide_run, rep, step, trainset) if cfg.trains else []
+        compare = step("compare", lambda tmp: run_compare(decide_run, rep, tmp, adapters))
         timings = collect(stages, plan.stages, outputs)  # before the report: the report shows them
         info = {"config": asdict(cfg), "plan": plan.to_dict(), "stages": list(stages), "evalset": evalset,
                 "retrieval": retrieval, "trainset": trainset, "adapters": adapters, "timings": timings.to_dict()}
-        report = step("report", lambda tmp: write_decision_report(_result(decision), info, tmp))
+        report = step("report", lambda tmp: write_decision_report(_result(decide_run), info, tmp))
     except DecideCancelled as exc:
         rep.finish("cancelled", error=str(exc))
         raise
     except Exception as exc:
         rep.finish("failed", error=str(exc))
         raise
-    paths = {k: str(decision.cache.folder("report") / v) for k, v in report.items()}
+    paths = {k: str(decide_run.cache.folder("report") / v) for k, v in report.items()}
     summary = {"state": "done", "workspace": str(folder), "plan": plan.to_dict(), "stages": stages,
                "recommendation": compare["recommendation"], "run_id": compare["run_id"], "seeds": compare["seeds"],
                "adapters": adapters, "report": paths,
@@ -102,21 +102,21 @@ def run_decide(cfg: DecideConfig, settings, runtime=None, stderr: bool = True) -
     return summary
 
 
-def _result(decision: Decision) -> ComparisonResult:
-    path = decision.cache.folder("compare") / "result.json"
+def _result(decide_run: DecideRun) -> ComparisonResult:
+    path = decide_run.cache.folder("compare") / "result.json"
     return ComparisonResult.from_dict(json.loads(path.read_text(encoding="utf-8")), f"the comparison in {path}")
 
 
-def _train_all(decision: Decision, rep: Reporter, step, trainset: dict) -> list[str]:
+def _train_all(decide_run: DecideRun, rep: Reporter, step, trainset: dict) -> list[str]:
     """Train the seeds that fit the budget; a cached seed whose adapter was deleted is trained again."""
-    registry = decision.rt.registry
+    registry = decide_run.runtime.registry
     adapters = []
-    for i in range(decision.seeds_to_train(trainset)):
+    for i in range(decide_run.seeds_to_train(trainset)):
         stage = f"train-s{i}"
-        hit = decision.cache.cached(stage, decision.keys[stage])
+        hit = decide_run.cache.cached(stage, decide_run.keys[stage])
         if hit and hit["output"]["adapter"] not in registry.names():
-            (decision.cache.folder(stage) / "stage.json").unlink()
-        out = step(stage, lambda tmp, i=i: decision.train(rep, tmp, i, trainset))
-        _install_cancel_signal(decision.folder)  # the training job installed its own handler
+            (decide_run.cache.folder(stage) / "stage.json").unlink()
+        out = step(stage, lambda tmp, i=i: decide_run.train(rep, tmp, i, trainset))
+        _install_cancel_signal(decide_run.folder)  # the training job installed its own handler
         adapters.append(out["adapter"])
     return adapters

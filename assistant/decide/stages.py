@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from assistant.compare.evalset import draw_eval_set, load_eval_set
@@ -21,6 +20,7 @@ from assistant.decide.plan import make_plan_for_rows
 from assistant.decide.progress import DecideCancelled, Reporter
 from foundation.errors import ArenaError
 from foundation.leakage import find_overlaps, split_by_section
+from foundation.records import read_jsonl, write_jsonl
 from foundation.row_cache import content_key
 from foundation.variants import VariantConfig
 from retrieval.chunking import ChunkConfig
@@ -31,36 +31,23 @@ from training.data import chat
 from training.doc_questions import generated_or_fallback
 
 
-def _dump(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-
-
-def _load(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-@dataclass
-class Decision:
+class DecideRun:
     """One decide run over a workspace: its config, stage cache, keys and (lazily) the shared runtime."""
 
-    cfg: DecideConfig
-    settings: object
-    runtime: object = None
-    keys: dict = field(default_factory=dict)
-
-    def __post_init__(self):
+    def __init__(self, cfg: DecideConfig, settings, runtime=None):
+        self.cfg, self.settings, self._runtime = cfg, settings, runtime
         self.folder = workspace(self.settings.data_dir, self.cfg.name)
         self.cache = StageCache(self.folder)
         self.keys = self.stage_keys()
         self._generator_info: dict = {}  # what --generator did (the evalset stage records it)
 
     @property
-    def rt(self):
-        if self.runtime is None:
+    def runtime(self):
+        if self._runtime is None:
             from assistant.runtime import Runtime  # deferred: pulls torch
 
-            self.runtime = Runtime(self.settings)
-        return self.runtime
+            self._runtime = Runtime(self.settings)
+        return self._runtime
 
     # ---- keys: what each stage's result depends on --------------------------------------------------
     def doc_files(self) -> list[tuple[str, str]]:
@@ -105,7 +92,7 @@ class Decision:
         def progress(done, total, chunks, message):
             rep.update(0.5 * done / max(total, 1) + (0.4 if chunks else 0.0), f"{message} ({chunks} chunks)")
 
-        report = ingest_paths(self.rt.store, [Path(p) for p in self.cfg.docs], ChunkConfig(self.cfg.splitter),
+        report = ingest_paths(self.runtime.store, [Path(p) for p in self.cfg.docs], ChunkConfig(self.cfg.splitter),
                               progress=progress)
         ok = [r.source for r in report.results if r.status in ("added", "replaced", "unchanged")]
         if not ok:
@@ -117,7 +104,7 @@ class Decision:
     def evalset(self, rep: Reporter, tmp: Path, sources: list[str]) -> dict:
         """Evaluation items: --eval, else held out from --qa, else held-out document sections; the rest trains."""
         c = self.cfg
-        sections = [s for s in self.rt.store.sections() if s.source in set(sources)]
+        sections = [s for s in self.runtime.store.sections() if s.source in set(sources)]
         heuristic = None  # malformed counts when the document heuristic drew the questions
         generated = self._generated(rep, tmp, sections) if c.generator and not c.qa else None
         if generated and c.eval:
@@ -149,12 +136,12 @@ class Decision:
         # Leakage guard: a training pair that copies an evaluation question, exactly or as a near-duplicate, is
         # dropped; the same detector (leakage.find_overlaps) warns in the comparison report.
         leaked = {o.eval_index for o in find_overlaps([p["question"] for p in pool], [e["question"] for e in evals],
-                                                      embedder=self.rt.embedder)}
+                                                      embedder=self.runtime.embedder)}
         train = [p for i, p in enumerate(pool) if i not in leaked]
         if not evals:
             raise ArenaError("the evaluation set is empty: give --eval, a larger --qa, or more documents")
-        _dump(tmp / "eval.jsonl", evals)
-        _dump(tmp / "train_pairs.jsonl", train)
+        write_jsonl(tmp / "eval.jsonl", evals)
+        write_jsonl(tmp / "train_pairs.jsonl", train)
         out = {"eval": len(evals), "train": len(train), "dropped_leaks": len(leaked), "origin": origin}
         if heuristic is not None:  # the questions were drawn from the documents by the heading/definition heuristic
             out.update(questions_by="heuristic", malformed=heuristic)
@@ -172,12 +159,12 @@ class Decision:
             rep.update(0.95 * done / total, f"questions written by {c.generator}: {done}/{total}")
 
         def shortfall(got: questions.GeneratedSets) -> str:
-            _dump(tmp / "generated.jsonl", [{**p, "side": "eval"} for p in got.evals] +
-                  [{**p, "side": "train"} for p in got.pool])  # kept for inspection, used or not
+            write_jsonl(tmp / "generated.jsonl", [{**p, "side": "eval"} for p in got.evals] +
+                        [{**p, "side": "train"} for p in got.pool])  # kept for inspection, used or not
             return "" if c.eval else questions.too_few(len(got.evals))
 
         got, self._generator_info = generated_or_fallback(
-            c.generator, lambda: questions.generated_sets(c, self.rt, sections, hold_out=not c.eval,
+            c.generator, lambda: questions.generated_sets(c, self.runtime, sections, hold_out=not c.eval,
                                                           progress=progress), shortfall)
         return got
 
@@ -185,17 +172,17 @@ class Decision:
         """Splitter, k and search mode by retrieval hit rate on the training pairs (never the evaluation set);
         the documents are re-chunked in the real index when another splitter wins."""
         c, default = self.cfg, VariantConfig()
-        pairs = _load(self.cache.folder("evalset") / "train_pairs.jsonl")
+        pairs = read_jsonl(self.cache.folder("evalset") / "train_pairs.jsonl")
         if not c.tune_retrieval or len(pairs) < MIN_TUNING_PAIRS:
             why = "turned off" if not c.tune_retrieval else f"only {len(pairs)} training pairs"
             return {"splitter": c.splitter, "mode": default.rag_mode, "k": default.rag_k, "tuned": False,
                     "reason": why}
         docs = [Path(p) for p in c.docs]
-        choice = choose_retrieval(docs, pairs, self.rt.embedder, self.settings.data_dir,
+        choice = choose_retrieval(docs, pairs, self.runtime.embedder, self.settings.data_dir,
                                   progress=lambda n, total, text: rep.update(0.9 * n / total, text))
         if choice.splitter != c.splitter:
             rep.update(0.9, f"re-chunking the documents with the {choice.splitter} splitter")
-            report = ingest_paths(self.rt.store, docs, ChunkConfig(choice.splitter))
+            report = ingest_paths(self.runtime.store, docs, ChunkConfig(choice.splitter))
             if report.errors:
                 raise ArenaError("re-chunking failed: " + "; ".join(r.message for r in report.errors))
         (tmp / "table.json").write_text(json.dumps(choice.table, indent=1))
@@ -213,26 +200,26 @@ class Decision:
     def trainset(self, rep: Reporter, tmp: Path, other_s: float = 0.0, seed_compare_s: float = 0.0) -> dict:
         """Chat rows from the training pairs (+ grounded rows with retrieved passages) and the training plan;
         `other_s`, `seed_compare_s`: the run plan's estimates that a budget pays before training."""
-        pairs = _load(self.cache.folder("evalset") / "train_pairs.jsonl")
+        pairs = read_jsonl(self.cache.folder("evalset") / "train_pairs.jsonl")
         if self.cfg.trains and len(pairs) < 2:
             raise ArenaError(f"only {len(pairs)} training pair(s) left after holding out the evaluation set: "
                              "give a --qa file or documents with more question-style sections")
         qa = [chat(p["question"], p["answer"], origin=p.get("source", "")) for p in pairs]
-        _dump(tmp / "qa.jsonl", [{"messages": ex.messages} for ex in qa])
+        write_jsonl(tmp / "qa.jsonl", [{"messages": ex.messages} for ex in qa])
         grounded = []
         if self.cfg.trains and self.cfg.grounded and "rag+finetuned" in self.cfg.variants:
             rep.update(0.3, f"retrieving passages for {len(qa)} grounded rows")
-            store = self.rt.store
+            store = self.runtime.store
             job = job_config(self.cfg)  # RAFT settings: passages per row, share of rows holding the answer
             got = self.retrieval_choice()  # the served k and mode
             grounded = grounded_examples(qa, lambda q, k: store.search(q, k=k, mode=got["mode"]), k=got["k"],
                                          oracle_share=job.oracle_share, seed=self.cfg.seed,
                                          passage_tokens=job.grounded_passage_tokens,
-                                         count_tokens=self.rt.engine.count_tokens)
-        _dump(tmp / "grounded.jsonl", [{"messages": ex.messages} for ex in grounded])
-        documents = cpt_from_sections(self.rt.store.sections()) \
+                                         count_tokens=self.runtime.engine.count_tokens)
+        write_jsonl(tmp / "grounded.jsonl", [{"messages": ex.messages} for ex in grounded])
+        documents = cpt_from_sections(self.runtime.store.sections()) \
             if self.cfg.trains and self.cfg.train_on_documents else []
-        _dump(tmp / "documents.jsonl", [{"text": ex.text} for ex in documents])
+        write_jsonl(tmp / "documents.jsonl", [{"text": ex.text} for ex in documents])
         rows = len(qa) + len(grounded) + len(documents)
         fit = make_plan_for_rows(self.cfg, self.settings, rows, other_s, seed_compare_s,
                                  self._row_tokens(qa, grounded + documents)) if self.cfg.trains else {}
@@ -244,7 +231,7 @@ class Decision:
         training estimate then counts the real rows (up to 200 of each), not typical sizes."""
         if not short:
             return None
-        engine = self.rt.engine
+        engine = self.runtime.engine
 
         def tokens(ex) -> int:
             return len(engine.chat_ids(ex.messages)) if ex.kind == "chat" else engine.count_tokens(ex.text)
@@ -279,7 +266,7 @@ class Decision:
         job = job_config(self.cfg, name=f"{self.cfg.name}-s{i}", seed=self.cfg.seed + i, data=self.data_specs(),
                          job_id=f"decide-{self.cfg.name}-s{i}-{key[:12]}", **capped)
         folder = job_dir(self.settings, job)
-        done = _finished_adapter(read_status(folder), self.rt.registry)
+        done = _finished_adapter(read_status(folder), self.runtime.registry)
         if done:  # trained and registered, but the stage marker was not written (a crash right after)
             return {"adapter": done, "job_id": job.job_id, "resumed": False, "reused_job": True}
         resume = last_checkpoint(folder) is not None
@@ -288,7 +275,7 @@ class Decision:
         watcher = _TrainWatcher(folder, rep, i)
         watcher.start()
         try:
-            result = run_job(job, self.settings, resume=resume, tools=self.rt.data_tools())
+            result = run_job(job, self.settings, resume=resume, tools=self.runtime.data_tools())
         finally:
             watcher.stop()
         if result["state"] == "cancelled":

@@ -30,8 +30,6 @@ from foundation.errors import ArenaError
 from foundation.generation import GenSettings, Row, RowOutput
 from foundation.models import LoadedModel
 
-__all__ = ["Engine", "GenSettings", "Row", "RowOutput", "AdapterSlot"]  # settings/rows live in decoding
-
 
 class Engine(Templating):
     """Generates for (prompt, adapter) rows over one shared base model with peft adapters."""

@@ -25,10 +25,10 @@ from pathlib import Path
 from assistant.ship import serving
 from assistant.ship.strategy import Strategy
 from foundation import config_file
-from foundation import variants as V
 from foundation.cache_folder import publish, temp_folder
 from foundation.errors import ArenaError
 from foundation.registry import AdapterRegistry
+from foundation.variants import ADAPTER_VARIANTS, RAG_INSTRUCTION, RAG_VARIANTS
 from retrieval.snapshot import snapshot_index
 
 MARKER = "arena_bundle.json"
@@ -63,12 +63,12 @@ def export_bundle(strategy: Strategy, settings, out: Path, base_gguf: Path | Non
     step = on_step or (lambda name: None)
     tmp = temp_folder(out)
     try:
-        if strategy.variant in V.ADAPTER_VARIANTS:
+        if strategy.variant in ADAPTER_VARIANTS:
             step("adapter")
             _copy_adapter(strategy, settings, tmp)
             step("gguf")
             _write_gguf(strategy, settings, tmp)
-        if strategy.variant in V.RAG_VARIANTS:
+        if strategy.variant in RAG_VARIANTS:
             step("index")
             snapshot_index(Path(settings.data_dir) / "index", tmp / "index")
             strategy.index = "index"
@@ -127,8 +127,8 @@ def prompts(strategy: Strategy) -> dict:
                     few_shot_nearest=strategy.dynamic_k,
                     how="system prompt, then the few-shot pairs nearest the question as earlier turns, then the "
                         "conversation")
-    elif strategy.variant in V.RAG_VARIANTS:
-        body.update(system_instruction=V.RAG_INSTRUCTION,
+    elif strategy.variant in RAG_VARIANTS:
+        body.update(system_instruction=RAG_INSTRUCTION,
                     how=f"system turn = instruction + 'Context:' + the top {strategy.rag_k} passages "
                         f"({strategy.rag_mode} search) numbered [n], best last; then the conversation")
     else:

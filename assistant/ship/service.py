@@ -14,11 +14,11 @@ from pathlib import Path
 from assistant.runtime import Runtime
 from assistant.ship.batcher import Batcher
 from assistant.ship.bundle import Bundle
-from assistant.ship.strategy import Strategy, model_name
-from foundation import variants as V
+from assistant.ship.strategy import Strategy
 from foundation.errors import ArenaError
 from foundation.generation import GenSettings, Row, RowOutput
 from foundation.registry import AdapterRegistry
+from foundation.variants import ADAPTER_VARIANTS, STRATEGIES, served_name
 from retrieval.store import DocumentStore
 
 
@@ -73,9 +73,9 @@ class ChatService:
             return {self.bundle.strategy.model_name: self.bundle.strategy}
         settings = self.runtime.settings
         plain = [Strategy(variant=v, base_model=settings.model, embedder=settings.embedder)
-                 for v in V.STRATEGIES if v not in V.ADAPTER_VARIANTS]
+                 for v in STRATEGIES if v not in ADAPTER_VARIANTS]
         tuned = [Strategy(variant=v, adapter=a.name, base_model=settings.model, embedder=settings.embedder)
-                 for a in self.runtime.registry.chat_adapters() for v in sorted(V.ADAPTER_VARIANTS)]
+                 for a in self.runtime.registry.chat_adapters() for v in sorted(ADAPTER_VARIANTS)]
         return {s.model_name: s for s in plain + tuned}
 
     def strategy(self, name: str) -> Strategy:
@@ -93,7 +93,7 @@ class ChatService:
         prepared = arena.prepare(question, [strategy.variant], strategy.variant_config(), history,
                                  gen)[strategy.variant]
         if prepared.error:
-            raise ArenaError(f"{model_name(strategy.variant, strategy.adapter)}: {prepared.error}")
+            raise ArenaError(f"{served_name(strategy.variant, strategy.adapter)}: {prepared.error}")
         row = arena._rows({strategy.variant: prepared}, [strategy.variant], gen)[0]  # context-length check
         return Turn(strategy, row, gen, prepared.sources, prepared.notice)
 

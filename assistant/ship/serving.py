@@ -6,7 +6,7 @@ import shlex
 from pathlib import Path
 
 from assistant.ship.strategy import Strategy
-from foundation import variants as V
+from foundation.variants import RAG_VARIANTS
 
 # The Hugging Face repository a bundled base model's GGUF was made from: what vLLM loads as the base.
 HF_BASE = {"bundled:smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct"}
@@ -35,7 +35,7 @@ def serving_md(strategy: Strategy, out: Path, base_gguf: Path | None) -> str:
              f'reply = client.chat.completions.create(model="{name}", messages=[{{"role": "user", '
              '"content": "..."}])',
              "print(reply.choices[0].message.content, reply.model_extra.get(\"sources\"))", "```", ""]
-    if strategy.variant in V.RAG_VARIANTS:
+    if strategy.variant in RAG_VARIANTS:
         parts += ["The servers below run the model only: retrieval (the `index/` folder, "
                   f"{strategy.rag_mode} search, k={strategy.rag_k}) and the RAG prompt are Strategy Arena's; "
                   "use `arena serve --api` for the full strategy, or `--engine openai` to let it call one of them.",

@@ -16,8 +16,18 @@ from pydantic import with_config
 
 from assistant.compare.recommend import Recommendation
 from foundation import config_file
-from foundation import variants as V
 from foundation.errors import ArenaError
+from foundation.records import read_jsonl
+from foundation.variants import (
+    ADAPTER_VARIANTS,
+    DEFAULT_DYNAMIC_K,
+    DEFAULT_SYSTEM_PROMPT,
+    RAG_INSTRUCTION,
+    ROUTED,
+    STRATEGIES,
+    VariantConfig,
+    served_name,
+)
 
 # The OpenAI model name picks the variant and, for the adapter variants, the adapter: "rag+finetuned:faq-lora".
 SEPARATOR = ":"
@@ -32,10 +42,10 @@ class Strategy:
     adapter: str = ""
     base_model: str = ""
     embedder: str = ""
-    system_prompt: str = V.DEFAULT_SYSTEM_PROMPT  # the prompt variant's system turn
-    rag_instruction: str = V.RAG_INSTRUCTION  # the RAG variants' system turn, before the passages (record only)
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT  # the prompt variant's system turn
+    rag_instruction: str = RAG_INSTRUCTION  # the RAG variants' system turn, before the passages (record only)
     few_shot: list[dict] = field(default_factory=list)
-    dynamic_k: int = V.DEFAULT_DYNAMIC_K
+    dynamic_k: int = DEFAULT_DYNAMIC_K
     rag_k: int = 4
     rag_mode: str = "hybrid"
     splitter: str = ""
@@ -48,38 +58,34 @@ class Strategy:
 
     @property
     def model_name(self) -> str:
-        return model_name(self.variant, self.adapter)
+        return served_name(self.variant, self.adapter)
 
-    def variant_config(self) -> V.VariantConfig:
-        return V.VariantConfig(system_prompt=self.system_prompt, few_shot=list(self.few_shot),
-                               dynamic_k=self.dynamic_k, rag_k=self.rag_k, rag_mode=self.rag_mode,
-                               adapter=self.adapter or None)
-
-
-
-model_name = V.served_name
+    def variant_config(self) -> VariantConfig:
+        return VariantConfig(system_prompt=self.system_prompt, few_shot=list(self.few_shot),
+                             dynamic_k=self.dynamic_k, rag_k=self.rag_k, rag_mode=self.rag_mode,
+                             adapter=self.adapter or None)
 
 
 def parse_model_name(name: str) -> tuple[str, str | None]:
     """'rag+finetuned:faq-lora' -> ('rag+finetuned', 'faq-lora'); ArenaError for anything else."""
     variant, sep, adapter = str(name).partition(SEPARATOR)
-    if variant not in V.STRATEGIES:
-        raise ArenaError(f"unknown model {str(name)[:80]!r}: use one of {', '.join(V.STRATEGIES)} (adapter "
+    if variant not in STRATEGIES:
+        raise ArenaError(f"unknown model {str(name)[:80]!r}: use one of {', '.join(STRATEGIES)} (adapter "
                          f"variants as finetuned{SEPARATOR}ADAPTER)")
-    if variant in V.ADAPTER_VARIANTS and not adapter:
+    if variant in ADAPTER_VARIANTS and not adapter:
         raise ArenaError(f"model {variant!r} needs an adapter: {variant}{SEPARATOR}ADAPTER")
-    if variant not in V.ADAPTER_VARIANTS and sep:
+    if variant not in ADAPTER_VARIANTS and sep:
         raise ArenaError(f"model {variant!r} takes no adapter, got {str(name)[:80]!r}")
     return variant, adapter or None
 
 
 def from_flags(variant: str, adapter: str | None, registry, settings) -> Strategy:
     """The variant with the default prompts and retrieval settings (the Chat tab's defaults)."""
-    if variant == V.ROUTED:
+    if variant == ROUTED:
         raise ArenaError("the routed variant picks a strategy per question with a classifier; export the "
                          "strategy it picks most, or the decision's winner (--from-decision)")
-    parse_model_name(model_name(variant, adapter or "x"))  # the variant is one of the strategies
-    if variant in V.ADAPTER_VARIANTS:
+    parse_model_name(served_name(variant, adapter or "x"))  # the variant is one of the strategies
+    if variant in ADAPTER_VARIANTS:
         if not adapter:
             raise ArenaError(f"variant {variant} needs --adapter NAME (or --from-decision NAME)")
         info = registry.get(adapter)  # ArenaError listing the adapters there are
@@ -104,7 +110,7 @@ def from_decision(workspace: Path, registry, settings) -> Strategy:
         raise ArenaError(f"decision {Path(workspace).name!r} has no winner: {rec.reason}")
     retrieval = _stage(stages, "retrieval") or {}
     seed0 = _stage(stages, "train-s0") or {}
-    adapter = seed0.get("adapter") if variant in V.ADAPTER_VARIANTS else None
+    adapter = seed0.get("adapter") if variant in ADAPTER_VARIANTS else None
     strategy = from_flags(variant, adapter, registry, settings)
     strategy.few_shot = _pairs(stages / "evalset" / "train_pairs.jsonl")
     strategy.rag_k = int(retrieval.get("k", strategy.rag_k))
@@ -126,5 +132,4 @@ def _pairs(path: Path) -> list[dict]:
     """The training pairs the prompt variant drew its few-shot examples from in the comparison."""
     if not path.is_file():
         return []
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [{"question": r["question"], "answer": r["answer"]} for r in rows]
+    return [{"question": r["question"], "answer": r["answer"]} for r in read_jsonl(path)]
