@@ -181,10 +181,10 @@ def test_training_job_documents_source_applies_the_jobs_passage_budget(tiny_load
 
     _, passages = long_corpus(6)
     runtime = Runtime(Settings(data_dir=data_dir), tiny_loaded, store=SectionStore(passages))
-    spec, count = {"source": "documents", "kind": "grounded"}, runtime.engine.count_tokens
+    spec, count, tools = {"source": "documents", "kind": "grounded"}, runtime.engine.count_tokens, runtime.data_tools()
     budget = count(format_passage(1, passages[0])) + 100
-    full = load_source(spec, runtime.settings, runtime, JobConfig(grounded_passage_tokens=0, oracle_share=1.0))
-    cut = load_source(spec, runtime.settings, runtime, JobConfig(grounded_passage_tokens=budget, oracle_share=1.0))
+    full = load_source(spec, runtime.settings, tools, JobConfig(grounded_passage_tokens=0, oracle_share=1.0))
+    cut = load_source(spec, runtime.settings, tools, JobConfig(grounded_passage_tokens=budget, oracle_share=1.0))
     assert len(cut) == len(full) == 6
     for row, before in zip(cut, full, strict=True):
         system = row.messages[0]["content"]
