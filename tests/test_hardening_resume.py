@@ -235,13 +235,15 @@ def test_question_generation_killed_midway_writes_only_the_missing_replies(tmp_p
     kill9(proc)
     unpark(cache)
     before = rows(cache)
-    assert len(before) == 4 and f"questions written by base: 0/{N_ASKED}" in log.read_text()
+    assert len(before) == 4
     log = tmp_path / "questions-again.log"
     proc = run(data_dir, log)
     code, text = proc.wait(600), log.read_text()
     # Progress counts tasks; a task repeating another's prompt (a section asked about twice) shares its reply.
-    first = int(re.search(rf"questions written by base: (\d+)/{N_ASKED}", text).group(1))
-    assert first >= 4 and f"base: 0/{N_ASKED}" not in text  # the stored replies count as done from the start
+    # In a log file the progress line is throttled (foundation/progress_line.py), so not every count is printed;
+    # those that are never start from 0: the stored replies count as done from the start.
+    shown = [int(n) for n in re.findall(rf"questions written by base: (\d+)/{N_ASKED}", text)]
+    assert all(n >= 4 for n in shown) and f"base: 0/{N_ASKED}" not in text
     whole_dir = tmp_path / "whole"
     log = tmp_path / "questions-whole.log"
     proc = run(whole_dir, log)
