@@ -89,7 +89,7 @@ def test_checked_values_make_a_sweep_only_from_two_combinations(qa_file, data_di
     assert [(t["learning_rate"], t["lora_r"], t["lora_alpha"]) for t in trial_grid(cfg)] == [
         (1e-4, 8, 16), (3e-4, 8, 16)]
     one = config(runtime, files=[str(qa_file)], lrs=[1e-4], ranks=[8])
-    assert one.sweep == {} and (one.learning_rate, one.lora_r, one.lora_alpha) == (1e-4, 8, 16)
+    assert one.sweep == {} and (one.learning_rate, one.lora_r, one.alpha) == (1e-4, 8, 16)  # alpha 0 = twice the rank
     assert _grid(2e-4, 16, [], []) == (2e-4, 16, {})
     big = config(runtime, files=[str(qa_file)], lrs=[v for _, v in _lr_choices("lora")], ranks=[4, 8, 16])
     with pytest.raises(ArenaError, match="15 trials; keep it at 12"):
