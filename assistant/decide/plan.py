@@ -112,6 +112,37 @@ def budget_fit(seeds: int, steps: int, step_s: float, budget_minutes: float,
                                   f"{', less than one epoch' if fit_steps < min_steps else ''}"]
 
 
+def _evalset_stage(cfg: DecideConfig, plan: Plan, n_eval: int, n_train: int, split: bool, doc_pairs: int,
+                   malformed: int, cached) -> tuple[int, int]:
+    """The evaluation-questions row (from --eval, --qa, a generator or the heuristic, with its notes); returns
+    the evaluation and training counts, the generator's planned ones when it writes the questions."""
+    origin = "--eval file" if cfg.eval else "held out from --qa" if cfg.qa else "held-out document sections"
+    generate_s = 0.0
+    if cfg.generator and not cfg.qa:
+        n_eval = n_eval if split or cfg.eval else max(MIN_EVAL_QUESTIONS, round(cfg.questions * cfg.eval_fraction))
+        n_train = n_train if split else (cfg.questions - (0 if cfg.eval else n_eval) if cfg.trains else 0)
+        origin += f", {cfg.questions} questions written by {cfg.generator}, then filtered"
+        generate_s = cfg.questions * GENERATOR_TOKENS / DECODE_TOKENS_PER_S
+        plan.notes.append(f"{cfg.questions} questions are written by the generator {cfg.generator} and filtered (the "
+                          "counts above are before filtering); the time assumes the bundled model's speed on this "
+                          "machine" + (" (a server may be faster)" if cfg.generator.startswith("openai:") else ""))
+    elif not cfg.qa:  # the documents give the questions (all of them, or the training pairs beside --eval)
+        origin += ", questions drawn by a heuristic" if not cfg.eval else ""
+        plan.notes.append(f"the questions are drawn from the documents by a heuristic (question headings and "
+                          f"'X is a ...' sentences): {doc_pairs} well-formed, {malformed} dropped as malformed; "
+                          "--generator writes questions a user would ask")
+    plan.stages.append(_row("evalset", f"evaluation questions ({origin})", f"{n_eval} eval, {n_train} train",
+                            2 + generate_s, cached("evalset")))
+    return n_eval, n_train
+
+
+def _budget_note(cfg: DecideConfig, plan: Plan) -> str:
+    fresh = sum(s["seconds"] for s in plan.stages) / 60
+    return (f"budget {cfg.budget_minutes:g} min for a fresh run (--budget-minutes 0 = fit the plan to the data): "
+            f"~{fresh:.1f} min planned" + (", over budget: the other stages leave too little, training keeps its "
+                                           "floor (one epoch of one seed)" if plan.at_floor else ""))
+
+
 def make_plan(cfg: DecideConfig, settings, cache=None, keys: dict | None = None) -> Plan:
     """The plan for `cfg`; `cache`/`keys` (stage -> key) mark stages whose result is already cached."""
 
@@ -132,23 +163,7 @@ def make_plan(cfg: DecideConfig, settings, cache=None, keys: dict | None = None)
     plan = Plan()
     plan.stages.append(_row("ingest", "read, chunk and embed the documents", f"{files} files, ~{chunks} chunks",
                             chunks / EMBED_CHUNKS_PER_S + 5, cached("ingest")))
-    origin = "--eval file" if cfg.eval else "held out from --qa" if cfg.qa else "held-out document sections"
-    generate_s = 0.0
-    if cfg.generator and not cfg.qa:
-        n_eval = n_eval if split or cfg.eval else max(MIN_EVAL_QUESTIONS, round(cfg.questions * cfg.eval_fraction))
-        n_train = n_train if split else (cfg.questions - (0 if cfg.eval else n_eval) if cfg.trains else 0)
-        origin += f", {cfg.questions} questions written by {cfg.generator}, then filtered"
-        generate_s = cfg.questions * GENERATOR_TOKENS / DECODE_TOKENS_PER_S
-        plan.notes.append(f"{cfg.questions} questions are written by the generator {cfg.generator} and filtered (the "
-                          "counts above are before filtering); the time assumes the bundled model's speed on this "
-                          "machine" + (" (a server may be faster)" if cfg.generator.startswith("openai:") else ""))
-    elif not cfg.qa:  # the documents give the questions (all of them, or the training pairs beside --eval)
-        origin += ", questions drawn by a heuristic" if not cfg.eval else ""
-        plan.notes.append(f"the questions are drawn from the documents by a heuristic (question headings and "
-                          f"'X is a ...' sentences): {doc_pairs} well-formed, {malformed} dropped as malformed; "
-                          "--generator writes questions a user would ask")
-    plan.stages.append(_row("evalset", f"evaluation questions ({origin})", f"{n_eval} eval, {n_train} train",
-                            2 + generate_s, cached("evalset")))
+    n_eval, n_train = _evalset_stage(cfg, plan, n_eval, n_train, bool(split), doc_pairs, malformed, cached)
     plan.stages.append(_retrieval_row(cfg, n_train, chunks, cached("retrieval")))
     rows = n_train * (2 if cfg.grounded and "rag+finetuned" in cfg.variants else 1) if cfg.trains else 0
     rows += chunks if cfg.trains and cfg.train_on_documents else 0  # about one text row per section
@@ -176,11 +191,7 @@ def make_plan(cfg: DecideConfig, settings, cache=None, keys: dict | None = None)
     plan.stages.append(_row("report", "verdict, reasons and costs (Markdown, HTML, JSON)", "3 files", REPORT_S,
                             cached("report")))
     if cfg.budget_minutes:
-        fresh = sum(s["seconds"] for s in plan.stages) / 60
-        plan.notes.insert(0, f"budget {cfg.budget_minutes:g} min for a fresh run (--budget-minutes 0 = fit the "
-                             f"plan to the data): ~{fresh:.1f} min planned" +
-                          (", over budget: the other stages leave too little, training keeps its floor (one epoch "
-                           "of one seed)" if plan.at_floor else ""))
+        plan.notes.insert(0, _budget_note(cfg, plan))
     if n_train < 4 and cfg.trains:
         plan.notes.append(f"only {n_train} training pairs: the fine-tuned variants will say little")
     return plan
