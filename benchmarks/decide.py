@@ -191,7 +191,7 @@ def load_result(path: Path):
     return ComparisonResult.from_dict(json.loads(path.read_text()), str(path))
 
 
-def print_result(result, summary: dict, metric: str) -> None:
+def print_result(result, summary, metric: str) -> None:
     from assistant.compare.recommend import headline
 
     rec = result.recommendation
@@ -204,8 +204,8 @@ def print_result(result, summary: dict, metric: str) -> None:
     print(f"\nverdict: {headline(rec)} — {rec.reason}")
     for v, sentence in result.why.items():
         print(f"  why not {v}: {sentence}")
-    print("\nstage timings: " + ", ".join(f"{s['stage']} {s['seconds']:.0f} s" + (" (cached)" if s["cached"] else "")
-                                          for s in summary["stages"]))
+    print("\nstage timings: " + ", ".join(f"{s.stage} {s.seconds:.0f} s" + (" (cached)" if s.cached else "")
+                                          for s in summary.stages))
 
 
 def main() -> None:
@@ -243,7 +243,7 @@ def main() -> None:
     folder = workspace(settings.data_dir, cfg.name) / "stages"
     result = load_result(folder / "compare" / "result.json")
     print_result(result, summary, cfg.metric)
-    print(f"decide wall time {time.time() - started:.0f} s; report {summary['report']['markdown']}", flush=True)
+    print(f"decide wall time {time.time() - started:.0f} s; report {summary.report.markdown}", flush=True)
     if args.train_on_documents:
         for line in docs_vs_default(workspace(settings.data_dir, "bench") / "stages", folder, result, cfg.metric):
             print(line)

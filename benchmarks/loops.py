@@ -52,7 +52,7 @@ def decide_setup(args, faq: Path, qa: Path):
     rep = Reporter(decide_run.folder, {}, stderr=False)
     ingest = decide_run.cache.run("ingest", decide_run.keys["ingest"], lambda tmp: decide_run.ingest(rep, tmp))[0]
     decide_run.cache.run("evalset", decide_run.keys["evalset"],
-                         lambda tmp: decide_run.evalset(rep, tmp, ingest["sources"]))
+                         lambda tmp: decide_run.evalset(rep, tmp, ingest.sources))
     got = decide_run.cache.run("retrieval", decide_run.keys["retrieval"],
                                lambda tmp: decide_run.retrieval(rep, tmp))[0]
     folder = decide_run.cache.folder("evalset")
@@ -60,7 +60,7 @@ def decide_setup(args, faq: Path, qa: Path):
     pairs = [json.loads(line) for line in (folder / "train_pairs.jsonl").read_text().splitlines()]
     # as assistant/decide/comparison.run_compare serves the variants: dynamic few-shot, the tuned retrieval
     vcfg = VariantConfig(few_shot=check_few_shot([{"question": p["question"], "answer": p["answer"]} for p in pairs]),
-                         rag_k=got["k"], rag_mode=got["mode"])
+                         rag_k=got.k, rag_mode=got.mode)
     return runtime, items, vcfg
 
 

@@ -6,11 +6,11 @@ import argparse
 
 from assistant.cli.flags import add_config_flags
 from assistant.cli.output import emit
-from assistant.compare.recommend import Recommendation, headline
+from assistant.compare.recommend import headline
 from assistant.decide.config import DecideConfig, config_from_args
 from assistant.decide.progress import DecideCancelled
+from assistant.decide.result import DecideResult
 from assistant.decide.runner import plan_for, run_decide
-from assistant.decide.timings import StageTimings
 
 EXIT_CANCELLED = 3
 
@@ -35,19 +35,17 @@ def cmd_decide(args: argparse.Namespace, settings) -> int:
     except DecideCancelled as exc:
         emit(args, {"state": "cancelled", "message": str(exc)}, f"cancelled: {exc}")
         return EXIT_CANCELLED
-    emit(args, result, summary_text(result))
+    emit(args, result.to_dict(), summary_text(result))
     return 0
 
 
-def summary_text(result: dict) -> str:
-    rec = Recommendation.from_dict(result["recommendation"])  # the decide summary holds it as JSON
+def summary_text(result: DecideResult) -> str:
+    rec = result.compare.recommendation
     lines = [f"recommendation: {headline(rec)} — {rec.reason}"]
-    for variant, s in result.get("seeds", {}).items():
+    for variant, s in result.compare.seeds.items():
         if s.get("seeds", 0) > 1:
             lines.append(f"  {variant} across {s['seeds']} seeds: {s['mean']:.3f} ± {s['sd']:.3f}")
-    timing = [f"{s['stage']} " + ("cached" if s["cached"] else f"{s['seconds']:.0f} s") for s in result["stages"]]
-    lines.append("stages: " + ", ".join(timing))
-    if result.get("timings"):
-        lines.append(f"time: {StageTimings.from_dict(result['timings']).headline()}")
-    lines.append(f"report: {result['report']['markdown']} (also .html, .json); comparison run #{result['run_id']}")
+    timing = [f"{s.stage} " + ("cached" if s.cached else f"{s.seconds:.0f} s") for s in result.stages]
+    lines += ["stages: " + ", ".join(timing), f"time: {result.timings.headline()}",
+              f"report: {result.report.markdown} (also .html, .json); comparison run #{result.compare.run_id}"]
     return "\n".join(lines)

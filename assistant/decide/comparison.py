@@ -16,6 +16,7 @@ from assistant.compare.runs import RunStore
 from assistant.compare.scoring import clusters, table_of
 from assistant.compare.why import why_sentences
 from assistant.comparison import run_comparison
+from assistant.decide.outputs import CompareOutput
 from assistant.decide.timings import PhaseClock
 from foundation.records import read_jsonl
 from foundation.variants import ADAPTER_VARIANTS, VariantConfig, check_few_shot
@@ -26,7 +27,7 @@ def _interrupted_run(runs, label: str) -> int | None:
     return next((run_id for run_id, name, _ in runs.unfinished() if name == label), None)
 
 
-def run_compare(decide_run, rep, tmp: Path, adapters: list[str]) -> dict:
+def run_compare(decide_run, rep, tmp: Path, adapters: list[str]) -> CompareOutput:
     """Compare every variant with seed 0's adapter, then the adapter variants with each other seed's; the
     verdict is then taken again over all seeds (recommend_from_table's seed tables) and stored with the run."""
     decide_cfg, runtime = decide_run.cfg, decide_run.runtime
@@ -35,7 +36,7 @@ def run_compare(decide_run, rep, tmp: Path, adapters: list[str]) -> dict:
     pairs = [{"question": p["question"], "answer": p["answer"]} for p in read_jsonl(evalset / "train_pairs.jsonl")]
     # The prompt variant at its best: dynamic few-shot from the training pairs (VariantConfig's default k).
     got = decide_run.retrieval_choice()
-    variant_cfg = VariantConfig(few_shot=check_few_shot(pairs), rag_k=got["k"], rag_mode=got["mode"])
+    variant_cfg = VariantConfig(few_shot=check_few_shot(pairs), rag_k=got.k, rag_mode=got.mode)
     variants = tuple(v for v in decide_cfg.variants if adapters or v not in ADAPTER_VARIANTS)
     label = f"decide {decide_cfg.name} {decide_run.keys['compare'][:8]}"
     compare_cfg = CompareConfig(variants=variants, metric=decide_cfg.metric, adapter=adapters[0] if adapters else None,
@@ -69,6 +70,5 @@ def run_compare(decide_run, rep, tmp: Path, adapters: list[str]) -> dict:
     result.seeds = {"per_seed": [{"seed": decide_cfg.seed + k, "adapter": a} for k, a in enumerate(adapters)],
                     "summary": result.recommendation.seeds}
     (tmp / "result.json").write_text(json.dumps(result.to_dict(), default=str), encoding="utf-8")
-    return {"run_id": result.run_id, "recommendation": result.recommendation.to_dict(),
-            "max_new_tokens": result.settings["generation"]["max_new_tokens"], "questions": len(items),
-            "seeds": result.seeds["summary"], "phases": clock.stop()}
+    return CompareOutput(result.run_id, result.recommendation, result.settings["generation"]["max_new_tokens"],
+                         len(items), result.seeds["summary"], clock.stop())

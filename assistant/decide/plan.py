@@ -13,6 +13,7 @@ from pathlib import Path
 
 from assistant.compare.evalset import load_eval_set
 from assistant.decide.config import MIN_EVAL_QUESTIONS, MIN_TUNING_PAIRS, DecideConfig, job_config
+from assistant.decide.outputs import TrainingFit
 from foundation.errors import ArenaError
 from retrieval.ingest import collect_files
 from retrieval.loaders import load_file
@@ -159,7 +160,7 @@ def make_plan(cfg: DecideConfig, settings, cache=None, keys: dict | None = None)
     n_train = pool if eval_rows else max(0, pool - held)
     split = cache.cached("evalset", keys["evalset"]) if cache and keys else None
     if split:  # the real counts, once the split is made
-        n_eval, n_train = split["output"]["eval"], split["output"]["train"]
+        n_eval, n_train = split.eval, split.train
     plan = Plan()
     plan.stages.append(_row("ingest", "read, chunk and embed the documents", f"{files} files, ~{chunks} chunks",
                             chunks / EMBED_CHUNKS_PER_S + 5, cached("ingest")))
@@ -181,10 +182,9 @@ def make_plan(cfg: DecideConfig, settings, cache=None, keys: dict | None = None)
     if cfg.trains:
         # Once the trainset stage is cached, its recorded rows and fit are what training will use.
         done = cache.cached("trainset", keys["trainset"]) if cache and keys else None
-        fit = done["output"] if done else None
-        plan.train_rows = fit["rows"] if fit else rows
-        plan.stages.append(_train_row(cfg, settings, plan, plan.train_rows, job_config(cfg), cached, fit,
-                                      seed_compare_s))
+        plan.train_rows = done.rows if done else rows
+        plan.stages.append(_train_row(cfg, settings, plan, plan.train_rows, job_config(cfg), cached,
+                                      done and done.fit, seed_compare_s))
     plan.stages.append(_row("compare", f"{n_variants} variants answer every question, paired statistics",
                             f"{n_eval} questions × {n_variants} variants",
                             compare_s + max(0, plan.seeds - 1) * seed_compare_s, cached("compare")))
@@ -198,7 +198,7 @@ def make_plan(cfg: DecideConfig, settings, cache=None, keys: dict | None = None)
 
 
 def training_fit(cfg: DecideConfig, settings, rows: int, job, other_s: float = 0.0,
-                 seed_compare_s: float = 0.0, row_tokens: tuple[float, float] | None = None) -> dict:
+                 seed_compare_s: float = 0.0, row_tokens: tuple[float, float] | None = None) -> TrainingFit:
     """Seeds and steps per seed that fit the budget for `rows` training rows (before paraphrases), from the
     training job's own plan (training/plan.py: fitted steps, this machine's measured tokens/s). The budget is
     for the whole fresh run: training gets what `other_s` (the other stages' estimate) leaves, at least one
@@ -231,10 +231,8 @@ def training_fit(cfg: DecideConfig, settings, rows: int, job, other_s: float = 0
         notes.append(f"the other stages (~{other_s / 60:.1f} min) and the paraphrases (~{paraphrase_s / 60:.1f} "
                      f"min) fill the {cfg.budget_minutes:g} min budget: training keeps its floor, one epoch of "
                      "one seed; fewer questions (--limit), paraphrases (--augment) or variants would fit it")
-    return {"seeds": seeds, "steps_per_seed": steps, "wanted_steps": tp.steps, "capped": steps < tp.steps,
-            "step_s": round(step_s, 3), "speed_basis": tp.basis, "notes": notes,
-            "tokens_per_row": round(tokens_per_row, 1), "paraphrase_s": round(paraphrase_s, 1), "bf16": bf16,
-            "at_floor": floor}
+    return TrainingFit(seeds, steps, tp.steps, steps < tp.steps, round(step_s, 3), tp.basis, notes,
+                       round(tokens_per_row, 1), round(paraphrase_s, 1), bf16, floor)
 
 
 def mean_row_tokens(short_rows: int, grounded_rows: int, job, measured: tuple[float, float] | None = None) -> float:
@@ -254,22 +252,22 @@ def mean_row_tokens(short_rows: int, grounded_rows: int, job, measured: tuple[fl
 
 
 def make_plan_for_rows(cfg: DecideConfig, settings, rows: int, other_s: float = 0.0,
-                       seed_compare_s: float = 0.0, row_tokens: tuple[float, float] | None = None) -> dict:
+                       seed_compare_s: float = 0.0, row_tokens: tuple[float, float] | None = None) -> TrainingFit:
     """training_fit() for the decision's own job config (what the trainset stage records); `other_s` and
     `seed_compare_s` come from the run's plan (Plan.other_s, Plan.seed_compare_s), `row_tokens` from the rows."""
     return training_fit(cfg, settings, rows, job_config(cfg), other_s, seed_compare_s, row_tokens)
 
 
-def _train_row(cfg, settings, plan: Plan, rows: int, job, cached, fit: dict | None = None,
+def _train_row(cfg, settings, plan: Plan, rows: int, job, cached, fit: TrainingFit | None = None,
                seed_compare_s: float = 0.0) -> dict:
     fit = fit or training_fit(cfg, settings, rows, job, plan.other_s, seed_compare_s)
-    plan.seeds = min(cfg.seeds, fit["seeds"]) if cfg.budget_minutes else cfg.seeds
-    plan.steps_per_seed = fit["steps_per_seed"] if cfg.budget_minutes else fit["wanted_steps"]
-    plan.notes += fit["notes"]
-    plan.at_floor = bool(cfg.budget_minutes and fit.get("at_floor"))
-    seconds = plan.seeds * (plan.steps_per_seed * fit["step_s"] + SEED_OVERHEAD_S)
-    seconds += fit.get("paraphrase_s", 0.0)  # written once, cached for the other seeds
-    precision = "bf16" if fit.get("bf16") else "fp32"
+    plan.seeds = min(cfg.seeds, fit.seeds) if cfg.budget_minutes else cfg.seeds
+    plan.steps_per_seed = fit.steps_per_seed if cfg.budget_minutes else fit.wanted_steps
+    plan.notes += fit.notes
+    plan.at_floor = bool(cfg.budget_minutes and fit.at_floor)
+    seconds = plan.seeds * (plan.steps_per_seed * fit.step_s + SEED_OVERHEAD_S)
+    seconds += fit.paraphrase_s  # written once, cached for the other seeds
+    precision = "bf16" if fit.bf16 else "fp32"
     return _row("train", f"LoRA adapter × {plan.seeds} seed(s), {precision}",
                 f"{plan.seeds} × {plan.steps_per_seed} steps on {rows} rows", seconds,
                 all(cached(f"train-s{i}") for i in range(plan.seeds)))

@@ -4,12 +4,14 @@ as Markdown, HTML and JSON next to the comparison's own full report (per-questio
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 from assistant.compare.recommend import headline as verdict_headline
 from assistant.compare.report import ci_cell, html_page, markdown_section, write_report
 from assistant.compare.result import ComparisonResult, Interval
-from assistant.decide.timings import StageTimings
+from assistant.decide.outputs import EvalsetOutput, ReportFiles, RetrievalChoice, TrainsetOutput
+from assistant.decide.result import DecideResult
 from foundation.metrics import METRIC_LABELS
 from foundation.variants import ADAPTER_VARIANTS, ROUTED, served_name
 from training.doc_questions import describe
@@ -58,49 +60,40 @@ def _mean(summary: Interval | None) -> str:
     return f"{summary.mean:.2f}" if summary and summary.mean is not None else "–"
 
 
-def _stage_rows(stages: list[dict]) -> tuple[list[str], list[list[str]]]:
-    return ["stage", "seconds to build"], [[s["stage"], f"{s['seconds']:.1f}"] for s in stages]
-
-
-def _time_sections(info: dict) -> list[tuple[str, object]]:
-    """The plan and its budget against the time taken (assistant/decide/timings.py), or the plain stage table
-    of a run stored before timings were."""
-    if not info.get("timings"):
-        return [("Stages", _stage_rows(info["stages"]))]
-    timings = StageTimings.from_dict(info["timings"])
-    budget = info["config"].get("budget_minutes")
+def _time_sections(decision: DecideResult) -> list[tuple[str, object]]:
+    """The plan and its budget against the time taken (assistant/decide/timings.py)."""
+    budget = decision.config.budget_minutes
     said = f"budget {budget:g} min" if budget else "no budget (--budget-minutes 0: the plan fitted to the data)"
-    return [("Time", [f"{said}; {timings.headline()}", *(info.get("plan") or {}).get("notes", [])]),
-            ("Where the time went (seconds; sub-stages under their stage)", timings.table())]
+    return [("Time", [f"{said}; {decision.timings.headline()}", *decision.plan.notes]),
+            ("Where the time went (seconds; sub-stages under their stage)", decision.timings.table())]
 
 
-def sections(result: ComparisonResult, info: dict) -> list[tuple[str, object]]:
+def sections(result: ComparisonResult, decision: DecideResult) -> list[tuple[str, object]]:
+    evalset = decision.evalset
     return [("Why", _why(result)),
             ("Scores", _score_rows(result)),
             ("Costs on this machine", _cost_rows(result)),
-            *_time_sections(info),
+            *_time_sections(decision),
             ("Warnings", result.warnings or ["none"]),
             ("Adapter checks (forgetting, bias; paired intervals)", _probe_lines(result)),
-            ("Inputs", [f"documents: {', '.join(info['config']['docs'])}",
-                        f"evaluation: {info['evalset'].get('origin')}, {info['evalset'].get('eval')} questions; "
-                        f"training pairs: {info['evalset'].get('train')} "
-                        f"({info['evalset'].get('dropped_leaks', 0)} dropped as copies or near-duplicates of "
-                        "evaluation questions)",
-                        *questions_lines(info["evalset"]),
-                        _retrieval_line(info.get("retrieval") or {}),
-                        *_training_line(info.get("trainset") or {}),
+            ("Inputs", [f"documents: {', '.join(decision.config.docs)}",
+                        f"evaluation: {evalset.origin}, {evalset.eval} questions; training pairs: {evalset.train} "
+                        f"({evalset.dropped_leaks} dropped as copies or near-duplicates of evaluation questions)",
+                        *questions_lines(evalset),
+                        _retrieval_line(decision.retrieval),
+                        *_training_line(decision.trainset),
                         f"comparison run #{result.run_id} (Compare tab → Past runs); per-question answers "
                         "in comparison.html"]),
-            ("Ship it", ship_lines(result, info))]
+            ("Ship it", ship_lines(result, decision))]
 
 
-def ship_lines(result: ComparisonResult, info: dict) -> list[str]:
+def ship_lines(result: ComparisonResult, decision: DecideResult) -> list[str]:
     """The two commands from this decision to an application calling the winner (docs/shipping.md)."""
     variant = result.recommendation.variant
     if not variant or variant == ROUTED:
         return ["no single strategy to ship: export one yourself with arena export --variant VARIANT"]
-    name = info["config"]["name"]
-    adapter = (info.get("adapters") or [None])[0] if variant in ADAPTER_VARIANTS else None
+    name = decision.config.name
+    adapter = (decision.adapters or [None])[0] if variant in ADAPTER_VARIANTS else None
     return [f"export the winner: arena export --from-decision {name} ./{name}-bundle",
             f"serve it: arena serve --api --bundle ./{name}-bundle (OpenAI-compatible, http://127.0.0.1:7860/v1)",
             f"call it: OpenAI(base_url=\"http://127.0.0.1:7860/v1\", api_key=\"...\").chat.completions.create("
@@ -113,29 +106,28 @@ def _probe_lines(result: ComparisonResult) -> list[str]:
     return [p.message for p in result.forgetting + result.bias] or ["not run"]
 
 
-def questions_lines(evalset: dict) -> list[str]:
+def questions_lines(evalset: EvalsetOutput) -> list[str]:
     """How the document-drawn questions were made (training/doc_questions.describe, the words `arena train`
     logs too): the generator's filter counts, difficulty and fallback, and the heuristic said plainly."""
-    return describe(evalset)
+    return describe(asdict(evalset))
 
 
-def _training_line(t: dict) -> list[str]:
+def _training_line(t: TrainsetOutput) -> list[str]:
     """What the adapter trained on, and what that means for questions about held-out material."""
-    if not t.get("rows"):
+    if not t.rows:
         return []
-    line = (f"fine-tuning rows: {t.get('qa_rows', 0)} Q/A, {t.get('grounded_rows', 0)} grounded, "
-            f"{t.get('document_rows', 0)} document sections")
-    if t.get("document_rows"):
+    line = f"fine-tuning rows: {t.qa_rows} Q/A, {t.grounded_rows} grounded, {t.document_rows} document sections"
+    if t.document_rows:
         return [line + " (every section's text trained on, none held out)"]
     return [line + "; the adapter never saw the documents' text, so it can answer questions about held-out "
                    "sections only from the base model's own knowledge (--train-on-documents trains on it)"]
 
 
-def _retrieval_line(r: dict) -> str:
-    chosen = f"retrieval: {r.get('splitter')} splitter, {r.get('mode')} search, k={r.get('k')}"
-    if r.get("tuned"):
-        return f"{chosen} (chosen on {r.get('questions')} training pairs: answer retrieved for {r['hit_rate']:.0%})"
-    return f"{chosen} (defaults: {r.get('reason', 'not tuned')})"
+def _retrieval_line(r: RetrievalChoice) -> str:
+    chosen = f"retrieval: {r.splitter} splitter, {r.mode} search, k={r.k}"
+    if r.tuned:
+        return f"{chosen} (chosen on {r.questions} training pairs: answer retrieved for {r.hit_rate:.0%})"
+    return f"{chosen} (defaults: {r.reason or 'not tuned'})"
 
 
 def headline(result: ComparisonResult) -> str:
@@ -144,29 +136,29 @@ def headline(result: ComparisonResult) -> str:
     return f"Use {text}" if result.recommendation.variant else text[0].upper() + text[1:]
 
 
-def render_markdown(result: ComparisonResult, info: dict) -> str:
+def render_markdown(result: ComparisonResult, decision: DecideResult) -> str:
     parts = [f"# Decision: {headline(result)}", "", result.recommendation.reason, ""]
-    for title, body in sections(result, info):
+    for title, body in sections(result, decision):
         parts += markdown_section(title, body)
     parts += ["Full comparison report: [comparison.md](comparison.md) · [comparison.html](comparison.html)", ""]
     return "\n".join(parts)
 
 
-def write_decision_report(result: ComparisonResult, info: dict, folder: Path) -> dict[str, str]:
+def write_decision_report(result: ComparisonResult, decision: DecideResult, folder: Path) -> ReportFiles:
     """report.md, report.html, report.json (+ the comparison's comparison.md/.html/.png) in `folder`."""
     folder = Path(folder)
     write_report(result, folder / "comparison.md")
-    markdown = render_markdown(result, info)
+    markdown = render_markdown(result, decision)
     (folder / "report.md").write_text(markdown, encoding="utf-8")
     (folder / "report.html").write_text(html_page("Decision", markdown), encoding="utf-8")
-    rec, data = result.recommendation, result.to_dict()
+    rec, data, facts = result.recommendation, result.to_dict(), decision.to_dict()
     # verdict: the variant to use, null when the outcome is "inconclusive" (no variant yet; leader names the
     # variant ahead, p_best its bootstrap probability of being best, more_questions what would settle it).
     data = {"verdict": rec.variant, "outcome": rec.outcome or None, "leader": rec.leader, "p_best": rec.p_best,
             "margin": rec.margin, "more_questions": rec.more_questions, "clear": rec.clear, "reason": rec.reason,
             "why": _why(result), "metric": rec.metric, **{k: data[k] for k in ("variants", "paired", "seeds",
                                                                              "costs", "warnings", "run_id")},
-            **info}
+            **{k: facts[k] for k in ("config", "plan", "stages", "evalset", "retrieval", "trainset", "adapters",
+                                     "timings")}}
     (folder / "report.json").write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
-    return {"markdown": "report.md", "html": "report.html", "json": "report.json",
-            "comparison": "comparison.html"}
+    return ReportFiles("report.md", "report.html", "report.json", "comparison.html")

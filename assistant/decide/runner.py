@@ -9,13 +9,14 @@ import threading
 from dataclasses import asdict
 from pathlib import Path
 
-from assistant.compare.recommend import Recommendation
 from assistant.compare.result import ComparisonResult
 from assistant.decide.comparison import run_compare
 from assistant.decide.config import DecideConfig
+from assistant.decide.outputs import StageRun, TrainsetOutput
 from assistant.decide.plan import make_plan
 from assistant.decide.progress import CANCEL_FILE, DecideCancelled, Reporter
 from assistant.decide.report import write_decision_report
+from assistant.decide.result import DecideResult
 from assistant.decide.stages import DecideRun
 from assistant.decide.timings import collect
 from assistant.decide.tracking import log_decision
@@ -50,8 +51,8 @@ def _install_cancel_signal(folder: Path) -> None:
         signal.signal(signal.SIGTERM, _on_sigterm(folder))
 
 
-def run_decide(cfg: DecideConfig, settings, runtime=None, stderr: bool = True) -> dict:
-    """ingest → evalset → trainset → train (per seed) → compare → report; returns the summary dict."""
+def run_decide(cfg: DecideConfig, settings, runtime=None, stderr: bool = True) -> DecideResult:
+    """ingest → evalset → trainset → train (per seed) → compare → report."""
     decide_run = DecideRun(cfg, settings, runtime)
     folder = decide_run.folder
     folder.mkdir(parents=True, exist_ok=True)
@@ -61,45 +62,40 @@ def run_decide(cfg: DecideConfig, settings, runtime=None, stderr: bool = True) -
     rep = Reporter(folder, _estimates(plan, plan.seeds if cfg.trains else 0), stderr=stderr)
     rep.write({"state": "starting", "plan": plan.to_dict(), "pid": os.getpid()})
     _install_cancel_signal(folder)
-    stages: list[dict] = []
-    outputs: dict[str, dict] = {}  # stage -> output, for the sub-stage timings
+    stages: list[StageRun] = []
+    outputs: dict[str, object] = {}  # stage -> output, for the sub-stage timings
 
-    def step(stage: str, build) -> dict:
+    def step(stage: str, build):
         rep.begin(stage)
-        output, reused = decide_run.cache.run(stage, decide_run.keys[stage], lambda tmp: build(tmp))
+        output, ran = decide_run.cache.run(stage, decide_run.keys[stage], build)
         outputs[stage] = output
-        marker = decide_run.cache.marker(stage) or {}
-        stages.append({"stage": stage, "seconds": marker.get("seconds", 0.0), "cached": reused,
-                       "key": decide_run.keys[stage][:12]})
-        rep.end(stage, reused)
+        stages.append(ran)
+        rep.end(stage, ran.cached)
         return output
 
     try:
         ingest = step("ingest", lambda tmp: decide_run.ingest(rep, tmp))
-        evalset = step("evalset", lambda tmp: decide_run.evalset(rep, tmp, ingest["sources"]))
+        evalset = step("evalset", lambda tmp: decide_run.evalset(rep, tmp, ingest.sources))
         retrieval = step("retrieval", lambda tmp: decide_run.retrieval(rep, tmp))
         trainset = step("trainset", lambda tmp: decide_run.trainset(rep, tmp, plan.other_s, plan.seed_compare_s))
         adapters = _train_all(decide_run, rep, step, trainset) if cfg.trains else []
         compare = step("compare", lambda tmp: run_compare(decide_run, rep, tmp, adapters))
-        timings = collect(stages, plan.stages, outputs)  # before the report: the report shows them
-        info = {"config": asdict(cfg), "plan": plan.to_dict(), "stages": list(stages), "evalset": evalset,
-                "retrieval": retrieval, "trainset": trainset, "adapters": adapters, "timings": timings.to_dict()}
-        report = step("report", lambda tmp: write_decision_report(_result(decide_run), info, tmp))
+        # timed before the report (the report shows them), then again with the report stage's own time
+        result = DecideResult(cfg, str(folder), plan, stages, evalset, retrieval, trainset, adapters, compare,
+                              collect(stages, plan.stages, outputs))
+        report = step("report", lambda tmp: write_decision_report(_result(decide_run), result, tmp))
     except DecideCancelled as exc:
         rep.finish("cancelled", error=str(exc))
         raise
     except Exception as exc:
         rep.finish("failed", error=str(exc))
         raise
-    paths = {k: str(decide_run.cache.folder("report") / v) for k, v in report.items()}
-    summary = {"state": "done", "workspace": str(folder), "plan": plan.to_dict(), "stages": stages,
-               "recommendation": compare["recommendation"], "run_id": compare["run_id"], "seeds": compare["seeds"],
-               "adapters": adapters, "report": paths,
-               "timings": collect(stages, plan.stages, outputs).to_dict()}  # with the report stage's own time
-    summary["tracked"] = log_decision(cfg.report_to, Recommendation.from_dict(compare["recommendation"]), asdict(cfg),
-                                      folder)
-    rep.finish("done", run_id=compare["run_id"], report=paths, recommendation=compare["recommendation"])
-    return summary
+    result.report = report.under(decide_run.cache.folder("report"))
+    result.timings = collect(stages, plan.stages, outputs)
+    result.tracked = log_decision(cfg.report_to, compare.recommendation, asdict(cfg), folder)
+    rep.finish("done", run_id=compare.run_id, report=asdict(result.report),
+               recommendation=compare.recommendation.to_dict())
+    return result
 
 
 def _result(decide_run: DecideRun) -> ComparisonResult:
@@ -107,16 +103,16 @@ def _result(decide_run: DecideRun) -> ComparisonResult:
     return ComparisonResult.from_dict(json.loads(path.read_text(encoding="utf-8")), f"the comparison in {path}")
 
 
-def _train_all(decide_run: DecideRun, rep: Reporter, step, trainset: dict) -> list[str]:
+def _train_all(decide_run: DecideRun, rep: Reporter, step, trainset: TrainsetOutput) -> list[str]:
     """Train the seeds that fit the budget; a cached seed whose adapter was deleted is trained again."""
     registry = decide_run.runtime.registry
     adapters = []
     for i in range(decide_run.seeds_to_train(trainset)):
         stage = f"train-s{i}"
         hit = decide_run.cache.cached(stage, decide_run.keys[stage])
-        if hit and hit["output"]["adapter"] not in registry.names():
+        if hit and hit.adapter not in registry.names():
             (decide_run.cache.folder(stage) / "stage.json").unlink()
-        out = step(stage, lambda tmp, i=i: decide_run.train(rep, tmp, i, trainset))
+        out = step(stage, lambda tmp, i=i: decide_run.train(rep, tmp, i, trainset.fit))
         _install_cancel_signal(decide_run.folder)  # the training job installed its own handler
-        adapters.append(out["adapter"])
+        adapters.append(out.adapter)
     return adapters

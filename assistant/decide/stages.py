@@ -16,6 +16,14 @@ from assistant.compare.evalset import draw_eval_set, load_eval_set
 from assistant.decide import questions
 from assistant.decide.cache import StageCache, file_digest
 from assistant.decide.config import MIN_EVAL_QUESTIONS, MIN_TUNING_PAIRS, DecideConfig, job_config, workspace
+from assistant.decide.outputs import (
+    EvalsetOutput,
+    IngestOutput,
+    RetrievalChoice,
+    TrainingFit,
+    TrainOutput,
+    TrainsetOutput,
+)
 from assistant.decide.plan import make_plan_for_rows
 from assistant.decide.progress import DecideCancelled, Reporter
 from foundation.errors import ArenaError
@@ -79,16 +87,16 @@ class DecideRun:
         keys["report"] = content_key("report", keys["compare"], keys["trainset"], keys["ingest"])
         return keys
 
-    def seeds_to_train(self, trainset: dict) -> int:
+    def seeds_to_train(self, trainset: TrainsetOutput) -> int:
         """Seeds that fit the budget (recorded by the trainset stage), else all of them."""
-        return min(self.cfg.seeds, trainset.get("seeds", self.cfg.seeds)) if self.cfg.budget_minutes \
+        return min(self.cfg.seeds, trainset.fit.seeds) if self.cfg.budget_minutes and trainset.fit \
             else self.cfg.seeds
 
     def train_key(self, i: int, trainset_key: str) -> str:
         return content_key("train", trainset_key, self.cfg.seed + i)
 
     # ---- stages -------------------------------------------------------------------------------------
-    def ingest(self, rep: Reporter, tmp: Path) -> dict:
+    def ingest(self, rep: Reporter, tmp: Path) -> IngestOutput:
         def progress(done, total, chunks, message):
             rep.update(0.5 * done / max(total, 1) + (0.4 if chunks else 0.0), f"{message} ({chunks} chunks)")
 
@@ -98,10 +106,9 @@ class DecideRun:
         if not ok:
             raise ArenaError("no document could be ingested: " + "; ".join(r.message for r in report.errors))
         (tmp / "ingest.json").write_text(json.dumps(report.to_dict(), indent=1))
-        return {"sources": ok, "chunks": report.chunks, "errors": [r.message for r in report.errors],
-                "generation": report.generation}
+        return IngestOutput(ok, report.chunks, [r.message for r in report.errors], report.generation)
 
-    def evalset(self, rep: Reporter, tmp: Path, sources: list[str]) -> dict:
+    def evalset(self, rep: Reporter, tmp: Path, sources: list[str]) -> EvalsetOutput:
         """Evaluation items: --eval, else held out from --qa, else held-out document sections; the rest trains."""
         c = self.cfg
         sections = [s for s in self.runtime.store.sections() if s.source in set(sources)]
@@ -142,12 +149,10 @@ class DecideRun:
             raise ArenaError("the evaluation set is empty: give --eval, a larger --qa, or more documents")
         write_jsonl(tmp / "eval.jsonl", evals)
         write_jsonl(tmp / "train_pairs.jsonl", train)
-        out = {"eval": len(evals), "train": len(train), "dropped_leaks": len(leaked), "origin": origin}
-        if heuristic is not None:  # the questions were drawn from the documents by the heading/definition heuristic
-            out.update(questions_by="heuristic", malformed=heuristic)
-        if c.generator and not c.qa:
-            out["generator"] = self._generator_info
-        return out
+        return EvalsetOutput(len(evals), len(train), len(leaked), origin,
+                             # drawn from the documents by the heading/definition heuristic
+                             questions_by="" if heuristic is None else "heuristic", malformed=heuristic or {},
+                             generator=self._generator_info if c.generator and not c.qa else {})
 
     def _generated(self, rep: Reporter, tmp: Path, sections) -> questions.GeneratedSets | None:
         """Questions written by --generator (held-out sections -> evaluation, the rest -> training), or None
@@ -168,15 +173,14 @@ class DecideRun:
                                                           progress=progress), shortfall)
         return got
 
-    def retrieval(self, rep: Reporter, tmp: Path) -> dict:
+    def retrieval(self, rep: Reporter, tmp: Path) -> RetrievalChoice:
         """Splitter, k and search mode by retrieval hit rate on the training pairs (never the evaluation set);
         the documents are re-chunked in the real index when another splitter wins."""
         c, default = self.cfg, VariantConfig()
         pairs = read_jsonl(self.cache.folder("evalset") / "train_pairs.jsonl")
         if not c.tune_retrieval or len(pairs) < MIN_TUNING_PAIRS:
             why = "turned off" if not c.tune_retrieval else f"only {len(pairs)} training pairs"
-            return {"splitter": c.splitter, "mode": default.rag_mode, "k": default.rag_k, "tuned": False,
-                    "reason": why}
+            return RetrievalChoice(c.splitter, default.rag_mode, default.rag_k, tuned=False, reason=why)
         docs = [Path(p) for p in c.docs]
         choice = choose_retrieval(docs, pairs, self.runtime.embedder, self.settings.data_dir,
                                   progress=lambda n, total, text: rep.update(0.9 * n / total, text))
@@ -186,18 +190,18 @@ class DecideRun:
             if report.errors:
                 raise ArenaError("re-chunking failed: " + "; ".join(r.message for r in report.errors))
         (tmp / "table.json").write_text(json.dumps(choice.table, indent=1))
-        return {"splitter": choice.splitter, "mode": choice.mode, "k": choice.k, "tuned": True,
-                "hit_rate": choice.hit_rate, "questions": choice.questions}
+        return RetrievalChoice(choice.splitter, choice.mode, choice.k, tuned=True, hit_rate=choice.hit_rate,
+                               questions=choice.questions)
 
-    def retrieval_choice(self) -> dict:
-        """The retrieval stage's output ({"splitter", "mode", "k", ...}); that stage has run by then."""
-        return self.cache.cached("retrieval", self.keys["retrieval"])["output"]
+    def retrieval_choice(self) -> RetrievalChoice:
+        """The retrieval stage's output; that stage has run by then."""
+        return self.cache.cached("retrieval", self.keys["retrieval"])
 
     def _doc_pairs(self, sections) -> list[dict]:
         return [{"question": ex.question(), "answer": ex.messages[-1]["content"], "source": ex.origin}
                 for ex in qa_from_sections(sections)]
 
-    def trainset(self, rep: Reporter, tmp: Path, other_s: float = 0.0, seed_compare_s: float = 0.0) -> dict:
+    def trainset(self, rep: Reporter, tmp: Path, other_s: float = 0.0, seed_compare_s: float = 0.0) -> TrainsetOutput:
         """Chat rows from the training pairs (+ grounded rows with retrieved passages) and the training plan;
         `other_s`, `seed_compare_s`: the run plan's estimates that a budget pays before training."""
         pairs = read_jsonl(self.cache.folder("evalset") / "train_pairs.jsonl")
@@ -212,7 +216,7 @@ class DecideRun:
             store = self.runtime.store
             job = job_config(self.cfg)  # RAFT settings: passages per row, share of rows holding the answer
             got = self.retrieval_choice()  # the served k and mode
-            grounded = grounded_examples(qa, lambda q, k: store.search(q, k=k, mode=got["mode"]), k=got["k"],
+            grounded = grounded_examples(qa, lambda q, k: store.search(q, k=k, mode=got.mode), k=got.k,
                                          oracle_share=job.oracle_share, seed=self.cfg.seed,
                                          passage_tokens=job.grounded_passage_tokens,
                                          count_tokens=self.runtime.engine.count_tokens)
@@ -222,9 +226,8 @@ class DecideRun:
         write_jsonl(tmp / "documents.jsonl", [{"text": ex.text} for ex in documents])
         rows = len(qa) + len(grounded) + len(documents)
         fit = make_plan_for_rows(self.cfg, self.settings, rows, other_s, seed_compare_s,
-                                 self._row_tokens(qa, grounded + documents)) if self.cfg.trains else {}
-        return {"qa_rows": len(qa), "grounded_rows": len(grounded), "document_rows": len(documents),
-                "rows": rows, **fit}
+                                 self._row_tokens(qa, grounded + documents)) if self.cfg.trains else None
+        return TrainsetOutput(len(qa), len(grounded), len(documents), rows, fit)
 
     def _row_tokens(self, short: list, long: list) -> tuple[float, float] | None:
         """Mean tokens of the short (Q/A) and long (grounded, document) rows, in the model's chat template: the
@@ -252,7 +255,7 @@ class DecideRun:
             specs.append({"path": str(documents), "val_fraction": 0.0})
         return specs
 
-    def train(self, rep: Reporter, tmp: Path, i: int, fit: dict) -> dict:
+    def train(self, rep: Reporter, tmp: Path, i: int, fit: TrainingFit) -> TrainOutput:
         """One seed's adapter through run_job (`arena train`); a job folder with a checkpoint is resumed."""
         # deferred: these pull torch, transformers and peft
         from training.job import run_job
@@ -261,14 +264,14 @@ class DecideRun:
         key = self.keys[f"train-s{i}"]
         # Within budget the job keeps its own plan (fitted steps, best checkpoint, early stopping); over it,
         # the steps the budget allows, validated about ten times like the fitted plan.
-        capped = {"max_steps": fit["steps_per_seed"], "eval_steps": max(1, fit["steps_per_seed"] // 10)} \
-            if fit.get("capped") else {}
+        capped = {"max_steps": fit.steps_per_seed, "eval_steps": max(1, fit.steps_per_seed // 10)} \
+            if fit.capped else {}
         job = job_config(self.cfg, name=f"{self.cfg.name}-s{i}", seed=self.cfg.seed + i, data=self.data_specs(),
                          job_id=f"decide-{self.cfg.name}-s{i}-{key[:12]}", **capped)
         folder = job_dir(self.settings, job)
         done = _finished_adapter(read_status(folder), self.runtime.registry)
         if done:  # trained and registered, but the stage marker was not written (a crash right after)
-            return {"adapter": done, "job_id": job.job_id, "resumed": False, "reused_job": True}
+            return TrainOutput(done, job.job_id, resumed=False, reused_job=True)
         resume = last_checkpoint(folder) is not None
         if folder.exists() and not resume:
             shutil.rmtree(folder)  # started but killed before its first checkpoint: start it over
@@ -280,8 +283,7 @@ class DecideRun:
             watcher.stop()
         if result["state"] == "cancelled":
             raise DecideCancelled(f"training cancelled at step {result['step']}; run again to resume it")
-        return {"adapter": result["adapter"], "job_id": job.job_id, "resumed": resume,
-                "metrics": result.get("metrics", {})}
+        return TrainOutput(result["adapter"], job.job_id, resume, metrics=result.get("metrics", {}))
 
 
 def refuse_too_few(n_eval: int, malformed: int, generator: str = "", failed: str = "") -> None:

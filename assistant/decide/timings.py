@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from assistant.decide.outputs import CompareOutput, StageRun, TrainOutput
+
 # run_comparison's progress texts (assistant/comparison.py, compare/resume.py) -> the sub-stage they start
 PHASES = (("answering", "answering"), ("reference likelihoods", "reference NLL"), ("scoring", "scoring"),
           ("LLM judge", "judge"), ("router", "router"), ("forgetting check", "probes (forgetting, bias)"),
@@ -106,36 +108,32 @@ class StageTimings:
         return {"rows": [asdict(r) for r in self.rows], "took_s": self.took_s, "planned_s": self.planned_s,
                 "ratio": self.ratio()}
 
-    @classmethod
-    def from_dict(cls, data: dict) -> StageTimings:
-        return cls([Timing(**r) for r in data.get("rows", [])])
 
-
-def collect(stages: list[dict], plan_stages: list[dict], outputs: dict[str, dict]) -> StageTimings:
-    """The run's timings: `stages` as run ({"stage", "seconds", "cached"}), the plan's rows (fresh "seconds"
-    per stage; "train" covers every seed), and stage outputs holding sub-stage times: a training seed's job
-    metrics ("train_seconds": the optimizer loop; the rest is paraphrases, data, model load and save) and the
-    comparison's "phases"."""
+def collect(stages: list[StageRun], plan_stages: list[dict], outputs: dict[str, object]) -> StageTimings:
+    """The run's timings: `stages` as run, the plan's rows (fresh "seconds" per stage; "train" covers every seed),
+    and the stage outputs holding sub-stage times: a training seed's job metrics ("train_seconds": the optimizer
+    loop; the rest is paraphrases, data, model load and save) and the comparison's phases."""
     planned = {s["stage"]: s.get("seconds", s["minutes"] * 60) for s in plan_stages}
-    trains = [s for s in stages if s["stage"].startswith("train-s")]
+    trains = [s for s in stages if s.stage.startswith("train-s")]
     out = StageTimings()
     for s in stages:
-        name, cached = s["stage"], s["cached"]
-        seconds = 0.0 if cached else float(s["seconds"])
-        plan_s = planned.get("train", 0.0) / max(1, len(trains)) if name.startswith("train-s") else planned.get(name)
-        out.rows.append(Timing(name, round(seconds, 1), cached, None if plan_s is None else round(plan_s, 1)))
-        if not cached:
-            out.rows += _subs(name, seconds, outputs.get(name) or {})
+        seconds = 0.0 if s.cached else float(s.seconds)
+        plan_s = planned.get("train", 0.0) / max(1, len(trains)) if s.stage.startswith("train-s") \
+            else planned.get(s.stage)
+        out.rows.append(Timing(s.stage, round(seconds, 1), s.cached, None if plan_s is None else round(plan_s, 1)))
+        if not s.cached:
+            out.rows += _subs(s.stage, seconds, outputs.get(s.stage))
     return out
 
 
-def _subs(name: str, seconds: float, output: dict) -> list[Timing]:
-    metrics = output.get("metrics") or {}
-    if name.startswith("train-s") and metrics.get("train_seconds") is not None:
-        steps = float(metrics["train_seconds"])
+def _subs(name: str, seconds: float, output) -> list[Timing]:
+    if isinstance(output, TrainOutput) and output.metrics.get("train_seconds") is not None:
+        steps = float(output.metrics["train_seconds"])
         return [Timing(f"{name} · paraphrases, data, model load and save", round(max(0.0, seconds - steps), 1),
-                       sub=True), Timing(f"{name} · optimizer steps{_steps_done(metrics)}", round(steps, 1), sub=True)]
-    return [Timing(f"{name} · {phase}", round(s, 1), sub=True) for phase, s in (output.get("phases") or {}).items()]
+                       sub=True),
+                Timing(f"{name} · optimizer steps{_steps_done(output.metrics)}", round(steps, 1), sub=True)]
+    phases = output.phases if isinstance(output, CompareOutput) else {}
+    return [Timing(f"{name} · {phase}", round(s, 1), sub=True) for phase, s in phases.items()]
 
 
 def _steps_done(metrics: dict) -> str:

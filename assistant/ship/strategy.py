@@ -8,13 +8,12 @@ back by `arena serve --api --bundle` so the bundle answers exactly as the worksp
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import with_config
 
-from assistant.compare.recommend import Recommendation
+from assistant.decide.cache import StageCache
 from foundation import config_file
 from foundation.errors import ArenaError
 from foundation.records import read_jsonl
@@ -99,33 +98,22 @@ def from_flags(variant: str, adapter: str | None, registry, settings) -> Strateg
 
 def from_decision(workspace: Path, registry, settings) -> Strategy:
     """The winner of a finished decide workspace, with the settings its comparison served it with."""
-    stages = Path(workspace) / "stages"
-    report, compare = _stage(stages, "report"), _stage(stages, "compare")
-    if report is None or compare is None:
+    stages = StageCache(workspace)
+    compare, retrieval = stages.output("compare"), stages.output("retrieval")
+    if stages.output("report") is None or compare is None:
         raise ArenaError(f"decision {Path(workspace).name!r} has not finished (no report in {workspace}); "
                          "run arena decide first")
-    rec = Recommendation.from_dict(compare["recommendation"])
-    variant = rec.variant
+    variant = compare.recommendation.variant
     if not variant:
-        raise ArenaError(f"decision {Path(workspace).name!r} has no winner: {rec.reason}")
-    retrieval = _stage(stages, "retrieval") or {}
-    seed0 = _stage(stages, "train-s0") or {}
-    adapter = seed0.get("adapter") if variant in ADAPTER_VARIANTS else None
-    strategy = from_flags(variant, adapter, registry, settings)
-    strategy.few_shot = _pairs(stages / "evalset" / "train_pairs.jsonl")
-    strategy.rag_k = int(retrieval.get("k", strategy.rag_k))
-    strategy.rag_mode = retrieval.get("mode", strategy.rag_mode)
-    strategy.splitter = retrieval.get("splitter", "")
-    strategy.max_new_tokens = int(compare.get("max_new_tokens") or strategy.max_new_tokens)
-    strategy.decision, strategy.run_id = Path(workspace).name, int(compare.get("run_id") or 0)
+        raise ArenaError(f"decision {Path(workspace).name!r} has no winner: {compare.recommendation.reason}")
+    seed0 = stages.output("train-s0") if variant in ADAPTER_VARIANTS else None
+    strategy = from_flags(variant, seed0 and seed0.adapter, registry, settings)
+    strategy.few_shot = _pairs(stages.folder("evalset") / "train_pairs.jsonl")
+    if retrieval:  # else a workspace from before retrieval tuning: served with the defaults
+        strategy.rag_k, strategy.rag_mode, strategy.splitter = retrieval.k, retrieval.mode, retrieval.splitter
+    strategy.max_new_tokens = compare.max_new_tokens or strategy.max_new_tokens
+    strategy.decision, strategy.run_id = Path(workspace).name, compare.run_id
     return strategy
-
-
-def _stage(stages: Path, name: str) -> dict | None:
-    try:
-        return json.loads((stages / name / "stage.json").read_text())["output"]
-    except (OSError, ValueError, KeyError):
-        return None
 
 
 def _pairs(path: Path) -> list[dict]:
