@@ -23,6 +23,7 @@ import pytest
 from assistant.compare.runs import RunStore
 from assistant.decide.cache import MARKER, StageCache
 from assistant.decide.config import DecideConfig, workspace
+from assistant.decide.outputs import ReportFiles
 from assistant.decide.plan import budget_fit
 from assistant.decide.progress import CANCEL_FILE, DecideCancelled, Reporter, read_progress
 from assistant.decide.runner import plan_for, run_decide
@@ -70,27 +71,30 @@ def test_stage_cache_reuses_same_key_and_rebuilds_changed_or_unfinished(tmp_path
     cache, calls = StageCache(tmp_path), []
 
     def build(value):
-        def make(folder: Path) -> dict:
+        def make(folder: Path) -> ReportFiles:
             calls.append(value)
             (folder / "out.txt").write_text(value)
-            return {"value": value}
+            return ReportFiles(value, "report.html", "report.json", "comparison.html")
         return make
 
-    assert cache.run("a", content_key("x"), build("one")) == ({"value": "one"}, False)
-    assert cache.run("a", content_key("x"), build("two")) == ({"value": "one"}, True)
+    def markdown(ran) -> tuple[str, bool]:
+        return ran[0].markdown, ran[1].cached
+
+    assert markdown(cache.run("report", content_key("x"), build("one"))) == ("one", False)
+    assert markdown(cache.run("report", content_key("x"), build("two"))) == ("one", True)
     assert calls == ["one"]
     # A changed key rebuilds and replaces the folder's content.
-    assert cache.run("a", content_key("y"), build("three")) == ({"value": "three"}, False)
-    assert (cache.folder("a") / "out.txt").read_text() == "three"
+    assert markdown(cache.run("report", content_key("y"), build("three"))) == ("three", False)
+    assert (cache.folder("report") / "out.txt").read_text() == "three"
     # A folder whose marker is missing (killed before the marker) is not trusted.
-    (cache.folder("a") / MARKER).unlink()
-    assert cache.cached("a", content_key("y")) is None
-    assert cache.run("a", content_key("y"), build("four"))[1] is False
+    (cache.folder("report") / MARKER).unlink()
+    assert cache.cached("report", content_key("y")) is None
+    assert cache.run("report", content_key("y"), build("four"))[1].cached is False
     # A build that fails leaves the previous finished result in place.
     with pytest.raises(RuntimeError):
-        cache.run("a", content_key("z"), lambda folder: (_ for _ in ()).throw(RuntimeError("boom")))
-    assert (cache.folder("a") / "out.txt").read_text() == "four"
-    assert cache.cached("a", content_key("y"))["output"] == {"value": "four"}
+        cache.run("report", content_key("z"), lambda folder: (_ for _ in ()).throw(RuntimeError("boom")))
+    assert (cache.folder("report") / "out.txt").read_text() == "four"
+    assert cache.cached("report", content_key("y")).markdown == "four"
 
 
 def test_keys_change_only_downstream_of_a_changed_input(inputs, tmp_path):
@@ -209,9 +213,9 @@ def decided(tmp_path_factory, tiny_model_dir) -> SimpleNamespace:
     ws = workspace(settings.data_dir, cfg.name)
     r = SimpleNamespace(cfg=cfg, settings=settings, ws=ws)
     r.first = run_decide(cfg, settings, stderr=False)
-    r.report = json.loads(Path(r.first["report"]["json"]).read_text())
-    r.markdown = Path(r.first["report"]["markdown"]).read_text()
-    r.html = Path(r.first["report"]["html"]).read_text()
+    r.report = json.loads(Path(r.first.report.json).read_text())
+    r.markdown = Path(r.first.report.markdown).read_text()
+    r.html = Path(r.first.report.html).read_text()
     r.progress = read_progress(ws)
     r.grounded = (ws / "stages" / "trainset" / "grounded.jsonl").read_text()
     r.before = _markers(settings.data_dir, cfg)
@@ -221,15 +225,15 @@ def decided(tmp_path_factory, tiny_model_dir) -> SimpleNamespace:
     r.after_changed = _markers(settings.data_dir, cfg)
     r.docs_cfg = replace(cfg, max_new_tokens=6, train_on_documents=True)
     r.with_docs = run_decide(r.docs_cfg, settings, stderr=False)
-    r.docs_markdown = Path(r.with_docs["report"]["markdown"]).read_text()
+    r.docs_markdown = Path(r.with_docs.report.markdown).read_text()
     return r
 
 
 def test_first_run_builds_every_stage_and_one_adapter_per_seed(decided):
-    assert [s["stage"] for s in decided.first["stages"]] == ["ingest", "evalset", "retrieval", "trainset",
-                                                             "train-s0", "train-s1", "compare", "report"]
-    assert not any(s["cached"] for s in decided.first["stages"])
-    assert len(decided.first["adapters"]) == 2
+    assert [s.stage for s in decided.first.stages] == ["ingest", "evalset", "retrieval", "trainset",
+                                                       "train-s0", "train-s1", "compare", "report"]
+    assert not any(s.cached for s in decided.first.stages)
+    assert len(decided.first.adapters) == 2
     assert decided.progress["state"] == "done"
 
 
@@ -245,8 +249,8 @@ def test_report_has_a_verdict_with_reasons_in_markdown_and_html(decided):
 
 def test_seed_spread_is_in_the_report_and_in_the_stored_verdict(decided):
     report = decided.report
-    assert [p["adapter"] for p in report["seeds"]["per_seed"]] == decided.first["adapters"]
-    stored = RunStore(decided.settings.data_dir / "runs.sqlite").get(decided.first["run_id"]).result
+    assert [p["adapter"] for p in report["seeds"]["per_seed"]] == decided.first.adapters
+    stored = RunStore(decided.settings.data_dir / "runs.sqlite").get(decided.first.compare.run_id).result
     for variant in ("finetuned", "rag+finetuned"):
         spread = report["seeds"]["summary"][variant]
         assert spread["seeds"] == 2 and len(spread["per_seed"]) == 2
@@ -256,46 +260,46 @@ def test_seed_spread_is_in_the_report_and_in_the_stored_verdict(decided):
 
 
 def test_retrieval_is_tuned_on_the_training_pairs_and_served_by_the_comparison(decided):
-    tuned = StageCache(decided.ws).marker("retrieval")["output"]
-    assert tuned["tuned"] and tuned["questions"] == 8 and 0 <= tuned["hit_rate"] <= 1
-    stored = RunStore(decided.settings.data_dir / "runs.sqlite").get(decided.first["run_id"]).result
-    assert (stored.settings["rag_k"], stored.settings["rag_mode"]) == (tuned["k"], tuned["mode"])
+    tuned = StageCache(decided.ws).output("retrieval")
+    assert tuned == decided.first.retrieval
+    assert tuned.tuned and tuned.questions == 8 and 0 <= tuned.hit_rate <= 1
+    stored = RunStore(decided.settings.data_dir / "runs.sqlite").get(decided.first.compare.run_id).result
+    assert (stored.settings["rag_k"], stored.settings["rag_mode"]) == (tuned.k, tuned.mode)
     # the index holds the documents chunked by the chosen splitter
     index = sqlite3.connect(decided.settings.data_dir / "index" / "store.sqlite")
     stored_chunking = index.execute("SELECT DISTINCT splitter FROM documents").fetchall()
     index.close()
-    assert stored_chunking == [(ChunkConfig(tuned["splitter"]).key(),)]
-    assert f"k={tuned['k']}" in decided.markdown
+    assert stored_chunking == [(ChunkConfig(tuned.splitter).key(),)]
+    assert f"k={tuned.k}" in decided.markdown
 
 
 def test_grounded_rows_hold_passages_from_the_tuned_retrieval(decided):
     assert decided.grounded.count("\n") == decided.report["trainset"]["qa_rows"]
-    tuned = StageCache(decided.ws).marker("retrieval")["output"]
     passages = [len(re.findall(r"^\[\d+\] \(", json.loads(line)["messages"][0]["content"], re.M))
                 for line in decided.grounded.splitlines()]
-    assert 1 <= max(passages) <= tuned["k"]  # (long passages are cut to fit max_length)
+    assert 1 <= max(passages) <= decided.first.retrieval.k  # (long passages are cut to fit max_length)
 
 
 def test_same_command_again_takes_every_stage_from_the_cache(decided):
-    assert all(s["cached"] for s in decided.again["stages"])
+    assert all(s.cached for s in decided.again.stages)
     assert decided.after_again == decided.before
 
 
 def test_changed_comparison_flag_redoes_only_compare_and_report(decided):
-    assert [s["stage"] for s in decided.changed["stages"] if not s["cached"]] == ["compare", "report"]
+    assert [s.stage for s in decided.changed.stages if not s.cached] == ["compare", "report"]
     after = decided.after_changed
     assert {k for k in after if after[k] != decided.before[k]} == {"compare", "report"}
 
 
 def test_training_on_documents_retrains_every_seed_on_every_section(decided):
     """New rows, so the seeds train again; every section is trained on, none held out for validation."""
-    redone = [s["stage"] for s in decided.with_docs["stages"] if not s["cached"]]
+    redone = [s.stage for s in decided.with_docs.stages if not s.cached]
     assert redone == ["trainset", "train-s0", "train-s1", "compare", "report"]
     texts = [json.loads(line)["text"] for line in (decided.ws / "stages" / "trainset" / "documents.jsonl")
              .read_text().splitlines()]
     sections = [s for s in DecideRun(decided.docs_cfg, decided.settings).runtime.store.sections() if s.text.strip()]
     assert len(texts) == len(sections) > 0
-    job_id = StageCache(decided.ws).marker("train-s0")["output"]["job_id"]
+    job_id = StageCache(decided.ws).output("train-s0").job_id
     job = decided.settings.data_dir / "jobs" / job_id
     trained = (job / "train.jsonl").read_text()
     assert all(json.dumps(t)[1:-1] in trained for t in texts)

@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 
 from assistant.cli.decide import summary_text
+from assistant.compare.recommend import Recommendation
+from assistant.decide.cache import StageCache
+from assistant.decide.outputs import CompareOutput, StageRun, TrainOutput
 from assistant.decide.runner import run_decide
-from assistant.decide.timings import PhaseClock, StageTimings, collect, phase_of
+from assistant.decide.timings import PhaseClock, collect, phase_of
 from foundation.settings import Settings
 from tests.test_decide import make_inputs, small_config
 
@@ -48,15 +51,16 @@ def test_phase_clock_attributes_time_to_the_phase_each_progress_text_names():
 
 
 def test_collect_splits_training_and_comparison_and_compares_with_the_plan():
-    stages = [{"stage": "ingest", "seconds": 4.0, "cached": True}, {"stage": "train-s0", "seconds": 50.0,
-              "cached": False}, {"stage": "train-s1", "seconds": 30.0, "cached": False},
-              {"stage": "compare", "seconds": 20.0, "cached": False}]
+    stages = [StageRun("ingest", 4.0, True, ""), StageRun("train-s0", 50.0, False, ""),
+              StageRun("train-s1", 30.0, False, ""), StageRun("compare", 20.0, False, "")]
     plan = [{"stage": "ingest", "minutes": 0.1, "seconds": 6.0}, {"stage": "train", "minutes": 2.0,
             "seconds": 120.0}, {"stage": "compare", "minutes": 0.7, "seconds": 40.0}]
-    outputs = {"train-s0": {"metrics": {"train_seconds": 35.0, "steps": 80, "max_steps": 160,
-                                        "early_stopped_at": 80}},
-               "train-s1": {"metrics": {"train_seconds": 30.0, "steps": 60, "max_steps": 60}},
-               "compare": {"phases": {"answering": 15.0, "reference NLL": 4.0}}}
+    rec = Recommendation("rag", "", True, "f1")
+    outputs = {"train-s0": TrainOutput("a0", "j0", False, metrics={"train_seconds": 35.0, "steps": 80,
+                                                                     "max_steps": 160, "early_stopped_at": 80}),
+               "train-s1": TrainOutput("a1", "j1", False, metrics={"train_seconds": 30.0, "steps": 60,
+                                                                     "max_steps": 60}),
+               "compare": CompareOutput(1, rec, 8, 3, {}, {"answering": 15.0, "reference NLL": 4.0})}
     t = collect(stages, plan, outputs)
     by = {r.stage: r for r in t.rows}
     assert by["ingest"].cached and by["ingest"].seconds == 0.0
@@ -67,7 +71,6 @@ def test_collect_splits_training_and_comparison_and_compares_with_the_plan():
     assert by["compare · answering"].sub and by["compare · reference NLL"].seconds == 4.0
     assert (t.took_s, t.planned_s, t.ratio()) == (100.0, 160.0, 0.62)  # cached ingest: neither planned nor taken
     assert t.headline() == "plan said 2.7 min, took 1.7 min (0.62 × the plan)"
-    assert StageTimings.from_dict(json.loads(json.dumps(t.to_dict()))) == t
     header, rows = t.table()
     assert header[0] == "stage" and ["ingest", "cached", "cached", ""] in rows
 
@@ -78,14 +81,14 @@ def two_runs(tmp_path_factory, tiny_model_dir):
     settings = Settings(data_dir=root / "data", model=str(tiny_model_dir), device="cpu")
     cfg = small_config(make_inputs(root), forgetting=True)
     first = run_decide(cfg, settings, stderr=False)
-    report = {k: Path(first["report"][k]).read_text() for k in ("markdown", "html", "json")}
+    report = {k: Path(getattr(first.report, k)).read_text() for k in ("markdown", "html", "json")}
     again = run_decide(cfg, settings, stderr=False)
-    return first, report, again, Path(first["workspace"]), tiny_model_dir
+    return first, report, again, Path(first.workspace), tiny_model_dir
 
 
 def test_report_shows_the_timing_table_with_sub_stages(two_runs):
     first, report, *_ = two_runs
-    timings = StageTimings.from_dict(first["timings"])
+    timings = first.timings
     names = [r.stage for r in timings.rows]
     assert [n for n in names if " · " not in n] == ["ingest", "evalset", "retrieval", "trainset", "train-s0",
                                                     "compare", "report"]
@@ -103,12 +106,12 @@ def test_report_shows_the_timing_table_with_sub_stages(two_runs):
     assert stored["planned_s"] > 0 and stored["took_s"] > 0
     assert "## Time" in report["markdown"] and "plan said " in report["markdown"]
     assert "| compare · answering |" in report["markdown"] and "compare · reference NLL" in report["html"]
-    assert f"budget {first['plan']['notes'][0].split()[1]} min" in report["markdown"]
+    assert f"budget {first.plan.notes[0].split()[1]} min" in report["markdown"]
 
 
 def test_cached_stages_show_as_cached_and_the_cli_says_plan_against_actual(two_runs):
     first, _, again, *_ = two_runs
-    timings = StageTimings.from_dict(again["timings"])
+    timings = again.timings
     assert all(r.cached and r.seconds == 0 for r in timings.rows)
     assert timings.headline().endswith("(every stage cached)")
     assert "time: plan said " in summary_text(first) and "× the plan" in summary_text(first)
@@ -120,9 +123,9 @@ def test_training_estimate_counts_the_real_rows_tokens(two_runs):
 
     *_, folder, model_dir = two_runs
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    trainset = json.loads((folder / "stages" / "trainset" / "stage.json").read_text())["output"]
+    trainset = StageCache(folder).output("trainset")
     rows = [json.loads(line)["messages"] for line in (folder / "stages" / "trainset" / "qa.jsonl").read_text()
             .splitlines()]
     real = [len(tokenizer.apply_chat_template(m, add_generation_prompt=True, return_dict=True)["input_ids"])
             for m in rows]
-    assert trainset["tokens_per_row"] == pytest.approx(sum(real) / len(real), abs=0.1)  # Q/A only: no paraphrases
+    assert trainset.fit.tokens_per_row == pytest.approx(sum(real) / len(real), abs=0.1)  # Q/A only: no paraphrases

@@ -135,4 +135,4 @@ def test_decide_drops_training_pairs_that_copy_or_paraphrase_an_evaluation_quest
     out.mkdir()
     info = decide_run.evalset(None, out, sources=[])
     kept = [p["question"] for p in read_jsonl(out / "train_pairs.jsonl")]
-    assert kept == [SWAPPED[1], "What colour is the sky?"] and info["dropped_leaks"] == 3
+    assert kept == [SWAPPED[1], "What colour is the sky?"] and info.dropped_leaks == 3

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from assistant.decide.config import DecideConfig
-from assistant.decide.report import questions_lines
 from assistant.decide.runner import plan_for, run_decide
 from foundation.errors import ArenaError
 from foundation.leakage import is_near_duplicate
 from foundation.settings import Settings
 from training import builders
+from training.doc_questions import describe
 from training.question_form import malformed_reason, standalone_reason
 
 # The sentences behind the table (an API reference, no question headings), and what the old heuristic
@@ -99,12 +99,12 @@ def test_decide_refuses_a_verdict_on_too_few_well_formed_questions(tmp_path, tin
 
 
 def test_report_says_the_heuristic_drew_the_questions():
-    lines = questions_lines({"questions_by": "heuristic", "malformed": {"fragment": 5, "vague": 1}})
+    lines = describe({"questions_by": "heuristic", "malformed": {"fragment": 5, "vague": 1}})
     assert "drawn by a heuristic" in lines[0] and "6 dropped as malformed (5 fragment, 1 vague)" in lines[0]
-    assert questions_lines({"origin": "--eval file"}) == []
+    assert describe({"origin": "--eval file"}) == []
     gen = {"spec": "base", "asked": 20, "kept": 8, "round_trip": 0.75,
            "dropped": {"unparsed": 9, "ill formed": 1, "not standalone": 0, "unsupported": 2, "duplicate": 0}}
-    lines = questions_lines({"generator": gen})
+    lines = describe({"generator": gen})
     assert lines[0] == ("questions written by the generator base: 8 kept of 20 asked; dropped: 9 unparsed, "
                         "1 ill formed, 0 not standalone, 2 unsupported, 0 duplicate")
     assert "75% of the generated evaluation questions retrieve their own chunk" in lines[1]
@@ -263,11 +263,11 @@ def test_documents_only_decide_with_the_served_bundled_model_as_generator(tmp_pa
         except ArenaError as exc:  # the 135M writer kept too few: the heuristic stood in and refused, saying so
             assert "heuristic" in str(exc) and "--generator" in str(exc)
             return
-        report = Path(result["report"]["markdown"]).read_text()
+        report = Path(result.report.markdown).read_text()
         assert "questions written by the generator openai:" in report and "12 asked" in report
         assert "retrieve their own chunk" in report
         again = run_decide(cfg, settings, stderr=False)  # cached by content: nothing is asked again
-        assert all(s["cached"] for s in again["stages"])
+        assert all(s.cached for s in again.stages)
     finally:
         server.stop()
 

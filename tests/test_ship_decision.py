@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 from assistant.cli.main import main
-from assistant.decide.cache import StageCache
 from assistant.decide.config import workspace
 from assistant.decide.runner import run_decide
 from assistant.ship.bundle import open_bundle
@@ -21,9 +20,9 @@ def test_decision_to_bundle_reproduces_the_comparison(inputs, tmp_path, tiny_mod
     settings = Settings(data_dir=tmp_path / "data", model=str(tiny_model_dir), device="cpu", engine="torch")
     cfg = small_config(inputs, name="faq", variants=["rag+finetuned"], max_new_tokens=6)
     result = run_decide(cfg, settings, stderr=False)
-    assert result["recommendation"]["variant"] == "rag+finetuned"
-    adapter = result["adapters"][0]
-    report = Path(result["report"]["markdown"]).read_text()
+    assert result.compare.recommendation.variant == "rag+finetuned"
+    adapter = result.adapters[0]
+    report = Path(result.report.markdown).read_text()
     assert "## Ship it" in report and "arena export --from-decision faq ./faq-bundle" in report
     assert f'model="rag+finetuned:{adapter}"' in report
 
@@ -31,11 +30,10 @@ def test_decision_to_bundle_reproduces_the_comparison(inputs, tmp_path, tiny_mod
     assert main(["export", str(out), "--from-decision", "faq", "--data-dir", str(settings.data_dir), "--model",
                  settings.model, "--engine", "torch"]) == 0
     strategy = open_bundle(out).strategy
-    chosen = StageCache(workspace(settings.data_dir, "faq")).marker("retrieval")["output"]
+    chosen = result.retrieval
     assert (strategy.variant, strategy.adapter, strategy.decision) == ("rag+finetuned", adapter, "faq")
-    assert (strategy.rag_k, strategy.rag_mode, strategy.splitter) == (chosen["k"], chosen["mode"],
-                                                                      chosen["splitter"])
-    assert len(strategy.few_shot) == 8 and strategy.run_id == result["run_id"]
+    assert (strategy.rag_k, strategy.rag_mode, strategy.splitter) == (chosen.k, chosen.mode, chosen.splitter)
+    assert len(strategy.few_shot) == 8 and strategy.run_id == result.compare.run_id
 
     stored = json.loads((workspace(settings.data_dir, "faq") / "stages" / "compare" / "result.json").read_text())
     fresh = Settings(data_dir=tmp_path / "fresh", device="cpu", engine="torch")

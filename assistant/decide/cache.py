@@ -61,10 +61,8 @@ class StageCache:
         """The stage's typed output when it finished with this key, else None. An output this version cannot
         read (an older version's, or damaged) counts as not cached: the stage is built again."""
         marker = self.marker(stage)
-        if not marker or marker.get("key") != key:
-            return None
         try:
-            return self.output(stage)
+            return self.output(stage) if marker and marker.get("key") == key else None
         except ArenaError:
             return None
 

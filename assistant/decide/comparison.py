@@ -16,7 +16,7 @@ from assistant.compare.runs import RunStore
 from assistant.compare.scoring import clusters, table_of
 from assistant.compare.why import why_sentences
 from assistant.comparison import run_comparison
-from assistant.decide.outputs import CompareOutput
+from assistant.decide.outputs import CompareOutput, RetrievalChoice
 from assistant.decide.timings import PhaseClock
 from foundation.records import read_jsonl
 from foundation.variants import ADAPTER_VARIANTS, VariantConfig, check_few_shot
@@ -27,7 +27,7 @@ def _interrupted_run(runs, label: str) -> int | None:
     return next((run_id for run_id, name, _ in runs.unfinished() if name == label), None)
 
 
-def run_compare(decide_run, rep, tmp: Path, adapters: list[str]) -> CompareOutput:
+def run_compare(decide_run, rep, tmp: Path, adapters: list[str], got: RetrievalChoice) -> CompareOutput:
     """Compare every variant with seed 0's adapter, then the adapter variants with each other seed's; the
     verdict is then taken again over all seeds (recommend_from_table's seed tables) and stored with the run."""
     decide_cfg, runtime = decide_run.cfg, decide_run.runtime
@@ -35,7 +35,6 @@ def run_compare(decide_run, rep, tmp: Path, adapters: list[str]) -> CompareOutpu
     items = [EvalItem(**row) for row in read_jsonl(evalset / "eval.jsonl")]
     pairs = [{"question": p["question"], "answer": p["answer"]} for p in read_jsonl(evalset / "train_pairs.jsonl")]
     # The prompt variant at its best: dynamic few-shot from the training pairs (VariantConfig's default k).
-    got = decide_run.retrieval_choice()
     variant_cfg = VariantConfig(few_shot=check_few_shot(pairs), rag_k=got.k, rag_mode=got.mode)
     variants = tuple(v for v in decide_cfg.variants if adapters or v not in ADAPTER_VARIANTS)
     label = f"decide {decide_cfg.name} {decide_run.keys['compare'][:8]}"

@@ -8,7 +8,7 @@ tokens/s are used instead.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from assistant.compare.evalset import load_eval_set
@@ -60,9 +60,7 @@ class Plan:
         return {s["stage"]: 0.0 if s["cached"] else s["minutes"] * 60 for s in self.stages}
 
     def to_dict(self) -> dict:
-        return {"stages": self.stages, "seeds": self.seeds, "steps_per_seed": self.steps_per_seed,
-                "train_rows": self.train_rows, "minutes": self.minutes, "notes": self.notes,
-                "other_s": self.other_s, "seed_compare_s": self.seed_compare_s}
+        return {**asdict(self), "minutes": self.minutes}
 
     def text(self) -> str:
         lines = [f"{'stage':<9} {'count':<28} {'minutes':>8}"]
@@ -249,13 +247,6 @@ def mean_row_tokens(short_rows: int, grounded_rows: int, job, measured: tuple[fl
         short, long = measured
     total = short_rows * short + grounded_rows * long
     return total / max(1, short_rows + grounded_rows)
-
-
-def make_plan_for_rows(cfg: DecideConfig, settings, rows: int, other_s: float = 0.0,
-                       seed_compare_s: float = 0.0, row_tokens: tuple[float, float] | None = None) -> TrainingFit:
-    """training_fit() for the decision's own job config (what the trainset stage records); `other_s` and
-    `seed_compare_s` come from the run's plan (Plan.other_s, Plan.seed_compare_s), `row_tokens` from the rows."""
-    return training_fit(cfg, settings, rows, job_config(cfg), other_s, seed_compare_s, row_tokens)
 
 
 def _train_row(cfg, settings, plan: Plan, rows: int, job, cached, fit: TrainingFit | None = None,

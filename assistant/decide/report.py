@@ -10,7 +10,7 @@ from pathlib import Path
 from assistant.compare.recommend import headline as verdict_headline
 from assistant.compare.report import ci_cell, html_page, markdown_section, write_report
 from assistant.compare.result import ComparisonResult, Interval
-from assistant.decide.outputs import EvalsetOutput, ReportFiles, RetrievalChoice, TrainsetOutput
+from assistant.decide.outputs import ReportFiles, RetrievalChoice, TrainsetOutput
 from assistant.decide.result import DecideResult
 from foundation.metrics import METRIC_LABELS
 from foundation.variants import ADAPTER_VARIANTS, ROUTED, served_name
@@ -79,7 +79,7 @@ def sections(result: ComparisonResult, decision: DecideResult) -> list[tuple[str
             ("Inputs", [f"documents: {', '.join(decision.config.docs)}",
                         f"evaluation: {evalset.origin}, {evalset.eval} questions; training pairs: {evalset.train} "
                         f"({evalset.dropped_leaks} dropped as copies or near-duplicates of evaluation questions)",
-                        *questions_lines(evalset),
+                        *describe(asdict(evalset)),  # how the questions were made (`arena train` says it too)
                         _retrieval_line(decision.retrieval),
                         *_training_line(decision.trainset),
                         f"comparison run #{result.run_id} (Compare tab → Past runs); per-question answers "
@@ -104,12 +104,6 @@ def ship_lines(result: ComparisonResult, decision: DecideResult) -> list[str]:
 def _probe_lines(result: ComparisonResult) -> list[str]:
     """The forgetting check's and the bias probe's messages (each names its interval and when it flags)."""
     return [p.message for p in result.forgetting + result.bias] or ["not run"]
-
-
-def questions_lines(evalset: EvalsetOutput) -> list[str]:
-    """How the document-drawn questions were made (training/doc_questions.describe, the words `arena train`
-    logs too): the generator's filter counts, difficulty and fallback, and the heuristic said plainly."""
-    return describe(asdict(evalset))
 
 
 def _training_line(t: TrainsetOutput) -> list[str]:

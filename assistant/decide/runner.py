@@ -77,9 +77,10 @@ def run_decide(cfg: DecideConfig, settings, runtime=None, stderr: bool = True) -
         ingest = step("ingest", lambda tmp: decide_run.ingest(rep, tmp))
         evalset = step("evalset", lambda tmp: decide_run.evalset(rep, tmp, ingest.sources))
         retrieval = step("retrieval", lambda tmp: decide_run.retrieval(rep, tmp))
-        trainset = step("trainset", lambda tmp: decide_run.trainset(rep, tmp, plan.other_s, plan.seed_compare_s))
+        trainset = step("trainset", lambda tmp: decide_run.trainset(rep, tmp, retrieval, plan.other_s,
+                                                                      plan.seed_compare_s))
         adapters = _train_all(decide_run, rep, step, trainset) if cfg.trains else []
-        compare = step("compare", lambda tmp: run_compare(decide_run, rep, tmp, adapters))
+        compare = step("compare", lambda tmp: run_compare(decide_run, rep, tmp, adapters, retrieval))
         # timed before the report (the report shows them), then again with the report stage's own time
         result = DecideResult(cfg, str(folder), plan, stages, evalset, retrieval, trainset, adapters, compare,
                               collect(stages, plan.stages, outputs))

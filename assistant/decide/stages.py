@@ -13,18 +13,10 @@ import threading
 from pathlib import Path
 
 from assistant.compare.evalset import draw_eval_set, load_eval_set
-from assistant.decide import questions
+from assistant.decide import outputs, questions
 from assistant.decide.cache import StageCache, file_digest
 from assistant.decide.config import MIN_EVAL_QUESTIONS, MIN_TUNING_PAIRS, DecideConfig, job_config, workspace
-from assistant.decide.outputs import (
-    EvalsetOutput,
-    IngestOutput,
-    RetrievalChoice,
-    TrainingFit,
-    TrainOutput,
-    TrainsetOutput,
-)
-from assistant.decide.plan import make_plan_for_rows
+from assistant.decide.plan import training_fit
 from assistant.decide.progress import DecideCancelled, Reporter
 from foundation.errors import ArenaError
 from foundation.leakage import find_overlaps, split_by_section
@@ -87,7 +79,7 @@ class DecideRun:
         keys["report"] = content_key("report", keys["compare"], keys["trainset"], keys["ingest"])
         return keys
 
-    def seeds_to_train(self, trainset: TrainsetOutput) -> int:
+    def seeds_to_train(self, trainset: outputs.TrainsetOutput) -> int:
         """Seeds that fit the budget (recorded by the trainset stage), else all of them."""
         return min(self.cfg.seeds, trainset.fit.seeds) if self.cfg.budget_minutes and trainset.fit \
             else self.cfg.seeds
@@ -96,7 +88,7 @@ class DecideRun:
         return content_key("train", trainset_key, self.cfg.seed + i)
 
     # ---- stages -------------------------------------------------------------------------------------
-    def ingest(self, rep: Reporter, tmp: Path) -> IngestOutput:
+    def ingest(self, rep: Reporter, tmp: Path) -> outputs.IngestOutput:
         def progress(done, total, chunks, message):
             rep.update(0.5 * done / max(total, 1) + (0.4 if chunks else 0.0), f"{message} ({chunks} chunks)")
 
@@ -106,9 +98,9 @@ class DecideRun:
         if not ok:
             raise ArenaError("no document could be ingested: " + "; ".join(r.message for r in report.errors))
         (tmp / "ingest.json").write_text(json.dumps(report.to_dict(), indent=1))
-        return IngestOutput(ok, report.chunks, [r.message for r in report.errors], report.generation)
+        return outputs.IngestOutput(ok, report.chunks, [r.message for r in report.errors], report.generation)
 
-    def evalset(self, rep: Reporter, tmp: Path, sources: list[str]) -> EvalsetOutput:
+    def evalset(self, rep: Reporter, tmp: Path, sources: list[str]) -> outputs.EvalsetOutput:
         """Evaluation items: --eval, else held out from --qa, else held-out document sections; the rest trains."""
         c = self.cfg
         sections = [s for s in self.runtime.store.sections() if s.source in set(sources)]
@@ -149,10 +141,10 @@ class DecideRun:
             raise ArenaError("the evaluation set is empty: give --eval, a larger --qa, or more documents")
         write_jsonl(tmp / "eval.jsonl", evals)
         write_jsonl(tmp / "train_pairs.jsonl", train)
-        return EvalsetOutput(len(evals), len(train), len(leaked), origin,
-                             # drawn from the documents by the heading/definition heuristic
-                             questions_by="" if heuristic is None else "heuristic", malformed=heuristic or {},
-                             generator=self._generator_info if c.generator and not c.qa else {})
+        return outputs.EvalsetOutput(len(evals), len(train), len(leaked), origin,
+                                     # drawn from the documents by the heading/definition heuristic
+                                     questions_by="" if heuristic is None else "heuristic", malformed=heuristic or {},
+                                     generator=self._generator_info if c.generator and not c.qa else {})
 
     def _generated(self, rep: Reporter, tmp: Path, sections) -> questions.GeneratedSets | None:
         """Questions written by --generator (held-out sections -> evaluation, the rest -> training), or None
@@ -173,14 +165,14 @@ class DecideRun:
                                                           progress=progress), shortfall)
         return got
 
-    def retrieval(self, rep: Reporter, tmp: Path) -> RetrievalChoice:
+    def retrieval(self, rep: Reporter, tmp: Path) -> outputs.RetrievalChoice:
         """Splitter, k and search mode by retrieval hit rate on the training pairs (never the evaluation set);
         the documents are re-chunked in the real index when another splitter wins."""
         c, default = self.cfg, VariantConfig()
         pairs = read_jsonl(self.cache.folder("evalset") / "train_pairs.jsonl")
         if not c.tune_retrieval or len(pairs) < MIN_TUNING_PAIRS:
             why = "turned off" if not c.tune_retrieval else f"only {len(pairs)} training pairs"
-            return RetrievalChoice(c.splitter, default.rag_mode, default.rag_k, tuned=False, reason=why)
+            return outputs.RetrievalChoice(c.splitter, default.rag_mode, default.rag_k, tuned=False, reason=why)
         docs = [Path(p) for p in c.docs]
         choice = choose_retrieval(docs, pairs, self.runtime.embedder, self.settings.data_dir,
                                   progress=lambda n, total, text: rep.update(0.9 * n / total, text))
@@ -190,20 +182,18 @@ class DecideRun:
             if report.errors:
                 raise ArenaError("re-chunking failed: " + "; ".join(r.message for r in report.errors))
         (tmp / "table.json").write_text(json.dumps(choice.table, indent=1))
-        return RetrievalChoice(choice.splitter, choice.mode, choice.k, tuned=True, hit_rate=choice.hit_rate,
-                               questions=choice.questions)
-
-    def retrieval_choice(self) -> RetrievalChoice:
-        """The retrieval stage's output; that stage has run by then."""
-        return self.cache.cached("retrieval", self.keys["retrieval"])
+        return outputs.RetrievalChoice(choice.splitter, choice.mode, choice.k, tuned=True,
+                                       hit_rate=choice.hit_rate, questions=choice.questions)
 
     def _doc_pairs(self, sections) -> list[dict]:
         return [{"question": ex.question(), "answer": ex.messages[-1]["content"], "source": ex.origin}
                 for ex in qa_from_sections(sections)]
 
-    def trainset(self, rep: Reporter, tmp: Path, other_s: float = 0.0, seed_compare_s: float = 0.0) -> TrainsetOutput:
-        """Chat rows from the training pairs (+ grounded rows with retrieved passages) and the training plan;
-        `other_s`, `seed_compare_s`: the run plan's estimates that a budget pays before training."""
+    def trainset(self, rep: Reporter, tmp: Path, got: outputs.RetrievalChoice, other_s: float = 0.0,
+                 seed_compare_s: float = 0.0) -> outputs.TrainsetOutput:
+        """Chat rows from the training pairs (+ grounded rows with passages retrieved as `got` serves them) and
+        the training plan; `other_s`, `seed_compare_s`: the run plan's estimates that a budget pays before
+        training."""
         pairs = read_jsonl(self.cache.folder("evalset") / "train_pairs.jsonl")
         if self.cfg.trains and len(pairs) < 2:
             raise ArenaError(f"only {len(pairs)} training pair(s) left after holding out the evaluation set: "
@@ -215,7 +205,6 @@ class DecideRun:
             rep.update(0.3, f"retrieving passages for {len(qa)} grounded rows")
             store = self.runtime.store
             job = job_config(self.cfg)  # RAFT settings: passages per row, share of rows holding the answer
-            got = self.retrieval_choice()  # the served k and mode
             grounded = grounded_examples(qa, lambda q, k: store.search(q, k=k, mode=got.mode), k=got.k,
                                          oracle_share=job.oracle_share, seed=self.cfg.seed,
                                          passage_tokens=job.grounded_passage_tokens,
@@ -225,9 +214,9 @@ class DecideRun:
             if self.cfg.trains and self.cfg.train_on_documents else []
         write_jsonl(tmp / "documents.jsonl", [{"text": ex.text} for ex in documents])
         rows = len(qa) + len(grounded) + len(documents)
-        fit = make_plan_for_rows(self.cfg, self.settings, rows, other_s, seed_compare_s,
-                                 self._row_tokens(qa, grounded + documents)) if self.cfg.trains else None
-        return TrainsetOutput(len(qa), len(grounded), len(documents), rows, fit)
+        fit = training_fit(self.cfg, self.settings, rows, job_config(self.cfg), other_s, seed_compare_s,
+                           self._row_tokens(qa, grounded + documents)) if self.cfg.trains else None
+        return outputs.TrainsetOutput(len(qa), len(grounded), len(documents), rows, fit)
 
     def _row_tokens(self, short: list, long: list) -> tuple[float, float] | None:
         """Mean tokens of the short (Q/A) and long (grounded, document) rows, in the model's chat template: the
@@ -255,7 +244,7 @@ class DecideRun:
             specs.append({"path": str(documents), "val_fraction": 0.0})
         return specs
 
-    def train(self, rep: Reporter, tmp: Path, i: int, fit: TrainingFit) -> TrainOutput:
+    def train(self, rep: Reporter, tmp: Path, i: int, fit: outputs.TrainingFit) -> outputs.TrainOutput:
         """One seed's adapter through run_job (`arena train`); a job folder with a checkpoint is resumed."""
         # deferred: these pull torch, transformers and peft
         from training.job import run_job
@@ -271,7 +260,7 @@ class DecideRun:
         folder = job_dir(self.settings, job)
         done = _finished_adapter(read_status(folder), self.runtime.registry)
         if done:  # trained and registered, but the stage marker was not written (a crash right after)
-            return TrainOutput(done, job.job_id, resumed=False, reused_job=True)
+            return outputs.TrainOutput(done, job.job_id, resumed=False, reused_job=True)
         resume = last_checkpoint(folder) is not None
         if folder.exists() and not resume:
             shutil.rmtree(folder)  # started but killed before its first checkpoint: start it over
@@ -283,7 +272,7 @@ class DecideRun:
             watcher.stop()
         if result["state"] == "cancelled":
             raise DecideCancelled(f"training cancelled at step {result['step']}; run again to resume it")
-        return TrainOutput(result["adapter"], job.job_id, resume, metrics=result.get("metrics", {}))
+        return outputs.TrainOutput(result["adapter"], job.job_id, resume, metrics=result.get("metrics", {}))
 
 
 def refuse_too_few(n_eval: int, malformed: int, generator: str = "", failed: str = "") -> None:
