@@ -226,6 +226,12 @@ def decided(tmp_path_factory, tiny_model_dir) -> SimpleNamespace:
     r.docs_cfg = replace(cfg, max_new_tokens=6, train_on_documents=True)
     r.with_docs = run_decide(r.docs_cfg, settings, stderr=False)
     r.docs_markdown = Path(r.with_docs.report.markdown).read_text()
+    # a marker whose output this version cannot read (damaged, or an older version's): that stage is built again
+    marker = ws / "stages" / "retrieval" / MARKER
+    damaged = json.loads(marker.read_text())
+    damaged["output"]["top_k"] = damaged["output"].pop("k")
+    marker.write_text(json.dumps(damaged))
+    r.repaired = run_decide(r.docs_cfg, settings, stderr=False)
     return r
 
 
@@ -289,6 +295,12 @@ def test_changed_comparison_flag_redoes_only_compare_and_report(decided):
     assert [s.stage for s in decided.changed.stages if not s.cached] == ["compare", "report"]
     after = decided.after_changed
     assert {k for k in after if after[k] != decided.before[k]} == {"compare", "report"}
+
+
+def test_an_unreadable_cached_stage_is_built_again_and_nothing_downstream(decided):
+    assert [s.stage for s in decided.repaired.stages if not s.cached] == ["retrieval"]
+    assert decided.repaired.retrieval == decided.with_docs.retrieval
+    assert decided.repaired.compare == decided.with_docs.compare
 
 
 def test_training_on_documents_retrains_every_seed_on_every_section(decided):

@@ -107,13 +107,13 @@ def test_training_estimate_weights_rows_by_their_counts_after_paraphrases(tmp_pa
     cfg = DecideConfig(docs=[inputs["docs"]], qa=inputs["qa"], budget_minutes=0).resolved()  # 5 paraphrases
     job = job_config(cfg)
     fit = training_fit(cfg, settings, 100, job, row_tokens=(80.0, 500.0))  # 50 Q/A + 50 grounded rows
-    assert fit["tokens_per_row"] == pytest.approx((50 * 6 * 80 + 50 * 500) / 350, abs=0.1)  # 194.3
-    assert fit["tokens_per_row"] < 0.7 * (80 + 500) / 2  # the per-source-row mean it replaces: 290
-    assert fit["step_s"] == pytest.approx(job.batch_size * fit["tokens_per_row"] / DEFAULT_TOKENS_PER_S, abs=0.01)
+    assert fit.tokens_per_row == pytest.approx((50 * 6 * 80 + 50 * 500) / 350, abs=0.1)  # 194.3
+    assert fit.tokens_per_row < 0.7 * (80 + 500) / 2  # the per-source-row mean it replaces: 290
+    assert fit.step_s == pytest.approx(job.batch_size * fit.tokens_per_row / DEFAULT_TOKENS_PER_S, abs=0.01)
     alone = training_fit(replace(cfg, augment=""), settings, 100, job_config(replace(cfg, augment="")),
                          row_tokens=(80.0, 500.0))
-    assert alone["tokens_per_row"] == pytest.approx(290.0)  # without paraphrases the halves are equal
+    assert alone.tokens_per_row == pytest.approx(290.0)  # without paraphrases the halves are equal
     # before the rows exist: the constants, with the grounded passages bounded by the job's passage budget
     budgeted, unbounded = training_fit(cfg, settings, 100, job), training_fit(
         cfg, settings, 100, replace(job, grounded_passage_tokens=0))
-    assert budgeted["tokens_per_row"] < unbounded["tokens_per_row"]
+    assert budgeted.tokens_per_row < unbounded.tokens_per_row
