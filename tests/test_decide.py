@@ -240,6 +240,9 @@ def test_first_run_builds_every_stage_and_one_adapter_per_seed(decided):
                                                        "train-s0", "train-s1", "compare", "report"]
     assert not any(s.cached for s in decided.first.stages)
     assert len(decided.first.adapters) == 2
+    printed = json.loads(json.dumps(decided.first.to_dict()))  # `arena decide --json`: plain JSON throughout
+    assert printed["recommendation"] == decided.first.compare.recommendation.to_dict()
+    assert printed["trainset"]["fit"]["seeds"] == 2 and printed["report"]["markdown"].endswith("report.md")
     assert decided.progress["state"] == "done"
 
 
