@@ -25,7 +25,6 @@ from assistant.inference.base import (
     adapter_peft_type,
     check_rows,
     end_on_loop,
-    last,
     pooled_stream,
 )
 from foundation.errors import ArenaError
@@ -196,9 +195,6 @@ class OpenAIEngine(Templating):
                     f"(served: {', '.join(sorted(served))}) — see docs/scale-out.md")
             self.slots[name] = AdapterSlot(name, path, adapter_peft_type(path), "mixed")
             return self.slots[name]
-
-    def generate(self, rows: list[Row], gen: GenSettings) -> list[RowOutput]:
-        return last(self.stream(rows, gen))
 
     def stream(self, rows: list[Row], gen: GenSettings) -> Iterator[list[RowOutput]]:
         """Every row's growing output; rows are requested `concurrency` at a time, in order."""
