@@ -130,7 +130,6 @@ class CancelCallback(TrainerCallback):
 
     def __init__(self, job_dir: Path):
         self.files = cancel_files(job_dir)
-        self.file = self.files[0]
         self.requested = False
 
     def install_signals(self) -> None:
