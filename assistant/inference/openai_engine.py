@@ -106,13 +106,12 @@ class ServerClient:
         try:
             self.client.post("/load_lora_adapter", body={"lora_name": name, "lora_path": str(path)},
                              cast_to=httpx.Response)
-        except openai.APIStatusError as exc:
-            if exc.status_code in NO_LOAD_STATUSES:
-                return False
-            if "already" in exc.response.text.lower():  # vLLM: 400 "... has already been loaded"
-                return True
-            raise self.error(exc, f"loading adapter {name!r} from {path}") from exc
         except openai.OpenAIError as exc:
+            if isinstance(exc, openai.APIStatusError):
+                if exc.status_code in NO_LOAD_STATUSES:
+                    return False
+                if "already" in exc.response.text.lower():  # vLLM: 400 "... has already been loaded"
+                    return True
             raise self.error(exc, f"loading adapter {name!r} from {path}") from exc
         return True
 
@@ -124,11 +123,9 @@ class ServerClient:
 
         try:
             self.client.post("/unload_lora_adapter", body={"lora_name": name}, cast_to=httpx.Response)
-        except openai.APIStatusError as exc:
-            if exc.status_code not in NO_LOAD_STATUSES:
-                raise self.error(exc, f"unloading adapter {name!r}") from exc
         except openai.OpenAIError as exc:
-            raise self.error(exc, f"unloading adapter {name!r}") from exc
+            if not (isinstance(exc, openai.APIStatusError) and exc.status_code in NO_LOAD_STATUSES):
+                raise self.error(exc, f"unloading adapter {name!r}") from exc
 
 
 class OpenAIEngine(Templating):
@@ -286,11 +283,9 @@ class OpenAIEngine(Templating):
                     model=adapter or self.base_model, prompt=ids, max_tokens=1, temperature=0.0,
                     extra_body={"prompt_logprobs": 0})
                 scores = _reference_logprobs(out, ids, len(reference_ids))
-            except openai.APIStatusError as exc:
-                if exc.status_code not in (400, 404, 422, 501):
+            except openai.OpenAIError as exc:  # a status saying the server cannot score: the notice below
+                if not (isinstance(exc, openai.APIStatusError) and exc.status_code in (400, 404, 422, 501)):
                     raise self.server.error(exc, "scoring a reference answer") from exc
-            except openai.OpenAIError as exc:
-                raise self.server.error(exc, "scoring a reference answer") from exc
         if not scores:
             self.nll_notice = (f"reference NLL (and the forgetting check built on it) skipped: the serving engine "
                                f"at {self.url} does not return prompt log-probabilities for token-id prompts "
