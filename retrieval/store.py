@@ -142,10 +142,6 @@ class DocumentStore:
                                    (source,)).fetchone()
         return (row[0], row[1]) if row else (None, None)
 
-    def document_hash(self, source: str) -> str | None:
-        """The stored content hash of `source`, None if it is not stored."""
-        return self.document_state(source)[0]
-
     def cached_vectors(self, text_hashes: list[str]) -> dict[str, np.ndarray]:
         """Vectors already computed for identical chunk texts (same embedder), keyed by text hash."""
         with self._lock:
@@ -269,7 +265,7 @@ class DocumentStore:
 
     def delete(self, source: str) -> bool:
         """Remove a document and its chunks from SQLite, FAISS and BM25; False if it was not there."""
-        if self.document_hash(source) is None:
+        if self.document_state(source)[0] is None:
             return False
         self.commit(delete=[source])
         return True
