@@ -112,9 +112,7 @@ def is_near_duplicate(cosine: float, a: str, b: str) -> bool:
     return cosine >= NEAR_DUPLICATE_COSINE and passes_text_checks(a, b) is not None
 
 
-def find_overlaps(eval_questions: list[str], train_questions: list[str], embedder=None,
-                  threshold: float = NEAR_DUPLICATE_COSINE,
-                  order_threshold: float = NEAR_DUPLICATE_ORDER) -> list[Overlap]:
+def find_overlaps(eval_questions: list[str], train_questions: list[str], embedder=None) -> list[Overlap]:
     """Exact matches after normalisation, then near-duplicates (when an embedder is given): the most similar
     training question by cosine among those that also pass the word-order test."""
     train_norm = {normalize(q): q for q in train_questions if q.strip()}
@@ -131,10 +129,10 @@ def find_overlaps(eval_questions: list[str], train_questions: list[str], embedde
     sims = vectors[: len(rest)] @ vectors[len(rest):].T
     for row, i in enumerate(rest):
         for j in np.argsort(-sims[row]):
-            if sims[row, j] < threshold:
+            if sims[row, j] < NEAR_DUPLICATE_COSINE:
                 break
             order = passes_text_checks(eval_questions[i], train_list[j])
-            if order is not None and order >= order_threshold:
+            if order is not None:
                 found.append(Overlap(i, eval_questions[i], train_list[j], "near-duplicate",
                                      float(sims[row, j]), order))
                 break

@@ -8,6 +8,7 @@ syntax (``.. code-block::``, ``**``, ``<b>``) is left in the text.
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 
@@ -24,7 +25,6 @@ SPHINX_ROLES = ("ref", "doc", "term", "class", "func", "meth", "mod", "attr", "o
                 "option", "envvar", "program", "command", "file", "kbd", "guilabel", "menuselection", "abbr",
                 "download", "numref", "keyword", "samp", "py:class", "py:func", "py:meth", "py:mod")
 _TITLE_TARGET = re.compile(r"^(.*?)\s*<[^<>]*>$", re.S)
-_roles_registered = False
 
 
 def markdown_to_html(text: str) -> str:
@@ -60,15 +60,12 @@ def _without(html: str, selector: str) -> str:
     return str(soup)
 
 
+@functools.cache  # once per process, on the first reStructuredText document
 def _register_sphinx_roles() -> None:
-    global _roles_registered
-    if _roles_registered:
-        return
     from docutils.parsers.rst import roles
 
     for name in SPHINX_ROLES:
         roles.register_local_role(name, _sphinx_role)
-    _roles_registered = True
 
 
 def _sphinx_role(name, rawtext, text, lineno, inliner, options=None, content=None):

@@ -6,7 +6,7 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,22 +142,11 @@ class DocumentStore:
                                    (source,)).fetchone()
         return (row[0], row[1]) if row else (None, None)
 
-    def document_hash(self, source: str) -> str | None:
-        """The stored content hash of `source`, None if it is not stored."""
-        return self.document_state(source)[0]
-
     def cached_vectors(self, text_hashes: list[str]) -> dict[str, np.ndarray]:
         """Vectors already computed for identical chunk texts (same embedder), keyed by text hash."""
-        found: dict[str, np.ndarray] = {}
-        unique = sorted(set(text_hashes))
         with self._lock:
-            for start in range(0, len(unique), 500):
-                batch = unique[start:start + 500]
-                marks = ",".join("?" * len(batch))
-                for h, blob in self._db.execute(
-                        f"SELECT text_hash, vector FROM chunks WHERE text_hash IN ({marks})", batch):
-                    found[h] = np.frombuffer(blob, dtype=np.float32)
-        return found
+            return {h: np.frombuffer(blob, dtype=np.float32) for h, blob in self._rows_in(
+                "SELECT text_hash, vector FROM chunks WHERE text_hash IN ({marks})", sorted(set(text_hashes)))}
 
     def sections(self) -> list[Section]:
         with self._lock:
@@ -212,20 +201,22 @@ class DocumentStore:
 
     def _hits(self, ranked: list[list[tuple[int, float]]]) -> list[list[Hit]]:
         wanted = sorted({cid for row in ranked for cid, _ in row})
-        rows = {}
         with self._lock:
-            for start in range(0, len(wanted), 500):
-                batch = wanted[start:start + 500]
-                marks = ",".join("?" * len(batch))
-                for row in self._db.execute(
-                        f"SELECT c.id, c.text, d.source, c.section, c.page FROM chunks c JOIN documents d "
-                        f"ON d.id = c.doc_id WHERE c.id IN ({marks})", batch):
-                    rows[row[0]] = row
+            rows = {row[0]: row for row in self._rows_in(
+                "SELECT c.id, c.text, d.source, c.section, c.page FROM chunks c JOIN documents d "
+                "ON d.id = c.doc_id WHERE c.id IN ({marks})", wanted)}
         hits = []
         for row_ids in ranked:
             hits.append([Hit(rows[cid][1], rows[cid][2], score, cid, citation(*rows[cid][2:5]),
                              rows[cid][3] or "", rows[cid][4]) for cid, score in row_ids if cid in rows])
         return hits
+
+    def _rows_in(self, sql: str, keys: list) -> Iterator[tuple]:
+        """The rows of `sql` for all `keys`, whose IN list is its `{marks}`; 500 keys per query, well under
+        SQLite's limit on bound parameters (999 in older builds)."""
+        for start in range(0, len(keys), 500):
+            batch = keys[start:start + 500]
+            yield from self._db.execute(sql.format(marks=",".join("?" * len(batch))), batch)
 
     def _current_index(self) -> SearchIndex | None:
         """The committed generation's index, reloaded when another writer (CLI, UI) committed a newer one."""
@@ -274,7 +265,7 @@ class DocumentStore:
 
     def delete(self, source: str) -> bool:
         """Remove a document and its chunks from SQLite, FAISS and BM25; False if it was not there."""
-        if self.document_hash(source) is None:
+        if self.document_state(source)[0] is None:
             return False
         self.commit(delete=[source])
         return True

@@ -12,7 +12,7 @@ from transformers import TrainerCallback
 
 from foundation.errors import ArenaError
 from training.config import JobConfig
-from training.unfreeze import Stage, UnfreezeCallback, optimizer_param_ids, parse_schedule
+from training.unfreeze import Stage, UnfreezeCallback, parse_schedule
 
 
 def test_parse_schedule_and_errors():
@@ -37,7 +37,7 @@ class Probe(TrainerCallback):
     def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
         names = {n for n, p in self.model.named_parameters() if p.grad is not None}
         self.updated[state.global_step] = names
-        self.optimizer_ids.append(optimizer_param_ids(optimizer))
+        self.optimizer_ids.append({id(p) for group in optimizer.param_groups for p in group["params"]})
 
     def on_step_begin(self, args, state, control, **kwargs):
         self.snapshots[state.global_step] = {n: p.detach().clone() for n, p in self.model.named_parameters()}

@@ -203,8 +203,7 @@ def read_questions(path: Path) -> list[str]:
     return records.read_questions(path, lambda row, where: normalize(row, where).question())
 
 
-def distill(questions: list[str], teacher: RagTeacher, data_dir: Path, cfg=None, gen=None,
-            progress=None) -> list[Example]:
+def distill(questions: list[str], teacher: RagTeacher, data_dir: Path) -> list[Example]:
     """Distillation: the RAG variant's answers (the teacher's answer_many) become targets for a plain adapter.
 
     Each answer is stored in the data folder's row cache (foundation/row_cache.py) under the hash of its exact
@@ -212,14 +211,13 @@ def distill(questions: list[str], teacher: RagTeacher, data_dir: Path, cfg=None,
     generates only the answers still missing (changed documents change the prompt, hence the key)."""
     import sys
 
-    cfg = cfg or VariantConfig(system_prompt="", few_shot=[])
-    gen = gen or GenSettings()
+    cfg, gen = VariantConfig(system_prompt="", few_shot=[]), GenSettings()
     keys = [_distill_key(teacher, q, cfg, gen) for q in questions]
 
     def generate(missing: list[int], store) -> None:
         print(f"distillation: {len(keys) - len(missing)} of {len(keys)} answers cached, generating "
               f"{len(missing)}", file=sys.stderr, flush=True)
-        teacher.answer_many([questions[i] for i in missing], cfg, gen, progress,
+        teacher.answer_many([questions[i] for i in missing], cfg, gen, None,
                             lambda j, text: store(missing[j], text.strip()))
 
     texts = RowCache.in_data_dir(data_dir).fill(keys, generate)

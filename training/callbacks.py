@@ -14,10 +14,11 @@ from foundation import progress_line
 from foundation.launch import CANCEL_FILE
 
 TRIALS = "trials"  # a sweep trains each trial in <job>/trials/<n>
-# trl log key -> metrics.jsonl name: reward model accuracy (training/reward.py), RL reward, KL to the base and
-# completion length (training/rl.py), the gradual-unfreezing stage (training/unfreeze.py)
-EXTRA_LOGS = {"accuracy": "accuracy", "eval_accuracy": "val_accuracy", "margin": "margin", "reward": "reward",
-              "kl": "kl", "completions/mean_length": "completion_length", "trainable_layers": "trainable_layers"}
+# Trainer/trl log key -> metrics.jsonl name: losses and learning rate; reward model accuracy (training/reward.py),
+# RL reward, KL to the base and completion length (training/rl.py), the gradual-unfreezing stage (training/unfreeze.py)
+LOGGED = {"loss": "loss", "eval_loss": "val_loss", "learning_rate": "learning_rate",
+          "accuracy": "accuracy", "eval_accuracy": "val_accuracy", "margin": "margin", "reward": "reward",
+          "kl": "kl", "completions/mean_length": "completion_length", "trainable_layers": "trainable_layers"}
 
 
 def cancel_files(job_dir: Path) -> list[Path]:
@@ -71,15 +72,7 @@ class MetricsCallback(TrainerCallback):
             return
         rec = {"step": state.global_step, "max_steps": state.max_steps, "epoch": round(state.epoch or 0, 4),
                "time": round(time.time(), 3)}
-        if "loss" in logs:
-            rec["loss"] = logs["loss"]
-        if "eval_loss" in logs:
-            rec["val_loss"] = logs["eval_loss"]
-        if "learning_rate" in logs:
-            rec["learning_rate"] = logs["learning_rate"]
-        for key, name in EXTRA_LOGS.items():  # method-specific figures (reward model, RL, unfreezing)
-            if key in logs:
-                rec[name] = logs[key]
+        rec.update({name: logs[key] for key, name in LOGGED.items() if key in logs})
         if "num_tokens" in logs and "loss" in logs:
             now, tokens = time.time(), float(logs["num_tokens"])
             if self.last and now > self.last[0]:
@@ -130,7 +123,6 @@ class CancelCallback(TrainerCallback):
 
     def __init__(self, job_dir: Path):
         self.files = cancel_files(job_dir)
-        self.file = self.files[0]
         self.requested = False
 
     def install_signals(self) -> None:

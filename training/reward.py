@@ -17,7 +17,7 @@ from foundation.models import require_safetensors
 from foundation.registry import base_path
 from training.config import JobConfig
 from training.data import Example
-from training.tokenize import pref_rows
+from training.tokenize import pref_datasets
 from training.trainer_args import common_args
 
 KIND = "reward"
@@ -46,16 +46,12 @@ def build_reward_model(cfg: JobConfig, base_model_path: str, init=None, trust_re
 
 def reward_trainer(cfg: JobConfig, model, tokenizer, train, val, folder: Path, device, callbacks: list):
     """trl RewardTrainer on the preference rows (conversational prompt/chosen/rejected)."""
-    from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
-    tr, va = pref_rows(train), pref_rows(val)
-    if not tr:
-        raise ArenaError("method 'reward' needs preference pairs (prompt/chosen/rejected rows or --from-votes)")
+    tr, va = pref_datasets("reward", train, val)
     model.config.pad_token_id = tokenizer.pad_token_id  # the head reads the last non-pad token
-    args = RewardConfig(activation_checkpointing=False, **common_args(cfg, folder, device, bool(va)))
-    return RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(tr),
-                         eval_dataset=Dataset.from_list(va) if va else None, processing_class=tokenizer,
+    args = RewardConfig(activation_checkpointing=False, **common_args(cfg, folder, device, va is not None))
+    return RewardTrainer(model=model, args=args, train_dataset=tr, eval_dataset=va, processing_class=tokenizer,
                          callbacks=callbacks)
 
 

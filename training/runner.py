@@ -33,7 +33,7 @@ from training.plan import resolve as resolve_plan
 from training.reward import final_metrics, reward_trainer
 from training.rl import rloo_trainer
 from training.sources import prepare_data
-from training.tokenize import pref_rows, tokenize_examples
+from training.tokenize import pref_datasets, tokenize_examples
 from training.tools import DataTools
 from training.trainer_args import CHECKPOINTS, common_args
 from training.unfreeze import UnfreezeCallback, parse_schedule
@@ -90,16 +90,12 @@ def make_trainer(cfg: JobConfig, model, tokenizer, train: list[Example], val: li
 
 
 def _dpo_trainer(cfg: JobConfig, model, tokenizer, train, val, folder: Path, device, callbacks: list):
-    from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    tr, va = pref_rows(train), pref_rows(val)
-    if not tr:
-        raise ArenaError("method 'dpo' needs preference pairs (prompt/chosen/rejected rows or --from-votes)")
+    tr, va = pref_datasets("dpo", train, val)
     args = DPOConfig(beta=cfg.dpo_beta, activation_checkpointing=False,
-                     **common_args(cfg, folder, device, bool(va)))
-    return DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(tr),
-                      eval_dataset=Dataset.from_list(va) if va else None, processing_class=tokenizer,
+                     **common_args(cfg, folder, device, va is not None))
+    return DPOTrainer(model=model, args=args, train_dataset=tr, eval_dataset=va, processing_class=tokenizer,
                       callbacks=callbacks)
 
 

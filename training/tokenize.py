@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from foundation.errors import ArenaError
 from training.data import Example
 
 IGNORE = -100  # label value the loss skips
@@ -69,9 +70,15 @@ def tokenize_examples(tokenizer, examples: list[Example], max_length: int) -> li
     return rows
 
 
-def pref_rows(examples: list[Example]) -> list[dict]:
-    """Preference Examples in trl's conversational prompt/chosen/rejected form."""
-    return [{"prompt": ex.messages,
-             "chosen": [{"role": "assistant", "content": ex.chosen}],
-             "rejected": [{"role": "assistant", "content": ex.rejected}]}
-            for ex in examples if ex.kind == "pref"]
+def pref_datasets(method: str, train: list[Example], val: list[Example]):
+    """The preference Examples of train and val in trl's conversational prompt/chosen/rejected form, as
+    datasets (val None when it has none); ArenaError when train has none."""
+    from datasets import Dataset  # deferred: pulls pyarrow
+
+    tr, va = ([{"prompt": ex.messages,
+                "chosen": [{"role": "assistant", "content": ex.chosen}],
+                "rejected": [{"role": "assistant", "content": ex.rejected}]}
+               for ex in rows if ex.kind == "pref"] for rows in (train, val))
+    if not tr:
+        raise ArenaError(f"method {method!r} needs preference pairs (prompt/chosen/rejected rows or --from-votes)")
+    return Dataset.from_list(tr), Dataset.from_list(va) if va else None

@@ -120,7 +120,3 @@ class UnfreezeCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is not None and self.current is not None and "loss" in logs:
             logs["trainable_layers"] = self.current.layers if self.current.layers is not None else ALL
-
-
-def optimizer_param_ids(optimizer: torch.optim.Optimizer) -> set[int]:
-    return {id(p) for group in optimizer.param_groups for p in group["params"]}

@@ -58,7 +58,8 @@ class Engine(Protocol):
 
 
 class Templating:
-    """chat_ids and count_tokens from the engine's own `tokenizer` (every engine renders prompts the same way)."""
+    """chat_ids and count_tokens from the engine's own `tokenizer` (every engine renders prompts the same way),
+    and generate as the last step of the engine's own `stream`."""
 
     tokenizer: object
 
@@ -67,6 +68,9 @@ class Templating:
 
     def count_tokens(self, text: str) -> int:
         return token_count(self.tokenizer, text)
+
+    def generate(self, rows: list[Row], gen: GenSettings) -> list[RowOutput]:
+        return last(self.stream(rows, gen))
 
 
 def template_ids(tokenizer, messages: list[dict]) -> list[int]:

@@ -25,7 +25,6 @@ from assistant.inference.base import (
     adapter_peft_type,
     check_rows,
     end_on_loop,
-    last,
     pooled_stream,
 )
 from foundation.errors import ArenaError
@@ -107,13 +106,12 @@ class ServerClient:
         try:
             self.client.post("/load_lora_adapter", body={"lora_name": name, "lora_path": str(path)},
                              cast_to=httpx.Response)
-        except openai.APIStatusError as exc:
-            if exc.status_code in NO_LOAD_STATUSES:
-                return False
-            if "already" in exc.response.text.lower():  # vLLM: 400 "... has already been loaded"
-                return True
-            raise self.error(exc, f"loading adapter {name!r} from {path}") from exc
         except openai.OpenAIError as exc:
+            if isinstance(exc, openai.APIStatusError):
+                if exc.status_code in NO_LOAD_STATUSES:
+                    return False
+                if "already" in exc.response.text.lower():  # vLLM: 400 "... has already been loaded"
+                    return True
             raise self.error(exc, f"loading adapter {name!r} from {path}") from exc
         return True
 
@@ -125,11 +123,9 @@ class ServerClient:
 
         try:
             self.client.post("/unload_lora_adapter", body={"lora_name": name}, cast_to=httpx.Response)
-        except openai.APIStatusError as exc:
-            if exc.status_code not in NO_LOAD_STATUSES:
-                raise self.error(exc, f"unloading adapter {name!r}") from exc
         except openai.OpenAIError as exc:
-            raise self.error(exc, f"unloading adapter {name!r}") from exc
+            if not (isinstance(exc, openai.APIStatusError) and exc.status_code in NO_LOAD_STATUSES):
+                raise self.error(exc, f"unloading adapter {name!r}") from exc
 
 
 class OpenAIEngine(Templating):
@@ -196,9 +192,6 @@ class OpenAIEngine(Templating):
                     f"(served: {', '.join(sorted(served))}) — see docs/scale-out.md")
             self.slots[name] = AdapterSlot(name, path, adapter_peft_type(path), "mixed")
             return self.slots[name]
-
-    def generate(self, rows: list[Row], gen: GenSettings) -> list[RowOutput]:
-        return last(self.stream(rows, gen))
 
     def stream(self, rows: list[Row], gen: GenSettings) -> Iterator[list[RowOutput]]:
         """Every row's growing output; rows are requested `concurrency` at a time, in order."""
@@ -290,11 +283,9 @@ class OpenAIEngine(Templating):
                     model=adapter or self.base_model, prompt=ids, max_tokens=1, temperature=0.0,
                     extra_body={"prompt_logprobs": 0})
                 scores = _reference_logprobs(out, ids, len(reference_ids))
-            except openai.APIStatusError as exc:
-                if exc.status_code not in (400, 404, 422, 501):
+            except openai.OpenAIError as exc:  # a status saying the server cannot score: the notice below
+                if not (isinstance(exc, openai.APIStatusError) and exc.status_code in (400, 404, 422, 501)):
                     raise self.server.error(exc, "scoring a reference answer") from exc
-            except openai.OpenAIError as exc:
-                raise self.server.error(exc, "scoring a reference answer") from exc
         if not scores:
             self.nll_notice = (f"reference NLL (and the forgetting check built on it) skipped: the serving engine "
                                f"at {self.url} does not return prompt log-probabilities for token-id prompts "

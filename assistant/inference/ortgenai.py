@@ -32,7 +32,6 @@ from assistant.inference.base import (
     adapter_peft_type,
     check_rows,
     end_on_loop,
-    last,
     pooled_stream,
     template_ids,
 )
@@ -111,9 +110,6 @@ class OrtGenaiEngine(Templating):
             mode = "mixed" if file is not None else "separate"
             self.slots[name] = AdapterSlot(name, path, adapter_peft_type(path), mode)
             return self.slots[name]
-
-    def generate(self, rows: list[Row], gen: GenSettings) -> list[RowOutput]:
-        return last(self.stream(rows, gen))
 
     def stream(self, rows: list[Row], gen: GenSettings) -> Iterator[list[RowOutput]]:
         """Yield all rows' outputs whenever some row advanced; rows run in batches (see batches())."""

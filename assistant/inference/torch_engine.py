@@ -23,7 +23,6 @@ from assistant.inference.base import (
     Templating,
     adapter_peft_type,
     check_rows,
-    last,
 )
 from assistant.inference.decoding import decode_row, reference_nll
 from foundation.errors import ArenaError
@@ -140,9 +139,6 @@ class Engine(Templating):
         if slot is not None and slot.mode == "separate":
             return self._separate_model(adapter), nullcontext
         return self._inner(), (lambda: self._activated([adapter] if adapter else []))
-
-    def generate(self, rows: list[Row], gen: GenSettings) -> list[RowOutput]:
-        return last(self.stream(rows, gen))
 
     @contextmanager
     def _activated(self, names: list[str]):
