@@ -8,9 +8,10 @@ the decide run (assistant.decide.config.DecideConfig) and the export bundle (ass
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from functools import cache
 from pathlib import Path
+from typing import Self
 
 import yaml
 from pydantic import AfterValidator, ConfigDict, TypeAdapter, ValidationError
@@ -21,6 +22,27 @@ from foundation.errors import ArenaError
 # For the config dataclasses (`@pydantic.with_config(STRICT)`): an unknown setting is refused rather than
 # dropped, and a YAML number where text is expected (`name: 2024`) is read as that text.
 STRICT = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+
+class YamlFile:
+    """`to_yaml` / `from_yaml` for a config dataclass (JobConfig, DecideConfig): saved next to what it made,
+    read back with every value checked."""
+
+    def to_yaml(self, path: Path) -> None:
+        save_yaml(self, path)
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> Self:
+        return load_yaml(cls, path)
+
+    def with_flags(self, args, skip: tuple[str, ...] = ()) -> Self:
+        """This config with each setting whose flag was given (not None in the argparse namespace `args`) set
+        from it; `skip`: settings whose flags have a shape of their own."""
+        for f in fields(self):
+            value = getattr(args, f.name, None)
+            if value is not None and f.name not in skip:
+                setattr(self, f.name, value)
+        return self
 
 
 def save_yaml(cfg, path: Path) -> None:

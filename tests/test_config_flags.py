@@ -101,3 +101,13 @@ def test_a_command_builds_only_its_own_flags():
     text, imported = _help_and_imports("train")
     assert "JobConfig settings (each overrides the YAML value when given)" in text and imported
     assert "--lora-r" in text and "--no-keep-best" in text and "--data" in text
+
+
+def test_both_job_configs_save_and_load_through_one_yaml_file(tmp_path):
+    path = tmp_path / "saved.yaml"
+    for cfg in (JobConfig(name="x", lora_r=4, data=[{"path": "a.jsonl"}]), DecideConfig(docs=["a.md"], seeds=2)):
+        cfg.to_yaml(path)
+        assert type(cfg).from_yaml(path) == cfg
+    path.write_text("docs: [a.md]\nseeds: 0\n")
+    with pytest.raises(ArenaError, match="saved.yaml: seeds must be greater than or equal to 1, got 0"):
+        DecideConfig.from_yaml(path)
