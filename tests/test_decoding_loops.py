@@ -58,7 +58,7 @@ def looping_torch(tiny_tokenizer):
     from foundation.models import LoadedModel
 
     model = make_looping_model(tiny_tokenizer)
-    return Engine(LoadedModel(model, tiny_tokenizer, "looping", "<memory>", torch.float32, torch.device("cpu"), 0.0))
+    return Engine(LoadedModel(model, tiny_tokenizer, "looping", "<memory>", torch.float32, torch.device("cpu")))
 
 
 def _rows(engine) -> list[Row]:
