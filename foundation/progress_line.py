@@ -40,6 +40,23 @@ def percent_line(eta: bool = True):
     return progress
 
 
+def count_line(desc: str, what: str, stream=None):
+    """A `progress(done, total)` callback drawing `desc: done/total what, ETA 00:42`, and its `progress.close()`.
+    The bar starts at the first count and tqdm's rate (so its time left) counts only what is done after it: what
+    came before may have been read back from a cache in no time."""
+    line = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal line
+        if line is None:
+            line = bar(total, desc, stream, initial=done,
+                       bar_format="{desc}: {n_fmt}/{total_fmt} " + what + ", ETA {remaining}")
+        line.update(done - line.n)
+
+    progress.close = lambda: line is not None and line.close()
+    return progress
+
+
 class _Lines:
     """A log file as tqdm's output: each redraw on a line of its own."""
 
