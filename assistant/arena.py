@@ -158,8 +158,8 @@ class Arena:
             yield dict(answers)
 
     def rows(self, prepared: dict[str, Prepared], names: list[str], gen: GenSettings) -> list[Row]:
-        """The engine rows of the named prepared variants (the chat streams them, the API queues them on its
-        batcher); refuses a prompt that leaves no room for the answer."""
+        """The engine rows of the named variants (streamed here, queued by the ship API); refuses a prompt that
+        leaves no room for the answer."""
         rows = [Row(self.engine.chat_ids(prepared[n].messages), prepared[n].adapter) for n in names]
         for name, row in zip(names, rows, strict=True):
             if len(row.input_ids) + gen.max_new_tokens > self.engine.context_length:

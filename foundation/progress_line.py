@@ -8,6 +8,8 @@ of redraws a second, so there tqdm redraws at most every LOG_EVERY_S seconds, ea
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from tqdm import tqdm
 
@@ -40,8 +42,9 @@ def percent_line(eta: bool = True):
     return progress
 
 
-def count_line(desc: str, what: str, stream=None):
-    """A `progress(done, total)` callback drawing `desc: done/total what, ETA 00:42`, and its `progress.close()`.
+@contextmanager
+def count_line(desc: str, what: str, stream=None) -> Iterator[Callable[[int, int], None]]:
+    """A `progress(done, total)` callback drawing `desc: done/total what, ETA 00:42`, closed on leaving the block.
     The bar starts at the first count and tqdm's rate (so its time left) counts only what is done after it: what
     came before may have been read back from a cache in no time."""
     line = None
@@ -52,9 +55,11 @@ def count_line(desc: str, what: str, stream=None):
             line = bar(total, desc, stream, initial=done,
                        bar_format="{desc}: {n_fmt}/{total_fmt} " + what + ", ETA {remaining}")
         line.update(done - line.n)
-
-    progress.close = lambda: line is not None and line.close()
-    return progress
+    try:
+        yield progress
+    finally:
+        if line is not None:
+            line.close()
 
 
 class _Lines:

@@ -10,13 +10,12 @@ from foundation.progress_line import count_line
 
 def test_count_line_starts_from_the_first_count_and_ends_on_the_last():
     out = io.StringIO()  # not a terminal: each redraw on a line of its own, at most every few seconds
-    progress = count_line("paraphrases", "new questions", out)
-    progress.close()  # closing before any count draws nothing
+    with count_line("paraphrases", "new questions", out):
+        pass  # no count: nothing drawn
     assert out.getvalue() == ""
-    progress = count_line("paraphrases", "new questions", out)
-    for done in (4, 8, 12):  # 4 read back from the cache before the first count
-        progress(done, 12)
-    progress.close()
+    with count_line("paraphrases", "new questions", out) as progress:
+        for done in (4, 8, 12):  # 4 read back from the cache before the first count
+            progress(done, 12)
     text = out.getvalue()
     assert "\r" not in text and "paraphrases: 12/12 new questions, ETA 00:00" in text.splitlines()
     counts = re.findall(r"^paraphrases: (\d+)/12 new questions, ETA ", text, re.MULTILINE)

@@ -67,12 +67,9 @@ def document_qa(sections, generator: str, n: int, generate, embed, data_dir: Pat
     """Q/A rows from document sections: n questions written by the generator SPEC and filtered (decide's path,
     training/doc_questions.py; generate(messages, GenSettings) -> texts, embed(texts) -> vectors), else the
     heading/definition heuristic's. Progress, the filter counts and any fallback go to stderr."""
-    progress = progress_line.count_line(f"questions written by {generator}", "questions")
-    try:
+    with progress_line.count_line(f"questions written by {generator}", "questions") as progress:
         got = document_pairs(sections, generator, n, generate, embed, RowCache.in_data_dir(data_dir), seed,
                              progress)
-    finally:
-        progress.close()
     for line in describe(got.info):
         print(f"documents: {line}", file=sys.stderr, flush=True)
     return got.rows
@@ -121,13 +118,10 @@ def augment(rows: list[Example], cfg: JobConfig, settings: Settings, tools: Data
 
     tools = need(tools, "paraphraser", "encode")
     model = cfg.generator_model or settings.model
-    progress = progress_line.count_line("paraphrases", "new questions")
-    try:
+    with progress_line.count_line("paraphrases", "new questions") as progress:
         out, stats = augment_rows(rows, ParaphraseSettings(k=k, model=model, seed=cfg.seed),
                                   tools.paraphraser(model), tools.encode,
                                   RowCache.in_data_dir(settings.data_dir), progress=progress)
-    finally:
-        progress.close()
     if stats["questions"]:  # a source of grounded or multi-turn rows has nothing to paraphrase: say nothing
         print(f"paraphrases: kept {stats['kept']} of {stats['samples']} samples for {stats['questions']} "
               "questions", file=sys.stderr, flush=True)

@@ -85,7 +85,7 @@ def _lazy(module: str, name: str):
     return call
 
 
-def _command(sub, name: str, help_text: str, func, add_args=None, server: bool = False, config=None) -> None:
+def _command(sub, name: str, help_text: str, func, add_args=None, config=None, server: bool = False) -> None:
     """`config`: a function giving the flags derived from the job's config dataclass (assistant/cli/flags.py),
     which argparse copies in as a parent parser."""
     p = sub.add_parser(name, help=help_text, parents=[config()] if config else [])
@@ -104,26 +104,24 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     _command(sub, "info", "versions, device, dtype, resolved model paths", cmd_info)
     _command(sub, "serve", "start the web UI (same as python app.py); --api adds the OpenAI-compatible /v1",
              cmd_serve, add_serve_args, server=True)
-    for name, text, module, add_args, config in (
-        ("ingest", "add files/folders to the document index (RAG)", "documents", add_ingest_args, None),
-        ("search", "top-k chunks for a query (or --queries FILE.jsonl) with sources", "documents", add_search_args,
-         None),
-        ("ask", "answer one question (or a JSONL file) with the variants side by side", "ask", add_ask_arguments,
-         None),
-        ("train", "fine-tune an adapter: arena train CONFIG.yaml or --data FILE ...", "train", add_train_flags,
-         train_config_flags),
-        ("adapters", "list / delete / rename / export (merge) trained adapters", "train", add_adapters_args, None),
+    derived = {"train": train_config_flags, "decide": _lazy("assistant.cli.decide", "decide_config_flags")}
+    for name, text, module, add_args in (
+        ("ingest", "add files/folders to the document index (RAG)", "documents", add_ingest_args),
+        ("search", "top-k chunks for a query (or --queries FILE.jsonl) with sources", "documents", add_search_args),
+        ("ask", "answer one question (or a JSONL file) with the variants side by side", "ask", add_ask_arguments),
+        ("train", "fine-tune an adapter: arena train CONFIG.yaml or --data FILE ...", "train", add_train_flags),
+        ("adapters", "list / delete / rename / export (merge) trained adapters", "train", add_adapters_args),
         ("decide", "documents (+ optional Q/A) to a verdict: ingest, evaluate, train, compare, report", "decide",
-         _lazy("assistant.cli.decide", "add_decide_args"), _lazy("assistant.cli.decide", "decide_config_flags")),
+         _lazy("assistant.cli.decide", "add_decide_args")),
         ("export", "the chosen strategy as a bundle: peft + GGUF adapter, index, prompts, SERVING.md", "ship",
-         add_export_args, None),
+         add_export_args),
         ("compare", "score base / prompt / rag / finetuned variants on held-out questions", "compare",
-         add_compare_args, None),
+         add_compare_args),
     ):
-        if command is not None and name != command:
+        if command is None or name == command:
+            _command(sub, name, text, _lazy(f"assistant.cli.{module}", f"cmd_{name}"), add_args, derived.get(name))
+        else:
             sub.add_parser(name, help=text)
-            continue
-        _command(sub, name, text, _lazy(f"assistant.cli.{module}", f"cmd_{name}"), add_args, config=config)
     return parser
 
 
