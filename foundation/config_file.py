@@ -25,15 +25,27 @@ STRICT = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
 
 
 class YamlFile:
-    """`to_yaml` / `from_yaml` for a config dataclass (JobConfig, DecideConfig): saved next to what it made,
-    read back with every value checked."""
+    """`to_yaml` / `from_yaml` for a config dataclass (JobConfig, DecideConfig, the bundle's Strategy): saved
+    next to what it made, read back with every value checked."""
 
     def to_yaml(self, path: Path) -> None:
-        save_yaml(self, path)
+        atomic.write_text(path, yaml.safe_dump(asdict(self), sort_keys=False, allow_unicode=True))
 
     @classmethod
     def from_yaml(cls, path: Path) -> Self:
-        return load_yaml(cls, path)
+        """`cls` built from a YAML mapping; ArenaError naming the file (and line) for a missing or bad file."""
+        path = Path(path)
+        if not path.is_file():
+            raise ArenaError(f"config file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f" line {mark.line + 1}" if mark else ""
+            raise ArenaError(f"{path.name}{line}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+        if not isinstance(data, dict):
+            raise ArenaError(f"{path.name}: expected a mapping of settings")
+        return checked(cls, data, path.name)
 
     def with_flags(self, args, skip: tuple[str, ...] = ()) -> Self:
         """This config with each setting whose flag was given (not None in the argparse namespace `args`) set
@@ -43,26 +55,6 @@ class YamlFile:
             if value is not None and f.name not in skip:
                 setattr(self, f.name, value)
         return self
-
-
-def save_yaml(cfg, path: Path) -> None:
-    atomic.write_text(path, yaml.safe_dump(asdict(cfg), sort_keys=False, allow_unicode=True))
-
-
-def load_yaml(cls, path: Path):
-    """`cls` built from a YAML mapping; ArenaError naming the file (and line) for a missing or bad file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ArenaError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark else ""
-        raise ArenaError(f"{path.name}{line}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
-    if not isinstance(data, dict):
-        raise ArenaError(f"{path.name}: expected a mapping of settings")
-    return checked(cls, data, path.name)
 
 
 def checked(cls, data: dict, where: str = ""):
