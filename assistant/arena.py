@@ -147,7 +147,7 @@ class Arena:
         gen.check(self.engine.context_length)
         prepared = self.prepare(question, variants, cfg, histories, gen)
         runnable = [n for n, p in prepared.items() if not p.error]
-        rows = self._rows(prepared, runnable, gen)
+        rows = self.rows(prepared, runnable, gen)
         answers = {n: _answer(n, p, RowOutput(done=bool(p.error)), 0) for n, p in prepared.items()}
         if not rows:
             yield answers
@@ -157,8 +157,9 @@ class Arena:
                 answers[name] = _answer(name, prepared[name], out, len(row.input_ids))
             yield dict(answers)
 
-    def _rows(self, prepared: dict[str, Prepared], names: list[str], gen: GenSettings) -> list[Row]:
-        """The engine rows of the named variants; refuses a prompt that leaves no room for the answer."""
+    def rows(self, prepared: dict[str, Prepared], names: list[str], gen: GenSettings) -> list[Row]:
+        """The engine rows of the named variants (streamed here, queued by the ship API); refuses a prompt that
+        leaves no room for the answer."""
         rows = [Row(self.engine.chat_ids(prepared[n].messages), prepared[n].adapter) for n in names]
         for name, row in zip(names, rows, strict=True):
             if len(row.input_ids) + gen.max_new_tokens > self.engine.context_length:
@@ -187,7 +188,7 @@ class Arena:
         rows, owners = [], []  # owners[k] = (question index, variant) of rows[k]
         for qi, prep in enumerate(prepared):
             names = [n for n, p in prep.items() if not p.error]
-            rows += self._rows(prep, names, gen)
+            rows += self.rows(prep, names, gen)
             owners += [(qi, n) for n in names]
         left = [sum(1 for q, _ in owners if q == qi) for qi in range(len(questions))]
         completed = 0

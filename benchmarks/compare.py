@@ -78,7 +78,7 @@ def bench_runner(n_questions: int = 6) -> None:
 
     tok = make_tiny_tokenizer()
     loaded = LoadedModel(make_tiny_model(len(tok)), tok, "tiny", "<memory>", torch.float32,
-                         torch.device("cpu"), 0.0)
+                         torch.device("cpu"))
     with tempfile.TemporaryDirectory() as tmp:
         runtime = Runtime(Settings(data_dir=Path(tmp)), base=loaded)
         runtime.embedder.encode(["warm up"])

@@ -8,9 +8,10 @@ the decide run (assistant.decide.config.DecideConfig) and the export bundle (ass
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from functools import cache
 from pathlib import Path
+from typing import Self
 
 import yaml
 from pydantic import AfterValidator, ConfigDict, TypeAdapter, ValidationError
@@ -23,24 +24,37 @@ from foundation.errors import ArenaError
 STRICT = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
 
 
-def save_yaml(cfg, path: Path) -> None:
-    atomic.write_text(path, yaml.safe_dump(asdict(cfg), sort_keys=False, allow_unicode=True))
+class YamlFile:
+    """`to_yaml` / `from_yaml` for a config dataclass (JobConfig, DecideConfig, the bundle's Strategy): saved
+    next to what it made, read back with every value checked."""
 
+    def to_yaml(self, path: Path) -> None:
+        atomic.write_text(path, yaml.safe_dump(asdict(self), sort_keys=False, allow_unicode=True))
 
-def load_yaml(cls, path: Path):
-    """`cls` built from a YAML mapping; ArenaError naming the file (and line) for a missing or bad file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ArenaError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark else ""
-        raise ArenaError(f"{path.name}{line}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
-    if not isinstance(data, dict):
-        raise ArenaError(f"{path.name}: expected a mapping of settings")
-    return checked(cls, data, path.name)
+    @classmethod
+    def from_yaml(cls, path: Path) -> Self:
+        """`cls` built from a YAML mapping; ArenaError naming the file (and line) for a missing or bad file."""
+        path = Path(path)
+        if not path.is_file():
+            raise ArenaError(f"config file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f" line {mark.line + 1}" if mark else ""
+            raise ArenaError(f"{path.name}{line}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+        if not isinstance(data, dict):
+            raise ArenaError(f"{path.name}: expected a mapping of settings")
+        return checked(cls, data, path.name)
+
+    def with_flags(self, args, skip: tuple[str, ...] = ()) -> Self:
+        """This config with each setting whose flag was given (not None in the argparse namespace `args`) set
+        from it; `skip`: settings whose flags have a shape of their own."""
+        for f in fields(self):
+            value = getattr(args, f.name, None)
+            if value is not None and f.name not in skip:
+                setattr(self, f.name, value)
+        return self
 
 
 def checked(cls, data: dict, where: str = ""):

@@ -34,7 +34,6 @@ class LoadedModel:
     path: str
     dtype: torch.dtype
     device: torch.device
-    load_seconds: float
 
 
 def cpu_supports_bf16(cpuinfo: str | None = None) -> bool:
@@ -150,7 +149,6 @@ def load_model(settings: Settings) -> LoadedModel:
     """Load the configured base model and tokenizer on the configured device and dtype."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    start = time.perf_counter()
     path = resolve_model_path(settings.model, settings)
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
@@ -164,4 +162,4 @@ def load_model(settings: Settings) -> LoadedModel:
     model.to(device).eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(model, tokenizer, settings.model, path, dtype, device, time.perf_counter() - start)
+    return LoadedModel(model, tokenizer, settings.model, path, dtype, device)

@@ -8,6 +8,8 @@ of redraws a second, so there tqdm redraws at most every LOG_EVERY_S seconds, ea
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from tqdm import tqdm
 
@@ -38,6 +40,26 @@ def percent_line(eta: bool = True):
         advance(line, round(100 * min(max(fraction, 0.0), 1.0), 1), text)
     progress.close = line.close
     return progress
+
+
+@contextmanager
+def count_line(desc: str, what: str, stream=None) -> Iterator[Callable[[int, int], None]]:
+    """A `progress(done, total)` callback drawing `desc: done/total what, ETA 00:42`, closed on leaving the block.
+    The bar starts at the first count and tqdm's rate (so its time left) counts only what is done after it: what
+    came before may have been read back from a cache in no time."""
+    line = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal line
+        if line is None:
+            line = bar(total, desc, stream, initial=done,
+                       bar_format="{desc}: {n_fmt}/{total_fmt} " + what + ", ETA {remaining}")
+        line.update(done - line.n)
+    try:
+        yield progress
+    finally:
+        if line is not None:
+            line.close()
 
 
 class _Lines:

@@ -88,7 +88,7 @@ def tiny_loaded(tiny_model, tiny_tokenizer):
 
     tiny_tokenizer.pad_token = tiny_tokenizer.pad_token or tiny_tokenizer.eos_token
     return LoadedModel(tiny_model, tiny_tokenizer, "tiny-llama", "<memory>", torch.float32,
-                       torch.device("cpu"), 0.0)
+                       torch.device("cpu"))
 
 
 @pytest.fixture(scope="session")

@@ -62,7 +62,7 @@ def env(tmp_path_factory, tiny_model_dir):
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     loaded = LoadedModel(model, tok, str(tiny_model_dir), str(tiny_model_dir), torch.float32,
-                         torch.device("cpu"), 0.0)
+                         torch.device("cpu"))
     runtime = Runtime(settings, base=loaded)
     (root / "faq.md").write_text(FAQ)
     ingest_paths(runtime.store, [root / "faq.md"])

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +14,8 @@ from assistant.decide.config import DecideConfig
 from assistant.decide.config import config_from_args as decide_config
 from foundation.errors import ArenaError
 from training.config import JobConfig, config_from_args
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _options(command: str) -> set[str]:
@@ -78,3 +83,31 @@ def test_decide_flags_and_their_errors(tmp_path, capsys):
     (tmp_path / "d.yaml").write_text(f"docs: [{doc}]\nvariants: [rag, oracle]\n")
     assert main(["decide", "--config", str(tmp_path / "d.yaml"), "--data-dir", str(tmp_path / "d")]) == 2
     assert "unknown variant(s) ['oracle']" in capsys.readouterr().err
+
+
+def _help_and_imports(*argv: str) -> tuple[str, bool]:
+    """`arena ARGV --help` in a fresh interpreter: its help text, and whether transformers was imported."""
+    code = ("import sys\nfrom assistant.cli.main import main\ntry:\n    main(sys.argv[1:] + ['--help'])\n"
+            "except SystemExit:\n    pass\nprint('transformers' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=ROOT)
+    text, _, imported = proc.stdout.rstrip().rpartition("\n")
+    return text, imported == "True"
+
+
+def test_a_command_builds_only_its_own_flags():
+    # train's flags come from JobConfig through transformers (~2 s to import): another command never pays for it
+    text, imported = _help_and_imports("ingest")
+    assert "--chunk-size" in text and "--lora-r" not in text and not imported
+    text, imported = _help_and_imports("train")
+    assert "JobConfig settings (each overrides the YAML value when given)" in text and imported
+    assert "--lora-r" in text and "--no-keep-best" in text and "--data" in text
+
+
+def test_both_job_configs_save_and_load_through_one_yaml_file(tmp_path):
+    path = tmp_path / "saved.yaml"
+    for cfg in (JobConfig(name="x", lora_r=4, data=[{"path": "a.jsonl"}]), DecideConfig(docs=["a.md"], seeds=2)):
+        cfg.to_yaml(path)
+        assert type(cfg).from_yaml(path) == cfg
+    path.write_text("docs: [a.md]\nseeds: 0\n")
+    with pytest.raises(ArenaError, match="saved.yaml: seeds must be greater than or equal to 1, got 0"):
+        DecideConfig.from_yaml(path)

@@ -4,7 +4,6 @@ fits the plan to the data. Plans only: nothing is trained (the plan reads the in
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from dataclasses import replace
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant.cli.decide import add_decide_args
+from assistant.cli.main import build_parser
 from assistant.decide.config import DEFAULT_BUDGET_MINUTES, DecideConfig, config_from_args
 from assistant.decide.runner import plan_for
 from foundation.settings import Settings
@@ -32,9 +31,7 @@ def faq(folder: Path, pairs: int) -> dict:
 
 
 def parse(argv: list[str]) -> DecideConfig:
-    p = argparse.ArgumentParser()
-    add_decide_args(p)
-    return config_from_args(p.parse_args(argv))
+    return config_from_args(build_parser("decide").parse_args(["decide", *argv]))
 
 
 def train_row(plan) -> dict:

@@ -58,7 +58,7 @@ def looping_torch(tiny_tokenizer):
     from foundation.models import LoadedModel
 
     model = make_looping_model(tiny_tokenizer)
-    return Engine(LoadedModel(model, tiny_tokenizer, "looping", "<memory>", torch.float32, torch.device("cpu"), 0.0))
+    return Engine(LoadedModel(model, tiny_tokenizer, "looping", "<memory>", torch.float32, torch.device("cpu")))
 
 
 def _rows(engine) -> list[Row]:
@@ -150,22 +150,19 @@ def test_cli_ask_flag(looping_dir, tmp_path, capsys):
 
 
 def test_decide_flag_reaches_the_comparison_key_and_a_resumed_old_run_keeps_its_decoding(tmp_path):
-    import argparse
-
-    from assistant.cli.decide import add_decide_args
+    from assistant.cli.main import build_parser
     from assistant.compare.resume import plan_from_json
     from assistant.decide.config import config_from_args
     from assistant.decide.stages import DecideRun
     from foundation.settings import Settings
 
     (tmp_path / "faq.md").write_text("# FAQ\n\n## Q?\n\nA.\n")
-    parser = argparse.ArgumentParser()
-    add_decide_args(parser)
-    default = config_from_args(parser.parse_args([str(tmp_path / "faq.md")]))
-    off = config_from_args(parser.parse_args([str(tmp_path / "faq.md"), "--stop-on-loop", "0"]))
+    parser = build_parser("decide")
+    default = config_from_args(parser.parse_args(["decide", str(tmp_path / "faq.md")]))
+    off = config_from_args(parser.parse_args(["decide", str(tmp_path / "faq.md"), "--stop-on-loop", "0"]))
     assert default.stop_on_loop == LOOP_STOP and off.stop_on_loop == 0
     with pytest.raises(ArenaError, match="stop on loop"):
-        config_from_args(parser.parse_args([str(tmp_path / "faq.md"), "--stop-on-loop", "2"]))
+        config_from_args(parser.parse_args(["decide", str(tmp_path / "faq.md"), "--stop-on-loop", "2"]))
     settings = Settings(data_dir=tmp_path / "data")
     assert DecideRun(default, settings).keys["compare"] != DecideRun(off, settings).keys["compare"]
     # a run stored before the setting existed was answered without it: resumed the same way

@@ -88,7 +88,7 @@ def runtime(tmp_path_factory, tiny_model_dir):
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     loaded = LoadedModel(model, tok, str(tiny_model_dir), str(tiny_model_dir), torch.float32,
-                         torch.device("cpu"), 0.0)
+                         torch.device("cpu"))
     return Runtime(Settings(data_dir=data_dir, model=str(tiny_model_dir)), base=loaded)
 
 

@@ -128,6 +128,8 @@ def test_auth_is_required(served):
     ({"model": "base", "messages": [{"role": "user", "content": "hi"}], "temperature": 99}, 400, "temperature"),
     ({"model": "base", "messages": [{"role": "robot", "content": "hi"}]}, 400, "role"),
     ({"model": "base", "messages": [{"role": "user", "content": "x" * 3_000_000}]}, 413, "exceeds"),
+    ({"model": "base", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok " * 3000},
+                                    {"role": "user", "content": "and?"}]}, 400, "exceeds the model's context"),
 ])
 def test_bad_input_gets_a_clear_4xx(served, body, status, needle):
     server, _, _ = served

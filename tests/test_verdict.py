@@ -200,7 +200,7 @@ def tiny_runtime(tmp_path, tiny_model_dir):
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     loaded = LoadedModel(model, tok, str(tiny_model_dir), str(tiny_model_dir), torch.float32,
-                         torch.device("cpu"), 0.0)
+                         torch.device("cpu"))
     _write_job(data_dir, "job-7", [_chat(f"What is item {i}?", f"Item {i} is blue.") for i in range(6)])
     meta = {"method": "lora", "base_model": str(tiny_model_dir), "peft_type": "LORA", "job_id": "job-7",
             "metrics": {"train_seconds": 90.0}}

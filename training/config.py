@@ -7,7 +7,7 @@ Types, choices and bounds are the fields' annotations, checked by pydantic (foun
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal, get_args
 
@@ -49,7 +49,7 @@ class Sweep(TypedDict, total=False):
 
 @with_config(config_file.STRICT)
 @dataclass
-class JobConfig:
+class JobConfig(config_file.YamlFile):
     """Everything that defines one training run (data, method, hyper-parameters, where it goes)."""
 
     name: str = "adapter"
@@ -193,12 +193,6 @@ class JobConfig:
         if len(ranks) > 1 and self.init_from:
             raise ArenaError(f"init_from {self.init_from!r} fixes the LoRA rank: sweep only the learning rate")
 
-    def to_yaml(self, path: Path) -> None:
-        config_file.save_yaml(self, path)
-
-    @classmethod
-    def from_yaml(cls, path: Path) -> JobConfig:
-        return config_file.load_yaml(cls, path)
 
 
 def report_targets(text: str) -> list[str]:
@@ -265,11 +259,7 @@ def sweep_axes(cfg: JobConfig) -> tuple[list[float], list[int]]:
 
 def config_from_args(args: argparse.Namespace) -> JobConfig:
     """YAML (if given) overlaid with the CLI flags that were actually passed."""
-    cfg = JobConfig.from_yaml(args.config) if args.config else JobConfig()
-    for f in fields(JobConfig):
-        value = getattr(args, f.name, None)
-        if value is not None and f.name != "data":
-            setattr(cfg, f.name, value)
+    cfg = (JobConfig.from_yaml(args.config) if args.config else JobConfig()).with_flags(args, skip=("data",))
     cfg.data = list(cfg.data) + _data_flags(args)
     cfg.sweep = dict(cfg.sweep)
     if args.sweep_lr:

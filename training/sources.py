@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 
-from foundation import atomic
+from foundation import atomic, progress_line
 from foundation.errors import ArenaError
 from foundation.records import read_jsonl, write_jsonl
 from foundation.row_cache import RowCache
@@ -68,17 +67,11 @@ def document_qa(sections, generator: str, n: int, generate, embed, data_dir: Pat
     """Q/A rows from document sections: n questions written by the generator SPEC and filtered (decide's path,
     training/doc_questions.py; generate(messages, GenSettings) -> texts, embed(texts) -> vectors), else the
     heading/definition heuristic's. Progress, the filter counts and any fallback go to stderr."""
-    started, cached = time.time(), []
-
-    def progress(done: int, total: int) -> None:
-        cached[:] = cached or [done]  # the first call counts the replies read back: they took no time
-        new = done - cached[0]
-        eta = f"{(time.time() - started) / new * (total - done):.0f} s" if new else "?"
-        print(f"\rquestions written by {generator}: {done}/{total}, ETA {eta}", end="", file=sys.stderr, flush=True)
-
-    got = document_pairs(sections, generator, n, generate, embed, RowCache.in_data_dir(data_dir), seed, progress)
+    with progress_line.count_line(f"questions written by {generator}", "questions") as progress:
+        got = document_pairs(sections, generator, n, generate, embed, RowCache.in_data_dir(data_dir), seed,
+                             progress)
     for line in describe(got.info):
-        print(f"\rdocuments: {line}", file=sys.stderr, flush=True)
+        print(f"documents: {line}", file=sys.stderr, flush=True)
     return got.rows
 
 
@@ -125,18 +118,12 @@ def augment(rows: list[Example], cfg: JobConfig, settings: Settings, tools: Data
 
     tools = need(tools, "paraphraser", "encode")
     model = cfg.generator_model or settings.model
-    started = time.time()
-
-    def progress(done: int, total: int) -> None:
-        eta = (time.time() - started) / done * (total - done)
-        print(f"\rparaphrases: {done}/{total} new questions, ETA {eta:.0f} s", end="", file=sys.stderr,
-              flush=True)
-
-    out, stats = augment_rows(rows, ParaphraseSettings(k=k, model=model, seed=cfg.seed),
-                              tools.paraphraser(model), tools.encode,
-                              RowCache.in_data_dir(settings.data_dir), progress=progress)
+    with progress_line.count_line("paraphrases", "new questions") as progress:
+        out, stats = augment_rows(rows, ParaphraseSettings(k=k, model=model, seed=cfg.seed),
+                                  tools.paraphraser(model), tools.encode,
+                                  RowCache.in_data_dir(settings.data_dir), progress=progress)
     if stats["questions"]:  # a source of grounded or multi-turn rows has nothing to paraphrase: say nothing
-        print(f"\rparaphrases: kept {stats['kept']} of {stats['samples']} samples for {stats['questions']} "
+        print(f"paraphrases: kept {stats['kept']} of {stats['samples']} samples for {stats['questions']} "
               "questions", file=sys.stderr, flush=True)
     return out
 

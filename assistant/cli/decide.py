@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from assistant.cli.flags import add_config_flags
+from assistant.cli.flags import config_flags
 from assistant.cli.output import emit
 from assistant.compare.recommend import headline
 from assistant.decide.config import DecideConfig, config_from_args
@@ -15,13 +15,17 @@ from assistant.decide.runner import plan_for, run_decide
 EXIT_CANCELLED = 3
 
 
+def decide_config_flags() -> argparse.ArgumentParser:
+    """`arena decide`'s flags: one per DecideConfig setting (each overrides the --config YAML value when given)
+    but the documents, which are its positional arguments (add_decide_args)."""
+    return config_flags(DecideConfig, skip=("docs",))
+
+
 def add_decide_args(p: argparse.ArgumentParser) -> None:
-    """`arena decide DOCS... [--qa FILE] [--eval FILE] [--seeds N] [--budget-minutes M] [--json]`: one flag per
-    DecideConfig setting (each overrides the --config YAML value when given)."""
+    """`arena decide DOCS... [--config FILE] [--plan]`, plus decide_config_flags."""
     p.add_argument("docs", nargs="*", help="document files or folders (folders recurse)")
     p.add_argument("--config", default=None, help="decide YAML (flags override its values)")
     p.add_argument("--plan", action="store_true", help="print the plan (stages, counts, minutes) and stop")
-    add_config_flags(p, DecideConfig, skip=("docs",))
 
 
 def cmd_decide(args: argparse.Namespace, settings) -> int:

@@ -13,7 +13,7 @@ from assistant.cli.compare import add_compare_args
 from assistant.cli.documents import add_ingest_args, add_search_args
 from assistant.cli.output import emit
 from assistant.cli.ship import add_export_args
-from assistant.cli.train import add_adapters_args, add_train_flags
+from assistant.cli.train import add_adapters_args, add_train_flags, train_config_flags
 from assistant.inference.choose import plan
 from foundation.errors import ArenaError
 from foundation.settings import Settings, add_settings_flags, load_settings
@@ -79,46 +79,32 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
 
 
 def _lazy(module: str, name: str):
-    """A command function that imports its module only when run, so `arena --help` stays fast."""
-    def call(args: argparse.Namespace, settings: Settings) -> int:
-        return getattr(importlib.import_module(module), name)(args, settings)
+    """`module.name`, imported only when called, so a command never pays for another command's imports."""
+    def call(*args):
+        return getattr(importlib.import_module(module), name)(*args)
     return call
 
 
-class _CommandParser(argparse.ArgumentParser):
-    """A subcommand's parser that adds its own arguments the first time it parses: `train` and `decide` derive
-    theirs from their config dataclass with transformers, whose import should not slow `arena --help` or any
-    other command."""
-
-    def __init__(self, *args, add_args=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._pending = add_args
-
-    def parse_known_args(self, args=None, namespace=None):
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            pending(self)
-        return super().parse_known_args(args, namespace)
-
-
-def _add_decide_args(p: argparse.ArgumentParser) -> None:
-    from assistant.cli.decide import add_decide_args  # deferred: the decide pipeline's modules
-
-    add_decide_args(p)
-
-
-def _command(sub, name: str, help_text: str, func, add_args=None, server: bool = False) -> None:
-    p = sub.add_parser(name, help=help_text, add_args=add_args)
+def _command(sub, name: str, help_text: str, func, add_args=None, config=None, server: bool = False) -> None:
+    """`config`: a function giving the flags derived from the job's config dataclass (assistant/cli/flags.py),
+    which argparse copies in as a parent parser."""
+    p = sub.add_parser(name, help=help_text, parents=[config()] if config else [])
+    if add_args:
+        add_args(p)
     add_settings_flags(p, server=server)
     p.set_defaults(func=func)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `arena` parser; given a `command`, only that subcommand gets its arguments (the others are listed by
+    name for --help): train's and decide's flags come from their config dataclass through transformers (~2 s)
+    and decide's from its pipeline modules, which `arena --help` and the other commands should not import."""
     parser = argparse.ArgumentParser(prog="arena", description="Prompting vs RAG vs fine-tuning, measured.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_CommandParser)
+    sub = parser.add_subparsers(dest="command", required=True)
     _command(sub, "info", "versions, device, dtype, resolved model paths", cmd_info)
     _command(sub, "serve", "start the web UI (same as python app.py); --api adds the OpenAI-compatible /v1",
              cmd_serve, add_serve_args, server=True)
+    derived = {"train": train_config_flags, "decide": _lazy("assistant.cli.decide", "decide_config_flags")}
     for name, text, module, add_args in (
         ("ingest", "add files/folders to the document index (RAG)", "documents", add_ingest_args),
         ("search", "top-k chunks for a query (or --queries FILE.jsonl) with sources", "documents", add_search_args),
@@ -126,18 +112,22 @@ def build_parser() -> argparse.ArgumentParser:
         ("train", "fine-tune an adapter: arena train CONFIG.yaml or --data FILE ...", "train", add_train_flags),
         ("adapters", "list / delete / rename / export (merge) trained adapters", "train", add_adapters_args),
         ("decide", "documents (+ optional Q/A) to a verdict: ingest, evaluate, train, compare, report", "decide",
-         _add_decide_args),
+         _lazy("assistant.cli.decide", "add_decide_args")),
         ("export", "the chosen strategy as a bundle: peft + GGUF adapter, index, prompts, SERVING.md", "ship",
          add_export_args),
         ("compare", "score base / prompt / rag / finetuned variants on held-out questions", "compare",
          add_compare_args),
     ):
-        _command(sub, name, text, _lazy(f"assistant.cli.{module}", f"cmd_{name}"), add_args)
+        if command is None or name == command:
+            _command(sub, name, text, _lazy(f"assistant.cli.{module}", f"cmd_{name}"), add_args, derived.get(name))
+        else:
+            sub.add_parser(name, help=text)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv[0] if argv else "").parse_args(argv)
     try:
         settings = load_settings(args)
         return args.func(args, settings) or 0

@@ -7,7 +7,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from assistant.cli.flags import add_config_flags, numbers
+from assistant.cli.flags import config_flags, numbers
 from assistant.cli.output import emit
 from foundation.errors import ArenaError
 from foundation.paths import confine
@@ -17,9 +17,14 @@ from training.config import DOC_KINDS, MAX_TRIALS, JobConfig, config_from_args
 from training.doc_questions import QUESTIONS
 
 
+def train_config_flags() -> argparse.ArgumentParser:
+    """`arena train`'s flags for the JobConfig settings (each overrides the YAML value when given), except the
+    data sources and the sweep, whose flags have a shape of their own (add_train_flags)."""
+    return config_flags(JobConfig, skip=("data", "sweep", "job_id"))
+
+
 def add_train_flags(p: argparse.ArgumentParser) -> None:
-    """`arena train [CONFIG] ...`: one flag per JobConfig setting (each overrides the YAML value when given),
-    plus the data sources and the sweep, whose flags have a shape of their own."""
+    """`arena train [CONFIG] ...`: the job YAML, the data sources and the sweep."""
     p.add_argument("config", nargs="?", help="job YAML (flags below override its values)")
     p.add_argument("--data", action="append", default=None, metavar="FILE[:WEIGHT]",
                    help="training file (.jsonl/.json/.csv); repeat to mix with weights")
@@ -40,7 +45,6 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="sweep these learning rates (comma- or space-separated, e.g. 1e-4,3e-4)")
     p.add_argument("--sweep-rank", "--sweep-r", dest="sweep_r", type=numbers(int), nargs="+", default=None,
                    metavar="R", help=f"sweep these LoRA ranks (e.g. 4,8); at most {MAX_TRIALS} combinations")
-    add_config_flags(p, JobConfig, skip=("data", "sweep", "job_id"))
 
 
 def _resolve_config(args: argparse.Namespace, settings: Settings) -> JobConfig:

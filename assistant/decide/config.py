@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -59,7 +59,7 @@ def check_variants(variants: list[str]) -> None:
 
 @with_config(config_file.STRICT)
 @dataclass
-class DecideConfig:
+class DecideConfig(config_file.YamlFile):
     """Everything that defines one decision run: inputs, evaluation split, training and comparison knobs."""
 
     docs: list[str] = field(default_factory=list)  # files or folders to ingest
@@ -154,12 +154,6 @@ class DecideConfig:
             data[key] = str(Path(data[key]).resolve()) if data[key] else ""
         return DecideConfig(**data)
 
-    def to_yaml(self, path: Path) -> None:
-        config_file.save_yaml(self, path)
-
-    @classmethod
-    def from_yaml(cls, path: Path) -> DecideConfig:
-        return config_file.load_yaml(cls, path)
 
 
 def workspace(data_dir: Path, name: str) -> Path:
@@ -169,13 +163,8 @@ def workspace(data_dir: Path, name: str) -> Path:
 
 def config_from_args(args: argparse.Namespace) -> DecideConfig:
     """YAML (if given) overlaid with the flags actually passed; positional DOCS replace the YAML's list."""
-    cfg = DecideConfig.from_yaml(args.config) if args.config else DecideConfig()
-    for f in fields(DecideConfig):
-        value = getattr(args, f.name, None)
-        if f.name == "docs":
-            value = value or None
-        if value is not None:
-            setattr(cfg, f.name, value)
+    cfg = (DecideConfig.from_yaml(args.config) if args.config else DecideConfig()).with_flags(args, skip=("docs",))
+    cfg.docs = args.docs or cfg.docs
     cfg.validate()
     return cfg.resolved()
 

@@ -61,7 +61,7 @@ def generated_sets(cfg, runtime, sections, hold_out: bool = True, progress=None,
     if not sections:
         raise ArenaError("the documents have no text to write questions from")
     groups = [{"source": s.source, "section": s.title} for s in sections]
-    train_groups, eval_groups = split_by_section(groups, cfg.eval_fraction, cfg.seed) if hold_out else (groups, [])
+    _, eval_groups = split_by_section(groups, cfg.eval_fraction, cfg.seed) if hold_out else (groups, [])
     held = {section_key(g) for g in eval_groups}
     qs = settings_for(cfg)
     n_eval = max(MIN_EVAL_QUESTIONS, round(cfg.questions * cfg.eval_fraction)) if hold_out else 0

@@ -24,7 +24,6 @@ from pathlib import Path
 
 from assistant.ship import serving
 from assistant.ship.strategy import Strategy
-from foundation import config_file
 from foundation.cache_folder import publish, temp_folder
 from foundation.errors import ArenaError
 from foundation.registry import AdapterRegistry
@@ -74,7 +73,7 @@ def export_bundle(strategy: Strategy, settings, out: Path, base_gguf: Path | Non
             strategy.index = "index"
         step("prompts")
         (tmp / "prompts.json").write_text(json.dumps(prompts(strategy), indent=1, ensure_ascii=False))
-        config_file.save_yaml(strategy, tmp / STRATEGY)
+        strategy.to_yaml(tmp / STRATEGY)
         if strategy.gguf:
             (tmp / "Modelfile").write_text(serving.modelfile(strategy, base_gguf))
         (tmp / "SERVING.md").write_text(serving.serving_md(strategy, out, base_gguf))
@@ -145,7 +144,7 @@ def open_bundle(folder: Path) -> Bundle:
     meta = json.loads((folder / MARKER).read_text())
     if meta.get("format") != FORMAT:
         raise ArenaError(f"bundle {folder} has format {meta.get('format')}, this arena reads format {FORMAT}")
-    strategy = config_file.load_yaml(Strategy, folder / STRATEGY)
+    strategy = Strategy.from_yaml(folder / STRATEGY)
     return Bundle(folder, strategy)
 
 

@@ -94,7 +94,7 @@ class ChatService:
                                  gen)[strategy.variant]
         if prepared.error:
             raise ArenaError(f"{served_name(strategy.variant, strategy.adapter)}: {prepared.error}")
-        row = arena._rows({strategy.variant: prepared}, [strategy.variant], gen)[0]  # context-length check
+        row = arena.rows({strategy.variant: prepared}, [strategy.variant], gen)[0]  # context-length check
         return Turn(strategy, row, gen, prepared.sources, prepared.notice)
 
     def stream(self, turn: Turn) -> Iterator[RowOutput]:

@@ -34,7 +34,7 @@ SEPARATOR = ":"
 
 @with_config(config_file.STRICT)  # strategy.yaml is read back with its values checked, unknown keys refused
 @dataclass
-class Strategy:
+class Strategy(config_file.YamlFile):
     """strategy.yaml: everything a bundle serves, as the comparison served it."""
 
     variant: str
