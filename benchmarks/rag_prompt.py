@@ -44,8 +44,8 @@ def _progress(done: int, total: int) -> None:
 
 
 def main() -> None:
+    from assistant.compare.bootstrap import paired_difference
     from assistant.compare.naive_rag import naive_rag_answers
-    from assistant.compare.stats import paired_difference
     from foundation.generation import GenSettings
     from foundation.metrics import contains, retrieval_hit, token_f1
     from foundation.variants import VariantConfig, max_new_tokens_for

@@ -8,12 +8,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from assistant.compare.bootstrap import bootstrap_ci, paired_difference, widening
 from assistant.compare.forgetting import check_forgetting, load_probe
 from assistant.compare.recommend import recommend
 from assistant.compare.report import write_report
 from assistant.compare.result import SCHEMA_VERSION, ComparisonResult
 from assistant.compare.runs import RunStore
-from assistant.compare.stats import bootstrap_ci, exp_summary, paired_against, paired_difference, widening
+from assistant.compare.stats import exp_summary, paired_against
 from foundation.errors import ArenaError
 from foundation.leakage import find_overlaps, overlap_warnings, split_by_section
 from foundation.metrics import (

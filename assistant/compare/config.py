@@ -28,5 +28,5 @@ class CompareConfig:
     eval_name: str = ""
     label: str = ""
     judge: str = ""  # LLM judge: "" none | local | openai:URL:MODEL (assistant/compare/judge.py)
-    # practical-equivalence margin in the metric's units (0 = the metric's default, recommend.EQUIVALENCE_MARGINS)
+    # practical-equivalence margin in the metric's units (0 = the metric's default, equivalence.EQUIVALENCE_MARGINS)
     equivalence_margin: float = 0.0

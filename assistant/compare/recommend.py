@@ -1,12 +1,12 @@
-"""The recommendation rule, on paired per-question scores (the statistics are in stats.py); docs/verdict.md.
+"""The recommendation rule, on paired per-question scores (the statistics: paired.py); docs/verdict.md.
 
 1. Rank the variants by the mean of the primary metric (NLL: lower is better; perplexity is decided on its
    logarithm, the NLL). The first is the *leader*.
 2. Compare the leader with every other variant on the paired per-question differences, clustered by source when
-   the questions carry one, Holm-corrected over those comparisons (stats.compare_to_best). On the same draws:
-   an equivalence test (TOST) of each difference against the margin (+-``margin`` in the metric's units,
-   EQUIVALENCE_MARGINS by default), Holm-corrected too, and P(best), the leader's share of the joint resamples
-   in which it has the best mean.
+   the questions carry one, Holm-corrected over those comparisons (paired.compare_to_best). On the same draws:
+   an equivalence test (TOST, equivalence.py) of each difference against the margin (+-``margin`` in the
+   metric's units, EQUIVALENCE_MARGINS by default), Holm-corrected too, and P(best), the leader's share of the
+   joint resamples in which it has the best mean.
 3. Seeds: a variant scored with several training seeds enters with its per-question mean over the seeds.
    Its separation from the leader also needs the seeds to agree: every seed's mean must stay on the same side
    of the other variant's score(s) -- the worst seed of the better variant must still beat the best seed of
@@ -30,14 +30,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 
-from assistant.compare.stats import (
-    ALPHA,
-    PAIRED_RESAMPLES,
-    compare_to_best,
-    finite_values,
-    mean_over_seeds,
-    seed_spread,
-)
+from assistant.compare.bootstrap import PAIRED_RESAMPLES, finite_values
+from assistant.compare.equivalence import EQUIVALENCE_MARGINS
+from assistant.compare.paired import compare_to_best
+from assistant.compare.stats import mean_over_seeds, seed_spread
 from foundation.errors import ArenaError
 from foundation.metrics import HIGHER_IS_BETTER, METRIC_LABELS
 from foundation.variants import ADAPTER_VARIANTS
@@ -51,16 +47,6 @@ COST_PHRASES = {
     "extra_prompt_tokens": "adds {a:.0f} prompt tokens per question instead of {b:.0f} for {other}",
     "memory_mb": "needs {a:.1f} MB of extra memory instead of {b:.1f} MB for {other}",
 }
-# Default equivalence margins, in the decision metric's own units. Scores in [0, 1] (token F1, ROUGE-L, exact
-# match and contains as shares of questions, semantic similarity, the judge's grade): 0.05, five points on the
-# 0-100 scale -- smaller than the gaps between strategies worth acting on (0.1 and more in our FAQ runs), larger
-# than what rounding of a few answers moves. NLL (nats per reference token): 0.05 nats, a perplexity ratio of
-# exp(0.05) = 1.05, the same 5 % in relative terms. Other metrics (latency, speed) have no natural scale: no
-# equivalence test unless a margin is given.
-BOUNDED_MARGIN = 0.05
-NLL_MARGIN = 0.05
-EQUIVALENCE_MARGINS = {**{m: BOUNDED_MARGIN for m in ("f1", "rougeL", "exact", "contains", "semantic", "judge",
-                                                     "groundedness", "retrieval_hit")}, "nll": NLL_MARGIN}
 
 
 @dataclass
@@ -137,7 +123,7 @@ def recommend_from_table(table: dict[str, dict[str, list]], costs: dict, metric:
 
 def recommend(scores: dict[str, Sequence], costs: dict[str, dict], metric: str = "f1", *,
               sources: Sequence[str] | None = None, seed_scores: dict[str, Sequence[Sequence]] | None = None,
-              alpha: float = ALPHA, seed: int = 0, n_resamples: int = PAIRED_RESAMPLES,
+              seed: int = 0, n_resamples: int = PAIRED_RESAMPLES,
               margin: float | None = None) -> Recommendation:
     """Apply the rule to scores[variant] = per-question values of ``metric`` (None = not scored).
 
@@ -163,8 +149,7 @@ def recommend(scores: dict[str, Sequence], costs: dict[str, dict], metric: str =
     if len(ranked) == 1:
         return Recommendation(best, f"Only {best} was scored: {label} {means[best]:.3f}.", True, outcome="clear",
                               p_best=1.0, **base)
-    stats = compare_to_best({v: scores[v] for v in ranked}, best, higher, sources, alpha, seed, n_resamples,
-                            margin=margin)
+    stats = compare_to_best({v: scores[v] for v in ranked}, best, higher, sources, seed, n_resamples, margin)
     comparisons = stats.pop("comparisons")
     for v, row in comparisons.items():
         row["seed_flip"] = _seeds_flip(spreads, means, best, v, higher)
@@ -236,21 +221,12 @@ def _cost_key(costs: dict, variant: str) -> tuple:
     return tuple(round(float(c.get(k) or 0.0), 6) for k in COST_ORDER)
 
 
-def _deciding_cost(costs: dict, cheap: str, other: str) -> str | None:
-    for key, a, b in zip(COST_ORDER, _cost_key(costs, cheap), _cost_key(costs, other), strict=True):
-        if a != b:
-            return key
-    return None
-
-
 def cost_phrase(costs: dict, cheap: str, other: str) -> tuple[str | None, str]:
     """The first cost in COST_ORDER where ``cheap`` and ``other`` differ, and a phrase with both values."""
-    key = _deciding_cost(costs, cheap, other)
-    if key is None:
-        return None, ""
-    i = COST_ORDER.index(key)
-    a, b = _cost_key(costs, cheap)[i], _cost_key(costs, other)[i]
-    return key, COST_PHRASES[key].format(a=a, b=b, other=other)
+    for key, a, b in zip(COST_ORDER, _cost_key(costs, cheap), _cost_key(costs, other), strict=True):
+        if a != b:
+            return key, COST_PHRASES[key].format(a=a, b=b, other=other)
+    return None, ""
 
 
 # ---------------------------------------------------------------- the reasons, in words with their numbers

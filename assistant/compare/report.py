@@ -89,7 +89,7 @@ def _paired_rows(result: ComparisonResult) -> tuple[list[str], list[list[str]]]:
 
 
 def _verdict_rows(result: ComparisonResult) -> tuple[list[str], list[list[str]]]:
-    """The verdict's paired comparisons: best minus each other variant, Holm-adjusted (see stats.py)."""
+    """The verdict's paired comparisons: best minus each other variant, Holm-adjusted (see paired.py)."""
     rec = result.recommendation
     best, label, margin = rec.best or "best", METRIC_LABELS.get(rec.metric, rec.metric), rec.margin
     header = ["variant", f"{best} minus variant, {label} [adjusted CI]", "Holm level", "test", "p (adjusted)",
@@ -105,7 +105,7 @@ def _verdict_rows(result: ComparisonResult) -> tuple[list[str], list[list[str]]]
 
 
 def _equivalence_cell(c: dict) -> str:
-    """'yes: 0.004 (0.012) [-0.021, +0.035]' -- the equivalence test of rule 8 in stats.py."""
+    """'yes: 0.004 (0.012) [-0.021, +0.035]' -- the equivalence test of equivalence.py."""
     if "tost_p" not in c:
         return "–"
     verdict = "yes" if c["equivalent"] else ("no (seeds differ by the margin)" if c.get("seeds_exceed_margin")
