@@ -57,10 +57,10 @@ class PairedChange:
     n: int
 
 
-def paired_change(diffs, alpha: float = ALPHA, seed: int = PROBE_SEED) -> PairedChange:
+def paired_change(diffs, alpha: float = ALPHA) -> PairedChange:
     """The paired bootstrap of assistant/compare/bootstrap.py over items (one resampled unit per item)."""
     diffs = np.asarray(diffs, dtype=np.float64)
-    draws = Resampler.build(len(diffs), seed=seed).draws(diffs)
+    draws = Resampler.build(len(diffs), seed=PROBE_SEED).draws(diffs)
     low, high = draws.interval(alpha)
     return PairedChange(draws.center, low, high, 1 - alpha, draws.units)
 

@@ -24,11 +24,11 @@ TABLE_METRICS = ("f1", "rougeL", "exact", "contains", "semantic", "judge", "nll"
                  "retrieval_hit", "loops", "ttft_s", "tokens_per_s")  # loops: share of answers that loop
 
 
-def chart_png(variants: dict[str, Summary], metrics=CHART_METRICS) -> bytes:
+def chart_png(variants: dict[str, Summary]) -> bytes:
     """One small bar panel per metric, a bar per variant, whiskers = the 95 % bootstrap interval."""
     from matplotlib.figure import Figure  # no pyplot: no global backend state, safe on worker threads
 
-    shown = measured(variants, metrics)
+    shown = measured(variants, CHART_METRICS)
     cols = min(4, max(1, len(shown)))
     rows = max(1, -(-len(shown) // cols))
     fig = Figure(figsize=(3.2 * cols, 2.8 * rows), dpi=90, layout="constrained")
