@@ -406,3 +406,23 @@ def test_cli_summary_text():
     text = summary_text(synthetic_result())
     assert "token F1 (mean [95 % CI]):" in text and "rag            0.600 [0.500, 0.700]" in text
     assert "recommendation: rag" in text and "warning: a warning" in text
+
+
+def test_compare_flags_come_from_compare_config():
+    """The settings flags are CompareConfig's fields (either spelling); the flags not given keep its defaults."""
+    from assistant.cli.compare import compare_config
+    from assistant.cli.main import build_parser
+    from assistant.compare.config import CompareConfig
+    from foundation.variants import STRATEGIES
+
+    def parse(*flags):
+        return compare_config(build_parser().parse_args(["compare", "--eval", "q.jsonl", *flags]))
+
+    assert parse() == CompareConfig(variants=("base", "prompt", "rag"))  # no adapter: the variants without one
+    given = parse("--adapter", "a", "--metric", "nll", "--no-forgetting", "--max_new_tokens", "6", "--seed", "3",
+                  "--equivalence-margin", "0.1", "--stop-on-loop", "0", "--judge", "local")
+    assert given == CompareConfig(variants=STRATEGIES, metric="nll", adapter="a", seed=3, max_new_tokens=6,
+                                  stop_on_loop=0, forgetting=False, judge="local", equivalence_margin=0.1)
+    assert parse("--variants", "base", "rag").variants == ("base", "rag")
+    with pytest.raises(SystemExit):
+        parse("--metric", "bleu")  # a Literal field: argparse names the choices
