@@ -21,7 +21,8 @@ class CompareConfig:
 
     variants: tuple[str, ...] = STRATEGIES
     metric: Literal[PRIMARY_METRICS] = field(default="f1", metadata={"help": "primary metric (default f1)"})
-    adapter: str | None = field(default=None, metadata={"help": "registered adapter for finetuned / rag+finetuned"})
+    adapter: str | None = field(default=None, metadata={
+        "help": "registered adapter for finetuned / rag+finetuned"})
     seed: int = field(default=0, metadata={"help": "seed of generation, the drawn questions and the bootstrap (default 0)"})
     # None: sized from the references (foundation.variants.max_new_tokens_for)
     max_new_tokens: int | None = field(default=None, metadata={

@@ -1,4 +1,4 @@
-"""The recommendation rule, on paired per-question scores (the statistics: paired.py); docs/verdict.md.
+"""The recommendation rule, on paired per-question scores (statistics: paired.py; reasons: reasons.py); docs/verdict.md.
 
 1. Rank the variants by the mean of the primary metric (NLL: lower is better; perplexity is decided on its
    logarithm, the NLL). The first is the *leader*.
@@ -30,13 +30,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 
+from assistant.compare import reasons
 from assistant.compare.bootstrap import PAIRED_RESAMPLES, finite_values
 from assistant.compare.equivalence import EQUIVALENCE_MARGINS
 from assistant.compare.paired import compare_to_best
 from assistant.compare.stats import mean_over_seeds, seed_spread
 from foundation.errors import ArenaError
 from foundation.metrics import HIGHER_IS_BETTER, METRIC_LABELS
-from foundation.variants import ADAPTER_VARIANTS
 
 OUTCOMES = ("clear", "equivalent", "inconclusive")
 # Costs in the order they decide a tie: training is paid once but is the biggest effort, prompt tokens are
@@ -158,24 +158,30 @@ def recommend(scores: dict[str, Sequence], costs: dict[str, dict], metric: str =
             row["seeds_exceed_margin"] = _seeds_exceed(spreads, means, best, v, margin)
             row["equivalent"] = row["equivalent"] and not row["seeds_exceed_margin"]
     base.update(runner_up=ranked[1], comparisons=comparisons, stats=stats, p_best=stats["p_best"][best])
-    return _verdict(ranked, costs, label, spreads, base)
+    return _verdict(ranked, costs, base)
 
 
-def _verdict(ranked: list, costs: dict, label: str, spreads: dict, base: dict) -> Recommendation:
+def _verdict(ranked: list, costs: dict, base: dict) -> Recommendation:
     """Rule 4: equivalent (a cheaper variant within the margin) before clear, else inconclusive."""
-    best, comparisons = ranked[0], base["comparisons"]
-    shown_equivalent = [v for v in ranked[1:] if comparisons[v].get("equivalent")]
+    best, rows = ranked[0], base["comparisons"]
+    shown_equivalent = [v for v in ranked[1:] if rows[v].get("equivalent")]
     # min() keeps the first of equal-cost variants, and ranked is best-first, so equal cost -> better score.
     choice = min([best] + shown_equivalent, key=lambda v: _cost_key(costs, v))
     if choice != best:
-        return _equivalent(choice, costs, label, spreads, base)
-    if all(row["separated"] for row in comparisons.values()):
-        text = _clear_reason(best, ranked[1], comparisons, base["means"], spreads, label, base["n_questions"],
-                             base["stats"])
-        return Recommendation(best, text, True, outcome="clear", **base)
-    if all(row["separated"] or row.get("equivalent") for row in comparisons.values()):
-        return _equivalent(best, costs, label, spreads, base)
-    return _inconclusive(ranked, label, spreads, base)
+        key, phrase = cost_phrase(costs, choice, best)
+        text = reasons.cheaper_equivalent(base, choice, phrase)
+        return Recommendation(choice, text, False, outcome="equivalent", deciding_cost=key, **base)
+    if all(row["separated"] for row in rows.values()):
+        return Recommendation(best, reasons.clear(base, ranked[1]), True, outcome="clear", **base)
+    if all(row["separated"] or row.get("equivalent") for row in rows.values()):
+        near = [v for v, row in rows.items() if not row["separated"]]
+        closest = min(near, key=lambda v: abs(rows[v]["mean"]))
+        key, phrase = cost_phrase(costs, closest, best)
+        text = reasons.leader_equivalent(base, near, closest, phrase)
+        return Recommendation(best, text, False, outcome="equivalent", deciding_cost=key, **base)
+    open_ = [v for v in ranked[1:] if not rows[v]["separated"] and not rows[v].get("equivalent")]
+    return Recommendation(None, reasons.inconclusive(base, open_), False, outcome="inconclusive",
+                          more_questions=_more_questions(rows[open_[0]], base["n_questions"]), **base)
 
 
 def _with_seeds(scores: dict, seed_scores: dict) -> tuple[dict, dict]:
@@ -229,129 +235,9 @@ def cost_phrase(costs: dict, cheap: str, other: str) -> tuple[str | None, str]:
     return None, ""
 
 
-# ---------------------------------------------------------------- the reasons, in words with their numbers
-
-
-def _gap(row: dict, n: int, stats: dict) -> str:
-    """'+0.048 (Holm-adjusted 97.5 % paired interval +0.043 to +0.053; 60 questions in 12 source clusters)'."""
-    conf = (1 - row["level"]) * 100
-    where = f" in {stats['clusters']} source clusters" if stats.get("clustered") else ""
-    mc = row.get("mcnemar")
-    exact = f"; exact McNemar p = {mc['p_value']:.3g}, Holm-adjusted {row['p_adjusted']:.3g}" if mc else ""
-    return (f"{row['mean']:+.3f} (Holm-adjusted {conf:.4g} % paired interval {row['ci_low']:+.3f} to "
-            f"{row['ci_high']:+.3f}; {n} questions{where}{exact})")
-
-
-def _tost(row: dict, margin: float) -> str:
-    """'+0.012, whose Holm-adjusted 90 % interval -0.020 to +0.041 lies inside ±0.05 (TOST p = ...)'."""
-    conf = (1 - 2 * row["tost_level"]) * 100
-    return (f"{row['mean']:+.3f}, whose Holm-adjusted {conf:.4g} % paired interval {row['tost_low']:+.3f} to "
-            f"{row['tost_high']:+.3f} lies inside ±{margin:g} (equivalence test, TOST p = {row['tost_p']:.3g}, "
-            f"Holm-adjusted {row['tost_p_adjusted']:.3g})")
-
-
-def margin_text(metric: str, margin: float | None) -> str:
-    """Where the margin comes from, in one sentence."""
-    if margin is None:
-        return (f"No equivalence margin is set for {METRIC_LABELS.get(metric, metric)}, so practical equivalence "
-                "was not tested (--equivalence-margin sets one).")
-    unit = " nats per token" if metric == "nll" else ""
-    origin = ("the default for this metric" if margin == EQUIVALENCE_MARGINS.get(metric)
-              else "set with --equivalence-margin")
-    return f"The equivalence margin, ±{margin:g}{unit}, is {origin} (docs/verdict.md)."
-
-
-def _about(needed: int) -> str:
-    """Two significant figures: the estimate is rough, more digits would pretend otherwise."""
-    return f"{needed:,}" if needed < 100 else f"{round(needed, 2 - len(str(needed))):,}"
-
-
-def _seed_text(spreads: dict, v: str) -> str:
-    s = spreads.get(v)
-    if not s:
-        return ""
-    return (f" Across {s['seeds']} training seeds {v} scored {s['mean']:.3f} ± {s['sd']:.3f} "
-            f"(range {s['min']:.3f}–{s['max']:.3f}).")
-
-
-def _clear_reason(best, runner, comparisons, means, spreads, label, n, stats) -> str:
-    text = (f"{best} is best on {label} with {means[best]:.3f}, ahead of the runner-up {runner} at "
-            f"{means[runner]:.3f} by {_gap(comparisons[runner], n, stats)}; every other variant is measurably "
-            "behind too.")
-    return text + _seed_text(spreads, best) + _seed_text(spreads, runner)
-
-
-def _equivalent(choice: str, costs: dict, label: str, spreads: dict, base: dict) -> Recommendation:
-    best, means, rows, margin = base["best"], base["means"], base["comparisons"], base["margin"]
-    if choice != best:
-        row = rows[choice]
-        behind = (" It is measurably behind, but by less than the margin, a difference not worth its cost."
-                  if row["separated"] else "")
-        key, phrase = cost_phrase(costs, choice, best)
-        text = (f"Practically equivalent on {label}: {choice} ({means[choice]:.3f}) is within ±{margin:g} of the "
-                f"leader {best} ({means[best]:.3f}); the difference is {_tost(row, margin)}.{behind}"
-                + _seed_text(spreads, best) + _seed_text(spreads, choice)
-                + f" Prefer the cheaper: {choice}, which {phrase}. " + margin_text(base["metric"], margin))
-        return Recommendation(choice, text, False, outcome="equivalent", deciding_cost=key, **base)
-    near = [v for v, row in rows.items() if not row["separated"]]
-    closest = min(near, key=lambda v: abs(rows[v]["mean"]))
-    listing = ", ".join(f"{v} {means[v]:.3f}" for v in near)
-    key, phrase = cost_phrase(costs, closest, best)
-    text = (f"Practically equivalent on {label}: {best} leads with {means[best]:.3f}; it is not measurably ahead "
-            f"of {listing}, but {'it is' if len(near) == 1 else 'they are'} within ±{margin:g} of it and "
-            f"{'it is not' if len(near) == 1 else 'none is'} cheaper, so use {best}, the leader. Against "
-            f"{closest} the difference is {_tost(rows[closest], margin)}"
-            + (f"; {closest} {phrase}." if phrase else ".")
-            + _seed_text(spreads, best) + " " + margin_text(base["metric"], margin))
-    return Recommendation(best, text, False, outcome="equivalent", deciding_cost=key, **base)
-
-
-def _settle_text(best: str, closest: str, row: dict, n: int) -> str:
-    needed = row.get("questions_needed")
-    if row.get("seed_flip"):
-        return (f" The training seeds disagree on the order of {best} and {closest}: more seeds or a steadier "
-                "training recipe would settle it.")
-    if needed is None and abs(row["mean"]) < 1e-12:
-        return (f" {best} and {closest} have the same mean score on these questions, so more questions would "
-                "not separate them.")
-    if needed is None:
-        return f" {n} question(s) are too few to measure how much the difference varies; add more questions."
-    if needed <= n:
-        return (f" With {n} questions the difference between {best} and {closest} is at the edge of what this "
-                "test can detect; a few more questions would settle it.")
-    return (f" About {_about(needed)} questions would settle {best} vs {closest}; you have {n} (about "
-            f"{_about(needed - n)} more).")
-
-
 def _more_questions(row: dict, n: int) -> int | None:
     needed = row.get("questions_needed")
     return needed - n if needed and needed > n and not row.get("seed_flip") else None
-
-
-def _how_to_get(involved: list[str], spreads: dict) -> str:
-    seeds = " or train more seeds (arena decide --seeds N)" if (ADAPTER_VARIANTS | set(spreads)) & set(involved) \
-        else ""
-    return f" To get there: add Q/A pairs to the evaluation set, add generated questions{seeds}."
-
-
-def _inconclusive(ranked: list, label: str, spreads: dict, base: dict) -> Recommendation:
-    best, means, rows, n, margin = ranked[0], base["means"], base["comparisons"], base["n_questions"], base["margin"]
-    open_ = [v for v in ranked[1:] if not rows[v]["separated"] and not rows[v].get("equivalent")]
-    closest = open_[0]
-    listing = ", ".join(f"{v} {means[v]:.3f}" for v in open_)
-    either = ("" if margin is None else
-              f", and {'it is not' if len(open_) == 1 else 'none of them is'} shown within ±{margin:g} of it either")
-    text = (f"No variant yet: inconclusive on {label}. {best} leads with {means[best]:.3f} but is not measurably "
-            f"ahead of {listing}{either}; against {closest} the difference is "
-            f"{_gap(rows[closest], n, base['stats'])}. {best} has the best mean in {base['p_best'] * 100:.0f} % of "
-            "the paired bootstrap resamples (P(best)).")
-    text += _seed_text(spreads, best) + _seed_text(spreads, closest) + _settle_text(best, closest, rows[closest], n)
-    text += _how_to_get([best] + open_, spreads)
-    text += f" Until then no variant is recommended; {best} is the leader, not a winner."
-    if margin is not None:
-        text += " " + margin_text(base["metric"], margin)
-    return Recommendation(None, text, False, outcome="inconclusive", more_questions=_more_questions(rows[closest], n),
-                          **base)
 
 
 # ---------------------------------------------------------------- the verdict in one line, for every reader
