@@ -12,16 +12,17 @@ from __future__ import annotations
 from assistant.compare.bootstrap import P_MAX, Draws, smallest_alpha
 from assistant.compare.stats import ALPHA, holm, holm_walk
 
-# Default margins, in the decision metric's own units. Scores in [0, 1] (token F1, ROUGE-L, exact match and
-# contains as shares of questions, semantic similarity, the judge's grade): 0.05, five points on the 0-100
+# The metrics whose scores lie in [0, 1] (exact match and contains as shares of questions); the reports scale
+# their axes by it too.
+UNIT_METRICS = ("f1", "rougeL", "exact", "contains", "semantic", "judge", "groundedness", "retrieval_hit")
+# Default margins, in the decision metric's own units. Scores in [0, 1]: 0.05, five points on the 0-100
 # scale -- smaller than the gaps between strategies worth acting on (0.1 and more in our FAQ runs), larger than
 # what rounding of a few answers moves. NLL (nats per reference token): 0.05 nats, a perplexity ratio of
 # exp(0.05) = 1.05, the same 5 % in relative terms. Other metrics (latency, speed) have no natural scale: no
 # equivalence test unless a margin is given.
 BOUNDED_MARGIN = 0.05
 NLL_MARGIN = 0.05
-EQUIVALENCE_MARGINS = {**{m: BOUNDED_MARGIN for m in ("f1", "rougeL", "exact", "contains", "semantic", "judge",
-                                                     "groundedness", "retrieval_hit")}, "nll": NLL_MARGIN}
+EQUIVALENCE_MARGINS = {**dict.fromkeys(UNIT_METRICS, BOUNDED_MARGIN), "nll": NLL_MARGIN}
 
 
 def tost_p_value(draws: Draws, margin: float) -> float:

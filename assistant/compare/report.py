@@ -12,14 +12,13 @@ import html
 import io
 from pathlib import Path
 
+from assistant.compare.equivalence import UNIT_METRICS
 from assistant.compare.judge import report_lines as judge_lines
 from assistant.compare.recommend import Recommendation, headline
 from assistant.compare.result import ComparisonResult, Interval, Summary, mean_of
 from foundation.metrics import METRIC_LABELS
 
 CHART_METRICS = ("f1", "rougeL", "contains", "semantic", "judge", "nll", "groundedness", "retrieval_hit")
-UNIT_METRICS = {"f1", "rougeL", "exact", "contains", "semantic", "groundedness", "retrieval_hit",
-                "judge"}  # in [0, 1]
 TABLE_METRICS = ("f1", "rougeL", "exact", "contains", "semantic", "judge", "nll", "ppl", "groundedness",
                  "retrieval_hit", "loops", "ttft_s", "tokens_per_s")  # loops: share of answers that loop
 
