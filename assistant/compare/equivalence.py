@@ -12,8 +12,7 @@ from __future__ import annotations
 from assistant.compare.bootstrap import P_MAX, Draws, smallest_alpha
 from assistant.compare.stats import ALPHA, holm, holm_walk
 
-# The metrics whose scores lie in [0, 1] (exact match and contains as shares of questions); the reports scale
-# their axes by it too.
+# Scores in [0, 1] (exact match and contains: shares of questions); the reports' axes use it too.
 UNIT_METRICS = ("f1", "rougeL", "exact", "contains", "semantic", "judge", "groundedness", "retrieval_hit")
 # Default margins, in the decision metric's own units. Scores in [0, 1]: 0.05, five points on the 0-100
 # scale -- smaller than the gaps between strategies worth acting on (0.1 and more in our FAQ runs), larger than
