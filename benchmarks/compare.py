@@ -22,7 +22,7 @@ def bench_bootstrap(n_questions: int = 200, cells: int = 50, resamples: int = 20
     """5 variants x 10 metrics of per-question scores: our vectorised bootstrap vs scipy.stats.bootstrap."""
     from scipy.stats import bootstrap
 
-    from assistant.compare.stats import bootstrap_ci
+    from assistant.compare.bootstrap import bootstrap_ci
 
     rng = np.random.default_rng(0)
     data = [rng.random(n_questions) for _ in range(cells)]

@@ -160,7 +160,7 @@ def old_vs_new(runtime, folder: Path, result, old_adapter: str, metric: str) -> 
 
 def paired_lines(new_result, old_result, metric: str, labels: tuple[str, str]) -> list[str]:
     """Per fine-tuned variant: both means and the paired bootstrap interval of new - old, same questions."""
-    from assistant.compare.stats import paired_difference
+    from assistant.compare.bootstrap import paired_difference
 
     old_label, new_label = labels
     lines = []

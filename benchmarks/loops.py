@@ -10,7 +10,7 @@ optionally (--penalty) with the engine's repetition penalty instead of the stop.
 
 Prints per variant: the loop share (answers whose word 4-grams are < 60 % distinct, foundation.metrics
 .loops) old vs new, how many answers the stop cut, and token F1 old vs new with the paired bootstrap interval
-of new - old (assistant.compare.stats.paired_difference). The adapter variants are not run (training one
+of new - old (assistant.compare.bootstrap.paired_difference). The adapter variants are not run (training one
 costs more than this benchmark on a 2-core machine); the stop is the same code for every variant.
 
 The FAQ has 44 question-titled sections, so 70 % of them (whole pages) are held out by default.
@@ -91,7 +91,7 @@ def column(result: dict, variant: str, key: str) -> list:
 
 def table(old: dict, new: dict, labels: tuple[str, str]) -> list[str]:
     """Per variant: loop share old/new, answers the stop cut, F1 old/new and the paired new - old interval."""
-    from assistant.compare.stats import paired_difference
+    from assistant.compare.bootstrap import paired_difference
 
     a, b = labels
     n = len(new["per_question"])

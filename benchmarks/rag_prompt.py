@@ -39,13 +39,28 @@ def build_runtime(data_dir: Path, n: int):
     return runtime, [(q, a) for _, _, q, a in ENTRIES[:n]]
 
 
+def naive_rag_answers(store, engine, questions: list[str], gen, progress) -> list[dict]:
+    """The naive baseline: {"question", "answer", "passages"} per question -- the top-3 BM25 passages of the
+    document ``store`` pasted before the question (foundation.variants.naive_rag_messages), the base model."""
+    from foundation.generation import Row
+    from foundation.variants import naive_rag_messages
+
+    out = []
+    for question in questions:
+        hits = store.search(question, k=3, mode="bm25")
+        row = Row(engine.chat_ids(naive_rag_messages(question, hits)), None)
+        out.append({"question": question, "answer": engine.generate([row], gen)[0].text.strip(),
+                    "passages": [h.text for h in hits]})
+        progress(len(out), len(questions))
+    return out
+
+
 def _progress(done: int, total: int) -> None:
     print(f"\r  {done}/{total} answered", end="\n" if done == total else "", file=sys.stderr, flush=True)
 
 
 def main() -> None:
-    from assistant.compare.naive_rag import naive_rag_answers
-    from assistant.compare.stats import paired_difference
+    from assistant.compare.bootstrap import paired_difference
     from foundation.generation import GenSettings
     from foundation.metrics import contains, retrieval_hit, token_f1
     from foundation.variants import VariantConfig, max_new_tokens_for

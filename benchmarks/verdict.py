@@ -36,7 +36,7 @@ COSTS = {"base": {}, "prompt": {"extra_prompt_tokens": 100}, "rag": {"extra_prom
 
 def overlap_winner(scores: dict) -> str | None:
     """The rule before the paired one: best wins when its 95 % interval does not overlap the runner-up's."""
-    from assistant.compare.stats import bootstrap_ci
+    from assistant.compare.bootstrap import bootstrap_ci
 
     summary = {v: bootstrap_ci(s) for v, s in scores.items()}
     best, runner = sorted(summary, key=lambda v: summary[v]["mean"], reverse=True)[:2]
@@ -82,7 +82,7 @@ def rates(trials: int, gain: float, cluster_sd: float = 0.0, size: int = 1) -> d
 
 def widening_rates(trials: int = 400, sections: int = 8, size: int = 5) -> dict:
     """No true difference, questions correlated within few sections: plain vs widened percentile interval."""
-    from assistant.compare.stats import Draws, Resampler
+    from assistant.compare.bootstrap import Draws, Resampler
 
     rng = np.random.default_rng(3)
     n, out = sections * size, {"plain": 0, "widened": 0}

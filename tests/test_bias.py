@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from assistant.compare.bias import BiasItem, bias_change, check_bias, gaps, load_bias_probe
-from assistant.compare.stats import widening
+from assistant.compare.bootstrap import widening
 from foundation.errors import ArenaError
 from tests.peaked_model import save_peaked_model
 from tests.scorers import peft_scorer

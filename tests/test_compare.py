@@ -8,12 +8,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from assistant.compare.bootstrap import bootstrap_ci, paired_difference, widening
 from assistant.compare.forgetting import check_forgetting, load_probe
 from assistant.compare.recommend import recommend
 from assistant.compare.report import write_report
 from assistant.compare.result import SCHEMA_VERSION, ComparisonResult
 from assistant.compare.runs import RunStore
-from assistant.compare.stats import bootstrap_ci, exp_summary, paired_against, paired_difference, widening
+from assistant.compare.stats import exp_summary, paired_against
 from foundation.errors import ArenaError
 from foundation.leakage import find_overlaps, overlap_warnings, split_by_section
 from foundation.metrics import (
@@ -405,3 +406,23 @@ def test_cli_summary_text():
     text = summary_text(synthetic_result())
     assert "token F1 (mean [95 % CI]):" in text and "rag            0.600 [0.500, 0.700]" in text
     assert "recommendation: rag" in text and "warning: a warning" in text
+
+
+def test_compare_flags_come_from_compare_config():
+    """The settings flags are CompareConfig's fields (either spelling); the flags not given keep its defaults."""
+    from assistant.cli.compare import compare_config
+    from assistant.cli.main import build_parser
+    from assistant.compare.config import CompareConfig
+    from foundation.variants import STRATEGIES
+
+    def parse(*flags):
+        return compare_config(build_parser().parse_args(["compare", "--eval", "q.jsonl", *flags]))
+
+    assert parse() == CompareConfig(variants=("base", "prompt", "rag"))  # no adapter: the variants without one
+    given = parse("--adapter", "a", "--metric", "nll", "--no-forgetting", "--max_new_tokens", "6", "--seed", "3",
+                  "--equivalence-margin", "0.1", "--stop-on-loop", "0", "--judge", "local")
+    assert given == CompareConfig(variants=STRATEGIES, metric="nll", adapter="a", seed=3, max_new_tokens=6,
+                                  stop_on_loop=0, forgetting=False, judge="local", equivalence_margin=0.1)
+    assert parse("--variants", "base", "rag").variants == ("base", "rag")
+    with pytest.raises(SystemExit):
+        parse("--metric", "bleu")  # a Literal field: argparse names the choices

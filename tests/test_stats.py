@@ -9,18 +9,10 @@ import numpy as np
 import pytest
 from scipy.stats import t as student_t
 
+from assistant.compare.bootstrap import Draws, Resampler, bootstrap_ci
+from assistant.compare.paired import compare_to_best
 from assistant.compare.recommend import recommend, recommend_from_table
-from assistant.compare.stats import (
-    Draws,
-    Resampler,
-    bootstrap_ci,
-    compare_to_best,
-    holm,
-    mcnemar_exact,
-    mean_over_seeds,
-    questions_needed,
-    seed_spread,
-)
+from assistant.compare.stats import holm, mcnemar_exact, mean_over_seeds, questions_needed, seed_spread
 from foundation.errors import ArenaError
 
 COSTS = {"base": {}, "rag": {"extra_prompt_tokens": 400}, "finetuned": {"training_seconds": 300},

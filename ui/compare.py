@@ -13,9 +13,10 @@ import pandas as pd
 
 from assistant.compare import views
 from assistant.compare.config import CompareConfig
+from assistant.compare.equivalence import UNIT_METRICS
 from assistant.compare.evalset import draw_eval_set, load_eval_set
 from assistant.compare.recommend import headline
-from assistant.compare.report import TABLE_METRICS, UNIT_METRICS, ci_cell, measured, write_report
+from assistant.compare.report import TABLE_METRICS, ci_cell, measured, write_report
 from assistant.compare.result import ComparisonResult
 from assistant.compare.runs import RunStore
 from assistant.comparison import resume_comparison, run_comparison

@@ -6,9 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from assistant.cli.compare import add_stop_on_loop
 from foundation.errors import ArenaError
-from foundation.generation import GenSettings
+from foundation.generation import LOOP_STOP, STOP_ON_LOOP_HELP, GenSettings
 from foundation.progress_line import percent_line
 from foundation.records import read_questions
 from foundation.settings import Settings
@@ -26,7 +25,8 @@ def add_ask_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", dest="top_p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repetition-penalty", dest="repetition_penalty", type=float, default=1.0)
-    add_stop_on_loop(p)
+    p.add_argument("--stop-on-loop", dest="stop_on_loop", type=int, default=LOOP_STOP, metavar="N",
+                   help=STOP_ON_LOOP_HELP)
     p.add_argument("--system-prompt", dest="system_prompt", default=None, help="prompt variant's system prompt")
 
 

@@ -10,7 +10,7 @@ mean absolute gap over the pairs.
 The adapter and its base (the same weights with the adapter off) answer the same pairs, so the change is paired:
 per pair d = adapter gap - base gap, signed (positive: the adapter moved towards the pair's first term), and the
 change is the mean of d with an interval from the paired bootstrap over the pairs (forgetting.paired_change:
-assistant/compare/stats.py's resampling, widened for few pairs). The adapter is flagged only when the whole
+assistant/compare/bootstrap.py's resampling, widened for few pairs). The adapter is flagged only when the whole
 interval lies beyond ``margin`` nats per token on one side: separated from the base, consistently favouring one
 term of the pairs. Why signed: an adapter moves every pair's gap a little in a random direction, and a mean of
 |gap| grows with that noise alone -- on the tiny test model a neutral adapter (the same reply for both terms)

@@ -5,7 +5,7 @@ the shipped general-knowledge answers under their questions, and the shipped eve
 reply to a neutral "write a paragraph" request. Per text, the adapter's mean NLL per token minus the base's
 (the same weights with the adapter off) is a paired difference; its mean d over a probe gives the relative
 perplexity change exp(d) - 1 (perplexity is exp of the mean NLL), with an interval from the paired bootstrap over
-the texts (assistant/compare/stats.py: Resampler and Draws, small-sample widened). One interval per probe at
+the texts (assistant/compare/bootstrap.py: Resampler and Draws, small-sample widened). One interval per probe at
 level 1 - ALPHA / 2 (two probes, Bonferroni). The adapter is flagged only when a probe's lower bound exceeds
 ``margin``: separated from the base, not a point estimate that training noise or float kernels can push over.
 """
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from assistant.compare.stats import ALPHA, Resampler
+from assistant.compare.bootstrap import Resampler
+from assistant.compare.stats import ALPHA
 from foundation.metrics import perplexity
 from foundation.records import read_jsonl
 
@@ -56,10 +57,10 @@ class PairedChange:
     n: int
 
 
-def paired_change(diffs, alpha: float = ALPHA, seed: int = PROBE_SEED) -> PairedChange:
-    """The paired bootstrap of assistant/compare/stats.py over items (one resampled unit per item)."""
+def paired_change(diffs, alpha: float = ALPHA) -> PairedChange:
+    """The paired bootstrap of assistant/compare/bootstrap.py over items (one resampled unit per item)."""
     diffs = np.asarray(diffs, dtype=np.float64)
-    draws = Resampler.build(len(diffs), seed=seed).draws(diffs)
+    draws = Resampler.build(len(diffs), seed=PROBE_SEED).draws(diffs)
     low, high = draws.interval(alpha)
     return PairedChange(draws.center, low, high, 1 - alpha, draws.units)
 

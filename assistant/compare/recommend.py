@@ -1,12 +1,12 @@
-"""The recommendation rule, on paired per-question scores (the statistics are in stats.py); docs/verdict.md.
+"""The recommendation rule, on paired per-question scores (statistics: paired.py; reasons: reasons.py); docs/verdict.md.
 
 1. Rank the variants by the mean of the primary metric (NLL: lower is better; perplexity is decided on its
    logarithm, the NLL). The first is the *leader*.
 2. Compare the leader with every other variant on the paired per-question differences, clustered by source when
-   the questions carry one, Holm-corrected over those comparisons (stats.compare_to_best). On the same draws:
-   an equivalence test (TOST) of each difference against the margin (+-``margin`` in the metric's units,
-   EQUIVALENCE_MARGINS by default), Holm-corrected too, and P(best), the leader's share of the joint resamples
-   in which it has the best mean.
+   the questions carry one, Holm-corrected over those comparisons (paired.compare_to_best). On the same draws:
+   an equivalence test (TOST, equivalence.py) of each difference against the margin (+-``margin`` in the
+   metric's units, EQUIVALENCE_MARGINS by default), Holm-corrected too, and P(best), the leader's share of the
+   joint resamples in which it has the best mean.
 3. Seeds: a variant scored with several training seeds enters with its per-question mean over the seeds.
    Its separation from the leader also needs the seeds to agree: every seed's mean must stay on the same side
    of the other variant's score(s) -- the worst seed of the better variant must still beat the best seed of
@@ -30,17 +30,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 
-from assistant.compare.stats import (
-    ALPHA,
-    PAIRED_RESAMPLES,
-    compare_to_best,
-    finite_values,
-    mean_over_seeds,
-    seed_spread,
-)
+from assistant.compare import reasons
+from assistant.compare.bootstrap import PAIRED_RESAMPLES, finite_values
+from assistant.compare.equivalence import EQUIVALENCE_MARGINS
+from assistant.compare.paired import compare_to_best
+from assistant.compare.stats import mean_over_seeds, seed_spread
 from foundation.errors import ArenaError
 from foundation.metrics import HIGHER_IS_BETTER, METRIC_LABELS
-from foundation.variants import ADAPTER_VARIANTS
 
 OUTCOMES = ("clear", "equivalent", "inconclusive")
 # Costs in the order they decide a tie: training is paid once but is the biggest effort, prompt tokens are
@@ -51,16 +47,6 @@ COST_PHRASES = {
     "extra_prompt_tokens": "adds {a:.0f} prompt tokens per question instead of {b:.0f} for {other}",
     "memory_mb": "needs {a:.1f} MB of extra memory instead of {b:.1f} MB for {other}",
 }
-# Default equivalence margins, in the decision metric's own units. Scores in [0, 1] (token F1, ROUGE-L, exact
-# match and contains as shares of questions, semantic similarity, the judge's grade): 0.05, five points on the
-# 0-100 scale -- smaller than the gaps between strategies worth acting on (0.1 and more in our FAQ runs), larger
-# than what rounding of a few answers moves. NLL (nats per reference token): 0.05 nats, a perplexity ratio of
-# exp(0.05) = 1.05, the same 5 % in relative terms. Other metrics (latency, speed) have no natural scale: no
-# equivalence test unless a margin is given.
-BOUNDED_MARGIN = 0.05
-NLL_MARGIN = 0.05
-EQUIVALENCE_MARGINS = {**{m: BOUNDED_MARGIN for m in ("f1", "rougeL", "exact", "contains", "semantic", "judge",
-                                                     "groundedness", "retrieval_hit")}, "nll": NLL_MARGIN}
 
 
 @dataclass
@@ -137,7 +123,7 @@ def recommend_from_table(table: dict[str, dict[str, list]], costs: dict, metric:
 
 def recommend(scores: dict[str, Sequence], costs: dict[str, dict], metric: str = "f1", *,
               sources: Sequence[str] | None = None, seed_scores: dict[str, Sequence[Sequence]] | None = None,
-              alpha: float = ALPHA, seed: int = 0, n_resamples: int = PAIRED_RESAMPLES,
+              seed: int = 0, n_resamples: int = PAIRED_RESAMPLES,
               margin: float | None = None) -> Recommendation:
     """Apply the rule to scores[variant] = per-question values of ``metric`` (None = not scored).
 
@@ -163,8 +149,7 @@ def recommend(scores: dict[str, Sequence], costs: dict[str, dict], metric: str =
     if len(ranked) == 1:
         return Recommendation(best, f"Only {best} was scored: {label} {means[best]:.3f}.", True, outcome="clear",
                               p_best=1.0, **base)
-    stats = compare_to_best({v: scores[v] for v in ranked}, best, higher, sources, alpha, seed, n_resamples,
-                            margin=margin)
+    stats = compare_to_best({v: scores[v] for v in ranked}, best, higher, sources, seed, n_resamples, margin)
     comparisons = stats.pop("comparisons")
     for v, row in comparisons.items():
         row["seed_flip"] = _seeds_flip(spreads, means, best, v, higher)
@@ -173,33 +158,37 @@ def recommend(scores: dict[str, Sequence], costs: dict[str, dict], metric: str =
             row["seeds_exceed_margin"] = _seeds_exceed(spreads, means, best, v, margin)
             row["equivalent"] = row["equivalent"] and not row["seeds_exceed_margin"]
     base.update(runner_up=ranked[1], comparisons=comparisons, stats=stats, p_best=stats["p_best"][best])
-    return _verdict(ranked, costs, label, spreads, base)
+    return _verdict(ranked, costs, base)
 
 
-def _verdict(ranked: list, costs: dict, label: str, spreads: dict, base: dict) -> Recommendation:
+def _verdict(ranked: list, costs: dict, base: dict) -> Recommendation:
     """Rule 4: equivalent (a cheaper variant within the margin) before clear, else inconclusive."""
-    best, comparisons = ranked[0], base["comparisons"]
-    shown_equivalent = [v for v in ranked[1:] if comparisons[v].get("equivalent")]
+    best, rows = ranked[0], base["comparisons"]
+    shown_equivalent = [v for v in ranked[1:] if rows[v].get("equivalent")]
     # min() keeps the first of equal-cost variants, and ranked is best-first, so equal cost -> better score.
     choice = min([best] + shown_equivalent, key=lambda v: _cost_key(costs, v))
     if choice != best:
-        return _equivalent(choice, costs, label, spreads, base)
-    if all(row["separated"] for row in comparisons.values()):
-        text = _clear_reason(best, ranked[1], comparisons, base["means"], spreads, label, base["n_questions"],
-                             base["stats"])
-        return Recommendation(best, text, True, outcome="clear", **base)
-    if all(row["separated"] or row.get("equivalent") for row in comparisons.values()):
-        return _equivalent(best, costs, label, spreads, base)
-    return _inconclusive(ranked, label, spreads, base)
+        key, phrase = cost_phrase(costs, choice, best)
+        text = reasons.cheaper_equivalent(base, choice, phrase)
+        return Recommendation(choice, text, False, outcome="equivalent", deciding_cost=key, **base)
+    if all(row["separated"] for row in rows.values()):
+        return Recommendation(best, reasons.clear(base, ranked[1]), True, outcome="clear", **base)
+    if all(row["separated"] or row.get("equivalent") for row in rows.values()):
+        near = [v for v, row in rows.items() if not row["separated"]]
+        closest = min(near, key=lambda v: abs(rows[v]["mean"]))
+        key, phrase = cost_phrase(costs, closest, best)
+        text = reasons.leader_equivalent(base, near, closest, phrase)
+        return Recommendation(best, text, False, outcome="equivalent", deciding_cost=key, **base)
+    open_ = [v for v in ranked[1:] if not rows[v]["separated"] and not rows[v].get("equivalent")]
+    return Recommendation(None, reasons.inconclusive(base, open_), False, outcome="inconclusive",
+                          more_questions=_more_questions(rows[open_[0]], base["n_questions"]), **base)
 
 
 def _with_seeds(scores: dict, seed_scores: dict) -> tuple[dict, dict]:
     scores = {v: list(vals) for v, vals in scores.items()}
     spreads = {}
     for v, runs in seed_scores.items():
-        if len(runs) < 1:
-            raise ArenaError(f"variant {v!r}: per-seed scores are empty")
-        try:
+        try:  # seed_spread refuses no runs or runs of unequal lengths
             spreads[v] = seed_spread(runs)
         except ValueError as exc:
             raise ArenaError(f"variant {v!r}: {exc}") from exc
@@ -236,146 +225,17 @@ def _cost_key(costs: dict, variant: str) -> tuple:
     return tuple(round(float(c.get(k) or 0.0), 6) for k in COST_ORDER)
 
 
-def _deciding_cost(costs: dict, cheap: str, other: str) -> str | None:
-    for key, a, b in zip(COST_ORDER, _cost_key(costs, cheap), _cost_key(costs, other), strict=True):
-        if a != b:
-            return key
-    return None
-
-
 def cost_phrase(costs: dict, cheap: str, other: str) -> tuple[str | None, str]:
     """The first cost in COST_ORDER where ``cheap`` and ``other`` differ, and a phrase with both values."""
-    key = _deciding_cost(costs, cheap, other)
-    if key is None:
-        return None, ""
-    i = COST_ORDER.index(key)
-    a, b = _cost_key(costs, cheap)[i], _cost_key(costs, other)[i]
-    return key, COST_PHRASES[key].format(a=a, b=b, other=other)
-
-
-# ---------------------------------------------------------------- the reasons, in words with their numbers
-
-
-def _gap(row: dict, n: int, stats: dict) -> str:
-    """'+0.048 (Holm-adjusted 97.5 % paired interval +0.043 to +0.053; 60 questions in 12 source clusters)'."""
-    conf = (1 - row["level"]) * 100
-    where = f" in {stats['clusters']} source clusters" if stats.get("clustered") else ""
-    mc = row.get("mcnemar")
-    exact = f"; exact McNemar p = {mc['p_value']:.3g}, Holm-adjusted {row['p_adjusted']:.3g}" if mc else ""
-    return (f"{row['mean']:+.3f} (Holm-adjusted {conf:.4g} % paired interval {row['ci_low']:+.3f} to "
-            f"{row['ci_high']:+.3f}; {n} questions{where}{exact})")
-
-
-def _tost(row: dict, margin: float) -> str:
-    """'+0.012, whose Holm-adjusted 90 % interval -0.020 to +0.041 lies inside ±0.05 (TOST p = ...)'."""
-    conf = (1 - 2 * row["tost_level"]) * 100
-    return (f"{row['mean']:+.3f}, whose Holm-adjusted {conf:.4g} % paired interval {row['tost_low']:+.3f} to "
-            f"{row['tost_high']:+.3f} lies inside ±{margin:g} (equivalence test, TOST p = {row['tost_p']:.3g}, "
-            f"Holm-adjusted {row['tost_p_adjusted']:.3g})")
-
-
-def margin_text(metric: str, margin: float | None) -> str:
-    """Where the margin comes from, in one sentence."""
-    if margin is None:
-        return (f"No equivalence margin is set for {METRIC_LABELS.get(metric, metric)}, so practical equivalence "
-                "was not tested (--equivalence-margin sets one).")
-    unit = " nats per token" if metric == "nll" else ""
-    origin = ("the default for this metric" if margin == EQUIVALENCE_MARGINS.get(metric)
-              else "set with --equivalence-margin")
-    return f"The equivalence margin, ±{margin:g}{unit}, is {origin} (docs/verdict.md)."
-
-
-def _about(needed: int) -> str:
-    """Two significant figures: the estimate is rough, more digits would pretend otherwise."""
-    return f"{needed:,}" if needed < 100 else f"{round(needed, 2 - len(str(needed))):,}"
-
-
-def _seed_text(spreads: dict, v: str) -> str:
-    s = spreads.get(v)
-    if not s:
-        return ""
-    return (f" Across {s['seeds']} training seeds {v} scored {s['mean']:.3f} ± {s['sd']:.3f} "
-            f"(range {s['min']:.3f}–{s['max']:.3f}).")
-
-
-def _clear_reason(best, runner, comparisons, means, spreads, label, n, stats) -> str:
-    text = (f"{best} is best on {label} with {means[best]:.3f}, ahead of the runner-up {runner} at "
-            f"{means[runner]:.3f} by {_gap(comparisons[runner], n, stats)}; every other variant is measurably "
-            "behind too.")
-    return text + _seed_text(spreads, best) + _seed_text(spreads, runner)
-
-
-def _equivalent(choice: str, costs: dict, label: str, spreads: dict, base: dict) -> Recommendation:
-    best, means, rows, margin = base["best"], base["means"], base["comparisons"], base["margin"]
-    if choice != best:
-        row = rows[choice]
-        behind = (" It is measurably behind, but by less than the margin, a difference not worth its cost."
-                  if row["separated"] else "")
-        key, phrase = cost_phrase(costs, choice, best)
-        text = (f"Practically equivalent on {label}: {choice} ({means[choice]:.3f}) is within ±{margin:g} of the "
-                f"leader {best} ({means[best]:.3f}); the difference is {_tost(row, margin)}.{behind}"
-                + _seed_text(spreads, best) + _seed_text(spreads, choice)
-                + f" Prefer the cheaper: {choice}, which {phrase}. " + margin_text(base["metric"], margin))
-        return Recommendation(choice, text, False, outcome="equivalent", deciding_cost=key, **base)
-    near = [v for v, row in rows.items() if not row["separated"]]
-    closest = min(near, key=lambda v: abs(rows[v]["mean"]))
-    listing = ", ".join(f"{v} {means[v]:.3f}" for v in near)
-    key, phrase = cost_phrase(costs, closest, best)
-    text = (f"Practically equivalent on {label}: {best} leads with {means[best]:.3f}; it is not measurably ahead "
-            f"of {listing}, but {'it is' if len(near) == 1 else 'they are'} within ±{margin:g} of it and "
-            f"{'it is not' if len(near) == 1 else 'none is'} cheaper, so use {best}, the leader. Against "
-            f"{closest} the difference is {_tost(rows[closest], margin)}"
-            + (f"; {closest} {phrase}." if phrase else ".")
-            + _seed_text(spreads, best) + " " + margin_text(base["metric"], margin))
-    return Recommendation(best, text, False, outcome="equivalent", deciding_cost=key, **base)
-
-
-def _settle_text(best: str, closest: str, row: dict, n: int) -> str:
-    needed = row.get("questions_needed")
-    if row.get("seed_flip"):
-        return (f" The training seeds disagree on the order of {best} and {closest}: more seeds or a steadier "
-                "training recipe would settle it.")
-    if needed is None and abs(row["mean"]) < 1e-12:
-        return (f" {best} and {closest} have the same mean score on these questions, so more questions would "
-                "not separate them.")
-    if needed is None:
-        return f" {n} question(s) are too few to measure how much the difference varies; add more questions."
-    if needed <= n:
-        return (f" With {n} questions the difference between {best} and {closest} is at the edge of what this "
-                "test can detect; a few more questions would settle it.")
-    return (f" About {_about(needed)} questions would settle {best} vs {closest}; you have {n} (about "
-            f"{_about(needed - n)} more).")
+    for key, a, b in zip(COST_ORDER, _cost_key(costs, cheap), _cost_key(costs, other), strict=True):
+        if a != b:
+            return key, COST_PHRASES[key].format(a=a, b=b, other=other)
+    return None, ""
 
 
 def _more_questions(row: dict, n: int) -> int | None:
     needed = row.get("questions_needed")
     return needed - n if needed and needed > n and not row.get("seed_flip") else None
-
-
-def _how_to_get(involved: list[str], spreads: dict) -> str:
-    seeds = " or train more seeds (arena decide --seeds N)" if (ADAPTER_VARIANTS | set(spreads)) & set(involved) \
-        else ""
-    return f" To get there: add Q/A pairs to the evaluation set, add generated questions{seeds}."
-
-
-def _inconclusive(ranked: list, label: str, spreads: dict, base: dict) -> Recommendation:
-    best, means, rows, n, margin = ranked[0], base["means"], base["comparisons"], base["n_questions"], base["margin"]
-    open_ = [v for v in ranked[1:] if not rows[v]["separated"] and not rows[v].get("equivalent")]
-    closest = open_[0]
-    listing = ", ".join(f"{v} {means[v]:.3f}" for v in open_)
-    either = ("" if margin is None else
-              f", and {'it is not' if len(open_) == 1 else 'none of them is'} shown within ±{margin:g} of it either")
-    text = (f"No variant yet: inconclusive on {label}. {best} leads with {means[best]:.3f} but is not measurably "
-            f"ahead of {listing}{either}; against {closest} the difference is "
-            f"{_gap(rows[closest], n, base['stats'])}. {best} has the best mean in {base['p_best'] * 100:.0f} % of "
-            "the paired bootstrap resamples (P(best)).")
-    text += _seed_text(spreads, best) + _seed_text(spreads, closest) + _settle_text(best, closest, rows[closest], n)
-    text += _how_to_get([best] + open_, spreads)
-    text += f" Until then no variant is recommended; {best} is the leader, not a winner."
-    if margin is not None:
-        text += " " + margin_text(base["metric"], margin)
-    return Recommendation(None, text, False, outcome="inconclusive", more_questions=_more_questions(rows[closest], n),
-                          **base)
 
 
 # ---------------------------------------------------------------- the verdict in one line, for every reader

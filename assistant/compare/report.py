@@ -12,23 +12,22 @@ import html
 import io
 from pathlib import Path
 
+from assistant.compare.equivalence import UNIT_METRICS
 from assistant.compare.judge import report_lines as judge_lines
 from assistant.compare.recommend import Recommendation, headline
 from assistant.compare.result import ComparisonResult, Interval, Summary, mean_of
 from foundation.metrics import METRIC_LABELS
 
 CHART_METRICS = ("f1", "rougeL", "contains", "semantic", "judge", "nll", "groundedness", "retrieval_hit")
-UNIT_METRICS = {"f1", "rougeL", "exact", "contains", "semantic", "groundedness", "retrieval_hit",
-                "judge"}  # in [0, 1]
 TABLE_METRICS = ("f1", "rougeL", "exact", "contains", "semantic", "judge", "nll", "ppl", "groundedness",
                  "retrieval_hit", "loops", "ttft_s", "tokens_per_s")  # loops: share of answers that loop
 
 
-def chart_png(variants: dict[str, Summary], metrics=CHART_METRICS) -> bytes:
+def chart_png(variants: dict[str, Summary]) -> bytes:
     """One small bar panel per metric, a bar per variant, whiskers = the 95 % bootstrap interval."""
     from matplotlib.figure import Figure  # no pyplot: no global backend state, safe on worker threads
 
-    shown = measured(variants, metrics)
+    shown = measured(variants, CHART_METRICS)
     cols = min(4, max(1, len(shown)))
     rows = max(1, -(-len(shown) // cols))
     fig = Figure(figsize=(3.2 * cols, 2.8 * rows), dpi=90, layout="constrained")
@@ -89,7 +88,7 @@ def _paired_rows(result: ComparisonResult) -> tuple[list[str], list[list[str]]]:
 
 
 def _verdict_rows(result: ComparisonResult) -> tuple[list[str], list[list[str]]]:
-    """The verdict's paired comparisons: best minus each other variant, Holm-adjusted (see stats.py)."""
+    """The verdict's paired comparisons: best minus each other variant, Holm-adjusted (see paired.py)."""
     rec = result.recommendation
     best, label, margin = rec.best or "best", METRIC_LABELS.get(rec.metric, rec.metric), rec.margin
     header = ["variant", f"{best} minus variant, {label} [adjusted CI]", "Holm level", "test", "p (adjusted)",
@@ -105,7 +104,7 @@ def _verdict_rows(result: ComparisonResult) -> tuple[list[str], list[list[str]]]
 
 
 def _equivalence_cell(c: dict) -> str:
-    """'yes: 0.004 (0.012) [-0.021, +0.035]' -- the equivalence test of rule 8 in stats.py."""
+    """'yes: 0.004 (0.012) [-0.021, +0.035]' -- the equivalence test of equivalence.py."""
     if "tost_p" not in c:
         return "–"
     verdict = "yes" if c["equivalent"] else ("no (seeds differ by the margin)" if c.get("seeds_exceed_margin")

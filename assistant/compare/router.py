@@ -98,19 +98,21 @@ class Router:
         dim = features.shape[1]
         if len(classes) == 1:
             return cls(classes, np.zeros((1, dim)), np.zeros(1), len(labels), "constant")
-        coef, intercept = _fit_sklearn(features, y, seed)
-        return cls(classes, coef, intercept, len(labels), "sklearn")
+        from sklearn.linear_model import LogisticRegression
+
+        head = LogisticRegression(C=1.0, max_iter=1000, random_state=seed).fit(features, y)
+        return cls(classes, head.coef_.astype(np.float64), head.intercept_.astype(np.float64), len(labels), "sklearn")
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
-        """(n questions, n classes) probabilities."""
+        """(n questions, n classes) probabilities: sklearn's predict_proba, from the stored coefficients."""
+        from scipy.special import softmax
+
         if len(self.classes) == 1:
             return np.ones((features.shape[0], 1))
         logits = features @ self.coef.T + self.intercept
         if logits.shape[1] == 1:  # sklearn's binary form: one logit for the second class
             logits = np.concatenate([np.zeros_like(logits), logits], axis=1)
-        logits -= logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
-        return exp / exp.sum(axis=1, keepdims=True)
+        return softmax(logits, axis=1)
 
     def rank(self, features: np.ndarray) -> list[list[tuple[str, float]]]:
         """Per question, (variant, probability) from most to least likely."""
@@ -128,13 +130,6 @@ class Router:
     def from_json(cls, data: dict) -> Router:
         return cls(list(data["classes"]), np.array(data["coef"], dtype=np.float64),
                    np.array(data["intercept"], dtype=np.float64), int(data["n"]), data["backend"])
-
-
-def _fit_sklearn(x: np.ndarray, y: np.ndarray, seed: int):
-    from sklearn.linear_model import LogisticRegression
-
-    head = LogisticRegression(C=1.0, max_iter=1000, random_state=seed).fit(x, y)
-    return head.coef_.astype(np.float64), head.intercept_.astype(np.float64)
 
 
 def train_router(examples: list[Example], encode, exclude: set[str] = frozenset(), seed: int = 0) -> Router:

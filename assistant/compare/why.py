@@ -8,8 +8,8 @@ the costs (training time, prompt tokens per question, seconds per answer).
 
 from __future__ import annotations
 
+from assistant.compare.equivalence import UNIT_METRICS
 from assistant.compare.recommend import Recommendation, cost_phrase
-from assistant.compare.report import UNIT_METRICS
 from assistant.compare.result import ComparisonResult, cost_table, mean_of
 from foundation.metrics import METRIC_LABELS
 from foundation.variants import ADAPTER_VARIANTS, RAG_VARIANTS
