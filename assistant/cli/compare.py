@@ -6,7 +6,7 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
-from assistant.cli.flags import add_config_flags
+from assistant.cli.flags import config_flags
 from assistant.cli.output import emit
 from assistant.compare.config import CompareConfig
 from assistant.compare.evalset import draw_eval_set, load_eval_set
@@ -26,8 +26,8 @@ FLAG_FIELDS = tuple(f.name for f in fields(CompareConfig) if "help" in f.metadat
 
 
 def add_compare_args(p: argparse.ArgumentParser) -> None:
-    """One flag per FLAG_FIELDS setting (each overrides its default when given), plus the question source and the
-    outputs. --variants stays hand-written: HfArgumentParser turns a tuple[str, ...] field into one value split
+    """The question source and the outputs (the FLAG_FIELDS settings come from compare_config_flags). --variants
+    stays hand-written: HfArgumentParser turns a tuple[str, ...] field into one value split
     into characters, and its default depends on --adapter."""
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--eval", dest="eval_file", help="JSONL or CSV with question, answer[, source]")
@@ -41,7 +41,11 @@ def add_compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", default=None, help="write Markdown report here (plus .html and .png)")
     p.add_argument("--system-prompt", dest="system_prompt", default=None, help="system prompt of 'prompt'")
     p.add_argument("--limit", type=int, default=None, help="use only the first N questions")
-    add_config_flags(p, CompareConfig, skip=tuple(f.name for f in fields(CompareConfig) if f.name not in FLAG_FIELDS))
+
+
+def compare_config_flags() -> argparse.ArgumentParser:
+    """The FLAG_FIELDS flags, derived from CompareConfig (assistant/cli/flags.py), as a parent parser."""
+    return config_flags(CompareConfig, skip=tuple(f.name for f in fields(CompareConfig) if f.name not in FLAG_FIELDS))
 
 
 def compare_config(args: argparse.Namespace) -> CompareConfig:

@@ -104,7 +104,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     _command(sub, "info", "versions, device, dtype, resolved model paths", cmd_info)
     _command(sub, "serve", "start the web UI (same as python app.py); --api adds the OpenAI-compatible /v1",
              cmd_serve, add_serve_args, server=True)
-    derived = {"train": train_config_flags, "decide": _lazy("assistant.cli.decide", "decide_config_flags")}
+    derived = {"train": train_config_flags, "decide": _lazy("assistant.cli.decide", "decide_config_flags"),
+               "compare": _lazy("assistant.cli.compare", "compare_config_flags")}
     for name, text, module, add_args in (
         ("ingest", "add files/folders to the document index (RAG)", "documents", add_ingest_args),
         ("search", "top-k chunks for a query (or --queries FILE.jsonl) with sources", "documents", add_search_args),
