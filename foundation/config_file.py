@@ -66,6 +66,11 @@ def checked(cls, data: dict, where: str = ""):
         raise ArenaError(f"{where}: {problems}" if where else problems) from None
 
 
+def plain(obj) -> dict:
+    """A (nested) dataclass as plain dicts and lists, the inverse of `checked` for records stored as JSON."""
+    return _adapter(type(obj)).dump_python(obj)
+
+
 def check(fn) -> AfterValidator:
     """An annotation that runs `fn(value)` (raising ArenaError that names the problem) and keeps the value:
     `augment: Annotated[str, check(parse_augment)]` for what a type cannot say."""

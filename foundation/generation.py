@@ -38,6 +38,9 @@ class GenSettings:
     seed: int = 0
     repetition_penalty: float = 1.0
     stop_on_loop: int = LOOP_STOP  # repeated tokens that end a row (see LOOP_STOP); 0 = never stop on a loop
+    # End a row at the line break after its first text: for callers that read only the first line (a paraphrase),
+    # so decoding stops where the reader stops reading. Decided on the decoded text, like the loop stop.
+    one_line: bool = False
 
     def check(self, context_length: int) -> None:
         """Raise ArenaError naming the first absurd value."""
@@ -51,6 +54,12 @@ class GenSettings:
         if not 0.5 <= self.repetition_penalty <= 3:
             raise ArenaError(f"repetition penalty must be between 0.5 and 3, got {self.repetition_penalty}")
         check_stop_on_loop(self.stop_on_loop)
+
+
+def first_line_done(text: str) -> bool:
+    """True once `text` holds some non-blank text followed by a line break."""
+    stripped = text.lstrip()
+    return bool(stripped) and "\n" in stripped
 
 
 def loop_cut(tokens: list[int], min_repeat: int, max_period: int = LOOP_MAX_PERIOD) -> int | None:

@@ -17,10 +17,11 @@ from tests.conftest import make_tiny_model, make_tiny_tokenizer
 CYCLE = "cat dog."
 
 
-def make_looping_model(tokenizer):
+def make_looping_model(tokenizer, cycle: str = CYCLE):
+    """`cycle`: the text repeated for ever (one token per byte, each byte once), e.g. CYCLE + "\\n" for lines."""
     model = make_tiny_model(len(tokenizer))
-    ids = [tokenizer.convert_tokens_to_ids(t) for t in tokenizer.tokenize(CYCLE)]
-    assert len(ids) == len(set(ids)) == len(CYCLE), "each byte of the cycle must be its own token"
+    ids = [tokenizer.convert_tokens_to_ids(t) for t in tokenizer.tokenize(cycle)]
+    assert len(ids) == len(set(ids)) == len(cycle), "each byte of the cycle must be its own token"
     newline = tokenizer.convert_tokens_to_ids(tokenizer.tokenize("\n"))[0]
     with torch.no_grad():
         for layer in model.model.layers:
@@ -35,8 +36,8 @@ def make_looping_model(tokenizer):
     return model
 
 
-def save_looping_model(folder: Path) -> Path:
+def save_looping_model(folder: Path, cycle: str = CYCLE) -> Path:
     tok = make_tiny_tokenizer()
-    make_looping_model(tok).save_pretrained(folder)
+    make_looping_model(tok, cycle).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder

@@ -93,3 +93,29 @@ def test_augment_spec_is_checked():
         with pytest.raises(ArenaError, match="paraphrases:K"):
             JobConfig(data=[{"path": "x"}], augment=bad).validate()
     JobConfig(data=[{"path": "x"}], augment="paraphrases:5").validate()
+
+
+def test_samples_stop_at_their_first_line(tiny_tokenizer, data_dir):
+    """Only a sample's first line is read (clean), so decoding stops there: a model that writes line after line
+    gives one-line samples, far shorter than the token limit, through the real engine."""
+    import torch
+
+    from assistant.inference.torch_engine import Engine
+    from foundation.models import LoadedModel
+    from tests.looping_model import CYCLE, make_looping_model
+
+    model = make_looping_model(tiny_tokenizer, CYCLE + "\n")
+    engine = Engine(LoadedModel(model, tiny_tokenizer, "lines", "<memory>", torch.float32, torch.device("cpu"), 0.0))
+    greedy = ParaphraseSettings(k=2, model="lines", max_new_tokens=40, temperature=0.0)  # the crafted path only
+    samples = sample(["Color of item 1?"], greedy, engine_generate(engine), RowCache.in_data_dir(data_dir))
+    assert samples == [[CYCLE + "\n", CYCLE + "\n"]]
+
+
+def test_k_samples_of_one_question_differ_on_the_torch_engine(tiny_loaded, data_dir):
+    """The K rows of a question share one prompt: each must sample with its own seed, or K paraphrases are one."""
+    runtime = Runtime(Settings(data_dir=data_dir), tiny_loaded)
+    ps = ParaphraseSettings(k=4, model="tiny-llama", max_new_tokens=8)
+    samples = sample(["Color of item 1?"], ps, engine_generate(runtime.engine), RowCache.in_data_dir(data_dir))
+    assert len(set(samples[0])) == 4
+    again = sample(["Color of item 1?"], ps, engine_generate(runtime.engine), RowCache.in_data_dir(data_dir / "b"))
+    assert again == samples  # still reproducible: the same call gives the same samples

@@ -85,6 +85,30 @@ def test_torch_engine_stops_a_loop(looping_torch):
     assert texts[-1] == CYCLE and max(len(t) for t in texts) == len(CYCLE) + LOOP_STOP - 1
 
 
+def _check_one_line(engine, max_new_tokens: int = 40) -> list:
+    """A model repeating the line "cat dog.\\n": with one_line every row ends at its first line break, with
+    the same tokens as without it, cut; the loop stop is off so only the line stop can end a row early."""
+    rows = _rows(engine)
+    off = engine.generate(rows, GenSettings(max_new_tokens=max_new_tokens, stop_on_loop=0))
+    on = engine.generate(rows, GenSettings(max_new_tokens=max_new_tokens, stop_on_loop=0, one_line=True))
+    for o, f in zip(on, off, strict=True):
+        assert len(f.tokens) == max_new_tokens and f.text.count("\n") > 3  # the premise: many lines without it
+        assert o.done and o.text == CYCLE + "\n" and o.tokens == f.tokens[:len(CYCLE) + 1], o.text
+    return on
+
+
+def test_one_line_ends_a_row_at_its_first_line_break(tiny_tokenizer):
+    from assistant.inference.torch_engine import Engine
+    from foundation.generation import first_line_done
+    from foundation.models import LoadedModel
+
+    assert not first_line_done("") and not first_line_done("\n\n  ") and not first_line_done("\nHow do I")
+    assert first_line_done("\nHow do I?\n") and first_line_done("How?\nMore")
+    model = make_looping_model(tiny_tokenizer, CYCLE + "\n")
+    _check_one_line(Engine(LoadedModel(model, tiny_tokenizer, "lines", "<memory>", torch.float32,
+                                       torch.device("cpu"), 0.0)))
+
+
 def test_ortgenai_engine_stops_a_loop_like_torch(tmp_path):
     from assistant.inference import ort_build
     from assistant.inference.ortgenai import OrtGenaiEngine, available
@@ -101,6 +125,11 @@ def test_ortgenai_engine_stops_a_loop_like_torch(tmp_path):
     engine = OrtGenaiEngine(reference, graph, tmp_path / "models")
     on = _check_stops(engine)
     assert [o.tokens for o in on] == [o.tokens for o in _check_stops(reference)]  # the same rule on both engines
+    lines = save_looping_model(tmp_path / "lines", CYCLE + "\n")
+    graph = ort_build.converted_folder(Path(lines), tmp_path / "models", "fp32", sorted(reference.eos_ids),
+                                       log=lambda text: None)
+    _check_one_line(OrtGenaiEngine(Engine(load_model(Settings(model=str(lines), device="cpu", dtype="float32"))),
+                                   graph, tmp_path / "models"))
 
 
 @pytest.fixture(scope="module")

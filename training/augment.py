@@ -83,7 +83,9 @@ def sample_paraphrases(questions: list[str], ps: ParaphraseSettings, generate, c
     asked = questions
     questions = list(dict.fromkeys(questions))  # a repeated question is sampled once
     keys = [content_key("paraphrases", PROMPT_VERSION, q, asdict(ps)) for q in questions]
-    gen = GenSettings(max_new_tokens=ps.max_new_tokens, temperature=ps.temperature, top_p=ps.top_p, seed=ps.seed)
+    # one_line: keep_paraphrases reads only a sample's first line, so decoding stops at its line break.
+    gen = GenSettings(max_new_tokens=ps.max_new_tokens, temperature=ps.temperature, top_p=ps.top_p, seed=ps.seed,
+                      one_line=True)
 
     def run(missing: list[int], store) -> None:
         for start in range(0, len(missing), BATCH_QUESTIONS):

@@ -108,11 +108,6 @@ class BiasReport:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict) -> BiasReport:
-        return cls(**{**data, "change": PairedChange(**data["change"]),
-                      "axes": {a: AxisGaps(**g) for a, g in data["axes"].items()}})
-
 
 def bias_change(base: list[float], tuned: list[float]) -> PairedChange:
     """Paired signed change of the gap per pair (adapter - base), with its interval."""

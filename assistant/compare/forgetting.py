@@ -88,12 +88,6 @@ class ForgettingReport:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict) -> ForgettingReport:
-        probes = {name: ProbeResult(**{**p, "nll_change": PairedChange(**p["nll_change"])})
-                  for name, p in data["probes"].items()}
-        return cls(data["adapter"], data["margin"], probes, data["flagged"], data["message"])
-
 
 def probe_result(base: list[float], tuned: list[float], alpha: float) -> ProbeResult:
     change = paired_change(np.asarray(tuned) - np.asarray(base), alpha)

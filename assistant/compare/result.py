@@ -9,11 +9,12 @@ Dataclasses use slots: assigning a misspelt attribute fails too.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 from assistant.compare.bias import BiasReport
 from assistant.compare.forgetting import ForgettingReport
 from assistant.compare.recommend import Recommendation
+from foundation.config_file import checked, plain
 from foundation.errors import ArenaError
 
 SCHEMA_VERSION = 1
@@ -30,10 +31,6 @@ class Interval:
     ci_high: float | None
     n: int = 0
 
-    @classmethod
-    def from_dict(cls, data: dict) -> Interval:
-        return cls(data.get("mean"), data.get("ci_low"), data.get("ci_high"), int(data.get("n") or 0))
-
 
 Summary = dict[str, Interval]  # metric -> interval, one per variant
 
@@ -46,7 +43,7 @@ def mean_of(summary: Summary, metric: str) -> float | None:
 
 def summaries(data: dict) -> dict[str, Summary]:
     """{variant: {metric: Interval}} from stats.summarize/paired_against's (or stored) dicts."""
-    return {v: {m: Interval.from_dict(s) for m, s in per.items()} for v, per in data.items()}
+    return checked(dict[str, Summary], data, "summaries")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,14 +76,6 @@ class VariantAnswer:
     routed_to: str | None = None           # the routed column: the variant whose answer it took
     router_probability: float | None = None
 
-    @classmethod
-    def from_dict(cls, data: dict) -> VariantAnswer:
-        judge = data.get("judge")
-        return cls(data["text"], dict(data["scores"]), data.get("adapter"),
-                   [Source(s["citation"], s["text"], s.get("score")) for s in data.get("sources") or []],
-                   JudgeVerdict(judge["verdict"], judge["reason"], judge["reply"]) if judge else None,
-                   data.get("routed_to"), data.get("router_probability"))
-
 
 @dataclass(slots=True)
 class QuestionRecord:
@@ -97,11 +86,6 @@ class QuestionRecord:
     source: str
     answers: dict[str, VariantAnswer]
     disagree: bool = False
-
-    @classmethod
-    def from_dict(cls, data: dict) -> QuestionRecord:
-        return cls(data["question"], data["reference"], data.get("source", ""),
-                   {v: VariantAnswer.from_dict(a) for v, a in data["answers"].items()}, bool(data.get("disagree")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,11 +134,6 @@ class LearnedCheck:
     train: Summary
     heldout: Summary
 
-    @classmethod
-    def from_dict(cls, data: dict) -> LearnedCheck:
-        return cls(data["adapter"], data["variant"], int(data["n"]), *summaries(
-            {"train": data["train"], "heldout": data["heldout"]}).values())
-
 
 @dataclass(slots=True)
 class ComparisonResult:
@@ -189,28 +168,19 @@ class ComparisonResult:
 
     def to_dict(self) -> dict:
         """The JSON-ready form (runs.sqlite, `arena compare --json`, decide's result.json)."""
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+        return plain(self)
 
     @classmethod
     def from_dict(cls, data: dict, origin: str = "comparison result") -> ComparisonResult:
-        """Read a stored result; `origin` names it in the error when it cannot be read (e.g. 'run 3 in ...')."""
+        """Read a stored result; `origin` names it in the error when it cannot be read (e.g. 'run 3 in ...').
+        pydantic builds the nested records from the annotations above, so a field is declared once."""
         data = upgrade(data, origin)
-        try:
-            return cls(
-                variants=summaries(data["variants"]), paired=summaries(data["paired"]),
-                per_question=[QuestionRecord.from_dict(q) for q in data["per_question"]],
-                recommendation=Recommendation.from_dict(data["recommendation"]),
-                costs={v: VariantCost(**c) for v, c in data["costs"].items()},
-                warnings=list(data["warnings"]), why=dict(data["why"]), settings=dict(data["settings"]),
-                router=RouterSummary(**data["router"]) if data["router"] else None,
-                judge=JudgeSummary(**data["judge"]) if data["judge"] else None,
-                forgetting=[ForgettingReport.from_dict(f) for f in data["forgetting"]],
-                bias=[BiasReport.from_dict(b) for b in data["bias"]],
-                learned=LearnedCheck.from_dict(data["learned"]) if data["learned"] else None,
-                run_id=data["run_id"], seeds=dict(data["seeds"]), schema_version=SCHEMA_VERSION)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ArenaError(f"{origin} cannot be read as a comparison result ({type(exc).__name__}: {exc}); "
-                             "run the comparison again") from exc
+        try:  # Recommendation.from_dict converts a verdict stored before its outcomes
+            rec = asdict(Recommendation.from_dict(data["recommendation"]))
+            return checked(cls, {**data, "recommendation": rec, "schema_version": SCHEMA_VERSION}, origin)
+        except ArenaError as exc:
+            raise ArenaError(f"{origin} cannot be read as a comparison result ({exc}); run the comparison "
+                             "again") from None
 
 
 def upgrade(data: dict, origin: str) -> dict:
@@ -229,14 +199,3 @@ def upgrade(data: dict, origin: str) -> dict:
     defaults = {"paired": {}, "costs": {}, "warnings": [], "why": {}, "settings": {}, "router": None,
                 "judge": None, "forgetting": [], "bias": [], "learned": None, "run_id": None, "seeds": {}}
     return {**defaults, **{k: v for k, v in data.items() if v is not None or k not in defaults}}
-
-
-def _plain(value):
-    """asdict() for a dataclass, recursively through dicts and lists (asdict alone stops at a dict of them)."""
-    if hasattr(value, "__dataclass_fields__"):
-        return asdict(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value

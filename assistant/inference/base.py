@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 from foundation.errors import ArenaError
-from foundation.generation import GenSettings, Row, RowOutput, loop_cut
+from foundation.generation import GenSettings, Row, RowOutput, first_line_done, loop_cut
 
 
 @dataclass
@@ -96,9 +96,13 @@ def row_text(tokenizer, tokens: list[int]) -> str:
     return tokenizer.decode(tokens, skip_special_tokens=True).rstrip("\ufffd")
 
 
-def end_on_loop(out: RowOutput, gen: GenSettings, tokenizer) -> bool:
-    """Stop on repetition, the same on every engine: when the row's tokens end in a loop
-    (foundation.generation.loop_cut), cut the repeats, mark the row done and return True."""
+def end_early(out: RowOutput, gen: GenSettings, tokenizer) -> bool:
+    """The stop rules on decoded tokens, the same on every engine; True (and the row marked done) when one ends
+    the row: its first line is complete (gen.one_line), or its tokens end in a loop
+    (foundation.generation.loop_cut), whose repeats are cut."""
+    if gen.one_line and first_line_done(out.text):
+        out.done = True
+        return True
     keep = loop_cut(out.tokens, gen.stop_on_loop)
     if keep is None:
         return False

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import torch
 
-from assistant.inference.base import end_on_loop, row_text
+from assistant.inference.base import end_early, row_text
 from foundation.generation import GenSettings, Row, RowOutput
 
 
@@ -45,7 +45,7 @@ def _steps(model, tokenizer, row: Row, gen: GenSettings, eos_ids: set[int], cont
     for step in range(gen.max_new_tokens):
         nxt = pick_next(logits.float(), gen, seen, sampler)
         if record_token(out, int(nxt), tokenizer, eos_ids, time.perf_counter() - start) or \
-                end_on_loop(out, gen, tokenizer) or step == gen.max_new_tokens - 1:
+                end_early(out, gen, tokenizer) or step == gen.max_new_tokens - 1:
             break  # after the last token, another forward would compute logits nobody reads
         yield out
         if seen is not None:

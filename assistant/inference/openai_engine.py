@@ -24,7 +24,7 @@ from assistant.inference.base import (
     Templating,
     adapter_peft_type,
     check_rows,
-    end_on_loop,
+    end_early,
     pooled_stream,
 )
 from foundation.errors import ArenaError
@@ -220,7 +220,7 @@ class OpenAIEngine(Templating):
                 text += delta
                 out.text, out.seconds = text, elapsed
                 out.tokens = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-                if end_on_loop(out, gen, self.tokenizer):  # the same stop as in-process; closing ends the request
+                if end_early(out, gen, self.tokenizer):  # the same stop as in-process; closing ends the request
                     yield out
                     return
                 yield out
@@ -305,7 +305,7 @@ def engine_from_settings(settings) -> OpenAIEngine:
 
 def _extra(gen: GenSettings) -> dict:
     """Settings outside the OpenAI schema, understood by vLLM (repetition_penalty) and llama.cpp (repeat_).
-    The stop on repetition is ours (end_on_loop), never the server's, so it is the same on every server."""
+    The stop on repetition is ours (end_early), never the server's, so it is the same on every server."""
     if gen.repetition_penalty == 1.0:
         return {}
     return {"repetition_penalty": gen.repetition_penalty, "repeat_penalty": gen.repetition_penalty}

@@ -31,7 +31,7 @@ from assistant.inference.base import (
     Templating,
     adapter_peft_type,
     check_rows,
-    end_on_loop,
+    end_early,
     pooled_stream,
     template_ids,
 )
@@ -156,7 +156,7 @@ class OrtGenaiEngine(Templating):
             for k in list(live):
                 out = outs[k]
                 if record_token(out, int(tokens[k]), self.tokenizer, self.eos_ids, now) or \
-                        end_on_loop(out, gen, self.tokenizer) or len(out.tokens) >= gen.max_new_tokens:
+                        end_early(out, gen, self.tokenizer) or len(out.tokens) >= gen.max_new_tokens:
                     out.done = True
                     live.remove(k)
                 yield index[k], out

@@ -14,6 +14,7 @@ import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -121,7 +122,10 @@ class Engine(Templating):
         check_rows(rows, gen, self.context_length, self.slots)
         outputs = [RowOutput() for _ in rows]
         with self._lock:
-            live = {i: decode_row(*self._model_for(row.adapter), row, gen, self.eos_ids, self.tokenizer)
+            # Each sampled row draws from its own seed (the call's seed + its index): rows with one prompt (K
+            # paraphrases of a question) would otherwise all sample the same text. Greedy rows ignore the seed.
+            live = {i: decode_row(*self._model_for(row.adapter), row, replace(gen, seed=gen.seed + i), self.eos_ids,
+                                  self.tokenizer)
                     for i, row in enumerate(rows)}
             while live:
                 for i, steps in list(live.items()):
