@@ -105,7 +105,7 @@ def test_samples_stop_at_their_first_line(tiny_tokenizer, data_dir):
     from tests.looping_model import CYCLE, make_looping_model
 
     model = make_looping_model(tiny_tokenizer, CYCLE + "\n")
-    engine = Engine(LoadedModel(model, tiny_tokenizer, "lines", "<memory>", torch.float32, torch.device("cpu"), 0.0))
+    engine = Engine(LoadedModel(model, tiny_tokenizer, "lines", "<memory>", torch.float32, torch.device("cpu")))
     greedy = ParaphraseSettings(k=2, model="lines", max_new_tokens=40, temperature=0.0)  # the crafted path only
     samples = sample(["Color of item 1?"], greedy, engine_generate(engine), RowCache.in_data_dir(data_dir))
     assert samples == [[CYCLE + "\n", CYCLE + "\n"]]

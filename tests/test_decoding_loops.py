@@ -106,7 +106,7 @@ def test_one_line_ends_a_row_at_its_first_line_break(tiny_tokenizer):
     assert first_line_done("\nHow do I?\n") and first_line_done("How?\nMore")
     model = make_looping_model(tiny_tokenizer, CYCLE + "\n")
     _check_one_line(Engine(LoadedModel(model, tiny_tokenizer, "lines", "<memory>", torch.float32,
-                                       torch.device("cpu"), 0.0)))
+                                       torch.device("cpu"))))
 
 
 def test_ortgenai_engine_stops_a_loop_like_torch(tmp_path):
