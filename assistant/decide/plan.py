@@ -35,7 +35,10 @@ SEED_OVERHEAD_S = 20  # per seed: model load, save, final validation
 REPORT_S = 3
 PARAPHRASE_TOKENS = 30  # one sampled rewrite of a question, with its end token
 GENERATOR_TOKENS = QuestionSettings(model="").max_new_tokens  # per question: an upper bound, small models ramble
-BATCHED_ROWS = 1  # sampled K per question in one batch, but measured (Django FAQ, 2 busy cores) ~1 row alone
+# Rows decoded in the time of one: paraphrases are sampled K per question, 4 questions per engine call. Measured
+# on the Django FAQ's 27 training questions x 5 (a fresh default decide, idle 2-core AVX2): the paraphrases,
+# data and model load took 78 s where one row at a time plans ~270 s; on cores shared with other jobs ~1.
+BATCHED_ROWS = 3
 
 
 @dataclass
