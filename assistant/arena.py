@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from assistant.compare.router import cached_router
 from assistant.inference.base import Engine
@@ -43,18 +44,22 @@ class Prepared:
 class Arena:
     """The one object the UI, the CLI `ask` and the comparison use to run variants side by side."""
 
-    def __init__(self, runtime, embed: Callable | None = None):
-        self.runtime = runtime
-        self._embed = embed
+    def __init__(self, *, engine: Callable[[], Engine], store: Callable, registry: Callable, embedder: Callable,
+                 data_dir: Path, embedder_name: str, embed: Callable | None = None):
+        """Narrow parts, not the runtime: `engine`, `store` (documents), `registry` (adapters) and `embedder` are
+        called for their object on first use, so nothing loads before a variant needs it; `data_dir` and
+        `embedder_name` locate the router's cache; `embed` overrides the embedder's encode (tests, few-shot)."""
+        self._engine, self._store, self._registry, self._embedder = engine, store, registry, embedder
+        self._data_dir, self._embedder_name, self._embed = data_dir, embedder_name, embed
 
     @property
     def engine(self) -> Engine:
-        return self.runtime.engine
+        return self._engine()
 
     def embed(self, texts: list[str]):
         if self._embed is None:
             try:
-                self._embed = self.runtime.embedder.encode
+                self._embed = self._embedder().encode
             except ArenaError as exc:
                 raise ArenaError(f"dynamic few-shot needs the embedder, which could not load ({exc}); "
                                  "set k to 0") from exc
@@ -82,7 +87,7 @@ class Arena:
     def _prepare_routed(self, question, cfg, history, gen) -> Prepared:
         """The prompt of the variant the router ranks first among those that can run, saying which it is."""
         try:
-            router = cached_router(self.runtime.settings.data_dir, self.embed, self.runtime.settings.embedder)
+            router = cached_router(self._data_dir, self.embed, self._embedder_name)
             ranked = router.rank(self.embed([question]))[0]
         except ArenaError as exc:
             return Prepared([], None, error=str(exc))
@@ -121,7 +126,7 @@ class Arena:
     def _retrieve(self, question: str, cfg: VariantConfig):
         """Top-k hits, or the message to show when there is nothing to retrieve from."""
         try:
-            store = self.runtime.store
+            store = self._store()
             if store.is_empty():
                 return NO_DOCUMENTS
             return store.search(question, k=cfg.rag_k, mode=cfg.rag_mode)
@@ -130,7 +135,7 @@ class Arena:
 
     def _adapter(self, cfg: VariantConfig) -> tuple[str | None, str]:
         """(adapter name loaded in the engine, error message to show instead)."""
-        registry = self.runtime.registry
+        registry = self._registry()
         if not registry.list():
             return None, NO_ADAPTER
         if not cfg.adapter:

@@ -98,7 +98,13 @@ class Runtime:
     @property
     def arena(self):
         """Prompt builders + engine: what the Chat tab, `arena ask` and the comparison call."""
-        return self._once("arena", lambda: Arena(self))
+        return self._once("arena", self.new_arena)
+
+    def new_arena(self, embed=None) -> Arena:
+        """An Arena over this runtime's parts, each loaded on first use; the arena never sees the runtime."""
+        return Arena(engine=lambda: self.engine, store=lambda: self.store, registry=lambda: self.registry,
+                     embedder=lambda: self.embedder, data_dir=self.settings.data_dir,
+                     embedder_name=self.settings.embedder, embed=embed)
 
     @property
     def registry(self):

@@ -7,7 +7,6 @@ import random
 
 import pytest
 
-from assistant.arena import Arena
 from assistant.runtime import Runtime
 from foundation.errors import ArenaError
 from foundation.generation import GenSettings
@@ -157,7 +156,39 @@ def test_cli_ask_bad_input_exits_2(tiny_model_dir, data_dir, capsys, extra, mess
 @pytest.mark.e2e
 def test_bundled_model_answers_side_by_side(bundled_data_dir, tmp_path):
     runtime = Runtime(Settings(data_dir=bundled_data_dir))
-    arena = Arena(runtime)
+    arena = runtime.arena
     answers = arena.ask("What is the capital of France?", ["base", "prompt"], VariantConfig(),
                         GenSettings(max_new_tokens=12))
     assert "Paris" in answers["base"].text and answers["prompt"].tokens > 0
+
+
+def test_arena_runs_from_narrow_parts_and_loads_only_what_a_variant_needs(tiny_loaded, data_dir):
+    """The Arena gets callables, not the runtime: base alone never touches the documents, adapters or
+    embedder; rag asks for the documents and says there are none; finetuned asks the adapter registry."""
+    from assistant.arena import Arena
+    from assistant.inference.torch_engine import Engine
+    from foundation.registry import AdapterRegistry
+    from foundation.variants import NO_ADAPTER, NO_DOCUMENTS
+    from retrieval.store import DocumentStore
+
+    engine, asked = Engine(tiny_loaded), []
+    store = DocumentStore.open(data_dir, embedder=None)  # a real, empty store: nothing ingested, nothing embedded
+
+    def part(name, value):
+        def get():
+            asked.append(name)
+            return value
+        return get
+
+    def no_embedder():
+        raise AssertionError("the embedder was loaded")
+
+    arena = Arena(engine=lambda: engine, store=part("store", store),
+                  registry=part("registry", AdapterRegistry(data_dir)), embedder=no_embedder, data_dir=data_dir,
+                  embedder_name="unused")
+    gen = GenSettings(max_new_tokens=4)
+    answers = arena.ask("What colour is the sky?", ["base"], VariantConfig(), gen)
+    assert answers["base"].tokens > 0 and asked == []
+    answers = arena.ask("What colour is the sky?", ["base", "rag", "finetuned"], VariantConfig(), gen)
+    assert answers["rag"].error == NO_DOCUMENTS and answers["finetuned"].error == NO_ADAPTER
+    assert sorted(asked) == ["registry", "store"]

@@ -76,7 +76,6 @@ def test_naive_rag_prompt_is_passages_then_question_without_instruction():
 
 
 def test_prompt_variant_uses_the_nearest_training_pairs_by_default(tiny_loaded, data_dir):
-    from assistant.arena import Arena
     from assistant.runtime import Runtime
     from foundation.settings import Settings
     from retrieval.embedding import Embedder
@@ -90,8 +89,8 @@ def test_prompt_variant_uses_the_nearest_training_pairs_by_default(tiny_loaded, 
         ("How often should I descale?", "Every three months.")]]
     cfg = VariantConfig(few_shot=pairs)
     assert cfg.dynamic_k == DEFAULT_DYNAMIC_K == 3
-    arena = Arena(Runtime(Settings(data_dir=data_dir), tiny_loaded),
-                  embed=Embedder.load("bundled:all-minilm-l6-v2").encode)
+    arena = Runtime(Settings(data_dir=data_dir), tiny_loaded).new_arena(
+        embed=Embedder.load("bundled:all-minilm-l6-v2").encode)
     messages = arena.prepare("What is the descaling procedure?", ["prompt"], cfg)["prompt"].messages
     shots = [m["content"] for m in messages if m["role"] == "user"][:-1]
     assert len(shots) == 3 and all("descal" in s for s in shots)
