@@ -12,6 +12,7 @@ from assistant.compare.recommend import Recommendation, headline
 from assistant.compare.report import render_markdown, write_report
 from assistant.compare.result import ComparisonResult
 from assistant.compare.why import why_sentences
+from assistant.decide.result import DecideResult
 from tests.conftest import make_lora
 
 
@@ -144,8 +145,7 @@ def test_an_inconclusive_verdict_is_said_plainly_everywhere(tmp_path):
     assert "**Recommendation: no variant yet (inconclusive: rag+finetuned leads, P(best) 70 %).**" in md
     assert "## Where the others stand against the leader" in md and "Why not the others" not in md
     assert decision_headline(typed(result)) == "No variant yet (inconclusive: rag+finetuned leads, P(best) 70 %)"
-    info = {"stages": [], "config": {"docs": ["faq.md"]}, "evalset": {"origin": "qa", "eval": 44}}
-    write_decision_report(typed(result), info, tmp_path)
+    write_decision_report(typed(result), _decision(tmp_path), tmp_path)
     assert (tmp_path / "report.md").read_text().startswith("# Decision: No variant yet (inconclusive: rag+finetuned")
     data = json.loads((tmp_path / "report.json").read_text())
     assert data["verdict"] is None and data["outcome"] == "inconclusive" and data["leader"] == "rag+finetuned"
@@ -155,6 +155,18 @@ def test_an_inconclusive_verdict_is_said_plainly_everywhere(tmp_path):
     rec.update(variant="rag", outcome="equivalent")
     assert decision_headline(typed(result)).startswith("Use rag (practically equivalent: within ±0.05 token F1 of the leader")
     assert recommended(Recommendation.from_dict(rec)) == "rag (equivalent)"
+
+
+def _decision(folder) -> DecideResult:
+    """A finished decision around the hand-made result: 44 questions from a Q/A file, no stages run here."""
+    from assistant.decide.config import DecideConfig
+    from assistant.decide.outputs import EvalsetOutput
+    from assistant.decide.plan import Plan
+    from assistant.decide.timings import StageTimings
+    from tests.test_decide_outputs import SAMPLES
+
+    return DecideResult(DecideConfig(docs=["faq.md"]), str(folder), Plan(), [], EvalsetOutput(44, 0, 0, "qa"),
+                        SAMPLES["retrieval"], SAMPLES["trainset"], ["faq-s0"], SAMPLES["compare"], StageTimings())
 
 
 def _write_job(data_dir, job_id, rows):
