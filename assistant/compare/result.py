@@ -178,7 +178,7 @@ class ComparisonResult:
         try:  # Recommendation.from_dict converts a verdict stored before its outcomes
             rec = asdict(Recommendation.from_dict(data["recommendation"]))
             return checked(cls, {**data, "recommendation": rec, "schema_version": SCHEMA_VERSION}, origin)
-        except ArenaError as exc:
+        except (ArenaError, TypeError) as exc:  # TypeError: a stored verdict with a field of the wrong shape
             raise ArenaError(f"{origin} cannot be read as a comparison result ({exc}); run the comparison "
                              "again") from None
 
