@@ -194,7 +194,6 @@ class JobConfig(config_file.YamlFile):
             raise ArenaError(f"init_from {self.init_from!r} fixes the LoRA rank: sweep only the learning rate")
 
 
-
 def report_targets(text: str) -> list[str]:
     """'mlflow, tensorboard' -> ['mlflow', 'tensorboard']; 'none' or '' -> []."""
     names = [t.strip().lower() for t in (text or "").split(",") if t.strip()]

@@ -6,7 +6,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 from foundation import atomic
@@ -264,7 +264,3 @@ def resolve_precision(cfg: JobConfig, settings: Settings) -> JobConfig:
     a resume compares like with like."""
     cfg.bf16 = "on" if use_bf16(cfg.bf16, resolve_device(settings.device)) else "off"
     return cfg
-
-
-def trial_config(cfg: JobConfig, **overrides) -> JobConfig:
-    return replace(cfg, sweep={}, **overrides)

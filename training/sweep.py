@@ -8,6 +8,7 @@ import math
 import os
 import shutil
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 from foundation import atomic
@@ -21,7 +22,6 @@ from training.runner import (
     register,
     resolve_precision,
     train_one,
-    trial_config,
     write_status,
 )
 from training.tools import DataTools
@@ -45,7 +45,6 @@ def run_sweep(cfg: JobConfig, settings: Settings, folder: Path, tools: DataTools
     Cancel (the job's CANCEL file, SIGTERM or SIGINT) stops the running trial at a checkpoint. With resume,
     finished trials are kept, the cancelled one continues from its checkpoint and the rest follow.
     """
-
     grid = trial_grid(cfg)
     folder.mkdir(parents=True, exist_ok=True)
     cfg.to_yaml(folder / "config.yaml")
@@ -62,7 +61,6 @@ def run_sweep(cfg: JobConfig, settings: Settings, folder: Path, tools: DataTools
 
 def _sweep(cfg: JobConfig, settings: Settings, folder: Path, grid: list[dict], tools: DataTools | None,
            resume: bool, progress: bool) -> dict:
-
     rows, results = [], []
     for n, params in enumerate(grid):
         trial_dir = folder / TRIALS / str(n)
@@ -71,7 +69,7 @@ def _sweep(cfg: JobConfig, settings: Settings, folder: Path, grid: list[dict], t
         if (folder / CANCEL_FILE).exists():  # cancelled between trials: do not start the next one
             return _cancelled(folder, {"state": "cancelled", "step": 0}, where)
         write_status(folder, state="running", pid=os.getpid(), **where)
-        trial = trial_config(cfg, job_id=f"{cfg.job_id}/{TRIALS}/{n}", **params)
+        trial = replace(cfg, sweep={}, job_id=f"{cfg.job_id}/{TRIALS}/{n}", **params)
         result = _run_trial(trial, settings, trial_dir, tools, resume, folder / TRIALS / "0", progress)
         _catch_signals(folder)  # the trial installed its own handlers, which die with it
         if result["state"] == "cancelled":
@@ -92,7 +90,6 @@ def _run_trial(trial: JobConfig, settings: Settings, trial_dir: Path, tools: Dat
                resume: bool, first_dir: Path, progress: bool) -> dict:
     """A finished trial's saved result, its checkpoint continued, or a fresh run (resume only reuses work
     done with the same trial settings). A fresh trial after the first trains on the first trial's rows."""
-
     same = resume and (trial_dir / "config.yaml").is_file() and \
         JobConfig.from_yaml(trial_dir / "config.yaml") == resolve_precision(trial, settings)
     if same and (trial_dir / RESULT).is_file():
@@ -122,7 +119,6 @@ def _copy_data(first_dir: Path, trial_dir: Path) -> bool:
 
 def _clear(trial_dir: Path) -> None:
     """A fresh trial starts from nothing: a stale metrics file would be appended to, stale checkpoints kept."""
-
     for name in ("metrics.jsonl", "status.json", RESULT):
         (trial_dir / name).unlink(missing_ok=True)
     shutil.rmtree(trial_dir / CHECKPOINTS, ignore_errors=True)
@@ -138,7 +134,6 @@ def _catch_signals(folder: Path) -> dict:
 
 
 def _cancelled(folder: Path, result: dict, where: dict) -> dict:
-
     write_status(folder, state="cancelled", step=result["step"], **where)
     (folder / CANCEL_FILE).unlink(missing_ok=True)  # else a resume would stop again at once
     return {**result, "job_dir": str(folder), "sweep": where["sweep"]["rows"]}
@@ -157,7 +152,6 @@ def _best(rows: list[dict]) -> int:
 
 
 def _write_table(folder: Path, rows: list[dict]) -> None:
-
     if is_main_process():
         (folder / "sweep.json").write_text(json.dumps(rows, indent=1))
 
