@@ -226,7 +226,7 @@ class DocumentStore:
                 if generation == self._loaded_generation:
                     return self._index
                 try:
-                    index = SearchIndex.load(self.folder, generation) if self._has_chunks() else None
+                    index = None if self.is_empty() else SearchIndex.load(self.folder, generation)
                 except (OSError, RuntimeError):
                     time.sleep(0.05)  # files of that generation were just replaced by a newer commit
                     continue
@@ -234,9 +234,6 @@ class DocumentStore:
                 return index
             raise ArenaError(f"index files for generation {self.generation} in {self.folder} are missing; "
                              "re-run `arena ingest` to rebuild them")
-
-    def _has_chunks(self) -> bool:
-        return self._db.execute("SELECT 1 FROM chunks LIMIT 1").fetchone() is not None
 
     # ----- writing -------------------------------------------------------------------------------------
     def commit(self, add: list[PendingDocument] = (), delete: list[str] = (),
@@ -321,7 +318,7 @@ class DocumentStore:
     def _check_embedder(self) -> None:
         """Vectors from another embedder are meaningless to this one: refuse instead of returning noise."""
         built_with = self._meta("embedder")
-        if self.embedder is None or built_with is None or not self._has_chunks():
+        if self.embedder is None or built_with is None or self.is_empty():
             return
         if built_with != self.embedder.embedder_id:
             raise ArenaError(
