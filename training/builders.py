@@ -16,6 +16,7 @@ from foundation.row_cache import RowCache, content_key
 from foundation.variants import VariantConfig, display_order, fit_hits, format_passage, rag_messages
 from training.data import Example, chat, dedup, normalize
 from training.question_form import malformed_reason
+from training.questions import clip
 from training.tools import RagTeacher
 
 QUESTION_WORDS = ("how", "what", "why", "when", "where", "which", "who", "can", "do", "does", "is", "are",
@@ -69,7 +70,7 @@ def draw_from_sections(sections, min_answer_chars: int = 20, max_answer_chars: i
         body = " ".join(sec.text.split())
         if is_question(sec.title) and min_answer_chars <= len(body):
             question = sec.title.strip() if sec.title.strip().endswith("?") else sec.title.strip() + "?"
-            out.append(chat(question, _clip(body, max_answer_chars), origin=f"{sec.source} § {sec.title}"))
+            out.append(chat(question, clip(body, max_answer_chars), origin=f"{sec.source} § {sec.title}"))
         out += _definitions(body, sec.source)
     kept, malformed = [], {}
     for ex in _filter_qa(dedup(out)):
@@ -97,14 +98,6 @@ def _definitions(body: str, source: str) -> list[Example]:
             origin = source if defines else f"{source}: {NOT_DEFINITION}"
             out.append(chat(f"What {verb} {term}?", sentence, origin=origin))
     return out
-
-
-def _clip(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    cut = text[:limit]
-    end = max(cut.rfind(". "), cut.rfind("? "), cut.rfind("! "))
-    return cut[: end + 1] if end > limit // 3 else cut
 
 
 def _filter_qa(rows: list[Example]) -> list[Example]:

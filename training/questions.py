@@ -140,14 +140,17 @@ def chunks_of(sections, max_chars: int = 1200) -> list[Chunk]:
     for sec in sections:
         text = " ".join(sec.text.split())
         while text:
-            piece = text if len(text) <= max_chars else _cut(text, max_chars)
+            piece = clip(text, max_chars)
             if len(piece.split()) >= 8:  # a heading's stray line is no material for a question
                 out.append(Chunk(sec.source, sec.title, piece))
             text = text[len(piece):].strip()
     return out
 
 
-def _cut(text: str, limit: int) -> str:
+def clip(text: str, limit: int) -> str:
+    """At most `limit` characters, cut after the last sentence end in them unless that drops over two thirds."""
+    if len(text) <= limit:
+        return text
     end = max(text.rfind(". ", 0, limit), text.rfind("? ", 0, limit), text.rfind("! ", 0, limit))
     return text[: end + 1] if end > limit // 3 else text[:limit]
 
