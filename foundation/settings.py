@@ -15,23 +15,10 @@ DEFAULT_EMBEDDER = "bundled:all-minilm-l6-v2"
 # Generation engines (assistant/inference); "openai" = a server the user runs (--engine-url), see docs/scale-out.md.
 ENGINES = ("auto", "torch", "onnx", "onnx-int4", "onnx-fp32", "openai")
 
-# Environment variable for each overridable field.
-ENV_VARS = {
-    "data_dir": "ARENA_DATA_DIR",
-    "model": "ARENA_MODEL",
-    "embedder": "ARENA_EMBEDDER",
-    "embedder_backend": "ARENA_EMBEDDER_BACKEND",
-    "host": "ARENA_HOST",
-    "port": "ARENA_PORT",
-    "auth": "ARENA_AUTH",
-    "device": "ARENA_DEVICE",
-    "dtype": "ARENA_DTYPE",
-    "engine": "ARENA_ENGINE",
-    "fast": "ARENA_FAST",
-    "engine_url": "ARENA_ENGINE_URL",
-    "engine_key": "ARENA_ENGINE_KEY",
-    "engine_concurrency": "ARENA_ENGINE_CONCURRENCY",
-}
+# The fields the environment can set, each from ARENA_<FIELD> (ARENA_DATA_DIR, ARENA_ENGINE_URL, ...).
+ENV_VARS = {name: f"ARENA_{name.upper()}" for name in (
+    "data_dir", "model", "embedder", "embedder_backend", "host", "port", "auth", "device", "dtype", "engine",
+    "fast", "engine_url", "engine_key", "engine_concurrency")}
 
 
 @dataclass(frozen=True)
@@ -127,31 +114,32 @@ def load_settings(args: argparse.Namespace | None = None, env: dict | None = Non
 
 
 def add_settings_flags(parser: argparse.ArgumentParser, server: bool = False) -> None:
-    """Flags shared by every subcommand; default None so the environment can fill the gap."""
-    parser.add_argument("--data-dir", dest="data_dir", default=None, help="data folder (default ./arena_data)")
-    parser.add_argument("--model", default=None, help="base model: bundled:smollm2-135m, HF id or folder")
-    parser.add_argument("--embedder", default=None, help="sentence-transformers id, folder or bundled:...")
-    parser.add_argument("--embedder-backend", dest="embedder_backend", default=None,
+    """Flags shared by every subcommand; an unset flag stays None (argparse's default), so the environment
+    fills the gap."""
+    parser.add_argument("--data-dir", help="data folder (default ./arena_data)")
+    parser.add_argument("--model", help="base model: bundled:smollm2-135m, HF id or folder")
+    parser.add_argument("--embedder", help="sentence-transformers id, folder or bundled:...")
+    parser.add_argument("--embedder-backend",
                         help="auto | torch | onnx (int8 ONNX Runtime, exported once under data-dir/models)")
-    parser.add_argument("--device", default=None, help="auto | cpu | cuda[:N]")
-    parser.add_argument("--dtype", default=None, help="auto | float32 | bfloat16 | float16")
-    parser.add_argument("--engine", default=None,
+    parser.add_argument("--device", help="auto | cpu | cuda[:N]")
+    parser.add_argument("--dtype", help="auto | float32 | bfloat16 | float16")
+    parser.add_argument("--engine",
                         help="generation engine: auto | torch | onnx | onnx-int4 | onnx-fp32 (auto: onnx on CPU) | "
                              "openai (an OpenAI-compatible server at --engine-url)")
-    parser.add_argument("--engine-url", dest="engine_url", default=None, metavar="URL",
+    parser.add_argument("--engine-url", metavar="URL",
                         help="--engine openai: base URL of the server, e.g. http://127.0.0.1:8000/v1")
-    parser.add_argument("--engine-key", dest="engine_key", default=None, metavar="ENV_VAR_NAME",
+    parser.add_argument("--engine-key", metavar="ENV_VAR_NAME",
                         help="--engine openai: environment variable holding the server's API key")
-    parser.add_argument("--engine-concurrency", dest="engine_concurrency", default=None, metavar="N",
+    parser.add_argument("--engine-concurrency", metavar="N",
                         help="--engine openai: requests in flight at once (default 4)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument("--trust-remote-code", dest="trust_remote_code", action="store_true",
+    parser.add_argument("--trust-remote-code", action="store_true",
                         help="allow model repos to run their own code (off by default)")
     if server:
-        parser.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
-        parser.add_argument("--port", default=None, help="port (default 7860)")
-        parser.add_argument("--auth", default=None, help="user:password[,user2:pw2] (or ARENA_AUTH)")
-        parser.add_argument("--insecure-no-auth", dest="insecure_no_auth", action="store_true",
+        parser.add_argument("--host", help="bind address (default 127.0.0.1)")
+        parser.add_argument("--port", help="port (default 7860)")
+        parser.add_argument("--auth", help="user:password[,user2:pw2] (or ARENA_AUTH)")
+        parser.add_argument("--insecure-no-auth", action="store_true",
                             help="allow a non-loopback host without auth")
 
 
