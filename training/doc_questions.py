@@ -9,6 +9,7 @@ A generator is given as a SPEC: `base`, a local Hugging Face id or folder, or `o
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -67,11 +68,8 @@ def write_questions(sides: list[tuple[list, int]], qs: QuestionSettings, generat
 
 def summary(spec: str, tasks: list[Task], counts: FilterCounts, kept: list[GeneratedQuestion]) -> dict:
     """The report's facts on a generator run: asked, kept, dropped per filter (with examples), kinds kept."""
-    kinds: dict[str, int] = {}
-    for q in kept:
-        kinds[q.kind] = kinds.get(q.kind, 0) + 1
     return {"spec": spec, "asked": counts.asked, "kept": counts.kept, "dropped": counts.dropped(),
-            "dropped_examples": counts.examples, "kinds": kinds,
+            "dropped_examples": counts.examples, "kinds": dict(Counter(q.kind for q in kept)),
             "two_chunk_asked": sum(t.kind == "two-chunk" for t in tasks)}
 
 
