@@ -128,13 +128,10 @@ def load_file(path: Path) -> list[Example]:
 
 def dedup(examples: list[Example]) -> list[Example]:
     """Drop exact duplicates (same normalized content), keeping the first occurrence."""
-    seen, out = set(), []
+    first: dict[str, Example] = {}
     for ex in examples:
-        k = ex.key()
-        if k not in seen:
-            seen.add(k)
-            out.append(ex)
-    return out
+        first.setdefault(ex.key(), ex)
+    return list(first.values())
 
 
 def split(examples: list[Example], val_fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
