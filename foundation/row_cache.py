@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from foundation.sqlite_store import SqliteStore
+from foundation.sqlite_store import SqliteStore, rows_in
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rows (
@@ -40,14 +40,9 @@ class RowCache(SqliteStore):
         return cls(Path(data_dir) / "cache" / "rows.sqlite")
 
     def get_many(self, keys: list[str]) -> dict:
-        found = {}
         with self._connect() as db:
-            for start in range(0, len(keys), 500):  # SQLite's bound-parameter limit
-                chunk = keys[start:start + 500]
-                marks = ",".join("?" * len(chunk))
-                found.update((k, json.loads(v)) for k, v in
-                             db.execute(f"SELECT key, value FROM rows WHERE key IN ({marks})", chunk))
-        return found
+            rows = rows_in(db, "SELECT key, value FROM rows WHERE key IN ({marks})", keys)
+            return {k: json.loads(v) for k, v in rows}
 
     def put(self, key: str, value) -> None:
         with self._connect() as db:

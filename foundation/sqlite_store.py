@@ -1,4 +1,4 @@
-"""Base for the small append-only SQLite logs (votes, comparison runs)."""
+"""Base for the small append-only SQLite logs (votes, comparison runs), and a query over many keys."""
 
 from __future__ import annotations
 
@@ -33,3 +33,11 @@ class SqliteStore:
                 yield db
         finally:
             db.close()
+
+
+def rows_in(db: sqlite3.Connection, sql: str, keys: list) -> Iterator[tuple]:
+    """The rows of `sql` for all `keys`, whose IN list is its `{marks}`; 500 keys per query, well under
+    SQLite's limit on bound parameters (999 in older builds)."""
+    for start in range(0, len(keys), 500):
+        batch = keys[start:start + 500]
+        yield from db.execute(sql.format(marks=",".join("?" * len(batch))), batch)

@@ -6,13 +6,14 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from foundation.errors import ArenaError
+from foundation.sqlite_store import rows_in
 from retrieval.indexes import SearchIndex, reciprocal_rank_fusion, stale_files
 
 MODES = ("dense", "bm25", "hybrid")
@@ -145,8 +146,9 @@ class DocumentStore:
     def cached_vectors(self, text_hashes: list[str]) -> dict[str, np.ndarray]:
         """Vectors already computed for identical chunk texts (same embedder), keyed by text hash."""
         with self._lock:
-            return {h: np.frombuffer(blob, dtype=np.float32) for h, blob in self._rows_in(
-                "SELECT text_hash, vector FROM chunks WHERE text_hash IN ({marks})", sorted(set(text_hashes)))}
+            rows = rows_in(self._db, "SELECT text_hash, vector FROM chunks WHERE text_hash IN ({marks})",
+                           sorted(set(text_hashes)))
+            return {h: np.frombuffer(blob, dtype=np.float32) for h, blob in rows}
 
     def sections(self) -> list[Section]:
         with self._lock:
@@ -202,21 +204,14 @@ class DocumentStore:
     def _hits(self, ranked: list[list[tuple[int, float]]]) -> list[list[Hit]]:
         wanted = sorted({cid for row in ranked for cid, _ in row})
         with self._lock:
-            rows = {row[0]: row for row in self._rows_in(
-                "SELECT c.id, c.text, d.source, c.section, c.page FROM chunks c JOIN documents d "
+            rows = {row[0]: row for row in rows_in(
+                self._db, "SELECT c.id, c.text, d.source, c.section, c.page FROM chunks c JOIN documents d "
                 "ON d.id = c.doc_id WHERE c.id IN ({marks})", wanted)}
         hits = []
         for row_ids in ranked:
             hits.append([Hit(rows[cid][1], rows[cid][2], score, cid, citation(*rows[cid][2:5]),
                              rows[cid][3] or "", rows[cid][4]) for cid, score in row_ids if cid in rows])
         return hits
-
-    def _rows_in(self, sql: str, keys: list) -> Iterator[tuple]:
-        """The rows of `sql` for all `keys`, whose IN list is its `{marks}`; 500 keys per query, well under
-        SQLite's limit on bound parameters (999 in older builds)."""
-        for start in range(0, len(keys), 500):
-            batch = keys[start:start + 500]
-            yield from self._db.execute(sql.format(marks=",".join("?" * len(batch))), batch)
 
     def _current_index(self) -> SearchIndex | None:
         """The committed generation's index, reloaded when another writer (CLI, UI) committed a newer one."""
