@@ -23,17 +23,19 @@ PREVIEW_HEADERS = ["source", "rows", "kinds", "first rows"]
 
 
 def _specs(runtime: Runtime, files, use_docs: bool, doc_kind: str, use_votes: bool, questions=None,
-           generator: str = "") -> list[dict]:
-    """Data-source specs; uploads are copied into uploads/ so the job can re-read them on resume."""
+           generator: str = "", copy: bool = True) -> list[dict]:
+    """Data-source specs; uploads are copied into uploads/ so the job can re-read them on resume (copy=False:
+    the uploads where they are, for a plan that starts nothing)."""
     uploads = runtime.settings.uploads_dir / "training"
-    specs = [{"path": copy_upload(uploads, f)} for f in files or []]
+    place = copy_upload if copy else lambda _, f: str(Path(getattr(f, "name", f)).resolve())
+    specs = [{"path": place(uploads, f)} for f in files or []]
     if use_docs:
         gen = (generator or "").strip() if doc_kind != "cpt" else ""
         specs.append({"source": "documents", "kind": doc_kind, **({"generator": gen} if gen else {})})
     if use_votes:
         specs.append({"source": "votes"})
     if questions:
-        specs.append({"source": "distill", "questions": copy_upload(uploads / "questions", questions)})
+        specs.append({"source": "distill", "questions": place(uploads / "questions", questions)})
     return specs
 
 
@@ -228,11 +230,7 @@ def _job_config(runtime: Runtime, files, use_docs, doc_kind, use_votes, question
 
 def _plan_config(runtime: Runtime, *values) -> JobConfig:
     """The job the Start button would run, without copying uploads or naming a job folder."""
-    files, use_docs, doc_kind, use_votes, questions, generator = values[:6]
-    specs = [{"path": str(Path(getattr(f, "name", f)).resolve())} for f in files or []]
-    specs += _specs(runtime, None, use_docs, doc_kind, use_votes, None, generator)
-    if questions:
-        specs.append({"source": "distill", "questions": str(Path(getattr(questions, "name", questions)).resolve())})
+    specs = _specs(runtime, *values[:6], copy=False)
     method, epochs, max_steps, batch, eval_steps, patience = values[7], *values[10:15]
     return JobConfig(name="plan", method=method, epochs=float(epochs or 0), max_steps=int(max_steps or -1),
                      batch_size=max(1, int(batch or 1)), eval_steps=max(1, int(eval_steps or 1)),
