@@ -77,8 +77,10 @@ def sources_table(sources: list) -> str:
     return "\n".join(rows)
 
 
-def views(session: dict, answers: dict, question: str, extras: dict | None = None) -> list[ColumnView]:
-    """The five columns for the current state; answers may still be growing."""
+def views(session: dict, answers: dict, question: str, extras: dict | None = None,
+          committed: bool = False) -> list[ColumnView]:
+    """The five columns for the current state; answers may still be growing. `committed`: the turn is over and
+    the histories already hold it, so only stats and sources come from the answers."""
     out = []
     for i in range(len(VARIANTS)):
         if i >= len(session["order"]):
@@ -88,7 +90,7 @@ def views(session: dict, answers: dict, question: str, extras: dict | None = Non
         title = BLIND_TITLES[i] if session["blind"] and not session["voted"] else TITLES[name]
         history = list(session["histories"][name])
         answer = answers.get(name)
-        if answer is not None and not answer.error:
+        if answer is not None and not answer.error and not committed:
             history += [{"role": "user", "content": question}, {"role": "assistant", "content": answer.text}]
         stats = stats_line(answer, (extras or {}).get(name, "")) if answer else ""
         out.append(ColumnView(title, history, stats, sources_table(answer.sources) if answer else "", True))
@@ -108,17 +110,7 @@ def stream_turn(arena, session: dict, question: str, variants: list[str], cfg: V
     for answers in arena.stream(question, variants, cfg, gen, histories):
         yield session, views(session, answers, question, extras)
     _commit(session, question, answers)
-    yield session, views_after(session, answers, extras)
-
-
-def views_after(session: dict, answers: dict, extras: dict) -> list[ColumnView]:
-    """Columns after a finished turn: histories already hold the turn; stats and sources stay visible."""
-    shown = views(session, {n: a for n, a in answers.items() if a.error}, "", extras)
-    for view, name in zip(shown, session["order"], strict=False):
-        answer = answers.get(name)
-        if answer is not None and not answer.error:
-            view.stats, view.sources = stats_line(answer, extras.get(name, "")), sources_table(answer.sources)
-    return shown
+    yield session, views(session, answers, question, extras, committed=True)
 
 
 def _commit(session: dict, question: str, answers: dict) -> None:
