@@ -18,11 +18,10 @@ from pathlib import Path
 
 from foundation.errors import ArenaError
 from foundation.metrics import retrieval_hit
-from retrieval.chunking import ChunkConfig
+from retrieval.chunking import SPLITTERS, ChunkConfig  # tried all, ties in this order
 from retrieval.ingest import ingest_paths
 from retrieval.store import DocumentStore
 
-SPLITTERS = ("recursive", "headers", "tokens")
 MODES = ("hybrid", "dense", "bm25")  # in order of preference on ties
 KS = (2, 3, 4, 6)
 TOLERANCE = 0.02
