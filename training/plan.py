@@ -57,8 +57,7 @@ class TrainingPlan:
         precision = "bf16" if self.bf16 else "fp32"
         return (f"~{self.steps} steps (~{self.epochs:.1f} epochs, {how}), ~{self.minutes:.1f} minutes on this "
                 f"machine in {precision} ({self.tokens_per_s:.0f} tokens/s, {self.basis}); validation every "
-                f"{self.eval_steps} "
-                f"steps{after}")
+                f"{self.eval_steps} steps{after}")
 
 
 def is_fitted(cfg: JobConfig) -> bool:
