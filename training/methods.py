@@ -8,7 +8,7 @@ from foundation.errors import ArenaError
 from foundation.models import require_safetensors
 from training.config import JobConfig
 from training.reward import build_reward_model
-from training.unfreeze import decoder_layers, parse_schedule, prepare
+from training.unfreeze import Stage, apply_stage, decoder_layers, parse_schedule
 
 PEFT_METHODS = {"lora", "ia3", "prompt_tuning", "qlora", "dpo", "rloo"}
 
@@ -46,14 +46,7 @@ def freeze_lower(model, train_layers: int) -> None:
     layers = decoder_layers(model)
     if not 1 <= train_layers <= len(layers):
         raise ArenaError(f"train_layers must be 1..{len(layers)} for this model, got {train_layers}")
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for layer in layers[len(layers) - train_layers:]:
-        for p in layer.parameters():
-            p.requires_grad_(True)
-    norm = getattr(getattr(model, "model", model), "norm", None)
-    for p in (norm.parameters() if norm is not None else []):
-        p.requires_grad_(True)
+    apply_stage(model, Stage(train_layers, step=0))  # a schedule of one stage
 
 
 def load_base(path: str, cfg: JobConfig, device: torch.device, trust_remote_code: bool = False):
@@ -87,8 +80,9 @@ def build_trainable(cfg: JobConfig, base_model_path: str, device: torch.device, 
         if init is not None and not continue_full:
             raise ArenaError(f"init_from {init.name!r} is a {init.peft_type} adapter; continue it with its method")
         if cfg.method == "freeze" and cfg.unfreeze_schedule:
-
-            prepare(model, parse_schedule(cfg.unfreeze_schedule))  # the callback freezes what is not due yet
+            # Before the trainer exists: every parameter of the last stage trainable, so the optimizer holds
+            # them; the callback (training/unfreeze.py) freezes what is not due yet.
+            apply_stage(model, parse_schedule(cfg.unfreeze_schedule)[-1])
         elif cfg.method == "freeze":
             freeze_lower(model, cfg.train_layers)
         return model

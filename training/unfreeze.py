@@ -81,13 +81,6 @@ def trainable_at(model, stage: Stage) -> set[int]:
     return {id(p) for p in params}
 
 
-def prepare(model, stages: list[Stage]) -> None:
-    """Before the trainer exists: make every parameter of the last stage trainable, so the optimizer holds them."""
-    wanted = trainable_at(model, stages[-1])
-    for p in model.parameters():
-        p.requires_grad_(id(p) in wanted)
-
-
 def apply_stage(model, stage: Stage) -> int:
     """Freeze everything outside the stage; returns how many parameters are trainable now."""
     wanted = trainable_at(model, stage)
