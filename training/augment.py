@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from foundation.generation import GenSettings, Row
+from foundation.metrics import unit_rows
 from foundation.row_cache import content_key
 from foundation.variants import RAG_INSTRUCTION
 from training.data import Example
@@ -68,8 +69,7 @@ def keep_paraphrases(question: str, samples: list[str], embed: Callable[[list[st
             unique.append(text)
     if not unique:
         return []
-    vectors = np.asarray(embed([question] + unique), dtype=np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
+    vectors = unit_rows(embed([question] + unique))
     cosines = vectors[1:] @ vectors[0]
     return [t for t, c in zip(unique, cosines, strict=True) if band[0] <= c <= band[1]]
 
