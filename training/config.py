@@ -147,6 +147,12 @@ class JobConfig(config_file.YamlFile):
         the Train tab's rank and decide all keep the same scale."""
         return self.lora_alpha or 2 * self.lora_r
 
+    @property
+    def targets(self) -> str | list[str]:
+        """peft's target_modules: "all-linear" as it is, else the comma-separated module names as a list."""
+        names = self.target_modules
+        return names if names == "all-linear" else [t.strip() for t in names.split(",") if t.strip()]
+
     def validate(self) -> None:
         """Raise ArenaError naming the bad values: those of the wrong type, choice or range (pydantic, from the
         annotations), then what one field cannot say (method-specific settings, the data, the sweep)."""

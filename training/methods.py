@@ -33,12 +33,8 @@ def peft_config(cfg: JobConfig):
     if cfg.method == "prompt_tuning":
         return PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=cfg.num_virtual_tokens)
     return LoraConfig(task_type=TaskType.CAUSAL_LM, r=cfg.lora_r, lora_alpha=cfg.alpha,
-                      lora_dropout=cfg.lora_dropout, target_modules=_targets(cfg.target_modules),
+                      lora_dropout=cfg.lora_dropout, target_modules=cfg.targets,
                       use_dora=cfg.use_dora, use_rslora=cfg.use_rslora)
-
-
-def _targets(text: str):
-    return text if text == "all-linear" else [t.strip() for t in text.split(",") if t.strip()]
 
 
 def freeze_lower(model, train_layers: int) -> None:

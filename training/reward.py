@@ -38,10 +38,8 @@ def build_reward_model(cfg: JobConfig, base_model_path: str, init=None, trust_re
         use_safetensors=True)
     if init is not None:
         return PeftModel.from_pretrained(model, str(init.path), is_trainable=True)
-    targets = cfg.target_modules if cfg.target_modules == "all-linear" else [
-        t.strip() for t in cfg.target_modules.split(",") if t.strip()]
     return get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora_r, lora_alpha=cfg.alpha,
-                                            lora_dropout=cfg.lora_dropout, target_modules=targets))
+                                            lora_dropout=cfg.lora_dropout, target_modules=cfg.targets))
 
 
 def reward_trainer(cfg: JobConfig, model, tokenizer, train, val, folder: Path, device, callbacks: list):
