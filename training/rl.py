@@ -30,16 +30,14 @@ from training.trainer_args import common_args
 
 def prompts_of(rows: list[Example]) -> list[list[dict]]:
     """The distinct conversations up to the last user turn: what the policy is asked to answer."""
-    seen, out = set(), []
+    first: dict[tuple, list[dict]] = {}
     for ex in rows:
         msgs = list(ex.messages)
         while msgs and msgs[-1]["role"] != "user":
             msgs.pop()
-        key = tuple((m["role"], m["content"]) for m in msgs)
-        if msgs and key not in seen:
-            seen.add(key)
-            out.append(msgs)
-    return out
+        if msgs:
+            first.setdefault(tuple((m["role"], m["content"]) for m in msgs), msgs)
+    return list(first.values())
 
 
 def rl_batch_size(cfg: JobConfig) -> int:
