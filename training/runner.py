@@ -189,7 +189,7 @@ def train_one(cfg: JobConfig, settings: Settings, folder: Path, resume: bool = F
     if cfg.method == "reward":
         metrics.update(final_metrics(model, tokenizer, train, val))
     if trainer.accelerator.is_main_process:
-        _save_artifact(trainer, tokenizer, cfg, folder / "artifact")
+        _save_artifact(trainer, tokenizer, folder / "artifact")
     trainer.accelerator.wait_for_everyone()
     return {"state": "done", "metrics": metrics, "fingerprint": fp, "job_dir": str(folder),
             "base_model": cfg.base_model or settings.model, "questions": _questions(train),
@@ -235,7 +235,7 @@ def _questions(rows: list[Example]) -> list[str]:
     return sorted({ex.question() for ex in rows if ex.question()})
 
 
-def _save_artifact(trainer, tokenizer, cfg: JobConfig, out: Path) -> None:
+def _save_artifact(trainer, tokenizer, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     model = trainer.accelerator.unwrap_model(trainer.model)
     model.save_pretrained(out, safe_serialization=True)
