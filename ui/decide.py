@@ -45,10 +45,8 @@ def _config(runtime: Runtime, docs, qa, evals, generator, seeds, budget, max_ste
     (folder / "docs").mkdir(parents=True)
     for f in docs:
         copy_upload(folder / "docs", f)
-    extra = {}
-    for key, upload in (("qa", qa), ("eval", evals)):
-        if upload:
-            extra[key] = copy_upload(folder / key, upload)
+    uploads = (("qa", qa), ("eval", evals))
+    extra = {key: copy_upload(folder / key, upload) for key, upload in uploads if upload}
     cfg = replace(DecideConfig(docs=[str(folder / "docs")], name=name, **extra), seeds=int(seeds or 1),
                   generator=(generator or "").strip(),
                   budget_minutes=DEFAULT_BUDGET_MINUTES if budget is None else float(budget),
