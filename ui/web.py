@@ -56,20 +56,21 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> gr.Blocks:
     return demo
 
 
+def _served(settings: Settings, runtime: Runtime | None = None) -> tuple[gr.Blocks, dict]:
+    """The queued app and what serving it takes: the password, and uploads/ as the only folder it serves."""
+    settings.uploads_dir.mkdir(parents=True, exist_ok=True)
+    demo = build_app(settings, runtime).queue(default_concurrency_limit=2)
+    return demo, {"auth": list(settings.auth) or None, "allowed_paths": [str(settings.uploads_dir)],
+                  "show_error": True}
+
+
 def launch(settings: Settings) -> None:
     check_bind_policy(settings)
-    settings.uploads_dir.mkdir(parents=True, exist_ok=True)
-    demo = build_app(settings)
-    demo.queue(default_concurrency_limit=2)
-    demo.launch(server_name=settings.host, server_port=settings.port,
-                auth=list(settings.auth) or None, allowed_paths=[str(settings.uploads_dir)],
-                show_error=True)
+    demo, serving = _served(settings)
+    demo.launch(server_name=settings.host, server_port=settings.port, **serving)
 
 
 def mount_on(api, settings: Settings, runtime: Runtime):
     """The UI mounted at / of `api` (the FastAPI app serving /v1), sharing its runtime and engine."""
-    settings.uploads_dir.mkdir(parents=True, exist_ok=True)
-    demo = build_app(settings, runtime)
-    demo.queue(default_concurrency_limit=2)
-    return gr.mount_gradio_app(api, demo, path="/", auth=list(settings.auth) or None,
-                               allowed_paths=[str(settings.uploads_dir)], show_error=True)
+    demo, serving = _served(settings, runtime)
+    return gr.mount_gradio_app(api, demo, path="/", **serving)
