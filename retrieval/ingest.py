@@ -12,7 +12,7 @@ import numpy as np
 
 from foundation.errors import ArenaError
 from retrieval.chunking import ChunkConfig, chunk_document
-from retrieval.loaders import MAX_FILE_BYTES, load_bytes
+from retrieval.loaders import MAX_FILE_BYTES, load_bytes, read_bytes
 from retrieval.store import DocumentStore, PendingDocument
 
 EMBED_SLICE = 256  # chunks per progress update while embedding
@@ -103,10 +103,7 @@ def ingest_files(store: DocumentStore, files: list[tuple[Path, str]], cfg: Chunk
 
 def _prepare(store, path, source, cfg, max_bytes, tokenizer, seen) -> tuple[FileResult, PendingDocument | None]:
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise ArenaError(f"{source}: file is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit")
-        data = path.read_bytes()
+        data = read_bytes(path, source, max_bytes)
         digest = hashlib.sha256(data).hexdigest()
         old, chunking = store.document_state(source)
         if old == digest and chunking == cfg.key():  # same text, same chunking
@@ -122,7 +119,7 @@ def _prepare(store, path, source, cfg, max_bytes, tokenizer, seen) -> tuple[File
         return FileResult(source, "error", message=f"{source}: cannot read ({exc.strerror or exc})"), None
     seen[digest] = source
     hashes = [hashlib.sha1(c.text.encode()).hexdigest() for c in chunks]
-    pending = PendingDocument(source, doc.kind, digest, size, cfg.key(), doc.segments, chunks, hashes)
+    pending = PendingDocument(source, doc.kind, digest, len(data), cfg.key(), doc.segments, chunks, hashes)
     return FileResult(source, "replaced" if old else "added", len(chunks)), pending
 
 

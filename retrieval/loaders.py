@@ -50,14 +50,19 @@ class LoadedDocument:
 
 def load_file(path: Path, max_bytes: int = MAX_FILE_BYTES, source: str | None = None) -> LoadedDocument:
     """Read one file, detect its type by content and extension, and return its text segments."""
+    name = source or Path(path).name
+    return load_bytes(read_bytes(path, name, max_bytes), name)
+
+
+def read_bytes(path: Path, name: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The file's bytes; LoaderError naming `name` when it is no file or over `max_bytes` (checked first)."""
     path = Path(path)
-    name = source or path.name
     if not path.is_file():
         raise LoaderError(f"{name}: not a file")
     size = path.stat().st_size
     if size > max_bytes:
         raise LoaderError(f"{name}: file is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit")
-    return load_bytes(path.read_bytes(), name)
+    return path.read_bytes()
 
 
 def load_bytes(data: bytes, name: str) -> LoadedDocument:
