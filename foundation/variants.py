@@ -145,8 +145,7 @@ def display_order(hits: list) -> list:
 def rag_messages(question: str, hits: list, history: list[dict] | None = None) -> list[dict]:
     """Instruction plus numbered passages as the system turn, then the conversation."""
     passages = "\n\n".join(format_passage(i, h) for i, h in enumerate(hits, 1))
-    system = f"{RAG_INSTRUCTION}\n\nContext:\n{passages}" if hits else \
-        f"{RAG_INSTRUCTION}\n\nContext:\n(no passages found)"
+    system = f"{RAG_INSTRUCTION}\n\nContext:\n{passages or '(no passages found)'}"
     return [{"role": "system", "content": system}] + base_messages(question, history)
 
 
