@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from foundation.errors import ArenaError
+from foundation.metrics import unit_rows
 
 # The five strategies, cheapest first (the router and the tie rule rely on this order).
 STRATEGIES = ("base", "prompt", "rag", "finetuned", "rag+finetuned")
@@ -84,8 +85,7 @@ def pick_few_shot(question: str, pairs: list[dict], k: int,
     """The k pairs whose questions are nearest the question by embedding (cosine), nearest last."""
     if k <= 0 or len(pairs) <= k:
         return list(pairs)
-    vectors = embed([question] + [p["question"] for p in pairs])
-    vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
+    vectors = unit_rows(embed([question] + [p["question"] for p in pairs]))
     scores = vectors[1:] @ vectors[0]
     nearest = np.argsort(-scores, kind="stable")[:k]
     # Nearest last: it ends up closest to the question in the prompt.
