@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import string
@@ -56,17 +57,16 @@ def token_f1(answer: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-_ROUGE = None
+@functools.cache  # built on first use: no work at import time
+def _rouge_scorer():
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
 
 def rouge_l(answer: str, reference: str) -> float:
     """ROUGE-L F-measure from the rouge-score package (stemmed, its own tokenizer)."""
-    global _ROUGE
-    if _ROUGE is None:  # built on first use: no work at import time
-        from rouge_score import rouge_scorer
-
-        _ROUGE = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    return float(_ROUGE.score(reference, answer)["rougeL"].fmeasure)
+    return float(_rouge_scorer().score(reference, answer)["rougeL"].fmeasure)
 
 
 def exact_match(answer: str, reference: str) -> float:
