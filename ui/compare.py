@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import gradio as gr
@@ -183,8 +183,6 @@ _SERVED: dict = {}  # Settings -> Runtime on that server, reused across runs
 
 def served(runtime, url: str, key: str, n):
     """The runtime itself, or one sharing its embedder, store and registry whose engine is the server at `url`."""
-    from dataclasses import replace
-
     url, key = (url or "").strip(), (key or "").strip()
     s = runtime.settings
     if not url or (s.engine, s.engine_url, s.engine_key, s.engine_concurrency) == ("openai", url, key, n):
