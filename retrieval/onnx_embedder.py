@@ -22,6 +22,7 @@ import numpy as np
 
 from foundation.cache_folder import publish, temp_folder
 from foundation.errors import ArenaError
+from foundation.metrics import unit_rows
 from retrieval.onnx_export import cosines, export_fp32, fuse, plans, quantize, tokenize, weight_matmuls
 
 log = logging.getLogger(__name__)
@@ -110,10 +111,10 @@ class OnnxEncoder:
         for start in range(0, len(texts), batch_size):
             idx = order[start:start + batch_size]
             features = tokenize(self.model, [texts[i] for i in idx])
-            rows = self.session.run(None, {n: features[n].numpy() for n in self.inputs})[0].astype(np.float32)
+            rows = unit_rows(self.session.run(None, {n: features[n].numpy() for n in self.inputs})[0])
             if out.shape[1] == 0:
                 out = np.empty((len(texts), rows.shape[1]), dtype=np.float32)
-            out[idx] = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+            out[idx] = rows
         return out
 
 
