@@ -217,15 +217,14 @@ def _sweep_section(method: gr.Dropdown):
 def _job_config(runtime: Runtime, files, use_docs, doc_kind, use_votes, questions, generator, name, method, lr, rank,
                 epochs, max_steps, batch, eval_steps, patience, dora, rslora, seed, lrs=(), ranks=(),
                 paraphrases=0) -> JobConfig:
+    """The job the Start button runs; its job id (timestamp + confined name) is set when it starts
+    (training.runner.job_dir)."""
     lr, rank, sweep = _grid(lr, rank, lrs, ranks)
-    cfg = JobConfig(name=name or "", method=method, learning_rate=lr, lora_r=rank,
-                    epochs=float(epochs), max_steps=int(max_steps),
-                    batch_size=int(batch), eval_steps=int(eval_steps),
-                    early_stopping_patience=int(patience), use_dora=dora, use_rslora=rslora,
-                    seed=int(seed), sweep=sweep,
-                    augment=f"paraphrases:{int(paraphrases)}" if paraphrases else "",
-                    data=_specs(runtime, files, use_docs, doc_kind, use_votes, questions, generator))
-    return cfg  # its job id (timestamp + confined name) is set when the job starts: training.runner.job_dir
+    return JobConfig(name=name or "", method=method, learning_rate=lr, lora_r=rank, epochs=float(epochs),
+                     max_steps=int(max_steps), batch_size=int(batch), eval_steps=int(eval_steps),
+                     early_stopping_patience=int(patience), use_dora=dora, use_rslora=rslora, seed=int(seed),
+                     sweep=sweep, augment=f"paraphrases:{int(paraphrases)}" if paraphrases else "",
+                     data=_specs(runtime, files, use_docs, doc_kind, use_votes, questions, generator))
 
 
 def _plan_config(runtime: Runtime, *values) -> JobConfig:
