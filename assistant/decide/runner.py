@@ -93,7 +93,7 @@ def run_decide(cfg: DecideConfig, settings, runtime=None, stderr: bool = True) -
         raise
     result.report = report.under(decide_run.cache.folder("report"))
     result.timings = collect(stages, plan.stages, outputs)
-    result.tracked = log_decision(cfg.report_to, compare.recommendation, asdict(cfg), folder)
+    result.tracked = log_decision(compare.recommendation, cfg, folder)
     rep.finish("done", run_id=compare.run_id, report=asdict(result.report),
                recommendation=compare.recommendation.to_dict())
     return result
