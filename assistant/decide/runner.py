@@ -40,15 +40,10 @@ def _estimates(plan, seeds: int) -> dict[str, float]:
     return out
 
 
-def _on_sigterm(folder: Path):
-    def handler(signum, frame):
-        (folder / CANCEL_FILE).touch()  # acted on at the next progress update (training: at its next step)
-    return handler
-
-
 def _install_cancel_signal(folder: Path) -> None:
+    """SIGTERM writes the CANCEL file, acted on at the next progress update (training: at its next step)."""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm(folder))
+        signal.signal(signal.SIGTERM, lambda signum, frame: (folder / CANCEL_FILE).touch())
 
 
 def run_decide(cfg: DecideConfig, settings, runtime=None, stderr: bool = True) -> DecideResult:
