@@ -117,12 +117,8 @@ class RunStore(SqliteStore):
                 "FROM runs r WHERE r.state = 'running' ORDER BY r.id DESC")]
 
     def add(self, settings: dict, result: ComparisonResult, label: str = "") -> int:
-        label = label or time.strftime("%Y-%m-%d %H:%M:%S")
-        with self._connect() as db:
-            cur = db.execute("INSERT INTO runs (created, label, settings, result) VALUES (?,?,?,?)",
-                             (time.time(), label, json.dumps(settings, default=str),
-                              json.dumps(result.to_dict(), default=str)))
-            return int(cur.lastrowid)
+        """A finished run in one go: started without a plan (nothing to resume) and finished at once."""
+        return self.finish(self.start({}, label), settings, result)
 
     def get(self, run_id: int) -> Run:
         with self._connect() as db:
