@@ -31,6 +31,8 @@ from foundation.errors import ArenaError
 from foundation.generation import GenSettings, Row, RowOutput
 
 NO_LOAD_STATUSES = {404, 405, 501}  # the server has no adapter-loading endpoint
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Where the serving engine is and how hard to push it."""
@@ -115,7 +117,6 @@ class ServerClient:
             raise self.error(exc, f"loading adapter {name!r} from {path}") from exc
         return True
 
-
     def unload_lora(self, name: str) -> None:
         """POST /unload_lora_adapter (vLLM); a server without the endpoint keeps serving what it serves."""
         import httpx
@@ -142,8 +143,8 @@ class OpenAIEngine(Templating):
         self.slots: dict[str, AdapterSlot] = {}
         self.served = self.server.models()  # fails fast, before any run is stored, when the server is down
         self.base_model = cfg.model or _base_model(self.served, self.url)
-        self._context = _context_length(model_config, self.served, self.base_model)
-        self._eos = _eos_ids(tokenizer, model_config)
+        self.context_length = _context_length(model_config, self.served, self.base_model)
+        self.eos_ids = _eos_ids(tokenizer, model_config)
         self._ids_prompts: bool | None = None  # does the server take token-id prompts? learnt on first call
         self._lock = threading.Lock()
         self.nll_notice = ""  # set once the server proved it cannot score a reference
@@ -164,14 +165,6 @@ class OpenAIEngine(Templating):
             raise ArenaError(f"the tokenizer of {settings.model!r} (the served model) could not be loaded: "
                              f"{exc}") from exc
         return cls(tokenizer, config, cfg)
-
-    @property
-    def context_length(self) -> int:
-        return self._context
-
-    @property
-    def eos_ids(self) -> set[int]:
-        return self._eos
 
     def load_adapter(self, name: str, path: Path) -> AdapterSlot:
         """Make `name` servable: already served, or loaded through the server's adapter endpoint (vLLM)."""
