@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from assistant.arena import Arena
@@ -56,12 +55,8 @@ class Runtime:
         if server:
             url, model = server
             client = ServerClient(url, self.settings.engine_key)
-
-            def on_server(prompts, gen):
-                with ThreadPoolExecutor(max_workers=max(1, self.settings.engine_concurrency)) as pool:
-                    return list(pool.map(lambda m: client.chat(model, m, gen.max_new_tokens, gen.temperature),
-                                         prompts))
-            return on_server
+            return lambda prompts, gen: client.chat_many(model, prompts, gen.max_new_tokens, gen.temperature,
+                                                         self.settings.engine_concurrency)
         writer = self if spec in ("base", self.settings.model) else self.with_model(spec)
         return lambda prompts, gen: engine_generate(writer.engine)(prompts, gen)  # the engine loads on first use
 

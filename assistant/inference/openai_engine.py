@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -99,6 +100,12 @@ class ServerClient:
         out = self.call(f"chat completion with model {model!r}", self.client.chat.completions.create,
                         model=model, messages=messages, max_tokens=max_tokens, temperature=temperature)
         return out.choices[0].message.content or ""
+
+    def chat_many(self, model: str, conversations: list[list[dict]], max_tokens: int, temperature: float,
+                  workers: int) -> list[str]:
+        """`chat` for each conversation, `workers` requests in flight at once, replies in order."""
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            return list(pool.map(lambda m: self.chat(model, m, max_tokens, temperature), conversations))
 
     def load_lora(self, name: str, path: Path) -> bool:
         """POST /load_lora_adapter (vLLM); False when the server has no such endpoint."""
