@@ -8,6 +8,7 @@ result and drops those partial rows in one transaction. A killed comparison is t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import sys
@@ -62,10 +63,8 @@ class RunStore(SqliteStore):
         # runs.sqlite from before resumable runs: all of its runs are finished
         for column in ("state TEXT NOT NULL DEFAULT 'done'", "plan TEXT NOT NULL DEFAULT '{}'"):
             if column.split()[0] not in columns:
-                try:
+                with contextlib.suppress(sqlite3.OperationalError):  # another process added it first
                     db.execute(f"ALTER TABLE runs ADD COLUMN {column}")
-                except sqlite3.OperationalError:  # another process added it first
-                    pass
 
     def start(self, plan: dict, label: str = "") -> int:
         """An unfinished run holding its plan; answers and scores are added as they complete."""

@@ -7,6 +7,7 @@ input files' contents, so the plan can say which stages are already cached.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import threading
@@ -313,8 +314,7 @@ class _TrainWatcher:
             last = next((r for r in reversed(records) if "max_steps" in r), None)
             loss = next((f" loss {r['loss']:.3f}" for r in reversed(records) if "loss" in r), "")
             if last and last.get("max_steps"):
-                try:
+                # on a cancel the training loop stops at its next step; run_job then reports "cancelled"
+                with contextlib.suppress(DecideCancelled):
                     self.rep.update(last["step"] / last["max_steps"],
                                     f"seed {self.i}: step {last['step']}/{last['max_steps']}{loss}", job=str(self.folder))
-                except DecideCancelled:
-                    pass  # the training loop stops at its next step; run_job then reports "cancelled"
