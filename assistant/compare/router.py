@@ -117,11 +117,8 @@ class Router:
 
     def rank(self, features: np.ndarray) -> list[list[tuple[str, float]]]:
         """Per question, (variant, probability) from most to least likely."""
-        out = []
-        for row in self.probabilities(features):
-            order = np.argsort(-row, kind="stable")
-            out.append([(self.classes[k], float(row[k])) for k in order])
-        return out
+        return [[(self.classes[k], float(row[k])) for k in np.argsort(-row, kind="stable")]
+                for row in self.probabilities(features)]
 
     def to_json(self) -> dict:
         return {"classes": self.classes, "coef": self.coef.tolist(), "intercept": self.intercept.tolist(),
