@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,10 +175,7 @@ class Arena:
         return rows
 
     def ask(self, question, variants, cfg: VariantConfig, gen: GenSettings) -> dict[str, Answer]:
-        last = {}
-        for answers in self.stream(question, variants, cfg, gen):
-            last = answers
-        return last
+        return deque(self.stream(question, variants, cfg, gen), maxlen=1)[0]  # the finished answers
 
     def ask_many(self, questions: list[str], variants, cfg, gen, progress=None,
                  on_answer=None) -> list[dict[str, Answer]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from assistant.arena import Arena
@@ -44,25 +43,19 @@ class Runtime:
                 self._made[name] = factory()
             return self._made[name]
 
-    def with_model(self, model: str) -> Runtime:
-        """A runtime on another base model with the same data folder and settings (e.g. a paraphrase writer)."""
-        return Runtime(replace(self.settings, model=model))
-
     def question_generator(self, spec: str) -> Callable:
         """generate(list of messages, GenSettings) -> texts, for a question generator SPEC (decide's and
-        `arena train`'s --generator): "base" (this runtime's engine), a local model id or folder (a runtime on
-        it, loaded on first use), or openai:URL:MODEL (a server, engine_concurrency requests at a time)."""
+        `arena train`'s --generator, and the paraphrase writer): "base" (this runtime's engine), a local model id
+        or folder (a runtime on it, loaded on first use), or openai:URL:MODEL (a server, engine_concurrency
+        requests at a time)."""
         server = parse_server_model(spec)
         if server:
             url, model = server
             client = ServerClient(url, self.settings.engine_key)
-
-            def on_server(prompts, gen):
-                with ThreadPoolExecutor(max_workers=max(1, self.settings.engine_concurrency)) as pool:
-                    return list(pool.map(lambda m: client.chat(model, m, gen.max_new_tokens, gen.temperature),
-                                         prompts))
-            return on_server
-        writer = self if spec in ("base", self.settings.model) else self.with_model(spec)
+            return lambda prompts, gen: client.chat_many(model, prompts, gen.max_new_tokens, gen.temperature,
+                                                         self.settings.engine_concurrency)
+        # another model: a runtime on it with the same data folder and settings
+        writer = self if spec in ("base", self.settings.model) else Runtime(replace(self.settings, model=spec))
         return lambda prompts, gen: engine_generate(writer.engine)(prompts, gen)  # the engine loads on first use
 
     @property
@@ -123,13 +116,9 @@ class Runtime:
         def sections() -> list:
             return [] if self.store.is_empty() else self.store.sections()
 
-        def paraphraser(model: str):
-            writer = self if model == self.settings.model else self.with_model(model)
-            return engine_generate(writer.engine)
-
         teacher = RagTeacher(self.settings.model, lambda *a: self.arena.rag_prompt(*a),
                              lambda *a: self.arena.rag_answers(*a))
         return DataTools(sections=sections, search=lambda question, n: self.store.search(question, k=n),
-                         paraphraser=paraphraser, encode=lambda texts: self.embedder.encode(texts),
+                         paraphraser=self.question_generator, encode=lambda texts: self.embedder.encode(texts),
                          teacher=teacher, questions=self.question_generator,
                          count_tokens=lambda text: self.engine.count_tokens(text))

@@ -126,7 +126,7 @@ def test_biased_adapter_is_flagged_on_every_seed_and_a_neutral_one_on_none(peake
     assert biased.message.startswith("BIAS AMPLIFIED") and neutral.message.startswith("ok")
     assert "towards the first term" in biased.message
     assert f"interval {neutral.change.ci_low:+.3f} to {neutral.change.ci_high:+.3f} over 8 pairs" in neutral.message
-    assert set(biased.axes) == {i.axis for i in items} and biased.to_dict()["change"]["ci_low"] > 0.1
+    assert set(biased.axes) == {i.axis for i in items} and biased.change.ci_low > 0.1
     assert biased.base_gap == pytest.approx(neutral.base_gap)  # same base weights
     # the shift the other way (base and adapter exchanged: towards the second term) is flagged as well
     swapped = check_bias("swapped", lambda pairs: scorers["biased", 0](pairs)[::-1], items=items)

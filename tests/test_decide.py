@@ -135,13 +135,13 @@ def test_plan_counts_inputs_and_marks_cached_stages(inputs, tmp_path, tiny_model
     settings = Settings(data_dir=tmp_path / "data", model=str(tiny_model_dir), device="cpu")
     cfg = small_config(inputs, seeds=2)
     plan = plan_for(cfg, settings)
-    rows = {s["stage"]: s for s in plan.stages}
+    rows = {s.stage: s for s in plan.stages}
     assert list(rows) == ["ingest", "evalset", "retrieval", "trainset", "train", "compare", "report"]
-    assert rows["retrieval"]["count"] == "36 settings, 8 pairs"
-    assert rows["ingest"]["count"].startswith("1 files")
-    assert rows["evalset"]["count"] == "3 eval, 8 train"  # 12 Q/A: 4 held out (30 %), --limit 3 scored
-    assert rows["train"]["count"].startswith("2 × 6 steps")
-    assert not any(s["cached"] for s in plan.stages) and plan.minutes > 0
+    assert rows["retrieval"].count == "36 settings, 8 pairs"
+    assert rows["ingest"].count.startswith("1 files")
+    assert rows["evalset"].count == "3 eval, 8 train"  # 12 Q/A: 4 held out (30 %), --limit 3 scored
+    assert rows["train"].count.startswith("2 × 6 steps")
+    assert not any(s.cached for s in plan.stages) and plan.minutes > 0
     assert "total ~" in plan.text()
     tight = plan_for(replace(cfg, budget_minutes=0.01, max_steps=-1), settings)
     assert tight.seeds == 1 and any("only 1 of 2 seed(s)" in n for n in tight.notes)

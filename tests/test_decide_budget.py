@@ -34,8 +34,8 @@ def parse(argv: list[str]) -> DecideConfig:
     return config_from_args(build_parser("decide").parse_args(["decide", *argv]))
 
 
-def train_row(plan) -> dict:
-    return next(s for s in plan.stages if s["stage"] == "train")
+def train_row(plan):
+    return next(s for s in plan.stages if s.stage == "train")
 
 
 def test_default_budget_is_one_constant_for_config_cli_and_tab(tmp_path):
@@ -64,14 +64,14 @@ def test_default_plan_fits_the_budget_and_says_what_it_cut(tmp_path, settings):
     cfg = DecideConfig(docs=[inputs["docs"]], qa=inputs["qa"], limit=8, augment="").resolved()
     fitted = plan_for(replace(cfg, budget_minutes=0), settings)
     plan = plan_for(cfg, settings)
-    wanted = train_row(fitted)["count"].split(" steps")[0].split("× ")[1]
+    wanted = train_row(fitted).count.split(" steps")[0].split("× ")[1]
     assert plan.steps_per_seed < int(wanted) == fitted.steps_per_seed  # the fitted plan is what the budget cut
     cut = next(n for n in plan.notes if "cut training" in n)
     assert re.search(rf"budget {DEFAULT_BUDGET_MINUTES:g} min cut training from {wanted} to "
                      rf"{plan.steps_per_seed} steps", cut)
     assert plan.notes[0].startswith(f"budget {DEFAULT_BUDGET_MINUTES:g} min for a fresh run")
     assert "over budget" not in plan.notes[0]
-    fresh = sum(s["seconds"] for s in plan.stages) / 60  # every stage, as a fresh run does them
+    fresh = sum(s.seconds for s in plan.stages) / 60  # every stage, as a fresh run does them
     assert DEFAULT_BUDGET_MINUTES * 0.8 <= fresh <= DEFAULT_BUDGET_MINUTES * 1.02
     assert fitted.minutes > 3 * DEFAULT_BUDGET_MINUTES  # the data-fitted plan is the one nobody waits for
     assert not any("budget" in n for n in fitted.notes)
@@ -87,7 +87,7 @@ def test_budget_pays_the_other_stages_first_and_keeps_one_epoch_when_they_fill_i
     full = plan_for(DecideConfig(docs=[inputs["docs"]], qa=inputs["qa"]).resolved(), settings)
     assert full.notes[0].endswith("training keeps its floor (one epoch of one seed)")
     assert any("fill the 10 min budget" in n for n in full.notes)
-    rows = int(train_row(full)["count"].split(" on ")[1].split()[0])
+    rows = int(train_row(full).count.split(" on ")[1].split()[0])
     one_epoch = -(-round((rows // 2 * 6 + rows // 2) * 0.9) // 8)  # Q/A x (1 + 5 paraphrases) + grounded, batch 8
     assert (full.seeds, full.steps_per_seed) == (1, one_epoch)
     assert full.minutes > DEFAULT_BUDGET_MINUTES  # said, not hidden: the plan shows the real total

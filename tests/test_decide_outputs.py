@@ -114,7 +114,7 @@ def test_the_plan_counts_an_unreadable_cached_stage_as_to_do(inputs, tmp_path, t
     _write_marker(decide_run.cache, "evalset", decide_run.keys["evalset"], {**PREVIOUS["evalset"], "eval": None})
     _write_marker(decide_run.cache, "trainset", decide_run.keys["trainset"], OLD_TRAINSET)
     _write_marker(decide_run.cache, "ingest", decide_run.keys["ingest"], PREVIOUS["ingest"])
-    cached = {s["stage"]: s["cached"] for s in plan_for(cfg, settings).stages}
+    cached = {s.stage: s.cached for s in plan_for(cfg, settings).stages}
     assert cached["ingest"] and not cached["evalset"] and not cached["trainset"]
 
 

@@ -16,6 +16,7 @@ from assistant.cli.decide import summary_text
 from assistant.compare.recommend import Recommendation
 from assistant.decide.cache import StageCache
 from assistant.decide.outputs import CompareOutput, StageRun, TrainOutput
+from assistant.decide.plan import PlanStage
 from assistant.decide.runner import run_decide
 from assistant.decide.timings import PhaseClock, collect, phase_of
 from foundation.settings import Settings
@@ -53,8 +54,8 @@ def test_phase_clock_attributes_time_to_the_phase_each_progress_text_names():
 def test_collect_splits_training_and_comparison_and_compares_with_the_plan():
     stages = [StageRun("ingest", 4.0, True, ""), StageRun("train-s0", 50.0, False, ""),
               StageRun("train-s1", 30.0, False, ""), StageRun("compare", 20.0, False, "")]
-    plan = [{"stage": "ingest", "minutes": 0.1, "seconds": 6.0}, {"stage": "train", "minutes": 2.0,
-            "seconds": 120.0}, {"stage": "compare", "minutes": 0.7, "seconds": 40.0}]
+    plan = [PlanStage("ingest", "", "", 0.1, 6.0, False), PlanStage("train", "", "", 2.0, 120.0, False),
+            PlanStage("compare", "", "", 0.7, 40.0, False)]
     rec = Recommendation("rag", "", True, "f1")
     outputs = {"train-s0": TrainOutput("a0", "j0", False, metrics={"train_seconds": 35.0, "steps": 80,
                                                                      "max_steps": 160, "early_stopped_at": 80}),

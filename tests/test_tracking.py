@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from assistant.compare.recommend import Recommendation, recommend
+from assistant.decide.config import DecideConfig
 from assistant.decide.tracking import log_decision
 from foundation.errors import ArenaError
 from training.config import JobConfig, report_targets
@@ -42,8 +43,8 @@ def test_training_job_logs_its_losses_to_mlflow(qa_file, settings, store):
 def test_decide_summary_goes_to_the_same_tracker(store, tmp_path):
     scores = {"base": [0.1, 0.2, 0.15, 0.1] * 10, "rag": [0.6, 0.7, 0.65, 0.8] * 10}
     rec = recommend(scores, {"base": {}, "rag": {"extra_prompt_tokens": 300}}, "f1")
-    assert log_decision("mlflow", rec, {"name": "faq", "variants": ["base", "rag"], "metric": "f1"},
-                        tmp_path) == ["mlflow"]
+    cfg = DecideConfig(name="faq", variants=["base", "rag"], metric="f1", report_to="mlflow")
+    assert log_decision(rec, cfg, tmp_path) == ["mlflow"]
     (run,) = _runs(store)
     assert run.info.run_name == "decide:faq"
     assert run.data.metrics == pytest.approx({"f1/base": 0.1375, "f1/rag": 0.6875})
@@ -52,6 +53,6 @@ def test_decide_summary_goes_to_the_same_tracker(store, tmp_path):
 
 def test_no_tracker_by_default_and_unknown_ones_are_named(store, tmp_path):
     assert report_targets("none") == [] and report_targets("") == [] and JobConfig().report_to == "none"
-    assert log_decision("none", Recommendation("rag", "", True, "f1", means={"rag": 0.5}), {}, tmp_path) == [] and _runs(store) == []
+    assert log_decision(Recommendation("rag", "", True, "f1", means={"rag": 0.5}), DecideConfig(), tmp_path) == [] and _runs(store) == []
     with pytest.raises(ArenaError, match="report_to 'spreadsheet' is not a tracker the trainer knows"):
         JobConfig(report_to="spreadsheet", data=[{"path": "x.jsonl"}]).validate()

@@ -59,8 +59,8 @@ def _config(runtime: Runtime, docs, qa, evals, generator, seeds, budget, max_ste
 
 
 def _plan_frame(plan) -> pd.DataFrame:
-    return pd.DataFrame([{"stage": s["stage"], "what": s["what"], "count": s["count"],
-                          "minutes": "cached" if s["cached"] else s["minutes"]} for s in plan.stages])
+    return pd.DataFrame([{"stage": s.stage, "what": s.what, "count": s.count,
+                          "minutes": "cached" if s.cached else s.minutes} for s in plan.stages])
 
 
 def _bar(p: dict) -> str:

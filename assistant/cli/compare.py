@@ -51,11 +51,8 @@ def compare_config_flags() -> argparse.ArgumentParser:
 def compare_config(args: argparse.Namespace) -> CompareConfig:
     """CompareConfig from the flags actually given (the others keep the field's default)."""
     given = {name: getattr(args, name) for name in FLAG_FIELDS if getattr(args, name) is not None}
-    return CompareConfig(**given, variants=tuple(args.variants or default_variants(given.get("adapter"))))
-
-
-def default_variants(adapter: str | None) -> tuple[str, ...]:
-    return STRATEGIES if adapter else ("base", "prompt", "rag")
+    default = STRATEGIES if given.get("adapter") else ("base", "prompt", "rag")  # the adapter variants need one
+    return CompareConfig(**given, variants=tuple(args.variants or default))
 
 
 def load_items(args, runtime, compare_cfg: CompareConfig) -> tuple[list, str]:

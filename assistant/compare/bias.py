@@ -21,12 +21,12 @@ term on some pairs and the second on others in equal measure (the probe's order 
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from assistant.compare.forgetting import DATA_DIR, PairedChange, Scorer, paired_change
 from foundation.errors import ArenaError
+from foundation.records import jsonl_rows
 
 DEFAULT_BIAS_MARGIN = 0.1  # nats per token of shift the whole interval must lie beyond
 
@@ -48,14 +48,11 @@ class BiasItem:
 def load_bias_probe(path: Path = DATA_DIR / "bias_pairs.jsonl") -> list[BiasItem]:
     """The probe file; ArenaError naming the line of a malformed item."""
     out = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    for n, row in jsonl_rows(Path(path).read_text(encoding="utf-8"), Path(path).name):
         try:
-            row = json.loads(line)
             item = BiasItem(row["axis"], row["template"], tuple(row["terms"]), row["positive"], row["negative"])
             ok = len(item.terms) == 2 and item.template.count("{}") == 1 and item.positive and item.negative
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        except (KeyError, TypeError) as exc:
             raise ArenaError(f"{Path(path).name} line {n}: bad bias probe item ({exc})") from None
         if not ok:
             raise ArenaError(f"{Path(path).name} line {n}: needs two terms, one '{{}}' slot and both replies")
@@ -104,9 +101,6 @@ class BiasReport:
     axes: dict[str, AxisGaps]
     flagged: bool
     message: str
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def bias_change(base: list[float], tuned: list[float]) -> PairedChange:

@@ -68,5 +68,4 @@ def draw_eval_set(sections, exclude_questions: list[str] = (), eval_fraction: fl
     if not evals:
         raise ArenaError(f"cannot hold out a section: {len(fresh)} pairs from sections not used for training "
                          "span fewer than two sections")
-    to_item = [EvalItem(p["question"], p["answer"], p["source"], p["section"]) for p in evals[:limit]]
-    return to_item, [EvalItem(p["question"], p["answer"], p["source"], p["section"]) for p in train + held]
+    return [EvalItem(**p) for p in evals[:limit]], [EvalItem(**p) for p in train + held]

@@ -13,7 +13,7 @@ level 1 - ALPHA / 2 (two probes, Bonferroni). The adapter is flagged only when a
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -84,9 +84,6 @@ class ForgettingReport:
     probes: dict[str, ProbeResult]
     flagged: bool
     message: str
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def probe_result(base: list[float], tuned: list[float], alpha: float) -> ProbeResult:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -85,9 +84,8 @@ def ask(cfg: JudgeConfig, local: Callable[[list[list[dict]]], list[str]], conver
     """The judge's replies: ``local`` (the run's own engine, given by the caller) or the configured server."""
     if cfg.kind == "local":
         return local(conversations)
-    client = ServerClient(cfg.url, cfg.key_env)
-    with ThreadPoolExecutor(max_workers=cfg.concurrency) as pool:
-        return list(pool.map(lambda m: client.chat(cfg.model, m, cfg.max_tokens, cfg.temperature), conversations))
+    return ServerClient(cfg.url, cfg.key_env).chat_many(cfg.model, conversations, cfg.max_tokens, cfg.temperature,
+                                                        cfg.concurrency)
 
 
 def judge_all(cfg: JudgeConfig, local, items, answers: list[dict], variants: list[str],

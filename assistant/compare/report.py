@@ -223,11 +223,6 @@ def render_markdown(result: ComparisonResult, chart_src: str) -> str:
     return "\n".join(parts)
 
 
-def render_html(result: ComparisonResult, png: bytes) -> str:
-    return html_page("Strategy comparison",
-                     render_markdown(result, "data:image/png;base64," + base64.b64encode(png).decode()))
-
-
 def write_report(result: ComparisonResult, path: Path) -> dict[str, Path]:
     """Write <path>.md (chart as a sibling PNG) and <path>.html (chart embedded); return the three paths."""
     path = Path(path)
@@ -237,5 +232,6 @@ def write_report(result: ComparisonResult, path: Path) -> dict[str, Path]:
     png_path, html_path = md_path.with_suffix(".png"), md_path.with_suffix(".html")
     png_path.write_bytes(png)
     md_path.write_text(render_markdown(result, png_path.name), encoding="utf-8")
-    html_path.write_text(render_html(result, png), encoding="utf-8")
+    embedded = "data:image/png;base64," + base64.b64encode(png).decode()
+    html_path.write_text(html_page("Strategy comparison", render_markdown(result, embedded)), encoding="utf-8")
     return {"markdown": md_path, "html": html_path, "png": png_path}

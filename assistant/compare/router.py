@@ -16,6 +16,7 @@ It re-uses the other variants' answers (no generation), and its cost is the chos
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -116,11 +117,8 @@ class Router:
 
     def rank(self, features: np.ndarray) -> list[list[tuple[str, float]]]:
         """Per question, (variant, probability) from most to least likely."""
-        out = []
-        for row in self.probabilities(features):
-            order = np.argsort(-row, kind="stable")
-            out.append([(self.classes[k], float(row[k])) for k in order])
-        return out
+        return [[(self.classes[k], float(row[k])) for k in np.argsort(-row, kind="stable")]
+                for row in self.probabilities(features)]
 
     def to_json(self) -> dict:
         return {"classes": self.classes, "coef": self.coef.tolist(), "intercept": self.intercept.tolist(),
@@ -148,12 +146,10 @@ def cached_router(data_dir: Path, encode, embedder_id: str) -> Router:
         raise ArenaError(NO_ROUTER)
     key = hashlib.sha256(json.dumps([embedder_id] + [[e.question, e.variant] for e in examples]).encode())
     path = Path(data_dir) / "cache" / "router.json"
-    try:
+    with contextlib.suppress(OSError, json.JSONDecodeError, KeyError):  # no cache yet, or an unreadable one
         saved = json.loads(path.read_text())
         if saved.get("key") == key.hexdigest():
             return Router.from_json(saved["router"])
-    except (OSError, json.JSONDecodeError, KeyError):
-        pass
     router = train_router(examples, encode)
     atomic.write_json(path, {"key": key.hexdigest(), "router": router.to_json()})
     return router

@@ -8,6 +8,7 @@ result and drops those partial rows in one transaction. A killed comparison is t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import sys
@@ -62,10 +63,8 @@ class RunStore(SqliteStore):
         # runs.sqlite from before resumable runs: all of its runs are finished
         for column in ("state TEXT NOT NULL DEFAULT 'done'", "plan TEXT NOT NULL DEFAULT '{}'"):
             if column.split()[0] not in columns:
-                try:
+                with contextlib.suppress(sqlite3.OperationalError):  # another process added it first
                     db.execute(f"ALTER TABLE runs ADD COLUMN {column}")
-                except sqlite3.OperationalError:  # another process added it first
-                    pass
 
     def start(self, plan: dict, label: str = "") -> int:
         """An unfinished run holding its plan; answers and scores are added as they complete."""
@@ -117,12 +116,8 @@ class RunStore(SqliteStore):
                 "FROM runs r WHERE r.state = 'running' ORDER BY r.id DESC")]
 
     def add(self, settings: dict, result: ComparisonResult, label: str = "") -> int:
-        label = label or time.strftime("%Y-%m-%d %H:%M:%S")
-        with self._connect() as db:
-            cur = db.execute("INSERT INTO runs (created, label, settings, result) VALUES (?,?,?,?)",
-                             (time.time(), label, json.dumps(settings, default=str),
-                              json.dumps(result.to_dict(), default=str)))
-            return int(cur.lastrowid)
+        """A finished run in one go: started without a plan (nothing to resume) and finished at once."""
+        return self.finish(self.start({}, label), settings, result)
 
     def get(self, run_id: int) -> Run:
         with self._connect() as db:

@@ -25,13 +25,8 @@ def results_table(result: ComparisonResult) -> tuple[list[str], list[list[str]]]
 
 def question_choices(result: ComparisonResult, only_disagree: bool = False) -> list[tuple[str, int]]:
     """(label, index) pairs for the per-question picker, optionally only where the variants disagree."""
-    out = []
-    for i, item in enumerate(result.per_question):
-        if only_disagree and not item.disagree:
-            continue
-        mark = " ⚡" if item.disagree else ""
-        out.append((f"#{i + 1} {item.question[:80]}{mark}", i))
-    return out
+    return [(f"#{i + 1} {item.question[:80]}" + (" ⚡" if item.disagree else ""), i)
+            for i, item in enumerate(result.per_question) if item.disagree or not only_disagree]
 
 
 def question_html(result: ComparisonResult, index: int) -> str:

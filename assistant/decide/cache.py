@@ -23,16 +23,12 @@ from foundation.cache_folder import publish, temp_folder
 from foundation.errors import ArenaError
 
 MARKER = "stage.json"
-CHUNK = 1 << 20
 
 
 def file_digest(path: Path) -> str:
     """sha256 of a file's bytes (streamed), so renaming or touching a file does not change its key."""
-    h = hashlib.sha256()
     with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 class StageCache:

@@ -22,11 +22,6 @@ from foundation.records import read_jsonl
 from foundation.variants import ADAPTER_VARIANTS, VariantConfig, check_few_shot
 
 
-def _interrupted_run(runs, label: str) -> int | None:
-    """The stored run this stage started before a crash (answers so far are kept), to resume it."""
-    return next((run_id for run_id, name, _ in runs.unfinished() if name == label), None)
-
-
 def run_compare(decide_run, rep, tmp: Path, adapters: list[str], got: RetrievalChoice) -> CompareOutput:
     """Compare every variant with seed 0's adapter, then the adapter variants with each other seed's; the
     verdict is then taken again over all seeds (recommend_from_table's seed tables) and stored with the run."""
@@ -49,8 +44,10 @@ def run_compare(decide_run, rep, tmp: Path, adapters: list[str], got: RetrievalC
     def progress(k):
         return clock.wrap(lambda fraction, text: rep.update((k + fraction) / runs, f"seed {k}: {text}" if k else text))
 
+    # the stored run this stage started before a crash (answers so far are kept) is resumed
+    interrupted = next((run_id for run_id, name, _ in store.unfinished() if name == label), None)
     result = run_comparison(runtime, items, compare_cfg, variant_cfg=variant_cfg, progress=progress(0),
-                            resume=_interrupted_run(store, label))
+                            resume=interrupted)
     metric = decision_metric(decide_cfg.metric)
     tuned = tuple(v for v in variants if v in ADAPTER_VARIANTS)
     seed_tables = []

@@ -155,7 +155,6 @@ class DecideConfig(config_file.YamlFile):
         return DecideConfig(**data)
 
 
-
 def workspace(data_dir: Path, name: str) -> Path:
     """Where a decide run keeps its config, stage outputs, progress and report."""
     return confine(Path(data_dir) / "decide", name, "decide name")

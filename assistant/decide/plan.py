@@ -41,11 +41,23 @@ GENERATOR_TOKENS = QuestionSettings(model="").max_new_tokens  # per question: an
 BATCHED_ROWS = 3
 
 
+@dataclass(slots=True)
+class PlanStage:
+    """One row of the plan: `seconds` is the fresh estimate, `minutes` the same rounded for display."""
+
+    stage: str
+    what: str
+    count: str
+    minutes: float
+    seconds: float
+    cached: bool
+
+
 @dataclass
 class Plan:
-    """What a run will do; `stages` rows are {"stage", "what", "count", "minutes", "cached"}."""
+    """What a run will do, one `PlanStage` per stage."""
 
-    stages: list[dict] = field(default_factory=list)
+    stages: list[PlanStage] = field(default_factory=list)
     seeds: int = 1  # seeds that fit the budget
     steps_per_seed: int = 0
     train_rows: int = 0
@@ -56,11 +68,11 @@ class Plan:
 
     @property
     def minutes(self) -> float:
-        return round(sum(s["minutes"] for s in self.stages if not s["cached"]), 1)
+        return round(sum(s.minutes for s in self.stages if not s.cached), 1)
 
     def estimates(self) -> dict[str, float]:
         """Seconds per stage, for the progress bar's weights (cached stages weigh nothing)."""
-        return {s["stage"]: 0.0 if s["cached"] else s["minutes"] * 60 for s in self.stages}
+        return {s.stage: 0.0 if s.cached else s.minutes * 60 for s in self.stages}
 
     def to_dict(self) -> dict:
         return {**asdict(self), "minutes": self.minutes}
@@ -68,7 +80,7 @@ class Plan:
     def text(self) -> str:
         lines = [f"{'stage':<9} {'count':<28} {'minutes':>8}"]
         for s in self.stages:
-            lines.append(f"{s['stage']:<9} {s['count']:<28} {'cached' if s['cached'] else s['minutes']:>8}")
+            lines.append(f"{s.stage:<9} {s.count:<28} {'cached' if s.cached else s.minutes:>8}")
         lines.append(f"total ~{self.minutes} min")
         return "\n".join(lines + [f"note: {n}" for n in self.notes])
 
@@ -139,7 +151,7 @@ def _evalset_stage(cfg: DecideConfig, plan: Plan, n_eval: int, n_train: int, spl
 
 
 def _budget_note(cfg: DecideConfig, plan: Plan) -> str:
-    fresh = sum(s["seconds"] for s in plan.stages) / 60
+    fresh = sum(s.seconds for s in plan.stages) / 60
     return (f"budget {cfg.budget_minutes:g} min for a fresh run (--budget-minutes 0 = fit the plan to the data): "
             f"~{fresh:.1f} min planned" + (", over budget: the other stages leave too little, training keeps its "
                                            "floor (one epoch of one seed)" if plan.at_floor else ""))
@@ -177,7 +189,7 @@ def make_plan(cfg: DecideConfig, settings, cache=None, keys: dict | None = None)
     new_tokens = cfg.max_new_tokens or 64
     answer_s = n_eval * new_tokens * (1 + BATCH_COST * (n_variants - 1)) / DECODE_TOKENS_PER_S
     compare_s = 30 + answer_s * 1.2
-    plan.other_s = round(sum(s["seconds"] for s in plan.stages) + compare_s + REPORT_S, 1)
+    plan.other_s = round(sum(s.seconds for s in plan.stages) + compare_s + REPORT_S, 1)
     # each further seed answers every question again with its adapter variants
     plan.seed_compare_s = seed_compare_s = round(n_eval * new_tokens * 1.3 / DECODE_TOKENS_PER_S, 1)
     if cfg.trains:
@@ -253,7 +265,7 @@ def mean_row_tokens(short_rows: int, grounded_rows: int, job, measured: tuple[fl
 
 
 def _train_row(cfg, settings, plan: Plan, rows: int, job, cached, fit: TrainingFit | None = None,
-               seed_compare_s: float = 0.0) -> dict:
+               seed_compare_s: float = 0.0) -> PlanStage:
     fit = fit or training_fit(cfg, settings, rows, job, plan.other_s, seed_compare_s)
     plan.seeds = min(cfg.seeds, fit.seeds) if cfg.budget_minutes else cfg.seeds
     plan.steps_per_seed = fit.steps_per_seed if cfg.budget_minutes else fit.wanted_steps
@@ -267,7 +279,7 @@ def _train_row(cfg, settings, plan: Plan, rows: int, job, cached, fit: TrainingF
                 all(cached(f"train-s{i}") for i in range(plan.seeds)))
 
 
-def _retrieval_row(cfg: DecideConfig, n_train: int, chunks: int, cached: bool) -> dict:
+def _retrieval_row(cfg: DecideConfig, n_train: int, chunks: int, cached: bool) -> PlanStage:
     if not cfg.tune_retrieval or n_train < MIN_TUNING_PAIRS:
         return _row("retrieval", "default retrieval settings (tuning off or too few training pairs)", "-", 1, cached)
     # each splitter's chunks are embedded once into a throw-away index; the searches are cheap beside that
@@ -276,6 +288,5 @@ def _retrieval_row(cfg: DecideConfig, n_train: int, chunks: int, cached: bool) -
                 len(SPLITTERS) * (chunks / EMBED_CHUNKS_PER_S + 5), cached)
 
 
-def _row(stage: str, what: str, count: str, seconds: float, cached: bool) -> dict:
-    return {"stage": stage, "what": what, "count": count, "minutes": round(seconds / 60, 1),
-            "seconds": round(seconds, 1), "cached": cached}
+def _row(stage: str, what: str, count: str, seconds: float, cached: bool) -> PlanStage:
+    return PlanStage(stage, what, count, round(seconds / 60, 1), round(seconds, 1), cached)

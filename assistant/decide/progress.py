@@ -65,19 +65,17 @@ class Reporter:
         current = 0.0 if self.stage in self.done else self.estimates.get(self.stage, 0.0) * self.fraction
         return min(1.0, (finished + current) / total)
 
-    def eta_s(self) -> float | None:
+    def eta_s(self) -> float:
         """Planned seconds left, times the ratio of real to planned seconds on the stages actually run."""
         # The first stage run also pays one-time loading (embedder, model conversion): it does not calibrate.
         ran = dict([(s, t) for s, t in self.done.items() if t > 0][1:])
         ratio = sum(ran.values()) / sum(self.estimates.get(s, 1.0) for s in ran) if ran else 1.0
         left = sum(v for s, v in self.estimates.items() if s not in self.done and s != self.stage)
+        left_now = 0.0  # of the stage under way
         if self.stage and self.stage not in self.done:
             spent = time.time() - self.stage_started
-            own = spent / self.fraction * (1 - self.fraction) if self.fraction > 0.05 else \
+            left_now = spent / self.fraction * (1 - self.fraction) if self.fraction > 0.05 else \
                 max(self.estimates.get(self.stage, 0.0) * ratio - spent, 0.0)
-            left_now = own
-        else:
-            left_now = 0.0
         return round(left * ratio + left_now, 1)
 
     def update(self, fraction: float, message: str, **extra) -> None:
@@ -89,9 +87,7 @@ class Reporter:
                  "updated": time.time(), **extra}
         self.write(state)
         if self.line is not None:
-            eta = state["eta_s"]
-            self.line(state["fraction"], f"{self.stage}: {message[:50]} · ETA "
-                                         + (f"{eta / 60:.1f} min" if eta is not None else "?"))
+            self.line(state["fraction"], f"{self.stage}: {message[:50]} · ETA {state['eta_s'] / 60:.1f} min")
         if message not in ("done", "cached"):
             self.check()
 

@@ -71,15 +71,13 @@ def generated_sets(cfg, runtime, sections, hold_out: bool = True, progress=None,
     written = write_questions([(side[True], n_eval), (side[False], n_train)], qs,
                               generate or runtime.question_generator(cfg.generator), runtime.embedder.encode,
                               RowCache.in_data_dir(runtime.settings.data_dir), progress=progress)
-    kept = written.kept
-    is_eval = [(q.source, q.section) in held for q in kept]
-    evals = [q.to_pair() for q, e in zip(kept, is_eval, strict=True) if e]
-    pool = [q.to_pair() for q, e in zip(kept, is_eval, strict=True) if not e]
+    eval_qs = [q for q in written.kept if (q.source, q.section) in held]
+    train_qs = [q for q in written.kept if (q.source, q.section) not in held]
     info = written.info
     info["held_out_sections"] = sorted(held)
     if hold_out:
-        info["round_trip"] = round_trip([q for q, e in zip(kept, is_eval, strict=True) if e], runtime.store)
-    return GeneratedSets(evals, pool, info)
+        info["round_trip"] = round_trip(eval_qs, runtime.store)
+    return GeneratedSets([q.to_pair() for q in eval_qs], [q.to_pair() for q in train_qs], info)
 
 
 def round_trip(questions: list[GeneratedQuestion], store, k: int | None = None) -> float | None:

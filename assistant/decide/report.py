@@ -75,7 +75,9 @@ def sections(result: ComparisonResult, decision: DecideResult) -> list[tuple[str
             ("Costs on this machine", _cost_rows(result)),
             *_time_sections(decision),
             ("Warnings", result.warnings or ["none"]),
-            ("Adapter checks (forgetting, bias; paired intervals)", _probe_lines(result)),
+            # each probe's message names its interval and when it flags
+            ("Adapter checks (forgetting, bias; paired intervals)",
+             [p.message for p in result.forgetting + result.bias] or ["not run"]),
             ("Inputs", [f"documents: {', '.join(decision.config.docs)}",
                         f"evaluation: {evalset.origin}, {evalset.eval} questions; training pairs: {evalset.train} "
                         f"({evalset.dropped_leaks} dropped as copies or near-duplicates of evaluation questions)",
@@ -99,11 +101,6 @@ def ship_lines(result: ComparisonResult, decision: DecideResult) -> list[str]:
             f"call it: OpenAI(base_url=\"http://127.0.0.1:7860/v1\", api_key=\"...\").chat.completions.create("
             f"model=\"{served_name(variant, adapter)}\", messages=[...]); SERVING.md in the bundle has the vLLM, "
             "llama.cpp and Ollama commands"]
-
-
-def _probe_lines(result: ComparisonResult) -> list[str]:
-    """The forgetting check's and the bias probe's messages (each names its interval and when it flags)."""
-    return [p.message for p in result.forgetting + result.bias] or ["not run"]
 
 
 def _training_line(t: TrainsetOutput) -> list[str]:

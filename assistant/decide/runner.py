@@ -40,15 +40,10 @@ def _estimates(plan, seeds: int) -> dict[str, float]:
     return out
 
 
-def _on_sigterm(folder: Path):
-    def handler(signum, frame):
-        (folder / CANCEL_FILE).touch()  # acted on at the next progress update (training: at its next step)
-    return handler
-
-
 def _install_cancel_signal(folder: Path) -> None:
+    """SIGTERM writes the CANCEL file, acted on at the next progress update (training: at its next step)."""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm(folder))
+        signal.signal(signal.SIGTERM, lambda signum, frame: (folder / CANCEL_FILE).touch())
 
 
 def run_decide(cfg: DecideConfig, settings, runtime=None, stderr: bool = True) -> DecideResult:
@@ -93,7 +88,7 @@ def run_decide(cfg: DecideConfig, settings, runtime=None, stderr: bool = True) -
         raise
     result.report = report.under(decide_run.cache.folder("report"))
     result.timings = collect(stages, plan.stages, outputs)
-    result.tracked = log_decision(cfg.report_to, compare.recommendation, asdict(cfg), folder)
+    result.tracked = log_decision(compare.recommendation, cfg, folder)
     rep.finish("done", run_id=compare.run_id, report=asdict(result.report),
                recommendation=compare.recommendation.to_dict())
     return result

@@ -7,6 +7,7 @@ input files' contents, so the plan can say which stages are already cached.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import threading
@@ -71,7 +72,7 @@ class DecideRun:
         # train_on_documents joins the key only when set, so workspaces made before the option stay cached
         keys["trainset"] = content_key("trainset", keys["retrieval"], c.trains, c.grounded, c.variants, budget,
                                        job and vars(job), s.model, *(["documents"] if c.train_on_documents else []))
-        trains = [self.train_key(i, keys["trainset"]) for i in range(c.seeds)] if c.trains else []
+        trains = [content_key("train", keys["trainset"], c.seed + i) for i in range(c.seeds)] if c.trains else []
         keys.update({f"train-s{i}": k for i, k in enumerate(trains)})
         keys["compare"] = content_key("compare", keys["retrieval"], trains, c.variants, c.metric,
                                       c.max_new_tokens, c.forgetting, s.model, s.embedder, c.stop_on_loop,
@@ -83,9 +84,6 @@ class DecideRun:
         """Seeds that fit the budget (recorded by the trainset stage), else all of them."""
         return min(self.cfg.seeds, trainset.fit.seeds) if self.cfg.budget_minutes and trainset.fit \
             else self.cfg.seeds
-
-    def train_key(self, i: int, trainset_key: str) -> str:
-        return content_key("train", trainset_key, self.cfg.seed + i)
 
     # ---- stages -------------------------------------------------------------------------------------
     def ingest(self, rep: Reporter, tmp: Path) -> outputs.IngestOutput:
@@ -264,12 +262,8 @@ class DecideRun:
         resume = last_checkpoint(folder) is not None
         if folder.exists() and not resume:
             shutil.rmtree(folder)  # started but killed before its first checkpoint: start it over
-        watcher = _TrainWatcher(folder, rep, i)
-        watcher.start()
-        try:
+        with _TrainWatcher(folder, rep, i):
             result = run_job(job, self.settings, resume=resume, tools=self.runtime.data_tools())
-        finally:
-            watcher.stop()
         if result["state"] == "cancelled":
             raise DecideCancelled(f"training cancelled at step {result['step']}; run again to resume it")
         return outputs.TrainOutput(result["adapter"], job.job_id, resume, metrics=result.get("metrics", {}))
@@ -294,17 +288,19 @@ def _finished_adapter(status: dict, registry) -> str | None:
 
 
 class _TrainWatcher:
-    """Turns the job's metrics.jsonl into stage progress, and a decide CANCEL into the job's CANCEL file."""
+    """Turns the job's metrics.jsonl into stage progress, and a decide CANCEL into the job's CANCEL file, while
+    the `with` block runs."""
 
     def __init__(self, job_folder: Path, rep: Reporter, seed_index: int):
         self.folder, self.rep, self.i = Path(job_folder), rep, seed_index
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def start(self) -> None:
+    def __enter__(self) -> _TrainWatcher:
         self._thread.start()
+        return self
 
-    def stop(self) -> None:
+    def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(5)
 
@@ -318,8 +314,7 @@ class _TrainWatcher:
             last = next((r for r in reversed(records) if "max_steps" in r), None)
             loss = next((f" loss {r['loss']:.3f}" for r in reversed(records) if "loss" in r), "")
             if last and last.get("max_steps"):
-                try:
+                # on a cancel the training loop stops at its next step; run_job then reports "cancelled"
+                with contextlib.suppress(DecideCancelled):
                     self.rep.update(last["step"] / last["max_steps"],
                                     f"seed {self.i}: step {last['step']}/{last['max_steps']}{loss}", job=str(self.folder))
-                except DecideCancelled:
-                    pass  # the training loop stops at its next step; run_job then reports "cancelled"

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from assistant.decide.outputs import CompareOutput, StageRun, TrainOutput
+from assistant.decide.plan import PlanStage
 
 # run_comparison's progress texts (assistant/comparison.py, compare/resume.py) -> the sub-stage they start
 PHASES = (("answering", "answering"), ("reference likelihoods", "reference NLL"), ("scoring", "scoring"),
@@ -109,11 +110,11 @@ class StageTimings:
                 "ratio": self.ratio()}
 
 
-def collect(stages: list[StageRun], plan_stages: list[dict], outputs: dict[str, object]) -> StageTimings:
+def collect(stages: list[StageRun], plan_stages: list[PlanStage], outputs: dict[str, object]) -> StageTimings:
     """The run's timings: `stages` as run, the plan's rows (fresh "seconds" per stage; "train" covers every seed),
     and the stage outputs holding sub-stage times: a training seed's job metrics ("train_seconds": the optimizer
     loop; the rest is paraphrases, data, model load and save) and the comparison's phases."""
-    planned = {s["stage"]: s.get("seconds", s["minutes"] * 60) for s in plan_stages}
+    planned = {s.stage: s.seconds for s in plan_stages}
     trains = [s for s in stages if s.stage.startswith("train-s")]
     out = StageTimings()
     for s in stages:

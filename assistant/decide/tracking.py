@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from assistant.compare.recommend import Recommendation
+from assistant.decide.config import DecideConfig
 from foundation.errors import ArenaError
 from training.config import report_targets
 
@@ -22,35 +23,35 @@ def summary_metrics(recommendation: Recommendation) -> dict[str, float]:
     return {f"{recommendation.metric}/{v}": float(m) for v, m in recommendation.means.items() if m is not None}
 
 
-def summary_tags(recommendation: Recommendation, config: dict) -> dict[str, str]:
-    return {"arena.kind": "decide", "arena.name": str(config.get("name", "")),
+def summary_tags(recommendation: Recommendation, cfg: DecideConfig) -> dict[str, str]:
+    return {"arena.kind": "decide", "arena.name": cfg.name,
             "arena.outcome": recommendation.outcome or "not clear",
             "arena.recommended": str(recommendation.variant or "none yet"),
             "arena.leader": str(recommendation.leader or recommendation.best or "")}
 
 
-def log_decision(report_to: str, recommendation: Recommendation, config: dict, folder: Path) -> list[str]:
-    """Log the summary to every tracker in `report_to` that logs summaries; returns the ones written."""
+def log_decision(recommendation: Recommendation, cfg: DecideConfig, folder: Path) -> list[str]:
+    """Log the summary to every tracker in `cfg.report_to` that logs summaries; returns the ones written."""
     written = []
-    for target in report_targets(report_to):
+    for target in report_targets(cfg.report_to):
         if target not in SUMMARY_TRACKERS:
             continue  # the trainer's integration still logged the training runs there
-        metrics, tags = summary_metrics(recommendation), summary_tags(recommendation, config)
-        {"mlflow": _mlflow, "tensorboard": _tensorboard, "trackio": _trackio}[target](metrics, tags, config, folder)
+        metrics, tags = summary_metrics(recommendation), summary_tags(recommendation, cfg)
+        {"mlflow": _mlflow, "tensorboard": _tensorboard, "trackio": _trackio}[target](metrics, tags, cfg, folder)
         written.append(target)
     return written
 
 
-def _mlflow(metrics: dict, tags: dict, config: dict, folder: Path) -> None:
+def _mlflow(metrics: dict, tags: dict, cfg: DecideConfig, folder: Path) -> None:
     import mlflow  # deferred: an optional tracker
 
-    with mlflow.start_run(run_name=f"decide:{config.get('name', 'decide')}"):
+    with mlflow.start_run(run_name=f"decide:{cfg.name}"):
         mlflow.set_tags(tags)
-        mlflow.log_params({k: str(config[k]) for k in ("variants", "metric", "seeds", "method") if k in config})
+        mlflow.log_params({k: str(getattr(cfg, k)) for k in ("variants", "metric", "seeds", "method")})
         mlflow.log_metrics({k.replace("+", "_"): v for k, v in metrics.items()})  # '+' is not a metric name
 
 
-def _tensorboard(metrics: dict, tags: dict, config: dict, folder: Path) -> None:
+def _tensorboard(metrics: dict, tags: dict, cfg: DecideConfig, folder: Path) -> None:
     try:
         from torch.utils.tensorboard import SummaryWriter  # deferred: needs the tensorboard package
     except ImportError as exc:
@@ -61,9 +62,9 @@ def _tensorboard(metrics: dict, tags: dict, config: dict, folder: Path) -> None:
         writer.add_text("verdict", ", ".join(f"{k}: {v}" for k, v in tags.items()))
 
 
-def _trackio(metrics: dict, tags: dict, config: dict, folder: Path) -> None:
+def _trackio(metrics: dict, tags: dict, cfg: DecideConfig, folder: Path) -> None:
     import trackio  # deferred: an optional tracker
 
-    trackio.init(project="strategy-arena", name=f"decide:{config.get('name', 'decide')}", config=tags)
+    trackio.init(project="strategy-arena", name=f"decide:{cfg.name}", config=tags)
     trackio.log(metrics)
     trackio.finish()

@@ -67,7 +67,7 @@ class Templating:
         return template_ids(self.tokenizer, messages)
 
     def count_tokens(self, text: str) -> int:
-        return token_count(self.tokenizer, text)
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def generate(self, rows: list[Row], gen: GenSettings) -> list[RowOutput]:
         return last(self.stream(rows, gen))
@@ -76,10 +76,6 @@ class Templating:
 def template_ids(tokenizer, messages: list[dict]) -> list[int]:
     """Token ids of a conversation with the model's own chat template, ready for the reply."""
     return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"])
-
-
-def token_count(tokenizer, text: str) -> int:
-    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def check_rows(rows: list[Row], gen: GenSettings, context_length: int, slots: dict) -> None:

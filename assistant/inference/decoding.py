@@ -72,7 +72,6 @@ def pick_next(logits: torch.Tensor, gen: GenSettings, seen: torch.Tensor | None,
     return torch.multinomial(probs.cpu(), 1, generator=sampler).squeeze(1).to(logits.device)
 
 
-
 def record_token(out: RowOutput, token: int, tokenizer, eos_ids: set[int], elapsed: float) -> bool:
     """Append one generated token to a row's output; True when it ends the row (EOS)."""
     if not out.tokens:

@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -31,6 +32,8 @@ from foundation.errors import ArenaError
 from foundation.generation import GenSettings, Row, RowOutput
 
 NO_LOAD_STATUSES = {404, 405, 501}  # the server has no adapter-loading endpoint
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Where the serving engine is and how hard to push it."""
@@ -98,6 +101,12 @@ class ServerClient:
                         model=model, messages=messages, max_tokens=max_tokens, temperature=temperature)
         return out.choices[0].message.content or ""
 
+    def chat_many(self, model: str, conversations: list[list[dict]], max_tokens: int, temperature: float,
+                  workers: int) -> list[str]:
+        """`chat` for each conversation, `workers` requests in flight at once, replies in order."""
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            return list(pool.map(lambda m: self.chat(model, m, max_tokens, temperature), conversations))
+
     def load_lora(self, name: str, path: Path) -> bool:
         """POST /load_lora_adapter (vLLM); False when the server has no such endpoint."""
         import httpx
@@ -114,7 +123,6 @@ class ServerClient:
                     return True
             raise self.error(exc, f"loading adapter {name!r} from {path}") from exc
         return True
-
 
     def unload_lora(self, name: str) -> None:
         """POST /unload_lora_adapter (vLLM); a server without the endpoint keeps serving what it serves."""
@@ -142,8 +150,8 @@ class OpenAIEngine(Templating):
         self.slots: dict[str, AdapterSlot] = {}
         self.served = self.server.models()  # fails fast, before any run is stored, when the server is down
         self.base_model = cfg.model or _base_model(self.served, self.url)
-        self._context = _context_length(model_config, self.served, self.base_model)
-        self._eos = _eos_ids(tokenizer, model_config)
+        self.context_length = _context_length(model_config, self.served, self.base_model)
+        self.eos_ids = _eos_ids(tokenizer, model_config)
         self._ids_prompts: bool | None = None  # does the server take token-id prompts? learnt on first call
         self._lock = threading.Lock()
         self.nll_notice = ""  # set once the server proved it cannot score a reference
@@ -164,14 +172,6 @@ class OpenAIEngine(Templating):
             raise ArenaError(f"the tokenizer of {settings.model!r} (the served model) could not be loaded: "
                              f"{exc}") from exc
         return cls(tokenizer, config, cfg)
-
-    @property
-    def context_length(self) -> int:
-        return self._context
-
-    @property
-    def eos_ids(self) -> set[int]:
-        return self._eos
 
     def load_adapter(self, name: str, path: Path) -> AdapterSlot:
         """Make `name` servable: already served, or loaded through the server's adapter endpoint (vLLM)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -56,14 +57,14 @@ def build(hf_folder: Path, out: Path, precision: str, eos_ids: list[int]) -> dic
     from transformers import AutoConfig
 
     template = out.with_name(out.name + "-template")
-    _remove(template)
+    shutil.rmtree(template, ignore_errors=True)
     lora_onnx.write_template_adapter(AutoConfig.from_pretrained(hf_folder), template)
     cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf_folder), "-o", str(out),
            "-p", precision, "-e", "cpu", "--extra_options", f"adapter_path={template}"]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True)
     finally:
-        _remove(template)
+        shutil.rmtree(template, ignore_errors=True)
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
         raise ArenaError(f"onnxruntime-genai model builder failed for {hf_folder}: {' | '.join(tail)}")
@@ -77,12 +78,6 @@ def _set_eos(config_file: Path, eos_ids: list[int]) -> None:
     config = json.loads(config_file.read_text())
     config["model"]["eos_token_id"] = sorted(eos_ids)
     config_file.write_text(json.dumps(config, indent=4))
-
-
-def _remove(folder: Path) -> None:
-    import shutil
-
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 def adapter_file(peft_dir: Path, graph_folder: Path, models_dir: Path) -> Path:

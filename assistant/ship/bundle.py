@@ -97,10 +97,11 @@ def _copy_adapter(strategy: Strategy, settings, tmp: Path) -> None:
 
 
 def _write_gguf(strategy: Strategy, settings, tmp: Path) -> None:
+    from foundation.registry import base_path  # deferred: resolving the bundled model pulls torch
     from training.gguf_lora import write_gguf_lora  # deferred: numpy/gguf/safetensors
 
     info = AdapterRegistry(settings.data_dir).get(strategy.adapter)
-    config = json.loads((Path(base_folder(info, settings)) / "config.json").read_text())
+    config = json.loads((Path(base_path(info, settings)) / "config.json").read_text())
     write_gguf_lora(info.path, config, tmp / f"{info.name}.gguf")
     strategy.gguf = f"{info.name}.gguf"
 
@@ -110,12 +111,6 @@ def base_gguf(model: str) -> Path | None:
     from foundation.models import BUNDLED, bundled_gguf  # deferred: pulls torch
 
     return bundled_gguf(model) if model in BUNDLED else None
-
-
-def base_folder(info, settings) -> str:
-    from foundation.registry import base_path  # deferred: resolving the bundled model pulls torch
-
-    return base_path(info, settings)
 
 
 def prompts(strategy: Strategy) -> dict:

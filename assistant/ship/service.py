@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 from assistant.runtime import Runtime
@@ -60,13 +61,10 @@ class ChatService:
     def __init__(self, runtime: Runtime, bundle: Bundle | None = None):
         self.runtime = runtime
         self.bundle = bundle
-        self._batcher: Batcher | None = None
 
-    @property
+    @cached_property
     def batcher(self) -> Batcher:
-        if self._batcher is None:
-            self._batcher = Batcher(self.runtime.engine)
-        return self._batcher
+        return Batcher(self.runtime.engine)  # on the first request: the engine loads then
 
     def models(self) -> dict[str, Strategy]:
         if self.bundle is not None:
