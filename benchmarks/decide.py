@@ -242,7 +242,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--corpus", choices=sorted(CORPORA), default="django",
                    help="django: the Django FAQ (44 pairs); pypi-faqs: four projects' FAQs combined (165 pairs)")
-    p.add_argument("--pairs", type=int, default=0, help="use the first N FAQ pairs (0 = all)")
+    p.add_argument("--pairs", type=int, default=0,
+                   help="use N FAQ pairs (0 = all): django the first N, pypi-faqs N spread over its pages")
     p.add_argument("--questions", type=int, default=0, help="score at most N held-out questions (0 = all)")
     p.add_argument("--budget-minutes", type=float, default=DEFAULT_BUDGET_MINUTES,
                    help=f"budget of the 'default' plan (default {DEFAULT_BUDGET_MINUTES:g}, the decide default)")
@@ -262,11 +263,13 @@ def main() -> None:
         raise SystemExit("--train-on-documents runs one plan: name one in --plans")
     args.data.mkdir(parents=True, exist_ok=True)
     faq = fetch_corpus(args.corpus, args.data)
-    pairs = faq_pairs(faq)
-    pairs = pairs[: args.pairs] if args.pairs else pairs
+    corpus = CORPORA[args.corpus]
+    pairs = faq_pairs(faq, corpus.by_group)
+    if args.pairs:  # Django: the first N, as before; a combined corpus: N spread over its projects and groups
+        pairs = [pairs[i * len(pairs) // args.pairs] for i in range(min(args.pairs, len(pairs)))] \
+            if corpus.by_group else pairs[: args.pairs]
     qa = args.data / ("faq-qa.jsonl" if args.corpus == "django" else f"faq-qa-{args.corpus}.jsonl")
     qa.write_text("".join(json.dumps(r) + "\n" for r in pairs))
-    corpus = CORPORA[args.corpus]
     print(f"{corpus.title} ({corpus.describe()}): {len(list(faq.rglob('*.rst')))} pages, {len(pairs)} Q/A pairs",
           flush=True)
     stamp, runs = time.strftime("%Y%m%d-%H%M%S"), []

@@ -49,6 +49,7 @@ class Sdist:
 class Corpus:
     title: str
     sdists: tuple[Sdist, ...]
+    by_group: bool = False  # sources PAGE#GROUP (faq_pairs); Django's stay PAGE, as its recorded runs had them
 
     def describe(self) -> str:
         return "; ".join(f"{s.project} {s.version} ({s.licence})" for s in self.sdists)
@@ -58,7 +59,7 @@ DJANGO = Sdist("django", "5.2.19", "ad03d8abc51dbff95ebf34b27123cf0c26a3b62db7ba
                "BSD-3-Clause", ("docs/faq/*.txt",))
 CORPORA = {
     "django": Corpus("the Django FAQ", (DJANGO,)),
-    "pypi-faqs": Corpus("four projects' FAQs from their PyPI sdists", (
+    "pypi-faqs": Corpus("four projects' FAQs from their PyPI sdists", by_group=True, sdists=(
         Sdist("borgbackup", "1.4.5", "4f9a5fe584c504b15485841236750dea16aa7cd2ddbc4a594e9d2ce5c49c4508",
               "BSD-3-Clause", ("docs/faq.rst",)),
         Sdist("docutils", "0.23.1", "8a83ac8810e41228b6f20e96a183abd2460a1757f78e2603e3d4b31fe7d29622",
@@ -115,9 +116,9 @@ def extract_pages(archive: Path, sdist: Sdist, out: Path) -> None:
                 (out / f"{stem}.rst").write_bytes(tar.extractfile(member).read())
 
 
-def faq_pairs(folder: Path) -> list[dict]:
+def faq_pairs(folder: Path, by_group: bool = False) -> list[dict]:
     """(question title, first sentences of its section) per question-titled section, via docutils; `source` is
-    the page's path below folder."""
+    the page's path below folder (and the question's group heading with by_group)."""
     from docutils import nodes
     from docutils.core import publish_doctree
 
@@ -128,18 +129,46 @@ def faq_pairs(folder: Path) -> list[dict]:
                                settings_overrides={"report_level": 5, "halt_level": 5, "warning_stream": False,
                                                    "file_insertion_enabled": False})
         for section in tree.findall(nodes.section):
-            title = question_title(section.next_node(nodes.title).astext())
-            para = next((p for p in section.findall(nodes.paragraph) if p.parent is section), None)
+            title = title_of(section)
+            para = first_paragraph(section)
             if not title.endswith("?") or para is None:
                 continue
             answer = _first_words(answer_text(para.astext()))
             if len(answer) >= 20:
-                pairs.append({"question": title, "answer": answer, "source": page.relative_to(folder).as_posix()})
+                pairs.append({"question": title, "answer": answer, "source": source(page.relative_to(folder),
+                                                                                      section, by_group)})
     return pairs
 
 
+def source(page: Path, section, by_group: bool) -> str:
+    """PAGE, or with by_group PAGE#GROUP for a question under a group heading ('borgbackup/faq.rst#Security'):
+    decide holds out questions sharing a source together and its statistics resample sources whole, so a
+    one-page FAQ of 58 questions needs its groups to be more than one unit. A question nested in a question
+    belongs to the outer one's group."""
+    from docutils import nodes
+
+    group = section.parent
+    while isinstance(group, nodes.section) and title_of(group).endswith("?") and first_paragraph(group):
+        group = group.parent  # a question with its own answer, not a group ('How do I ...?' in Cython's is)
+    if not by_group or not isinstance(group, nodes.section):
+        return page.as_posix()
+    return f"{page.as_posix()}#{title_of(group)}"
+
+
+def first_paragraph(section):
+    from docutils import nodes
+
+    return next((p for p in section.findall(nodes.paragraph) if p.parent is section), None)
+
+
+def title_of(section) -> str:
+    from docutils import nodes
+
+    return question_title(section.next_node(nodes.title).astext())
+
+
 def question_title(title: str) -> str:
-    """The title as a question: without the number `.. sectnum::` puts before it ('1.2   Why ...?' in docutils)."""
+    """A title as read: one line, without the number `.. sectnum::` puts before it ('1.2   Why ...?' in docutils)."""
     return re.sub(r"^\d+(\.\d+)*\.?\s+", "", " ".join(title.split()))
 
 

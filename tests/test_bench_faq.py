@@ -54,7 +54,8 @@ library.
 """
 
 # From Cython 3.3.2 docs/src/userguide/faq.rst (the Cython sdist on PyPI; Apache License 2.0, copyright the
-# Cython developers), shortened: its "**Answer**:" lead-ins, a Sphinx role and an answer too short to keep.
+# Cython developers), shortened: its "**Answer**:" lead-ins, a Sphinx role, a group whose title ends in "?" and
+# an answer that is only code (no reference answer to score against).
 CYTHON_FAQ = """\
 .. _FAQ:
 
@@ -80,16 +81,40 @@ Can Cython generate C code for classes?
 Cython can also generate C classes, where the class data is stored in an
 efficient C structure at the cost of some additional limitations.
 
+How do I ...?
+=============
+
+How do I declare a global variable?
+^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+
+**Answer**:
+
+::
+
+    global variable
+
 ----------
+
+How do I assign to a global variable?
+^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+
+**Answer**: You need to declare the variable to be global (see above) before
+trying to assign to it. Often this occurs when one has code like
+
+----------
+
+About the project
+=================
 
 Is Cython a Python implementation?
 ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
 
-**Answer**: Not officially.
+**Answer**: Not officially, no. However, it compiles almost all existing Python
+code, which gets it pretty close to a real Python implementation.
 """
 
 # From borgbackup 1.4.5 docs/faq.rst (the borgbackup sdist on PyPI; BSD-3-Clause, copyright the Borg
-# Collective), its head and one section shortened.
+# Collective): its head and two groups of one question each, shortened.
 BORG_FAQ = """\
 .. include:: global.rst.inc
 .. highlight:: none
@@ -99,10 +124,10 @@ Frequently asked questions
 ==========================
 
 Security
---------
+########
 
 How can I protect against a hacked backup server?
-~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+-------------------------------------------------
 
 Just in case you got the impression that pull-mode backups are way more safe
 than push-mode, you also need to consider the case that your backup server S
@@ -112,6 +137,17 @@ into even bigger trouble than a hacked backup client in the previous FAQ entry.
 These are your options to protect against that:
 
 - Use the standard push-mode setup (see also previous FAQ entry).
+
+Migrating from Attic
+####################
+
+What are the differences between Attic and Borg?
+------------------------------------------------
+
+Borg is a fork of `Attic`_ and maintained by "`The Borg collective`_".
+
+.. _Attic: https://github.com/jborg/attic
+.. _The Borg collective: https://borgbackup.readthedocs.org/en/latest/authors.html
 """
 
 
@@ -123,26 +159,32 @@ def test_pairs_from_combined_faq_pages(tmp_path):
     (tmp_path / "borgbackup").mkdir()
     (tmp_path / "borgbackup" / "faq.rst").write_text(BORG_FAQ, encoding="utf-8")
 
-    pairs = faq_pairs(tmp_path)
+    pairs = faq_pairs(tmp_path, by_group=True)
 
     assert [(p["source"], p["question"]) for p in pairs] == [
-        ("borgbackup/faq.rst", "How can I protect against a hacked backup server?"),
-        ("cython/faq.rst", "Do I need to rename my .py file to .pyx?"),
-        ("cython/faq.rst", "Can Cython generate C code for classes?"),
-        # "Not officially." is under 20 characters: no reference answer to score against
-        ("docutils/FAQ.rst", "What is Docutils?"),  # without the "1.1" that sectnum puts before it
-        ("docutils/FAQ.rst", 'Why is it called "Docutils"?'),
+        ("borgbackup/faq.rst#Security", "How can I protect against a hacked backup server?"),
+        ("borgbackup/faq.rst#Migrating from Attic", "What are the differences between Attic and Borg?"),
+        ("cython/faq.rst#Basics", "Do I need to rename my .py file to .pyx?"),
+        ("cython/faq.rst#Basics", "Can Cython generate C code for classes?"),
+        # 'How do I declare a global variable?' is left out: its answer is only code
+        ("cython/faq.rst#How do I ...?", "How do I assign to a global variable?"),  # a group, though it ends in ?
+        ("cython/faq.rst#About the project", "Is Cython a Python implementation?"),
+        ("docutils/FAQ.rst#Docutils", "What is Docutils?"),  # without the "1.1" that sectnum puts before it
+        ("docutils/FAQ.rst#Docutils", 'Why is it called "Docutils"?'),
     ]
+    # without groups (the Django corpus): the page alone
+    assert [p["source"] for p in faq_pairs(tmp_path)] == [p["source"].split("#")[0] for p in pairs]
     answers = [p["answer"] for p in pairs]
-    assert answers[1] == ("No. Cython can compile both .py and .pyx files. The difference is that the extended "
+    assert answers[2] == ("No. Cython can compile both .py and .pyx files. The difference is that the extended "
                           "Cython syntax (cdef …) is only available in Cython .pyx files and not in Python .py "
                           "files.")  # no "Answer:" lead-in, no literal markup, only the first paragraph
-    assert answers[2] == ("A plain class becomes a fully-fledged Python class. Cython can also generate C "
+    assert answers[3] == ("A plain class becomes a fully-fledged Python class. Cython can also generate C "
                           "classes, where the class data is stored in an efficient C structure at the cost of "
                           "some additional limitations.")
-    assert answers[3] == ("Docutils is a system for processing plaintext documentation into useful formats, "
+    assert answers[6] == ("Docutils is a system for processing plaintext documentation into useful formats, "
                           "such as HTML, XML, and LaTeX. It supports multiple types of input, such as standalone "
                           "files, PEPs (Python Enhancement Proposals), and string input.")  # links as their text
+    assert answers[1] == 'Borg is a fork of Attic and maintained by "The Borg collective".'
     # whole sentences up to 40 words: the second would make 59
     assert answers[0] == ("Just in case you got the impression that pull-mode backups are way more safe than "
                           "push-mode, you also need to consider the case that your backup server S gets hacked.")
