@@ -42,6 +42,14 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # deferred at run time: these pull torch and the models' stack
+    from assistant.compare.result import ComparisonResult
+    from assistant.decide.config import DecideConfig
+    from assistant.decide.result import DecideResult
+    from assistant.runtime import Runtime
+    from foundation.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -170,11 +178,11 @@ class PlanRun:
     """One plan's fresh decide run: what the paired comparisons and the old-recipe check need."""
 
     plan: str
-    cfg: object  # DecideConfig
-    settings: object
-    runtime: object
-    summary: object  # DecideResult
-    result: object  # ComparisonResult
+    cfg: DecideConfig
+    settings: Settings
+    runtime: Runtime
+    summary: DecideResult
+    result: ComparisonResult
     folder: Path  # the workspace's stages/
     wall_s: float
 
