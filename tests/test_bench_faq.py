@@ -2,7 +2,6 @@
 parsed from real FAQ text, and the --plans list of benchmarks/decide.py."""
 
 import hashlib
-import io
 import tarfile
 
 import pytest
@@ -191,18 +190,18 @@ def test_pairs_from_combined_faq_pages(tmp_path):
     assert "docs/header0.rst" not in " ".join(answers)  # the include was not followed
 
 
-def sdist_with(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+def sdist_with(folder, files: dict[str, bytes]) -> bytes:
+    """A .tar.gz laid out like an sdist: NAME-VERSION/... paths."""
+    archive = folder / "built.tar.gz"
+    with tarfile.open(archive, mode="w:gz") as tar:
+        for i, (name, data) in enumerate(files.items()):
+            (folder / f"f{i}").write_bytes(data)
+            tar.add(folder / f"f{i}", arcname=name)
+    return archive.read_bytes()
 
 
 def test_only_the_pinned_faq_pages_are_extracted(tmp_path):
-    data = sdist_with({"demo-1.0/doc/faq/index.rst": b"toc", "demo-1.0/doc/faq/sessions.rst": b"s",
+    data = sdist_with(tmp_path, {"demo-1.0/doc/faq/index.rst": b"toc", "demo-1.0/doc/faq/sessions.rst": b"s",
                        "demo-1.0/doc/faq/connections.rst": b"c", "demo-1.0/doc/intro.rst": b"i",
                        "demo-1.0/README.rst": b"r"})
     archive = tmp_path / "demo-1.0.tar.gz"
