@@ -77,11 +77,10 @@ def fetch_corpus(name: str, cache: Path) -> Path:
     its pages flat (the Django run's sources stay 'admin.rst', ...); a combined one puts them in PROJECT/."""
     corpus = CORPORA[name]
     out = cache / ("faq" if name == "django" else f"faq-{name}")  # "faq": the Django folder of earlier runs
-    if out.is_dir() and any(out.rglob("*.rst")):
-        return out
     for sdist in corpus.sdists:
-        archive = download_sdist(sdist, cache / "sdist")
-        extract_pages(archive, sdist, out if len(corpus.sdists) == 1 else out / sdist.project)
+        pages = out if len(corpus.sdists) == 1 else out / sdist.project
+        if not (pages.is_dir() and any(pages.glob("*.rst"))):  # each project once, also after an interrupted fetch
+            extract_pages(download_sdist(sdist, cache / "sdist"), sdist, pages)
     return out
 
 
