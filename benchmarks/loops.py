@@ -109,7 +109,7 @@ def table(old: dict, new: dict, labels: tuple[str, str]) -> list[str]:
 
 
 def main() -> None:
-    from benchmarks.decide import faq_pairs, fetch_faq
+    from benchmarks.faq_corpora import faq_pairs, fetch_corpus
     from foundation.generation import LOOP_STOP
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -121,7 +121,7 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "arena-bench-loops")
     args = p.parse_args()
     args.data.mkdir(parents=True, exist_ok=True)
-    faq = fetch_faq(args.data)
+    faq = fetch_corpus("django", args.data)
     pairs = faq_pairs(faq)
     qa = args.data / "faq-qa.jsonl"
     qa.write_text("".join(json.dumps(r) + "\n" for r in pairs))

@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from benchmarks.decide import faq_pairs, fetch_faq  # noqa: E402
+from benchmarks.faq_corpora import faq_pairs, fetch_corpus  # noqa: E402
 
 
 def main() -> None:
@@ -44,7 +44,7 @@ def main() -> None:
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "arena-bench-paraphrases"))
     args = ap.parse_args()
     cache = Path(args.cache)
-    questions = [p["question"] for p in faq_pairs(fetch_faq(cache))][:args.questions]
+    questions = [p["question"] for p in faq_pairs(fetch_corpus("django", cache))][:args.questions]
     runtime = Runtime(Settings(data_dir=cache / "arena"))
     engine = runtime.engine
     ps = ParaphraseSettings(k=args.k, model=runtime.settings.model)
