@@ -207,7 +207,7 @@ class Engine(Templating):
                 for i in indices:
                     out[i] = self.nll(*rows[i])
                 continue
-            for batch in nll_batches([len(rows[i][0]) + len(rows[i][1]) for i in indices]):
+            for batch in nll_batches([len(rows[i][0]) + len(rows[i][1]) for i in indices], NLL_BATCH_TOKENS):
                 picked = [indices[k] for k in batch]
                 with self._lock:
                     model, context = self._model_for(adapter)
