@@ -8,7 +8,8 @@ import random
 import pytest
 
 from assistant.compare.config import CompareConfig
-from assistant.comparison import adapter_probes
+from assistant.compare.forgetting import TEXT_PROMPT
+from assistant.comparison import ProbeBaseCache, adapter_probes, arena_scorer, model_identity
 from assistant.inference import torch_engine
 from assistant.inference.torch_engine import Engine, nll_batches
 from assistant.runtime import Runtime
@@ -130,10 +131,16 @@ def test_second_run_scores_only_the_adapter_half(probe_runtime, data_dir):
 
 
 def test_a_corrupt_probe_cache_is_ignored_and_rewritten(probe_runtime, data_dir):
-    first = _probes(probe_runtime())
+    pairs = [("What is the capital of France?", "Paris."), (TEXT_PROMPT, "It rained all day, so we stayed in.")]
+
+    def score(runtime):
+        cache = ProbeBaseCache(data_dir, model_identity(runtime))
+        return arena_scorer(runtime.arena, VariantConfig(), "tiny-lora", cache)(pairs)
+
+    first = score(probe_runtime())
     cache = data_dir / "cache" / "probe_nll.sqlite"
     cache.write_bytes(b"not a database at all" * 100)
     again = probe_runtime()
-    assert _probes(again) == first and None in again.engine.scored  # the base half scored again
+    assert score(again) == first and again.engine.scored.count(None) == 2  # the base half scored again
     third = probe_runtime()
-    assert _probes(third) == first and None not in third.engine.scored  # ... and stored again
+    assert score(third) == first and None not in third.engine.scored  # ... and stored again
