@@ -120,5 +120,9 @@ def batch_reference_nll(model, rows: list[tuple[list[int], list[int]]]) -> list[
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
                        logits_to_keep=keep + 1).logits[:, :-1].float()
         labels = labels.to(device)
-        loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
+        # Flattened to (tokens, vocabulary) as transformers' causal-LM loss does: log-softmax over the last,
+        # contiguous dimension (over a middle dimension, torch sums the vocabulary in another order: measured
+        # 1e-4 nats off the one-row NLL on the bundled model).
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                                 ignore_index=-100, reduction="none").view(labels.shape)
         return (loss.sum(-1) / (labels != -100).sum(-1)).tolist()
