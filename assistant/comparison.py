@@ -33,6 +33,7 @@ from foundation.row_cache import RowCache, content_key
 from foundation.variants import ADAPTER_VARIANTS, ROUTED, VariantConfig, max_new_tokens_for
 
 Progress = Callable[[float, str], None]
+PROBE_CACHE = Path("cache") / "probe_nll.sqlite"  # in the data folder: the probes' base-model NLLs
 
 
 def run_comparison(runtime, items: list[EvalItem], compare_cfg: CompareConfig, variant_cfg=None,
@@ -159,7 +160,7 @@ class ProbeBaseCache:
     readable database is deleted and started again, and if that fails too the probes are scored without it."""
 
     def __init__(self, data_dir: Path, model: list):
-        self.path, self.model = Path(data_dir) / "cache" / "probe_nll.sqlite", model
+        self.path, self.model = Path(data_dir) / PROBE_CACHE, model
 
     def key(self, messages: list[dict], reply: str) -> str:
         return content_key("probe-base-nll", self.model, messages, reply)
