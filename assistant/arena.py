@@ -232,11 +232,25 @@ class Arena:
 
     def reference_nll(self, prepared: dict[str, Prepared], reference: str) -> dict[str, float]:
         """Mean per-token NLL of `reference` as the reply under each runnable variant's prompt and adapter."""
-        ref_ids = self.engine.tokenizer(reference.strip(), add_special_tokens=False)["input_ids"]
-        if not ref_ids:
-            raise ArenaError("reference answer is empty")
-        return {name: self.engine.nll(self.engine.chat_ids(p.messages), ref_ids, p.adapter)
-                for name, p in prepared.items() if not p.error}
+        return self.reference_nll_many([(prepared, reference)])[0]
+
+    def reference_nll_many(self, asks: list[tuple[dict[str, Prepared], str]]) -> list[dict[str, float]]:
+        """`reference_nll` of every (prepared variants, reference) pair, scored in one engine call (the engine
+        batches what it can: Engine.nll_many)."""
+        engine = self.engine
+        rows, names = [], []
+        for k, (prepared, reference) in enumerate(asks):
+            ref_ids = engine.tokenizer(reference.strip(), add_special_tokens=False)["input_ids"]
+            if not ref_ids:
+                raise ArenaError("reference answer is empty")
+            for name, p in prepared.items():
+                if not p.error:
+                    rows.append((engine.chat_ids(p.messages), ref_ids, p.adapter))
+                    names.append((k, name))
+        out: list[dict[str, float]] = [{} for _ in asks]
+        for (k, name), score in zip(names, engine.nll_many(rows), strict=True):
+            out[k][name] = score
+        return out
 
 
 def _answer(name: str, prep: Prepared, out: RowOutput, prompt_tokens: int) -> Answer:

@@ -7,7 +7,9 @@ folder) and hands assistant.compare plain inputs (answers, NLLs, sizes, callable
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -27,9 +29,11 @@ from assistant.compare.why import why_sentences
 from foundation.errors import ArenaError
 from foundation.generation import GenSettings, Row
 from foundation.leakage import find_overlaps, overlap_warnings
+from foundation.row_cache import RowCache, content_key
 from foundation.variants import ADAPTER_VARIANTS, ROUTED, VariantConfig, max_new_tokens_for
 
 Progress = Callable[[float, str], None]
+PROBE_CACHE = Path("cache") / "probe_nll.sqlite"  # in the data folder: the probes' base-model NLLs
 
 
 def run_comparison(runtime, items: list[EvalItem], compare_cfg: CompareConfig, variant_cfg=None,
@@ -58,7 +62,8 @@ def run_comparison(runtime, items: list[EvalItem], compare_cfg: CompareConfig, v
     partial = PartialRun.begin(runtime.settings.data_dir, items, compare_cfg, variant_cfg, resume, store)
     answers = partial.answers(answer_many, [it.question for it in items], generated, check_answers, progress)
     progress(0.7, "reference likelihoods")
-    nlls = partial.nlls(_reference_nll(arena, generated, variant_cfg), items, generated, progress)
+    nll_many = _reference_nll(arena, generated, variant_cfg)
+    nlls = partial.nlls(lambda todo: nll_many([(it.question, it.answer) for it in todo]), items, generated, progress)
     progress(0.8, "scoring")
     per_question, table = score_all(items, generated, answers, nlls, _embedder(runtime))
     judge_settings, judged = _judge(runtime, compare_cfg, items, answers, generated, table, per_question, progress)
@@ -95,9 +100,11 @@ def resume_comparison(runtime, run_id: int, progress: Progress | None = None) ->
     return run_comparison(runtime, items, compare_cfg, variant_cfg, progress, resume=run_id)
 
 
-def _reference_nll(arena, variants: list[str], variant_cfg: VariantConfig) -> Callable[[str, str], dict]:
-    """(question, reference answer) -> each variant's NLL of that answer after its own prompt for the question."""
-    return lambda question, answer: arena.reference_nll(arena.prepare(question, variants, variant_cfg), answer)
+def _reference_nll(arena, variants: list[str], variant_cfg: VariantConfig
+                   ) -> Callable[[list[tuple[str, str]]], list[dict]]:
+    """[(question, reference answer)] -> per pair, each variant's NLL of that answer after its own prompt for the
+    question, all scored in one batched engine call (Arena.reference_nll_many)."""
+    return lambda pairs: arena.reference_nll_many([(arena.prepare(q, variants, variant_cfg), a) for q, a in pairs])
 
 
 def _embedder(runtime):
@@ -125,16 +132,67 @@ def _judge(runtime, compare_cfg: CompareConfig, items, answers, generated, table
     return judge_cfg.stored(), judge_all(judge_cfg, local, items, answers, generated, table, per_question)
 
 
-def arena_scorer(arena, variant_cfg: VariantConfig, adapter: str) -> Scorer:
-    """The probes' scorer through ``Arena.reference_nll`` with the base and finetuned variants (the engine's own
-    adapter path): (base NLLs, adapter NLLs) per (prompt, reply) pair."""
-    nll = _reference_nll(arena, ["base", "finetuned"],
-                         replace(variant_cfg, adapter=adapter, system_prompt="", few_shot=[]))
+def arena_scorer(arena, variant_cfg: VariantConfig, adapter: str, base_cache: ProbeBaseCache | None = None
+                 ) -> Scorer:
+    """The probes' scorer through ``Arena.reference_nll_many`` with the base and finetuned variants (the engine's
+    own adapter path): (base NLLs, adapter NLLs) per (prompt, reply) pair, in one engine call per probe. The base
+    half does not depend on the adapter: with a `base_cache`, pairs it holds are scored under the adapter only."""
+    cfg = replace(variant_cfg, adapter=adapter, system_prompt="", few_shot=[])
 
     def score(pairs):
-        nlls = [nll(prompt, reply) for prompt, reply in pairs]
-        return [float(n["base"]) for n in nlls], [float(n["finetuned"]) for n in nlls]
+        prepared = [arena.prepare(prompt, ["base", "finetuned"], cfg) for prompt, _ in pairs]
+        keys = [base_cache.key(p["base"].messages, reply) if base_cache else "" for p, (_, reply) in
+                zip(prepared, pairs, strict=True)]
+        known = base_cache.get(keys) if base_cache else {}
+        nlls = arena.reference_nll_many([({n: v for n, v in p.items() if n != "base" or key not in known}, reply)
+                                         for p, key, (_, reply) in zip(prepared, keys, pairs, strict=True)])
+        if base_cache:
+            base_cache.put({key: n["base"] for key, n in zip(keys, nlls, strict=True) if "base" in n})
+        base = [known[key] if key in known else n["base"] for key, n in zip(keys, nlls, strict=True)]
+        return [float(b) for b in base], [float(n["finetuned"]) for n in nlls]
     return score
+
+
+class ProbeBaseCache:
+    """The probes' base-model NLLs, kept by content in the data folder (a row cache of its own,
+    cache/probe_nll.sqlite): key = the model's identity, the base prompt's messages and the reply. A second seed
+    or a second run then scores the probes under the adapter only. It is only a cache: a file that is not a
+    readable database is deleted and started again, and if that fails too the probes are scored without it."""
+
+    def __init__(self, data_dir: Path, model: list):
+        self.path, self.model = Path(data_dir) / PROBE_CACHE, model
+
+    def key(self, messages: list[dict], reply: str) -> str:
+        return content_key("probe-base-nll", self.model, messages, reply)
+
+    def _rows(self, use: Callable[[RowCache], object], fallback):
+        for _ in range(2):
+            try:
+                return use(RowCache(self.path))
+            except (sqlite3.DatabaseError, ValueError):  # "file is not a database", a damaged page or value
+                with suppress(OSError):
+                    self.path.unlink(missing_ok=True)
+        return fallback
+
+    def get(self, keys: list[str]) -> dict[str, float]:
+        found = self._rows(lambda rows: rows.get_many(keys), {})
+        return {k: float(v) for k, v in found.items() if isinstance(v, int | float)}
+
+    def put(self, scores: dict[str, float]) -> None:
+        self._rows(lambda rows: [rows.put(k, v) for k, v in scores.items()], None)
+
+
+def model_identity(runtime) -> list:
+    """What a cached NLL of the base model depends on besides its text: the model (its weights' files, so a
+    replaced folder counts as another model), the dtype and device it runs in; or the serving engine's model."""
+    s = runtime.settings
+    if s.engine == "openai":
+        return ["openai", s.engine_url, s.model]
+    base = runtime.base
+    folder = Path(base.path)
+    weights = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in folder.glob("*.safetensors")) \
+        if folder.is_dir() else []
+    return [base.model_id, str(base.path), str(base.dtype), str(base.device), weights]
 
 
 def adapter_probes(runtime, compare_cfg: CompareConfig, variant_cfg, variants: list[str],
@@ -145,7 +203,8 @@ def adapter_probes(runtime, compare_cfg: CompareConfig, variant_cfg, variants: l
     if not (compare_cfg.adapter and compare_cfg.forgetting and scores_nll
             and any(v in ADAPTER_VARIANTS for v in variants)):
         return [], []
-    scorer = arena_scorer(runtime.arena, variant_cfg, compare_cfg.adapter)
+    cache = ProbeBaseCache(runtime.settings.data_dir, model_identity(runtime))
+    scorer = arena_scorer(runtime.arena, variant_cfg, compare_cfg.adapter, cache)
     progress(0.9, "forgetting check")
     forgetting = [check_forgetting(compare_cfg.adapter, scorer, compare_cfg.forgetting_margin)]
     progress(0.92, "bias probe")
@@ -175,8 +234,7 @@ def _learned_check(runtime, compare_cfg: CompareConfig, variant_cfg, gen, heldou
     arena = runtime.arena
     answers = arena.ask_many([it.question for it in items], ["finetuned"], variant_cfg, gen)
     check_answers(answers)
-    nll = _reference_nll(arena, ["finetuned"], variant_cfg)
-    nlls = [nll(it.question, it.answer) for it in items]
+    nlls = _reference_nll(arena, ["finetuned"], variant_cfg)([(it.question, it.answer) for it in items])
     _, table = score_all(items, ["finetuned"], answers, nlls, _embedder(runtime))
     train = summarise(table, ["finetuned"], compare_cfg.seed)[0]["finetuned"]
     return LearnedCheck(compare_cfg.adapter, "finetuned", len(items), train, heldout["finetuned"])

@@ -101,21 +101,20 @@ class PartialRun:
                                                   f"answering: {len(done)}/{len(questions)}"))
         return [done[i] for i in range(len(questions))]
 
-    def nlls(self, reference_nll: Callable[[str, str], dict], items, variants,
+    def nlls(self, reference_nll_many: Callable[[list], list[dict]], items, variants,
              progress: Callable[[float, str], None]) -> list[dict]:
-        """Every question's reference NLL per variant (`reference_nll(question, answer)`); missing ones are
-        computed and stored one by one."""
-        out = []
-        for i, item in enumerate(items):
-            scores = self.done_scores.get(i)
-            if scores is None or set(scores) < set(variants):
-                scores = reference_nll(item.question, item.answer)
+        """Every question's reference NLL per variant; the missing ones are scored in one call
+        (`reference_nll_many(items) -> [{variant: NLL}]`, which batches) and stored per question."""
+        done = {i: s for i, s in self.done_scores.items() if not set(s) < set(variants)}
+        todo = [i for i in range(len(items)) if i not in done]
+        progress(ANSWERED, f"reference likelihoods: {len(done)}/{len(items)} stored, {len(todo)} to score")
+        if todo:
+            for i, scores in zip(todo, reference_nll_many([items[i] for i in todo]), strict=True):
+                done[i] = scores
                 if self.store:
                     self.store.save_scores(self.run_id, i, scores)
-            out.append(scores)
-            progress(ANSWERED + (SCORED - ANSWERED) * (i + 1) / len(items), f"reference likelihoods: {i + 1}/"
-                                                                             f"{len(items)}")
-        return out
+        progress(SCORED, f"reference likelihoods: {len(items)}/{len(items)}")
+        return [done[i] for i in range(len(items))]
 
     def finish(self, settings: dict, result) -> int | None:
         return self.store.finish(self.run_id, settings, result) if self.store else None

@@ -14,6 +14,8 @@ from typing import Protocol
 from foundation.errors import ArenaError
 from foundation.generation import GenSettings, Row, RowOutput, first_line_done, loop_cut
 
+NllRow = tuple[list[int], list[int], str | None]  # (prompt_ids, reference_ids, adapter): Engine.nll_many
+
 
 @dataclass
 class AdapterSlot:
@@ -56,10 +58,15 @@ class Engine(Protocol):
 
     def nll(self, prompt_ids: list[int], reference_ids: list[int], adapter: str | None) -> float: ...
 
+    def nll_many(self, rows: list[NllRow]) -> list[float]:
+        """`nll` of every (prompt_ids, reference_ids, adapter) row, in order."""
+        ...
+
 
 class Templating:
     """chat_ids and count_tokens from the engine's own `tokenizer` (every engine renders prompts the same way),
-    and generate as the last step of the engine's own `stream`."""
+    generate as the last step of the engine's own `stream`, and nll_many as `nll` row by row (an engine that
+    can batch, the torch engine, overrides it)."""
 
     tokenizer: object
 
@@ -71,6 +78,9 @@ class Templating:
 
     def generate(self, rows: list[Row], gen: GenSettings) -> list[RowOutput]:
         return last(self.stream(rows, gen))
+
+    def nll_many(self, rows: list[NllRow]) -> list[float]:
+        return [self.nll(prompt, reference, adapter) for prompt, reference, adapter in rows]
 
 
 def template_ids(tokenizer, messages: list[dict]) -> list[int]:

@@ -28,6 +28,7 @@ import numpy as np
 from assistant.inference import lora_onnx, ort_build
 from assistant.inference.base import (
     AdapterSlot,
+    NllRow,
     Templating,
     adapter_peft_type,
     check_rows,
@@ -88,6 +89,9 @@ class OrtGenaiEngine(Templating):
 
     def nll(self, prompt_ids: list[int], reference_ids: list[int], adapter: str | None) -> float:
         return self.torch.nll(prompt_ids, reference_ids, adapter)  # scoring stays on the fp32 reference
+
+    def nll_many(self, rows: list[NllRow]) -> list[float]:
+        return self.torch.nll_many(rows)
 
     def load_adapter(self, name: str, path: Path) -> AdapterSlot:
         """Register an adapter on both engines; converted once per content, so a re-trained one is picked up."""

@@ -21,14 +21,21 @@ import torch
 
 from assistant.inference.base import (
     AdapterSlot,
+    NllRow,
     Templating,
     adapter_peft_type,
     check_rows,
 )
-from assistant.inference.decoding import decode_row, reference_nll
+from assistant.inference.decoding import batch_reference_nll, decode_row, reference_nll
 from foundation.errors import ArenaError
 from foundation.generation import GenSettings, Row, RowOutput
 from foundation.models import LoadedModel
+
+# Padded tokens (rows x longest row) per NLL forward. On a CPU a forward of a few thousand tokens already keeps
+# every core busy (its matmuls run at full speed), so a bigger batch gains nothing while its activations grow
+# (rows x length x hidden per layer, attention rows x heads x length^2); ~4k tokens keeps them to a few hundred
+# MB on a small model. A row longer than this runs alone.
+NLL_BATCH_TOKENS = 4096
 
 
 class Engine(Templating):
@@ -179,6 +186,47 @@ class Engine(Templating):
             model, context = self._model_for(adapter)
             with context():
                 return reference_nll(model, prompt_ids, reference_ids)
+
+    def nll_many(self, rows: list[NllRow]) -> list[float]:
+        """`nll` of every (prompt_ids, reference_ids, adapter) row, in order, in padded batches: rows grouped by
+        adapter (one adapter active per forward), sorted by length so a batch pads little, at most
+        NLL_BATCH_TOKENS padded tokens per forward. Rows of a "separate" adapter (own model) run one by one."""
+        for prompt, reference, adapter in rows:
+            if not reference:
+                raise ArenaError("reference answer is empty")
+            if not prompt:
+                raise ArenaError("a reference NLL needs a prompt before the reference")
+            check_rows([Row(prompt, adapter)], GenSettings(max_new_tokens=1), self.context_length, self.slots)
+        out: list[float] = [0.0] * len(rows)
+        groups: dict[str | None, list[int]] = {}
+        for i, (_, _, adapter) in enumerate(rows):
+            groups.setdefault(adapter, []).append(i)
+        for adapter, indices in groups.items():
+            slot = self.slots.get(adapter) if adapter else None
+            if slot is not None and slot.mode == "separate":
+                for i in indices:
+                    out[i] = self.nll(*rows[i])
+                continue
+            for batch in nll_batches([len(rows[i][0]) + len(rows[i][1]) for i in indices], NLL_BATCH_TOKENS):
+                picked = [indices[k] for k in batch]
+                with self._lock:
+                    model, context = self._model_for(adapter)
+                    with context():
+                        scores = batch_reference_nll(model, [rows[i][:2] for i in picked])
+                for i, score in zip(picked, scores, strict=True):
+                    out[i] = score
+        return out
+
+
+def nll_batches(lengths: list[int], budget: int = NLL_BATCH_TOKENS) -> list[list[int]]:
+    """Indices of `lengths` in batches of similar length, each at most `budget` padded tokens (rows x longest)."""
+    batches: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda k: lengths[k]):
+        if batches and (len(batches[-1]) + 1) * lengths[i] <= budget:
+            batches[-1].append(i)  # sorted ascending: row i is the batch's longest
+        else:
+            batches.append([i])
+    return batches
 
 
 def peft_key(name: str) -> str:
