@@ -244,7 +244,7 @@ def compare_plans(runs: list[PlanRun], metric: str) -> None:
             print(line)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     from assistant.decide.config import DEFAULT_BUDGET_MINUTES
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -265,7 +265,11 @@ def main() -> None:
                    help="also train on the documents' text, then compare its fine-tuned variants with the last "
                         "default run's on this corpus (run without this flag first)")
     p.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "arena-bench-decide")
-    args = p.parse_args()
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     budgets = plan_budgets(args.plans, args.budget_minutes)
     if args.train_on_documents and len(budgets) > 1:
         raise SystemExit("--train-on-documents runs one plan: name one in --plans")
