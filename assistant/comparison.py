@@ -26,6 +26,7 @@ from assistant.compare.router import add_routed, routed_costs
 from assistant.compare.runs import RunStore
 from assistant.compare.scoring import check_answers, clusters, score_all, summarise, validate, variant_costs
 from assistant.compare.why import why_sentences
+from foundation.cache_folder import weight_files
 from foundation.errors import ArenaError
 from foundation.generation import GenSettings, Row
 from foundation.leakage import find_overlaps, overlap_warnings
@@ -190,8 +191,7 @@ def model_identity(runtime) -> list:
         return ["openai", s.engine_url, s.model]
     base = runtime.base
     folder = Path(base.path)
-    weights = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in folder.glob("*.safetensors")) \
-        if folder.is_dir() else []
+    weights = weight_files(folder) if folder.is_dir() else []
     return [base.model_id, str(base.path), str(base.dtype), str(base.device), weights]
 
 

@@ -29,3 +29,9 @@ def publish(tmp: Path, target: Path, marker: str, info: dict) -> None:
         return
     shutil.rmtree(target, ignore_errors=True)  # an interrupted build without a marker
     tmp.rename(target)
+
+
+def weight_files(folder: Path) -> list[tuple[str, int, int]]:
+    """(name, size, mtime_ns) of a model folder's *.safetensors, sorted: what a result cached from these weights
+    depends on, without reading gigabytes to hash them (a replaced file changes size or time)."""
+    return [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(Path(folder).glob("*.safetensors"))]

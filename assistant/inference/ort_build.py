@@ -18,7 +18,7 @@ from pathlib import Path
 
 from assistant.inference import lora_onnx
 from foundation import atomic
-from foundation.cache_folder import publish, temp_folder
+from foundation.cache_folder import publish, temp_folder, weight_files
 from foundation.errors import ArenaError
 
 MARKER = "arena_onnx.json"
@@ -29,9 +29,8 @@ def base_key(hf_folder: Path, precision: str, eos_ids: list[int]) -> str:
     """Short hash of what the graph is built from (config + weight files' identity), precision and EOS ids."""
     digest = hashlib.sha256(f"{precision}|{sorted(eos_ids)}|v1".encode())
     digest.update((hf_folder / "config.json").read_bytes())
-    for f in sorted(hf_folder.glob("*.safetensors")):
-        stat = f.stat()
-        digest.update(f"{f.name}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    for name, size, mtime_ns in weight_files(hf_folder):
+        digest.update(f"{name}|{size}|{mtime_ns}".encode())
     return digest.hexdigest()[:16]
 
 
