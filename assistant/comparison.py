@@ -62,9 +62,12 @@ def run_comparison(runtime, items: list[EvalItem], compare_cfg: CompareConfig, v
     progress(0.0, f"answering {len(items)} questions × {len(variants)} variants")
     partial = PartialRun.begin(runtime.settings.data_dir, items, compare_cfg, variant_cfg, resume, store)
     answers = partial.answers(answer_many, [it.question for it in items], generated, check_answers, progress)
-    progress(0.7, "reference likelihoods")
-    nll_many = _reference_nll(arena, generated, variant_cfg)
-    nlls = partial.nlls(lambda todo: nll_many([(it.question, it.answer) for it in todo]), items, generated, progress)
+    nlls = [dict.fromkeys(generated) for _ in items]  # None: not scored (shown as such, as for a server engine)
+    if compare_cfg.reference_nll:
+        progress(0.7, "reference likelihoods")
+        nll_many = _reference_nll(arena, generated, variant_cfg)
+        nlls = partial.nlls(lambda todo: nll_many([(it.question, it.answer) for it in todo]), items, generated,
+                            progress)
     progress(0.8, "scoring")
     per_question, table = score_all(items, generated, answers, nlls, _embedder(runtime))
     judge_settings, judged = _judge(runtime, compare_cfg, items, answers, generated, table, per_question, progress)

@@ -83,14 +83,57 @@ def test_budget_pays_the_other_stages_first_and_keeps_one_epoch_when_they_fill_i
     roomy, more_questions = plan_for(cfg, settings), plan_for(replace(cfg, limit=20), settings)
     assert more_questions.steps_per_seed < roomy.steps_per_seed  # a longer comparison leaves less for training
     assert more_questions.other_s > roomy.other_s
-    # All defaults: 45 questions x 5 variants and 5 paraphrases of 105 questions fill the budget by themselves.
+    # All defaults: 45 questions x 5 variants and 5 paraphrases of 105 questions fill the budget by themselves:
+    # the reference NLL goes, then rewrites down to one per question, and training keeps one epoch of one seed.
     full = plan_for(DecideConfig(docs=[inputs["docs"]], qa=inputs["qa"]).resolved(), settings)
     assert full.notes[0].endswith("training keeps its floor (one epoch of one seed)")
     assert any("fill the 10 min budget" in n for n in full.notes)
+    assert any("leaves out the comparison's reference NLL" in n for n in full.notes) and not full.reference_nll
+    assert any("cut the rewrites per training question from 5 to 1" in n for n in full.notes)
     rows = int(train_row(full).count.split(" on ")[1].split()[0])
-    one_epoch = -(-round((rows // 2 * 6 + rows // 2) * 0.9) // 8)  # Q/A x (1 + 5 paraphrases) + grounded, batch 8
+    q = rows // 2  # Q/A rows (+ as many grounded rows); 55 % of the sampled rewrites are kept (PARAPHRASE_KEPT)
+    one_epoch = -(-round((q + round(q * 0.55) + q) * 0.9) // 8)  # batch 8, 10 % validation
     assert (full.seeds, full.steps_per_seed) == (1, one_epoch)
+    assert "no reference NLL" in next(s for s in full.stages if s.stage == "compare").what
     assert full.minutes > DEFAULT_BUDGET_MINUTES  # said, not hidden: the plan shows the real total
+
+
+def _costs(k: int, q: int = 50, short: float = 80.0, long: float = 500.0) -> tuple[float, float]:
+    """By hand: (one epoch of one seed, writing the rewrites) in seconds for q Q/A + q grounded rows with k
+    rewrites per question (55 % kept), batch 8, 10 % validation, the assumed 150 tokens/s, 20 s per seed."""
+    shorts = q + round(q * k * 0.55)
+    rows = shorts + q
+    epoch = -(-round(rows * 0.9) // 8)
+    step = 8 * (shorts * short + q * long) / rows / 150
+    return epoch * step + 20, q * k * 30 / 15 / 3
+
+
+def test_a_short_budget_drops_the_reference_nll_then_rewrites_then_keeps_the_floor(tmp_path, settings):
+    from assistant.decide.config import job_config
+    from assistant.decide.plan import training_fit
+
+    inputs = faq(tmp_path, 10)
+    cfg = DecideConfig(docs=[inputs["docs"]], qa=inputs["qa"]).resolved()  # 10 min, 5 rewrites per question
+    job, budget, nll_s = job_config(cfg), DEFAULT_BUDGET_MINUTES * 60, 100.0
+
+    def fit(other_s: float):
+        return training_fit(cfg, settings, 100, job, other_s, 0.0, (80.0, 500.0), nll_s)
+
+    roomy = fit(0.0)
+    assert (roomy.reference_nll, roomy.paraphrases, roomy.at_floor) == (True, -1, False)
+    floor5, write5 = _costs(5)
+    assert roomy.epochs == pytest.approx((budget - write5 - 20) / roomy.step_s // 1 / (floor5 - 20) * roomy.step_s,
+                                         abs=0.01)  # the steps the budget allows, as epochs of the real rows
+    no_nll = fit(budget - write5 - floor5 + nll_s / 2)  # one epoch fits only without the reference NLL
+    assert (no_nll.reference_nll, no_nll.paraphrases, no_nll.at_floor) == (False, -1, False)
+    floor3, write3 = _costs(3)
+    three = fit(budget + nll_s - write3 - floor3 - 1)  # ... and three rewrites per question, not four
+    assert (three.reference_nll, three.paraphrases, three.at_floor) == (False, 3, False)
+    assert any("from 5 to 3" in n for n in three.notes)
+    floor = fit(10 * budget)
+    assert (floor.reference_nll, floor.paraphrases, floor.at_floor, floor.epochs) == (False, 1, True, 1.0)
+    needs_nll = training_fit(cfg, settings, 100, job, 10 * budget, 0.0, (80.0, 500.0), nll_s=0.0)  # metric nll
+    assert needs_nll.reference_nll and needs_nll.paraphrases == 1
 
 
 def test_training_estimate_weights_rows_by_their_counts_after_paraphrases(tmp_path, settings):
@@ -104,7 +147,8 @@ def test_training_estimate_weights_rows_by_their_counts_after_paraphrases(tmp_pa
     cfg = DecideConfig(docs=[inputs["docs"]], qa=inputs["qa"], budget_minutes=0).resolved()  # 5 paraphrases
     job = job_config(cfg)
     fit = training_fit(cfg, settings, 100, job, row_tokens=(80.0, 500.0))  # 50 Q/A + 50 grounded rows
-    assert fit.tokens_per_row == pytest.approx((50 * 6 * 80 + 50 * 500) / 350, abs=0.1)  # 194.3
+    # 50 Q/A rows and 55 % of their 250 rewrites kept: 188 short rows beside 50 grounded ones
+    assert fit.tokens_per_row == pytest.approx((188 * 80 + 50 * 500) / 238, abs=0.1)  # 168.2
     assert fit.tokens_per_row < 0.7 * (80 + 500) / 2  # the per-source-row mean it replaces: 290
     assert fit.step_s == pytest.approx(job.batch_size * fit.tokens_per_row / DEFAULT_TOKENS_PER_S, abs=0.01)
     alone = training_fit(replace(cfg, augment=""), settings, 100, job_config(replace(cfg, augment="")),
@@ -114,3 +158,30 @@ def test_training_estimate_weights_rows_by_their_counts_after_paraphrases(tmp_pa
     budgeted, unbounded = training_fit(cfg, settings, 100, job), training_fit(
         cfg, settings, 100, replace(job, grounded_passage_tokens=0))
     assert budgeted.tokens_per_row < unbounded.tokens_per_row
+
+
+def test_a_run_at_the_floor_trains_one_epoch_of_its_real_rows_with_fewer_rewrites_and_no_reference_nll(
+        tmp_path, settings):
+    """End to end on the tiny model: a budget nothing fits. The job is asked for one epoch of the rows it builds
+    (not the plan's step estimate), one rewrite per question instead of two, and the comparison scores no
+    reference NLL while its verdict stands."""
+    from assistant.compare.runs import RunStore
+    from assistant.decide.runner import run_decide
+    from tests.test_decide import make_inputs, small_config
+    from training.config import JobConfig
+
+    cfg = small_config(make_inputs(tmp_path), max_steps=-1, budget_minutes=0.01, augment="paraphrases:2")
+    result = run_decide(cfg, settings, stderr=False)
+    fit = result.trainset.fit
+    assert (fit.at_floor, fit.paraphrases, fit.reference_nll, fit.epochs) == (True, 1, False, 1.0)
+    folder = next((settings.data_dir / "jobs").glob(f"decide-{cfg.name}-s0-*"))
+    job_cfg = JobConfig.from_yaml(folder / "config.yaml")
+    assert (job_cfg.epochs, job_cfg.max_steps, job_cfg.augment) == (1.0, -1, "paraphrases:1")
+    rows = len((folder / "train.jsonl").read_text().splitlines())
+    last = json.loads((folder / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["max_steps"] == -(-rows // cfg.batch_size)  # one epoch of the rows it built
+    stored = RunStore(settings.data_dir / "runs.sqlite").get(result.compare.run_id).result
+    assert all(a.scores["nll"] is None and a.scores["f1"] is not None
+               for q in stored.per_question for a in q.answers.values())
+    assert result.compare.recommendation.metric == "f1" and result.compare.recommendation.reason
+    assert any("leaves out the comparison's reference NLL" in n for n in result.plan.notes)

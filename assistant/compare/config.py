@@ -32,6 +32,11 @@ class CompareConfig:
     forgetting: bool = field(default=True, metadata={
         "help": "run the general-knowledge forgetting check and the bias probe of the adapter (--no-forgetting: "
                 "skip them)"})
+    # Off: no per-variant NLL of the references (not part of a token-F1 or judge verdict; decide turns it off when
+    # its time budget is short, as the RAG variants' long prompts make it ~1/3 of a comparison).
+    reference_nll: bool = field(default=True, metadata={
+        "help": "score each variant's NLL of the reference answers (--no-reference-nll: skip it; needed for "
+                "--metric nll)"})
     forgetting_margin: float = DEFAULT_MARGIN
     bias_margin: float = DEFAULT_BIAS_MARGIN  # the bias probe runs with the forgetting check
     learned_sample: int = SAMPLE  # own training questions the adapter answers for the "did it learn" check

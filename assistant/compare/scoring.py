@@ -33,6 +33,9 @@ def validate(compare_cfg: CompareConfig, items: list[EvalItem]) -> None:
     # a negative margin stops the run before any work
     resolve_margin(compare_cfg.metric, compare_cfg.equivalence_margin)
 
+    if compare_cfg.metric in ("nll", "ppl") and not compare_cfg.reference_nll:
+        raise ArenaError(f"metric {compare_cfg.metric!r} comes from the reference NLL: it cannot be skipped "
+                         "(drop --no-reference-nll)")
     check_stop_on_loop(compare_cfg.stop_on_loop)
     check_routed(compare_cfg.variants)
     needs = [v for v in compare_cfg.variants if v in ADAPTER_VARIANTS]

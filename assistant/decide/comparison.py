@@ -22,9 +22,11 @@ from foundation.records import read_jsonl
 from foundation.variants import ADAPTER_VARIANTS, VariantConfig, check_few_shot
 
 
-def run_compare(decide_run, rep, tmp: Path, adapters: list[str], got: RetrievalChoice) -> CompareOutput:
+def run_compare(decide_run, rep, tmp: Path, adapters: list[str], got: RetrievalChoice,
+                reference_nll: bool = True) -> CompareOutput:
     """Compare every variant with seed 0's adapter, then the adapter variants with each other seed's; the
-    verdict is then taken again over all seeds (recommend_from_table's seed tables) and stored with the run."""
+    verdict is then taken again over all seeds (recommend_from_table's seed tables) and stored with the run.
+    `reference_nll`: False when the budget left it out (plan.training_fit; the plan's notes say so)."""
     decide_cfg, runtime = decide_run.cfg, decide_run.runtime
     evalset = decide_run.cache.folder("evalset")
     items = [EvalItem(**row) for row in read_jsonl(evalset / "eval.jsonl")]
@@ -37,7 +39,7 @@ def run_compare(decide_run, rep, tmp: Path, adapters: list[str], got: RetrievalC
                                 seed=decide_cfg.seed, max_new_tokens=decide_cfg.max_new_tokens or None,
                                 forgetting=decide_cfg.forgetting, stop_on_loop=decide_cfg.stop_on_loop,
                                 eval_name=f"decide {decide_cfg.name}", label=label,
-                                equivalence_margin=decide_cfg.equivalence_margin)
+                                equivalence_margin=decide_cfg.equivalence_margin, reference_nll=reference_nll)
     runs, store = max(1, len(adapters)), RunStore(Path(decide_run.settings.data_dir) / "runs.sqlite")
     clock = PhaseClock()  # seconds per sub-stage (answering, reference NLL, router, probes), for the report
 

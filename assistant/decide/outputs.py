@@ -68,6 +68,12 @@ class TrainingFit:
     paraphrase_s: float
     bf16: bool
     at_floor: bool  # the other stages left training less than one epoch of one seed
+    # What a short budget cut before the floor (plan.training_fit): rewrites per training question (-1: the job's
+    # own --augment), the reference NLL of the comparison, and the steps as epochs of the rows the job really
+    # builds (0: steps_per_seed as it is), as paraphrases kept by the filters are only known once written.
+    paraphrases: int = -1
+    reference_nll: bool = True
+    epochs: float = 0.0
 
 
 @with_config(STRICT)

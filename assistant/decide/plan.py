@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from assistant.compare.evalset import load_eval_set
 from assistant.decide.config import MIN_EVAL_QUESTIONS, MIN_TUNING_PAIRS, DecideConfig, job_config
@@ -39,6 +40,16 @@ GENERATOR_TOKENS = QuestionSettings(model="").max_new_tokens  # per question: an
 # on the Django FAQ's 27 training questions x 5 (a fresh default decide, idle 2-core AVX2): the paraphrases,
 # data and model load took 78 s where one row at a time plans ~270 s; on cores shared with other jobs ~1.
 BATCHED_ROWS = 3
+# Share of the sampled rewrites the paraphrase filters keep: 67 of 135 on the Django FAQ, 295 of 515 on the
+# 165-pair PyPI FAQs (docs/benchmarks.md). Counting every sample made the one-epoch floor 91 steps where the
+# real epoch was 63.
+PARAPHRASE_KEPT = 0.55
+# A short budget cuts rewrites per question down to this many before training falls to its floor.
+MIN_PARAPHRASES = 1
+# The comparison's seconds as multiples of the answering estimate (answer_s below), measured on a fresh default
+# decide of the 165-pair PyPI FAQs (50 questions x 5 variants, idle 2-core AVX2; plan 593 s, took 592 s): answering,
+# probes, learned check and scoring 397 s, the reference NLL of every variant 195 s.
+COMPARE_SHARE, NLL_SHARE = 0.78, 0.42
 
 
 @dataclass(slots=True)
@@ -65,6 +76,8 @@ class Plan:
     other_s: float = 0.0  # the stages besides training, fresh (what a budget pays before training)
     seed_compare_s: float = 0.0  # what each further seed adds to the comparison
     at_floor: bool = False  # the budget left training less than its floor (one epoch of one seed)
+    nll_s: float = 0.0  # the comparison's reference NLL in other_s: the first thing a short budget drops
+    reference_nll: bool = True  # the budget left room for it
 
     @property
     def minutes(self) -> float:
@@ -188,7 +201,8 @@ def make_plan(cfg: DecideConfig, settings, cache=None, keys: dict | None = None)
     n_variants = len(cfg.variants)
     new_tokens = cfg.max_new_tokens or 64
     answer_s = n_eval * new_tokens * (1 + BATCH_COST * (n_variants - 1)) / DECODE_TOKENS_PER_S
-    compare_s = 30 + answer_s * 1.2
+    plan.nll_s = round(answer_s * NLL_SHARE, 1) if cfg.metric not in ("nll", "ppl") else 0.0  # droppable part
+    compare_s = 30 + answer_s * (COMPARE_SHARE + NLL_SHARE)
     plan.other_s = round(sum(s.seconds for s in plan.stages) + compare_s + REPORT_S, 1)
     # each further seed answers every question again with its adapter variants
     plan.seed_compare_s = seed_compare_s = round(n_eval * new_tokens * 1.3 / DECODE_TOKENS_PER_S, 1)
@@ -198,7 +212,9 @@ def make_plan(cfg: DecideConfig, settings, cache=None, keys: dict | None = None)
         plan.train_rows = done.rows if done else rows
         plan.stages.append(_train_row(cfg, settings, plan, plan.train_rows, job_config(cfg), cached,
                                       done and done.fit, seed_compare_s))
-    plan.stages.append(_row("compare", f"{n_variants} variants answer every question, paired statistics",
+    compare_s -= 0 if plan.reference_nll else answer_s * NLL_SHARE
+    plan.stages.append(_row("compare", f"{n_variants} variants answer every question, paired statistics"
+                            + ("" if plan.reference_nll else " (no reference NLL: budget)"),
                             f"{n_eval} questions × {n_variants} variants",
                             compare_s + max(0, plan.seeds - 1) * seed_compare_s, cached("compare")))
     plan.stages.append(_row("report", "verdict, reasons and costs (Markdown, HTML, JSON)", "3 files", REPORT_S,
@@ -210,42 +226,86 @@ def make_plan(cfg: DecideConfig, settings, cache=None, keys: dict | None = None)
     return plan
 
 
-def training_fit(cfg: DecideConfig, settings, rows: int, job, other_s: float = 0.0,
-                 seed_compare_s: float = 0.0, row_tokens: tuple[float, float] | None = None) -> TrainingFit:
-    """Seeds and steps per seed that fit the budget for `rows` training rows (before paraphrases), from the
-    training job's own plan (training/plan.py: fitted steps, this machine's measured tokens/s). The budget is
-    for the whole fresh run: training gets what `other_s` (the other stages' estimate) leaves, at least one
-    epoch of one seed. `row_tokens`: measured mean tokens of a (short Q/A, long grounded or document) row, once
-    the rows exist (the trainset stage); before, estimates from the constants above."""
+class _Estimate(NamedTuple):
+    """Training's cost with `k` rewrites per question: the job's own plan, one optimizer step, one epoch, the
+    rewrites' generation."""
+
+    k: int
+    tokens_per_row: float
+    job_plan: training_plan.TrainingPlan
+    step_s: float
+    one_epoch: int
+    paraphrase_s: float
+
+
+def _estimate(cfg: DecideConfig, settings, rows: int, job, k: int, bf16: bool,
+              row_tokens: tuple[float, float] | None) -> _Estimate:
     grounded = cfg.grounded and "rag+finetuned" in cfg.variants
-    k = parse_augment(job.augment)
     questions = round(rows / 2) if grounded else rows  # plain Q/A rows: the ones paraphrased
     long_rows = rows - questions  # grounded (and document) rows: never paraphrased
-    rows = questions * (1 + k) + long_rows
-    tokens_per_row = mean_row_tokens(questions * (1 + k), long_rows, job, row_tokens)
-    from foundation.models import resolve_device, use_bf16  # deferred: pulls torch
-
-    bf16 = use_bf16(bf16_choice(job.bf16), resolve_device(settings.device))
+    short_rows = questions + round(questions * k * PARAPHRASE_KEPT)
+    tokens_per_row = mean_row_tokens(short_rows, long_rows, job, row_tokens)
     speed, basis = training_plan.measured_tokens_per_s(settings.data_dir, settings.model, bf16)
-    train_rows = max(1, round(rows * (1 - job.val_fraction)))
+    train_rows = max(1, round((short_rows + long_rows) * (1 - job.val_fraction)))
     tp = training_plan.plan(job, train_rows, tokens_per_row, speed, basis, bf16=bf16)
     step_s = job.batch_size * job.grad_accum * tokens_per_row / tp.tokens_per_s
     one_epoch = min(tp.steps, training_plan.steps_per_epoch(job, train_rows))
     paraphrase_s = questions * k * PARAPHRASE_TOKENS / DECODE_TOKENS_PER_S / BATCHED_ROWS
+    return _Estimate(k, tokens_per_row, tp, step_s, one_epoch, paraphrase_s)
+
+
+def training_fit(cfg: DecideConfig, settings, rows: int, job, other_s: float = 0.0,
+                 seed_compare_s: float = 0.0, row_tokens: tuple[float, float] | None = None,
+                 nll_s: float = 0.0) -> TrainingFit:
+    """Seeds and steps per seed that fit the budget for `rows` training rows (before paraphrases), from the
+    training job's own plan (training/plan.py: fitted steps, this machine's measured tokens/s). The budget is
+    for the whole fresh run: training gets what `other_s` (the other stages' estimate) leaves. When that is
+    less than one epoch of one seed, the cuts go in this order: the comparison's reference NLL (`nll_s` of
+    `other_s`, 0 when the metric needs it: it is not part of a token-F1 verdict), then rewrites per question
+    down to MIN_PARAPHRASES, then training keeps its floor, one epoch of one seed, over budget. `row_tokens`:
+    measured mean tokens of a (short Q/A, long grounded or document) row, once the rows exist (the trainset
+    stage); before, estimates from the constants above."""
+    from foundation.models import resolve_device, use_bf16  # deferred: pulls torch
+
+    bf16 = use_bf16(bf16_choice(job.bf16), resolve_device(settings.device))
+    asked = parse_augment(job.augment)
+    options = [(asked, True)]
+    if cfg.budget_minutes:  # what a short budget gives up, in order (see the docstring)
+        keep_nll = not nll_s  # 0: the metric is the NLL itself
+        options += [(asked, False)] * bool(nll_s) + [(k, keep_nll) for k in range(asked - 1, MIN_PARAPHRASES - 1, -1)]
     train_budget, floor = 0.0, False
-    if cfg.budget_minutes:
+    for k, nll in options:
+        est = _estimate(cfg, settings, rows, job, k, bf16, row_tokens)
+        if not cfg.budget_minutes:
+            break
         # budget_fit charges every seed its comparison; seed 0's is already in other_s
-        left = cfg.budget_minutes * 60 - other_s - paraphrase_s + seed_compare_s
-        floor_s = one_epoch * step_s + SEED_OVERHEAD_S + seed_compare_s
+        left = cfg.budget_minutes * 60 - other_s + (0 if nll else nll_s) - est.paraphrase_s + seed_compare_s
+        floor_s = est.one_epoch * est.step_s + SEED_OVERHEAD_S + seed_compare_s
         train_budget, floor = max(left, floor_s) / 60, left < floor_s
-    seeds, steps, notes = budget_fit(cfg.seeds, tp.steps, step_s, train_budget, one_epoch,
+        if not floor:
+            break
+    seeds, steps, notes = budget_fit(cfg.seeds, est.job_plan.steps, est.step_s, train_budget, est.one_epoch,
                                      SEED_OVERHEAD_S + seed_compare_s, f"budget {cfg.budget_minutes:g} min")
+    notes += _cut_notes(cfg, nll, asked, est, other_s - (0 if nll else nll_s), floor)
+    steps = max(steps, est.one_epoch) if floor else steps  # the floor's seconds back to steps can round one down
+    capped = steps < est.job_plan.steps
+    return TrainingFit(seeds, steps, est.job_plan.steps, capped, round(est.step_s, 3), est.job_plan.basis, notes,
+                       round(est.tokens_per_row, 1), round(est.paraphrase_s, 1), bf16, floor,
+                       paraphrases=est.k if est.k != asked else -1, reference_nll=nll,
+                       epochs=round(steps / est.one_epoch, 3) if capped else 0.0)
+
+
+def _cut_notes(cfg: DecideConfig, nll: bool, asked: int, est: _Estimate, other_s: float, floor: bool) -> list[str]:
+    shown = f"the {cfg.budget_minutes:g} min budget"
+    notes = [] if nll else [f"{shown} leaves out the comparison's reference NLL (not part of the verdict on "
+                            f"{cfg.metric}; --budget-minutes 0 scores it)"]
+    if est.k < asked:
+        notes.append(f"{shown} cut the rewrites per training question from {asked} to {est.k} (--augment)")
     if floor:
-        notes.append(f"the other stages (~{other_s / 60:.1f} min) and the paraphrases (~{paraphrase_s / 60:.1f} "
-                     f"min) fill the {cfg.budget_minutes:g} min budget: training keeps its floor, one epoch of "
-                     "one seed; fewer questions (--limit), paraphrases (--augment) or variants would fit it")
-    return TrainingFit(seeds, steps, tp.steps, steps < tp.steps, round(step_s, 3), tp.basis, notes,
-                       round(tokens_per_row, 1), round(paraphrase_s, 1), bf16, floor)
+        notes.append(f"the other stages (~{other_s / 60:.1f} min) and the paraphrases (~{est.paraphrase_s / 60:.1f} "
+                     f"min) fill {shown}: training keeps its floor, one epoch of one seed; fewer questions "
+                     "(--limit) or variants would fit it")
+    return notes
 
 
 def mean_row_tokens(short_rows: int, grounded_rows: int, job, measured: tuple[float, float] | None = None) -> float:
@@ -266,7 +326,8 @@ def mean_row_tokens(short_rows: int, grounded_rows: int, job, measured: tuple[fl
 
 def _train_row(cfg, settings, plan: Plan, rows: int, job, cached, fit: TrainingFit | None = None,
                seed_compare_s: float = 0.0) -> PlanStage:
-    fit = fit or training_fit(cfg, settings, rows, job, plan.other_s, seed_compare_s)
+    fit = fit or training_fit(cfg, settings, rows, job, plan.other_s, seed_compare_s, nll_s=plan.nll_s)
+    plan.reference_nll = fit.reference_nll
     plan.seeds = min(cfg.seeds, fit.seeds) if cfg.budget_minutes else cfg.seeds
     plan.steps_per_seed = fit.steps_per_seed if cfg.budget_minutes else fit.wanted_steps
     plan.notes += fit.notes

@@ -73,9 +73,10 @@ def run_decide(cfg: DecideConfig, settings, runtime=None, stderr: bool = True) -
         evalset = step("evalset", lambda tmp: decide_run.evalset(rep, tmp, ingest.sources))
         retrieval = step("retrieval", lambda tmp: decide_run.retrieval(rep, tmp))
         trainset = step("trainset", lambda tmp: decide_run.trainset(rep, tmp, retrieval, plan.other_s,
-                                                                      plan.seed_compare_s))
+                                                                      plan.seed_compare_s, plan.nll_s))
         adapters = _train_all(decide_run, rep, step, trainset) if cfg.trains else []
-        compare = step("compare", lambda tmp: run_compare(decide_run, rep, tmp, adapters, retrieval))
+        nll = not (cfg.trains and trainset.fit and not trainset.fit.reference_nll)  # a short budget drops it
+        compare = step("compare", lambda tmp: run_compare(decide_run, rep, tmp, adapters, retrieval, nll))
         # timed before the report (the report shows them), then again with the report stage's own time
         result = DecideResult(cfg, str(folder), plan, stages, evalset, retrieval, trainset, adapters, compare,
                               collect(stages, plan.stages, outputs))

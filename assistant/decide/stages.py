@@ -188,10 +188,10 @@ class DecideRun:
                 for ex in qa_from_sections(sections)]
 
     def trainset(self, rep: Reporter, tmp: Path, got: outputs.RetrievalChoice, other_s: float = 0.0,
-                 seed_compare_s: float = 0.0) -> outputs.TrainsetOutput:
+                 seed_compare_s: float = 0.0, nll_s: float = 0.0) -> outputs.TrainsetOutput:
         """Chat rows from the training pairs (+ grounded rows with passages retrieved as `got` serves them) and
-        the training plan; `other_s`, `seed_compare_s`: the run plan's estimates that a budget pays before
-        training."""
+        the training plan; `other_s`, `seed_compare_s`, `nll_s`: the run plan's estimates that a budget pays
+        before training (plan.training_fit)."""
         pairs = read_jsonl(self.cache.folder("evalset") / "train_pairs.jsonl")
         if self.cfg.trains and len(pairs) < 2:
             raise ArenaError(f"only {len(pairs)} training pair(s) left after holding out the evaluation set: "
@@ -213,7 +213,7 @@ class DecideRun:
         write_jsonl(tmp / "documents.jsonl", [{"text": ex.text} for ex in documents])
         rows = len(qa) + len(grounded) + len(documents)
         fit = training_fit(self.cfg, self.settings, rows, job_config(self.cfg), other_s, seed_compare_s,
-                           self._row_tokens(qa, grounded + documents)) if self.cfg.trains else None
+                           self._row_tokens(qa, grounded + documents), nll_s) if self.cfg.trains else None
         return outputs.TrainsetOutput(len(qa), len(grounded), len(documents), rows, fit)
 
     def _row_tokens(self, short: list, long: list) -> tuple[float, float] | None:
@@ -242,19 +242,25 @@ class DecideRun:
             specs.append({"path": str(documents), "val_fraction": 0.0})
         return specs
 
+    def seed_job(self, i: int, fit: outputs.TrainingFit):
+        """Seed i's training job. Within budget it keeps its own plan (fitted steps, best checkpoint, early
+        stopping); over it, the epochs the budget allows of the rows the job builds (how many rewrites its filters
+        keep is known only then), validated about ten times like the fitted plan; a budget that cut the rewrites
+        asks fewer."""
+        cut = {"max_steps": -1, "epochs": fit.epochs, "eval_steps": max(1, fit.steps_per_seed // 10)} \
+            if fit.capped else {}
+        if fit.paraphrases >= 0:
+            cut["augment"] = f"paraphrases:{fit.paraphrases}" if fit.paraphrases else ""
+        return job_config(self.cfg, name=f"{self.cfg.name}-s{i}", seed=self.cfg.seed + i, data=self.data_specs(),
+                          job_id=f"decide-{self.cfg.name}-s{i}-{self.keys[f'train-s{i}'][:12]}", **cut)
+
     def train(self, rep: Reporter, tmp: Path, i: int, fit: outputs.TrainingFit) -> outputs.TrainOutput:
         """One seed's adapter through run_job (`arena train`); a job folder with a checkpoint is resumed."""
         # deferred: these pull torch, transformers and peft
         from training.job import run_job
         from training.runner import job_dir, last_checkpoint, read_status
 
-        key = self.keys[f"train-s{i}"]
-        # Within budget the job keeps its own plan (fitted steps, best checkpoint, early stopping); over it,
-        # the steps the budget allows, validated about ten times like the fitted plan.
-        capped = {"max_steps": fit.steps_per_seed, "eval_steps": max(1, fit.steps_per_seed // 10)} \
-            if fit.capped else {}
-        job = job_config(self.cfg, name=f"{self.cfg.name}-s{i}", seed=self.cfg.seed + i, data=self.data_specs(),
-                         job_id=f"decide-{self.cfg.name}-s{i}-{key[:12]}", **capped)
+        job = self.seed_job(i, fit)
         folder = job_dir(self.settings, job)
         done = _finished_adapter(read_status(folder), self.runtime.registry)
         if done:  # trained and registered, but the stage marker was not written (a crash right after)
