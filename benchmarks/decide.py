@@ -265,11 +265,21 @@ def parse_args() -> argparse.Namespace:
                    help="also train on the documents' text, then compare its fine-tuned variants with the last "
                         "default run's on this corpus (run without this flag first)")
     p.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "arena-bench-decide")
+    p.add_argument("--pair", nargs=2, type=Path, metavar=("A", "B"),
+                   help="run nothing: pair two finished decide runs on the same questions (each a result.json "
+                        "of a decide workspace's stages/compare/, e.g. `arena decide` runs with other settings "
+                        "or code) and print B - A of the fine-tuned variants")
     return p.parse_args()
 
 
 def main() -> None:
     args = parse_args()
+    if args.pair:
+        a, b = (load_result(path) for path in args.pair)
+        print(f"token F1, B - A on the same questions (A {args.pair[0]}, B {args.pair[1]}):")
+        for line in paired_lines(b, a, a.settings.get("metric", "f1"), ("A", "B")):
+            print(line)
+        return
     budgets = plan_budgets(args.plans, args.budget_minutes)
     if args.train_on_documents and len(budgets) > 1:
         raise SystemExit("--train-on-documents runs one plan: name one in --plans")

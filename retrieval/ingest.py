@@ -19,6 +19,7 @@ EMBED_SLICE = 256  # chunks per progress update while embedding
 
 # progress(files_done, files_total, chunks_done, message)
 Progress = Callable[[int, int, int, str], None]
+KnownVectors = Callable[[list[str]], dict[str, np.ndarray]]  # text hashes -> vectors found elsewhere
 
 
 @dataclass
@@ -68,18 +69,27 @@ def collect_files(paths: list[Path]) -> tuple[list[tuple[Path, str]], list[FileR
     return files, missing
 
 
+def text_hash(text: str) -> str:
+    """A chunk text's identity: identical texts share one vector (within a store, or from `known`)."""
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
 def ingest_paths(store: DocumentStore, paths: list[Path], cfg: ChunkConfig | None = None,
-                 max_bytes: int = MAX_FILE_BYTES, progress: Progress | None = None) -> IngestReport:
+                 max_bytes: int = MAX_FILE_BYTES, progress: Progress | None = None,
+                 known: KnownVectors | None = None) -> IngestReport:
     """Ingest files and folders; a bad file is reported by name and never stops the others."""
     files, missing = collect_files(paths)
-    report = ingest_files(store, files, cfg, max_bytes, progress)
+    report = ingest_files(store, files, cfg, max_bytes, progress, known)
     report.results = missing + report.results
     return report
 
 
 def ingest_files(store: DocumentStore, files: list[tuple[Path, str]], cfg: ChunkConfig | None = None,
-                 max_bytes: int = MAX_FILE_BYTES, progress: Progress | None = None) -> IngestReport:
-    """Ingest (path, source name) pairs into the store as one new generation."""
+                 max_bytes: int = MAX_FILE_BYTES, progress: Progress | None = None,
+                 known: KnownVectors | None = None) -> IngestReport:
+    """Ingest (path, source name) pairs into the store as one new generation. `known(text hashes)`: vectors
+    computed elsewhere by the same embedder (e.g. another index of the same documents), reused like the
+    store's own."""
     cfg = cfg or ChunkConfig()
     cfg.resolved()  # bad sizes fail before any work
     start = time.perf_counter()
@@ -93,7 +103,7 @@ def ingest_files(store: DocumentStore, files: list[tuple[Path, str]], cfg: Chunk
         if progress:
             progress(n + 1, len(files), 0, f"read {source}")
     if pending:
-        report.embedded, report.reused = _embed(store, pending, len(files), progress)
+        report.embedded, report.reused = _embed(store, pending, len(files), progress, known)
         report.generation = store.commit(add=pending)
     else:
         report.generation = store.generation
@@ -118,16 +128,19 @@ def _prepare(store, path, source, cfg, max_bytes, tokenizer, seen) -> tuple[File
     except OSError as exc:
         return FileResult(source, "error", message=f"{source}: cannot read ({exc.strerror or exc})"), None
     seen[digest] = source
-    hashes = [hashlib.sha1(c.text.encode()).hexdigest() for c in chunks]
+    hashes = [text_hash(c.text) for c in chunks]
     pending = PendingDocument(source, doc.kind, digest, len(data), cfg.key(), doc.segments, chunks, hashes)
     return FileResult(source, "replaced" if old else "added", len(chunks)), pending
 
 
-def _embed(store: DocumentStore, pending: list[PendingDocument], n_files: int, progress) -> tuple[int, int]:
+def _embed(store: DocumentStore, pending: list[PendingDocument], n_files: int, progress,
+           known: KnownVectors | None = None) -> tuple[int, int]:
     """Embed every new chunk text once, across all files (fuller, length-sorted batches); reuse the rest."""
     hashes = [h for doc in pending for h in doc.text_hashes]
     texts = dict(zip(hashes, (c.text for doc in pending for c in doc.chunks), strict=True))
     vectors = store.cached_vectors(hashes)
+    if known:
+        vectors = known([h for h in texts if h not in vectors]) | vectors
     todo = [h for h in texts if h not in vectors]
     reused = len(hashes) - len(todo)
     todo.sort(key=lambda h: len(texts[h]))  # similar lengths share a batch, so little padding

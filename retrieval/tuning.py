@@ -19,7 +19,7 @@ from pathlib import Path
 from foundation.errors import ArenaError
 from foundation.metrics import retrieval_hit
 from retrieval.chunking import SPLITTERS, ChunkConfig  # tried all, ties in this order
-from retrieval.ingest import ingest_paths
+from retrieval.ingest import KnownVectors, ingest_paths, text_hash
 from retrieval.store import DocumentStore
 
 MODES = ("hybrid", "dense", "bm25")  # in order of preference on ties
@@ -65,14 +65,21 @@ def pick(table: list[dict], tolerance: float = TOLERANCE) -> dict:
 
 def choose_retrieval(paths: list[Path], pairs: list[dict], embedder, data_dir: Path,
                      splitters=SPLITTERS, modes=MODES, ks=KS,
-                     progress: Callable[[int, int, str], None] | None = None) -> RetrievalChoice:
+                     progress: Callable[[int, int, str], None] | None = None,
+                     known: KnownVectors | None = None) -> RetrievalChoice:
     """Ingest `paths` once per splitter into a temporary index and choose by hit rate on `pairs`
-    ({"question", "answer"} dicts, e.g. the training pairs: never the held-out evaluation set)."""
+    ({"question", "answer"} dicts, e.g. the training pairs: never the held-out evaluation set). A chunk text
+    is embedded once: the splitters share their vectors, and `known` (e.g. the real index's cached_vectors,
+    same embedder) supplies those of the chunks it already holds."""
     pairs = [p for p in pairs if str(p.get("question", "")).strip() and str(p.get("answer", "")).strip()]
     if not pairs:
         raise ArenaError("choosing retrieval settings needs question/answer pairs; none were given")
     work = Path(data_dir) / "tmp" / "retrieval-tuning"
-    table = []
+    table, seen = [], {}  # seen: text hash -> vector, of the splitters done so far
+
+    def lookup(hashes: list[str]) -> dict:
+        return (known(hashes) if known else {}) | {h: seen[h] for h in hashes if h in seen}
+
     try:
         for n, splitter in enumerate(splitters):
             if progress:
@@ -80,9 +87,10 @@ def choose_retrieval(paths: list[Path], pairs: list[dict], embedder, data_dir: P
             shutil.rmtree(work / splitter, ignore_errors=True)
             store = DocumentStore(work / splitter, embedder)
             try:
-                report = ingest_paths(store, list(paths), ChunkConfig(splitter=splitter))
+                report = ingest_paths(store, list(paths), ChunkConfig(splitter=splitter), known=lookup)
                 if not report.chunks:
                     raise ArenaError(f"no text could be read from {', '.join(map(str, paths))}")
+                seen |= store.cached_vectors([text_hash(t) for t in store.chunk_texts()])
                 table += [{"splitter": splitter, **row} for row in hit_rates(store, pairs, modes, ks)]
             finally:
                 store.close()

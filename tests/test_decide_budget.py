@@ -98,14 +98,16 @@ def test_budget_pays_the_other_stages_first_and_keeps_one_epoch_when_they_fill_i
     assert full.minutes > DEFAULT_BUDGET_MINUTES  # said, not hidden: the plan shows the real total
 
 
-def _costs(k: int, q: int = 50, short: float = 80.0, long: float = 500.0) -> tuple[float, float]:
-    """By hand: (one epoch of one seed, writing the rewrites) in seconds for q Q/A + q grounded rows with k
-    rewrites per question (55 % kept), batch 8, 10 % validation, the assumed 150 tokens/s, 20 s per seed."""
+def _costs(k: int, q: int = 50, short: float = 80.0, long: float = 500.0) -> tuple[float, float, float]:
+    """By hand: (one epoch of one seed, writing the rewrites, what a seed costs besides its steps) in seconds
+    for q Q/A + q grounded rows with k rewrites per question (55 % kept), batch 8, 10 % validation, the assumed
+    150 tokens/s; per seed 20 s and four validations, a validation token at half a training token's cost."""
     shorts = q + round(q * k * 0.55)
     rows = shorts + q
     epoch = -(-round(rows * 0.9) // 8)
-    step = 8 * (shorts * short + q * long) / rows / 150
-    return epoch * step + 20, q * k * 30 / 15 / 3
+    per_row = (shorts * short + q * long) / rows
+    seed = 20 + 4 * round(rows * 0.1) * per_row * 0.5 / 150
+    return epoch * 8 * per_row / 150 + seed, q * k * 30 / 15 / 3, seed
 
 
 def test_a_short_budget_drops_the_reference_nll_then_rewrites_then_keeps_the_floor(tmp_path, settings):
@@ -121,12 +123,12 @@ def test_a_short_budget_drops_the_reference_nll_then_rewrites_then_keeps_the_flo
 
     roomy = fit(0.0)
     assert (roomy.reference_nll, roomy.paraphrases, roomy.at_floor) == (True, -1, False)
-    floor5, write5 = _costs(5)
-    assert roomy.epochs == pytest.approx((budget - write5 - 20) / roomy.step_s // 1 / (floor5 - 20) * roomy.step_s,
-                                         abs=0.01)  # the steps the budget allows, as epochs of the real rows
+    floor5, write5, seed5 = _costs(5)
+    assert roomy.epochs == pytest.approx((budget - write5 - seed5) / roomy.step_s // 1 / (floor5 - seed5)
+                                         * roomy.step_s, abs=0.01)  # the steps the budget allows, as epochs
     no_nll = fit(budget - write5 - floor5 + nll_s / 2)  # one epoch fits only without the reference NLL
     assert (no_nll.reference_nll, no_nll.paraphrases, no_nll.at_floor) == (False, -1, False)
-    floor3, write3 = _costs(3)
+    floor3, write3, _ = _costs(3)
     three = fit(budget + nll_s - write3 - floor3 - 1)  # ... and three rewrites per question, not four
     assert (three.reference_nll, three.paraphrases, three.at_floor) == (False, 3, False)
     assert any("from 5 to 3" in n for n in three.notes)

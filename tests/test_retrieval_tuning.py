@@ -65,3 +65,48 @@ def test_no_pairs_or_no_text_is_refused(embedder, tmp_path):
     with pytest.raises(ArenaError, match="no text could be read"):
         choose_retrieval([tmp_path / "empty.md"], PAIRS, embedder, tmp_path / "data", splitters=("recursive",))
     assert not (tmp_path / "data" / "tmp" / "retrieval-tuning").exists()
+
+
+class _Counting:
+    """The real embedder, counting the texts it is asked to encode."""
+
+    def __init__(self, inner):
+        self.inner, self.texts = inner, 0
+
+    def encode(self, texts, *args, **kwargs):
+        self.texts += len(texts)
+        return self.inner.encode(texts, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_each_chunk_text_is_embedded_once_across_splitters_and_the_real_index(embedder, tmp_path):
+    from retrieval.chunking import ChunkConfig
+    from retrieval.ingest import ingest_paths
+    from retrieval.store import DocumentStore
+
+    (tmp_path / "manual.md").write_text(MANUAL)
+    docs = [tmp_path / "manual.md"]
+    alone = _Counting(embedder)
+    plain = choose_retrieval(docs, PAIRS, alone, tmp_path / "a")
+    index = DocumentStore(tmp_path / "index", embedder)  # the real index, ingested with the default splitter
+    try:
+        ingest_paths(index, docs, ChunkConfig(splitter="recursive"))
+        held = len(set(index.chunk_texts()))
+        reusing = _Counting(embedder)
+        reused = choose_retrieval(docs, PAIRS, reusing, tmp_path / "b", known=index.cached_vectors)
+    finally:
+        index.close()
+    assert reused.table == plain.table and (reused.splitter, reused.mode, reused.k) == (plain.splitter, plain.mode,
+                                                                                       plain.k)
+    assert held > 0 and reusing.texts == alone.texts - held  # the real index's chunks were not embedded again
+    splitter_chunks = 0
+    for splitter in SPLITTERS:  # each splitter's distinct texts, counted apart: more than embedded together
+        store = DocumentStore(tmp_path / f"count-{splitter}", embedder)
+        try:
+            ingest_paths(store, docs, ChunkConfig(splitter=splitter))
+            splitter_chunks += len(set(store.chunk_texts()))
+        finally:
+            store.close()
+    assert alone.texts <= splitter_chunks

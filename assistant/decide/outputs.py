@@ -74,6 +74,8 @@ class TrainingFit:
     paraphrases: int = -1
     reference_nll: bool = True
     epochs: float = 0.0
+    evals_s: float = 0.0  # a seed's validation passes (and their checkpoints), planned
+    batch_size: int = 0  # rows per step a short budget trains with (plan.SHORT_BATCH; 0: the job's own)
 
 
 @with_config(STRICT)

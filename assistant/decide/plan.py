@@ -8,6 +8,7 @@ tokens/s are used instead.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -32,7 +33,18 @@ QA_TOKENS = 60  # one question and its answer
 GROUNDED_PASSAGES = 4  # grounded rows: k retrieved passages plus a distractor
 PASSAGE_TOKENS = 180  # one retrieved passage with its citation (~800 characters)
 RAG_INSTRUCTION_TOKENS = 60  # the RAG instruction above the passages
-SEED_OVERHEAD_S = 20  # per seed: model load, save, final validation
+SEED_OVERHEAD_S = 20  # per seed: model load, save
+# A budget-cut job validates (and checkpoints) this many times, at a quarter, half, three quarters and the end.
+# Each took ~22 s on the 165-pair PyPI FAQs' 24 validation rows: twelve of them were 37 % of a 702 s one-epoch job.
+BUDGET_EVALS = 4
+# When the budget leaves at most SHORT_EPOCHS epochs, the job trains in batches of SHORT_BATCH rows (unless
+# --batch-size is given): the same rows and tokens (the cost: rows run packed, without padding) give Adam twice
+# the steps of the default 8. On the 165-pair PyPI FAQs one epoch in batches of 8 (32 steps) scored
+# rag+finetuned 0.084 token F1 below 91 steps, paired interval -0.188 to +0.011 (docs/benchmarks.md).
+SHORT_EPOCHS, SHORT_BATCH = 2.0, 4
+# A validation token costs about half a training token (forward only, but in padded batches): 22 s for 24 rows of
+# ~228 tokens where a training token took 7.8 ms (same job).
+EVAL_TOKEN_COST = 0.5
 REPORT_S = 3
 PARAPHRASE_TOKENS = 30  # one sampled rewrite of a question, with its end token
 GENERATOR_TOKENS = QuestionSettings(model="").max_new_tokens  # per question: an upper bound, small models ramble
@@ -236,6 +248,7 @@ class _Estimate(NamedTuple):
     step_s: float
     one_epoch: int
     paraphrase_s: float
+    eval_s: float  # one validation pass with its checkpoint
 
 
 def _estimate(cfg: DecideConfig, settings, rows: int, job, k: int, bf16: bool,
@@ -251,7 +264,9 @@ def _estimate(cfg: DecideConfig, settings, rows: int, job, k: int, bf16: bool,
     step_s = job.batch_size * job.grad_accum * tokens_per_row / tp.tokens_per_s
     one_epoch = min(tp.steps, training_plan.steps_per_epoch(job, train_rows))
     paraphrase_s = questions * k * PARAPHRASE_TOKENS / DECODE_TOKENS_PER_S / BATCHED_ROWS
-    return _Estimate(k, tokens_per_row, tp, step_s, one_epoch, paraphrase_s)
+    val_rows = round((short_rows + long_rows) * job.val_fraction)
+    eval_s = val_rows * tokens_per_row * EVAL_TOKEN_COST / tp.tokens_per_s
+    return _Estimate(k, tokens_per_row, tp, step_s, one_epoch, paraphrase_s, eval_s)
 
 
 def training_fit(cfg: DecideConfig, settings, rows: int, job, other_s: float = 0.0,
@@ -280,19 +295,34 @@ def training_fit(cfg: DecideConfig, settings, rows: int, job, other_s: float = 0
             break
         # budget_fit charges every seed its comparison; seed 0's is already in other_s
         left = cfg.budget_minutes * 60 - other_s + (0 if nll else nll_s) - est.paraphrase_s + seed_compare_s
-        floor_s = est.one_epoch * est.step_s + SEED_OVERHEAD_S + seed_compare_s
+        floor_s = est.one_epoch * est.step_s + SEED_OVERHEAD_S + BUDGET_EVALS * est.eval_s + seed_compare_s
         train_budget, floor = max(left, floor_s) / 60, left < floor_s
         if not floor:
             break
     seeds, steps, notes = budget_fit(cfg.seeds, est.job_plan.steps, est.step_s, train_budget, est.one_epoch,
-                                     SEED_OVERHEAD_S + seed_compare_s, f"budget {cfg.budget_minutes:g} min")
-    notes += _cut_notes(cfg, nll, asked, est, other_s - (0 if nll else nll_s), floor)
+                                     SEED_OVERHEAD_S + BUDGET_EVALS * est.eval_s + seed_compare_s,
+                                     f"budget {cfg.budget_minutes:g} min")
     steps = max(steps, est.one_epoch) if floor else steps  # the floor's seconds back to steps can round one down
     capped = steps < est.job_plan.steps
-    return TrainingFit(seeds, steps, est.job_plan.steps, capped, round(est.step_s, 3), est.job_plan.basis, notes,
-                       round(est.tokens_per_row, 1), round(est.paraphrase_s, 1), bf16, floor,
-                       paraphrases=est.k if est.k != asked else -1, reference_nll=nll,
-                       epochs=round(steps / est.one_epoch, 3) if capped else 0.0)
+    evals = BUDGET_EVALS if capped else math.ceil(est.job_plan.steps / est.job_plan.eval_steps)
+    epochs = round(steps / est.one_epoch, 3) if capped else 0.0
+    rows_per_step = job.batch_size * job.grad_accum
+    batch = SHORT_BATCH if capped and epochs <= SHORT_EPOCHS and not cfg.batch_size \
+        and rows_per_step > SHORT_BATCH else 0
+    scale = rows_per_step / batch if batch else 1.0  # same rows and tokens, more steps
+    if floor or batch:  # the cut in the units the job runs
+        notes = [n for n in notes if "cut training" not in n] + [
+            f"budget {cfg.budget_minutes:g} min cut training from {est.job_plan.steps} steps of {rows_per_step} rows "
+            f"to {round(steps * scale)} steps of {batch or rows_per_step} rows per seed ({epochs:g} epoch(s)"
+            + (", the floor: one epoch of one seed" if floor else "")
+            + (f", only {seeds} of {cfg.seeds} seed(s)" if seeds < cfg.seeds else "")
+            + ("; smaller batches give Adam more steps on the same rows, --batch-size sets it" if batch else "")
+            + ")"]
+    notes += _cut_notes(cfg, nll, asked, est, other_s - (0 if nll else nll_s), floor)
+    return TrainingFit(seeds, round(steps * scale), est.job_plan.steps, capped, round(est.step_s / scale, 3),
+                       est.job_plan.basis, notes, round(est.tokens_per_row, 1), round(est.paraphrase_s, 1), bf16,
+                       floor, paraphrases=est.k if est.k != asked else -1, reference_nll=nll, epochs=epochs,
+                       evals_s=round(evals * est.eval_s, 1) if est.job_plan.keeps_best else 0.0, batch_size=batch)
 
 
 def _cut_notes(cfg: DecideConfig, nll: bool, asked: int, est: _Estimate, other_s: float, floor: bool) -> list[str]:
@@ -332,7 +362,7 @@ def _train_row(cfg, settings, plan: Plan, rows: int, job, cached, fit: TrainingF
     plan.steps_per_seed = fit.steps_per_seed if cfg.budget_minutes else fit.wanted_steps
     plan.notes += fit.notes
     plan.at_floor = bool(cfg.budget_minutes and fit.at_floor)
-    seconds = plan.seeds * (plan.steps_per_seed * fit.step_s + SEED_OVERHEAD_S)
+    seconds = plan.seeds * (plan.steps_per_seed * fit.step_s + SEED_OVERHEAD_S + fit.evals_s)
     seconds += fit.paraphrase_s  # written once, cached for the other seeds
     precision = "bf16" if fit.bf16 else "fp32"
     return _row("train", f"LoRA adapter × {plan.seeds} seed(s), {precision}",

@@ -17,7 +17,7 @@ from assistant.compare.evalset import draw_eval_set, load_eval_set
 from assistant.decide import outputs, questions
 from assistant.decide.cache import StageCache, file_digest
 from assistant.decide.config import MIN_EVAL_QUESTIONS, MIN_TUNING_PAIRS, DecideConfig, job_config, workspace
-from assistant.decide.plan import training_fit
+from assistant.decide.plan import BUDGET_EVALS, training_fit
 from assistant.decide.progress import DecideCancelled, Reporter
 from foundation.errors import ArenaError
 from foundation.leakage import find_overlaps, split_by_section
@@ -172,11 +172,13 @@ class DecideRun:
             why = "turned off" if not c.tune_retrieval else f"only {len(pairs)} training pairs"
             return outputs.RetrievalChoice(c.splitter, default.rag_mode, default.rag_k, tuned=False, reason=why)
         docs = [Path(p) for p in c.docs]
-        choice = choose_retrieval(docs, pairs, self.runtime.embedder, self.settings.data_dir,
-                                  progress=lambda n, total, text: rep.update(0.9 * n / total, text))
+        store = self.runtime.store  # the ingest stage's index: its chunks' vectors are reused, not recomputed
+        choice = choose_retrieval(docs, pairs, store.embedder, self.settings.data_dir,
+                                  progress=lambda n, total, text: rep.update(0.9 * n / total, text),
+                                  known=store.cached_vectors)
         if choice.splitter != c.splitter:
             rep.update(0.9, f"re-chunking the documents with the {choice.splitter} splitter")
-            report = ingest_paths(self.runtime.store, docs, ChunkConfig(choice.splitter))
+            report = ingest_paths(store, docs, ChunkConfig(choice.splitter))
             if report.errors:
                 raise ArenaError("re-chunking failed: " + "; ".join(r.message for r in report.errors))
         (tmp / "table.json").write_text(json.dumps(choice.table, indent=1))
@@ -245,12 +247,13 @@ class DecideRun:
     def seed_job(self, i: int, fit: outputs.TrainingFit):
         """Seed i's training job. Within budget it keeps its own plan (fitted steps, best checkpoint, early
         stopping); over it, the epochs the budget allows of the rows the job builds (how many rewrites its filters
-        keep is known only then), validated about ten times like the fitted plan; a budget that cut the rewrites
-        asks fewer."""
-        cut = {"max_steps": -1, "epochs": fit.epochs, "eval_steps": max(1, fit.steps_per_seed // 10)} \
-            if fit.capped else {}
+        keep is known only then), validated BUDGET_EVALS times; a budget that cut the rewrites asks fewer."""
+        evals = -(-fit.steps_per_seed // BUDGET_EVALS)
+        cut = {"max_steps": -1, "epochs": fit.epochs, "eval_steps": max(1, evals)} if fit.capped else {}
         if fit.paraphrases >= 0:
             cut["augment"] = f"paraphrases:{fit.paraphrases}" if fit.paraphrases else ""
+        if fit.batch_size:
+            cut.update(batch_size=fit.batch_size, grad_accum=1)
         return job_config(self.cfg, name=f"{self.cfg.name}-s{i}", seed=self.cfg.seed + i, data=self.data_specs(),
                           job_id=f"decide-{self.cfg.name}-s{i}-{self.keys[f'train-s{i}'][:12]}", **cut)
 
