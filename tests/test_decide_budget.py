@@ -67,7 +67,8 @@ def test_default_plan_fits_the_budget_and_says_what_it_cut(tmp_path, settings):
     wanted = train_row(fitted).count.split(" steps")[0].split("× ")[1]
     assert plan.steps_per_seed < int(wanted) == fitted.steps_per_seed  # the fitted plan is what the budget cut
     cut = next(n for n in plan.notes if "cut training" in n)
-    assert re.search(rf"budget {DEFAULT_BUDGET_MINUTES:g} min cut training from {wanted} to "
+    # at most two epochs run in batches of 4 rows instead of the job's 8 (more optimizer steps on the same rows)
+    assert re.search(rf"budget {DEFAULT_BUDGET_MINUTES:g} min cut training from {wanted} (steps of 8 rows )?to "
                      rf"{plan.steps_per_seed} steps", cut)
     assert plan.notes[0].startswith(f"budget {DEFAULT_BUDGET_MINUTES:g} min for a fresh run")
     assert "over budget" not in plan.notes[0]
@@ -93,21 +94,23 @@ def test_budget_pays_the_other_stages_first_and_keeps_one_epoch_when_they_fill_i
     rows = int(train_row(full).count.split(" on ")[1].split()[0])
     q = rows // 2  # Q/A rows (+ as many grounded rows); 55 % of the sampled rewrites are kept (PARAPHRASE_KEPT)
     one_epoch = -(-round((q + round(q * 0.55) + q) * 0.9) // 8)  # batch 8, 10 % validation
-    assert (full.seeds, full.steps_per_seed) == (1, one_epoch)
+    assert (full.seeds, full.steps_per_seed) == (1, 2 * one_epoch)  # run in batches of 4: twice the steps
+    assert any(f"to {2 * one_epoch} steps of 4 rows per seed (1 epoch(s), the floor" in n for n in full.notes)
     assert "no reference NLL" in next(s for s in full.stages if s.stage == "compare").what
     assert full.minutes > DEFAULT_BUDGET_MINUTES  # said, not hidden: the plan shows the real total
 
 
-def _costs(k: int, q: int = 50, short: float = 80.0, long: float = 500.0) -> tuple[float, float, float]:
-    """By hand: (one epoch of one seed, writing the rewrites, what a seed costs besides its steps) in seconds
+def _costs(k: int, q: int = 50, short: float = 80.0, long: float = 500.0) -> tuple[float, float, float, float]:
+    """By hand: (one epoch of one seed, writing the rewrites, what a seed costs besides its steps, one step of 8
+    rows) in seconds
     for q Q/A + q grounded rows with k rewrites per question (55 % kept), batch 8, 10 % validation, the assumed
-    150 tokens/s; per seed 20 s and four validations, a validation token at half a training token's cost."""
+    150 tokens/s; per seed 20 s and three validations, a validation token at half a training token's cost."""
     shorts = q + round(q * k * 0.55)
     rows = shorts + q
     epoch = -(-round(rows * 0.9) // 8)
     per_row = (shorts * short + q * long) / rows
-    seed = 20 + 4 * round(rows * 0.1) * per_row * 0.5 / 150
-    return epoch * 8 * per_row / 150 + seed, q * k * 30 / 15 / 3, seed
+    seed = 20 + 3 * round(rows * 0.1) * per_row * 0.5 / 150
+    return epoch * 8 * per_row / 150 + seed, q * k * 30 / 15 / 3, seed, 8 * per_row / 150
 
 
 def test_a_short_budget_drops_the_reference_nll_then_rewrites_then_keeps_the_floor(tmp_path, settings):
@@ -123,17 +126,25 @@ def test_a_short_budget_drops_the_reference_nll_then_rewrites_then_keeps_the_flo
 
     roomy = fit(0.0)
     assert (roomy.reference_nll, roomy.paraphrases, roomy.at_floor) == (True, -1, False)
-    floor5, write5, seed5 = _costs(5)
-    assert roomy.epochs == pytest.approx((budget - write5 - seed5) / roomy.step_s // 1 / (floor5 - seed5)
-                                         * roomy.step_s, abs=0.01)  # the steps the budget allows, as epochs
+    floor5, write5, seed5, step5 = _costs(5)
+    # the 8-row steps the budget allows, as epochs of the real rows
+    assert roomy.epochs == pytest.approx((budget - write5 - seed5) // step5 / ((floor5 - seed5) / step5), abs=0.01)
     no_nll = fit(budget - write5 - floor5 + nll_s / 2)  # one epoch fits only without the reference NLL
     assert (no_nll.reference_nll, no_nll.paraphrases, no_nll.at_floor) == (False, -1, False)
-    floor3, write3, _ = _costs(3)
+    floor3, write3, _, _ = _costs(3)
     three = fit(budget + nll_s - write3 - floor3 - 1)  # ... and three rewrites per question, not four
     assert (three.reference_nll, three.paraphrases, three.at_floor) == (False, 3, False)
     assert any("from 5 to 3" in n for n in three.notes)
     floor = fit(10 * budget)
     assert (floor.reference_nll, floor.paraphrases, floor.at_floor, floor.epochs) == (False, 1, True, 1.0)
+    # one epoch of 8-row steps runs as twice as many steps of 4 rows, each half as long; --batch-size keeps its own
+    # k=1: 78 short rows (50 + 28 rewrites) of 80 tokens and 50 grounded of 500: 244.1 tokens a row, 4 per step
+    assert floor.batch_size == 4 and floor.step_s == pytest.approx(4 * (78 * 80 + 50 * 500) / 128 / 150, abs=0.01)
+    own = training_fit(replace(cfg, batch_size=8), settings, 100, job_config(replace(cfg, batch_size=8)),
+                       10 * budget, 0.0, (80.0, 500.0), nll_s)
+    assert own.batch_size == 0 and floor.steps_per_seed == 2 * own.steps_per_seed
+    assert floor.step_s == pytest.approx(own.step_s / 2, abs=0.01)
+    assert roomy.batch_size == (4 if roomy.epochs <= 2 else 0)
     needs_nll = training_fit(cfg, settings, 100, job, 10 * budget, 0.0, (80.0, 500.0), nll_s=0.0)  # metric nll
     assert needs_nll.reference_nll and needs_nll.paraphrases == 1
 
@@ -172,16 +183,19 @@ def test_a_run_at_the_floor_trains_one_epoch_of_its_real_rows_with_fewer_rewrite
     from tests.test_decide import make_inputs, small_config
     from training.config import JobConfig
 
-    cfg = small_config(make_inputs(tmp_path), max_steps=-1, budget_minutes=0.01, augment="paraphrases:2")
+    # the job's own batch (8): a budget-cut run trains in batches of 4
+    cfg = small_config(make_inputs(tmp_path), max_steps=-1, budget_minutes=0.01, augment="paraphrases:2",
+                       batch_size=0)
     result = run_decide(cfg, settings, stderr=False)
     fit = result.trainset.fit
-    assert (fit.at_floor, fit.paraphrases, fit.reference_nll, fit.epochs) == (True, 1, False, 1.0)
+    assert (fit.at_floor, fit.paraphrases, fit.reference_nll, fit.epochs, fit.batch_size) == (True, 1, False, 1.0, 4)
     folder = next((settings.data_dir / "jobs").glob(f"decide-{cfg.name}-s0-*"))
     job_cfg = JobConfig.from_yaml(folder / "config.yaml")
-    assert (job_cfg.epochs, job_cfg.max_steps, job_cfg.augment) == (1.0, -1, "paraphrases:1")
+    assert (job_cfg.epochs, job_cfg.max_steps, job_cfg.augment, job_cfg.batch_size) == (1.0, -1, "paraphrases:1", 4)
     rows = len((folder / "train.jsonl").read_text().splitlines())
     last = json.loads((folder / "metrics.jsonl").read_text().splitlines()[-1])
-    assert last["max_steps"] == -(-rows // cfg.batch_size)  # one epoch of the rows it built
+    assert last["max_steps"] == -(-rows // 4)  # one epoch of the rows it built, 4 per step
+    assert job_cfg.eval_steps == -(-fit.steps_per_seed // 3)  # validated three times
     stored = RunStore(settings.data_dir / "runs.sqlite").get(result.compare.run_id).result
     assert all(a.scores["nll"] is None and a.scores["f1"] is not None
                for q in stored.per_question for a in q.answers.values())

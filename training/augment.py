@@ -32,7 +32,10 @@ BAND = (0.5, 0.97)
 PROMPT = ("Rewrite this question in different words. Keep its meaning and every name, number and code. "
           "Reply with the rewritten question only.\n\nQuestion: {question}")
 PROMPT_VERSION = 1  # part of the cache key: a new prompt must not reuse old samples
-BATCH_QUESTIONS = 4  # questions per engine call (K sampled rows each)
+# Rows (K samples of each question) per engine call: a full batch whatever K, as a decode step costs about the
+# same for 1 or 16 rows (assistant/inference/ortgenai.py MAX_BATCH). Four questions per call whatever K left
+# K=1 runs at 4 rows a step.
+BATCH_ROWS = 16
 
 
 @dataclass
@@ -74,6 +77,11 @@ def keep_paraphrases(question: str, samples: list[str], embed: Callable[[list[st
     return [t for t, c in zip(unique, cosines, strict=True) if band[0] <= c <= band[1]]
 
 
+def questions_per_call(k: int) -> int:
+    """Questions whose K samples go to the engine in one call: BATCH_ROWS rows."""
+    return max(1, BATCH_ROWS // max(1, k))
+
+
 def sample_paraphrases(questions: list[str], ps: ParaphraseSettings, generate, cache,
                        progress: Callable[[int, int], None] | None = None) -> list[list[str]]:
     """K raw samples per question, read from `cache` (a RowCache) or generated and stored as they finish.
@@ -87,16 +95,18 @@ def sample_paraphrases(questions: list[str], ps: ParaphraseSettings, generate, c
     gen = GenSettings(max_new_tokens=ps.max_new_tokens, temperature=ps.temperature, top_p=ps.top_p, seed=ps.seed,
                       one_line=True)
 
+    per_call = questions_per_call(ps.k)
+
     def run(missing: list[int], store) -> None:
-        for start in range(0, len(missing), BATCH_QUESTIONS):
-            batch = missing[start:start + BATCH_QUESTIONS]
+        for start in range(0, len(missing), per_call):
+            batch = missing[start:start + per_call]
             prompts = [[{"role": "user", "content": PROMPT.format(question=questions[i])}]
                        for i in batch for _ in range(ps.k)]
             texts = generate(prompts, gen)
             for n, i in enumerate(batch):
                 store(i, texts[n * ps.k:(n + 1) * ps.k])
             if progress:
-                progress(min(start + BATCH_QUESTIONS, len(missing)), len(missing))
+                progress(min(start + per_call, len(missing)), len(missing))
 
     found = dict(zip(questions, cache.fill(keys, run), strict=True))
     return [found[q] for q in asked]
