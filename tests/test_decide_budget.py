@@ -103,14 +103,15 @@ def test_budget_pays_the_other_stages_first_and_keeps_one_epoch_when_they_fill_i
 def _costs(k: int, q: int = 50, short: float = 80.0, long: float = 500.0) -> tuple[float, float, float, float]:
     """By hand: (one epoch of one seed, writing the rewrites, what a seed costs besides its steps, one step of 8
     rows) in seconds
-    for q Q/A + q grounded rows with k rewrites per question (55 % kept), batch 8, 10 % validation, the assumed
-    150 tokens/s; per seed 20 s and three validations, a validation token at half a training token's cost."""
+    for q Q/A + q grounded rows with k rewrites per question (55 % kept; 5 rows decoded in the time of one), batch
+    8, 10 % validation, the assumed fp32 150 tokens/s; per seed 20 s and three validations, a validation token at
+    half a training token's cost."""
     shorts = q + round(q * k * 0.55)
     rows = shorts + q
     epoch = -(-round(rows * 0.9) // 8)
     per_row = (shorts * short + q * long) / rows
     seed = 20 + 3 * round(rows * 0.1) * per_row * 0.5 / 150
-    return epoch * 8 * per_row / 150 + seed, q * k * 30 / 15 / 3, seed, 8 * per_row / 150
+    return epoch * 8 * per_row / 150 + seed, q * k * 30 / 15 / 5, seed, 8 * per_row / 150
 
 
 def test_a_short_budget_drops_the_reference_nll_then_rewrites_then_keeps_the_floor(tmp_path, settings):
@@ -119,7 +120,8 @@ def test_a_short_budget_drops_the_reference_nll_then_rewrites_then_keeps_the_flo
 
     inputs = faq(tmp_path, 10)
     cfg = DecideConfig(docs=[inputs["docs"]], qa=inputs["qa"]).resolved()  # 10 min, 5 rewrites per question
-    job, budget, nll_s = job_config(cfg), DEFAULT_BUDGET_MINUTES * 60, 100.0
+    # fp32 on every CPU: the hand computation assumes its speed (a native-bf16 CPU would plan bf16's)
+    job, budget, nll_s = replace(job_config(cfg), bf16="off"), DEFAULT_BUDGET_MINUTES * 60, 100.0
 
     def fit(other_s: float):
         return training_fit(cfg, settings, 100, job, other_s, 0.0, (80.0, 500.0), nll_s)
@@ -140,7 +142,7 @@ def test_a_short_budget_drops_the_reference_nll_then_rewrites_then_keeps_the_flo
     # one epoch of 8-row steps runs as twice as many steps of 4 rows, each half as long; --batch-size keeps its own
     # k=1: 78 short rows (50 + 28 rewrites) of 80 tokens and 50 grounded of 500: 244.1 tokens a row, 4 per step
     assert floor.batch_size == 4 and floor.step_s == pytest.approx(4 * (78 * 80 + 50 * 500) / 128 / 150, abs=0.01)
-    own = training_fit(replace(cfg, batch_size=8), settings, 100, job_config(replace(cfg, batch_size=8)),
+    own = training_fit(replace(cfg, batch_size=8), settings, 100, replace(job, batch_size=8),
                        10 * budget, 0.0, (80.0, 500.0), nll_s)
     assert own.batch_size == 0 and floor.steps_per_seed == 2 * own.steps_per_seed
     assert floor.step_s == pytest.approx(own.step_s / 2, abs=0.01)
@@ -154,17 +156,20 @@ def test_training_estimate_weights_rows_by_their_counts_after_paraphrases(tmp_pa
     grounded row, although 5 paraphrases make the short rows 6 of every 7."""
     from assistant.decide.config import job_config
     from assistant.decide.plan import training_fit
-    from training.plan import DEFAULT_TOKENS_PER_S
+    from training.plan import DEFAULT_BF16_TOKENS_PER_S, DEFAULT_TOKENS_PER_S
 
     inputs = faq(tmp_path, 10)
     cfg = DecideConfig(docs=[inputs["docs"]], qa=inputs["qa"], budget_minutes=0).resolved()  # 5 paraphrases
-    job = job_config(cfg)
+    job = replace(job_config(cfg), bf16="off")
     fit = training_fit(cfg, settings, 100, job, row_tokens=(80.0, 500.0))  # 50 Q/A + 50 grounded rows
     # 50 Q/A rows and 55 % of their 250 rewrites kept: 188 short rows beside 50 grounded ones
     assert fit.tokens_per_row == pytest.approx((188 * 80 + 50 * 500) / 238, abs=0.1)  # 168.2
     assert fit.tokens_per_row < 0.7 * (80 + 500) / 2  # the per-source-row mean it replaces: 290
     assert fit.step_s == pytest.approx(job.batch_size * fit.tokens_per_row / DEFAULT_TOKENS_PER_S, abs=0.01)
-    alone = training_fit(replace(cfg, augment=""), settings, 100, job_config(replace(cfg, augment="")),
+    in_bf16 = training_fit(cfg, settings, 100, replace(job, bf16="on"), row_tokens=(80.0, 500.0))
+    assert in_bf16.bf16 and not fit.bf16  # nothing trained here yet: each precision's own assumed speed
+    assert in_bf16.step_s == pytest.approx(job.batch_size * fit.tokens_per_row / DEFAULT_BF16_TOKENS_PER_S, abs=0.01)
+    alone = training_fit(replace(cfg, augment=""), settings, 100, replace(job, augment=""),
                          row_tokens=(80.0, 500.0))
     assert alone.tokens_per_row == pytest.approx(290.0)  # without paraphrases the halves are equal
     # before the rows exist: the constants, with the grounded passages bounded by the job's passage budget

@@ -41,6 +41,19 @@ def test_plan_minutes_follow_the_measured_speed_and_say_how():
     assert assumed.tokens_per_s == P.DEFAULT_TOKENS_PER_S and "assumed" in assumed.text()
 
 
+def test_a_machine_that_trained_nothing_assumes_the_speed_of_its_precision(settings):
+    """No job timed here yet: bf16 autocast (native-bf16 CPUs only) is planned at its own, faster guess, so a
+    fresh plan on such a CPU is not the fp32 one; the basis names the precision and the guess."""
+    cfg = JobConfig(data=[{"path": "x"}], batch_size=8)
+    fp32, bf16 = P.plan(cfg, 75, 60), P.plan(cfg, 75, 60, bf16=True)
+    assert fp32.tokens_per_s == P.DEFAULT_TOKENS_PER_S and bf16.tokens_per_s == P.DEFAULT_BF16_TOKENS_PER_S
+    assert bf16.minutes == pytest.approx(fp32.minutes * P.DEFAULT_TOKENS_PER_S / P.DEFAULT_BF16_TOKENS_PER_S,
+                                         abs=0.1) and bf16.minutes < fp32.minutes
+    for precision, guess in (("fp32", P.DEFAULT_TOKENS_PER_S), ("bf16", P.DEFAULT_BF16_TOKENS_PER_S)):
+        speed, basis = P.measured_tokens_per_s(settings.data_dir, settings.model, bf16=precision == "bf16")
+        assert speed is None and basis == f"assumed {guess:.0f}: no {precision} adapter of this model trained here yet"
+
+
 def test_bad_epochs_and_patience_are_refused():
     with pytest.raises(ArenaError, match="epochs must be greater than or equal to 0, got -1"):
         JobConfig(data=[{"path": "x"}], epochs=-1).validate()
@@ -56,9 +69,11 @@ def _val_losses(job_dir: str) -> list[tuple[int, float]]:
 
 def test_default_plan_keeps_best_checkpoint_and_stops_early(qa_file, settings, capsys):
     """Fitted plan on 16 rows: 60 steps planned; a high constant rate overfits, so validation stops improving,
-    early stopping fires before 60, and the registered adapter is the best checkpoint, not the last."""
+    early stopping fires before 60, and the registered adapter is the best checkpoint, not the last. fp32 on
+    every CPU: this checks the keep-best logic on one loss curve (bf16 autocast, auto on a native-bf16 CPU,
+    takes another path through it, and is tested on its own in test_training_precision.py)."""
     cfg = JobConfig(name="fitted", data=[{"path": str(qa_file)}], batch_size=2, max_length=96, lora_r=4,
-                    lora_alpha=8, val_fraction=0.2, learning_rate=0.05, lr_scheduler="constant")
+                    lora_alpha=8, val_fraction=0.2, learning_rate=0.05, lr_scheduler="constant", bf16="off")
     result = run_job(cfg, settings)
     m = result["metrics"]
     assert m["max_steps"] == P.MIN_AUTO_STEPS

@@ -8,7 +8,8 @@ few to learn facts, which need several passes (Ovadia et al. 2024; our measureme
 epochs or max_steps are obeyed as given.
 
 Minutes are estimated from the median tokens/s of previously trained adapters of the same base model on this
-machine (their stored metrics), or from DEFAULT_TOKENS_PER_S when there is none yet (the basis is stated).
+machine in the same precision (their stored metrics), or from default_tokens_per_s when there is none yet (the
+basis is stated).
 """
 
 from __future__ import annotations
@@ -33,6 +34,14 @@ AUTO_EVALS = 10
 # trl SFT LoRA r16 on the bundled 135M model, 2 CPU cores, fp32, measured at 169 tokens/s on one machine: the
 # guess used until this data folder has timed a job of its own.
 DEFAULT_TOKENS_PER_S = 150.0
+# The same guess for bf16 autocast, chosen only where the CPU has native bf16: 234 tokens/s measured on an AMD
+# Zen 4 (avx512_bf16, 2 cores; a fresh default decide's one-epoch job), where assuming the fp32 speed made the
+# whole plan 1.7x too long; a stock step on an AMX Xeon ran 1.7-1.9x its fp32 speed.
+DEFAULT_BF16_TOKENS_PER_S = 230.0
+
+
+def default_tokens_per_s(bf16: bool) -> float:
+    return DEFAULT_BF16_TOKENS_PER_S if bf16 else DEFAULT_TOKENS_PER_S
 
 
 @dataclass
@@ -83,7 +92,7 @@ def plan(cfg: JobConfig, train_rows: int, tokens_per_row: float, tokens_per_s: f
     run = resolve(cfg, train_rows, world_size)
     per_epoch = steps_per_epoch(cfg, train_rows, world_size)
     steps = run.max_steps if run.max_steps > 0 else math.ceil(run.epochs * per_epoch)
-    speed = tokens_per_s or DEFAULT_TOKENS_PER_S
+    speed = tokens_per_s or default_tokens_per_s(bf16)
     tokens = steps * cfg.batch_size * cfg.grad_accum * max(1, world_size) * tokens_per_row
     validated = cfg.val_fraction > 0
     return TrainingPlan(steps, steps / per_epoch, min(run.eval_steps, steps), is_fitted(cfg),
@@ -100,7 +109,7 @@ def measured_tokens_per_s(data_dir: Path, base_model: str, bf16: bool = False) -
               and bool(i.metrics.get("bf16", False)) == bf16]
     precision = "bf16" if bf16 else "fp32"
     if not speeds:
-        return None, f"assumed {DEFAULT_TOKENS_PER_S:.0f}: no {precision} adapter of this model trained here yet"
+        return None, f"assumed {default_tokens_per_s(bf16):.0f}: no {precision} adapter of this model trained here yet"
     return statistics.median(speeds), f"median of {len(speeds)} earlier job(s) in {precision} on this machine"
 
 

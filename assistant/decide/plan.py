@@ -48,10 +48,11 @@ EVAL_TOKEN_COST = 0.5
 REPORT_S = 3
 PARAPHRASE_TOKENS = 30  # one sampled rewrite of a question, with its end token
 GENERATOR_TOKENS = QuestionSettings(model="").max_new_tokens  # per question: an upper bound, small models ramble
-# Rows decoded in the time of one: paraphrases are sampled K per question, 4 questions per engine call. Measured
-# on the Django FAQ's 27 training questions x 5 (a fresh default decide, idle 2-core AVX2): the paraphrases,
-# data and model load took 78 s where one row at a time plans ~270 s; on cores shared with other jobs ~1.
-BATCHED_ROWS = 3
+# Rows decoded in the time of one: each engine call samples 16 rewrites (training/augment.py BATCH_ROWS). On the
+# 165-pair PyPI FAQs' 103 questions x 1 (fresh default decides, idle, 2 cores) the rewrites with the data, model
+# load and save took 38 s on a Zen 4 and 52 s on an AVX2 EPYC, where one row at a time plans 206 s. (At 4 rows a
+# call it was 3.)
+BATCHED_ROWS = 5
 # Share of the sampled rewrites the paraphrase filters keep: 67 of 135 on the Django FAQ, 295 of 515 on the
 # 165-pair PyPI FAQs (docs/benchmarks.md). Counting every sample made the one-epoch floor 91 steps where the
 # real epoch was 63.
