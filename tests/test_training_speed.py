@@ -150,8 +150,10 @@ def trainer(tiny_model, tiny_tokenizer, tmp_path):
     from training.runner import make_trainer
 
     rows = [chat(f"Question {i}?", "word " * (2 + (i * 7) % 40)) for i in range(48)]
+    # fp32 on every CPU: under bf16 autocast (auto on a native-bf16 CPU) the fused LoRA kernel steps aside for
+    # peft's own forward (fastlora.py); test_training_precision.py trains that path
     cfg = JobConfig(name="t", data=[{"path": "-"}], max_steps=2, batch_size=4, lora_r=4, lora_alpha=8,
-                    lora_dropout=0.0, max_length=512, val_fraction=0)
+                    lora_dropout=0.0, max_length=512, val_fraction=0, bf16="off")
     return make_trainer(cfg, _peft(tiny_model), tiny_tokenizer, rows, [], tmp_path, torch.device("cpu"), [])
 
 
