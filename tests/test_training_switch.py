@@ -24,9 +24,9 @@ def _peft(model):
     return get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules="all-linear"))
 
 
-def _train(model, tokenizer, folder, fast: bool):
+def _train(model, tokenizer, folder, fast: bool, bf16: str = "off"):
     cfg = JobConfig(name="t", data=[{"path": "-"}], max_steps=3, batch_size=4, lora_r=4, lora_alpha=8,
-                    lora_dropout=0.0, max_length=256, val_fraction=0, seed=3)
+                    lora_dropout=0.0, max_length=256, val_fraction=0, seed=3, bf16=bf16)
     trainer = make_trainer(cfg, model, tokenizer, ROWS, ROWS[:8], folder, torch.device("cpu"), [], fast)
     patched = {name for name in ("compute_loss", "_clip_grad_norm", "floating_point_ops") if name in vars(trainer)}
     trainer.train()
@@ -43,13 +43,15 @@ def _snapshot(model):
     return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
-def test_fast_and_stock_paths_train_the_same_adapter(tiny_model, tiny_tokenizer, tmp_path):
+@pytest.mark.parametrize("bf16", ["off", "on"])
+def test_fast_and_stock_paths_train_the_same_adapter(tiny_model, tiny_tokenizer, tmp_path, bf16):
+    """Both precisions, on any CPU (bf16 "on" is emulated where the CPU has no native bf16: slower, same math)."""
     start = _peft(tiny_model)
     before = _snapshot(start)
     runs = {}
     for fast in (True, False):
         model = copy.deepcopy(start)
-        trainer, patched = _train(model, tiny_tokenizer, tmp_path / str(fast), fast)
+        trainer, patched = _train(model, tiny_tokenizer, tmp_path / str(fast), fast, bf16)
         runs[fast] = (trainer.evaluate()["eval_loss"], _snapshot(model), patched, model)
     assert runs[True][2] == {"compute_loss", "_clip_grad_norm", "floating_point_ops"}
     assert runs[False][2] == set()  # stock: the library's own trainer methods
@@ -60,8 +62,13 @@ def test_fast_and_stock_paths_train_the_same_adapter(tiny_model, tiny_tokenizer,
         lora = [n for n in after if "lora_" in n]
         assert any(not torch.equal(after[n], before[n]) for n in lora)  # the adapter learned
         assert all(torch.equal(after[n], before[n]) for n in after if "lora_" not in n)  # base untouched
-        for name in lora:  # the two paths end at the same adapter (fp32 sums in another order)
-            assert torch.allclose(runs[True][1][name], runs[False][1][name], atol=1e-4, rtol=1e-3), name
+        if bf16 == "off":
+            for name in lora:  # the two paths end at the same adapter (fp32 sums in another order)
+                assert torch.allclose(runs[True][1][name], runs[False][1][name], atol=1e-4, rtol=1e-3), name
+    if bf16 == "on":  # bf16 rounding flips Adam's first, sign-like steps on a few near-zero gradients (measured:
+        # 1.5e-4 of the adapter's norm on a Zen 4); the bulk of the adapter is the same
+        fast_w, stock_w = (torch.cat([runs[fast][1][n].flatten() for n in lora]) for fast in (True, False))
+        assert (fast_w - stock_w).norm() < 1e-2 * stock_w.norm()
 
 
 def test_versions_outside_the_tested_range_keep_the_stock_path(tiny_model, tiny_tokenizer, tmp_path):
