@@ -260,7 +260,7 @@ def parse_args() -> argparse.Namespace:
                         "(--budget-minutes), fitted (budget 0: the plan fitted to the data, hours), or N "
                         "(an N-minute budget); e.g. default,fitted,20. One plan: then the old recipe vs new")
     p.add_argument("--paraphrases", type=int, default=5)
-    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--seeds", type=int, default=0, help="training seeds (default 0: the decide default, auto)")
     p.add_argument("--train-on-documents", dest="train_on_documents", action="store_true",
                    help="also train on the documents' text, then compare its fine-tuned variants with the last "
                         "default run's on this corpus (run without this flag first)")

@@ -78,6 +78,9 @@ def test_decide_flags_and_their_errors(tmp_path, capsys):
                                                    "--variants", "rag", "base", "--budget-minutes", "5"]))
     assert (cfg.seeds, cfg.grounded, cfg.variants, cfg.budget_minutes, cfg.augment) == \
         (2, False, ["rag", "base"], 5.0, "paraphrases:5")
+    auto = decide_config(build_parser().parse_args(["decide", str(doc)]))
+    fitted = decide_config(build_parser().parse_args(["decide", str(doc), "--budget-minutes", "0"]))
+    assert (auto.seeds, fitted.seeds) == (3, 1)  # --seeds 0, the default: up to 3 under a budget, 1 without
     assert main(["decide", str(doc), "--seeds", "11", "--data-dir", str(tmp_path / "d")]) == 2
     assert "seeds must be less than or equal to 10, got 11" in capsys.readouterr().err
     (tmp_path / "d.yaml").write_text(f"docs: [{doc}]\nvariants: [rag, oracle]\n")
@@ -108,6 +111,6 @@ def test_both_job_configs_save_and_load_through_one_yaml_file(tmp_path):
     for cfg in (JobConfig(name="x", lora_r=4, data=[{"path": "a.jsonl"}]), DecideConfig(docs=["a.md"], seeds=2)):
         cfg.to_yaml(path)
         assert type(cfg).from_yaml(path) == cfg
-    path.write_text("docs: [a.md]\nseeds: 0\n")
-    with pytest.raises(ArenaError, match="saved.yaml: seeds must be greater than or equal to 1, got 0"):
+    path.write_text("docs: [a.md]\nseeds: -1\n")
+    with pytest.raises(ArenaError, match="saved.yaml: seeds must be greater than or equal to 0, got -1"):
         DecideConfig.from_yaml(path)

@@ -22,7 +22,7 @@ import pytest
 
 from assistant.compare.runs import RunStore
 from assistant.decide.cache import MARKER, StageCache
-from assistant.decide.config import DecideConfig, workspace
+from assistant.decide.config import AUTO_SEEDS, DecideConfig, workspace
 from assistant.decide.outputs import ReportFiles
 from assistant.decide.plan import budget_fit
 from assistant.decide.progress import CANCEL_FILE, DecideCancelled, Reporter, read_progress
@@ -58,10 +58,11 @@ def inputs(tmp_path) -> dict:
 
 
 def small_config(inputs, **overrides) -> DecideConfig:
-    """A decision that runs in seconds on the tiny model: few steps, short answers, two or three variants."""
+    """A decision that runs in seconds on the tiny model: few steps, short answers, two or three variants, one
+    seed unless asked (auto would train three: the budget fits them)."""
     cfg = DecideConfig(docs=[str(inputs["docs"])], qa=str(inputs["qa"]), max_steps=6, batch_size=4,
                        max_length=96, save_steps=2, max_new_tokens=4, limit=3, forgetting=False,
-                       variants=["base", "rag", "finetuned"], grounded=False, augment="")
+                       variants=["base", "rag", "finetuned"], grounded=False, augment="", seeds=1)
     return replace(cfg, **overrides).resolved()
 
 
@@ -147,13 +148,28 @@ def test_plan_counts_inputs_and_marks_cached_stages(inputs, tmp_path, tiny_model
     assert tight.seeds == 1 and any("only 1 of 2 seed(s)" in n for n in tight.notes)
 
 
+def test_auto_seeds_train_as_many_as_the_budget_allows(inputs, tmp_path, tiny_model_dir):
+    """--seeds 0 (the default): up to AUTO_SEEDS under a budget, cut to what fits (one seed at the floor), and
+    one for the fitted plan (no budget: hours per seed on a CPU); the saved config says the number."""
+    settings = Settings(data_dir=tmp_path / "data", model=str(tiny_model_dir), device="cpu")
+    assert DecideConfig().seeds == 0 and DecideConfig().seed_count == AUTO_SEEDS == 3
+    assert DecideConfig(budget_minutes=0).seed_count == 1 and DecideConfig(seeds=2, budget_minutes=0).seed_count == 2
+    auto = small_config(inputs, seeds=0)
+    assert auto.seeds == AUTO_SEEDS  # resolved: the YAML saved with the run names the number
+    roomy = plan_for(auto, settings)
+    assert roomy.seeds == 3 and roomy.stages[4].count.startswith("3 × 6 steps")
+    tight = plan_for(replace(auto, budget_minutes=0.01, max_steps=-1), settings)
+    assert tight.seeds == 1 and any("only 1 of 3 seed(s)" in n for n in tight.notes)
+    assert plan_for(small_config(inputs, seeds=0, budget_minutes=0), settings).seeds == 1
+
+
 def test_bad_input_is_named(inputs, tmp_path):
     with pytest.raises(ArenaError, match="no documents"):
         DecideConfig().validate()
     with pytest.raises(ArenaError, match="does not exist"):
         DecideConfig(docs=[str(tmp_path / "missing")]).validate()
-    with pytest.raises(ArenaError, match="seeds must be greater than or equal to 1, got 0"):
-        small_config(inputs, seeds=0).validate()
+    with pytest.raises(ArenaError, match="seeds must be greater than or equal to 0, got -2"):
+        small_config(inputs, seeds=-2).validate()
     with pytest.raises(ArenaError, match="augment"):
         small_config(inputs, augment="synonyms:3").validate()
     with pytest.raises(ArenaError, match="unknown variant"):

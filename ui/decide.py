@@ -11,7 +11,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from assistant.decide.config import ALL_VARIANTS, DEFAULT_BUDGET_MINUTES, DecideConfig
+from assistant.decide.config import ALL_VARIANTS, AUTO_SEEDS, DEFAULT_BUDGET_MINUTES, DecideConfig
 from assistant.decide.jobs import DecideJob
 from assistant.decide.questions import preview_questions
 from assistant.decide.runner import plan_for
@@ -47,7 +47,7 @@ def _config(runtime: Runtime, docs, qa, evals, generator, seeds, budget, max_ste
         copy_upload(folder / "docs", f)
     uploads = (("qa", qa), ("eval", evals))
     extra = {key: copy_upload(folder / key, upload) for key, upload in uploads if upload}
-    cfg = replace(DecideConfig(docs=[str(folder / "docs")], name=name, **extra), seeds=int(seeds or 1),
+    cfg = replace(DecideConfig(docs=[str(folder / "docs")], name=name, **extra), seeds=int(seeds or 0),
                   generator=(generator or "").strip(),
                   budget_minutes=DEFAULT_BUDGET_MINUTES if budget is None else float(budget),
                   max_steps=int(max_steps or -1),
@@ -108,7 +108,8 @@ def _input_controls() -> list:
                                  "'base' = the loaded model; a local model id or folder; or openai:URL:MODEL",
                            value="", elem_id="decide-generator")
     with gr.Row():
-        seeds = gr.Number(label="Training seeds", value=1, precision=0, minimum=1, elem_id="decide-seeds")
+        seeds = gr.Number(label=f"Training seeds (0 = as many as the budget allows, up to {AUTO_SEEDS})", value=0,
+                          precision=0, minimum=0, elem_id="decide-seeds")
         budget = gr.Number(label="Time budget of a fresh run, minutes (0 = fit the plan to the data: hours)",
                            value=DEFAULT_BUDGET_MINUTES, minimum=0, elem_id="decide-budget")
     with gr.Accordion("Run settings", open=False):

@@ -32,6 +32,10 @@ MIN_TUNING_PAIRS = 5  # fewer training pairs: a hit rate over so few questions w
 # a pointer to --generator or a Q/A file).
 MIN_EVAL_QUESTIONS = 5
 MAX_SEEDS = 10  # each seed is a full training run: more is hours on a CPU
+# --seeds 0 (the default) under a budget: train up to this many seeds, as many as fit it at one epoch or more each
+# (the budget cuts steps to one epoch first, then seeds), so a machine fast enough buys a verdict over seeds, which
+# one adapter's training noise cannot flip; without a budget (the fitted plan, hours per seed on a CPU), one.
+AUTO_SEEDS = 3
 # The default wall-time budget of a whole fresh run, in minutes (the CLI, the Decide tab and the YAML default all
 # read it here; 0 = fit the plan to the data). Ten minutes is what a person waits for, and issue 25's target on 2
 # cores. More would buy training steps, not a better verdict: there, one epoch (a 20-minute run) gave the clear,
@@ -80,8 +84,9 @@ class DecideConfig(config_file.YamlFile):
         "help": "choose splitter, k and search mode by hit rate (--no-tune-retrieval: keep --splitter and the "
                 "default k and search mode)"})
     # training
-    seeds: Annotated[int, Ge(1), Le(MAX_SEEDS)] = field(default=1, metadata={
-        "help": "train the adapter N times with different seeds"})
+    seeds: Annotated[int, Ge(0), Le(MAX_SEEDS)] = field(default=0, metadata={
+        "help": f"train the adapter N times with different seeds (default 0 = auto: up to {AUTO_SEEDS} as the "
+                "budget allows, one without a budget)"})
     # Wall-time budget of a fresh run (every stage); training gets what the other stages' estimates leave, at
     # least one epoch of one seed. 0 = no bound: the plan fitted to the data (several epochs, hours on a CPU).
     budget_minutes: Annotated[float, Ge(0)] = field(default=DEFAULT_BUDGET_MINUTES, metadata={
@@ -146,9 +151,17 @@ class DecideConfig(config_file.YamlFile):
     def trains(self) -> bool:
         return bool(ADAPTER_VARIANTS & set(self.variants))
 
+    @property
+    def seed_count(self) -> int:
+        """Seeds asked for: --seeds N, or for 0 (auto) AUTO_SEEDS under a budget (which cuts them to what fits at
+        one epoch each) and one without."""
+        return self.seeds or (AUTO_SEEDS if self.budget_minutes else 1)
+
     def resolved(self) -> DecideConfig:
-        """A copy with absolute paths, so the saved YAML means the same thing from any folder."""
+        """A copy with absolute paths and seeds 0 (auto) made a number, so the saved YAML means the same thing
+        from any folder and in any version."""
         data = asdict(self)
+        data["seeds"] = self.seed_count
         data["docs"] = [str(Path(p).resolve()) for p in self.docs]
         for key in ("qa", "eval"):
             data[key] = str(Path(data[key]).resolve()) if data[key] else ""

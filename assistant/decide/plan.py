@@ -300,7 +300,7 @@ def training_fit(cfg: DecideConfig, settings, rows: int, job, other_s: float = 0
         train_budget, floor = max(left, floor_s) / 60, left < floor_s
         if not floor:
             break
-    seeds, steps, notes = budget_fit(cfg.seeds, est.job_plan.steps, est.step_s, train_budget, est.one_epoch,
+    seeds, steps, notes = budget_fit(cfg.seed_count, est.job_plan.steps, est.step_s, train_budget, est.one_epoch,
                                      SEED_OVERHEAD_S + BUDGET_EVALS * est.eval_s + seed_compare_s,
                                      f"budget {cfg.budget_minutes:g} min")
     steps = max(steps, est.one_epoch) if floor else steps  # the floor's seconds back to steps can round one down
@@ -316,7 +316,7 @@ def training_fit(cfg: DecideConfig, settings, rows: int, job, other_s: float = 0
             f"budget {cfg.budget_minutes:g} min cut training from {est.job_plan.steps} steps of {rows_per_step} rows "
             f"to {round(steps * scale)} steps of {batch or rows_per_step} rows per seed ({epochs:g} epoch(s)"
             + (", the floor: one epoch of one seed" if floor else "")
-            + (f", only {seeds} of {cfg.seeds} seed(s)" if seeds < cfg.seeds else "")
+            + (f", only {seeds} of {cfg.seed_count} seed(s)" if seeds < cfg.seed_count else "")
             + ("; smaller batches give Adam more steps on the same rows, --batch-size sets it" if batch else "")
             + ")"]
     notes += _cut_notes(cfg, nll, asked, est, other_s - (0 if nll else nll_s), floor)
@@ -359,7 +359,7 @@ def _train_row(cfg, settings, plan: Plan, rows: int, job, cached, fit: TrainingF
                seed_compare_s: float = 0.0) -> PlanStage:
     fit = fit or training_fit(cfg, settings, rows, job, plan.other_s, seed_compare_s, nll_s=plan.nll_s)
     plan.reference_nll = fit.reference_nll
-    plan.seeds = min(cfg.seeds, fit.seeds) if cfg.budget_minutes else cfg.seeds
+    plan.seeds = min(cfg.seed_count, fit.seeds) if cfg.budget_minutes else cfg.seed_count
     plan.steps_per_seed = fit.steps_per_seed if cfg.budget_minutes else fit.wanted_steps
     plan.notes += fit.notes
     plan.at_floor = bool(cfg.budget_minutes and fit.at_floor)

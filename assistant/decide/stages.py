@@ -67,12 +67,12 @@ class DecideRun:
         job = job_config(c) if c.trains else None
         # The seed count matters to the rows only through the budget (what fits): without one, adding seeds
         # keeps the trainset and the seeds already trained.
-        budget = (c.budget_minutes, c.seeds) if c.budget_minutes else None
+        budget = (c.budget_minutes, c.seed_count) if c.budget_minutes else None
         keys["retrieval"] = content_key("retrieval", keys["evalset"], c.tune_retrieval, s.embedder)
         # train_on_documents joins the key only when set, so workspaces made before the option stay cached
         keys["trainset"] = content_key("trainset", keys["retrieval"], c.trains, c.grounded, c.variants, budget,
                                        job and vars(job), s.model, *(["documents"] if c.train_on_documents else []))
-        trains = [content_key("train", keys["trainset"], c.seed + i) for i in range(c.seeds)] if c.trains else []
+        trains = [content_key("train", keys["trainset"], c.seed + i) for i in range(c.seed_count)] if c.trains else []
         keys.update({f"train-s{i}": k for i, k in enumerate(trains)})
         keys["compare"] = content_key("compare", keys["retrieval"], trains, c.variants, c.metric,
                                       c.max_new_tokens, c.forgetting, s.model, s.embedder, c.stop_on_loop,
@@ -82,8 +82,8 @@ class DecideRun:
 
     def seeds_to_train(self, trainset: outputs.TrainsetOutput) -> int:
         """Seeds that fit the budget (recorded by the trainset stage), else all of them."""
-        return min(self.cfg.seeds, trainset.fit.seeds) if self.cfg.budget_minutes and trainset.fit \
-            else self.cfg.seeds
+        return min(self.cfg.seed_count, trainset.fit.seeds) if self.cfg.budget_minutes and trainset.fit \
+            else self.cfg.seed_count
 
     # ---- stages -------------------------------------------------------------------------------------
     def ingest(self, rep: Reporter, tmp: Path) -> outputs.IngestOutput:
