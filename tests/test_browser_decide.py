@@ -79,8 +79,12 @@ def test_decide_tab_runs_a_decision_and_links_into_compare(page, files):
     page.get_by_label("Forgetting check of the adapter").uncheck()
     page.get_by_label("Also fine-tune on the documents' text (what RAG searches)").check()
     expect(page.locator("#decide-start")).to_be_disabled()
+    expect(page.get_by_label("Training seeds")).to_have_value("0")  # auto, as in the CLI
     page.locator("#decide-plan-btn").click()
     plan = page.locator("#decide-plan")
+    expect(plan).to_contain_text("3 × 16 steps")  # auto: three seeds fit the default budget on the tiny model
+    _set_number(page, "Training seeds", "1")  # one, to keep the run short
+    page.locator("#decide-plan-btn").click()
     for stage in STAGES:
         expect(plan.get_by_role("gridcell", name=stage, exact=True)).to_have_count(1)
     expect(plan).to_contain_text("4 eval, 8 train")  # 12 Q/A pairs, 30 % held out
