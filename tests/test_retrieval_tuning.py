@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from foundation.errors import ArenaError
@@ -68,13 +70,14 @@ def test_no_pairs_or_no_text_is_refused(embedder, tmp_path):
 
 
 class _Counting:
-    """The real embedder, counting the texts it is asked to encode."""
+    """The real embedder, counting the texts it is asked to encode (in all, and each text's times)."""
 
     def __init__(self, inner):
-        self.inner, self.texts = inner, 0
+        self.inner, self.texts, self.times = inner, 0, Counter()
 
     def encode(self, texts, *args, **kwargs):
         self.texts += len(texts)
+        self.times.update(texts)
         return self.inner.encode(texts, *args, **kwargs)
 
     def __getattr__(self, name):
@@ -101,3 +104,12 @@ def test_each_chunk_text_is_embedded_once_across_splitters_and_the_real_index(em
     assert reused.table == plain.table and (reused.splitter, reused.mode, reused.k) == (plain.splitter, plain.mode,
                                                                                        plain.k)
     assert held > 0 and reusing.texts == alone.texts - held  # the real index's chunks were not embedded again
+    chunk_texts = set()
+    for splitter in SPLITTERS:  # every splitter's chunks (the count also holds the questions searched)
+        store = DocumentStore(tmp_path / f"count-{splitter}", embedder)
+        try:
+            ingest_paths(store, docs, ChunkConfig(splitter=splitter))
+            chunk_texts.update(store.chunk_texts())
+        finally:
+            store.close()
+    assert chunk_texts and all(alone.times[t] == 1 for t in chunk_texts)  # a text two splitters share: once
