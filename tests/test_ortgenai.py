@@ -199,3 +199,34 @@ def test_batched_rows_equal_rows_alone_across_many_questions(fp32, lora):
     ours = fp32.generate(rows, gen)
     for row, out in zip(rows, ours, strict=True):
         assert out.done and out.tokens == fp32.torch.generate([row], gen)[0].tokens
+
+
+def test_graph_gives_logits_of_each_rows_last_real_token(fp32, loaded):
+    """The converted graph computes the vocabulary logits of one position per row (ort_build.py): for
+    right-padded rows of different lengths, each row's last real token, equal to the torch model's logits
+    for that row alone. The builder's own pruned head would read the padding (the last position)."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    logits = next(o for o in onnx.load(str(fp32.folder / "model.onnx"), load_external_data=False).graph.output
+                  if o.name == "logits")
+    assert logits.type.tensor_type.shape.dim[1].dim_value == 1  # one position per row
+    session = ort.InferenceSession(str(fp32.folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    prompts = [fp32.chat_ids([{"role": "user", "content": p}]) for p in PROMPTS[:3]]
+    width = max(len(p) for p in prompts)
+    ids, mask = np.full((3, width), fp32.pad_id, np.int64), np.zeros((3, width), np.int64)
+    for k, prompt in enumerate(prompts):
+        ids[k, :len(prompt)], mask[k, :len(prompt)] = prompt, 1
+    config = loaded.model.config
+    heads, head_dim = config.num_key_value_heads, config.hidden_size // config.num_attention_heads
+    feeds = {"input_ids": ids, "attention_mask": mask} | {
+        i.name: np.zeros((3, heads, 0, head_dim), np.float32) for i in session.get_inputs()
+        if i.name.startswith("past_key_values")}
+    got = session.run(["logits"], feeds)[0]
+    assert got.shape == (3, 1, config.vocab_size) and len({len(p) for p in prompts}) == 3
+    with torch.inference_mode():
+        for k, prompt in enumerate(prompts):
+            alone = loaded.model(input_ids=torch.tensor([prompt])).logits[0, -1].numpy()
+            assert np.allclose(got[k, 0], alone, atol=1e-4), k
