@@ -11,7 +11,7 @@ from foundation.errors import ArenaError
 from training import plan as P
 from training.config import JobConfig
 from training.job import run_job
-from training.runner import job_dir
+from training.runner import job_dir, step_tokens_per_s
 
 
 def test_fitted_plan_has_a_floor_several_epochs_and_a_ceiling():
@@ -96,6 +96,21 @@ def test_keep_best_off_registers_the_last_weights(qa_file, settings):
     vals = _val_losses(str(job_dir(settings, cfg)))
     assert m["steps"] == 12 and m["best_step"] is None and m["early_stopped_at"] is None
     assert vals[-1][0] == 12 and m["val_loss"] == pytest.approx(vals[-1][1], rel=1e-4)
+    # tokens/s is the steps' own: no logged rate spans a validation and its checkpoint
+    history = [json.loads(x) for x in (job_dir(settings, cfg) / "metrics.jsonl").read_text().splitlines()]
+    after_val = [b for a, b in zip(history, history[1:]) if "val_loss" in a and "tokens" in b]
+    assert len(after_val) >= 5 and not any("tokens_per_s" in r for r in after_val)
+    assert m["tokens_per_s"] == step_tokens_per_s(history, None) > 0
+
+
+def test_step_speed_leaves_out_validations_by_hand():
+    """100 tokens in 2 s, a validation, a first log after it (no rate), 100 tokens in 4 s: 200 / 6 s."""
+    history = [{"step": 1, "tokens": 50.0}, {"step": 2, "tokens": 150.0, "tokens_per_s": 50.0},
+               {"step": 2, "val_loss": 1.0}, {"step": 3, "tokens": 200.0},
+               {"step": 4, "tokens": 300.0, "tokens_per_s": 25.0}]
+    assert step_tokens_per_s(history, 10.0) == pytest.approx(200 / 6, abs=0.01)
+    assert step_tokens_per_s(history[:1], 10.0) == 10.0  # no rated interval: the whole run's rate
+    assert step_tokens_per_s([], None) is None
 
 
 def test_best_checkpoint_settings_keep_the_asked_checkpoint_cadence(tmp_path):

@@ -50,7 +50,9 @@ def truncate_metrics(path: Path, step: int) -> None:
 
 
 class MetricsCallback(TrainerCallback):
-    """Append step, loss, val_loss, learning rate, tokens/s and ETA to metrics.jsonl (main process only)."""
+    """Append step, loss, val_loss, learning rate, tokens/s and ETA to metrics.jsonl (main process only). A
+    record's tokens/s covers the steps since the previous training log of this process, never a validation or a
+    checkpoint save (runner.step_tokens_per_s)."""
 
     start, start_step = 0.0, 0
 
@@ -60,6 +62,12 @@ class MetricsCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start, self.start_step = time.time(), state.global_step  # a resumed run counts from its checkpoint
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self.last = None  # a validation (and its checkpoint) is not step time: the next interval starts after it
+
+    def on_save(self, args, state, control, **kwargs):
+        self.last = None
 
     def eta_s(self, state) -> float | None:
         done = state.global_step - self.start_step

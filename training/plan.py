@@ -34,10 +34,11 @@ AUTO_EVALS = 10
 # trl SFT LoRA r16 on the bundled 135M model, 2 CPU cores, fp32, measured at 169 tokens/s on one machine: the
 # guess used until this data folder has timed a job of its own.
 DEFAULT_TOKENS_PER_S = 150.0
-# The same guess for bf16 autocast, chosen only where the CPU has native bf16: 234 tokens/s measured on an AMD
-# Zen 4 (avx512_bf16, 2 cores; a fresh default decide's one-epoch job), where assuming the fp32 speed made the
-# whole plan 1.7x too long; a stock step on an AMX Xeon ran 1.7-1.9x its fp32 speed.
-DEFAULT_BF16_TOKENS_PER_S = 230.0
+# The same guess for bf16 autocast, chosen only where the CPU has native bf16: the optimizer steps of four fresh
+# default decides on an AMD Zen 4 (avx512_bf16, 2 cores; validations apart, as runner.step_tokens_per_s times
+# them) ran at 249, 271, 277 and 302 tokens/s; assuming the fp32 speed made the whole plan 1.7x too long. A
+# stock step on an AMX Xeon ran 1.7-1.9x its fp32 speed.
+DEFAULT_BF16_TOKENS_PER_S = 270.0
 
 
 def default_tokens_per_s(bf16: bool) -> float:
