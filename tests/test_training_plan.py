@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -98,7 +99,7 @@ def test_keep_best_off_registers_the_last_weights(qa_file, settings):
     assert vals[-1][0] == 12 and m["val_loss"] == pytest.approx(vals[-1][1], rel=1e-4)
     # tokens/s is the steps' own: no logged rate spans a validation and its checkpoint
     history = [json.loads(x) for x in (job_dir(settings, cfg) / "metrics.jsonl").read_text().splitlines()]
-    after_val = [b for a, b in zip(history, history[1:]) if "val_loss" in a and "tokens" in b]
+    after_val = [b for a, b in itertools.pairwise(history) if "val_loss" in a and "tokens" in b]
     assert len(after_val) >= 5 and not any("tokens_per_s" in r for r in after_val)
     assert m["tokens_per_s"] == step_tokens_per_s(history, None) > 0
 
