@@ -32,7 +32,8 @@ def test_plan_minutes_follow_the_measured_speed_and_say_how():
     cfg = JobConfig(data=[{"path": "x"}], batch_size=8)
     fast = P.plan(cfg, 75, tokens_per_row=60, tokens_per_s=200, basis="median of 2 earlier job(s)")
     slow = P.plan(cfg, 75, tokens_per_row=60, tokens_per_s=100, basis="median of 2 earlier job(s)")
-    assert fast.steps == 80 and fast.minutes == round(80 * 8 * 60 / 200 / 60, 1)
+    # 80 steps of 8 rows of 60 tokens, and 10 validations (every 8 steps) of the 8 held-out rows at half a token
+    assert fast.steps == 80 and fast.minutes == round((80 * 8 * 60 + 10 * 8 * 60 * 0.5) / 200 / 60, 1) == 3.4
     assert slow.minutes == pytest.approx(2 * fast.minutes, abs=0.1)
     assert "~80 steps" in fast.text() and "minutes on this machine" in fast.text() and "median" in fast.text()
     assert "best checkpoint is kept, stops after 3 without improvement" in fast.text()

@@ -231,7 +231,7 @@ def _final_metrics(trainer, result, stopper, seconds, train, summary) -> dict:
 def step_tokens_per_s(history: list[dict], overall: float | None) -> float | None:
     """Training tokens per second of the optimizer steps alone: the records whose tokens/s covers an interval
     without a validation or checkpoint (callbacks.MetricsCallback), weighted by their tokens. Plans cost
-    validations on their own (assistant/decide/plan.py EVAL_TOKEN_COST); with them inside, a 66-step job with
+    validations on their own (plan.py EVAL_TOKEN_COST); with them inside, a 66-step job with
     three validations read 265 tokens/s where its steps ran at 302 (Zen 4, bf16), and the plan counted the
     validations twice. `overall` (tokens over the whole run) when no such interval was logged."""
     tokens = seconds = 0.0

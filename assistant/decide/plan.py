@@ -45,9 +45,6 @@ BUDGET_EVALS = 2
 # the steps of the default 8. On the 165-pair PyPI FAQs one epoch in batches of 8 (32 steps) scored
 # rag+finetuned 0.084 token F1 below 91 steps, paired interval -0.188 to +0.011 (docs/benchmarks.md).
 SHORT_EPOCHS, SHORT_BATCH = 2.0, 4
-# A validation token costs about half a training token (forward only, but in padded batches): 22 s for 24 rows of
-# ~228 tokens where a training token took 7.8 ms (same job).
-EVAL_TOKEN_COST = 0.5
 REPORT_S = 3
 PARAPHRASE_TOKENS = 30  # one sampled rewrite of a question, with its end token
 GENERATOR_TOKENS = QuestionSettings(model="").max_new_tokens  # per question: an upper bound, small models ramble
@@ -272,7 +269,7 @@ def _estimate(cfg: DecideConfig, settings, rows: int, job, k: int, bf16: bool,
     one_epoch = min(tp.steps, training_plan.steps_per_epoch(job, train_rows))
     paraphrase_s = questions * k * PARAPHRASE_TOKENS / DECODE_TOKENS_PER_S / BATCHED_ROWS
     val_rows = round((short_rows + long_rows) * job.val_fraction)
-    eval_s = val_rows * tokens_per_row * EVAL_TOKEN_COST / tp.tokens_per_s
+    eval_s = val_rows * tokens_per_row * training_plan.EVAL_TOKEN_COST / tp.tokens_per_s
     return _Estimate(k, tokens_per_row, tp, step_s, one_epoch, paraphrase_s, eval_s)
 
 
