@@ -82,7 +82,9 @@ def test_decide_tab_runs_a_decision_and_links_into_compare(page, files):
     expect(page.get_by_label("Training seeds")).to_have_value("0")  # auto, as in the CLI
     page.locator("#decide-plan-btn").click()
     plan = page.locator("#decide-plan")
-    expect(plan).to_contain_text("3 × 16 steps")  # auto: three seeds fit the default budget on the tiny model
+    # auto: three seeds fit the default budget on the tiny model; their steps depend on the CPU's precision (16
+    # asked: all of them in bf16, fewer where the CPU has no native bf16 and the plan assumes fp32's speed)
+    expect(plan).to_contain_text(re.compile(r"3 × \d+ steps"))
     _set_number(page, "Training seeds", "1")  # one, to keep the run short
     page.locator("#decide-plan-btn").click()
     for stage in STAGES:
