@@ -45,6 +45,11 @@ DEFAULT_BF16_TOKENS_PER_S = 270.0
 EVAL_TOKEN_COST = 0.5
 
 
+def validation_tokens(val_rows: int, tokens_per_row: float) -> float:
+    """One validation pass, in training tokens of the same time."""
+    return val_rows * tokens_per_row * EVAL_TOKEN_COST
+
+
 def default_tokens_per_s(bf16: bool) -> float:
     return DEFAULT_BF16_TOKENS_PER_S if bf16 else DEFAULT_TOKENS_PER_S
 
@@ -102,7 +107,7 @@ def plan(cfg: JobConfig, train_rows: int, tokens_per_row: float, tokens_per_s: f
     validated = cfg.val_fraction > 0
     if validated:  # the held-out rows (val_fraction of all), forward only, at every validation
         val_rows = round(train_rows * cfg.val_fraction / (1 - cfg.val_fraction))
-        tokens += math.ceil(steps / max(1, run.eval_steps)) * val_rows * tokens_per_row * EVAL_TOKEN_COST
+        tokens += math.ceil(steps / max(1, run.eval_steps)) * validation_tokens(val_rows, tokens_per_row)
     return TrainingPlan(steps, steps / per_epoch, min(run.eval_steps, steps), is_fitted(cfg),
                         round(tokens / speed / 60, 1), speed,
                         basis or ("measured" if tokens_per_s else "assumed: no adapter trained here yet"),

@@ -269,7 +269,7 @@ def _estimate(cfg: DecideConfig, settings, rows: int, job, k: int, bf16: bool,
     one_epoch = min(tp.steps, training_plan.steps_per_epoch(job, train_rows))
     paraphrase_s = questions * k * PARAPHRASE_TOKENS / DECODE_TOKENS_PER_S / BATCHED_ROWS
     val_rows = round((short_rows + long_rows) * job.val_fraction)
-    eval_s = val_rows * tokens_per_row * training_plan.EVAL_TOKEN_COST / tp.tokens_per_s
+    eval_s = training_plan.validation_tokens(val_rows, tokens_per_row) / tp.tokens_per_s
     return _Estimate(k, tokens_per_row, tp, step_s, one_epoch, paraphrase_s, eval_s)
 
 
