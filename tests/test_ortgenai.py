@@ -230,3 +230,23 @@ def test_graph_gives_logits_of_each_rows_last_real_token(fp32, loaded):
         for k, prompt in enumerate(prompts):
             alone = loaded.model(input_ids=torch.tensor([prompt])).logits[0, -1].numpy()
             assert np.allclose(got[k, 0], alone, atol=1e-4), k
+
+
+def test_an_unrecognised_pruned_head_falls_back_to_the_stock_graph(loaded, tmp_path, monkeypatch):
+    """A builder whose pruned LM head this code does not recognise (here: other node names) would read the
+    padding of short rows: the graph is built again with every position's logits, and batched rows still equal
+    the torch reference's rows alone."""
+    import onnx
+
+    monkeypatch.setattr(ort_build, "PRUNED_GATHER", "/lm_head/renamed/Gather")
+    reference = Engine(loaded)
+    folder = ort_build.converted_folder(Path(loaded.path), tmp_path, "fp32", sorted(reference.eos_ids),
+                                        log=lambda text: None)
+    logits = next(o for o in onnx.load(str(folder / "model.onnx"), load_external_data=False).graph.output
+                  if o.name == "logits")
+    assert logits.type.tensor_type.shape.dim[1].dim_param  # every position, not one per row
+    engine = OrtGenaiEngine(reference, folder, tmp_path)
+    rows = _rows(engine, [None] * 5)
+    gen = GenSettings(max_new_tokens=8)
+    for row, out in zip(rows, engine.generate(rows, gen), strict=True):
+        assert out.tokens == reference.generate([row], gen)[0].tokens

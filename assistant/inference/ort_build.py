@@ -58,8 +58,11 @@ def converted_folder(hf_folder: Path, models_dir: Path, precision: str, eos_ids:
     return target
 
 
-def build(hf_folder: Path, out: Path, precision: str, eos_ids: list[int]) -> dict[str, list[int]]:
-    """Run the model builder (a subprocess: it loads a second copy of the weights) and expose LoRA inputs."""
+def build(hf_folder: Path, out: Path, precision: str, eos_ids: list[int], prune: bool = True
+          ) -> dict[str, list[int]]:
+    """Run the model builder (a subprocess: it loads a second copy of the weights) and expose LoRA inputs.
+    `prune`: last-token logits (module docstring); a pruned head this code does not recognise (another builder
+    version) would read padding, so the graph is then built again the stock way, with every position's logits."""
     from transformers import AutoConfig
 
     template = out.with_name(out.name + "-template")
@@ -67,7 +70,8 @@ def build(hf_folder: Path, out: Path, precision: str, eos_ids: list[int]) -> dic
     config = AutoConfig.from_pretrained(hf_folder)
     lora_onnx.write_template_adapter(config, template)
     cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf_folder), "-o", str(out),
-           "-p", precision, "-e", "cpu", "--extra_options", f"adapter_path={template}", "prune_lm_head=true"]
+           "-p", precision, "-e", "cpu", "--extra_options", f"adapter_path={template}"] + \
+        (["prune_lm_head=true"] if prune else [])
     try:
         done = subprocess.run(cmd, capture_output=True, text=True)
     finally:
@@ -75,8 +79,11 @@ def build(hf_folder: Path, out: Path, precision: str, eos_ids: list[int]) -> dic
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
         raise ArenaError(f"onnxruntime-genai model builder failed for {hf_folder}: {' | '.join(tail)}")
+    if prune and not gather_last_real_token(out / "model.onnx", config.hidden_size):
+        shutil.rmtree(out)
+        out.mkdir()
+        return build(hf_folder, out, precision, eos_ids, prune=False)
     params = lora_onnx.expose_lora_inputs(out / "model.onnx")
-    gather_last_real_token(out / "model.onnx", config.hidden_size)
     _set_eos(out / "genai_config.json", eos_ids)
     return params
 
@@ -89,9 +96,8 @@ def gather_last_real_token(model_file: Path, hidden_size: int) -> bool:
 
     onnxruntime-genai masks a row's trailing pad tokens (attention_mask 0), so the tokens of this call that are
     real count from the start of its chunk: index = (ones among the mask's last S columns) - 1, S the call's
-    length (prefill: the prompt's last token; each later step: 0). Returns False and leaves a graph without the
-    builder's pruned head (another builder version) as it is: the full-logits graph, which onnxruntime-genai
-    reads per row itself, just slower."""
+    length (prefill: the prompt's last token; each later step: 0). Returns False, the graph untouched, when the
+    builder's pruned head is not there under these names (build() then builds the stock graph)."""
     import onnx
     from onnx import TensorProto, helper
 
