@@ -9,7 +9,16 @@ import time
 
 import pytest
 
-from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, require_chromium, shot, start_app, stop_app, upload
+from tests.browser_support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    require_chromium,
+    set_number,
+    shot,
+    start_app,
+    stop_app,
+    upload,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -55,15 +64,6 @@ def _progress(page) -> tuple[str, int | None]:
     return box.inner_text(), value
 
 
-def _set_number(page, label: str, value: str) -> None:
-    from playwright.sync_api import expect
-
-    box = page.get_by_label(label)
-    box.fill(value)
-    box.press("Tab")  # a number box reports its change on blur
-    expect(box).to_have_value(value)
-
-
 def test_decide_tab_runs_a_decision_and_links_into_compare(page, files):
     from playwright.sync_api import expect
 
@@ -73,9 +73,9 @@ def test_decide_tab_runs_a_decision_and_links_into_compare(page, files):
     upload(page, "decide-docs", files / "kettle.md")
     upload(page, "decide-qa", files / "kettle-qa.jsonl")
     page.get_by_role("button", name="Run settings").click()
-    _set_number(page, "Max steps per seed (-1 = fitted to the data)", "16")
-    _set_number(page, "Max new tokens (0 = from the reference answers)", "8")
-    _set_number(page, "Paraphrases per training question (0 = none)", "1")
+    set_number(page, "decide-max-steps", 16)
+    set_number(page, "decide-max-new", 8)
+    set_number(page, "decide-paraphrases", 1)
     page.get_by_label("Forgetting check of the adapter").uncheck()
     page.get_by_label("Also fine-tune on the documents' text (what RAG searches)").check()
     expect(page.locator("#decide-start")).to_be_disabled()
@@ -85,7 +85,7 @@ def test_decide_tab_runs_a_decision_and_links_into_compare(page, files):
     # auto: three seeds fit the default budget on the tiny model; their steps depend on the CPU's precision (16
     # asked: all of them in bf16, fewer where the CPU has no native bf16 and the plan assumes fp32's speed)
     expect(plan).to_contain_text(re.compile(r"3 × \d+ steps"))
-    _set_number(page, "Training seeds", "1")  # one, to keep the run short
+    set_number(page, "decide-seeds", 1)  # one, to keep the run short
     page.locator("#decide-plan-btn").click()
     for stage in STAGES:
         expect(plan.get_by_role("gridcell", name=stage, exact=True)).to_have_count(1)
