@@ -39,12 +39,8 @@ class Reporter:
         self.done: dict[str, float] = {}  # stage -> seconds it took (0 when cached)
         self.stage, self.stage_started, self.fraction = "", self.started, 0.0
 
-    @property
-    def cancel_file(self) -> Path:
-        return self.folder / CANCEL_FILE
-
     def cancelled(self) -> bool:
-        return self.cancel_file.exists()
+        return (self.folder / CANCEL_FILE).exists()
 
     def check(self) -> None:
         if self.cancelled():
