@@ -100,8 +100,16 @@ class Plan:
         return round(sum(s.minutes for s in self.stages if not s.cached), 1)
 
     def estimates(self) -> dict[str, float]:
-        """Seconds per stage, for the progress bar's weights (cached stages weigh nothing)."""
-        return {s.stage: 0.0 if s.cached else s.minutes * 60 for s in self.stages}
+        """Seconds per stage, for the progress bar's weights: cached stages weigh nothing, training is split
+        evenly over its seeds (train-s0, train-s1, ...)."""
+        out = {}
+        for s in self.stages:
+            seconds = 0.0 if s.cached else s.minutes * 60
+            if s.stage == "train":
+                out.update({f"train-s{i}": seconds / self.seeds for i in range(self.seeds)})
+            else:
+                out[s.stage] = seconds
+        return out
 
     def to_dict(self) -> dict:
         return {**asdict(self), "minutes": self.minutes}

@@ -28,18 +28,6 @@ def plan_for(cfg: DecideConfig, settings):
     return make_plan(cfg, settings, decide_run.cache, decide_run.keys)
 
 
-def _estimates(plan, seeds: int) -> dict[str, float]:
-    """Seconds per stage for the progress weights; training is split evenly over its seeds."""
-    est = plan.estimates()
-    train = est.pop("train", 0.0)
-    out = {}
-    for stage, seconds in est.items():
-        out[stage] = seconds
-        if stage == "trainset":
-            out.update({f"train-s{i}": train / max(seeds, 1) for i in range(seeds)})
-    return out
-
-
 def _install_cancel_signal(folder: Path) -> None:
     """SIGTERM writes the CANCEL file, acted on at the next progress update (training: at its next step)."""
     if threading.current_thread() is threading.main_thread():
@@ -54,7 +42,7 @@ def run_decide(cfg: DecideConfig, settings, runtime=None, stderr: bool = True) -
     cfg.to_yaml(folder / "decide.yaml")
     (folder / CANCEL_FILE).unlink(missing_ok=True)
     plan = make_plan(cfg, settings, decide_run.cache, decide_run.keys)
-    rep = Reporter(folder, _estimates(plan, plan.seeds if cfg.trains else 0), stderr=stderr)
+    rep = Reporter(folder, plan.estimates(), stderr=stderr)
     rep.write({"state": "starting", "plan": plan.to_dict(), "pid": os.getpid()})
     _install_cancel_signal(folder)
     stages: list[StageRun] = []
