@@ -116,15 +116,8 @@ class Plan:
 
     def text(self) -> str:
         lines = [f"{'stage':<9} {'count':<28} {'minutes':>8}"]
-        for s in self.stages:
-            lines.append(f"{s.stage:<9} {s.count:<28} {'cached' if s.cached else s.minutes:>8}")
-        lines.append(f"total ~{self.minutes} min")
-        return "\n".join(lines + [f"note: {n}" for n in self.notes])
-
-
-def count_rows(path: str) -> int:
-    """Question/answer rows of a JSONL/CSV file (read with the evaluation-set reader, which checks them)."""
-    return len(load_eval_set(Path(path)))
+        lines += [f"{s.stage:<9} {s.count:<28} {'cached' if s.cached else s.minutes:>8}" for s in self.stages]
+        return "\n".join(lines + [f"total ~{self.minutes} min"] + [f"note: {n}" for n in self.notes])
 
 
 def doc_stats(paths: list[str]) -> tuple[int, int, int, int]:
@@ -164,9 +157,10 @@ def budget_fit(seeds: int, steps: int, step_s: float, budget_minutes: float,
 
 
 def _evalset_stage(cfg: DecideConfig, plan: Plan, n_eval: int, n_train: int, split: bool, doc_pairs: int,
-                   malformed: int, cached) -> tuple[int, int]:
-    """The evaluation-questions row (from --eval, --qa, a generator or the heuristic, with its notes); returns
-    the evaluation and training counts, the generator's planned ones when it writes the questions."""
+                   malformed: int) -> tuple[int, int]:
+    """The evaluation-questions row (from --eval, --qa, a generator or the heuristic, with its notes; `split`:
+    the stage is cached); returns the evaluation and training counts, the generator's planned ones when it
+    writes the questions."""
     origin = "--eval file" if cfg.eval else "held out from --qa" if cfg.qa else "held-out document sections"
     generate_s = 0.0
     if cfg.generator and not cfg.qa:
@@ -183,7 +177,7 @@ def _evalset_stage(cfg: DecideConfig, plan: Plan, n_eval: int, n_train: int, spl
                           f"'X is a ...' sentences): {doc_pairs} well-formed, {malformed} dropped as malformed; "
                           "--generator writes questions a user would ask")
     plan.stages.append(_row("evalset", f"evaluation questions ({origin})", f"{n_eval} eval, {n_train} train",
-                            2 + generate_s, cached("evalset")))
+                            2 + generate_s, split))
     return n_eval, n_train
 
 
@@ -202,8 +196,8 @@ def make_plan(cfg: DecideConfig, settings, cache=None, keys: dict | None = None)
 
     files, chars, doc_pairs, malformed = doc_stats(cfg.docs)
     chunks = max(1, round(chars / 700))
-    qa_rows = count_rows(cfg.qa) if cfg.qa else 0
-    eval_rows = count_rows(cfg.eval) if cfg.eval else 0
+    # Q/A rows of the JSONL/CSV files, read with the evaluation-set reader, which checks them
+    qa_rows, eval_rows = (len(load_eval_set(Path(path))) if path else 0 for path in (cfg.qa, cfg.eval))
     pool = qa_rows or doc_pairs
     held = eval_rows or max(1, round(pool * cfg.eval_fraction))
     n_eval = min(held, cfg.limit) if cfg.limit else held  # --limit scores fewer; the held-out rest stays out
@@ -214,11 +208,10 @@ def make_plan(cfg: DecideConfig, settings, cache=None, keys: dict | None = None)
     plan = Plan()
     plan.stages.append(_row("ingest", "read, chunk and embed the documents", f"{files} files, ~{chunks} chunks",
                             chunks / EMBED_CHUNKS_PER_S + 5, cached("ingest")))
-    n_eval, n_train = _evalset_stage(cfg, plan, n_eval, n_train, bool(split), doc_pairs, malformed, cached)
+    n_eval, n_train = _evalset_stage(cfg, plan, n_eval, n_train, bool(split), doc_pairs, malformed)
     plan.stages.append(_retrieval_row(cfg, n_train, chunks, cached("retrieval")))
     rows = n_train * (2 if cfg.grounded and "rag+finetuned" in cfg.variants else 1) if cfg.trains else 0
     rows += chunks if cfg.trains and cfg.train_on_documents else 0  # about one text row per section
-    plan.train_rows = rows
     what = "; document text" if cfg.train_on_documents else ""
     plan.stages.append(_row("trainset", f"training rows (Q/A pairs; grounded rows for rag+finetuned{what})",
                             f"{rows} rows", 2 + n_train * 0.05, cached("trainset")))
@@ -234,8 +227,7 @@ def make_plan(cfg: DecideConfig, settings, cache=None, keys: dict | None = None)
         # Once the trainset stage is cached, its recorded rows and fit are what training will use.
         done = cache.cached("trainset", keys["trainset"]) if cache and keys else None
         plan.train_rows = done.rows if done else rows
-        plan.stages.append(_train_row(cfg, settings, plan, plan.train_rows, job_config(cfg), cached,
-                                      done and done.fit, seed_compare_s))
+        plan.stages.append(_train_row(cfg, settings, plan, cached, done and done.fit))
     compare_s -= 0 if plan.reference_nll else answer_s * NLL_SHARE
     plan.stages.append(_row("compare", f"{n_variants} variants answer every question, paired statistics"
                             + ("" if plan.reference_nll else " (no reference NLL: budget)"),
@@ -355,30 +347,30 @@ def mean_row_tokens(short_rows: int, grounded_rows: int, job, measured: tuple[fl
     counts (paraphrases multiply only the short ones; a paraphrase is about as long as its question). Averaging
     per source row instead overcounted the long grounded rows ~2x with 5 paraphrases: the plan said 4,600 s
     where training took 683 s (issue 25). `measured`: (short, long) means of the real rows."""
-    passages = GROUNDED_PASSAGES * PASSAGE_TOKENS
-    if job.grounded_passage_tokens:
-        passages = min(passages, job.grounded_passage_tokens)
     short = CHAT_OVERHEAD_TOKENS + QA_TOKENS
-    long = short + RAG_INSTRUCTION_TOKENS + passages
-    if measured:
-        short, long = measured
-    total = short_rows * short + grounded_rows * long
-    return total / max(1, short_rows + grounded_rows)
+    passages = min(GROUNDED_PASSAGES * PASSAGE_TOKENS, job.grounded_passage_tokens or math.inf)
+    short, long = measured or (short, short + RAG_INSTRUCTION_TOKENS + passages)
+    return (short_rows * short + grounded_rows * long) / max(1, short_rows + grounded_rows)
 
 
-def _train_row(cfg, settings, plan: Plan, rows: int, job, cached, fit: TrainingFit | None = None,
-               seed_compare_s: float = 0.0) -> PlanStage:
-    fit = fit or training_fit(cfg, settings, rows, job, plan.other_s, seed_compare_s, nll_s=plan.nll_s)
+def seeds_that_fit(cfg: DecideConfig, fit: TrainingFit | None) -> int:
+    """Seeds that fit the budget (`fit`: the trainset stage's), else all of them."""
+    return min(cfg.seed_count, fit.seeds) if cfg.budget_minutes and fit else cfg.seed_count
+
+
+def _train_row(cfg, settings, plan: Plan, cached, fit: TrainingFit | None = None) -> PlanStage:
+    """The training row, for plan.train_rows rows: from the cached trainset stage's `fit`, else a new one."""
+    fit = fit or training_fit(cfg, settings, plan.train_rows, job_config(cfg), plan.other_s, plan.seed_compare_s,
+                              nll_s=plan.nll_s)
     plan.reference_nll = fit.reference_nll
-    plan.seeds = min(cfg.seed_count, fit.seeds) if cfg.budget_minutes else cfg.seed_count
+    plan.seeds = seeds_that_fit(cfg, fit)
     plan.steps_per_seed = fit.steps_per_seed if cfg.budget_minutes else fit.wanted_steps
     plan.notes += fit.notes
     plan.at_floor = bool(cfg.budget_minutes and fit.at_floor)
     seconds = plan.seeds * (plan.steps_per_seed * fit.step_s + SEED_OVERHEAD_S + fit.evals_s)
     seconds += fit.paraphrase_s  # written once, cached for the other seeds
-    precision = "bf16" if fit.bf16 else "fp32"
-    return _row("train", f"LoRA adapter × {plan.seeds} seed(s), {precision}",
-                f"{plan.seeds} × {plan.steps_per_seed} steps on {rows} rows", seconds,
+    return _row("train", f"LoRA adapter × {plan.seeds} seed(s), {'bf16' if fit.bf16 else 'fp32'}",
+                f"{plan.seeds} × {plan.steps_per_seed} steps on {plan.train_rows} rows", seconds,
                 all(cached(f"train-s{i}") for i in range(plan.seeds)))
 
 

@@ -13,7 +13,7 @@ from assistant.compare.result import ComparisonResult
 from assistant.decide.comparison import run_compare
 from assistant.decide.config import DecideConfig
 from assistant.decide.outputs import StageRun, TrainsetOutput
-from assistant.decide.plan import make_plan
+from assistant.decide.plan import make_plan, seeds_that_fit
 from assistant.decide.progress import CANCEL_FILE, DecideCancelled, Reporter
 from assistant.decide.report import write_decision_report
 from assistant.decide.result import DecideResult
@@ -92,7 +92,7 @@ def _train_all(decide_run: DecideRun, rep: Reporter, step, trainset: TrainsetOut
     """Train the seeds that fit the budget; a cached seed whose adapter was deleted is trained again."""
     registry = decide_run.runtime.registry
     adapters = []
-    for i in range(decide_run.seeds_to_train(trainset)):
+    for i in range(seeds_that_fit(decide_run.cfg, trainset.fit)):
         stage = f"train-s{i}"
         hit = decide_run.cache.cached(stage, decide_run.keys[stage])
         if hit and hit.adapter not in registry.names():

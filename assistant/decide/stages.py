@@ -80,11 +80,6 @@ class DecideRun:
         keys["report"] = content_key("report", keys["compare"], keys["trainset"], keys["ingest"])
         return keys
 
-    def seeds_to_train(self, trainset: outputs.TrainsetOutput) -> int:
-        """Seeds that fit the budget (recorded by the trainset stage), else all of them."""
-        return min(self.cfg.seed_count, trainset.fit.seeds) if self.cfg.budget_minutes and trainset.fit \
-            else self.cfg.seed_count
-
     # ---- stages -------------------------------------------------------------------------------------
     def ingest(self, rep: Reporter, tmp: Path) -> outputs.IngestOutput:
         def progress(done, total, chunks, message):
