@@ -69,11 +69,8 @@ def run_decide(cfg: DecideConfig, settings, runtime=None, stderr: bool = True) -
         result = DecideResult(cfg, str(folder), plan, stages, evalset, retrieval, trainset, adapters, compare,
                               collect(stages, plan.stages, outputs))
         report = step("report", lambda tmp: write_decision_report(_result(decide_run), result, tmp))
-    except DecideCancelled as exc:
-        rep.finish("cancelled", error=str(exc))
-        raise
     except Exception as exc:
-        rep.finish("failed", error=str(exc))
+        rep.finish("cancelled" if isinstance(exc, DecideCancelled) else "failed", error=str(exc))
         raise
     result.report = report.under(decide_run.cache.folder("report"))
     result.timings = collect(stages, plan.stages, outputs)
