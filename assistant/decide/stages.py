@@ -8,6 +8,7 @@ input files' contents, so the plan can say which stages are already cached.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import shutil
 import threading
@@ -36,19 +37,18 @@ class DecideRun:
     """One decide run over a workspace: its config, stage cache, keys and (lazily) the shared runtime."""
 
     def __init__(self, cfg: DecideConfig, settings, runtime=None):
-        self.cfg, self.settings, self._runtime = cfg, settings, runtime
+        self.cfg, self.settings = cfg, settings
+        if runtime is not None:
+            self.runtime = runtime
         self.folder = workspace(self.settings.data_dir, self.cfg.name)
         self.cache = StageCache(self.folder)
         self.keys = self.stage_keys()
-        self._generator_info: dict = {}  # what --generator did (the evalset stage records it)
 
-    @property
+    @functools.cached_property
     def runtime(self):
-        if self._runtime is None:
-            from assistant.runtime import Runtime  # deferred: pulls torch
+        from assistant.runtime import Runtime  # deferred: pulls torch
 
-            self._runtime = Runtime(self.settings)
-        return self._runtime
+        return Runtime(self.settings)
 
     # ---- keys: what each stage's result depends on --------------------------------------------------
     def doc_files(self) -> list[tuple[str, str]]:
@@ -98,15 +98,13 @@ class DecideRun:
         c = self.cfg
         sections = [s for s in self.runtime.store.sections() if s.source in set(sources)]
         heuristic = None  # malformed counts when the document heuristic drew the questions
-        generated = self._generated(rep, tmp, sections) if c.generator and not c.qa else None
-        if generated and c.eval:
-            evals, pool, origin = [it.to_dict() for it in load_eval_set(Path(c.eval))], generated.pool, "--eval file"
+        generated, generator_info = self._generated(rep, tmp, sections) if c.generator and not c.qa else (None, {})
+        if c.eval:
+            evals, origin = [it.to_dict() for it in load_eval_set(Path(c.eval))], "--eval file"
+            pool = (generated.pool if generated else [it.to_dict() for it in load_eval_set(Path(c.qa))] if c.qa
+                    else self._doc_pairs(sections))
         elif generated:
             evals, pool, origin = generated.evals, generated.pool, "held-out document sections"
-        elif c.eval:
-            evals = [it.to_dict() for it in load_eval_set(Path(c.eval))]
-            pool = [it.to_dict() for it in load_eval_set(Path(c.qa))] if c.qa else self._doc_pairs(sections)
-            origin = "--eval file"
         elif c.qa:
             pairs = [{**it.to_dict(), "section": it.source or it.question} for it in load_eval_set(Path(c.qa))]
             # Questions sharing a source are held out together (one section must not feed both sides);
@@ -117,7 +115,7 @@ class DecideRun:
             origin = "held out from --qa"
         else:
             heuristic = draw_from_sections(sections).malformed
-            failed = self._generator_info.get("fallback", "")
+            failed = generator_info.get("fallback", "")
             if not qa_from_sections(sections):
                 refuse_too_few(0, sum(heuristic.values()), c.generator, failed)
             drawn, rest = draw_eval_set(sections, eval_fraction=c.eval_fraction, seed=c.seed, limit=10**6)
@@ -137,12 +135,12 @@ class DecideRun:
         return outputs.EvalsetOutput(len(evals), len(train), len(leaked), origin,
                                      # drawn from the documents by the heading/definition heuristic
                                      questions_by="" if heuristic is None else "heuristic", malformed=heuristic or {},
-                                     generator=self._generator_info if c.generator and not c.qa else {})
+                                     generator=generator_info)
 
-    def _generated(self, rep: Reporter, tmp: Path, sections) -> questions.GeneratedSets | None:
+    def _generated(self, rep: Reporter, tmp: Path, sections) -> tuple[questions.GeneratedSets | None, dict]:
         """Questions written by --generator (held-out sections -> evaluation, the rest -> training), or None
         when the generator failed or too few questions passed its filters: the heuristic then draws them, and
-        the report says why."""
+        the report says why; with what the generator did (the evalset stage records it)."""
         c = self.cfg
 
         def progress(done: int, total: int) -> None:
@@ -153,10 +151,8 @@ class DecideRun:
                         [{**p, "side": "train"} for p in got.pool])  # kept for inspection, used or not
             return "" if c.eval else questions.too_few(len(got.evals))
 
-        got, self._generator_info = generated_or_fallback(
-            c.generator, lambda: questions.generated_sets(c, self.runtime, sections, hold_out=not c.eval,
-                                                          progress=progress), shortfall)
-        return got
+        return generated_or_fallback(c.generator, lambda: questions.generated_sets(
+            c, self.runtime, sections, hold_out=not c.eval, progress=progress), shortfall)
 
     def retrieval(self, rep: Reporter, tmp: Path) -> outputs.RetrievalChoice:
         """Splitter, k and search mode by retrieval hit rate on the training pairs (never the evaluation set);
