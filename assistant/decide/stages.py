@@ -13,6 +13,7 @@ import json
 import shutil
 import threading
 from pathlib import Path
+from statistics import fmean
 
 from assistant.compare.evalset import draw_eval_set, load_eval_set
 from assistant.decide import outputs, questions
@@ -209,18 +210,15 @@ class DecideRun:
                            self._row_tokens(qa, grounded + documents), nll_s) if self.cfg.trains else None
         return outputs.TrainsetOutput(len(qa), len(grounded), len(documents), rows, fit)
 
-    def _row_tokens(self, short: list, long: list) -> tuple[float, float] | None:
+    def _row_tokens(self, short: list, long: list) -> tuple[float, float]:
         """Mean tokens of the short (Q/A) and long (grounded, document) rows, in the model's chat template: the
-        training estimate then counts the real rows (up to 200 of each), not typical sizes."""
-        if not short:
-            return None
+        training estimate then counts the real rows (up to 200 of each), not typical sizes. `short` is never
+        empty: a run that trains has two training pairs or more (trainset refuses fewer)."""
         engine = self.runtime.engine
 
-        def tokens(ex) -> int:
-            return len(engine.chat_ids(ex.messages)) if ex.kind == "chat" else engine.count_tokens(ex.text)
-
         def mean(rows: list) -> float:
-            return sum(tokens(ex) for ex in rows[:200]) / min(len(rows), 200)
+            return fmean(len(engine.chat_ids(ex.messages)) if ex.kind == "chat" else engine.count_tokens(ex.text)
+                         for ex in rows[:200])
 
         q = mean(short)
         return round(q, 1), round(mean(long) if long else q, 1)
