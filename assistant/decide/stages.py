@@ -254,13 +254,15 @@ class DecideRun:
 
         job = self.seed_job(i, fit)
         folder = job_dir(self.settings, job)
-        done = _finished_adapter(read_status(folder), self.runtime.registry)
-        if done:  # trained and registered, but the stage marker was not written (a crash right after)
+        status = read_status(folder)
+        done = status.get("adapter") if status.get("state") == "done" else None
+        # trained and registered, but the stage marker was not written (a crash right after)
+        if done and done in self.runtime.registry.names():
             return outputs.TrainOutput(done, job.job_id, resumed=False, reused_job=True)
         resume = last_checkpoint(folder) is not None
         if folder.exists() and not resume:
             shutil.rmtree(folder)  # started but killed before its first checkpoint: start it over
-        with _TrainWatcher(folder, rep, i):
+        with _watching(folder, rep, i):
             result = run_job(job, self.settings, resume=resume, tools=self.runtime.data_tools())
         if result["state"] == "cancelled":
             raise DecideCancelled(f"training cancelled at step {result['step']}; run again to resume it")
@@ -280,39 +282,31 @@ def refuse_too_few(n_eval: int, malformed: int, generator: str = "", failed: str
             "pairs")
 
 
-def _finished_adapter(status: dict, registry) -> str | None:
-    name = status.get("adapter") if status.get("state") == "done" else None
-    return name if name and name in registry.names() else None
-
-
-class _TrainWatcher:
+@contextlib.contextmanager
+def _watching(folder: Path, rep: Reporter, i: int):
     """Turns the job's metrics.jsonl into stage progress, and a decide CANCEL into the job's CANCEL file, while
     the `with` block runs."""
+    from training.callbacks import CANCEL_FILE, read_metrics  # deferred: pulls torch, transformers, peft
 
-    def __init__(self, job_folder: Path, rep: Reporter, seed_index: int):
-        self.folder, self.rep, self.i = Path(job_folder), rep, seed_index
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+    stop = threading.Event()
 
-    def __enter__(self) -> _TrainWatcher:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        from training.callbacks import CANCEL_FILE, read_metrics  # deferred: pulls torch, transformers, peft
-
-        while not self._stop.wait(1.0):
-            if self.rep.cancelled() and self.folder.is_dir():
-                (self.folder / CANCEL_FILE).touch()
-            records = read_metrics(self.folder / "metrics.jsonl")
+    def watch() -> None:
+        while not stop.wait(1.0):
+            if rep.cancelled() and folder.is_dir():
+                (folder / CANCEL_FILE).touch()
+            records = read_metrics(folder / "metrics.jsonl")
             last = next((r for r in reversed(records) if "max_steps" in r), None)
             loss = next((f" loss {r['loss']:.3f}" for r in reversed(records) if "loss" in r), "")
             if last and last.get("max_steps"):
                 # on a cancel the training loop stops at its next step; run_job then reports "cancelled"
                 with contextlib.suppress(DecideCancelled):
-                    self.rep.update(last["step"] / last["max_steps"],
-                                    f"seed {self.i}: step {last['step']}/{last['max_steps']}{loss}", job=str(self.folder))
+                    rep.update(last["step"] / last["max_steps"],
+                               f"seed {i}: step {last['step']}/{last['max_steps']}{loss}", job=str(folder))
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(5)
