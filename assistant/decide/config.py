@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -160,12 +160,8 @@ class DecideConfig(config_file.YamlFile):
     def resolved(self) -> DecideConfig:
         """A copy with absolute paths and seeds 0 (auto) made a number, so the saved YAML means the same thing
         from any folder and in any version."""
-        data = asdict(self)
-        data["seeds"] = self.seed_count
-        data["docs"] = [str(Path(p).resolve()) for p in self.docs]
-        for key in ("qa", "eval"):
-            data[key] = str(Path(data[key]).resolve()) if data[key] else ""
-        return DecideConfig(**data)
+        files = {key: str(Path(getattr(self, key)).resolve()) for key in ("qa", "eval") if getattr(self, key)}
+        return replace(self, seeds=self.seed_count, docs=[str(Path(p).resolve()) for p in self.docs], **files)
 
 
 def workspace(data_dir: Path, name: str) -> Path:
@@ -183,17 +179,10 @@ def config_from_args(args: argparse.Namespace) -> DecideConfig:
 
 def job_config(cfg: DecideConfig, **overrides):
     """The training job for this decision: the job's own defaults, with the decide flags that were set."""
-    job = JobConfig(name=cfg.name, method=cfg.method)
-    for name in ("epochs", "learning_rate", "lora_r", "batch_size", "max_length", "save_steps", "augment",
-                 "report_to"):
-        value = getattr(cfg, name)
-        if value:
-            setattr(job, name, value)
+    flags = {name: getattr(cfg, name) for name in ("epochs", "learning_rate", "lora_r", "batch_size", "max_length",
+                                                   "save_steps", "augment", "report_to") if getattr(cfg, name)}
     if cfg.lora_r and not cfg.learning_rate:
-        job.lora_alpha = 2 * cfg.lora_r  # keep the default alpha/r ratio
-    job.max_steps = cfg.max_steps
+        flags["lora_alpha"] = 2 * cfg.lora_r  # keep the default alpha/r ratio
     if cfg.early_stopping_patience >= 0:  # unset (-1) leaves the job's default, so existing keys stay the same
-        job.early_stopping_patience = cfg.early_stopping_patience
-    for key, value in overrides.items():
-        setattr(job, key, value)
-    return job
+        flags["early_stopping_patience"] = cfg.early_stopping_patience
+    return JobConfig(**{"name": cfg.name, "method": cfg.method, "max_steps": cfg.max_steps, **flags, **overrides})
