@@ -25,7 +25,6 @@ def _why(result: ComparisonResult) -> list[str]:
 def _score_rows(result: ComparisonResult) -> tuple[list[str], list[list[str]]]:
     metric = result.metric
     seeds = result.seeds.get("summary", {})
-    comparisons = result.recommendation.comparisons
     header = ["variant", f"{METRIC_LABELS[metric]} [95 % CI]", "best − variant [Holm-adjusted paired CI]",
               "paired diff vs base [95 % CI]", "across seeds"]
     rows = []
@@ -33,8 +32,8 @@ def _score_rows(result: ComparisonResult) -> tuple[list[str], list[list[str]]]:
         paired = result.paired.get(v, {}).get(metric)
         s = seeds.get(v)
         spread = f"{s['mean']:.3f} ± {s['sd']:.3f} ({s['seeds']} seeds)" if s and s.get("mean") is not None else ""
-        rows.append([v, ci_cell(summary.get(metric)), _gap(comparisons.get(v)), ci_cell(paired) if paired else "",
-                     spread])
+        rows.append([v, ci_cell(summary.get(metric)), _gap(result.recommendation.comparisons.get(v)),
+                     ci_cell(paired) if paired else "", spread])
     return header, rows
 
 
@@ -48,32 +47,24 @@ def _gap(row: dict | None) -> str:
 def _cost_rows(result: ComparisonResult) -> tuple[list[str], list[list[str]]]:
     header = ["variant", "training min", "extra prompt tokens", "extra memory MB", "time to first token s",
               "tokens/s"]
-    rows = []
-    for v, c in result.costs.items():
-        s = result.variants.get(v, {})
-        rows.append([v, f"{c.training_seconds / 60:.1f}", f"{c.extra_prompt_tokens:.0f}", f"{c.memory_mb:.1f}",
-                     _mean(s.get("ttft_s")), _mean(s.get("tokens_per_s"))])
-    return header, rows
+    return header, [[v, f"{c.training_seconds / 60:.1f}", f"{c.extra_prompt_tokens:.0f}", f"{c.memory_mb:.1f}",
+                     *(_mean(result.variants.get(v, {}).get(m)) for m in ("ttft_s", "tokens_per_s"))]
+                    for v, c in result.costs.items()]
 
 
 def _mean(summary: Interval | None) -> str:
     return f"{summary.mean:.2f}" if summary and summary.mean is not None else "–"
 
 
-def _time_sections(decision: DecideResult) -> list[tuple[str, object]]:
-    """The plan and its budget against the time taken (assistant/decide/timings.py)."""
-    budget = decision.config.budget_minutes
-    said = f"budget {budget:g} min" if budget else "no budget (--budget-minutes 0: the plan fitted to the data)"
-    return [("Time", [f"{said}; {decision.timings.headline()}", *decision.plan.notes]),
-            ("Where the time went (seconds; sub-stages under their stage)", decision.timings.table())]
-
-
 def sections(result: ComparisonResult, decision: DecideResult) -> list[tuple[str, object]]:
-    evalset = decision.evalset
+    evalset, budget = decision.evalset, decision.config.budget_minutes
+    # the plan and its budget against the time taken (assistant/decide/timings.py)
+    said = f"budget {budget:g} min" if budget else "no budget (--budget-minutes 0: the plan fitted to the data)"
     return [("Why", _why(result)),
             ("Scores", _score_rows(result)),
             ("Costs on this machine", _cost_rows(result)),
-            *_time_sections(decision),
+            ("Time", [f"{said}; {decision.timings.headline()}", *decision.plan.notes]),
+            ("Where the time went (seconds; sub-stages under their stage)", decision.timings.table()),
             ("Warnings", result.warnings or ["none"]),
             # each probe's message names its interval and when it flags
             ("Adapter checks (forgetting, bias; paired intervals)",
