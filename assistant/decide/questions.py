@@ -63,18 +63,16 @@ def generated_sets(cfg, runtime, sections, hold_out: bool = True, progress=None,
     groups = [{"source": s.source, "section": s.title} for s in sections]
     _, eval_groups = split_by_section(groups, cfg.eval_fraction, cfg.seed) if hold_out else (groups, [])
     held = {section_key(g) for g in eval_groups}
-    qs = settings_for(cfg)
     n_eval = max(MIN_EVAL_QUESTIONS, round(cfg.questions * cfg.eval_fraction)) if hold_out else 0
     n_train = max(0, cfg.questions - n_eval) if cfg.trains else 0
     side = {True: [s for s in sections if (s.source, s.title) in held],
             False: [s for s in sections if (s.source, s.title) not in held]}
-    written = write_questions([(side[True], n_eval), (side[False], n_train)], qs,
+    written = write_questions([(side[True], n_eval), (side[False], n_train)], settings_for(cfg),
                               generate or runtime.question_generator(cfg.generator), runtime.embedder.encode,
                               RowCache.in_data_dir(runtime.settings.data_dir), progress=progress)
     eval_qs = [q for q in written.kept if (q.source, q.section) in held]
     train_qs = [q for q in written.kept if (q.source, q.section) not in held]
-    info = written.info
-    info["held_out_sections"] = sorted(held)
+    info = {**written.info, "held_out_sections": sorted(held)}
     if hold_out:
         info["round_trip"] = round_trip(eval_qs, runtime.store)
     return GeneratedSets([q.to_pair() for q in eval_qs], [q.to_pair() for q in train_qs], info)
@@ -88,10 +86,8 @@ def round_trip(questions: list[GeneratedQuestion], store, k: int | None = None) 
         return None
     k = k or VariantConfig().rag_k
     hits = store.search_many([q.question for q in questions], k=k)
-    found = 0
-    for q, row in zip(questions, hits, strict=True):
-        found += any(h.source == c.source and (h.text in c.text or c.text[:200] in h.text or h.section == c.section)
-                     for h in row for c in q.chunks)
+    found = sum(any(h.source == c.source and (h.text in c.text or c.text[:200] in h.text or h.section == c.section)
+                    for h in row for c in q.chunks) for q, row in zip(questions, hits, strict=True))
     return found / len(questions)
 
 
