@@ -31,14 +31,12 @@ def summary_tags(recommendation: Recommendation, cfg: DecideConfig) -> dict[str,
 
 
 def log_decision(recommendation: Recommendation, cfg: DecideConfig, folder: Path) -> list[str]:
-    """Log the summary to every tracker in `cfg.report_to` that logs summaries; returns the ones written."""
-    written = []
-    for target in report_targets(cfg.report_to):
-        if target not in SUMMARY_TRACKERS:
-            continue  # the trainer's integration still logged the training runs there
-        metrics, tags = summary_metrics(recommendation), summary_tags(recommendation, cfg)
-        {"mlflow": _mlflow, "tensorboard": _tensorboard, "trackio": _trackio}[target](metrics, tags, cfg, folder)
-        written.append(target)
+    """Log the summary to every tracker in `cfg.report_to` that logs summaries; returns the ones written (the
+    trainer's integration still logged the training runs to the others)."""
+    written = [target for target in report_targets(cfg.report_to) if target in SUMMARY_TRACKERS]
+    for target in written:
+        {"mlflow": _mlflow, "tensorboard": _tensorboard, "trackio": _trackio}[target](
+            summary_metrics(recommendation), summary_tags(recommendation, cfg), cfg, folder)
     return written
 
 
