@@ -7,7 +7,7 @@ wrong type, is an ArenaError naming the stage and the file. Dataclasses use slot
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 
 from pydantic import with_config
@@ -120,8 +120,7 @@ class ReportFiles:
     comparison: str
 
     def under(self, folder: Path) -> ReportFiles:
-        return ReportFiles(*(str(Path(folder) / name) for name in (self.markdown, self.html, self.json,
-                                                                   self.comparison)))
+        return ReportFiles(*(str(Path(folder) / name) for name in astuple(self)))
 
 
 @dataclass(slots=True)
