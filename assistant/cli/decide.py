@@ -46,9 +46,8 @@ def cmd_decide(args: argparse.Namespace, settings) -> int:
 def summary_text(result: DecideResult) -> str:
     rec = result.compare.recommendation
     lines = [f"recommendation: {headline(rec)} — {rec.reason}"]
-    for variant, s in result.compare.seeds.items():
-        if s.get("seeds", 0) > 1:
-            lines.append(f"  {variant} across {s['seeds']} seeds: {s['mean']:.3f} ± {s['sd']:.3f}")
+    lines += [f"  {variant} across {s['seeds']} seeds: {s['mean']:.3f} ± {s['sd']:.3f}"
+              for variant, s in result.compare.seeds.items() if s.get("seeds", 0) > 1]
     timing = [f"{s.stage} " + ("cached" if s.cached else f"{s.seconds:.0f} s") for s in result.stages]
     lines += ["stages: " + ", ".join(timing), f"time: {result.timings.headline()}",
               f"report: {result.report.markdown} (also .html, .json); comparison run #{result.compare.run_id}"]
