@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -29,31 +29,26 @@ class DecideView:
     open_compare: gr.Button
 
 
-def _inputs_folder(runtime: Runtime, name: str) -> Path:
-    """uploads/decide/<name>/: the uploaded inputs, kept so a re-run (or resume) reads the same files."""
-    return confine(runtime.settings.uploads_dir / "decide", name, "decide name")
-
-
 def _config(runtime: Runtime, docs, qa, evals, generator, seeds, budget, max_steps, max_new, paraphrases, variants,
             forgetting, tune, on_docs, name) -> DecideConfig:
     """The decide config for the tab's inputs; uploads are copied under uploads/decide/<name>/ first."""
     if not docs:
         raise ArenaError("upload one or more documents first")
     name = (name or "decide").strip()
-    folder = _inputs_folder(runtime, name)
+    # uploads/decide/<name>/: the uploaded inputs, kept so a re-run (or resume) reads the same files
+    folder = confine(runtime.settings.uploads_dir / "decide", name, "decide name")
     shutil.rmtree(folder / "docs", ignore_errors=True)  # this run's documents only
     (folder / "docs").mkdir(parents=True)
     for f in docs:
         copy_upload(folder / "docs", f)
-    uploads = (("qa", qa), ("eval", evals))
-    extra = {key: copy_upload(folder / key, upload) for key, upload in uploads if upload}
-    cfg = replace(DecideConfig(docs=[str(folder / "docs")], name=name, **extra), seeds=int(seeds or 0),
-                  generator=(generator or "").strip(),
-                  budget_minutes=DEFAULT_BUDGET_MINUTES if budget is None else float(budget),
-                  max_steps=int(max_steps or -1),
-                  max_new_tokens=int(max_new or 0), variants=list(variants or ()), forgetting=bool(forgetting),
-                  tune_retrieval=bool(tune), train_on_documents=bool(on_docs),
-                  augment=f"paraphrases:{int(paraphrases)}" if paraphrases and int(paraphrases) > 0 else "")
+    extra = {key: copy_upload(folder / key, upload) for key, upload in (("qa", qa), ("eval", evals)) if upload}
+    cfg = DecideConfig(docs=[str(folder / "docs")], name=name, **extra, seeds=int(seeds or 0),
+                       generator=(generator or "").strip(),
+                       budget_minutes=DEFAULT_BUDGET_MINUTES if budget is None else float(budget),
+                       max_steps=int(max_steps or -1),
+                       max_new_tokens=int(max_new or 0), variants=list(variants or ()), forgetting=bool(forgetting),
+                       tune_retrieval=bool(tune), train_on_documents=bool(on_docs),
+                       augment=f"paraphrases:{int(paraphrases)}" if paraphrases and int(paraphrases) > 0 else "")
     cfg.validate()
     return cfg.resolved()
 
