@@ -66,7 +66,7 @@ def ci_cell(summary: Interval | None) -> str:
     return f"{summary.mean:.3f} [{summary.ci_low:.3f}, {summary.ci_high:.3f}]"
 
 
-def _rows(result: ComparisonResult) -> tuple[list[str], list[list[str]]]:
+def results_rows(result: ComparisonResult) -> tuple[list[str], list[list[str]]]:
     """Results table: one row per variant, one column per metric that has any value."""
     metrics = measured(result.variants)
     header = ["variant"] + [METRIC_LABELS[m] for m in metrics]
@@ -170,7 +170,7 @@ Section = tuple[str, "tuple[list[str], list[list[str]]] | list[str]"]
 def _sections(result: ComparisonResult) -> list[Section]:
     """Report sections in order: (title, table or list of lines)."""
     return [
-        ("Results (mean [95 % bootstrap CI])", _rows(result)),
+        ("Results (mean [95 % bootstrap CI])", results_rows(result)),
         (why_title(result.recommendation), [f"{v}: {text}" for v, text in result.why.items()] or ["–"]),
         ("Paired difference against the best (Holm-adjusted)", _verdict_rows(result)),
         ("Statistics", _stats_lines(result)),
