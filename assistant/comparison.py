@@ -257,10 +257,8 @@ def _learned_check(runtime, compare_cfg: CompareConfig, variant_cfg, gen, heldou
 
 
 def _folder_mb(path: Path) -> float:
-    path = Path(path)
-    if not path.exists():
-        return 0.0
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+    """Size on disk; 0 for a folder that does not exist (rglob finds nothing in it)."""
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 1e6
 
 
 def _costs(runtime, variants: list[str], answers: list[dict], adapter: str | None) -> dict:

@@ -146,9 +146,8 @@ def build_compare_tab(runtime: Runtime) -> CompareView:
     @errors.shown
     def start(file, draw, lim, chosen, adapter_name, metric_name, tokens, url, key, n, judge_spec,
               progress=gr.Progress()):  # noqa: B008
-        served_runtime = served(runtime, url, key, n)
-        result = _run(served_runtime, file, draw, int(lim or 0), chosen, adapter_name, metric_name, int(tokens),
-                      lambda f, text: progress(f, desc=text), judge_spec)
+        result = _run(served(runtime, url, key, n), file, draw, int(lim or 0), chosen, adapter_name, metric_name,
+                      int(tokens), lambda f, text: progress(f, desc=text), judge_spec)
         return _show(runtime, result, only=False) + (_past(runtime),)
 
     @errors.shown
@@ -209,7 +208,7 @@ def _show(runtime, result: ComparisonResult, only: bool) -> tuple:
     rec = result.recommendation
     text = f"### Recommendation: {headline(rec)}\n{rec.reason}\n" + "".join(
         f"\n- **{v}**: {why}" for v, why in result.why.items())
-    warn = "\n".join(f"- ⚠️ {w}" for w in result.warnings) or ""
+    warn = "\n".join(f"- ⚠️ {w}" for w in result.warnings)
     choices = views.question_choices(result, only)
     first = choices[0][1] if choices else None
     return (result, text, gr.update(value=pd.DataFrame(rows, columns=header), visible=True),

@@ -26,8 +26,8 @@ FLAG_FIELDS = tuple(f.name for f in fields(CompareConfig) if "help" in f.metadat
 
 def add_compare_args(p: argparse.ArgumentParser) -> None:
     """The question source and the outputs (the FLAG_FIELDS settings come from compare_config_flags). --variants
-    stays hand-written: HfArgumentParser turns a tuple[str, ...] field into one value split
-    into characters, and its default depends on --adapter."""
+    stays hand-written: HfArgumentParser turns a tuple[str, ...] field into one value split into characters, and
+    its default depends on --adapter."""
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--eval", dest="eval_file", help="JSONL or CSV with question, answer[, source]")
     src.add_argument("--from-documents", action="store_true",
