@@ -15,7 +15,7 @@ from pathlib import Path
 
 from assistant.compare.bias import check_bias
 from assistant.compare.config import CompareConfig
-from assistant.compare.evalset import EvalItem
+from assistant.compare.evalset import EvalItem, draw_eval_set, load_eval_set
 from assistant.compare.forgetting import Scorer, check_forgetting
 from assistant.compare.judge import judge_all, malformed_warning, parse_spec
 from assistant.compare.learned import training_sample
@@ -102,6 +102,19 @@ def resume_comparison(runtime, run_id: int, progress: Progress | None = None) ->
     plan = RunStore(Path(runtime.settings.data_dir) / "runs.sqlite").partial(run_id)[0]
     items, compare_cfg, variant_cfg = plan_from_json(plan)
     return run_comparison(runtime, items, compare_cfg, variant_cfg, progress, resume=run_id)
+
+
+def eval_items(runtime, eval_file: str | Path | None, adapter: str | None, seed: int = 0, limit: int = 0
+               ) -> tuple[list[EvalItem], str]:
+    """Evaluation items and a name for them: the file's, or (no file) drawn from the documents' held-out sections
+    (never those the adapter was trained on); only the first ``limit`` when it is positive."""
+    if eval_file:
+        items, name = load_eval_set(Path(eval_file)), Path(eval_file).name
+    else:
+        trained = runtime.registry.training_questions(adapter) if adapter else []
+        items, _ = draw_eval_set(runtime.store.sections(), exclude_questions=trained, seed=seed)
+        name = "drawn from documents"
+    return (items[:limit] if limit > 0 else items), name
 
 
 def _reference_nll(arena, variants: list[str], variant_cfg: VariantConfig
@@ -244,10 +257,8 @@ def _learned_check(runtime, compare_cfg: CompareConfig, variant_cfg, gen, heldou
 
 
 def _folder_mb(path: Path) -> float:
-    path = Path(path)
-    if not path.exists():
-        return 0.0
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+    """Size on disk; 0 for a folder that does not exist (rglob finds nothing in it)."""
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 1e6
 
 
 def _costs(runtime, variants: list[str], answers: list[dict], adapter: str | None) -> dict:

@@ -14,12 +14,11 @@ import pandas as pd
 from assistant.compare import views
 from assistant.compare.config import CompareConfig
 from assistant.compare.equivalence import UNIT_METRICS
-from assistant.compare.evalset import draw_eval_set, load_eval_set
 from assistant.compare.recommend import headline
 from assistant.compare.report import TABLE_METRICS, ci_cell, measured, write_report
 from assistant.compare.result import ComparisonResult
 from assistant.compare.runs import RunStore
-from assistant.comparison import resume_comparison, run_comparison
+from assistant.comparison import eval_items, resume_comparison, run_comparison
 from assistant.runtime import Runtime
 from foundation.errors import ArenaError
 from foundation.metrics import METRIC_LABELS, PRIMARY_METRICS
@@ -147,9 +146,8 @@ def build_compare_tab(runtime: Runtime) -> CompareView:
     @errors.shown
     def start(file, draw, lim, chosen, adapter_name, metric_name, tokens, url, key, n, judge_spec,
               progress=gr.Progress()):  # noqa: B008
-        served_runtime = served(runtime, url, key, n)
-        result = _run(served_runtime, file, draw, int(lim or 0), chosen, adapter_name, metric_name, int(tokens),
-                      lambda f, text: progress(f, desc=text), judge_spec)
+        result = _run(served(runtime, url, key, n), file, draw, int(lim or 0), chosen, adapter_name, metric_name,
+                      int(tokens), lambda f, text: progress(f, desc=text), judge_spec)
         return _show(runtime, result, only=False) + (_past(runtime),)
 
     @errors.shown
@@ -196,16 +194,10 @@ def served(runtime, url: str, key: str, n):
 
 def _run(runtime, file, draw, lim, chosen, adapter_name, metric_name, tokens, progress,
          judge="") -> ComparisonResult:
-    if draw:
-        trained = runtime.registry.training_questions(adapter_name) if adapter_name else []
-        items, _ = draw_eval_set(runtime.store.sections(), exclude_questions=trained)
-        name = "drawn from documents"
-    elif file:
-        path = Path(file if isinstance(file, str) else file.name)
-        items, name = load_eval_set(path), path.name
-    else:
+    if not (draw or file):
         raise ArenaError("choose an evaluation file or tick 'draw from the ingested documents'")
-    items = items[:lim] if lim > 0 else items
+    path = None if draw else (file if isinstance(file, str) else file.name)
+    items, name = eval_items(runtime, path, adapter_name, limit=lim)
     compare_cfg = CompareConfig(variants=tuple(chosen or ()), metric=metric_name, adapter=adapter_name or None,
                                 max_new_tokens=tokens, eval_name=name, judge=(judge or "").strip())
     return run_comparison(runtime, items, compare_cfg, progress=progress)
@@ -216,7 +208,7 @@ def _show(runtime, result: ComparisonResult, only: bool) -> tuple:
     rec = result.recommendation
     text = f"### Recommendation: {headline(rec)}\n{rec.reason}\n" + "".join(
         f"\n- **{v}**: {why}" for v, why in result.why.items())
-    warn = "\n".join(f"- ⚠️ {w}" for w in result.warnings) or ""
+    warn = "\n".join(f"- ⚠️ {w}" for w in result.warnings)
     choices = views.question_choices(result, only)
     first = choices[0][1] if choices else None
     return (result, text, gr.update(value=pd.DataFrame(rows, columns=header), visible=True),

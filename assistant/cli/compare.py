@@ -9,11 +9,10 @@ from pathlib import Path
 from assistant.cli.flags import config_flags
 from assistant.cli.output import emit
 from assistant.compare.config import CompareConfig
-from assistant.compare.evalset import draw_eval_set, load_eval_set
 from assistant.compare.recommend import headline
 from assistant.compare.report import write_report
 from assistant.compare.result import ComparisonResult
-from assistant.comparison import resume_comparison, run_comparison
+from assistant.comparison import eval_items, resume_comparison, run_comparison
 from foundation.errors import ArenaError
 from foundation.generation import check_stop_on_loop
 from foundation.metrics import METRIC_LABELS
@@ -27,8 +26,8 @@ FLAG_FIELDS = tuple(f.name for f in fields(CompareConfig) if "help" in f.metadat
 
 def add_compare_args(p: argparse.ArgumentParser) -> None:
     """The question source and the outputs (the FLAG_FIELDS settings come from compare_config_flags). --variants
-    stays hand-written: HfArgumentParser turns a tuple[str, ...] field into one value split
-    into characters, and its default depends on --adapter."""
+    stays hand-written: HfArgumentParser turns a tuple[str, ...] field into one value split into characters, and
+    its default depends on --adapter."""
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--eval", dest="eval_file", help="JSONL or CSV with question, answer[, source]")
     src.add_argument("--from-documents", action="store_true",
@@ -55,17 +54,6 @@ def compare_config(args: argparse.Namespace) -> CompareConfig:
     return CompareConfig(**given, variants=tuple(args.variants or default))
 
 
-def load_items(args, runtime, compare_cfg: CompareConfig) -> tuple[list, str]:
-    """Evaluation items and a name for them, from --eval or drawn from the documents."""
-    if args.eval_file:
-        items, name = load_eval_set(Path(args.eval_file)), Path(args.eval_file).name
-    else:
-        trained = runtime.registry.training_questions(compare_cfg.adapter) if compare_cfg.adapter else []
-        items, _ = draw_eval_set(runtime.store.sections(), exclude_questions=trained, seed=compare_cfg.seed)
-        name = "drawn from documents"
-    return (items[: args.limit] if args.limit else items), name
-
-
 def cmd_compare(args: argparse.Namespace, settings) -> int:
     from assistant.runtime import Runtime  # deferred: pulls torch
 
@@ -76,7 +64,8 @@ def cmd_compare(args: argparse.Namespace, settings) -> int:
         result = resume_comparison(runtime, args.resume, progress)
     else:
         compare_cfg = compare_config(args)
-        items, compare_cfg.eval_name = load_items(args, runtime, compare_cfg)
+        items, compare_cfg.eval_name = eval_items(runtime, args.eval_file, compare_cfg.adapter, compare_cfg.seed,
+                                                  args.limit or 0)
         variant_cfg = VariantConfig() if args.system_prompt is None else VariantConfig(system_prompt=args.system_prompt)
         result = run_comparison(runtime, items, compare_cfg, variant_cfg=variant_cfg, progress=progress)
     progress.close()

@@ -62,20 +62,13 @@ def load_bias_probe(path: Path = DATA_DIR / "bias_pairs.jsonl") -> list[BiasItem
 
 def _pairs(items: list[BiasItem]) -> list[tuple[str, str]]:
     """(prompt, reply) in a fixed order: per item, term A positive/negative, then term B positive/negative."""
-    out = []
-    for item in items:
-        for prompt in item.prompts():
-            out += [(prompt, item.positive), (prompt, item.negative)]
-    return out
+    return [(prompt, reply) for item in items for prompt in item.prompts() for reply in (item.positive, item.negative)]
 
 
 def gaps(nlls: list[float]) -> list[float]:
     """Per item: preference for the positive reply under term A minus the same under term B."""
-    out = []
-    for k in range(0, len(nlls), 4):
-        pos_a, neg_a, pos_b, neg_b = nlls[k:k + 4]
-        out.append((neg_a - pos_a) - (neg_b - pos_b))
-    return out
+    quads = (nlls[k:k + 4] for k in range(0, len(nlls), 4))
+    return [(neg_a - pos_a) - (neg_b - pos_b) for pos_a, neg_a, pos_b, neg_b in quads]
 
 
 def _mean_abs(values: list[float]) -> float:

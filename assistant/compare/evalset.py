@@ -48,8 +48,7 @@ def draw_eval_set(sections, exclude_questions: list[str] = (), eval_fraction: fl
     """Draw QA pairs per document section (the training QA drawing) and split them by section.
 
     Sections that produced any question in ``exclude_questions`` (an adapter's training data) never go to
-    the evaluation side. Returns (eval items, training-side items).
-    """
+    the evaluation side. Returns (eval items, training-side items)."""
     excluded = {normalize(q) for q in exclude_questions}
     pairs, used_for_training = [], set()
     for sec in sections:

@@ -79,23 +79,17 @@ def messages(question: str, reference: str, answer: str) -> list[dict]:
             {"role": "user", "content": USER.format(question=question, reference=reference, answer=answer)}]
 
 
-def ask(cfg: JudgeConfig, local: Callable[[list[list[dict]]], list[str]], conversations: list[list[dict]]
-        ) -> list[str]:
-    """The judge's replies: ``local`` (the run's own engine, given by the caller) or the configured server."""
-    if cfg.kind == "local":
-        return local(conversations)
-    return ServerClient(cfg.url, cfg.key_env).chat_many(cfg.model, conversations, cfg.max_tokens, cfg.temperature,
-                                                        cfg.concurrency)
-
-
-def judge_all(cfg: JudgeConfig, local, items, answers: list[dict], variants: list[str],
-              table: dict, per_question: list[QuestionRecord]) -> JudgeSummary:
+def judge_all(cfg: JudgeConfig, local: Callable[[list[list[dict]]], list[str]], items, answers: list[dict],
+              variants: list[str], table: dict, per_question: list[QuestionRecord]) -> JudgeSummary:
     """Grade every (question, variant) answer; adds table[v]["judge"] and per-question verdicts in place.
 
-    ``local(conversations) -> replies`` answers a local judge. Returns the summary shown with the run:
-    verdict counts per variant and the malformed replies."""
+    ``local(conversations) -> replies`` answers a local judge (the run's own engine, given by the caller); any
+    other judge is the configured server. Returns the summary shown with the run: verdict counts per variant and
+    the malformed replies."""
     pairs = [(i, v) for i in range(len(items)) for v in variants]
-    replies = ask(cfg, local, [messages(items[i].question, items[i].answer, answers[i][v].text) for i, v in pairs])
+    conversations = [messages(items[i].question, items[i].answer, answers[i][v].text) for i, v in pairs]
+    replies = local(conversations) if cfg.kind == "local" else ServerClient(cfg.url, cfg.key_env).chat_many(
+        cfg.model, conversations, cfg.max_tokens, cfg.temperature, cfg.concurrency)
     counts = {v: {**dict.fromkeys(SCORES, 0), "malformed": 0} for v in variants}
     malformed = []
     for v in variants:
@@ -110,8 +104,7 @@ def judge_all(cfg: JudgeConfig, local, items, answers: list[dict], variants: lis
         record.judge = JudgeVerdict(verdict, reason, reply[:500])
         if verdict is None and len(malformed) < MALFORMED_SHOWN:
             malformed.append({"question": i, "variant": v, "reply": reply[:200]})
-    n_bad = sum(c["malformed"] for c in counts.values())
-    return JudgeSummary(len(pairs), n_bad, counts, malformed)
+    return JudgeSummary(len(pairs), sum(c["malformed"] for c in counts.values()), counts, malformed)
 
 
 def malformed_warning(summary: JudgeSummary) -> str:

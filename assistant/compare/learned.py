@@ -40,9 +40,8 @@ def _pairs(path: Path) -> list[tuple[str, str, bool]]:
             continue
         msgs = [m for m in row.get("messages") or [] if isinstance(m, dict)]
         users = [m.get("content", "") for m in msgs if m.get("role") == "user"]
-        if row.get("kind") != "chat" or not users or msgs[-1].get("role") != "assistant":
-            continue
-        out.append((users[-1], msgs[-1].get("content", ""), any(m.get("role") == "system" for m in msgs)))
+        if row.get("kind") == "chat" and users and msgs[-1].get("role") == "assistant":
+            out.append((users[-1], msgs[-1].get("content", ""), any(m.get("role") == "system" for m in msgs)))
     return [p for p in out if p[0].strip() and p[1].strip()]
 
 

@@ -76,8 +76,7 @@ def _label(base: dict) -> str:
 def _gap(row: dict, base: dict) -> str:
     """'+0.048 (Holm-adjusted 97.5 % paired interval +0.043 to +0.053; 60 questions in 12 source clusters)'."""
     conf = (1 - row["level"]) * 100
-    stats = base["stats"]
-    where = f" in {stats['clusters']} source clusters" if stats.get("clustered") else ""
+    where = f" in {base['stats']['clusters']} source clusters" if base["stats"].get("clustered") else ""
     mc = row.get("mcnemar")
     exact = f"; exact McNemar p = {mc['p_value']:.3g}, Holm-adjusted {row['p_adjusted']:.3g}" if mc else ""
     return (f"{row['mean']:+.3f} (Holm-adjusted {conf:.4g} % paired interval {row['ci_low']:+.3f} to "

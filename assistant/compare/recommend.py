@@ -113,11 +113,8 @@ def recommend_from_table(table: dict[str, dict[str, list]], costs: dict, metric:
     with one per-question list per seed."""
     m = decision_metric(metric)
     scores = {v: list(t[m]) for v, t in table.items() if m in t}
-    seed_scores = {}
-    for v in scores:
-        runs = [scores[v]] + [list(t[v][m]) for t in seed_tables if m in t.get(v, {})]
-        if len(runs) > 1:
-            seed_scores[v] = runs
+    other_seeds = {v: [list(t[v][m]) for t in seed_tables if m in t.get(v, {})] for v in scores}
+    seed_scores = {v: [scores[v]] + runs for v, runs in other_seeds.items() if runs}
     return recommend(scores, costs, m, sources=sources, seed_scores=seed_scores, seed=seed, margin=margin)
 
 
@@ -152,11 +149,11 @@ def recommend(scores: dict[str, Sequence], costs: dict[str, dict], metric: str =
     stats = compare_to_best({v: scores[v] for v in ranked}, best, higher, sources, seed, n_resamples, margin)
     comparisons = stats.pop("comparisons")
     for v, row in comparisons.items():
-        row["seed_flip"] = _seeds_flip(spreads, means, best, v, higher)
+        row["seed_flip"], exceed = _seed_checks(spreads, means, best, v, higher, margin)
         row["separated"] = row["separated"] and not row["seed_flip"]
         if margin is not None:
-            row["seeds_exceed_margin"] = _seeds_exceed(spreads, means, best, v, margin)
-            row["equivalent"] = row["equivalent"] and not row["seeds_exceed_margin"]
+            row["seeds_exceed_margin"] = exceed
+            row["equivalent"] = row["equivalent"] and not exceed
     base.update(runner_up=ranked[1], comparisons=comparisons, stats=stats, p_best=stats["p_best"][best])
     return _verdict(ranked, costs, base)
 
@@ -204,20 +201,15 @@ def _seed_range(spreads: dict, means: dict, v: str) -> tuple[float, float]:
     return (s["min"], s["max"]) if s else (means[v], means[v])
 
 
-def _seeds_flip(spreads: dict, means: dict, best: str, other: str, higher: bool) -> bool:
-    """Rule 3: the worst seed of the best must beat the best seed of the other (only checked with seeds)."""
+def _seed_checks(spreads: dict, means: dict, best: str, other: str, higher: bool, margin: float | None
+                 ) -> tuple[bool, bool]:
+    """Rule 3, only checked with seeds: (the worst seed of the best does not beat the best seed of the other,
+    some seed of one and some seed of the other differ by the margin or more)."""
     if best not in spreads and other not in spreads:
-        return False
+        return False, False
     (b_lo, b_hi), (o_lo, o_hi) = _seed_range(spreads, means, best), _seed_range(spreads, means, other)
-    return not (b_lo > o_hi if higher else b_hi < o_lo)
-
-
-def _seeds_exceed(spreads: dict, means: dict, best: str, other: str, margin: float) -> bool:
-    """Rule 3 for equivalence: some seed of one and some seed of the other differ by the margin or more."""
-    if best not in spreads and other not in spreads:
-        return False
-    (b_lo, b_hi), (o_lo, o_hi) = _seed_range(spreads, means, best), _seed_range(spreads, means, other)
-    return max(b_hi - o_lo, o_hi - b_lo) >= margin
+    exceed = margin is not None and max(b_hi - o_lo, o_hi - b_lo) >= margin
+    return not (b_lo > o_hi if higher else b_hi < o_lo), exceed
 
 
 def _cost_key(costs: dict, variant: str) -> tuple:

@@ -34,15 +34,13 @@ def chart_png(variants: dict[str, Summary]) -> bytes:
     names = list(variants)
     for i, metric in enumerate(shown):
         ax = fig.add_subplot(rows, cols, i + 1)
-        means, low, high = [], [], []
-        for name in names:
-            s = variants[name].get(metric) or Interval(None, None, None)
-            means.append(s.mean or 0.0)
-            low.append(0.0 if s.mean is None else s.mean - s.ci_low)
-            high.append(0.0 if s.mean is None else s.ci_high - s.mean)
+        cells = [variants[name].get(metric) or Interval(None, None, None) for name in names]
+        means = [s.mean or 0.0 for s in cells]
+        low = [0.0 if s.mean is None else s.mean - s.ci_low for s in cells]
+        high = [0.0 if s.mean is None else s.ci_high - s.mean for s in cells]
         ax.bar(range(len(names)), means, yerr=[low, high], capsize=3, color=[f"C{j}" for j in range(len(names))])
-        for j, name in enumerate(names):
-            if mean_of(variants[name], metric) is None:  # e.g. groundedness without retrieval
+        for j, s in enumerate(cells):
+            if s.mean is None:  # e.g. groundedness without retrieval
                 ax.text(j, 0, "n/a", ha="center", va="bottom", fontsize=7, color="grey")
         if metric in UNIT_METRICS:
             ax.set_ylim(min(0.0, min(m - lo for m, lo in zip(means, low, strict=True))), 1.05)
@@ -66,7 +64,7 @@ def ci_cell(summary: Interval | None) -> str:
     return f"{summary.mean:.3f} [{summary.ci_low:.3f}, {summary.ci_high:.3f}]"
 
 
-def _rows(result: ComparisonResult) -> tuple[list[str], list[list[str]]]:
+def results_rows(result: ComparisonResult) -> tuple[list[str], list[list[str]]]:
     """Results table: one row per variant, one column per metric that has any value."""
     metrics = measured(result.variants)
     header = ["variant"] + [METRIC_LABELS[m] for m in metrics]
@@ -94,13 +92,11 @@ def _verdict_rows(result: ComparisonResult) -> tuple[list[str], list[list[str]]]
     header = ["variant", f"{best} minus variant, {label} [adjusted CI]", "Holm level", "test", "p (adjusted)",
               "separated", "questions for 80 % power"]
     header += [f"within ±{margin:g}: TOST p (adjusted) [adjusted CI]"] if margin is not None else []
-    rows = []
-    for v, c in rec.comparisons.items():
-        rows.append([v, f"{c['mean']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]", f"{c['level']:.4g}",
+    return header, [[v, f"{c['mean']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]", f"{c['level']:.4g}",
                      c["test"], f"{c['p_value']:.3g} ({c['p_adjusted']:.3g})",
                      "yes" if c["separated"] else ("no (seeds disagree)" if c.get("seed_flip") else "no"),
-                     str(c["questions_needed"] or "–")] + ([_equivalence_cell(c)] if margin is not None else []))
-    return header, rows
+                     str(c["questions_needed"] or "–")] + ([_equivalence_cell(c)] if margin is not None else [])
+                    for v, c in rec.comparisons.items()]
 
 
 def _equivalence_cell(c: dict) -> str:
@@ -170,7 +166,7 @@ Section = tuple[str, "tuple[list[str], list[list[str]]] | list[str]"]
 def _sections(result: ComparisonResult) -> list[Section]:
     """Report sections in order: (title, table or list of lines)."""
     return [
-        ("Results (mean [95 % bootstrap CI])", _rows(result)),
+        ("Results (mean [95 % bootstrap CI])", results_rows(result)),
         (why_title(result.recommendation), [f"{v}: {text}" for v, text in result.why.items()] or ["–"]),
         ("Paired difference against the best (Holm-adjusted)", _verdict_rows(result)),
         ("Statistics", _stats_lines(result)),

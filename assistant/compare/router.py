@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -48,10 +49,9 @@ class Example:
 
 
 def winner(scores: dict[str, float], higher: bool) -> str:
-    """The best-scoring variant; ties go to the one listed first in CANDIDATES (the cheaper)."""
+    """The best-scoring variant; ties go to the first in CANDIDATES (the cheaper), as max keeps the first maximum."""
     ranked = [v for v in CANDIDATES if v in scores and scores[v] is not None]
-    sign = 1.0 if higher else -1.0
-    return max(ranked, key=lambda v: (sign * float(scores[v]), -ranked.index(v)))
+    return max(ranked, key=lambda v: float(scores[v]) if higher else -float(scores[v]))
 
 
 def run_examples(per_question: list[QuestionRecord], metric: str, origin: str) -> list[Example]:
@@ -96,9 +96,8 @@ class Router:
             raise ArenaError(NO_ROUTER)
         classes = [v for v in CANDIDATES if v in set(labels)]
         y = np.array([classes.index(v) for v in labels])
-        dim = features.shape[1]
         if len(classes) == 1:
-            return cls(classes, np.zeros((1, dim)), np.zeros(1), len(labels), "constant")
+            return cls(classes, np.zeros((1, features.shape[1])), np.zeros(1), len(labels), "constant")
         from sklearn.linear_model import LogisticRegression
 
         head = LogisticRegression(C=1.0, max_iter=1000, random_state=seed).fit(features, y)
@@ -158,8 +157,7 @@ def cached_router(data_dir: Path, encode, embedder_id: str) -> Router:
 def folds(questions: list[str], k: int, seed: int) -> list[int]:
     """Fold number per question; copies of one question share a fold (they must not train each other)."""
     keys = list(dict.fromkeys(_key(q) for q in questions))
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(keys))
+    order = np.random.default_rng(seed).permutation(len(keys))
     fold_of = {keys[j]: rank % k for rank, j in enumerate(order)}
     return [fold_of[_key(q)] for q in questions]
 
@@ -218,16 +216,14 @@ def add_routed(per_question: list[QuestionRecord], table: dict, answers: list[di
     started = time.time()
     stored = stored_examples(data_dir)
     picks = cross_validated_picks(per_question, metric, encode, stored, variants, k, seed)
-    table["routed"] = {m: [] for m in table[variants[0]]}
+    table["routed"] = {m: [table[p["variant"]][m][i] for i, p in enumerate(picks)] for m in table[variants[0]]}
     for i, (record, pick) in enumerate(zip(per_question, picks, strict=True)):
         chosen = pick["variant"]
         record.answers["routed"] = replace(record.answers[chosen], scores=dict(record.answers[chosen].scores),
                                            routed_to=chosen, router_probability=pick["probability"])
         answers[i]["routed"] = answers[i][chosen]
-        for m in table["routed"]:
-            table["routed"][m].append(table[chosen][m][i])
-    counts = {v: sum(p["variant"] == v for p in picks) for v in variants}
-    return RouterSummary({v: n for v, n in counts.items() if n}, len({p["fold"] for p in picks}), len(stored),
+    counts = Counter(p["variant"] for p in picks)
+    return RouterSummary({v: counts[v] for v in variants if counts[v]}, len({p["fold"] for p in picks}), len(stored),
                          round(time.time() - started, 3), "sklearn")
 
 

@@ -53,8 +53,7 @@ def paired_against(scores: dict[str, dict[str, list]], reference: str = "base", 
 
 def exp_summary(nll_summary: dict) -> dict:
     """Perplexity summary from an NLL summary: exp is monotone, so the interval maps through it."""
-    return {"mean": perplexity(nll_summary["mean"]), "ci_low": perplexity(nll_summary["ci_low"]),
-            "ci_high": perplexity(nll_summary["ci_high"]), "n": nll_summary["n"]}
+    return {**{k: perplexity(nll_summary[k]) for k in ("mean", "ci_low", "ci_high")}, "n": nll_summary["n"]}
 
 
 def mcnemar_exact(a, b) -> dict | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 
 from assistant.compare.recommend import Recommendation
-from assistant.compare.report import ci_cell, measured
+from assistant.compare.report import ci_cell, results_rows
 from assistant.compare.result import ComparisonResult
 from foundation.metrics import METRIC_LABELS
 
@@ -13,14 +13,11 @@ QUESTION_SCORES = ("f1", "rougeL", "contains", "semantic", "judge", "nll", "grou
 
 
 def results_table(result: ComparisonResult) -> tuple[list[str], list[list[str]]]:
-    """Header and rows: one row per variant, mean [95 % CI] per metric, plus the paired gain over base."""
-    metrics, primary = measured(result.variants), result.metric
-    header = ["variant"] + [METRIC_LABELS[m] for m in metrics] + [f"Δ {METRIC_LABELS[primary]} vs base"]
-    rows = []
-    for name, summary in result.variants.items():
-        diff = result.paired.get(name, {}).get(primary)
-        rows.append([name] + [ci_cell(summary.get(m)) for m in metrics] + [ci_cell(diff) if diff else "–"])
-    return header, rows
+    """Header and rows: the report's results table (mean [95 % CI] per variant and metric) and the gain over base."""
+    header, rows = results_rows(result)
+    primary = result.metric
+    return (header + [f"Δ {METRIC_LABELS[primary]} vs base"],
+            [row + [ci_cell(result.paired.get(row[0], {}).get(primary))] for row in rows])
 
 
 def question_choices(result: ComparisonResult, only_disagree: bool = False) -> list[tuple[str, int]]:
@@ -60,9 +57,7 @@ def recommended(rec: Recommendation) -> str:
 
 def runs_table(runs) -> tuple[list[str], list[list]]:
     """Past runs side by side: id, label, eval set, primary metric per variant and the recommendation."""
-    names = []
-    for run in runs:
-        names += [v for v in run.result.variants if v not in names]
+    names = list(dict.fromkeys(v for run in runs for v in run.result.variants))
     header = ["id", "label", "eval", "metric"] + names + ["recommended"]
     rows = []
     for run in runs:
