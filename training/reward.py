@@ -8,8 +8,6 @@ stage (training/rl.py) optimises an adapter against it; chat and compare never o
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from foundation.errors import ArenaError
@@ -17,8 +15,6 @@ from foundation.models import require_safetensors
 from foundation.registry import base_path
 from training.config import JobConfig
 from training.data import Example
-from training.tokenize import pref_datasets
-from training.trainer_args import common_args
 
 KIND = "reward"
 
@@ -40,17 +36,6 @@ def build_reward_model(cfg: JobConfig, base_model_path: str, init=None, trust_re
         return PeftModel.from_pretrained(model, str(init.path), is_trainable=True)
     return get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora_r, lora_alpha=cfg.alpha,
                                             lora_dropout=cfg.lora_dropout, target_modules=cfg.targets))
-
-
-def reward_trainer(cfg: JobConfig, model, tokenizer, train, val, folder: Path, device, callbacks: list):
-    """trl RewardTrainer on the preference rows (conversational prompt/chosen/rejected)."""
-    from trl import RewardConfig, RewardTrainer
-
-    tr, va = pref_datasets("reward", train, val)
-    model.config.pad_token_id = tokenizer.pad_token_id  # the head reads the last non-pad token
-    args = RewardConfig(activation_checkpointing=False, **common_args(cfg, folder, device, va is not None))
-    return RewardTrainer(model=model, args=args, train_dataset=tr, eval_dataset=va, processing_class=tokenizer,
-                         callbacks=callbacks)
 
 
 def reply_ids(tokenizer, prompt: list[dict], reply: str) -> list[int]:

@@ -30,7 +30,7 @@ from training.data import Example
 from training.methods import build_trainable, trainable_summary
 from training.plan import plan_for_rows
 from training.plan import resolve as resolve_plan
-from training.reward import final_metrics, reward_trainer
+from training.reward import final_metrics
 from training.rl import rloo_trainer
 from training.sources import prepare_data
 from training.tokenize import pref_datasets, tokenize_examples
@@ -77,9 +77,9 @@ def make_trainer(cfg: JobConfig, model, tokenizer, train: list[Example], val: li
     if cfg.method == "rloo":  # RLHF stages (training/reward.py, rl.py): stock trl, speed path unmeasured
         trainer = rloo_trainer(cfg, model, tokenizer, train, val, folder, device, callbacks, settings)
     elif cfg.method == "reward":
-        trainer = reward_trainer(cfg, model, tokenizer, train, val, folder, device, callbacks)
+        trainer = _pref_trainer(cfg, model, tokenizer, train, val, folder, device, callbacks)
     else:
-        build = _dpo_trainer if cfg.method == "dpo" else _sft_trainer
+        build = _pref_trainer if cfg.method == "dpo" else _sft_trainer
         trainer = build(cfg, model, tokenizer, train, val, folder, device, callbacks)
         if fast:
             speed.apply(model, trainer)
@@ -89,14 +89,20 @@ def make_trainer(cfg: JobConfig, model, tokenizer, train: list[Example], val: li
     return trainer
 
 
-def _dpo_trainer(cfg: JobConfig, model, tokenizer, train, val, folder: Path, device, callbacks: list):
-    from trl import DPOConfig, DPOTrainer
+def _pref_trainer(cfg: JobConfig, model, tokenizer, train, val, folder: Path, device, callbacks: list):
+    """trl DPOTrainer, or RewardTrainer for a reward model (training/reward.py), on the preference pairs in
+    trl's conversational prompt/chosen/rejected form."""
+    import trl  # its trainers load on first access: only the one used here is imported
 
-    tr, va = pref_datasets("dpo", train, val)
-    args = DPOConfig(beta=cfg.dpo_beta, activation_checkpointing=False,
-                     **common_args(cfg, folder, device, va is not None))
-    return DPOTrainer(model=model, args=args, train_dataset=tr, eval_dataset=va, processing_class=tokenizer,
-                      callbacks=callbacks)
+    tr, va = pref_datasets(cfg.method, train, val)
+    common = dict(activation_checkpointing=False, **common_args(cfg, folder, device, va is not None))
+    if cfg.method == "reward":
+        model.config.pad_token_id = tokenizer.pad_token_id  # the head reads the last non-pad token
+        args, build = trl.RewardConfig(**common), trl.RewardTrainer
+    else:
+        args, build = trl.DPOConfig(beta=cfg.dpo_beta, **common), trl.DPOTrainer
+    return build(model=model, args=args, train_dataset=tr, eval_dataset=va, processing_class=tokenizer,
+                 callbacks=callbacks)
 
 
 def _sft_trainer(cfg: JobConfig, model, tokenizer, train, val, folder: Path, device, callbacks: list):
