@@ -133,8 +133,7 @@ def _sft_trainer(cfg: JobConfig, model, tokenizer, train, val, folder: Path, dev
 def last_checkpoint(folder: Path) -> str | None:
     """The newest COMPLETE checkpoint: a kill -9 mid-save leaves a folder without a readable trainer_state.json
     (the Trainer writes it after the weights, optimizer and RNG state), which must not be resumed from."""
-    ckpt = folder / CHECKPOINTS
-    found = [p for p in ckpt.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()] if ckpt.is_dir() else []
+    found = [p for p in (folder / CHECKPOINTS).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
     for path in sorted(found, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
         try:
             json.loads((path / "trainer_state.json").read_text())
@@ -194,24 +193,18 @@ def train_one(cfg: JobConfig, settings: Settings, folder: Path, resume: bool = F
     metrics = _final_metrics(trainer, result, stopper, seconds, train, trainable_summary(model))
     if cfg.method == "reward":
         metrics.update(final_metrics(model, tokenizer, train, val))
-    if trainer.accelerator.is_main_process:
-        _save_artifact(trainer, tokenizer, folder / "artifact")
+    if trainer.accelerator.is_main_process:  # save_pretrained (peft's and transformers') makes the folder
+        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(folder / "artifact", safe_serialization=True)
+        tokenizer.save_pretrained(folder / "artifact")
     trainer.accelerator.wait_for_everyone()
     return {"state": "done", "metrics": metrics, "fingerprint": fp, "job_dir": str(folder),
-            "base_model": cfg.base_model or settings.model, "questions": _questions(train),
-            "peft_type": _peft_type(model)}
-
-
-def _detach_trackers(trainer) -> None:
-    """The tracker's run (--report-to) ended with training; an evaluation after it would open a second,
-    unnamed run, so the trackers' callbacks leave before the final check of the loaded weights."""
-    from transformers.integrations import get_reporting_integration_callbacks
-
-    for callback in get_reporting_integration_callbacks(trainer.args.report_to):
-        trainer.remove_callback(callback)
+            "base_model": cfg.base_model or settings.model,
+            "questions": sorted({ex.question() for ex in train if ex.question()}), "peft_type": _peft_type(model)}
 
 
 def _final_metrics(trainer, result, stopper, seconds, train, summary) -> dict:
+    from transformers.integrations import get_reporting_integration_callbacks
+
     history = read_metrics(Path(trainer.args.output_dir).parent / "metrics.jsonl")
     losses = [r["loss"] for r in history if "loss" in r]
     vals = [r["val_loss"] for r in history if "val_loss" in r]
@@ -221,7 +214,10 @@ def _final_metrics(trainer, result, stopper, seconds, train, summary) -> dict:
         # final evaluation would repeat it (~25 s of a 9-minute job on a 165-pair FAQ).
         vals.append(state.best_metric)
     elif trainer.eval_dataset is not None:  # the loaded weights, never validated as they are
-        _detach_trackers(trainer)
+        # The tracker's run (--report-to) ended with training; an evaluation after it would open a second,
+        # unnamed run, so the trackers' callbacks leave first.
+        for callback in get_reporting_integration_callbacks(trainer.args.report_to):
+            trainer.remove_callback(callback)
         vals.append(trainer.evaluate()["eval_loss"])
     tokens = [r["tokens"] for r in history if "tokens" in r]
     return {"train_loss": losses[-1] if losses else result.training_loss, "val_loss": vals[-1] if vals else None,
@@ -257,17 +253,6 @@ def _peft_type(model) -> str | None:
         return None
     peft_type = next(iter(config.values())).peft_type
     return str(getattr(peft_type, "value", peft_type))
-
-
-def _questions(rows: list[Example]) -> list[str]:
-    return sorted({ex.question() for ex in rows if ex.question()})
-
-
-def _save_artifact(trainer, tokenizer, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
 
 
 def register(result: dict, cfg: JobConfig, settings: Settings) -> dict:
