@@ -3,6 +3,7 @@ checkpoint, early stopping."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import time
@@ -33,13 +34,9 @@ def cancel_files(job_dir: Path) -> list[Path]:
 def read_metrics(path: Path) -> list[dict]:
     """All records of a metrics.jsonl (a partially written last line is skipped)."""
     out = []
-    if not Path(path).is_file():
-        return out
-    for line in Path(path).read_text().splitlines():
-        try:
+    for line in Path(path).read_text().splitlines() if Path(path).is_file() else []:
+        with contextlib.suppress(json.JSONDecodeError):
             out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
     return out
 
 
@@ -66,8 +63,7 @@ class MetricsCallback(TrainerCallback):
     def on_evaluate(self, args, state, control, **kwargs):
         self.last = None  # a validation (and its checkpoint) is not step time: the next interval starts after it
 
-    def on_save(self, args, state, control, **kwargs):
-        self.last = None
+    on_save = on_evaluate
 
     def eta_s(self, state) -> float | None:
         done = state.global_step - self.start_step
@@ -157,9 +153,7 @@ class EarlyStopping(EarlyStoppingCallback):
     uninterrupted one instead of starting its patience afresh.
     """
 
-    def __init__(self, early_stopping_patience: int = 1, early_stopping_threshold: float | None = 0.0):
-        super().__init__(early_stopping_patience, early_stopping_threshold)
-        self.stopped_at: int | None = None
+    stopped_at: int | None = None
 
     def state(self) -> dict:
         saved = super().state()
