@@ -79,7 +79,8 @@ def _sweep(cfg: JobConfig, settings: Settings, folder: Path, grid: list[dict], t
     best = _best(rows)
     rows = _mark(rows, best)
     trial, result = results[best]
-    _write_table(folder, rows)
+    if is_main_process():
+        (folder / "sweep.json").write_text(json.dumps(rows, indent=1))
     out = register(result, trial, settings)
     write_status(folder, state="done", adapter=out.get("adapter"), metrics=result["metrics"], name=cfg.name,
                  trial_dir=result["job_dir"], sweep={"trials": len(grid), "rows": rows})
@@ -149,11 +150,6 @@ def _row(n: int, params: dict, result: dict) -> dict:
 def _best(rows: list[dict]) -> int:
     """Index of the lowest validation loss; a diverged trial (NaN) never wins."""
     return min(range(len(rows)), key=lambda i: math.inf if math.isnan(rows[i]["val_loss"]) else rows[i]["val_loss"])
-
-
-def _write_table(folder: Path, rows: list[dict]) -> None:
-    if is_main_process():
-        (folder / "sweep.json").write_text(json.dumps(rows, indent=1))
 
 
 def _mark(rows: list[dict], best: int | None = None) -> list[dict]:
