@@ -128,9 +128,6 @@ class FilterCounts:
         return {k.replace("_", " "): getattr(self, k) for k in
                 ("unparsed", "ill_formed", "not_standalone", "unsupported", "duplicate")}
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 # ---- sampling ----------------------------------------------------------------------------------------------
 
@@ -285,9 +282,7 @@ def near_duplicate_of(vector: np.ndarray, question: str, kept_vectors: list, kep
     """Index of a kept question this one nearly repeats (the same words after normalisation, or the leakage
     guard's near-duplicate rule, leakage.is_near_duplicate); None when it is new."""
     for j, (other, text) in enumerate(zip(kept_vectors, kept, strict=True)):
-        if normalize(text) == normalize(question):
-            return j
-        if is_near_duplicate(float(vector @ other), question, text):
+        if normalize(text) == normalize(question) or is_near_duplicate(float(vector @ other), question, text):
             return j
     return None
 
