@@ -57,8 +57,13 @@ def rloo_trainer(cfg: JobConfig, model, tokenizer, train, val, folder: Path, dev
         raise ArenaError("method 'rloo' needs prompts: chat votes (--from-votes), preference pairs or any "
                          "training file with questions")
     reward_tokenizer = None
-    if reward is None:
-        reward, reward_tokenizer = reward_model(cfg, settings)
+    if reward is None:  # the job's registered reward model
+        from training.reward import load_reward_model  # deferred: pulls torch
+
+        if settings is None:
+            raise ArenaError("method 'rloo' needs the app settings to find its reward model")
+        reward, reward_tokenizer = load_reward_model(AdapterRegistry(settings.data_dir).get(cfg.reward_model),
+                                                     settings)
     common = common_args(cfg, folder, device, has_val=False)
     common.pop("max_length")
     common["per_device_train_batch_size"] = common["per_device_eval_batch_size"] = rl_batch_size(cfg)
@@ -69,12 +74,3 @@ def rloo_trainer(cfg: JobConfig, model, tokenizer, train, val, folder: Path, dev
                        train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
                        processing_class=tokenizer, reward_processing_classes=reward_tokenizer,
                        callbacks=callbacks)
-
-
-def reward_model(cfg: JobConfig, settings):
-    """(model, tokenizer) of the job's registered reward model."""
-    from training.reward import load_reward_model  # deferred: pulls torch
-
-    if settings is None:
-        raise ArenaError("method 'rloo' needs the app settings to find its reward model")
-    return load_reward_model(AdapterRegistry(settings.data_dir).get(cfg.reward_model), settings)
