@@ -24,6 +24,7 @@ the test easy for RAG by construction. The decide stage reports it as a difficul
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import re
@@ -192,14 +193,8 @@ def _section_cycle(doc_chunks: list[Chunk], rng: random.Random):
     """(endless iterator over the document's chunks, one section after another in a seeded order, the chunks)."""
     sections = list(_by(doc_chunks, lambda c: c.section).values())
     rng.shuffle(sections)
-
-    def cycle():
-        turn = 0
-        while True:
-            for chunks in sections:
-                yield chunks[turn % len(chunks)]
-            turn += 1
-    return cycle(), doc_chunks
+    # round robin: each section's next chunk in turn, a section's chunks cycling
+    return itertools.chain.from_iterable(zip(*map(itertools.cycle, sections))), doc_chunks
 
 
 # ---- asking ------------------------------------------------------------------------------------------------
