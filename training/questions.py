@@ -162,19 +162,16 @@ def sample_tasks(chunks: list[Chunk], n: int, settings: QuestionSettings) -> lis
     rng.shuffle(queues)
     tasks: list[Task] = []
     turns: dict[Chunk, int] = {}
-    while queues and len(tasks) < n:
-        for queue, doc_chunks in queues:
-            if len(tasks) >= n:
-                break
-            chunk = next(queue)
-            turn = turns[chunk] = turns.get(chunk, -1) + 1
-            sentences = _sentences(chunk.text)
-            focus = sentences[turn % len(sentences)] if sentences else ""
-            others = [c for c in doc_chunks if c != chunk]
-            if others and rng.random() < settings.two_chunk_share:
-                tasks.append(Task("two-chunk", (chunk, rng.choice(others)), focus))
-            else:
-                tasks.append(Task(KINDS[len(tasks) % 2], (chunk,), focus))
+    for queue, doc_chunks in itertools.islice(itertools.cycle(queues), n):  # one task per document's turn
+        chunk = next(queue)
+        turn = turns[chunk] = turns.get(chunk, -1) + 1
+        sentences = _sentences(chunk.text)
+        focus = sentences[turn % len(sentences)] if sentences else ""
+        others = [c for c in doc_chunks if c != chunk]
+        if others and rng.random() < settings.two_chunk_share:
+            tasks.append(Task("two-chunk", (chunk, rng.choice(others)), focus))
+        else:
+            tasks.append(Task(KINDS[len(tasks) % 2], (chunk,), focus))
     return tasks
 
 
