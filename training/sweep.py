@@ -51,9 +51,6 @@ def run_sweep(cfg: JobConfig, settings: Settings, folder: Path, tools: DataTools
     previous = _catch_signals(folder)
     try:
         return _sweep(cfg, settings, folder, grid, tools, resume, progress)
-    except Exception as exc:
-        write_status(folder, state="failed", error=str(exc), name=cfg.name)
-        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)
