@@ -65,12 +65,6 @@ class MetricsCallback(TrainerCallback):
 
     on_save = on_evaluate
 
-    def eta_s(self, state) -> float | None:
-        done = state.global_step - self.start_step
-        if done <= 0 or not state.max_steps:
-            return None
-        return (time.time() - self.start) / done * (state.max_steps - state.global_step)
-
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
@@ -83,9 +77,9 @@ class MetricsCallback(TrainerCallback):
                 rec["tokens_per_s"] = round((tokens - self.last[1]) / (now - self.last[0]), 2)
             self.last = (now, tokens)
             rec["tokens"] = tokens
-        eta = self.eta_s(state)
-        if eta is not None:
-            rec["eta_s"] = round(eta, 1)
+        done = state.global_step - self.start_step
+        if done > 0 and state.max_steps:  # the steps left at this run's pace so far
+            rec["eta_s"] = round((time.time() - self.start) / done * (state.max_steps - state.global_step), 1)
         if "train_runtime" in logs:
             rec["train_runtime"] = logs["train_runtime"]
         with self.path.open("a") as fh:
