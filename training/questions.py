@@ -191,7 +191,7 @@ def _section_cycle(doc_chunks: list[Chunk], rng: random.Random):
     sections = list(_by(doc_chunks, lambda c: c.section).values())
     rng.shuffle(sections)
     # round robin: each section's next chunk in turn, a section's chunks cycling
-    return itertools.chain.from_iterable(zip(*map(itertools.cycle, sections))), doc_chunks
+    return itertools.chain.from_iterable(zip(*map(itertools.cycle, sections), strict=True)), doc_chunks
 
 
 # ---- asking ------------------------------------------------------------------------------------------------
