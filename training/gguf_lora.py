@@ -65,12 +65,6 @@ def lora_config(adapter_dir: Path) -> dict:
     return cfg
 
 
-def gguf_alpha(cfg: dict) -> float:
-    """The alpha llama.cpp needs for peft's scaling: alpha / r, or alpha / sqrt(r) with rsLoRA."""
-    alpha, rank = float(cfg["lora_alpha"]), int(cfg["r"])
-    return alpha * math.sqrt(rank) if cfg.get("use_rslora") else alpha
-
-
 def permute_rows(weights: np.ndarray, n_head: int) -> np.ndarray:
     """llama.cpp's LlamaModel.permute over `n_head` heads (k: the kv heads), each head's rows from (2, dim/2)
     halves to interleaved; transformers' GGUF loader undoes it (LlamaTensorProcessor._reverse_permute_weights)."""
@@ -123,7 +117,8 @@ def write_gguf_lora(adapter_dir: Path, base_config: dict, out: Path) -> GgufLora
     cfg = lora_config(adapter_dir)
     tensors = gguf_tensors(adapter_dir, base_config)
     arch = gguf.MODEL_ARCH_NAMES[getattr(gguf.MODEL_ARCH, _arch(base_config)[0])]
-    alpha = gguf_alpha(cfg)
+    # llama.cpp scales by alpha / r; rsLoRA's alpha / sqrt(r) is that with alpha * sqrt(r)
+    alpha = float(cfg["lora_alpha"]) * (math.sqrt(int(cfg["r"])) if cfg.get("use_rslora") else 1)
 
     def write(tmp: Path) -> None:
         writer = gguf.GGUFWriter(str(tmp), arch)

@@ -204,16 +204,12 @@ def messages(task: Task) -> list[dict]:
             {"role": "user", "content": f"{texts}\n\n{ASK[task.kind]}{focus}\n{FORMAT}"}]
 
 
-def task_key(task: Task, settings: QuestionSettings) -> str:
-    return content_key("questions", PROMPT_VERSION, messages(task), asdict(settings))
-
-
 def ask(tasks: list[Task], settings: QuestionSettings, generate: Callable, cache,
         progress: Callable[[int, int], None] | None = None) -> list[str]:
     """The raw reply to each task, read from `cache` (a RowCache) or generated BATCH at a time and stored as each
     batch returns. generate(list of messages, GenSettings) -> list of texts."""
     gen = GenSettings(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature, seed=settings.seed)
-    keys = [task_key(t, settings) for t in tasks]
+    keys = [content_key("questions", PROMPT_VERSION, messages(t), asdict(settings)) for t in tasks]
 
     def run(missing: list[int], store) -> None:
         done = len(tasks) - len(missing)
