@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import re
 import sys
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -73,14 +74,10 @@ def draw_from_sections(sections, min_answer_chars: int = 20, max_answer_chars: i
             question = sec.title.strip() if sec.title.strip().endswith("?") else sec.title.strip() + "?"
             out.append(chat(question, clip(body, max_answer_chars), origin=f"{sec.source} § {sec.title}"))
         out += _definitions(body, sec.source)
-    kept, malformed = [], {}
-    for ex in _filter_qa(dedup(out)):
-        reason = malformed_reason(ex.question()) or (NOT_DEFINITION if ex.origin.endswith(NOT_DEFINITION) else None)
-        if reason:
-            malformed[reason] = malformed.get(reason, 0) + 1
-        else:
-            kept.append(ex)
-    return Drawn(kept, malformed)
+    rows = _filter_qa(dedup(out))
+    reasons = [malformed_reason(ex.question()) or (NOT_DEFINITION if ex.origin.endswith(NOT_DEFINITION) else None)
+               for ex in rows]
+    return Drawn([ex for ex, why in zip(rows, reasons, strict=True) if not why], dict(Counter(filter(None, reasons))))
 
 
 NOT_DEFINITION = "not a definition"
