@@ -117,7 +117,7 @@ def write_gguf_lora(adapter_dir: Path, base_config: dict, out: Path) -> GgufLora
     cfg = lora_config(adapter_dir)
     tensors = gguf_tensors(adapter_dir, base_config)
     arch = gguf.MODEL_ARCH_NAMES[getattr(gguf.MODEL_ARCH, _arch(base_config)[0])]
-    # llama.cpp scales by alpha / r; rsLoRA's alpha / sqrt(r) is that with alpha * sqrt(r)
+    # llama.cpp scales by alpha / r: peft's alpha / r as it is, rsLoRA's alpha / sqrt(r) as (alpha * sqrt(r)) / r
     alpha = float(cfg["lora_alpha"]) * (math.sqrt(int(cfg["r"])) if cfg.get("use_rslora") else 1)
 
     def write(tmp: Path) -> None:
