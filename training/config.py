@@ -157,8 +157,7 @@ class JobConfig(config_file.YamlFile):
         """Raise ArenaError naming the bad values: those of the wrong type, choice or range (pydantic, from the
         annotations), then what one field cannot say (method-specific settings, the data, the sweep)."""
         vars(self).update(vars(config_file.checked(JobConfig, asdict(self))))  # bf16 true/false -> on/off
-        if self.learning_rate == 0:  # resolved here, so the saved config.yaml holds the rate that trained
-            self.learning_rate = DEFAULT_LEARNING_RATES[self.method]
+        self.learning_rate = self.rate  # resolved here, so the saved config.yaml holds the rate that trained
         self.lora_alpha = self.alpha  # likewise: the saved config holds the alpha that trained
         self.validate_methods()
         if not self.data:
