@@ -46,8 +46,7 @@ def run_sweep(cfg: JobConfig, settings: Settings, folder: Path, tools: DataTools
     finished trials are kept, the cancelled one continues from its checkpoint and the rest follow.
     """
     grid = trial_grid(cfg)
-    folder.mkdir(parents=True, exist_ok=True)
-    cfg.to_yaml(folder / "config.yaml")
+    cfg.to_yaml(folder / "config.yaml")  # makes the folder (an atomic write)
     previous = _catch_signals(folder)
     try:
         return _sweep(cfg, settings, folder, grid, tools, resume, progress)
@@ -113,7 +112,6 @@ def _copy_data(first_dir: Path, trial_dir: Path) -> bool:
     files = [first_dir / "train.jsonl", first_dir / "val.jsonl"]
     if not all(f.is_file() for f in files):
         return False
-    trial_dir.mkdir(parents=True, exist_ok=True)
     for f in files:  # every rank copies (identical bytes) so none reads before its copy exists
         atomic.replace_with(trial_dir / f.name, lambda tmp, f=f: shutil.copyfile(f, tmp))
     return True
