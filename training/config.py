@@ -274,10 +274,7 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
 
 
 def _data_flags(args: argparse.Namespace) -> list[dict]:
-    out = []
-    for spec in args.data or []:
-        path, _, weight = spec.rpartition(":") if _has_weight(spec) else (spec, "", "")
-        out.append({"path": str(Path(path).resolve()), "weight": float(weight) if weight else 1.0})
+    out = [{"path": str(Path(path).resolve()), "weight": weight} for path, weight in map(_path_weight, args.data or [])]
     asked = {k: v for k, v in (("generator", getattr(args, "generator", None)),
                                ("n_questions", getattr(args, "questions", None))) if v is not None}
     out += [{"source": "documents", "kind": kind, **(asked if kind != "cpt" else {})}
@@ -292,10 +289,10 @@ def _data_flags(args: argparse.Namespace) -> list[dict]:
     return out
 
 
-def _has_weight(spec: str) -> bool:
+def _path_weight(spec: str) -> tuple[str, float]:
+    """'FILE:WEIGHT' -> (FILE, WEIGHT); without a number after a last ':' the whole spec is the file, weight 1."""
     head, sep, tail = spec.rpartition(":")
     try:
-        float(tail)
+        return (head, float(tail)) if sep and head else (spec, 1.0)
     except ValueError:
-        return False
-    return bool(sep and head)
+        return spec, 1.0
