@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import random
 import re
+import sys
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from foundation import records
@@ -72,14 +74,10 @@ def draw_from_sections(sections, min_answer_chars: int = 20, max_answer_chars: i
             question = sec.title.strip() if sec.title.strip().endswith("?") else sec.title.strip() + "?"
             out.append(chat(question, clip(body, max_answer_chars), origin=f"{sec.source} § {sec.title}"))
         out += _definitions(body, sec.source)
-    kept, malformed = [], {}
-    for ex in _filter_qa(dedup(out)):
-        reason = malformed_reason(ex.question()) or (NOT_DEFINITION if ex.origin.endswith(NOT_DEFINITION) else None)
-        if reason:
-            malformed[reason] = malformed.get(reason, 0) + 1
-        else:
-            kept.append(ex)
-    return Drawn(kept, malformed)
+    rows = _filter_qa(dedup(out))
+    reasons = [malformed_reason(ex.question()) or (NOT_DEFINITION if ex.origin.endswith(NOT_DEFINITION) else None)
+               for ex in rows]
+    return Drawn([ex for ex, why in zip(rows, reasons, strict=True) if not why], dict(Counter(filter(None, reasons))))
 
 
 NOT_DEFINITION = "not a definition"
@@ -202,10 +200,9 @@ def distill(questions: list[str], teacher: RagTeacher, data_dir: Path) -> list[E
     Each answer is stored in the data folder's row cache (foundation/row_cache.py) under the hash of its exact
     prompt, model and generation settings as soon as it is generated: a killed job, a resume or a rerun
     generates only the answers still missing (changed documents change the prompt, hence the key)."""
-    import sys
-
     cfg, gen = VariantConfig(system_prompt="", few_shot=[]), GenSettings()
-    keys = [_distill_key(teacher, q, cfg, gen) for q in questions]
+    # the RAG prompt exactly as sent (messages, adapter) with the model and the generation settings
+    keys = [content_key("distill/rag", teacher.model, *teacher.prompt(q, cfg, gen), asdict(gen)) for q in questions]
 
     def generate(missing: list[int], store) -> None:
         print(f"distillation: {len(keys) - len(missing)} of {len(keys)} answers cached, generating "
@@ -215,11 +212,3 @@ def distill(questions: list[str], teacher: RagTeacher, data_dir: Path) -> list[E
 
     texts = RowCache.in_data_dir(data_dir).fill(keys, generate)
     return [chat(q, text, origin="distilled from rag") for q, text in zip(questions, texts, strict=True) if text]
-
-
-def _distill_key(teacher: RagTeacher, question: str, cfg, gen) -> str:
-    """Content hash of what determines one distilled answer: the RAG prompt as sent, model, settings."""
-    from dataclasses import asdict
-
-    messages, adapter = teacher.prompt(question, cfg, gen)
-    return content_key("distill/rag", teacher.model, messages, adapter, asdict(gen))

@@ -3,6 +3,7 @@ checkpoint, early stopping."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import time
@@ -33,13 +34,9 @@ def cancel_files(job_dir: Path) -> list[Path]:
 def read_metrics(path: Path) -> list[dict]:
     """All records of a metrics.jsonl (a partially written last line is skipped)."""
     out = []
-    if not Path(path).is_file():
-        return out
-    for line in Path(path).read_text().splitlines():
-        try:
+    for line in Path(path).read_text().splitlines() if Path(path).is_file() else []:
+        with contextlib.suppress(json.JSONDecodeError):
             out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
     return out
 
 
@@ -66,14 +63,7 @@ class MetricsCallback(TrainerCallback):
     def on_evaluate(self, args, state, control, **kwargs):
         self.last = None  # a validation (and its checkpoint) is not step time: the next interval starts after it
 
-    def on_save(self, args, state, control, **kwargs):
-        self.last = None
-
-    def eta_s(self, state) -> float | None:
-        done = state.global_step - self.start_step
-        if done <= 0 or not state.max_steps:
-            return None
-        return (time.time() - self.start) / done * (state.max_steps - state.global_step)
+    on_save = on_evaluate
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -87,9 +77,9 @@ class MetricsCallback(TrainerCallback):
                 rec["tokens_per_s"] = round((tokens - self.last[1]) / (now - self.last[0]), 2)
             self.last = (now, tokens)
             rec["tokens"] = tokens
-        eta = self.eta_s(state)
-        if eta is not None:
-            rec["eta_s"] = round(eta, 1)
+        done = state.global_step - self.start_step
+        if done > 0 and state.max_steps:  # the steps left at this run's pace so far
+            rec["eta_s"] = round((time.time() - self.start) / done * (state.max_steps - state.global_step), 1)
         if "train_runtime" in logs:
             rec["train_runtime"] = logs["train_runtime"]
         with self.path.open("a") as fh:
@@ -157,9 +147,7 @@ class EarlyStopping(EarlyStoppingCallback):
     uninterrupted one instead of starting its patience afresh.
     """
 
-    def __init__(self, early_stopping_patience: int = 1, early_stopping_threshold: float | None = 0.0):
-        super().__init__(early_stopping_patience, early_stopping_threshold)
-        self.stopped_at: int | None = None
+    stopped_at: int | None = None
 
     def state(self) -> dict:
         saved = super().state()

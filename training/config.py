@@ -157,8 +157,7 @@ class JobConfig(config_file.YamlFile):
         """Raise ArenaError naming the bad values: those of the wrong type, choice or range (pydantic, from the
         annotations), then what one field cannot say (method-specific settings, the data, the sweep)."""
         vars(self).update(vars(config_file.checked(JobConfig, asdict(self))))  # bf16 true/false -> on/off
-        if self.learning_rate == 0:  # resolved here, so the saved config.yaml holds the rate that trained
-            self.learning_rate = DEFAULT_LEARNING_RATES[self.method]
+        self.learning_rate = self.rate  # resolved here, so the saved config.yaml holds the rate that trained
         self.lora_alpha = self.alpha  # likewise: the saved config holds the alpha that trained
         self.validate_methods()
         if not self.data:
@@ -275,10 +274,7 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
 
 
 def _data_flags(args: argparse.Namespace) -> list[dict]:
-    out = []
-    for spec in args.data or []:
-        path, _, weight = spec.rpartition(":") if _has_weight(spec) else (spec, "", "")
-        out.append({"path": str(Path(path).resolve()), "weight": float(weight) if weight else 1.0})
+    out = [{"path": str(Path(path).resolve()), "weight": weight} for path, weight in map(_path_weight, args.data or [])]
     asked = {k: v for k, v in (("generator", getattr(args, "generator", None)),
                                ("n_questions", getattr(args, "questions", None))) if v is not None}
     out += [{"source": "documents", "kind": kind, **(asked if kind != "cpt" else {})}
@@ -293,10 +289,10 @@ def _data_flags(args: argparse.Namespace) -> list[dict]:
     return out
 
 
-def _has_weight(spec: str) -> bool:
+def _path_weight(spec: str) -> tuple[str, float]:
+    """'FILE:WEIGHT' -> (FILE, WEIGHT); without a number after a last ':' the whole spec is the file, weight 1."""
     head, sep, tail = spec.rpartition(":")
     try:
-        float(tail)
+        return (head, float(tail)) if sep and head else (spec, 1.0)
     except ValueError:
-        return False
-    return bool(sep and head)
+        return spec, 1.0

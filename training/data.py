@@ -29,9 +29,7 @@ class Example:
 
     def key(self) -> str:
         """Canonical content (origin excluded) used for dedup and fingerprints."""
-        data = asdict(self)
-        data.pop("origin")
-        return json.dumps(data, sort_keys=True, ensure_ascii=False)
+        return json.dumps({k: v for k, v in asdict(self).items() if k != "origin"}, sort_keys=True, ensure_ascii=False)
 
     def question(self) -> str:
         """The last user turn (what the adapter was asked), or "" for raw text."""

@@ -63,14 +63,11 @@ def write_questions(sides: list[tuple[list, int]], qs: QuestionSettings, generat
     tasks = [t for sections, n in sides for t in sample_tasks(chunks_of(sections, qs.max_chunk_chars), n, qs)]
     replies = ask(tasks, qs, generate, cache, progress=progress)
     kept, counts = filter_replies(tasks, replies, embed)
-    return Written(tasks, kept, counts, summary(qs.model, tasks, counts, kept))
-
-
-def summary(spec: str, tasks: list[Task], counts: FilterCounts, kept: list[GeneratedQuestion]) -> dict:
-    """The report's facts on a generator run: asked, kept, dropped per filter (with examples), kinds kept."""
-    return {"spec": spec, "asked": counts.asked, "kept": counts.kept, "dropped": counts.dropped(),
-            "dropped_examples": counts.examples, "kinds": dict(Counter(q.kind for q in kept)),
-            "two_chunk_asked": sum(t.kind == "two-chunk" for t in tasks)}
+    # the report's facts on a generator run: asked, kept, dropped per filter (with examples), kinds kept
+    return Written(tasks, kept, counts, {
+        "spec": qs.model, "asked": counts.asked, "kept": counts.kept, "dropped": counts.dropped(),
+        "dropped_examples": counts.examples, "kinds": dict(Counter(q.kind for q in kept)),
+        "two_chunk_asked": sum(t.kind == "two-chunk" for t in tasks)})
 
 
 T = TypeVar("T")

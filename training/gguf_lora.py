@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,17 +65,9 @@ def lora_config(adapter_dir: Path) -> dict:
     return cfg
 
 
-def gguf_alpha(cfg: dict) -> float:
-    """The alpha llama.cpp needs for peft's scaling: alpha / r, or alpha / sqrt(r) with rsLoRA."""
-    alpha, rank = float(cfg["lora_alpha"]), int(cfg["r"])
-    return alpha * math.sqrt(rank) if cfg.get("use_rslora") else alpha
-
-
-def permute_rows(weights: np.ndarray, n_head: int, n_head_kv: int | None = None) -> np.ndarray:
-    """llama.cpp's LlamaModel.permute: each head's rows re-ordered from (2, dim/2) halves to interleaved.
-    transformers' GGUF loader undoes exactly this (LlamaTensorProcessor._reverse_permute_weights)."""
-    if n_head_kv is not None and n_head != n_head_kv:
-        n_head = n_head_kv
+def permute_rows(weights: np.ndarray, n_head: int) -> np.ndarray:
+    """llama.cpp's LlamaModel.permute over `n_head` heads (k: the kv heads), each head's rows from (2, dim/2)
+    halves to interleaved; transformers' GGUF loader undoes it (LlamaTensorProcessor._reverse_permute_weights)."""
     return (weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
             .swapaxes(1, 2).reshape(weights.shape))
 
@@ -101,18 +94,17 @@ def gguf_tensors(adapter_dir: Path, base_config: dict) -> dict[str, np.ndarray]:
         raise ArenaError(f"{adapter_dir} has no adapter_model.safetensors (only safetensors adapters are read)")
     out = {}
     for key, value in load_file(str(weights_file)).items():
-        part = ".lora_A.weight" if key.endswith(".lora_A.weight") else \
-            ".lora_B.weight" if key.endswith(".lora_B.weight") else None
-        if part is None:
+        lora = re.fullmatch(r"(.*)\.lora_([AB])\.weight", key)
+        if lora is None:
             raise ArenaError(f"adapter tensor {key!r} is not a LoRA A/B matrix; GGUF cannot hold it")
-        module = key.removeprefix(PEFT_PREFIX).removesuffix(part)
+        module, half = lora.group(1).removeprefix(PEFT_PREFIX), lora.group(2)
         target = names.get_name(module + ".weight", try_suffixes=(".weight",))
         if target is None:
             raise ArenaError(f"adapter tensor {key!r} targets {module!r}, which has no GGUF tensor name")
-        data = np.ascontiguousarray(value.astype(np.float32))
-        if part == ".lora_B.weight" and permuted and target.endswith((".attn_q.weight", ".attn_k.weight")):
-            data = permute_rows(data, n_head, n_kv if ".attn_k." in target else n_head)
-        out[target + (".lora_a" if part == ".lora_A.weight" else ".lora_b")] = np.ascontiguousarray(data)
+        data = value.astype(np.float32)
+        if half == "B" and permuted and target.endswith((".attn_q.weight", ".attn_k.weight")):
+            data = permute_rows(data, n_kv if ".attn_k." in target else n_head)
+        out[f"{target}.lora_{half.lower()}"] = np.ascontiguousarray(data)
     if not out:
         raise ArenaError(f"adapter {adapter_dir} holds no LoRA tensors")
     return out
@@ -125,7 +117,8 @@ def write_gguf_lora(adapter_dir: Path, base_config: dict, out: Path) -> GgufLora
     cfg = lora_config(adapter_dir)
     tensors = gguf_tensors(adapter_dir, base_config)
     arch = gguf.MODEL_ARCH_NAMES[getattr(gguf.MODEL_ARCH, _arch(base_config)[0])]
-    alpha = gguf_alpha(cfg)
+    # llama.cpp scales by alpha / r: peft's alpha / r as it is, rsLoRA's alpha / sqrt(r) as (alpha * sqrt(r)) / r
+    alpha = float(cfg["lora_alpha"]) * (math.sqrt(int(cfg["r"])) if cfg.get("use_rslora") else 1)
 
     def write(tmp: Path) -> None:
         writer = gguf.GGUFWriter(str(tmp), arch)

@@ -53,9 +53,9 @@ def _leave_process_group() -> None:
 
 def _run_job(cfg: JobConfig, settings: Settings, folder: Path, resume: bool, tools: DataTools | None,
              progress: bool) -> dict:
-    if cfg.sweep:
-        return run_sweep(cfg, settings, folder, tools, resume, progress)
     try:
+        if cfg.sweep:
+            return run_sweep(cfg, settings, folder, tools, resume, progress)
         result = train_one(cfg, settings, folder, resume, tools, progress=progress)
     except Exception as exc:
         if folder.is_dir():

@@ -20,8 +20,7 @@ class JobManager(LaunchedJob):
         cfg.validate()
         self._check_free()  # before writing anything for a job that cannot start
         folder = job_dir(self.settings, cfg)
-        folder.mkdir(parents=True, exist_ok=True)
-        cfg.to_yaml(folder / "config.yaml")
+        cfg.to_yaml(folder / "config.yaml")  # makes the folder (an atomic write)
         return self._launch(folder, resume=False)
 
     def resume(self, folder: Path | None = None) -> Path:

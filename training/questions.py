@@ -24,6 +24,7 @@ the test easy for RAG by construction. The decide stage reports it as a difficul
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import re
@@ -128,9 +129,6 @@ class FilterCounts:
         return {k.replace("_", " "): getattr(self, k) for k in
                 ("unparsed", "ill_formed", "not_standalone", "unsupported", "duplicate")}
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 # ---- sampling ----------------------------------------------------------------------------------------------
 
@@ -164,19 +162,16 @@ def sample_tasks(chunks: list[Chunk], n: int, settings: QuestionSettings) -> lis
     rng.shuffle(queues)
     tasks: list[Task] = []
     turns: dict[Chunk, int] = {}
-    while queues and len(tasks) < n:
-        for queue, doc_chunks in queues:
-            if len(tasks) >= n:
-                break
-            chunk = next(queue)
-            turn = turns[chunk] = turns.get(chunk, -1) + 1
-            sentences = _sentences(chunk.text)
-            focus = sentences[turn % len(sentences)] if sentences else ""
-            others = [c for c in doc_chunks if c != chunk]
-            if others and rng.random() < settings.two_chunk_share:
-                tasks.append(Task("two-chunk", (chunk, rng.choice(others)), focus))
-            else:
-                tasks.append(Task(KINDS[len(tasks) % 2], (chunk,), focus))
+    for queue, doc_chunks in itertools.islice(itertools.cycle(queues), n):  # one task per document's turn
+        chunk = next(queue)
+        turn = turns[chunk] = turns.get(chunk, -1) + 1
+        sentences = _sentences(chunk.text)
+        focus = sentences[turn % len(sentences)] if sentences else ""
+        others = [c for c in doc_chunks if c != chunk]
+        if others and rng.random() < settings.two_chunk_share:
+            tasks.append(Task("two-chunk", (chunk, rng.choice(others)), focus))
+        else:
+            tasks.append(Task(KINDS[len(tasks) % 2], (chunk,), focus))
     return tasks
 
 
@@ -195,14 +190,8 @@ def _section_cycle(doc_chunks: list[Chunk], rng: random.Random):
     """(endless iterator over the document's chunks, one section after another in a seeded order, the chunks)."""
     sections = list(_by(doc_chunks, lambda c: c.section).values())
     rng.shuffle(sections)
-
-    def cycle():
-        turn = 0
-        while True:
-            for chunks in sections:
-                yield chunks[turn % len(chunks)]
-            turn += 1
-    return cycle(), doc_chunks
+    # round robin: each section's next chunk in turn, a section's chunks cycling
+    return itertools.chain.from_iterable(zip(*map(itertools.cycle, sections), strict=True)), doc_chunks
 
 
 # ---- asking ------------------------------------------------------------------------------------------------
@@ -215,16 +204,12 @@ def messages(task: Task) -> list[dict]:
             {"role": "user", "content": f"{texts}\n\n{ASK[task.kind]}{focus}\n{FORMAT}"}]
 
 
-def task_key(task: Task, settings: QuestionSettings) -> str:
-    return content_key("questions", PROMPT_VERSION, messages(task), asdict(settings))
-
-
 def ask(tasks: list[Task], settings: QuestionSettings, generate: Callable, cache,
         progress: Callable[[int, int], None] | None = None) -> list[str]:
     """The raw reply to each task, read from `cache` (a RowCache) or generated BATCH at a time and stored as each
     batch returns. generate(list of messages, GenSettings) -> list of texts."""
     gen = GenSettings(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature, seed=settings.seed)
-    keys = [task_key(t, settings) for t in tasks]
+    keys = [content_key("questions", PROMPT_VERSION, messages(t), asdict(settings)) for t in tasks]
 
     def run(missing: list[int], store) -> None:
         done = len(tasks) - len(missing)
@@ -285,9 +270,7 @@ def near_duplicate_of(vector: np.ndarray, question: str, kept_vectors: list, kep
     """Index of a kept question this one nearly repeats (the same words after normalisation, or the leakage
     guard's near-duplicate rule, leakage.is_near_duplicate); None when it is new."""
     for j, (other, text) in enumerate(zip(kept_vectors, kept, strict=True)):
-        if normalize(text) == normalize(question):
-            return j
-        if is_near_duplicate(float(vector @ other), question, text):
+        if normalize(text) == normalize(question) or is_near_duplicate(float(vector @ other), question, text):
             return j
     return None
 

@@ -8,8 +8,6 @@ stage (training/rl.py) optimises an adapter against it; chat and compare never o
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from foundation.errors import ArenaError
@@ -17,8 +15,6 @@ from foundation.models import require_safetensors
 from foundation.registry import base_path
 from training.config import JobConfig
 from training.data import Example
-from training.tokenize import pref_datasets
-from training.trainer_args import common_args
 
 KIND = "reward"
 
@@ -29,10 +25,9 @@ def build_reward_model(cfg: JobConfig, base_model_path: str, init=None, trust_re
     from peft import LoraConfig, PeftModel, TaskType, get_peft_model
     from transformers import AutoModelForSequenceClassification
 
-    if init is not None:
-        if init.peft_type is None or getattr(init, "kind", "") != KIND:
-            raise ArenaError(f"init_from {init.name!r} is not a reward model; a reward model continues only "
-                             "another reward model")
+    if init is not None and (init.peft_type is None or getattr(init, "kind", "") != KIND):
+        raise ArenaError(f"init_from {init.name!r} is not a reward model; a reward model continues only "
+                         "another reward model")
     model = AutoModelForSequenceClassification.from_pretrained(
         base_model_path, num_labels=1, dtype=torch.float32, trust_remote_code=trust_remote_code,
         use_safetensors=True)
@@ -42,31 +37,15 @@ def build_reward_model(cfg: JobConfig, base_model_path: str, init=None, trust_re
                                             lora_dropout=cfg.lora_dropout, target_modules=cfg.targets))
 
 
-def reward_trainer(cfg: JobConfig, model, tokenizer, train, val, folder: Path, device, callbacks: list):
-    """trl RewardTrainer on the preference rows (conversational prompt/chosen/rejected)."""
-    from trl import RewardConfig, RewardTrainer
-
-    tr, va = pref_datasets("reward", train, val)
-    model.config.pad_token_id = tokenizer.pad_token_id  # the head reads the last non-pad token
-    args = RewardConfig(activation_checkpointing=False, **common_args(cfg, folder, device, va is not None))
-    return RewardTrainer(model=model, args=args, train_dataset=tr, eval_dataset=va, processing_class=tokenizer,
-                         callbacks=callbacks)
-
-
-def reply_ids(tokenizer, prompt: list[dict], reply: str) -> list[int]:
-    """The conversation as the reward trainer sees it: the prompt turns and the reply, chat-templated."""
-    messages = list(prompt) + [{"role": "assistant", "content": reply}]
-    return list(tokenizer.apply_chat_template(messages, return_dict=True)["input_ids"])
-
-
 def score(model, tokenizer, prompt: list[dict], replies: list[str]) -> list[float]:
     """The reward model's scalar for each reply to `prompt` (one forward pass per reply, no padding)."""
     device = next(model.parameters()).device
     out = []
     with torch.inference_mode():
-        for reply in replies:
-            ids = torch.tensor([reply_ids(tokenizer, prompt, reply)], device=device)
-            out.append(float(model(input_ids=ids).logits[0, 0]))
+        for reply in replies:  # the conversation as the reward trainer sees it: prompt turns and reply, templated
+            messages = list(prompt) + [{"role": "assistant", "content": reply}]
+            ids = list(tokenizer.apply_chat_template(messages, return_dict=True)["input_ids"])
+            out.append(float(model(input_ids=torch.tensor([ids], device=device)).logits[0, 0]))
     return out
 
 
@@ -75,11 +54,8 @@ def pairwise_accuracy(model, tokenizer, pairs: list[Example]) -> float | None:
     pairs = [ex for ex in pairs if ex.kind == "pref"]
     if not pairs:
         return None
-    wins = 0
-    for ex in pairs:
-        chosen, rejected = score(model, tokenizer, ex.messages, [ex.chosen, ex.rejected])
-        wins += chosen > rejected
-    return wins / len(pairs)
+    scores = (score(model, tokenizer, ex.messages, [ex.chosen, ex.rejected]) for ex in pairs)
+    return sum(chosen > rejected for chosen, rejected in scores) / len(pairs)
 
 
 def final_metrics(model, tokenizer, train: list[Example], val: list[Example]) -> dict:

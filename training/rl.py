@@ -40,11 +40,6 @@ def prompts_of(rows: list[Example]) -> list[list[dict]]:
     return list(first.values())
 
 
-def rl_batch_size(cfg: JobConfig) -> int:
-    """The per-device batch in completions: a whole number of prompt groups of num_generations each."""
-    return max(1, math.ceil(cfg.batch_size / cfg.num_generations)) * cfg.num_generations
-
-
 def rloo_trainer(cfg: JobConfig, model, tokenizer, train, val, folder: Path, device, callbacks: list,
                  settings=None, reward=None):
     """trl RLOOTrainer on the LoRA policy `model`. `reward`: trl reward function(s); default the job's reward
@@ -57,11 +52,18 @@ def rloo_trainer(cfg: JobConfig, model, tokenizer, train, val, folder: Path, dev
         raise ArenaError("method 'rloo' needs prompts: chat votes (--from-votes), preference pairs or any "
                          "training file with questions")
     reward_tokenizer = None
-    if reward is None:
-        reward, reward_tokenizer = reward_model(cfg, settings)
+    if reward is None:  # the job's registered reward model
+        from training.reward import load_reward_model  # deferred: pulls torch
+
+        if settings is None:
+            raise ArenaError("method 'rloo' needs the app settings to find its reward model")
+        reward, reward_tokenizer = load_reward_model(AdapterRegistry(settings.data_dir).get(cfg.reward_model),
+                                                     settings)
     common = common_args(cfg, folder, device, has_val=False)
     common.pop("max_length")
-    common["per_device_train_batch_size"] = common["per_device_eval_batch_size"] = rl_batch_size(cfg)
+    # the per-device batch in completions: a whole number of prompt groups of num_generations each
+    groups = max(1, math.ceil(cfg.batch_size / cfg.num_generations))
+    common["per_device_train_batch_size"] = common["per_device_eval_batch_size"] = groups * cfg.num_generations
     args = RLOOConfig(beta=cfg.rl_beta, num_generations=cfg.num_generations,
                       max_completion_length=cfg.max_completion_length, temperature=1.0,
                       activation_checkpointing=False, log_completions=False, **common)
@@ -69,12 +71,3 @@ def rloo_trainer(cfg: JobConfig, model, tokenizer, train, val, folder: Path, dev
                        train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
                        processing_class=tokenizer, reward_processing_classes=reward_tokenizer,
                        callbacks=callbacks)
-
-
-def reward_model(cfg: JobConfig, settings):
-    """(model, tokenizer) of the job's registered reward model."""
-    from training.reward import load_reward_model  # deferred: pulls torch
-
-    if settings is None:
-        raise ArenaError("method 'rloo' needs the app settings to find its reward model")
-    return load_reward_model(AdapterRegistry(settings.data_dir).get(cfg.reward_model), settings)

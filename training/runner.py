@@ -30,7 +30,7 @@ from training.data import Example
 from training.methods import build_trainable, trainable_summary
 from training.plan import plan_for_rows
 from training.plan import resolve as resolve_plan
-from training.reward import final_metrics, reward_trainer
+from training.reward import final_metrics
 from training.rl import rloo_trainer
 from training.sources import prepare_data
 from training.tokenize import pref_datasets, tokenize_examples
@@ -77,9 +77,9 @@ def make_trainer(cfg: JobConfig, model, tokenizer, train: list[Example], val: li
     if cfg.method == "rloo":  # RLHF stages (training/reward.py, rl.py): stock trl, speed path unmeasured
         trainer = rloo_trainer(cfg, model, tokenizer, train, val, folder, device, callbacks, settings)
     elif cfg.method == "reward":
-        trainer = reward_trainer(cfg, model, tokenizer, train, val, folder, device, callbacks)
+        trainer = _pref_trainer(cfg, model, tokenizer, train, val, folder, device, callbacks)
     else:
-        build = _dpo_trainer if cfg.method == "dpo" else _sft_trainer
+        build = _pref_trainer if cfg.method == "dpo" else _sft_trainer
         trainer = build(cfg, model, tokenizer, train, val, folder, device, callbacks)
         if fast:
             speed.apply(model, trainer)
@@ -89,14 +89,20 @@ def make_trainer(cfg: JobConfig, model, tokenizer, train: list[Example], val: li
     return trainer
 
 
-def _dpo_trainer(cfg: JobConfig, model, tokenizer, train, val, folder: Path, device, callbacks: list):
-    from trl import DPOConfig, DPOTrainer
+def _pref_trainer(cfg: JobConfig, model, tokenizer, train, val, folder: Path, device, callbacks: list):
+    """trl DPOTrainer, or RewardTrainer for a reward model (training/reward.py), on the preference pairs in
+    trl's conversational prompt/chosen/rejected form."""
+    import trl  # its trainers load on first access: only the one used here is imported
 
-    tr, va = pref_datasets("dpo", train, val)
-    args = DPOConfig(beta=cfg.dpo_beta, activation_checkpointing=False,
-                     **common_args(cfg, folder, device, va is not None))
-    return DPOTrainer(model=model, args=args, train_dataset=tr, eval_dataset=va, processing_class=tokenizer,
-                      callbacks=callbacks)
+    tr, va = pref_datasets(cfg.method, train, val)
+    common = dict(activation_checkpointing=False, **common_args(cfg, folder, device, va is not None))
+    if cfg.method == "reward":
+        model.config.pad_token_id = tokenizer.pad_token_id  # the head reads the last non-pad token
+        args, build = trl.RewardConfig(**common), trl.RewardTrainer
+    else:
+        args, build = trl.DPOConfig(beta=cfg.dpo_beta, **common), trl.DPOTrainer
+    return build(model=model, args=args, train_dataset=tr, eval_dataset=va, processing_class=tokenizer,
+                 callbacks=callbacks)
 
 
 def _sft_trainer(cfg: JobConfig, model, tokenizer, train, val, folder: Path, device, callbacks: list):
@@ -127,8 +133,7 @@ def _sft_trainer(cfg: JobConfig, model, tokenizer, train, val, folder: Path, dev
 def last_checkpoint(folder: Path) -> str | None:
     """The newest COMPLETE checkpoint: a kill -9 mid-save leaves a folder without a readable trainer_state.json
     (the Trainer writes it after the weights, optimizer and RNG state), which must not be resumed from."""
-    ckpt = folder / CHECKPOINTS
-    found = [p for p in ckpt.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()] if ckpt.is_dir() else []
+    found = [p for p in (folder / CHECKPOINTS).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
     for path in sorted(found, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
         try:
             json.loads((path / "trainer_state.json").read_text())
@@ -188,24 +193,18 @@ def train_one(cfg: JobConfig, settings: Settings, folder: Path, resume: bool = F
     metrics = _final_metrics(trainer, result, stopper, seconds, train, trainable_summary(model))
     if cfg.method == "reward":
         metrics.update(final_metrics(model, tokenizer, train, val))
-    if trainer.accelerator.is_main_process:
-        _save_artifact(trainer, tokenizer, folder / "artifact")
+    if trainer.accelerator.is_main_process:  # save_pretrained (peft's and transformers') makes the folder
+        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(folder / "artifact", safe_serialization=True)
+        tokenizer.save_pretrained(folder / "artifact")
     trainer.accelerator.wait_for_everyone()
     return {"state": "done", "metrics": metrics, "fingerprint": fp, "job_dir": str(folder),
-            "base_model": cfg.base_model or settings.model, "questions": _questions(train),
-            "peft_type": _peft_type(model)}
-
-
-def _detach_trackers(trainer) -> None:
-    """The tracker's run (--report-to) ended with training; an evaluation after it would open a second,
-    unnamed run, so the trackers' callbacks leave before the final check of the loaded weights."""
-    from transformers.integrations import get_reporting_integration_callbacks
-
-    for callback in get_reporting_integration_callbacks(trainer.args.report_to):
-        trainer.remove_callback(callback)
+            "base_model": cfg.base_model or settings.model,
+            "questions": sorted({ex.question() for ex in train if ex.question()}), "peft_type": _peft_type(model)}
 
 
 def _final_metrics(trainer, result, stopper, seconds, train, summary) -> dict:
+    from transformers.integrations import get_reporting_integration_callbacks
+
     history = read_metrics(Path(trainer.args.output_dir).parent / "metrics.jsonl")
     losses = [r["loss"] for r in history if "loss" in r]
     vals = [r["val_loss"] for r in history if "val_loss" in r]
@@ -215,7 +214,10 @@ def _final_metrics(trainer, result, stopper, seconds, train, summary) -> dict:
         # final evaluation would repeat it (~25 s of a 9-minute job on a 165-pair FAQ).
         vals.append(state.best_metric)
     elif trainer.eval_dataset is not None:  # the loaded weights, never validated as they are
-        _detach_trackers(trainer)
+        # The tracker's run (--report-to) ended with training; an evaluation after it would open a second,
+        # unnamed run, so the trackers' callbacks leave first.
+        for callback in get_reporting_integration_callbacks(trainer.args.report_to):
+            trainer.remove_callback(callback)
         vals.append(trainer.evaluate()["eval_loss"])
     tokens = [r["tokens"] for r in history if "tokens" in r]
     return {"train_loss": losses[-1] if losses else result.training_loss, "val_loss": vals[-1] if vals else None,
@@ -251,17 +253,6 @@ def _peft_type(model) -> str | None:
         return None
     peft_type = next(iter(config.values())).peft_type
     return str(getattr(peft_type, "value", peft_type))
-
-
-def _questions(rows: list[Example]) -> list[str]:
-    return sorted({ex.question() for ex in rows if ex.question()})
-
-
-def _save_artifact(trainer, tokenizer, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
 
 
 def register(result: dict, cfg: JobConfig, settings: Settings) -> dict:

@@ -128,25 +128,17 @@ def augment(rows: list[Example], cfg: JobConfig, settings: Settings, tools: Data
     return out
 
 
-def _dump(path: Path, rows: list[Example]) -> None:
-    write_jsonl(path, [asdict(ex) for ex in rows])
-
-
-def _load(path: Path) -> list[Example]:
-    return [Example(**row) for row in read_jsonl(path)]
-
-
 def prepare_data(cfg: JobConfig, settings: Settings, folder: Path, tools: DataTools | None = None,
                  reuse: bool = False) -> tuple[list[Example], list[Example], str]:
     """The job's final train/val rows, saved in the job folder (a resumed job re-reads exactly those)."""
     train_file, val_file = folder / "train.jsonl", folder / "val.jsonl"
     if reuse and train_file.is_file() and val_file.is_file():
-        train, val = _load(train_file), _load(val_file)
+        train, val = ([Example(**row) for row in read_jsonl(path)] for path in (train_file, val_file))
     else:
         train, val = build_split(cfg, settings, tools)
         # Every rank of a multi-process run builds the same rows; each writes atomically.
         for path, rows in ((train_file, train), (val_file, val)):
-            atomic.replace_with(path, lambda tmp, rows=rows: _dump(tmp, rows))
+            atomic.replace_with(path, lambda tmp, rows=rows: write_jsonl(tmp, [asdict(ex) for ex in rows]))
     return train, val, fingerprint(train, val)
 
 
@@ -154,26 +146,20 @@ def preview(specs: list[dict], settings: Settings, tools: DataTools | None = Non
     """Per source: row count, kinds and the first rows (for the Train tab)."""
     out = []
     for spec in specs:
-        if spec.get("source") == "distill":  # its rows are RAG answers generated at training time: too slow here
-            out.append(_preview_questions(Path(spec["questions"]), n))
-            continue
-        if spec.get("generator"):  # written when the job runs (the Decide tab's preview shows some first)
+        if spec.get("source") == "distill":  # its rows are RAG answers generated at training time: too slow here,
+            path = Path(spec["questions"])  # so its unique questions are shown (no model is loaded)
+            questions = list(dict.fromkeys(read_questions(path)))
+            out.append({"source": f"distill: {path.name}", "rows": len(questions),
+                        "kinds": ["questions (rag answers them at training time)"], "first": questions[:n]})
+        elif spec.get("generator"):  # written when the job runs (the Decide tab's preview shows some first)
             out.append({"source": source_label(spec), "rows": int(spec.get("n_questions", QUESTIONS)),
                         "kinds": [f"questions the generator {spec['generator']} writes when the job runs"],
                         "first": []})
-            continue
-        rows = dedup(load_source(spec, settings, tools))
-        kinds = sorted({ex.kind for ex in rows})
-        out.append({"source": source_label(spec), "rows": len(rows), "kinds": kinds,
-                    "first": [_row_text(ex) for ex in rows[:n]]})
+        else:
+            rows = dedup(load_source(spec, settings, tools))
+            out.append({"source": source_label(spec), "rows": len(rows), "kinds": sorted({ex.kind for ex in rows}),
+                        "first": [_row_text(ex) for ex in rows[:n]]})
     return out
-
-
-def _preview_questions(path: Path, n: int) -> dict:
-    """A distillation source previewed by its unique questions (no model is loaded)."""
-    questions = list(dict.fromkeys(read_questions(path)))
-    return {"source": f"distill: {path.name}", "rows": len(questions),
-            "kinds": ["questions (rag answers them at training time)"], "first": questions[:n]}
 
 
 def _row_text(ex: Example) -> str:

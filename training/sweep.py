@@ -46,14 +46,10 @@ def run_sweep(cfg: JobConfig, settings: Settings, folder: Path, tools: DataTools
     finished trials are kept, the cancelled one continues from its checkpoint and the rest follow.
     """
     grid = trial_grid(cfg)
-    folder.mkdir(parents=True, exist_ok=True)
-    cfg.to_yaml(folder / "config.yaml")
+    cfg.to_yaml(folder / "config.yaml")  # makes the folder (an atomic write)
     previous = _catch_signals(folder)
     try:
         return _sweep(cfg, settings, folder, grid, tools, resume, progress)
-    except Exception as exc:
-        write_status(folder, state="failed", error=str(exc), name=cfg.name)
-        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)
@@ -76,10 +72,12 @@ def _sweep(cfg: JobConfig, settings: Settings, folder: Path, grid: list[dict], t
             return _cancelled(folder, result, where)
         rows.append(_row(n, params, result))
         results.append((trial, result))
-    best = _best(rows)
+    # the lowest validation loss; a diverged trial (NaN) never wins
+    best = min(range(len(rows)), key=lambda i: math.inf if math.isnan(rows[i]["val_loss"]) else rows[i]["val_loss"])
     rows = _mark(rows, best)
     trial, result = results[best]
-    _write_table(folder, rows)
+    if is_main_process():
+        (folder / "sweep.json").write_text(json.dumps(rows, indent=1))
     out = register(result, trial, settings)
     write_status(folder, state="done", adapter=out.get("adapter"), metrics=result["metrics"], name=cfg.name,
                  trial_dir=result["job_dir"], sweep={"trials": len(grid), "rows": rows})
@@ -96,7 +94,10 @@ def _run_trial(trial: JobConfig, settings: Settings, trial_dir: Path, tools: Dat
         return json.loads((trial_dir / RESULT).read_text())
     from_checkpoint = same and last_checkpoint(trial_dir) is not None
     if not from_checkpoint and is_main_process():
-        _clear(trial_dir)
+        # A fresh trial starts from nothing: a stale metrics file would be appended to, stale checkpoints kept.
+        for name in ("metrics.jsonl", "status.json", RESULT):
+            (trial_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(trial_dir / CHECKPOINTS, ignore_errors=True)
     shared = not from_checkpoint and trial_dir != first_dir and _copy_data(first_dir, trial_dir)
     result = train_one(trial, settings, trial_dir, resume=from_checkpoint, tools=tools, reuse_data=shared,
                        progress=progress)
@@ -111,17 +112,9 @@ def _copy_data(first_dir: Path, trial_dir: Path) -> bool:
     files = [first_dir / "train.jsonl", first_dir / "val.jsonl"]
     if not all(f.is_file() for f in files):
         return False
-    trial_dir.mkdir(parents=True, exist_ok=True)
     for f in files:  # every rank copies (identical bytes) so none reads before its copy exists
         atomic.replace_with(trial_dir / f.name, lambda tmp, f=f: shutil.copyfile(f, tmp))
     return True
-
-
-def _clear(trial_dir: Path) -> None:
-    """A fresh trial starts from nothing: a stale metrics file would be appended to, stale checkpoints kept."""
-    for name in ("metrics.jsonl", "status.json", RESULT):
-        (trial_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(trial_dir / CHECKPOINTS, ignore_errors=True)
 
 
 def _catch_signals(folder: Path) -> dict:
@@ -144,16 +137,6 @@ def _row(n: int, params: dict, result: dict) -> dict:
     if val is None:
         raise ArenaError(f"sweep trial {n} has no validation loss: the data is too small for a validation split")
     return {"trial": n, **params, "val_loss": val}
-
-
-def _best(rows: list[dict]) -> int:
-    """Index of the lowest validation loss; a diverged trial (NaN) never wins."""
-    return min(range(len(rows)), key=lambda i: math.inf if math.isnan(rows[i]["val_loss"]) else rows[i]["val_loss"])
-
-
-def _write_table(folder: Path, rows: list[dict]) -> None:
-    if is_main_process():
-        (folder / "sweep.json").write_text(json.dumps(rows, indent=1))
 
 
 def _mark(rows: list[dict], best: int | None = None) -> list[dict]:

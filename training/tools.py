@@ -41,12 +41,10 @@ class DataTools:
     questions: Callable[[str], Callable] | None = None  # generator SPEC -> generate(prompts, gen) -> texts
 
 
-NEEDS_TOOLS = ("this data source (documents, distillation or paraphrases) needs the model and the document "
-               "index: run it through `arena train`, or pass DataTools (assistant.runtime.Runtime.data_tools)")
-
-
 def need(tools: DataTools | None, *names: str) -> DataTools:
     """`tools` when every named callable is there; else the ArenaError saying how a job gets them."""
     if tools is None or any(getattr(tools, name) is None for name in names):
-        raise ArenaError(NEEDS_TOOLS)
+        raise ArenaError("this data source (documents, distillation or paraphrases) needs the model and the "
+                         "document index: run it through `arena train`, or pass DataTools "
+                         "(assistant.runtime.Runtime.data_tools)")
     return tools

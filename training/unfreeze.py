@@ -63,10 +63,6 @@ def parse_schedule(text: str) -> list[Stage]:
     return stages
 
 
-def stage_at(stages: list[Stage], step: int) -> Stage:
-    return [s for s in stages if s.step <= step][-1]
-
-
 def trainable_at(model, stage: Stage) -> set[int]:
     """ids of the parameters stage trains: the top blocks and the final norm, or every parameter."""
     if stage.layers is None:
@@ -98,17 +94,13 @@ class UnfreezeCallback(TrainerCallback):
         self.current: Stage | None = None
         self.history: list[tuple[int, int]] = []
 
-    def _enter(self, step: int) -> None:
-        stage = stage_at(self.stages, step)
+    def on_step_begin(self, args, state, control, **kwargs):
+        stage = [s for s in self.stages if s.step <= state.global_step][-1]
         if stage != self.current:
             self.current = stage
-            self.history.append((step, apply_stage(self.model, stage)))
+            self.history.append((state.global_step, apply_stage(self.model, stage)))
 
-    def on_train_begin(self, args, state, control, **kwargs):
-        self._enter(state.global_step)
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._enter(state.global_step)
+    on_train_begin = on_step_begin
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is not None and self.current is not None and "loss" in logs:
