@@ -120,13 +120,13 @@ class SearchIndex:
 
         faiss_tmp = folder / f"faiss-{generation}.index.tmp"
         faiss.write_index(self.dense, str(faiss_tmp))
-        _fsync(faiss_tmp)
         bm25_tmp = folder / f"bm25-{generation}.tmp"
         shutil.rmtree(bm25_tmp, ignore_errors=True)
         self.bm25.save(str(bm25_tmp), show_progress=False)
         np.save(bm25_tmp / "chunk_ids.npy", self.bm25_ids)
-        for path in bm25_tmp.iterdir():
-            _fsync(path)
+        for path in [faiss_tmp, *bm25_tmp.iterdir()]:
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
         os.replace(faiss_tmp, folder / f"faiss-{generation}.index")
         final = folder / f"bm25-{generation}"
         shutil.rmtree(final, ignore_errors=True)  # left by a crash after this rename but before commit
@@ -187,8 +187,3 @@ def stale_files(folder: Path, keep: int) -> list[Path]:
     return [path for path in [*folder.glob("faiss-*"), *folder.glob("bm25-*")]
             if (match := re.match(r"(?:faiss|bm25)-(\d+)", path.name))
             and (int(match[1]) < keep or (int(match[1]) == keep and path.name.endswith(".tmp")))]
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
