@@ -58,8 +58,7 @@ class GenSettings:
 
 def first_line_done(text: str) -> bool:
     """True once `text` holds some non-blank text followed by a line break."""
-    stripped = text.lstrip()
-    return bool(stripped) and "\n" in stripped
+    return "\n" in text.lstrip()
 
 
 def loop_cut(tokens: list[int], min_repeat: int, max_period: int = LOOP_MAX_PERIOD) -> int | None:

@@ -15,6 +15,7 @@ training pairs that copy evaluation questions.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -54,13 +55,6 @@ class Overlap:
         return f"near-duplicate: embedding cosine {self.cosine:.2f}, word-order agreement {self.order:.2f}"
 
 
-def _first_positions(words: list[str]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for k, w in enumerate(words):
-        out.setdefault(w, k)
-    return out
-
-
 def _swap_around(between_a: list[str], between_b: list[str]) -> bool:
     """Two words in opposite orders swap roles when a connecting word (not "and"/"or") stands between them in
     both questions, within a short phrase: "string TO number" / "number TO string", and whole phrases too,
@@ -79,7 +73,7 @@ def order_agreement(a: str, b: str) -> float:
     from my laptop", "battery warranty" / "warranty for the battery"), and so do adjacent words ("password
     reset" / "reset password") and symmetric connectors ("and", "or")."""
     ta, tb = tokens(a), tokens(b)
-    pa, pb = _first_positions(ta), _first_positions(tb)
+    pa, pb = {w: ta.index(w) for w in ta}, {w: tb.index(w) for w in tb}  # each word's first position
     shared = [w for w in pa if w in pb]
     swapped: set[str] = set()
     for x, y in combinations(shared, 2):
@@ -161,10 +155,8 @@ def split_by_section(pairs: list[dict], eval_fraction: float = 0.2, seed: int = 
     """Split document-drawn pairs into (train, eval) so that no source section feeds both sides."""
     if not 0 < eval_fraction < 1:
         raise ValueError(f"eval_fraction must be between 0 and 1, got {eval_fraction}")
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for pair in pairs:
-        groups.setdefault(section_key(pair), []).append(pair)
-    keys = sorted(groups)
+    sizes = Counter(section_key(pair) for pair in pairs)  # pairs per section
+    keys = sorted(sizes)
     random.Random(seed).shuffle(keys)
     target = max(1, round(eval_fraction * len(pairs)))
     eval_keys: set = set()
@@ -174,7 +166,7 @@ def split_by_section(pairs: list[dict], eval_fraction: float = 0.2, seed: int = 
         if taken >= target or len(eval_keys) == len(keys) - 1:
             break
         eval_keys.add(key)
-        taken += len(groups[key])
+        taken += sizes[key]
     train = [p for p in pairs if section_key(p) not in eval_keys]
     evals = [p for p in pairs if section_key(p) in eval_keys]
     return train, evals

@@ -110,9 +110,7 @@ def bundled_cache_path(model_id: str, settings: Settings) -> Path:
     """The cached plain-HF folder of a bundled model, converting the GGUF on first use."""
     target = settings.models_dir / BUNDLED[model_id][2]
     if not (target / CACHE_MARKER).is_file():
-        gguf = bundled_gguf(model_id)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        convert_gguf(gguf, target)
+        convert_gguf(bundled_gguf(model_id), target)
     return target
 
 

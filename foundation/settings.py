@@ -101,12 +101,9 @@ def _convert(name: str, raw: str):
 def load_settings(args: argparse.Namespace | None = None, env: dict | None = None) -> Settings:
     """Build Settings from defaults, then the environment, then parsed CLI flags (highest wins)."""
     env = os.environ if env is None else env
-    values = {}
-    for name, var in ENV_VARS.items():
-        if env.get(var):
-            values[name] = _convert(name, env[var])
+    values = {name: _convert(name, env[var]) for name, var in ENV_VARS.items() if env.get(var)}
     for f in fields(Settings):
-        flag = getattr(args, f.name, None) if args is not None else None
+        flag = getattr(args, f.name, None)  # None without args
         if flag is None or flag is False:
             continue
         values[f.name] = flag if isinstance(flag, bool) else _convert(f.name, str(flag))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
+from itertools import accumulate
 
 from foundation.errors import ArenaError
 from retrieval.loaders import LoadedDocument, Segment
@@ -77,17 +78,12 @@ def _splitter(size: int, overlap: int, tokenizer=None):
 
 def _split_flowing(segments: list[Segment], splitter) -> list[tuple[str, str, int | None]]:
     """Split the document as one flowing text; each chunk is cited by the segment it starts in."""
-    parts, starts, offset = [], [], 0
-    for seg in segments:
-        block = f"{seg.title}\n{seg.text}" if seg.title and seg.title_in_text else seg.text
-        starts.append(offset)
-        parts.append(block)
-        offset += len(block) + 2
-    text = "\n\n".join(parts)
+    parts = [f"{seg.title}\n{seg.text}" if seg.title and seg.title_in_text else seg.text for seg in segments]
+    starts = list(accumulate((len(part) + 2 for part in parts[:-1]), initial=0))  # each part's offset in the text
     pieces = []
-    for doc in splitter.create_documents([text]):
+    for doc in splitter.create_documents(["\n\n".join(parts)]):
         start = doc.metadata.get("start_index", 0)
-        seg = segments[max(0, bisect.bisect_right(starts, max(start, 0)) - 1)]
+        seg = segments[bisect.bisect_right(starts, max(start, 0)) - 1]  # starts[0] is 0: never before the first
         pieces.append((doc.page_content, seg.title, seg.page))
     return pieces
 

@@ -17,7 +17,7 @@ import torch
 
 from foundation.models import resolve_dtype
 from retrieval.embedder import load_embedder, resolve_embedder_path
-from retrieval.onnx_embedder import OnnxBackendError, load_onnx_encoder, onnx_runtime_missing
+from retrieval.onnx_embedder import OnnxBackendError, load_onnx_encoder
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "torch", "onnx")
@@ -68,13 +68,12 @@ class Embedder:
 
     def _try_onnx(self, backend: str, cache_dir: Path | None) -> None:
         """Switch encode() to the ONNX backend when it applies; otherwise note (and log) why not."""
-        reason = onnx_runtime_missing()
         if self.model.device.type != "cpu" or self.dtype != torch.float32:
             reason = f"torch {str(self.dtype).removeprefix('torch.')} on {self.model.device} is the faster path"
         elif cache_dir is None:
             reason = "no cache folder for the ONNX export was given"
-        if reason is None:
-            try:
+        else:
+            try:  # OnnxBackendError also when onnxruntime is not installed
                 self.onnx = load_onnx_encoder(self.model, resolve_embedder_path(self.embedder_id), Path(cache_dir),
                                               torch.get_num_threads())
                 return
@@ -114,8 +113,5 @@ class Embedder:
 
 
 def pick_dtype(choice: str, device: torch.device) -> torch.dtype:
-    """Resolve the embedder dtype: emulated bf16 (no avx512_bf16/AMX) is slower than fp32, so avoid it."""
-    if choice == "auto":
-        dtype = resolve_dtype("auto", device)
-        return torch.float32 if dtype == torch.float16 and device.type == "cpu" else dtype
-    return getattr(torch, choice)
+    """The embedder dtype: resolve_dtype's, whose auto never picks emulated bf16 (slower than fp32) or CPU fp16."""
+    return resolve_dtype(choice, device)

@@ -146,8 +146,7 @@ def _embed(store: DocumentStore, pending: list[PendingDocument], n_files: int, p
     todo.sort(key=lambda h: len(texts[h]))  # similar lengths share a batch, so little padding
     for start in range(0, len(todo), EMBED_SLICE):
         part = todo[start:start + EMBED_SLICE]
-        for h, vec in zip(part, store.embedder.encode([texts[h] for h in part]), strict=True):
-            vectors[h] = vec
+        vectors.update(zip(part, store.embedder.encode([texts[h] for h in part]), strict=True))
         if progress:
             progress(n_files, n_files, reused + start + len(part), "embedding")
     for doc in pending:

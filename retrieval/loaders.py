@@ -6,7 +6,9 @@ import csv
 import io
 import re
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from foundation.errors import ArenaError
@@ -92,9 +94,7 @@ def detect_kind(data: bytes, name: str) -> str:
         raise LoaderError(f"{name}: corrupt DOCX (not a zip archive)")
     if _looks_binary(data):
         raise LoaderError(f"{name}: unsupported type (binary content); supported: {SUPPORTED}")
-    if ext in TEXT_KINDS:
-        return TEXT_KINDS[ext]
-    return _sniff_text(decode_text(data, name))
+    return TEXT_KINDS.get(ext) or _sniff_text(decode_text(data))
 
 
 def _is_docx(data: bytes, name: str) -> bool:
@@ -125,7 +125,7 @@ def _looks_binary(data: bytes) -> bool:
     return controls > len(head) * 0.05
 
 
-def decode_text(data: bytes, name: str) -> str:
+def decode_text(data: bytes) -> str:
     for encoding in ("utf-8-sig", "cp1252"):
         try:
             return data.decode(encoding)
@@ -147,26 +147,15 @@ def _sniff_text(text: str) -> str:
 
 
 def parse_txt(data: bytes, name: str) -> list[Segment]:
-    return [Segment(decode_text(data, name))]
+    return [Segment(decode_text(data))]
 
 
-def parse_markdown(data: bytes, name: str) -> list[Segment]:
-    """Rendered with markdown-it-py, then read like HTML: one segment per heading, code kept as code."""
-    return _sections(markdown_to_html(decode_text(data, name)))
-
-
-def parse_rst(data: bytes, name: str) -> list[Segment]:
-    """Rendered with docutils (directives and roles resolved, never left as markup), then read like HTML."""
-    return _sections(rst_to_html(decode_text(data, name)))
-
-
-def parse_html(data: bytes, name: str) -> list[Segment]:
-    """Visible text as a reader sees it, one segment per h1-h6 heading."""
-    return _sections(decode_text(data, name))
-
-
-def _sections(html: str) -> list[Segment]:
-    return [Segment(text, title) for title, text in html_sections(html)]
+def parse_html(data: bytes, name: str, to_html: Callable[[str], str] | None = None) -> list[Segment]:
+    """Visible text as a reader sees it, one segment per h1-h6 heading, code kept as code. Markdown and reST
+    are rendered to HTML by `to_html` first (markdown-it-py; docutils, directives and roles resolved, never
+    left as markup)."""
+    text = decode_text(data)
+    return [Segment(body, title) for title, body in html_sections(to_html(text) if to_html else text)]
 
 
 def parse_pdf(data: bytes, name: str) -> list[Segment]:
@@ -231,12 +220,11 @@ def rows_to_segments(rows: list[dict], name: str) -> list[Segment]:
 
 
 def parse_jsonl(data: bytes, name: str) -> list[Segment]:
-    rows = [row for _, row in jsonl_rows(decode_text(data, name), name, LoaderError)]
-    return rows_to_segments(rows, name)
+    return rows_to_segments([row for _, row in jsonl_rows(decode_text(data), name, LoaderError)], name)
 
 
 def parse_csv(data: bytes, name: str) -> list[Segment]:
-    text = decode_text(data, name)
+    text = decode_text(data)
     try:
         dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t|")
     except csv.Error:
@@ -248,5 +236,6 @@ def parse_csv(data: bytes, name: str) -> list[Segment]:
     return rows_to_segments(rows, name)
 
 
-PARSERS = {"txt": parse_txt, "md": parse_markdown, "rst": parse_rst, "html": parse_html, "pdf": parse_pdf,
+PARSERS = {"txt": parse_txt, "md": partial(parse_html, to_html=markdown_to_html),
+           "rst": partial(parse_html, to_html=rst_to_html), "html": parse_html, "pdf": parse_pdf,
            "docx": parse_docx, "jsonl": parse_jsonl, "csv": parse_csv}

@@ -36,6 +36,7 @@ def markdown_to_html(text: str) -> str:
 
 def rst_to_html(text: str) -> str:
     """reStructuredText through docutils' HTML5 writer, with nothing read from outside the text."""
+    from bs4 import BeautifulSoup
     from docutils.core import publish_parts
 
     _register_sphinx_roles()
@@ -48,14 +49,8 @@ def rst_to_html(text: str) -> str:
         "syntax_highlight": "none", "initial_header_level": 1, "embed_stylesheet": False,
     }
     body = publish_parts(source=text, writer="html5", settings_overrides=overrides)["body"]
-    return _without(body, "nav.contents")  # a `.. contents::` table repeats the titles: navigation, not content
-
-
-def _without(html: str, selector: str) -> str:
-    from bs4 import BeautifulSoup
-
-    soup = BeautifulSoup(html, "html.parser")
-    for tag in soup.select(selector):
+    soup = BeautifulSoup(body, "html.parser")
+    for tag in soup.select("nav.contents"):  # a `.. contents::` table repeats the titles: navigation, not content
         tag.decompose()
     return str(soup)
 
@@ -99,12 +94,13 @@ def html_sections(html: str) -> list[tuple[str, str]]:
     return sections
 
 
-def _render(node, out: list[tuple[str, str]]) -> None:
-    """Append ("title" | "text", text) blocks for `node`'s children in reading order."""
+def _render(node, out: list[tuple[str, str]], run: list[str] | None = None) -> None:
+    """Append ("title" | "text", text) blocks for `node`'s children in reading order. Inline markup (with no block
+    inside) adds its text to the `run` of the block around it, which the next block or the end flushes."""
     from bs4 import NavigableString, Tag
     from bs4.element import PreformattedString
 
-    run: list[str] = []
+    top, run = run is None, [] if run is None else run
     for child in node.children:
         if isinstance(child, PreformattedString):  # comments, doctype, processing instructions
             continue
@@ -114,32 +110,16 @@ def _render(node, out: list[tuple[str, str]]) -> None:
             if child.name == "br":
                 run.append("\n")
             elif child.name in INLINE and not child.find(_is_block):
-                run.append(_inline(child))
+                _render(child, out, run)
             else:
                 _flush(run, out)
                 _block(child, out)
-    _flush(run, out)
+    if top:
+        _flush(run, out)
 
 
 def _is_block(tag) -> bool:
     return tag.name not in INLINE and tag.name not in HIDDEN and tag.name != "br"
-
-
-def _inline(tag) -> str:
-    from bs4 import NavigableString
-    from bs4.element import PreformattedString
-
-    parts = []
-    for child in tag.children:
-        if isinstance(child, PreformattedString):  # comments, doctype, processing instructions
-            continue
-        if isinstance(child, NavigableString):
-            parts.append(str(child).replace("\n", " "))
-        elif child.name == "br":
-            parts.append("\n")
-        elif child.name not in HIDDEN:
-            parts.append(_inline(child))
-    return "".join(parts)
 
 
 def _flush(run: list[str], out: list[tuple[str, str]]) -> None:

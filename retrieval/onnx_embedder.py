@@ -65,16 +65,6 @@ class OnnxBackendError(ArenaError):
     """The ONNX backend cannot serve this model (not installed, export failed, or quality gate missed)."""
 
 
-def onnx_runtime_missing() -> str | None:
-    """Why the ONNX backend cannot be used on this install, or None when onnxruntime and onnx import."""
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError as exc:
-        return f"{exc.name or 'onnxruntime'} is not installed (pip install onnxruntime onnx)"
-    return None
-
-
 def cache_folder(cache_dir: Path, model_path: str) -> Path:
     """Folder for one model's export: named after the model, keyed by its path, weight files and recipe."""
     local = Path(model_path)
@@ -120,9 +110,11 @@ class OnnxEncoder:
 
 def load_onnx_encoder(model, model_path: str, cache_dir: Path, threads: int) -> OnnxEncoder:
     """The cached int8 export of ``model`` (exported, quantized and checked on first use); OnnxBackendError if not possible."""
-    missing = onnx_runtime_missing()
-    if missing:
-        raise OnnxBackendError(missing)
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        raise OnnxBackendError(f"{exc.name or 'onnxruntime'} is not installed (pip install onnxruntime onnx)") from None
     folder = cache_folder(cache_dir, model_path)
     if not (folder / CACHE_MARKER).is_file():
         export_model(model, folder)
@@ -166,7 +158,7 @@ def _export_and_quantize(model, folder: Path) -> dict:
     with torch.inference_mode():
         reference = model.encode(PROBES, batch_size=8, normalize_embeddings=True, convert_to_numpy=True,
                                  show_progress_bar=False)
-    _, downs, activations = weight_matmuls(graph)
+    downs, activations = weight_matmuls(graph)
     tried = []
     for keep in plans(len(downs)):
         # Activation-only matmuls (attention scores) stay fp32: quantizing them was slower and less exact.

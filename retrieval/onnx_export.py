@@ -63,13 +63,13 @@ def fuse(src: Path, dst: Path) -> Path:
     return dst
 
 
-def weight_matmuls(path: Path) -> tuple[list[str], list[str], list[str]]:
-    """MatMul node names in graph order: with an fp32 weight (square/up, down-projection) and activation-only."""
+def weight_matmuls(path: Path) -> tuple[list[str], list[str]]:
+    """MatMul node names in graph order that a plan may keep fp32: down-projections and activation-only ones."""
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
     shapes = {i.name: tuple(i.dims) for i in graph.initializer}
-    weights, downs, activations = [], [], []
+    downs, activations = [], []
     for node in graph.node:
         if node.op_type != "MatMul":
             continue
@@ -78,9 +78,7 @@ def weight_matmuls(path: Path) -> tuple[list[str], list[str], list[str]]:
             activations.append(node.name)
         elif len(shape) == 2 and shape[0] > shape[1]:
             downs.append(node.name)  # e.g. the FFN's 1536 -> 384: its GELU outputs have the widest ranges
-        else:
-            weights.append(node.name)
-    return weights, downs, activations
+    return downs, activations
 
 
 def plans(n_downs: int) -> list[int]:

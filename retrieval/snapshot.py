@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 from foundation.errors import ArenaError
@@ -37,13 +38,8 @@ def snapshot_index(index_dir: Path, dest: Path) -> int:
 
 
 def _backup(source: Path, target: Path) -> int:
-    src = sqlite3.connect(source, timeout=60)
-    dst = sqlite3.connect(target)
-    try:
+    with closing(sqlite3.connect(source, timeout=60)) as src, closing(sqlite3.connect(target)) as dst:
         src.backup(dst)
         row = dst.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
         dst.execute("PRAGMA journal_mode=DELETE")  # a self-contained file, no -wal beside it
-    finally:
-        dst.close()
-        src.close()
     return int(row[0]) if row else 0

@@ -7,6 +7,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,8 +122,7 @@ class DocumentStore:
     @property
     def generation(self) -> int:
         with self._lock:
-            row = self._db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
-        return int(row[0]) if row else 0
+            return int(self._meta("generation") or 0)
 
     def is_empty(self) -> bool:
         with self._lock:
@@ -189,16 +189,12 @@ class DocumentStore:
         pool = k if mode != "hybrid" else max(4 * k, 20)  # fusion needs candidates beyond the top k
         dense = index.search_dense(qvecs, pool) if mode != "bm25" else None
         keyword = index.search_keyword(queries, pool) if mode != "dense" else None
+        if mode != "hybrid":
+            return self._hits([row[:k] for row in (dense if mode == "dense" else keyword)])
         ranked = []
-        for i in range(len(queries)):
-            if mode == "dense":
-                ranked.append(dense[i][:k])
-            elif mode == "bm25":
-                ranked.append(keyword[i][:k])
-            else:
-                specific = [cid for cid, score in keyword[i] if score >= index.specific_score]
-                lists = [[cid for cid, _ in dense[i]], specific]
-                ranked.append(reciprocal_rank_fusion(lists)[:k])
+        for by_vector, by_word in zip(dense, keyword, strict=True):
+            specific = [cid for cid, score in by_word if score >= index.specific_score]
+            ranked.append(reciprocal_rank_fusion([[cid for cid, _ in by_vector], specific])[:k])
         return self._hits(ranked)
 
     def _hits(self, ranked: list[list[tuple[int, float]]]) -> list[list[Hit]]:
@@ -207,11 +203,8 @@ class DocumentStore:
             rows = {row[0]: row for row in rows_in(
                 self._db, "SELECT c.id, c.text, d.source, c.section, c.page FROM chunks c JOIN documents d "
                 "ON d.id = c.doc_id WHERE c.id IN ({marks})", wanted)}
-        hits = []
-        for row_ids in ranked:
-            hits.append([Hit(rows[cid][1], rows[cid][2], score, cid, citation(*rows[cid][2:5]),
-                             rows[cid][3] or "", rows[cid][4]) for cid, score in row_ids if cid in rows])
-        return hits
+        return [[Hit(rows[cid][1], rows[cid][2], score, cid, citation(*rows[cid][2:5]), rows[cid][3] or "",
+                     rows[cid][4]) for cid, score in row_ids if cid in rows] for row_ids in ranked]
 
     def _current_index(self) -> SearchIndex | None:
         """The committed generation's index, reloaded when another writer (CLI, UI) committed a newer one."""
@@ -326,12 +319,10 @@ def list_documents(index_dir: Path) -> list[DocumentInfo]:
     path = Path(index_dir) / "store.sqlite"
     if not path.is_file():
         return []
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    try:
-        rows = db.execute("SELECT id, source, kind, n_chunks, size, added FROM documents "
-                          "ORDER BY added DESC, id DESC").fetchall()
-    except sqlite3.OperationalError:  # created but schema not written yet
-        rows = []
-    finally:
-        db.close()
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)) as db:
+        try:
+            rows = db.execute("SELECT id, source, kind, n_chunks, size, added FROM documents "
+                              "ORDER BY added DESC, id DESC").fetchall()
+        except sqlite3.OperationalError:  # created but schema not written yet
+            rows = []
     return [DocumentInfo(*row) for row in rows]

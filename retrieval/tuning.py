@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from foundation.errors import ArenaError
@@ -37,9 +37,6 @@ class RetrievalChoice:
     hit_rate: float
     questions: int
     table: list[dict] = field(default_factory=list)  # {"splitter", "mode", "k", "hit_rate"}
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def hit_rates(store, pairs: list[dict], modes=MODES, ks=KS) -> list[dict]:
