@@ -118,8 +118,8 @@ def end_early(out: RowOutput, gen: GenSettings, tokenizer) -> bool:
     return True
 
 
-def last(stream: Iterator[list[RowOutput]]) -> list[RowOutput]:
-    """The final outputs of a stream."""
+def last(stream: Iterator):
+    """The final item of a stream (an engine's final outputs, an arena's finished answers); [] for none."""
     tail = deque(stream, maxlen=1)
     return tail[0] if tail else []
 

@@ -13,7 +13,6 @@ import hmac
 import json
 import time
 import uuid
-from collections import deque
 from typing import Literal
 
 from fastapi import FastAPI, Request
@@ -21,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
+from assistant.inference.base import last
 from assistant.ship.service import ChatService, Turn, UnknownModel
 from foundation.errors import ArenaError
 from foundation.generation import GenSettings, RowOutput, source_json
@@ -137,7 +137,7 @@ def _finish(turn: Turn, out: RowOutput) -> str:
 
 
 def _completion(service: ChatService, turn: Turn, model: str) -> JSONResponse:
-    out = deque(service.stream(turn), maxlen=1)[0]
+    out = last(service.stream(turn))
     usage = {"prompt_tokens": len(turn.row.input_ids), "completion_tokens": len(out.tokens),
              "total_tokens": len(turn.row.input_ids) + len(out.tokens)}
     return JSONResponse({"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
