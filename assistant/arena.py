@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from assistant.compare.router import cached_router
-from assistant.inference.base import Engine
+from assistant.inference.base import Engine, last
 from foundation.errors import ArenaError
 from foundation.generation import Answer, GenSettings, Row, RowOutput
 from foundation.variants import (
@@ -175,7 +174,7 @@ class Arena:
         return rows
 
     def ask(self, question, variants, cfg: VariantConfig, gen: GenSettings) -> dict[str, Answer]:
-        return deque(self.stream(question, variants, cfg, gen), maxlen=1)[0]  # the finished answers
+        return last(self.stream(question, variants, cfg, gen))  # the finished answers
 
     def ask_many(self, questions: list[str], variants, cfg, gen, progress=None,
                  on_answer=None) -> list[dict[str, Answer]]:

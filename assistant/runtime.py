@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -79,8 +80,6 @@ class Runtime:
         return self._once("engine", self._build_engine)
 
     def _build_engine(self):
-        import sys
-
         if self.settings.engine == "openai":
             return engine_from_settings(self.settings)
         engine, self.engine_notice = build_engine(self.settings.engine, self.base, self.settings.models_dir)
@@ -113,12 +112,10 @@ class Runtime:
         """What a training job calls on this runtime's model and documents, as narrow callables: training sits
         below the runtime and never sees it. Nothing loads here; each resource loads when a source first calls
         it, so a job from files loads neither the model nor the index."""
-        def sections() -> list:
-            return [] if self.store.is_empty() else self.store.sections()
-
         teacher = RagTeacher(self.settings.model, lambda *a: self.arena.rag_prompt(*a),
                              lambda *a: self.arena.rag_answers(*a))
-        return DataTools(sections=sections, search=lambda question, n: self.store.search(question, k=n),
+        return DataTools(sections=lambda: [] if self.store.is_empty() else self.store.sections(),
+                         search=lambda question, n: self.store.search(question, k=n),
                          paraphraser=self.question_generator, encode=lambda texts: self.embedder.encode(texts),
                          teacher=teacher, questions=self.question_generator,
                          count_tokens=lambda text: self.engine.count_tokens(text))

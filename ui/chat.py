@@ -43,14 +43,6 @@ class ColumnView:
     visible: bool
 
 
-def column_order(variants: list[str], blind: bool, rng: random.Random) -> list[str]:
-    """Variants in display order: canonical, or shuffled when blind."""
-    order = [v for v in VARIANTS if v in variants]
-    if blind:
-        rng.shuffle(order)
-    return order
-
-
 def stats_line(answer, extra: str = "") -> str:
     """This column's own figures: its first-token time, decode speed, answer and prompt length."""
     if answer.error:
@@ -82,11 +74,7 @@ def views(session: dict, answers: dict, question: str, extras: dict | None = Non
     """The five columns for the current state; answers may still be growing. `committed`: the turn is over and
     the histories already hold it, so only stats and sources come from the answers."""
     out = []
-    for i in range(len(VARIANTS)):
-        if i >= len(session["order"]):
-            out.append(ColumnView("", [], "", "", False))
-            continue
-        name = session["order"][i]
+    for i, name in enumerate(session["order"]):
         title = BLIND_TITLES[i] if session["blind"] and not session["voted"] else TITLES[name]
         history = list(session["histories"][name])
         answer = answers.get(name)
@@ -94,7 +82,7 @@ def views(session: dict, answers: dict, question: str, extras: dict | None = Non
             history += [{"role": "user", "content": question}, {"role": "assistant", "content": answer.text}]
         stats = stats_line(answer, (extras or {}).get(name, "")) if answer else ""
         out.append(ColumnView(title, history, stats, sources_table(answer.sources) if answer else "", True))
-    return out
+    return out + [ColumnView("", [], "", "", False) for _ in range(len(VARIANTS) - len(out))]  # unused columns
 
 
 def stream_turn(arena, session: dict, question: str, variants: list[str], cfg: VariantConfig,
@@ -102,8 +90,10 @@ def stream_turn(arena, session: dict, question: str, variants: list[str], cfg: V
     """Run one question through the arena, yielding (session, column views) as the answers grow."""
     if not variants:
         raise ArenaError("select at least one variant")
-    session.update(order=column_order(variants, blind, rng or random.Random()), blind=blind, voted=False,
-                   question=question, answers={}, context="")
+    order = [v for v in VARIANTS if v in variants]  # display order: canonical, or shuffled when blind
+    if blind:
+        (rng or random.Random()).shuffle(order)
+    session.update(order=order, blind=blind, voted=False, question=question, answers={}, context="")
     histories = {v: session["histories"][v] for v in variants}
     extras = separate_call_notes(arena, cfg, variants)
     answers = {}
@@ -128,7 +118,7 @@ def separate_call_notes(arena, cfg: VariantConfig, variants: list[str]) -> dict[
     slot = arena.engine.slots.get(cfg.adapter or "")
     if slot is None or slot.mode == "mixed":
         return {}
-    why = "full model folder" if slot.peft_type is None else f"{slot.peft_type}{' (DoRA)' * (slot.mode == 'solo')}"
+    why = "full model folder" if slot.peft_type is None else slot.peft_type
     note = f"generated in a separate call after the batched columns ({why} cannot share the batch)"
     return {v: note for v in variants if v in ADAPTER_VARIANTS}
 
@@ -145,11 +135,6 @@ def record_vote(votes, session: dict, column: int) -> str:
     votes.add(session["question"], session["answers"], winner, session["context"], session["blind"])
     session["voted"] = True
     return f"Vote stored: **{TITLES[winner]}** was best" + (" (blind)." if session["blind"] else ".")
-
-
-def parse_few_shot(text: str) -> list[dict]:
-    """Few-shot pairs from JSON lines ({"question": ..., "answer": ...}); errors name the line."""
-    return [row for _, row in jsonl_rows(text, "few-shot")]
 
 
 def build_chat(runtime) -> None:
@@ -218,8 +203,10 @@ def _settings_accordion() -> list:
 
 def _configs(adapter_name, system, shots, dynamic_k, rag_k, rag_mode, max_new, temperature, top_p, seed,
              penalty, stop_loop=LOOP_STOP) -> tuple[VariantConfig, GenSettings]:
-    cfg = VariantConfig(system or "", parse_few_shot(shots or ""), int(dynamic_k or 0), int(rag_k or 4),
-                        rag_mode or "hybrid", adapter_name or None)
+    # few-shot pairs from JSON lines ({"question": ..., "answer": ...}); errors name the line
+    pairs = [row for _, row in jsonl_rows(shots or "", "few-shot")]
+    cfg = VariantConfig(system or "", pairs, int(dynamic_k or 0), int(rag_k or 4), rag_mode or "hybrid",
+                        adapter_name or None)
     gen = GenSettings(int(max_new or 0), float(temperature or 0), float(top_p if top_p is not None else 1),
                       int(seed or 0), float(penalty if penalty is not None else 1),
                       stop_on_loop=int(stop_loop if stop_loop is not None else LOOP_STOP))
@@ -247,9 +234,6 @@ def _columns() -> list[tuple]:
 
 def _render(shown: list[ColumnView]) -> list:
     """Gradio updates for the five columns: visibility, title, chatbot, stats, sources panel and table."""
-    out = []
-    for view in shown:
-        out += [gr.update(visible=view.visible), gr.update(value=f"### {view.title}"),
-                gr.update(value=view.messages), gr.update(value=view.stats),
-                gr.update(visible=bool(view.sources)), gr.update(value=view.sources)]
-    return out
+    return [update for view in shown for update in (
+        gr.update(visible=view.visible), gr.update(value=f"### {view.title}"), gr.update(value=view.messages),
+        gr.update(value=view.stats), gr.update(visible=bool(view.sources)), gr.update(value=view.sources))]

@@ -25,7 +25,8 @@ def needs_conversion(settings: Settings) -> bool:
 
 
 class ModelLoader:
-    """Loads `runtime.base` once in a daemon thread and remembers what it is doing, how long, and any error."""
+    """Loads `runtime.base` once in a daemon thread (started at once) and remembers what it is doing, how long,
+    and any error."""
 
     def __init__(self, runtime: Runtime, settings: Settings):
         self.runtime = runtime
@@ -37,11 +38,7 @@ class ModelLoader:
             self.doing = f"Loading the model **{settings.model}**"
         self.error = ""
         self.done = threading.Event()
-        self._thread = threading.Thread(target=self._load, name="arena-model-load", daemon=True)
-
-    def start(self) -> ModelLoader:
-        self._thread.start()
-        return self
+        threading.Thread(target=self._load, name="arena-model-load", daemon=True).start()
 
     def _load(self) -> None:
         try:
@@ -80,7 +77,7 @@ def banner_text(loader: ModelLoader) -> str:
 
 def build_header(demo: gr.Blocks, runtime: Runtime, settings: Settings) -> None:
     """Header naming the model, plus a loading banner polled every second until the model is ready."""
-    loader = ModelLoader(runtime, settings).start()
+    loader = ModelLoader(runtime, settings)
     loader.done.wait(QUICK_LOAD_S)
     header = gr.Markdown(header_text(loader), elem_id="arena-header")
     banner = gr.Markdown(banner_text(loader), visible=not loader.ready, elem_id="arena-loading")

@@ -118,8 +118,8 @@ def end_early(out: RowOutput, gen: GenSettings, tokenizer) -> bool:
     return True
 
 
-def last(stream: Iterator[list[RowOutput]]) -> list[RowOutput]:
-    """The final outputs of a stream."""
+def last(stream: Iterator):
+    """The final item of a stream (an engine's final outputs, an arena's finished answers); [] for none."""
     tail = deque(stream, maxlen=1)
     return tail[0] if tail else []
 
@@ -146,72 +146,45 @@ def pooled_stream(units: list, n_rows: int, workers: int, run_unit, gen: GenSett
     if not units:
         yield outputs
         return
-    pool = _Pool(len(units))
-    threads = [threading.Thread(target=pool.work, args=(run_unit, units, gen, outputs), daemon=True)
-               for _ in range(min(workers, len(units)))]
+    pending, lock, stop = iter(range(len(units))), threading.Lock(), threading.Event()
+    events: queue.SimpleQueue = queue.SimpleQueue()  # True: some row advanced; False: a worker ended
+    errors: list[BaseException] = []
+
+    def take() -> int | None:
+        with lock:
+            return None if stop.is_set() else next(pending, None)
+
+    def work() -> None:
+        try:
+            while (k := take()) is not None:
+                for i, out in run_unit(units[k], gen, stop):
+                    outputs[i] = out
+                    events.put(True)
+        except BaseException as exc:  # re-raised in the consumer's thread
+            errors.append(exc)
+            stop.set()
+        finally:
+            events.put(False)
+
+    threads = [threading.Thread(target=work, daemon=True) for _ in range(min(workers, len(units)))]
     for t in threads:
         t.start()
     try:
-        while pool.wait(len(threads)):
-            yield outputs
+        ended = 0
+        while ended < len(threads):
+            got = [events.get()]  # block, then coalesce what is queued: one yield however many rows advanced
+            while not events.empty():  # this thread is the only reader, so a non-empty queue has an item
+                got.append(events.get())
+            ended += got.count(False)
+            if True in got:
+                yield outputs
     finally:
-        pool.stop.set()  # the consumer stopped early (a closed stream) or a unit failed: let the workers end
+        stop.set()  # the consumer stopped early (a closed stream) or a unit failed: let the workers end
         for t in threads:
             t.join()
-    pool.raise_error(what)
+    if errors:
+        error = errors[-1]
+        if isinstance(error, ArenaError):
+            raise error
+        raise ArenaError(f"{what} failed: {error}") from error
     yield outputs
-
-
-class _Pool:
-    """Hands out work units in order and tells the consumer when some row advanced."""
-
-    def __init__(self, n_units: int):
-        self.next_unit, self.n_units = 0, n_units
-        self.lock = threading.Lock()
-        self.events: queue.Queue = queue.Queue()
-        self.stop = threading.Event()
-        self.error: BaseException | None = None
-        self._ended = 0
-
-    def _take(self) -> int | None:
-        with self.lock:
-            if self.stop.is_set() or self.next_unit >= self.n_units:
-                return None
-            self.next_unit += 1
-            return self.next_unit - 1
-
-    def work(self, run_unit, units, gen, outputs) -> None:
-        try:
-            while (k := self._take()) is not None:
-                for i, out in run_unit(units[k], gen, self.stop):
-                    outputs[i] = out
-                    self.events.put(True)
-        except BaseException as exc:  # re-raised in the consumer's thread
-            self.error = exc
-            self.stop.set()
-        finally:
-            self.events.put(False)
-
-    def wait(self, n_workers: int) -> bool:
-        """Block until some row advanced (True) or every worker ended (False); coalesces queued events."""
-        while self._ended < n_workers:
-            progressed = False
-            item = self.events.get()
-            while True:
-                if item:
-                    progressed = True
-                else:
-                    self._ended += 1
-                try:
-                    item = self.events.get_nowait()
-                except queue.Empty:
-                    break
-            if progressed:
-                return True
-        return False
-
-    def raise_error(self, what: str) -> None:
-        if self.error is not None:
-            if isinstance(self.error, ArenaError):
-                raise self.error
-            raise ArenaError(f"{what} failed: {self.error}") from self.error

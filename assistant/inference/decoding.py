@@ -11,25 +11,16 @@ from assistant.inference.base import end_early, row_text
 from foundation.generation import GenSettings, Row, RowOutput
 
 
+# Grad mode is thread-local and Gradio resumes a streaming generator from different worker threads, so inference
+# mode must hold around every step, not once around the loop (else: "Inference tensors cannot be saved for
+# backward" as soon as a step runs on another thread): on a generator, torch's decorator enters it for each step.
+@torch.inference_mode()
 def decode_row(model, context, row: Row, gen: GenSettings, eos_ids: set[int], tokenizer) -> Iterator[RowOutput]:
     """One row decoded alone with a KV cache, yielding its output after every token.
 
     `context()` is entered around each forward (it activates the row's adapter). Rows are never padded or
     batched together, so a row's greedy tokens are the same whatever else is generated beside it.
     """
-    steps = _steps(model, tokenizer, row, gen, eos_ids, context)
-    while True:
-        # Grad mode is thread-local and Gradio resumes a streaming generator from different worker threads,
-        # so inference mode is entered around every step, not once around the loop (else: "Inference tensors
-        # cannot be saved for backward" as soon as a step runs on another thread).
-        with torch.inference_mode():
-            out = next(steps, None)
-        if out is None:
-            return
-        yield out
-
-
-def _steps(model, tokenizer, row: Row, gen: GenSettings, eos_ids: set[int], context):
     from transformers import DynamicCache
 
     device = next(model.parameters()).device

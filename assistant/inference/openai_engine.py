@@ -150,28 +150,14 @@ class OpenAIEngine(Templating):
         self.slots: dict[str, AdapterSlot] = {}
         self.served = self.server.models()  # fails fast, before any run is stored, when the server is down
         self.base_model = cfg.model or _base_model(self.served, self.url)
-        self.context_length = _context_length(model_config, self.served, self.base_model)
-        self.eos_ids = _eos_ids(tokenizer, model_config)
+        local = int(getattr(model_config, "max_position_embeddings", 0) or 2048)
+        remote = next((m.get("max_model_len") for m in self.served if m["id"] == self.base_model), None)
+        self.context_length = min(local, int(remote)) if remote else local
+        self.eos_ids = {i for i in {tokenizer.eos_token_id, getattr(model_config, "eos_token_id", None)}
+                        if isinstance(i, int)}
         self._ids_prompts: bool | None = None  # does the server take token-id prompts? learnt on first call
         self._lock = threading.Lock()
         self.nll_notice = ""  # set once the server proved it cannot score a reference
-
-    @classmethod
-    def from_settings(cls, settings, cfg: ServerConfig) -> OpenAIEngine:
-        """Tokenizer and config of settings.model (the model the server serves), without its weights."""
-        from transformers import AutoConfig, AutoTokenizer
-
-        from foundation.models import resolve_model_path  # deferred: pulls torch
-
-        path = resolve_model_path(settings.model, settings)
-        kwargs = {"trust_remote_code": settings.trust_remote_code}
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-            config = AutoConfig.from_pretrained(path, **kwargs)
-        except (OSError, ValueError) as exc:
-            raise ArenaError(f"the tokenizer of {settings.model!r} (the served model) could not be loaded: "
-                             f"{exc}") from exc
-        return cls(tokenizer, config, cfg)
 
     def load_adapter(self, name: str, path: Path) -> AdapterSlot:
         """Make `name` servable: already served, or loaded through the server's adapter endpoint (vLLM)."""
@@ -205,7 +191,12 @@ class OpenAIEngine(Templating):
     def _row_outputs(self, row: Row, gen: GenSettings, stop: threading.Event) -> Iterator[RowOutput]:
         model = row.adapter or self.base_model
         start, out, text, finish = time.perf_counter(), RowOutput(), "", None
-        stream = self._open_stream(model, row.input_ids, gen)
+        # the prompt as token ids, or as their text where the server takes no ids (_takes_ids)
+        prompt = row.input_ids if self._takes_ids() else self.tokenizer.decode(row.input_ids, skip_special_tokens=False)
+        stream = self.server.call(f"completion with model {model!r}", self.server.client.completions.create,
+                                  model=model, prompt=prompt, max_tokens=gen.max_new_tokens,
+                                  temperature=gen.temperature, top_p=gen.top_p, seed=gen.seed, stream=True,
+                                  extra_body=_extra(gen))
         try:
             for chunk in stream:
                 if stop.is_set():  # another row failed: a cut answer is never reported as finished
@@ -236,14 +227,6 @@ class OpenAIEngine(Templating):
         out.seconds = out.seconds or time.perf_counter() - start
         out.done = True
         yield out
-
-    def _open_stream(self, model: str, ids: list[int], gen: GenSettings):
-        """A streamed completion of one prompt (token ids or their text, see _takes_ids)."""
-        prompt = ids if self._takes_ids() else self.tokenizer.decode(ids, skip_special_tokens=False)
-        return self.server.call(f"completion with model {model!r}", self.server.client.completions.create,
-                                model=model, prompt=prompt, max_tokens=gen.max_new_tokens,
-                                temperature=gen.temperature, top_p=gen.top_p, seed=gen.seed, stream=True,
-                                extra_body=_extra(gen))
 
     def _takes_ids(self) -> bool:
         """Whether the server takes token-id prompts: one 1-token probe, once (no retries: llama-cpp-python
@@ -299,8 +282,21 @@ def engine_from_settings(settings) -> OpenAIEngine:
     if not settings.engine_url:
         raise ArenaError("--engine openai needs --engine-url URL (the OpenAI-compatible server, e.g. "
                          "http://127.0.0.1:8000/v1); nothing is sent anywhere without it")
-    cfg = ServerConfig(settings.engine_url, settings.engine_key, settings.engine_concurrency)
-    return OpenAIEngine.from_settings(settings, cfg)
+    from transformers import AutoConfig, AutoTokenizer
+
+    from foundation.models import resolve_model_path  # deferred: pulls torch
+
+    # the tokenizer and config of settings.model (the model the server serves), without its weights
+    path = resolve_model_path(settings.model, settings)
+    kwargs = {"trust_remote_code": settings.trust_remote_code}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+        config = AutoConfig.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ArenaError(f"the tokenizer of {settings.model!r} (the served model) could not be loaded: "
+                         f"{exc}") from exc
+    return OpenAIEngine(tokenizer, config,
+                        ServerConfig(settings.engine_url, settings.engine_key, settings.engine_concurrency))
 
 
 def _extra(gen: GenSettings) -> dict:
@@ -332,14 +328,3 @@ def _base_model(served: list[dict], url: str) -> str:
     if not bases:
         raise ArenaError(f"the serving engine at {url} lists no model (GET /models)")
     return bases[0]
-
-
-def _context_length(model_config, served: list[dict], base: str) -> int:
-    local = int(getattr(model_config, "max_position_embeddings", 0) or 2048)
-    remote = next((m.get("max_model_len") for m in served if m["id"] == base), None)
-    return min(local, int(remote)) if remote else local
-
-
-def _eos_ids(tokenizer, model_config) -> set[int]:
-    ids = {tokenizer.eos_token_id, getattr(model_config, "eos_token_id", None)}
-    return {i for i in ids if isinstance(i, int)}

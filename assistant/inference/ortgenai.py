@@ -16,6 +16,7 @@ Tokenizer, chat template, NLL scoring and adapters the graph cannot take stay on
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -121,28 +122,21 @@ class OrtGenaiEngine(Templating):
     def stream(self, rows: list[Row], gen: GenSettings) -> Iterator[list[RowOutput]]:
         """Yield all rows' outputs whenever some row advanced; rows run in batches (see batches())."""
         check_rows(rows, gen, self.context_length, self.slots)
+        yield from pooled_stream(batches(rows, self.pad_id), len(rows), self.workers,
+                                 functools.partial(self._run_batch, rows), gen, "onnxruntime-genai generation")
 
-        def run_batch(batch: list[int], gen: GenSettings, stop: threading.Event):
-            return self._run_batch(rows, batch, gen, stop)
-
-        yield from pooled_stream(batches(rows, self.pad_id), len(rows), self.workers, run_batch, gen,
-                                 "onnxruntime-genai generation")
-
-    def _run_batch(self, rows: list[Row], batch: list[int], gen: GenSettings, stop: threading.Event
+    def _run_batch(self, all_rows: list[Row], index: list[int], gen: GenSettings, stop: threading.Event
                    ) -> Iterator[tuple[int, RowOutput]]:
-        adapter = rows[batch[0]].adapter
-        if adapter is not None and adapter not in self._onnx:
-            for outs in self.torch.stream([rows[i] for i in batch], gen):  # an adapter the graph cannot take
-                if stop.is_set():
-                    return
-                yield from zip(batch, outs, strict=True)
-            return
-        yield from self._decode([rows[i] for i in batch], batch, gen, stop)
-
-    def _decode(self, rows: list[Row], index: list[int], gen: GenSettings, stop: threading.Event
-                ) -> Iterator[tuple[int, RowOutput]]:
         import onnxruntime_genai as og
 
+        rows = [all_rows[i] for i in index]
+        adapter = rows[0].adapter
+        if adapter is not None and adapter not in self._onnx:
+            for outs in self.torch.stream(rows, gen):  # an adapter the graph cannot take
+                if stop.is_set():
+                    return
+                yield from zip(index, outs, strict=True)
+            return
         start, outs = time.perf_counter(), [RowOutput() for _ in rows]
         width = max(len(r.input_ids) for r in rows)
         ids = np.full((len(rows), width), self.pad_id, dtype=np.int32)
@@ -151,8 +145,8 @@ class OrtGenaiEngine(Templating):
         params = og.GeneratorParams(self.model)
         params.set_search_options(**search_options(gen, width), batch_size=len(rows))
         generator = og.Generator(self.model, params)
-        if rows[0].adapter is not None:
-            generator.set_active_adapter(self.adapters, rows[0].adapter)
+        if adapter is not None:
+            generator.set_active_adapter(self.adapters, adapter)
         generator.append_tokens(ids)
         live = list(range(len(rows)))
         while live and not generator.is_done():

@@ -74,7 +74,11 @@ class Engine(Templating):
             if slot is not None and slot.path == path:
                 return slot
             if slot is not None:  # same name, new folder (re-trained or renamed): replace the old weights
-                self._unload(slot)
+                self.slots.pop(name)
+                self._separate.pop(name, None)
+                if slot.mode != "separate":
+                    self.model.delete_adapter(peft_key(name))
+                    self._set_active([])
             peft_type = adapter_peft_type(path)
             # LoRA (any variant) lives in the shared model's layers; full models and other peft types (prompt
             # tuning, ...) need their own forward, so they get their own model.
@@ -83,13 +87,6 @@ class Engine(Templating):
                 self._attach(name, path)
             self.slots[name] = AdapterSlot(name, path, peft_type, mode)
             return self.slots[name]
-
-    def _unload(self, slot: AdapterSlot) -> None:
-        self.slots.pop(slot.name)
-        self._separate.pop(slot.name, None)
-        if slot.mode != "separate":
-            self.model.delete_adapter(peft_key(slot.name))
-            self._set_active([])
 
     def _attach(self, name: str, path: Path) -> None:
         from peft import PeftModel
@@ -146,10 +143,14 @@ class Engine(Templating):
 
     def _model_for(self, adapter: str | None):
         """(model, context activating the adapter around each forward) for a row."""
+        from peft import PeftModel
+
         slot = self.slots.get(adapter) if adapter else None
         if slot is not None and slot.mode == "separate":
             return self._separate_model(adapter), nullcontext
-        return self._inner(), (lambda: self._activated([adapter] if adapter else []))
+        # Calling the wrapped transformers model skips PeftModel.forward's per-call bookkeeping.
+        inner = self.model.base_model.model if isinstance(self.model, PeftModel) else self.model
+        return inner, (lambda: self._activated([adapter] if adapter else []))
 
     @contextmanager
     def _activated(self, names: list[str]):
@@ -170,12 +171,6 @@ class Engine(Templating):
         for module in self.model.modules():
             if isinstance(module, BaseTunerLayer):
                 module.set_adapter([peft_key(n) for n in names], inference_mode=True)
-
-    def _inner(self) -> torch.nn.Module:
-        from peft import PeftModel
-
-        # Calling the wrapped transformers model skips PeftModel.forward's per-call bookkeeping.
-        return self.model.base_model.model if isinstance(self.model, PeftModel) else self.model
 
     def nll(self, prompt_ids: list[int], reference_ids: list[int], adapter: str | None) -> float:
         """Mean per-token negative log-likelihood of `reference_ids` after `prompt_ids` (teacher forcing)."""

@@ -13,7 +13,6 @@ import hmac
 import json
 import time
 import uuid
-from collections import deque
 from typing import Literal
 
 from fastapi import FastAPI, Request
@@ -21,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
+from assistant.inference.base import last
 from assistant.ship.service import ChatService, Turn, UnknownModel
 from foundation.errors import ArenaError
 from foundation.generation import GenSettings, RowOutput, source_json
@@ -74,13 +74,10 @@ def authorized(header: str, auth: tuple[tuple[str, str], ...]) -> bool:
             return False
     elif scheme.lower() != "bearer":
         return False
-    # compare_digest against every accepted form, so the time taken says nothing about which one was near
-    ok = False
-    for user, password in auth:
-        for key in (password, f"{user}:{password}"):
-            for given in candidates:
-                ok |= hmac.compare_digest(given.encode(), key.encode())
-    return ok
+    # compare_digest against every accepted form (a list, not any(): no early exit), so the time taken says
+    # nothing about which one was near
+    return any([hmac.compare_digest(given.encode(), key.encode()) for user, password in auth
+                for key in (password, f"{user}:{password}") for given in candidates])
 
 
 def create_api(service: ChatService, auth: tuple[tuple[str, str], ...] = (), app: FastAPI | None = None) -> FastAPI:
@@ -137,7 +134,7 @@ def _finish(turn: Turn, out: RowOutput) -> str:
 
 
 def _completion(service: ChatService, turn: Turn, model: str) -> JSONResponse:
-    out = deque(service.stream(turn), maxlen=1)[0]
+    out = last(service.stream(turn))
     usage = {"prompt_tokens": len(turn.row.input_ids), "completion_tokens": len(out.tokens),
              "total_tokens": len(turn.row.input_ids) + len(out.tokens)}
     return JSONResponse({"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",

@@ -41,10 +41,7 @@ class Batcher:
         request = _Request(row, gen)
         self._queue.put(request)
         try:
-            while True:
-                item = request.updates.get()
-                if item is None:
-                    return
+            for item in iter(request.updates.get, None):  # None: the row is finished
                 if isinstance(item, BaseException):
                     raise item
                 yield item
@@ -53,19 +50,13 @@ class Batcher:
 
     def _next_batch(self) -> list[_Request]:
         first = self._held.pop(0) if self._held else self._queue.get()
+        while not self._queue.empty():  # the batcher thread is the only reader: a non-empty queue has an item
+            self._held.append(self._queue.get())
         batch, rest = [first], []
-        for request in self._held + self._drain():
+        for request in self._held:
             (batch if request.gen == first.gen and len(batch) < MAX_BATCH else rest).append(request)
         self._held = rest
         return batch
-
-    def _drain(self) -> list[_Request]:
-        out = []
-        while True:
-            try:
-                out.append(self._queue.get_nowait())
-            except queue.Empty:
-                return out
 
     def _loop(self) -> None:
         while True:

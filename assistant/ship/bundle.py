@@ -43,10 +43,6 @@ class Bundle:
     strategy: Strategy
 
     @property
-    def registry(self) -> AdapterRegistry:
-        return AdapterRegistry(self.folder)
-
-    @property
     def index_dir(self) -> Path | None:
         return self.folder / self.strategy.index if self.strategy.index else None
 

@@ -14,6 +14,7 @@ order (outputs and gradients agree to ~1e-6).
 from __future__ import annotations
 
 import functools
+import itertools
 
 import torch
 
@@ -108,8 +109,5 @@ class _PackedCausalAttention(torch.autograd.Function):
 
 def _rows(lengths):
     """(start, length) of every non-empty row."""
-    start = 0
-    for length in lengths:
-        if length:
-            yield start, length
-        start += length
+    starts = itertools.accumulate(lengths, initial=0)  # one more than the rows: zip stops at the last row
+    return [(start, length) for start, length in zip(starts, lengths, strict=False) if length]

@@ -81,10 +81,7 @@ def fuse_lora_linears(model) -> int:
 
     Patched on the instances (like `add_answer_head`), so saving, loading and merging stay peft's own.
     """
-    try:
-        from peft.tuners.lora.layer import Linear as LoraLinear
-    except ImportError:  # peft not installed: nothing to fuse
-        return 0
+    from peft.tuners.lora.layer import Linear as LoraLinear
     count = 0
     for module in model.modules():
         if type(module) is LoraLinear and "forward" not in vars(module):

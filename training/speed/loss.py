@@ -65,14 +65,11 @@ def unpadded_parts(kwargs: dict, labels: torch.Tensor):
     see exactly what they saw in the padded batch: the same loss and gradients, on the same random batches.
     Anything but plain right-padded `input_ids` + `attention_mask` is yielded unchanged.
     """
-    if not _plain_right_padded(kwargs):
+    lengths = right_padded_lengths(kwargs["attention_mask"]) if _plain_right_padded(kwargs) else None
+    if lengths is None:
         yield kwargs, labels
         return
     ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
-    lengths = right_padded_lengths(mask)
-    if lengths is None:
-        yield kwargs, labels  # not right-padded
-        return
     lengths = lengths.tolist()
     for rows in length_chunks(lengths):
         index, width = torch.tensor(rows, device=ids.device), max(1, lengths[rows[0]])
