@@ -50,6 +50,17 @@ def test_batched_matches_transformers_generate_for_base_rows(engine_with_adapter
     assert ours == [t for t in expected[:len(ours)] if t not in eos] and len(ours) > 0
 
 
+def test_end_tokens_from_the_tokenizer_and_an_int_or_list_config(tiny_loaded):
+    from transformers import GenerationConfig
+
+    from assistant.inference.base import eos_token_ids
+
+    tok = tiny_loaded.tokenizer
+    assert eos_token_ids(tok, GenerationConfig(eos_token_id=[5, 7])) == {tok.eos_token_id, 5, 7}
+    assert eos_token_ids(tok, GenerationConfig(eos_token_id=5)) == {tok.eos_token_id, 5}
+    assert eos_token_ids(tok, None) == {tok.eos_token_id}
+
+
 def test_stream_yields_growing_text_for_every_row(engine_with_adapters):
     engine = engine_with_adapters
     snapshots = [[o.text for o in outs] for outs in engine.stream(_rows(engine), GenSettings(max_new_tokens=8))]

@@ -107,6 +107,17 @@ def test_streams_the_served_model_answer(world):
     assert len({t for t in texts if t}) > 2  # streamed token by token, not one final blob
 
 
+def test_a_config_ending_on_several_tokens_is_read_as_a_list(world):
+    """Llama 3's config.json lists its end tokens; the engine once failed on it (an unhashable list in a set)."""
+    from assistant.inference.openai_engine import OpenAIEngine, ServerConfig
+
+    main = world.runtime.engine
+    eos = main.tokenizer.eos_token_id
+    config = SimpleNamespace(max_position_embeddings=main.context_length, eos_token_id=[eos, 7, 9])
+    engine = OpenAIEngine(main.tokenizer, config, ServerConfig(url=world.proxy.url))
+    assert engine.eos_ids == {eos, 7, 9}
+
+
 def test_chat_with_every_variant(world):
     from foundation.generation import GenSettings
     from foundation.variants import VariantConfig

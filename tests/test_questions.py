@@ -303,6 +303,10 @@ def test_cli_generator_flag_shows_in_the_plan_with_its_time_and_bad_specs_are_na
     assert "20 questions are written by the generator base" in out and "6 eval, 14 train" in out
     evalset_minutes = float(next(line for line in out.splitlines() if line.startswith("evalset")).split()[-1])
     assert evalset_minutes > 0.5  # 20 generations are priced in, not the heuristic's seconds
+    # fewer questions than the 5 evaluation questions a verdict needs: all of them evaluate, none train (the plan
+    # once showed "5 eval, -2 train"; the writer already clamped it)
+    assert main(["decide", docs, "--generator", "base", "--questions", "3", "--plan", *base]) == 0
+    assert "5 eval, 0 train" in capsys.readouterr().out
     assert main(["decide", docs, "--generator", "openai:127.0.0.1:model", "--plan", *base]) == 2
     assert "--generator openai:URL:MODEL needs a URL with a path" in capsys.readouterr().err
 

@@ -151,6 +151,12 @@ class DecideConfig(config_file.YamlFile):
     def trains(self) -> bool:
         return bool(ADAPTER_VARIANTS & set(self.variants))
 
+    def question_counts(self, hold_out: bool) -> tuple[int, int]:
+        """How the generator's `questions` split into evaluation and training questions (the plan and the writer
+        read it here): a share held out, never fewer than MIN_EVAL_QUESTIONS; none held out beside --eval."""
+        n_eval = max(MIN_EVAL_QUESTIONS, round(self.questions * self.eval_fraction)) if hold_out else 0
+        return n_eval, max(0, self.questions - n_eval) if self.trains else 0
+
     @property
     def seed_count(self) -> int:
         """Seeds asked for: --seeds N, or for 0 (auto) AUTO_SEEDS under a budget (which cuts them to what fits at

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from assistant.compare.evalset import load_eval_set
-from assistant.decide.config import MIN_EVAL_QUESTIONS, MIN_TUNING_PAIRS, DecideConfig, job_config
+from assistant.decide.config import MIN_TUNING_PAIRS, DecideConfig, job_config
 from assistant.decide.outputs import TrainingFit
 from foundation.errors import ArenaError
 from retrieval.ingest import collect_files
@@ -164,8 +164,9 @@ def _evalset_stage(cfg: DecideConfig, plan: Plan, n_eval: int, n_train: int, spl
     origin = "--eval file" if cfg.eval else "held out from --qa" if cfg.qa else "held-out document sections"
     generate_s = 0.0
     if cfg.generator and not cfg.qa:
-        n_eval = n_eval if split or cfg.eval else max(MIN_EVAL_QUESTIONS, round(cfg.questions * cfg.eval_fraction))
-        n_train = n_train if split else (cfg.questions - (0 if cfg.eval else n_eval) if cfg.trains else 0)
+        if not split:  # the generator's planned counts (before filtering); beside --eval, the file's count
+            written_eval, n_train = cfg.question_counts(hold_out=not cfg.eval)
+            n_eval = n_eval if cfg.eval else written_eval
         origin += f", {cfg.questions} questions written by {cfg.generator}, then filtered"
         generate_s = cfg.questions * GENERATOR_TOKENS / DECODE_TOKENS_PER_S
         plan.notes.append(f"{cfg.questions} questions are written by the generator {cfg.generator} and filtered (the "

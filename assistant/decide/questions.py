@@ -63,8 +63,7 @@ def generated_sets(cfg, runtime, sections, hold_out: bool = True, progress=None,
     groups = [{"source": s.source, "section": s.title} for s in sections]
     _, eval_groups = split_by_section(groups, cfg.eval_fraction, cfg.seed) if hold_out else (groups, [])
     held = {section_key(g) for g in eval_groups}
-    n_eval = max(MIN_EVAL_QUESTIONS, round(cfg.questions * cfg.eval_fraction)) if hold_out else 0
-    n_train = max(0, cfg.questions - n_eval) if cfg.trains else 0
+    n_eval, n_train = cfg.question_counts(hold_out)
     side = {True: [s for s in sections if (s.source, s.title) in held],
             False: [s for s in sections if (s.source, s.title) not in held]}
     written = write_questions([(side[True], n_eval), (side[False], n_train)], settings_for(cfg),

@@ -88,6 +88,14 @@ def template_ids(tokenizer, messages: list[dict]) -> list[int]:
     return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"])
 
 
+def eos_token_ids(tokenizer, config) -> set[int]:
+    """The ids that end a reply: the tokenizer's end token and the (generation) config's, an int or a list
+    (Llama 3's configs end on several: <|eot_id|>, <|end_of_text|>, ...)."""
+    ids = getattr(config, "eos_token_id", None)
+    return {i for i in [tokenizer.eos_token_id, *(ids if isinstance(ids, list | tuple) else [ids])]
+            if isinstance(i, int)}
+
+
 def check_rows(rows: list[Row], gen: GenSettings, context_length: int, slots: dict) -> None:
     """Refuse absurd settings and rows naming an adapter that was never loaded."""
     gen.check(context_length)

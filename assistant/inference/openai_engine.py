@@ -26,6 +26,7 @@ from assistant.inference.base import (
     adapter_peft_type,
     check_rows,
     end_early,
+    eos_token_ids,
     pooled_stream,
 )
 from foundation.errors import ArenaError
@@ -153,8 +154,7 @@ class OpenAIEngine(Templating):
         local = int(getattr(model_config, "max_position_embeddings", 0) or 2048)
         remote = next((m.get("max_model_len") for m in self.served if m["id"] == self.base_model), None)
         self.context_length = min(local, int(remote)) if remote else local
-        self.eos_ids = {i for i in {tokenizer.eos_token_id, getattr(model_config, "eos_token_id", None)}
-                        if isinstance(i, int)}
+        self.eos_ids = eos_token_ids(tokenizer, model_config)
         self._ids_prompts: bool | None = None  # does the server take token-id prompts? learnt on first call
         self._lock = threading.Lock()
         self.nll_notice = ""  # set once the server proved it cannot score a reference

@@ -25,6 +25,7 @@ from assistant.inference.base import (
     Templating,
     adapter_peft_type,
     check_rows,
+    eos_token_ids,
 )
 from assistant.inference.decoding import batch_reference_nll, decode_row, reference_nll
 from foundation.errors import ArenaError
@@ -61,10 +62,7 @@ class Engine(Templating):
 
     @property
     def eos_ids(self) -> set[int]:
-        ids = {self.tokenizer.eos_token_id}
-        cfg_eos = getattr(getattr(self.loaded.model, "generation_config", None), "eos_token_id", None)
-        ids.update(cfg_eos if isinstance(cfg_eos, list) else [cfg_eos])
-        return {i for i in ids if i is not None}
+        return eos_token_ids(self.tokenizer, getattr(self.loaded.model, "generation_config", None))
 
     def load_adapter(self, name: str, path: Path) -> AdapterSlot:
         """Load an adapter folder under `name` once; later calls with the same name and path are free."""
