@@ -33,7 +33,9 @@ def answer_json(answer) -> dict:
 
 
 def answer_from_json(data: dict):
-    return Answer(**{**data, "sources": [Hit(**h) for h in data["sources"]]}, messages=[], done=True)
+    return Answer(data["variant"], data["text"], [Hit(**h) for h in data["sources"]], data["ttft_s"],
+                  data["tokens"], data["tokens_per_s"], data["prompt_tokens"], [], data["adapter"],
+                  data["notice"], data["error"], True)
 
 
 def plan_json(items, compare_cfg, variant_cfg) -> dict:
