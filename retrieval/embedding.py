@@ -53,7 +53,8 @@ class Embedder:
         model = load_embedder(embedder_id, device=device)
         # The export traces the fp32 model, so an explicit onnx request keeps it fp32 unless a dtype is forced.
         on_cpu = model.device.type == "cpu"
-        chosen = torch.float32 if backend == "onnx" and dtype == "auto" and on_cpu else pick_dtype(dtype, model.device)
+        # resolve_dtype's auto never picks emulated bf16 (slower than fp32) or fp16 on a CPU
+        chosen = torch.float32 if backend == "onnx" and dtype == "auto" and on_cpu else resolve_dtype(dtype, model.device)
         if chosen != torch.float32:
             model = model.to(chosen)
         embedder = cls(model, embedder_id, chosen)
@@ -110,8 +111,3 @@ class Embedder:
             # Normalised in fp32: a bf16 model's own normalisation leaves norms off by up to ~0.4 %.
             vectors = torch.nn.functional.normalize(vectors.float(), dim=-1)
         return np.ascontiguousarray(vectors.cpu().numpy(), dtype=np.float32)
-
-
-def pick_dtype(choice: str, device: torch.device) -> torch.dtype:
-    """The embedder dtype: resolve_dtype's, whose auto never picks emulated bf16 (slower than fp32) or CPU fp16."""
-    return resolve_dtype(choice, device)

@@ -12,10 +12,11 @@ import torch
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
+from foundation.models import resolve_dtype  # noqa: E402
 from foundation.settings import Settings, add_settings_flags, load_settings  # noqa: E402
 from retrieval import onnx_embedder  # noqa: E402
 from retrieval.embedder import resolve_embedder_path  # noqa: E402
-from retrieval.embedding import Embedder, pick_dtype  # noqa: E402
+from retrieval.embedding import Embedder  # noqa: E402
 
 BUNDLED = "bundled:all-minilm-l6-v2"
 # Not the export's probe texts: the check must hold on text the quality gate never saw.
@@ -138,7 +139,7 @@ def test_unsupported_model_falls_back_to_torch_with_the_reason(tmp_path, monkeyp
 def test_auto_without_cache_dir_and_explicit_torch_stay_on_torch(tmp_path):
     model = make_tiny_bert(tmp_path / "tiny")
     # auto: torch in the dtype auto picks (bf16 on CPUs with native bf16), as there is nowhere to cache an export
-    torch_auto = f"torch-{str(pick_dtype('auto', torch.device('cpu'))).removeprefix('torch.')}"
+    torch_auto = f"torch-{str(resolve_dtype('auto', torch.device('cpu'))).removeprefix('torch.')}"
     assert Embedder.load(str(model)).backend == torch_auto
     assert Embedder.load(str(model), backend="torch", cache_dir=tmp_path).backend == torch_auto
     assert not (tmp_path / "embedders").exists()
@@ -164,7 +165,7 @@ def test_from_settings_caches_under_the_data_dir(tmp_path):
     model = make_tiny_bert(tmp_path / "tiny")
     settings = Settings(data_dir=tmp_path / "data", embedder=str(model))  # embedder_backend: auto
     embedder = Embedder.from_settings(settings)
-    native_bf16 = pick_dtype("auto", torch.device("cpu")) != torch.float32  # auto keeps torch bf16 there
+    native_bf16 = resolve_dtype("auto", torch.device("cpu")) != torch.float32  # auto keeps torch bf16 there
     assert embedder.backend == ("torch-bfloat16" if native_bf16 else "onnx-int8"), embedder.backend_note
     if not native_bf16:
         assert list((settings.models_dir / "embedders").glob("*/export.json"))
