@@ -64,6 +64,19 @@ def _progress(page) -> tuple[str, int | None]:
     return box.inner_text(), value
 
 
+def _watch_progress(page, timeout_s: float = 900) -> list[tuple[str, int | None]]:
+    """Every distinct (text, bar value) the progress box showed, until the run ended (or the timeout)."""
+    seen, deadline = [], time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        text, value = _progress(page)
+        if not seen or seen[-1] != (text, value):
+            seen.append((text, value))
+        if text.startswith(("done", "failed", "cancelled")):
+            break
+        page.wait_for_timeout(300)
+    return seen
+
+
 def test_decide_tab_runs_a_decision_and_links_into_compare(page, files):
     from playwright.sync_api import expect
 
@@ -97,14 +110,7 @@ def test_decide_tab_runs_a_decision_and_links_into_compare(page, files):
     expect(page.locator("#decide-start")).to_be_enabled()
     page.locator("#decide-start").click()
 
-    seen, deadline = [], time.monotonic() + 900
-    while time.monotonic() < deadline:
-        text, value = _progress(page)
-        if not seen or seen[-1] != (text, value):
-            seen.append((text, value))
-        if text.startswith(("done", "failed", "cancelled")):
-            break
-        page.wait_for_timeout(300)
+    seen = _watch_progress(page)
     text, value = seen[-1]
     assert text.startswith("done"), f"decision ended as {text!r}; seen {seen[-5:]}"
     midway = [(t, v) for t, v in seen if v is not None and 0 < v < 100 and t.startswith("running")]
