@@ -60,11 +60,16 @@ def copy_upload(folder: Path, upload) -> str:
     return str(target.resolve())
 
 
+def shown_name(name: str) -> str:
+    """A name as it is stored and shown (a document's source name): control and format characters dropped, so
+    a file name cannot colour a terminal, break a line or reverse its text; whitespace runs become one space."""
+    text = "".join(ch for ch in name if unicodedata.category(ch) not in _DROP)
+    return re.sub(r"\s+", " ", text).strip()
+
+
 def _entry(name) -> str:
     text = unicodedata.normalize("NFKC", "" if name is None else str(name)).replace("\\", "/")
-    text = "".join(ch for ch in text if unicodedata.category(ch) not in _DROP)
-    text = re.sub(r"\s+", " ", text.rsplit("/", 1)[-1])
-    text = text.lstrip(". -").rstrip(". ")
+    text = shown_name(text.rsplit("/", 1)[-1]).lstrip(". -").rstrip(". ")
     if text.split(".", 1)[0].upper() in RESERVED:
         text = "_" + text
     return _cut(text)

@@ -64,7 +64,10 @@ def parse_auth(text: str) -> tuple[tuple[str, str], ...]:
 
 def _convert(name: str, raw: str):
     if name == "data_dir":
-        return Path(raw).expanduser()
+        path = Path(raw).expanduser()
+        if path.exists() and not path.is_dir():  # else every command fails later, each in its own way
+            raise ValueError(f"data folder {path} is a file, not a folder")
+        return path
     if name == "port":
         try:
             port = int(raw)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from foundation.errors import ArenaError
+from foundation.paths import shown_name
 from retrieval.chunking import ChunkConfig, chunk_document
 from retrieval.loaders import MAX_FILE_BYTES, load_bytes, read_bytes
 from retrieval.store import DocumentStore, PendingDocument
@@ -53,19 +54,33 @@ class IngestReport:
 
 
 def collect_files(paths: list[Path]) -> tuple[list[tuple[Path, str]], list[FileResult]]:
-    """Expand folders recursively (hidden entries skipped); source names are relative to the folder given."""
-    files, missing = [], []
+    """Expand folders recursively (hidden entries skipped); source names are relative to the folder given,
+    as shown (foundation.paths.shown_name). Two files that would share a source name: the second is refused
+    by name, since a document is stored under its name and it would silently replace the first."""
+    found, missing = [], []
     for raw in paths:
         path = Path(raw).expanduser()
         if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                rel = child.relative_to(path)
-                if child.is_file() and not any(part.startswith(".") for part in rel.parts):
-                    files.append((child, rel.as_posix()))
+            found += [(child, child.relative_to(path)) for child in sorted(path.rglob("*")) if child.is_file()
+                      and not any(part.startswith(".") for part in child.relative_to(path).parts)]
         elif path.is_file():
-            files.append((path, path.name))
+            found.append((path, Path(path.name)))
         else:
             missing.append(FileResult(str(raw), "error", message=f"{raw}: no such file or folder"))
+    files, taken = [], {}
+    for path, rel in found:
+        parts = [shown_name(part) for part in rel.parts]
+        source = "/".join(parts)
+        if not all(parts):
+            missing.append(FileResult(repr(str(path)), "error", message="the name has no printable characters"))
+        elif source in taken:
+            both = f"{shown_name(str(taken[source]))} and {shown_name(str(path))}"
+            missing.append(FileResult(source, "error", message=(
+                f"{both} would both be stored as {source!r}: ingest a folder holding both (names then keep "
+                "their subfolder, e.g. a/notes.txt), or rename one")))
+        else:
+            taken[source] = path
+            files.append((path, source))
     return files, missing
 
 

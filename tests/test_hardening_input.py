@@ -96,6 +96,29 @@ def test_hostile_files_reported_and_stored_documents_kept(tmp_path, data_dir, em
     assert [(h.chunk_id, h.source) for h in store.search("reset the machine", k=2)][:1] == before[:1]
 
 
+def test_same_named_files_and_control_characters_in_names(tmp_path, data_dir, embedder):
+    """Two given files named alike: the first goes in, the second is refused by name (it would have replaced
+    the first), the other files of the call still go in; names lose control and format characters."""
+    for folder, text in (("x", "The pump is checked weekly."), ("y", "The valve is replaced yearly.")):
+        (tmp_path / "same" / folder).mkdir(parents=True)
+        (tmp_path / "same" / folder / "notes.txt").write_text(text)
+    hostile = tmp_path / "hostile\x1b[31mRED\x1b[0m\nname\u202etxt.md"
+    hostile.write_text("## Descaling\nUse citric acid.")
+    other = tmp_path / "other.txt"
+    other.write_text("The boiler holds two litres.")
+    store = DocumentStore.open(data_dir, embedder)
+    report = ingest_paths(store, [tmp_path / "same/x/notes.txt", tmp_path / "same/y/notes.txt", hostile, other])
+    status = {r.source: (r.status, r.message) for r in report.results}
+    assert status["other.txt"][0] == "added" and status["hostile[31mRED[0mnametxt.md"][0] == "added"
+    error = [r for r in report.results if r.status == "error"]
+    assert len(error) == 1 and error[0].source == "notes.txt"
+    assert "would both be stored as 'notes.txt'" in error[0].message and "a folder holding both" in error[0].message
+    assert {d.source for d in store.documents()} == {"notes.txt", "other.txt", "hostile[31mRED[0mnametxt.md"}
+    assert "weekly" in store.search("pump", k=1)[0].text  # the first file's text, not replaced by the second
+    # a folder holding both keeps them apart
+    assert {r.source for r in ingest_paths(store, [tmp_path / "same"]).results} == {"x/notes.txt", "y/notes.txt"}
+
+
 def test_documents_tab_writes_only_under_uploads(tmp_path, data_dir, embedder, tiny_loaded, monkeypatch):
     from ui.documents import upload_files
 

@@ -43,6 +43,17 @@ def test_bad_settings_name_the_problem(env, message):
         load_settings(None, env=env)
 
 
+@pytest.mark.parametrize("command", [["adapters"], ["info"], ["ask", "hi"]])
+def test_a_data_folder_that_is_a_file_is_refused_by_name(tmp_path, capsys, command):
+    """Before: `arena adapters` said 'no adapters yet', `arena info` converted the model, then failed on
+    'Not a directory'."""
+    taken = tmp_path / "notes.txt"
+    taken.write_text("not a folder")
+    assert main([*command, "--data-dir", str(taken)]) == 2
+    assert f"data folder {taken} is a file, not a folder" in capsys.readouterr().err
+    assert taken.read_text() == "not a folder"
+
+
 def test_parse_auth_several_users():
     assert parse_auth("u1:p1, u2:p:2") == (("u1", "p1"), ("u2", "p:2"))
 
