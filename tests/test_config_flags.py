@@ -54,6 +54,14 @@ def test_a_bad_flag_value_is_named_with_its_value():
         config_from_args(args).validate()
     with pytest.raises(SystemExit):  # a choice argparse knows from the Literal type
         build_parser().parse_args(["train", "--method", "magic"])
+    # before: trained (and registered) at a learning rate of 1e9, and read --max-steps -5 as "the plan"
+    args = build_parser().parse_args(["train", "--data", "a.jsonl", "--learning-rate", "1e9", "--max-steps", "-5"])
+    with pytest.raises(ArenaError, match="learning_rate must be less than or equal to 1, got 1000000000.0; "
+                                         "max_steps must be greater than or equal to -1, got -5"):
+        config_from_args(args).validate()
+    args = build_parser().parse_args(["train", "--data", "a.jsonl", "--sweep-lr", "1e-4,2"])
+    with pytest.raises(ArenaError, match="sweep.learning_rate.1 must be less than or equal to 1, got 2.0"):
+        config_from_args(args).validate()
 
 
 def test_a_bad_yaml_is_refused_naming_the_file_the_setting_and_the_value(tmp_path):

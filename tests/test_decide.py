@@ -176,6 +176,9 @@ def test_bad_input_is_named(inputs, tmp_path):
         small_config(inputs, variants=["rag", "oracle"]).validate()
     with pytest.raises(ArenaError, match="equivalence_margin must be greater than or equal to 0, got -0.1"):
         small_config(inputs, equivalence_margin=-0.1).validate()
+    with pytest.raises(ArenaError, match="max_steps must be greater than or equal to -1, got -5; "
+                                         "learning_rate must be less than or equal to 1, got 5.0"):
+        small_config(inputs, max_steps=-5, learning_rate=5.0).validate()
 
 
 # ---- progress -------------------------------------------------------------------------------------------

@@ -36,6 +36,8 @@ DEFAULT_LEARNING_RATES = {"lora": 2e-4, "ia3": 3e-3, "prompt_tuning": 3e-2, "ful
 Count = Annotated[int, Ge(1)]  # a size, a rank or an interval in steps
 NonNegative = Annotated[float, Ge(0)]
 Fraction = Annotated[float, Ge(0), Lt(1)]  # a share held out or dropped: all of it would leave nothing
+# Above 1 every optimizer here diverges (the defaults above are 1e-5 to 3e-2): a typo, refused before it trains
+LearningRate = Annotated[float, Ge(0), Le(1)]
 
 
 @with_config(config_file.STRICT)
@@ -43,7 +45,7 @@ class Sweep(TypedDict, total=False):
     """{"learning_rate": [...], "lora_r": [...]}: every combination is trained and the one with the lowest
     validation loss registered; lora_alpha follows the rank (alpha/r kept) so only the rank changes."""
 
-    learning_rate: list[Annotated[float, Gt(0)]]
+    learning_rate: list[Annotated[float, Gt(0), Le(1)]]
     lora_r: list[Count]
 
 
@@ -85,11 +87,11 @@ class JobConfig(config_file.YamlFile):
     num_generations: Count = 4
     max_completion_length: Count = 48
     # optimisation
-    learning_rate: NonNegative = 0.0  # 0: the method's default, DEFAULT_LEARNING_RATES (set by validate)
+    learning_rate: LearningRate = 0.0  # 0: the method's default, DEFAULT_LEARNING_RATES (set by validate)
     # 0 with max_steps <= 0: the plan fitted to the data (training/plan.py: several epochs, a floor of optimizer
     # steps, the best validation checkpoint, early stopping). A value > 0 trains exactly that many epochs.
     epochs: NonNegative = 0.0
-    max_steps: int = -1  # > 0 overrides epochs
+    max_steps: Annotated[int, Ge(-1)] = -1  # > 0 overrides epochs
     batch_size: Count = 8
     grad_accum: Count = 1
     lr_scheduler: Scheduler = "cosine"

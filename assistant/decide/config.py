@@ -23,7 +23,7 @@ from foundation.metrics import PRIMARY_METRICS
 from foundation.paths import confine
 from foundation.variants import ADAPTER_VARIANTS, STRATEGIES
 from retrieval.chunking import SPLITTERS
-from training.config import JobConfig, Method, check_report_to, parse_augment
+from training.config import JobConfig, LearningRate, Method, check_report_to, parse_augment
 from training.doc_questions import MAX_QUESTIONS, QUESTIONS, check_generator
 
 ALL_VARIANTS = STRATEGIES  # decide compares the strategies (the routed variant needs a comparison first)
@@ -94,8 +94,8 @@ class DecideConfig(config_file.YamlFile):
                 "other stages leave, the plan says what fits; 0 = fit the plan to the data (hours)"})
     method: Method = field(default="lora", metadata={"help": "training method (default lora)"})
     epochs: Annotated[float, Ge(0)] = 0.0  # 0 = the training job's own default
-    max_steps: int = -1
-    learning_rate: Annotated[float, Ge(0)] = 0.0  # 0 = the training job's own default
+    max_steps: Annotated[int, Ge(-1)] = -1
+    learning_rate: LearningRate = 0.0  # 0 = the training job's own default
     lora_r: Unset = 0
     batch_size: Unset = 0
     max_length: Unset = 0
