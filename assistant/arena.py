@@ -139,7 +139,7 @@ class Arena:
         if not registry.list():
             return None, NO_ADAPTER
         if not cfg.adapter:
-            return None, "no adapter selected — pick one in the adapter dropdown"
+            return None, "no adapter selected — pick one in the adapter dropdown (--adapter NAME in the CLI)"
         info = registry.get(cfg.adapter)  # ArenaError naming the unknown adapter and the available ones
         if info.kind != "adapter":
             return None, f"{info.name!r} is a {info.kind} model (it scores answers): pick a chat adapter"

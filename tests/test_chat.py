@@ -145,6 +145,8 @@ def test_cli_ask_json_and_questions_file(tiny_model_dir, data_dir, tmp_path, cap
     (["hi", "--temperature", "-1"], "temperature"),
     (["hi", "--max-new-tokens", "999999"], "max new tokens"),
     (["hi", "--variants", "base,nope"], "unknown variant 'nope'"),
+    (["hi", "--variants", "base,rag+finetuned,finetuned"], "finetuned and rag+finetuned need an adapter: pass "
+                                                           "--adapter NAME"),
 ])
 def test_cli_ask_bad_input_exits_2(tiny_model_dir, data_dir, capsys, extra, message):
     from assistant.cli.main import main

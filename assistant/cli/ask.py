@@ -11,14 +11,16 @@ from foundation.generation import LOOP_STOP, STOP_ON_LOOP_HELP, GenSettings
 from foundation.progress_line import percent_line
 from foundation.records import read_questions
 from foundation.settings import Settings
-from foundation.variants import VARIANTS, VariantConfig, parse_variants
+from foundation.variants import ADAPTER_VARIANTS, VARIANTS, VariantConfig, parse_variants
+
+DEFAULT_VARIANTS = ",".join(VARIANTS)
 
 
 def add_ask_arguments(p: argparse.ArgumentParser) -> None:
     """The `ask` subcommand's own flags (settings flags are added by the caller)."""
     p.add_argument("question", nargs="?", help="the question (or use --questions FILE.jsonl)")
     p.add_argument("--questions", type=Path, help='JSONL file, one {"question": ...} per line')
-    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {','.join(VARIANTS)}")
+    p.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma list of {DEFAULT_VARIANTS}")
     p.add_argument("--adapter", default=None, help="adapter for finetuned / rag+finetuned")
     p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0)
@@ -38,6 +40,10 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
         raise ArenaError("give either a QUESTION or --questions FILE.jsonl (exactly one)")
     questions = read_questions(args.questions) if args.questions else [args.question]
     variants = parse_variants(args.variants)
+    asked_for = ADAPTER_VARIANTS.intersection(variants) if args.variants != DEFAULT_VARIANTS else set()
+    if asked_for and not args.adapter:  # the default list answers the others and notes the adapter ones
+        raise ArenaError(f"{' and '.join(sorted(asked_for))} need an adapter: pass --adapter NAME "
+                         "(`arena adapters` lists them)")
     gen = GenSettings(args.max_new_tokens, args.temperature, args.top_p, args.seed, args.repetition_penalty,
                       args.stop_on_loop)
     cfg = VariantConfig(adapter=args.adapter)
