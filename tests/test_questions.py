@@ -98,6 +98,22 @@ def test_decide_refuses_a_verdict_on_too_few_well_formed_questions(tmp_path, tin
     assert "--generator" in message and "--qa" in message
 
 
+FEW = "# Pump\n\n" + "\n".join(f"## How do I reset pump {i}?\nHold its red button for {i + 5} seconds.\n"
+                                  for i in range(3))
+
+
+def test_plan_and_run_agree_that_three_questions_are_too_few(tmp_path, tiny_model_dir):
+    """Before: the plan showed '1 eval, 2 train' without a word, and the run stopped on 'cannot hold out a
+    section' (one question) or on too few (three)."""
+    settings = Settings(data_dir=tmp_path / "data", model=str(tiny_model_dir), device="cpu")
+    cfg = DecideConfig(docs=[str(_docs(tmp_path, FEW))], variants=["base", "rag"], augment="").resolved()
+    plan = plan_for(cfg, settings)
+    assert "3 well-formed" in plan.text()
+    assert "note: the run will stop at the evaluation questions: about 1 can be held out" in plan.text()
+    with pytest.raises(ArenaError, match=r"only 3 well-formed evaluation question\(s\)"):
+        run_decide(cfg, settings, stderr=False)
+
+
 def test_report_says_the_heuristic_drew_the_questions():
     lines = describe({"questions_by": "heuristic", "malformed": {"fragment": 5, "vague": 1}})
     assert "drawn by a heuristic" in lines[0] and "6 dropped as malformed (5 fragment, 1 vague)" in lines[0]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from assistant.compare.evalset import load_eval_set
-from assistant.decide.config import MIN_TUNING_PAIRS, DecideConfig, job_config
+from assistant.decide.config import MIN_EVAL_QUESTIONS, MIN_TUNING_PAIRS, DecideConfig, job_config
 from assistant.decide.outputs import TrainingFit
 from foundation.errors import ArenaError
 from retrieval.ingest import collect_files
@@ -177,6 +177,9 @@ def _evalset_stage(cfg: DecideConfig, plan: Plan, n_eval: int, n_train: int, spl
         plan.notes.append(f"the questions are drawn from the documents by a heuristic (question headings and "
                           f"'X is a ...' sentences): {doc_pairs} well-formed, {malformed} dropped as malformed; "
                           "--generator writes questions a user would ask")
+        if n_eval < MIN_EVAL_QUESTIONS and not cfg.eval:
+            plan.notes.append(f"the run will stop at the evaluation questions: about {n_eval} can be held out "
+                              f"and a verdict needs at least {MIN_EVAL_QUESTIONS}; pass --generator or --qa")
     plan.stages.append(_row("evalset", f"evaluation questions ({origin})", f"{n_eval} eval, {n_train} train",
                             2 + generate_s, split))
     return n_eval, n_train

@@ -117,8 +117,8 @@ class DecideRun:
         else:
             heuristic = draw_from_sections(sections).malformed
             failed = generator_info.get("fallback", "")
-            if not qa_from_sections(sections):
-                refuse_too_few(0, sum(heuristic.values()), c.generator, failed)
+            if len(drawable := qa_from_sections(sections)) < MIN_EVAL_QUESTIONS:  # before a split can fail
+                refuse_too_few(len(drawable), sum(heuristic.values()), c.generator, failed)
             drawn, rest = draw_eval_set(sections, eval_fraction=c.eval_fraction, seed=c.seed, limit=10**6)
             evals, pool = [it.to_dict() for it in drawn], [it.to_dict() for it in rest]
             origin = "held-out document sections"
