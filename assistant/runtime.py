@@ -6,6 +6,7 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 from assistant.arena import Arena
 from assistant.inference.choose import build_engine
@@ -24,9 +25,12 @@ from training.tools import DataTools, RagTeacher
 class Runtime:
     """Holds the one copy of each heavy resource; loads each on first use, thread-safely."""
 
-    def __init__(self, settings: Settings, base: LoadedModel | None = None, **preloaded):
-        """Tests and scripts may hand in ready-made resources by name (base=tiny model, embedder=...)."""
+    def __init__(self, settings: Settings, base: LoadedModel | None = None, index_dir: Path | None = None,
+                 **preloaded):
+        """Tests and scripts may hand in ready-made resources by name (base=tiny model, embedder=...).
+        `index_dir`: where the document store lives (default data_dir/index, the app's; a decision has its own)."""
         self.settings = settings
+        self.index_dir = index_dir or Path(settings.data_dir) / "index"
         self._lock = threading.Lock()  # guards the per-resource lock table only
         self._locks: dict[str, threading.RLock] = {}
         self._made: dict[str, object] = {k: v for k, v in {"base": base, **preloaded}.items() if v is not None}
@@ -71,8 +75,13 @@ class Runtime:
 
     @property
     def store(self):
-        """The document store (data_dir/index): SQLite + FAISS + BM25, reloaded when another process commits."""
-        return self._once("store", lambda: DocumentStore.open(self.settings.data_dir, self.embedder))
+        """The document store (index_dir): SQLite + FAISS + BM25, reloaded when another process commits."""
+        return self._once("store", lambda: DocumentStore(self.index_dir, self.embedder))
+
+    def with_index(self, index_dir: Path) -> Runtime:
+        """A runtime on another document store that shares this one's loaded model, engine and embedder."""
+        made = {name: value for name, value in self._made.items() if name not in ("store", "arena")}
+        return Runtime(self.settings, index_dir=index_dir, **made)
 
     @property
     def engine(self):

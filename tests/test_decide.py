@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -28,10 +29,12 @@ from assistant.decide.plan import budget_fit
 from assistant.decide.progress import CANCEL_FILE, DecideCancelled, Reporter, read_progress
 from assistant.decide.runner import plan_for, run_decide
 from assistant.decide.stages import DecideRun
+from assistant.runtime import Runtime
 from foundation.errors import ArenaError
 from foundation.row_cache import content_key
 from foundation.settings import Settings
 from retrieval.chunking import ChunkConfig
+from retrieval.ingest import ingest_paths
 from tests.kill_points import UNREACHABLE_STEPS
 from training.callbacks import read_metrics
 from training.runner import last_checkpoint
@@ -231,6 +234,10 @@ def decided(tmp_path_factory, tiny_model_dir) -> SimpleNamespace:
                        grounded=True)
     ws = workspace(settings.data_dir, cfg.name)
     r = SimpleNamespace(cfg=cfg, settings=settings, ws=ws)
+    (root / "other.md").write_text(OTHER)  # in the Documents tab's index: never part of the decision
+    app_store = Runtime(settings).store
+    assert not ingest_paths(app_store, [root / "other.md"]).errors
+    r.app_index_before = _index_state(settings.data_dir / "index")
     r.first = run_decide(cfg, settings, stderr=False)
     r.report = json.loads(Path(r.first.report.json).read_text())
     r.markdown = Path(r.first.report.markdown).read_text()
@@ -251,7 +258,42 @@ def decided(tmp_path_factory, tiny_model_dir) -> SimpleNamespace:
     damaged["output"]["top_k"] = damaged["output"].pop("k")
     marker.write_text(json.dumps(damaged))
     r.repaired = run_decide(r.docs_cfg, settings, stderr=False)
+    r.app_index_after = _index_state(settings.data_dir / "index")
+    r.own_index = _index_state(ws / "index")
+    shutil.rmtree(ws / "index")  # as in a workspace made before decisions had their own index
+    r.reindexed = run_decide(r.docs_cfg, settings, stderr=False)
+    r.own_index_again = _index_state(ws / "index")
     return r
+
+
+OTHER = "# Boiler\n\nThe zebra valve of the boiler is opened with a brass key on Tuesdays only.\n"
+
+
+def _index_state(index: Path) -> list[tuple[str, str]]:
+    """(source, chunking) of every document in an index."""
+    db = sqlite3.connect(index / "store.sqlite")
+    try:
+        return sorted(db.execute("SELECT source, splitter FROM documents").fetchall())
+    finally:
+        db.close()
+
+
+def test_a_decision_keeps_its_own_index_and_never_touches_the_apps(decided):
+    """The Documents tab's index keeps its document and chunking (retrieval tuning re-chunks only the
+    decision's); the decision's index holds only its documents, so nothing else reaches its RAG answers."""
+    assert decided.app_index_after == decided.app_index_before == [("other.md", ChunkConfig().key())]
+    assert [source for source, _ in decided.own_index] == ["manual.md"]
+    runs = RunStore(decided.settings.data_dir / "runs.sqlite")
+    for result in (decided.first, decided.with_docs):
+        answers = [a for q in runs.get(result.compare.run_id).result.per_question for a in q.answers.values()]
+        cited = [source for a in answers for source in a.sources]
+        assert cited and all(s.citation.startswith("manual.md") and "zebra" not in s.text for s in cited)
+
+
+def test_a_workspace_without_its_own_index_fills_it_and_keeps_every_other_stage(decided):
+    assert [s.stage for s in decided.reindexed.stages if not s.cached] == ["ingest", "retrieval"]
+    assert decided.own_index_again == decided.own_index
+    assert decided.reindexed.compare == decided.repaired.compare
 
 
 def test_first_run_builds_every_stage_and_one_adapter_per_seed(decided):
@@ -294,7 +336,7 @@ def test_retrieval_is_tuned_on_the_training_pairs_and_served_by_the_comparison(d
     stored = RunStore(decided.settings.data_dir / "runs.sqlite").get(decided.first.compare.run_id).result
     assert (stored.settings["rag_k"], stored.settings["rag_mode"]) == (tuned.k, tuned.mode)
     # the index holds the documents chunked by the chosen splitter
-    index = sqlite3.connect(decided.settings.data_dir / "index" / "store.sqlite")
+    index = sqlite3.connect(decided.ws / "index" / "store.sqlite")
     stored_chunking = index.execute("SELECT DISTINCT splitter FROM documents").fetchall()
     index.close()
     assert stored_chunking == [(ChunkConfig(tuned.splitter).key(),)]

@@ -9,11 +9,13 @@ from pathlib import Path
 from assistant.cli.main import main
 from assistant.decide.config import workspace
 from assistant.decide.runner import run_decide
+from assistant.runtime import Runtime
 from assistant.ship.bundle import open_bundle
 from assistant.ship.service import BundleRuntime, ChatService
 from foundation.generation import GenSettings
 from foundation.settings import Settings
-from tests.test_decide import inputs, small_config  # noqa: F401 (inputs is a fixture)
+from retrieval.ingest import ingest_paths
+from tests.test_decide import OTHER, _index_state, inputs, small_config  # noqa: F401 (inputs is a fixture)
 
 
 def test_decision_to_bundle_reproduces_the_comparison(inputs, tmp_path, tiny_model_dir):  # noqa: F811
@@ -26,6 +28,8 @@ def test_decision_to_bundle_reproduces_the_comparison(inputs, tmp_path, tiny_mod
     assert "## Ship it" in report and "arena export --from-decision faq ./faq-bundle" in report
     assert f'model="rag+finetuned:{adapter}"' in report
 
+    (tmp_path / "other.md").write_text(OTHER)  # the Documents tab's index: not what the decision measured
+    assert not ingest_paths(Runtime(settings).store, [tmp_path / "other.md"]).errors
     out = tmp_path / "faq-bundle"
     assert main(["export", str(out), "--from-decision", "faq", "--data-dir", str(settings.data_dir), "--model",
                  settings.model, "--engine", "torch"]) == 0
@@ -34,6 +38,7 @@ def test_decision_to_bundle_reproduces_the_comparison(inputs, tmp_path, tiny_mod
     assert (strategy.variant, strategy.adapter, strategy.decision) == ("rag+finetuned", adapter, "faq")
     assert (strategy.rag_k, strategy.rag_mode, strategy.splitter) == (chosen.k, chosen.mode, chosen.splitter)
     assert len(strategy.few_shot) == 8 and strategy.run_id == result.compare.run_id
+    assert [source for source, _ in _index_state(open_bundle(out).index_dir)] == ["manual.md"]
 
     stored = json.loads((workspace(settings.data_dir, "faq") / "stages" / "compare" / "result.json").read_text())
     fresh = Settings(data_dir=tmp_path / "fresh", device="cpu", engine="torch")

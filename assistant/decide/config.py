@@ -175,6 +175,13 @@ def workspace(data_dir: Path, name: str) -> Path:
     return confine(Path(data_dir) / "decide", name, "decide name")
 
 
+def decision_index(data_dir: Path, name: str) -> Path:
+    """A decision's own document index: what else the data folder holds (the Documents tab's index, other
+    decisions) never reaches its retrieval, its training rows or its exported bundle, and another decision's
+    splitter never re-chunks it."""
+    return workspace(data_dir, name) / "index"
+
+
 def config_from_args(args: argparse.Namespace) -> DecideConfig:
     """YAML (if given) overlaid with the flags actually passed; positional DOCS replace the YAML's list."""
     cfg = (DecideConfig.from_yaml(args.config) if args.config else DecideConfig()).with_flags(args, skip=("docs",))

@@ -39,6 +39,7 @@ def run_decide(cfg: DecideConfig, settings, runtime=None, stderr: bool = True) -
     decide_run = DecideRun(cfg, settings, runtime)
     folder = decide_run.folder
     folder.mkdir(parents=True, exist_ok=True)
+    decide_run.rebuild_missing_index()
     cfg.to_yaml(folder / "decide.yaml")
     (folder / CANCEL_FILE).unlink(missing_ok=True)
     plan = make_plan(cfg, settings, decide_run.cache, decide_run.keys)

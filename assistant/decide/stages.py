@@ -18,7 +18,14 @@ from statistics import fmean
 from assistant.compare.evalset import draw_eval_set, load_eval_set
 from assistant.decide import outputs, questions
 from assistant.decide.cache import StageCache, file_digest
-from assistant.decide.config import MIN_EVAL_QUESTIONS, MIN_TUNING_PAIRS, DecideConfig, job_config, workspace
+from assistant.decide.config import (
+    MIN_EVAL_QUESTIONS,
+    MIN_TUNING_PAIRS,
+    DecideConfig,
+    decision_index,
+    job_config,
+    workspace,
+)
 from assistant.decide.plan import BUDGET_EVALS, training_fit
 from assistant.decide.progress import DecideCancelled, Reporter
 from foundation.errors import ArenaError
@@ -39,17 +46,29 @@ class DecideRun:
 
     def __init__(self, cfg: DecideConfig, settings, runtime=None):
         self.cfg, self.settings = cfg, settings
-        if runtime is not None:
-            self.runtime = runtime
         self.folder = workspace(self.settings.data_dir, self.cfg.name)
+        if runtime is not None:
+            self.runtime = runtime.with_index(self.index_dir)
         self.cache = StageCache(self.folder)
         self.keys = self.stage_keys()
+
+    @property
+    def index_dir(self) -> Path:
+        return decision_index(self.settings.data_dir, self.cfg.name)
 
     @functools.cached_property
     def runtime(self):
         from assistant.runtime import Runtime  # deferred: pulls torch
 
-        return Runtime(self.settings)
+        return Runtime(self.settings, index_dir=self.index_dir)
+
+    def rebuild_missing_index(self) -> None:
+        """A workspace made before decisions had their own index (or whose index was deleted): its ingest and
+        retrieval stages run again to fill it; their keys, and so every later stage, stay cached."""
+        index_db = self.index_dir / "store.sqlite"
+        if not index_db.is_file() and self.cache.cached("ingest", self.keys["ingest"]):
+            for stage in ("ingest", "retrieval"):
+                (self.cache.folder(stage) / "stage.json").unlink(missing_ok=True)
 
     # ---- keys: what each stage's result depends on --------------------------------------------------
     def doc_files(self) -> list[tuple[str, str]]:

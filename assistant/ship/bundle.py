@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from assistant.decide.config import decision_index
 from assistant.ship import serving
 from assistant.ship.strategy import Strategy
 from foundation.cache_folder import publish, temp_folder
@@ -65,7 +66,7 @@ def export_bundle(strategy: Strategy, settings, out: Path, base_gguf: Path | Non
             _write_gguf(strategy, settings, tmp)
         if strategy.variant in RAG_VARIANTS:
             step("index")
-            snapshot_index(Path(settings.data_dir) / "index", tmp / "index")
+            snapshot_index(_index_source(strategy, settings), tmp / "index")
             strategy.index = "index"
         step("prompts")
         (tmp / "prompts.json").write_text(json.dumps(prompts(strategy), indent=1, ensure_ascii=False))
@@ -79,6 +80,13 @@ def export_bundle(strategy: Strategy, settings, out: Path, base_gguf: Path | Non
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return open_bundle(out)
+
+
+def _index_source(strategy: Strategy, settings) -> Path:
+    """The index the strategy was measured on: its decision's own (decide/<name>/index), else the data
+    folder's (a strategy from flags, or a decision made before decisions had their own index)."""
+    own = decision_index(settings.data_dir, strategy.decision) if strategy.decision else None
+    return own if own and (own / "store.sqlite").is_file() else Path(settings.data_dir) / "index"
 
 
 def _copy_adapter(strategy: Strategy, settings, tmp: Path) -> None:
