@@ -209,3 +209,19 @@ def test_a_run_at_the_floor_trains_one_epoch_of_its_real_rows_with_fewer_rewrite
                for q in stored.per_question for a in q.answers.values())
     assert result.compare.recommendation.metric == "f1" and result.compare.recommendation.reason
     assert any("leaves out the comparison's reference NLL" in n for n in result.plan.notes)
+
+
+def test_the_adapter_probes_are_a_fixed_cost_of_the_comparison(tmp_path, settings):
+    """The forgetting check and the bias probe score fixed item sets: planned the same for 5 questions as for
+    50, and not at all without them (before, a share of answering: seconds for a few questions)."""
+    from assistant.decide.plan import PROBES_S
+
+    inputs = faq(tmp_path, 150)
+    cfg = DecideConfig(docs=[inputs["docs"]], qa=inputs["qa"], augment="", budget_minutes=0).resolved()
+
+    def compare_s(**changes) -> float:
+        return next(s for s in plan_for(replace(cfg, **changes), settings).stages if s.stage == "compare").seconds
+
+    for limit in (5, 50):
+        assert compare_s(limit=limit) - compare_s(limit=limit, forgetting=False) == pytest.approx(PROBES_S, abs=0.2)
+    assert compare_s(limit=5, variants=["base", "rag"]) < compare_s(limit=5) - PROBES_S  # no adapter, no probes

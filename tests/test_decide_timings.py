@@ -74,6 +74,12 @@ def test_collect_splits_training_and_comparison_and_compares_with_the_plan():
     assert t.headline() == "plan said 2.7 min, took 1.7 min (0.62 × the plan)"
     header, rows = t.table()
     assert header[0] == "stage" and ["ingest", "cached", "cached", ""] in rows
+    assert t.over_budget(0) == t.over_budget(100 / 60 / 1.3) == ""  # no budget; exactly 1.3 x the budget
+    assert t.over_budget(1.0) == ("the run took 1.7 min, 1.7 × its 1 min budget (a busy machine, or stages that "
+                                  "cannot shrink to the budget: see the plan's notes)")  # none ran past its plan
+    by["train-s1"].seconds, by["compare"].seconds = 90.0, 130.0  # 1.5 x and 3.25 x their plans
+    assert t.over_budget(1.0).startswith("the run took 4.5 min, 4.5 × its 1 min budget; furthest past their "
+                                         "plan: compare 130 s (planned 40 s), train-s1 90 s (planned 60 s) (")
 
 
 @pytest.fixture(scope="module")

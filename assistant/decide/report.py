@@ -65,7 +65,7 @@ def sections(result: ComparisonResult, decision: DecideResult) -> list[tuple[str
             ("Costs on this machine", _cost_rows(result)),
             ("Time", [f"{said}; {decision.timings.headline()}", *decision.plan.notes]),
             ("Where the time went (seconds; sub-stages under their stage)", decision.timings.table()),
-            ("Warnings", result.warnings or ["none"]),
+            ("Warnings", [*result.warnings, *filter(None, [decision.timings.over_budget(budget)])] or ["none"]),
             # each probe's message names its interval and when it flags
             ("Adapter checks (forgetting, bias; paired intervals)",
              [p.message for p in result.forgetting + result.bias] or ["not run"]),

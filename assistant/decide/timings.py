@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from assistant.decide.outputs import CompareOutput, StageRun, TrainOutput
 from assistant.decide.plan import PlanStage
 
+OVER_BUDGET = 1.3  # the plan's tolerance: a run past this many times its budget says so in its warnings
 # run_comparison's progress texts (assistant/comparison.py, compare/resume.py) -> the sub-stage they start
 PHASES = (("answering", "answering"), ("reference likelihoods", "reference NLL"), ("scoring", "scoring"),
           ("LLM judge", "judge"), ("router", "router"), ("forgetting check", "probes (forgetting, bias)"),
@@ -94,6 +95,19 @@ class StageTimings:
         ratio = self.ratio()
         return (f"plan said {self.planned_s / 60:.1f} min, took {self.took_s / 60:.1f} min"
                 + (f" ({ratio:.2f} × the plan)" if ratio else " (every stage cached)"))
+
+    def over_budget(self, budget_minutes: float) -> str:
+        """A warning when the stages took over 1.3 x the budget (the plan's own tolerance), naming the stages that
+        ran furthest past their plan; "" within it or without a budget."""
+        if not budget_minutes or self.took_s <= OVER_BUDGET * budget_minutes * 60:
+            return ""
+        late = sorted((r for r in self.rows if not r.sub and not r.cached and r.planned_s
+                       and r.seconds > r.planned_s), key=lambda r: r.planned_s / r.seconds)[:2]
+        return (f"the run took {self.took_s / 60:.1f} min, {self.took_s / 60 / budget_minutes:.1f} × its "
+                f"{budget_minutes:g} min budget"
+                + ("; furthest past their plan: " if late else "")
+                + ", ".join(f"{r.stage} {r.seconds:.0f} s (planned {r.planned_s:.0f} s)" for r in late)
+                + " (a busy machine, or stages that cannot shrink to the budget: see the plan's notes)")
 
     def table(self) -> tuple[list[str], list[list[str]]]:
         """Header and rows for the report's table helpers."""
