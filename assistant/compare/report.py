@@ -89,7 +89,10 @@ def _verdict_rows(result: ComparisonResult) -> tuple[list[str], list[list[str]]]
     """The verdict's paired comparisons: best minus each other variant, Holm-adjusted (see paired.py)."""
     rec = result.recommendation
     best, label, margin = rec.best or "best", METRIC_LABELS.get(rec.metric, rec.metric), rec.margin
-    header = ["variant", f"{best} minus variant, {label} [adjusted CI]", "Holm level", "test", "p (adjusted)",
+    # The interval is at the row's Holm level (stricter than 5 %) and never narrower than the t-interval, so
+    # with few questions it is far wider than the 95 % one of the table above: the header says so.
+    header = ["variant", f"{best} minus variant, {label} [CI at the Holm level, wider than 95 %]", "Holm level",
+              "test", "p (adjusted)",
               "separated", "questions for 80 % power"]
     header += [f"within ±{margin:g}: TOST p (adjusted) [adjusted CI]"] if margin is not None else []
     return header, [[v, f"{c['mean']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]", f"{c['level']:.4g}",

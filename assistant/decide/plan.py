@@ -101,7 +101,9 @@ class Plan:
 
     @property
     def minutes(self) -> float:
-        return round(sum(s.minutes for s in self.stages if not s.cached), 1)
+        """The stages still to run, from their seconds (summing rounded minutes drifted from the run's own
+        'plan said' figure)."""
+        return round(sum(s.seconds for s in self.stages if not s.cached) / 60, 1)
 
     def estimates(self) -> dict[str, float]:
         """Seconds per stage, for the progress bar's weights: cached stages weigh nothing, training is split
