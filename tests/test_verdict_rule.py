@@ -11,6 +11,7 @@ seconds.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -102,6 +103,9 @@ def test_the_24_question_case_of_the_issue_is_inconclusive():
         assert headline(Recommendation.from_dict(data)).startswith("no variant yet (inconclusive: rag+finetuned leads, P(best)")
         assert rec.reason.startswith("No variant yet: inconclusive on token F1. rag+finetuned leads with 0.281")
         assert "you have 24 (about " in rec.reason and " more)." in rec.reason
+        about, more = re.search(r"About ([\d,]+) questions would settle .*?you have 24 \(about ([\d,]+) more\)",
+                                rec.reason).groups()
+        assert int(about.replace(",", "")) - 24 == int(more.replace(",", ""))  # the figures add up as read
         assert "generated questions" in rec.reason and "--seeds" in rec.reason
 
 

@@ -117,8 +117,9 @@ def _settle_text(best: str, closest: str, row: dict, n: int) -> str:
     if needed <= n:
         return (f" With {n} questions the difference between {best} and {closest} is at the edge of what this "
                 "test can detect; a few more questions would settle it.")
-    return (f" About {_about(needed)} questions would settle {best} vs {closest}; you have {n} (about "
-            f"{_about(needed - n)} more).")
+    about = int(_about(needed).replace(",", ""))  # "more" from the rounded figure, so the two add up as read
+    return (f" About {about:,} questions would settle {best} vs {closest}; you have {n} (about "
+            f"{max(1, about - n):,} more).")
 
 
 def _how_to_get(involved: list[str], spreads: dict) -> str:
