@@ -237,6 +237,19 @@ def _plan_config(runtime: Runtime, *values) -> JobConfig:
                      augment=f"paraphrases:{int(values[-1])}" if values[-1] else "")
 
 
+def plan_line(runtime: Runtime, *values) -> str:
+    """The plan line (Markdown): steps and minutes on this machine, before anything starts."""
+    cfg = _plan_config(runtime, *values)
+    if not cfg.data:
+        return "Add training data to see the plan."
+    try:
+        text = plan_job(cfg, runtime.settings, runtime.data_tools()).text()
+    except (ArenaError, OSError, ValueError) as exc:
+        return f"Plan unavailable: {exc}"
+    # "~60 steps (~30.0 epochs" would be read as Markdown strikethrough between the two tildes
+    return "**Plan:** " + text.replace("~", "\\~")
+
+
 def _paraphrases_box() -> gr.Number:
     return gr.Number(value=0, label="Paraphrases per training question (0 = none)", precision=0,
                      minimum=0, maximum=20, elem_id="train-augment",
@@ -289,14 +302,7 @@ def build_train_tab(runtime: Runtime, tabs: gr.Tabs | None = None) -> None:
         return gr.Dataframe(value=_preview_frame(runtime, specs), visible=True)
 
     def do_plan(*values):
-        """The plan line: steps and minutes on this machine, before anything starts."""
-        cfg = _plan_config(runtime, *values)
-        if not cfg.data:
-            return "Add training data to see the plan."
-        try:
-            return "**Plan:** " + plan_job(cfg, runtime.settings, runtime.data_tools()).text()
-        except (ArenaError, OSError, ValueError) as exc:
-            return f"Plan unavailable: {exc}"
+        return plan_line(runtime, *values)
 
     def do_start(*values):
         n = len(method_inputs)
