@@ -462,3 +462,27 @@ def test_job_launcher_reports_a_dead_process_as_failed_with_its_log(inputs, tmp_
     job._proc.wait(30)
     state = job.progress()
     assert state["state"] == "failed" and "ended (exit -9)" in state["error"]
+
+
+@pytest.mark.parametrize("ended,said", [("done", "finished"), ("cancelled", "been cancelled")])
+def test_cancel_after_the_run_ended_says_so(tmp_path, ended, said):
+    """The run has written its last record but its process is still exiting: Cancel says the run already
+    ended and leaves no CANCEL file (before: the tab showed 'cancelled · … · cancelling…')."""
+    import subprocess
+    import sys
+
+    from assistant.decide.jobs import DecideJob
+    from assistant.decide.progress import CANCEL_FILE, PROGRESS_FILE
+
+    job = DecideJob(Settings(data_dir=tmp_path))
+    job.folder = tmp_path / "decide" / "walk"
+    job.folder.mkdir(parents=True)
+    (job.folder / PROGRESS_FILE).write_text(json.dumps({"state": ended, "stage": "train-s0"}))
+    job._proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])  # still exiting
+    try:
+        with pytest.raises(ArenaError, match=f"walk has already {said}; nothing to cancel"):
+            job.cancel()
+        assert not (job.folder / CANCEL_FILE).exists()
+    finally:
+        job._proc.kill()
+        job._proc.wait()
