@@ -11,7 +11,7 @@ import gradio as gr
 from assistant.runtime import Runtime
 from foundation.errors import ArenaError
 from foundation.paths import confine
-from retrieval.chunking import SPLITTERS, ChunkConfig
+from retrieval.chunking import MAX_SIZE, SPLITTERS, ChunkConfig
 from retrieval.ingest import ingest_files
 from retrieval.store import MODES, list_documents
 from ui.errors import shown
@@ -31,7 +31,8 @@ def upload_files(runtime: Runtime, files: list[str], splitter: str, size, overla
     """Copy uploads under data_dir/uploads/documents, ingest them, and describe what happened per file."""
     if not files:
         raise ArenaError("choose one or more files first")
-    cfg = ChunkConfig(splitter, int(size) if size else None, int(overlap) if overlap is not None else None)
+    # None (an API caller leaving a value out) is the splitter's default; 0 is refused, never read as "default"
+    cfg = ChunkConfig(splitter, None if size is None else int(size), None if overlap is None else int(overlap))
     cfg.resolved()
     target = Path(runtime.settings.uploads_dir) / "documents"
     target.mkdir(parents=True, exist_ok=True)
@@ -78,8 +79,13 @@ def build_documents_tab(runtime: Runtime) -> None:
                         type="filepath", elem_id="docs-upload")
         with gr.Column():
             splitter = gr.Radio(list(SPLITTERS), value="recursive", label="Splitter")
-            size = gr.Number(label="Chunk size (empty = default: 800 chars / 200 tokens)", value=None, precision=0)
-            overlap = gr.Number(label="Overlap (empty = default: 100 chars / 30 tokens)", value=None, precision=0)
+            # The boxes show the splitter's real defaults (an empty number box reads and sends 0).
+            default_size, default_overlap = ChunkConfig("recursive").resolved()
+            size = gr.Number(label="Chunk size (characters; tokens for the tokens splitter)", value=default_size,
+                             precision=0, minimum=20, maximum=MAX_SIZE, elem_id="docs-chunk-size")
+            overlap = gr.Number(label="Overlap (characters / tokens shared by neighbouring chunks)",
+                                value=default_overlap, precision=0, minimum=0, maximum=MAX_SIZE - 1,
+                                elem_id="docs-chunk-overlap")
     add = gr.Button("Add to index", variant="primary", elem_id="docs-add")
     status = gr.Markdown(elem_id="docs-status")
     table = gr.Dataframe(value=lambda: document_rows(runtime), headers=DOC_HEADERS, interactive=False,
@@ -115,6 +121,7 @@ def build_documents_tab(runtime: Runtime) -> None:
     def on_search(q, kk, m):
         return search_rows(runtime, q, kk, m)
 
+    splitter.change(lambda chosen: ChunkConfig(chosen).resolved(), splitter, [size, overlap])  # its defaults
     add.click(on_add, [files, splitter, size, overlap], [status, table, victim])
     delete.click(on_delete, [victim], [status, table, victim])
     victim.focus(lambda: gr.update(choices=[r[0] for r in document_rows(runtime)]), None, victim)
