@@ -13,6 +13,7 @@ from foundation.records import jsonl_rows
 from foundation.variants import (
     ADAPTER_VARIANTS,
     DEFAULT_SYSTEM_PROMPT,
+    MAX_RAG_K,
     VARIANTS,
     VariantConfig,
     format_passage,
@@ -188,7 +189,8 @@ def _settings_accordion() -> list:
                            lines=4, elem_id="chat-fewshot")
         with gr.Row():
             dynamic_k = gr.Number(0, label="Dynamic few-shot k (0 = use the whole list)", precision=0)
-            rag_k = gr.Number(4, label="RAG passages (k)", precision=0)
+            rag_k = gr.Number(4, label=f"RAG passages (k, 1 to {MAX_RAG_K})", precision=0, minimum=1,
+                              maximum=MAX_RAG_K, elem_id="chat-rag-k")
             rag_mode = gr.Dropdown(["hybrid", "dense", "bm25"], value="hybrid", label="Retrieval mode")
         with gr.Row():
             max_new = gr.Number(256, label="Max new tokens", precision=0, elem_id="chat-max-new")

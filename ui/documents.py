@@ -11,6 +11,7 @@ import gradio as gr
 from assistant.runtime import Runtime
 from foundation.errors import ArenaError
 from foundation.paths import confine
+from foundation.variants import MAX_RAG_K
 from retrieval.chunking import MAX_SIZE, SPLITTERS, ChunkConfig
 from retrieval.ingest import ingest_files
 from retrieval.store import MODES, list_documents
@@ -96,7 +97,7 @@ def build_documents_tab(runtime: Runtime) -> None:
         delete = gr.Button("Delete", variant="stop", elem_id="docs-delete")
     with gr.Row():
         query = gr.Textbox(label="Search", placeholder="a question…", elem_id="docs-query", scale=4)
-        k = gr.Slider(1, 20, value=5, step=1, label="k")
+        k = gr.Slider(1, MAX_RAG_K, value=5, step=1, label="k")
         mode = gr.Radio(list(MODES), value="hybrid", label="Mode")
     # Fixed widths: left to size itself, the text column outgrows the page and is cut at its right edge.
     hits = gr.Dataframe(headers=HIT_HEADERS, interactive=False, wrap=True, label="Top chunks", elem_id="docs-hits",
