@@ -148,6 +148,27 @@ def test_rst_passages_read_as_text(page):
     assert ".. code-block" not in text and "``" not in text and ":ref:" not in text, text
     shot(page, "02b-documents-rst-search")
 
+
+def test_a_refused_action_leaves_the_page_usable(page):
+    """Delete with nothing picked: the popup says why, and the documents table and the dropdown stay visible
+    and clickable (Gradio used to leave an 'Error' badge over every output of the failed event). The chunk
+    boxes show the splitter's real defaults, not 0."""
+    from playwright.sync_api import expect
+
+    needs("documents")
+    expect(page.locator("#docs-chunk-size input")).to_have_value("800")
+    expect(page.locator("#docs-chunk-overlap input")).to_have_value("100")
+    page.locator("#docs-delete").click()
+    expect(page.locator(".toast-body")).to_contain_text("pick a document to delete")
+    for elem_id in ("docs-table", "docs-victim", "docs-status"):
+        # every component keeps a status tracker (the badge is in it); class "hide" when it covers nothing
+        expect(page.locator(f"#{elem_id} [data-testid=status-tracker]:not(.hide)")).to_have_count(0)
+    expect(page.locator("#docs-table").get_by_role("gridcell", name=DOC_NAME, exact=True)).to_have_count(1)
+    shot(page, "02c-documents-refused-delete")
+    page.locator("#docs-victim input").click(timeout=5_000)  # a covered dropdown would not take the click
+    expect(page.get_by_role("option", name=DOC_NAME, exact=True)).to_be_visible()
+    page.keyboard.press("Escape")
+
 def test_training_shows_progress_and_registers_adapter(page, files, app):
     from playwright.sync_api import expect
 

@@ -13,7 +13,7 @@ from assistant.ship.bundle import base_gguf, export_bundle
 from assistant.ship.strategy import from_flags
 from foundation.errors import ArenaError
 from foundation.paths import confine
-from ui.errors import shown
+from ui.errors import quiet, shown
 
 
 def adapter_choices(runtime: Runtime) -> list[str]:
@@ -50,9 +50,8 @@ def build_adapters_tab(runtime: Runtime) -> None:
         bundle = gr.Button("Export bundle (peft + GGUF adapter, index, SERVING.md)", elem_id="adapters-bundle")
     message = gr.Markdown(elem_id="adapters-message")
 
+    # The selection is only ever one the user made: after a delete, a second Delete must not remove another one.
     def refreshed(msg: str = "", selected: str | None = None):
-        """Table and choices re-read; the selection is only ever one the user made (never another adapter
-        picked for them: after a delete, a second click on Delete must not remove a different one)."""
         names = runtime.registry.names()
         return _table(runtime), gr.Dropdown(choices=names, value=selected if selected in names else None), msg
 
@@ -86,7 +85,8 @@ def build_adapters_tab(runtime: Runtime) -> None:
     # triggers=None and no inputs: on page load, so the dropdown lists what the table lists from the start
     gr.on(None, lambda: gr.Dropdown(choices=runtime.registry.names(), value=None), None, choice)
     refresh.click(lambda picked: refreshed("", picked), choice, outputs)
-    rename.click(act(do_rename), [choice, new_name], outputs)
-    delete.click(act(do_delete), [choice], outputs)
-    export.click(act(do_export), [choice, export_name], outputs)
-    bundle.click(act(do_bundle), [choice, bundle_variant, export_name], outputs)
+    # an export runs for a while: its progress (or failure) is drawn over the message line only
+    rename.click(act(do_rename), [choice, new_name], outputs, **quiet(message))
+    delete.click(act(do_delete), [choice], outputs, **quiet(message))
+    export.click(act(do_export), [choice, export_name], outputs, **quiet(message))
+    bundle.click(act(do_bundle), [choice, bundle_variant, export_name], outputs, **quiet(message))

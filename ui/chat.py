@@ -19,7 +19,7 @@ from foundation.variants import (
     format_passage,
 )
 from ui.adapters import adapter_choices
-from ui.errors import shown
+from ui.errors import quiet, shown
 
 TITLES = {"base": "Base", "prompt": "Prompt-engineered", "rag": "RAG", "finetuned": "Fine-tuned",
           "rag+finetuned": "RAG + fine-tuned", "routed": "Routed (per-question router)"}
@@ -164,12 +164,12 @@ def build_chat(runtime) -> None:
                                                 bool(blind_on)):
             yield [new_state, ""] + _render(views_now)
 
-    send.click(respond, inputs, outputs, api_name="ask").then(lambda: "", None, box)
-    box.submit(respond, inputs, outputs).then(lambda: "", None, box)
+    send.click(respond, inputs, outputs, api_name="ask", **quiet(status)).then(lambda: "", None, box)
+    box.submit(respond, inputs, outputs, **quiet(status)).then(lambda: "", None, box)
     adapter.focus(lambda: gr.update(choices=adapter_choices(runtime)), None, adapter)
     clear.click(lambda: [new_session(), ""] + _render(views(new_session(), {}, "")), None, outputs)
     for i, col in enumerate(columns):
-        col[6].click(_voter(runtime, i), [session], [session, status] + [c[1] for c in columns])
+        col[6].click(_voter(runtime, i), [session], [session, status] + [c[1] for c in columns], **quiet())
 
 
 def _voter(runtime, column: int):

@@ -15,7 +15,7 @@ from foundation.variants import MAX_RAG_K
 from retrieval.chunking import MAX_SIZE, SPLITTERS, ChunkConfig
 from retrieval.ingest import ingest_files
 from retrieval.store import MODES, list_documents
-from ui.errors import shown
+from ui.errors import quiet, shown
 
 DOC_HEADERS = ["name", "type", "chunks", "size (KB)", "added"]
 HIT_HEADERS = ["#", "score", "source", "text"]
@@ -123,7 +123,7 @@ def build_documents_tab(runtime: Runtime) -> None:
         return search_rows(runtime, q, kk, m)
 
     splitter.change(lambda chosen: ChunkConfig(chosen).resolved(), splitter, [size, overlap])  # its defaults
-    add.click(on_add, [files, splitter, size, overlap], [status, table, victim])
-    delete.click(on_delete, [victim], [status, table, victim])
+    add.click(on_add, [files, splitter, size, overlap], [status, table, victim], **quiet(status))
+    delete.click(on_delete, [victim], [status, table, victim], **quiet())
     victim.focus(lambda: gr.update(choices=[r[0] for r in document_rows(runtime)]), None, victim)
-    query.submit(on_search, [query, k, mode], hits, api_name="search")
+    query.submit(on_search, [query, k, mode], hits, api_name="search", **quiet())

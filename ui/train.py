@@ -15,7 +15,7 @@ from training.config import DEFAULT_LEARNING_RATES, DOC_KINDS, LORA_METHODS, MAX
 from training.jobs import JobManager
 from training.plan import plan_job
 from training.sources import preview
-from ui.errors import shown
+from ui.errors import quiet, shown
 
 LR_STEPS = (0.25, 0.5, 1, 2, 4)  # sweep learning rates, as multiples of the method's default
 RANKS = (4, 8, 16, 32, 64)
@@ -323,15 +323,15 @@ def build_train_tab(runtime: Runtime, tabs: gr.Tabs | None = None) -> None:
         return (_progress_md(p), _plot_frame(p["records"]), _rl_frame(p["records"]), _summary_md(p),
                 p.get("log", ""), gr.Button(visible=p["state"] == "done"), gr.Timer(active=not finished))
 
-    preview_btn.click(shown(do_preview), data_inputs, data_table)
+    preview_btn.click(shown(do_preview), data_inputs, data_table, **quiet(plan))  # the table is hidden until then
     plan_inputs = data_inputs + hyper_inputs + sweep_inputs + [paraphrases]
     preview_btn.click(do_plan, plan_inputs, plan)
     for box in [*hyper_inputs[4:9], paraphrases]:  # epochs, max steps, batch, eval steps, patience; K
         box.change(do_plan, plan_inputs, plan)
     start.click(shown(do_start), plan_inputs + method_inputs, [timer, progress, chat_btn],
-                api_name="train_start")
-    cancel.click(shown(do_cancel), None, progress)
-    resume.click(shown(do_resume), None, [timer, progress])
+                api_name="train_start", **quiet())
+    cancel.click(shown(do_cancel), None, progress, **quiet())
+    resume.click(shown(do_resume), None, [timer, progress], **quiet())
     timer.tick(tick, None, [progress, plot, rl_plot, summary, log, chat_btn, timer], api_name="train_status")
     if tabs is not None:
         chat_btn.click(lambda: gr.Tabs(selected="chat"), None, tabs)
