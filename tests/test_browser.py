@@ -186,7 +186,7 @@ def test_training_shows_progress_and_registers_adapter(page, files, app):
     page.get_by_label("Batch size").fill("4")
     page.get_by_label("Validate every N steps").fill("4")
     page.locator("#train-start").click()
-    seen = watch_training(page, on_midway=lambda pg: shot(pg, "03-train-running"))
+    seen = watch_training(page, on_midway=_midway_and_reloaded)
     last = seen[-1]
     assert last["text"].startswith("done"), f"job ended as: {last['text']}\n{_log(app)}"
     midway = [o for o in seen if o["step"] and 0 < o["step"][0] < MAX_STEPS]
@@ -205,6 +205,23 @@ def test_training_shows_progress_and_registers_adapter(page, files, app):
     assert page.locator("#chat-adapter input").input_value() == ADAPTER
     shot(page, "05-chat-adapter-listed")
     DONE.add("train")
+
+
+def _midway_and_reloaded(page) -> None:
+    """Screenshot the running job, then open the app in a second page: its Train tab shows the same job (it
+    said 'No job yet.' before the tab re-attached on page load)."""
+    from playwright.sync_api import expect
+
+    shot(page, "03-train-running")
+    other = page.context.new_page()
+    try:
+        other.goto(page.url, wait_until="domcontentloaded")
+        other.get_by_role("tab", name="Train").click()
+        expect(other.locator("#train-progress")).to_contain_text(re.compile(rf"(running|done) · step \d+/{MAX_STEPS}"),
+                                                                timeout=30_000)
+        shot(other, "03b-train-reloaded-page")
+    finally:
+        other.close()
 
 
 def _column_tokens(page, i: int) -> int:

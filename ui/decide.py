@@ -195,5 +195,9 @@ def build_decide_tab(runtime: Runtime) -> DecideView:
     preview_btn.click(show_preview, inputs, [preview, preview_notes], **quiet(preview_notes))
     start.click(do_start, inputs, [timer, progress, report, files, open_compare], **quiet())
     cancel.click(do_cancel, None, progress, **quiet())
-    timer.tick(tick, None, [progress, report, files, run_id, open_compare, timer])
+    watched = [progress, report, files, run_id, open_compare, timer]
+    timer.tick(tick, None, watched)
+    # triggers=None, no inputs: on page load. The job belongs to the app, not the page, so a reloaded or second
+    # tab shows the running (or last) run and follows it, as if the page had never been left.
+    gr.on(None, tick, None, watched, show_progress="hidden")
     return DecideView(run_id=run_id, open_compare=open_compare)

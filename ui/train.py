@@ -319,7 +319,7 @@ def build_train_tab(runtime: Runtime, tabs: gr.Tabs | None = None) -> None:
 
     def tick():
         p = jobs.progress()
-        finished = p["state"] in {"done", "failed", "cancelled"} and not jobs.running()
+        finished = p["state"] == "idle" or p["state"] in {"done", "failed", "cancelled"} and not jobs.running()
         return (_progress_md(p), _plot_frame(p["records"]), _rl_frame(p["records"]), _summary_md(p),
                 p.get("log", ""), gr.Button(visible=p["state"] == "done"), gr.Timer(active=not finished))
 
@@ -332,6 +332,10 @@ def build_train_tab(runtime: Runtime, tabs: gr.Tabs | None = None) -> None:
                 api_name="train_start", **quiet())
     cancel.click(shown(do_cancel), None, progress, **quiet())
     resume.click(shown(do_resume), None, [timer, progress], **quiet())
-    timer.tick(tick, None, [progress, plot, rl_plot, summary, log, chat_btn, timer], api_name="train_status")
+    watched = [progress, plot, rl_plot, summary, log, chat_btn, timer]
+    timer.tick(tick, None, watched, api_name="train_status")
+    # triggers=None, no inputs: on page load. The job belongs to the app, not the page, so a reloaded or second
+    # tab shows the running (or last) job and follows it, as if the page had never been left.
+    gr.on(None, tick, None, watched, show_progress="hidden")
     if tabs is not None:
         chat_btn.click(lambda: gr.Tabs(selected="chat"), None, tabs)
