@@ -29,6 +29,9 @@ RAG_INSTRUCTION = ("Answer the question in one short sentence, using only the nu
 DEFAULT_DYNAMIC_K = 3  # few-shot pairs nearest the question, when the few-shot list is longer than this
 # The comparison's max new tokens from the references: room for a full answer, not for rambling.
 MAX_NEW_FACTOR, MIN_NEW_TOKENS, MAX_NEW_TOKENS = 1.5, 16, 256
+# The most passages one RAG prompt quotes (and the Documents tab's search shows): 20 chunks of ~800 characters
+# are already ~4,000 prompt tokens; k = 100000 made a 7,000-token prompt and 100 s to the first token.
+MAX_RAG_K = 20
 NO_ADAPTER = "no adapter yet — train one in the Train tab"
 NO_DOCUMENTS = "no documents yet — add some in the Documents tab"
 
@@ -44,6 +47,10 @@ class VariantConfig:
     rag_k: int = 4
     rag_mode: str = "hybrid"
     adapter: str | None = None
+
+    def __post_init__(self):
+        if not 1 <= self.rag_k <= MAX_RAG_K:
+            raise ArenaError(f"RAG passages (k) must be between 1 and {MAX_RAG_K}, got {self.rag_k}")
 
 
 def parse_variants(text: str) -> list[str]:

@@ -14,6 +14,9 @@ SPLITTERS = ("recursive", "headers", "tokens")
 # inside its 256-token window so nothing is silently truncated, and about one FAQ answer or manual step;
 # the overlap (about one sentence) keeps a fact that straddles a boundary whole in at least one chunk.
 DEFAULT_SIZES = {"recursive": (800, 100), "headers": (800, 100), "tokens": (200, 30)}
+# A chunk is one passage a RAG prompt quotes, k of them at a time: past this it is a whole document, and a
+# few of them overflow any context window the bundled models have.
+MAX_SIZE = 10_000
 # Pages and records are citation units: a chunk never spans two of them, whatever the splitter.
 UNIT_KINDS = {"pdf", "csv", "jsonl"}
 
@@ -32,6 +35,9 @@ class ChunkConfig:
         overlap = self.overlap if self.overlap is not None else min(DEFAULT_SIZES[self.splitter][1], size // 4)
         if size < 20:
             raise ArenaError(f"chunk size must be at least 20, got {size}")
+        if size > MAX_SIZE:
+            raise ArenaError(f"chunk size must be at most {MAX_SIZE} (a chunk is one passage quoted in a prompt), "
+                             f"got {size}")
         if not 0 <= overlap < size:
             raise ArenaError(f"chunk overlap must be between 0 and the chunk size ({size}), got {overlap}")
         return size, overlap

@@ -31,3 +31,16 @@ def test_bind_policy(host, auth, insecure, ok, tmp_path):
     else:
         with pytest.raises(ArenaError, match="without --auth"):
             check_bind_policy(settings)
+
+
+def test_a_failing_handler_covers_none_of_its_outputs(tiny_loaded, tmp_path):
+    """Gradio left a red 'Error' badge over every output of a failed event, hiding it and taking its clicks
+    (the documents table, the adapter dropdown, the answer columns): every handler that can fail (ui.errors.shown)
+    draws its progress nowhere or over one status line, and the popup says what went wrong."""
+    from ui.web import build_app
+
+    demo = build_app(Settings(data_dir=tmp_path), Runtime(Settings(data_dir=tmp_path), tiny_loaded))
+    failing = [fn for fn in demo.fns.values() if getattr(fn.fn, "raises", False)]
+    assert len(failing) >= 15
+    loud = [fn.name for fn in failing if fn.show_progress != "hidden" and len(fn.show_progress_on or ()) != 1]
+    assert not loud, f"handlers whose failure would cover all their outputs: {loud}"

@@ -148,6 +148,27 @@ def test_rst_passages_read_as_text(page):
     assert ".. code-block" not in text and "``" not in text and ":ref:" not in text, text
     shot(page, "02b-documents-rst-search")
 
+
+def test_a_refused_action_leaves_the_page_usable(page):
+    """Delete with nothing picked: the popup says why, and the documents table and the dropdown stay visible
+    and clickable (Gradio used to leave an 'Error' badge over every output of the failed event). The chunk
+    boxes show the splitter's real defaults, not 0."""
+    from playwright.sync_api import expect
+
+    needs("documents")
+    expect(page.locator("#docs-chunk-size input")).to_have_value("800")
+    expect(page.locator("#docs-chunk-overlap input")).to_have_value("100")
+    page.locator("#docs-delete").click()
+    expect(page.locator(".toast-body")).to_contain_text("pick a document to delete")
+    for elem_id in ("docs-table", "docs-victim", "docs-status"):
+        # every component keeps a status tracker (the badge is in it); class "hide" when it covers nothing
+        expect(page.locator(f"#{elem_id} [data-testid=status-tracker]:not(.hide)")).to_have_count(0)
+    expect(page.locator("#docs-table").get_by_role("gridcell", name=DOC_NAME, exact=True)).to_have_count(1)
+    shot(page, "02c-documents-refused-delete")
+    page.locator("#docs-victim input").click(timeout=5_000)  # a covered dropdown would not take the click
+    expect(page.get_by_role("option", name=DOC_NAME, exact=True)).to_be_visible()
+    page.keyboard.press("Escape")
+
 def test_training_shows_progress_and_registers_adapter(page, files, app):
     from playwright.sync_api import expect
 
@@ -165,7 +186,7 @@ def test_training_shows_progress_and_registers_adapter(page, files, app):
     page.get_by_label("Batch size").fill("4")
     page.get_by_label("Validate every N steps").fill("4")
     page.locator("#train-start").click()
-    seen = watch_training(page, on_midway=lambda pg: shot(pg, "03-train-running"))
+    seen = watch_training(page, on_midway=_midway_and_reloaded)
     last = seen[-1]
     assert last["text"].startswith("done"), f"job ended as: {last['text']}\n{_log(app)}"
     midway = [o for o in seen if o["step"] and 0 < o["step"][0] < MAX_STEPS]
@@ -184,6 +205,23 @@ def test_training_shows_progress_and_registers_adapter(page, files, app):
     assert page.locator("#chat-adapter input").input_value() == ADAPTER
     shot(page, "05-chat-adapter-listed")
     DONE.add("train")
+
+
+def _midway_and_reloaded(page) -> None:
+    """Screenshot the running job, then open the app in a second page: its Train tab shows the same job (it
+    said 'No job yet.' before the tab re-attached on page load)."""
+    from playwright.sync_api import expect
+
+    shot(page, "03-train-running")
+    other = page.context.new_page()
+    try:
+        other.goto(page.url, wait_until="domcontentloaded")
+        other.get_by_role("tab", name="Train").click()
+        expect(other.locator("#train-progress")).to_contain_text(re.compile(rf"(running|done) · step \d+/{MAX_STEPS}"),
+                                                                timeout=30_000)
+        shot(other, "03b-train-reloaded-page")
+    finally:
+        other.close()
 
 
 def _column_tokens(page, i: int) -> int:

@@ -504,3 +504,66 @@ def test_job_launcher_reports_a_dead_process_as_failed_with_its_log(inputs, tmp_
     job._proc.wait(30)
     state = job.progress()
     assert state["state"] == "failed" and "ended (exit -9)" in state["error"]
+
+
+@pytest.mark.parametrize("ended,said", [("done", "finished"), ("cancelled", "been cancelled")])
+def test_cancel_after_the_run_ended_says_so(tmp_path, ended, said):
+    """The run has written its last record but its process is still exiting: Cancel says the run already
+    ended and leaves no CANCEL file (before: the tab showed 'cancelled · … · cancelling…')."""
+    import subprocess
+    import sys
+
+    from assistant.decide.jobs import DecideJob
+    from assistant.decide.progress import CANCEL_FILE, PROGRESS_FILE
+
+    job = DecideJob(Settings(data_dir=tmp_path))
+    job.folder = tmp_path / "decide" / "walk"
+    job.folder.mkdir(parents=True)
+    (job.folder / PROGRESS_FILE).write_text(json.dumps({"state": ended, "stage": "train-s0"}))
+    job._proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])  # still exiting
+    try:
+        with pytest.raises(ArenaError, match=f"walk has already {said}; nothing to cancel"):
+            job.cancel()
+        assert not (job.folder / CANCEL_FILE).exists()
+    finally:
+        job._proc.kill()
+        job._proc.wait()
+
+
+def test_a_reloaded_page_shows_the_running_decision(tmp_path, monkeypatch):
+    """The Decide tab said 'Not started.' in a reloaded or second page while a run went on: on page load it now
+    reads the app's job and follows it (its timer on), through the real Blocks wiring."""
+    import gradio as gr
+
+    import ui.decide
+    from assistant.decide.jobs import DecideJob
+    from assistant.decide.progress import PROGRESS_FILE
+    from assistant.runtime import Runtime
+    from tests.ui_wiring import load_handlers
+
+    made = []
+
+    class Recorded(DecideJob):  # the tab's own job, so the test can put a run under way
+        def __init__(self, settings):
+            super().__init__(settings)
+            made.append(self)
+
+    monkeypatch.setattr(ui.decide, "DecideJob", Recorded)
+    with gr.Blocks() as demo:
+        ui.decide.build_decide_tab(Runtime(Settings(data_dir=tmp_path)))
+    [on_load] = [fn for fn in load_handlers(demo) if any(o.elem_id == "decide-progress" for o in fn.outputs)]
+    bar, *_, timer = on_load.fn()
+    assert bar == "Not started." and timer.active is False  # no run: nothing to poll
+    job = made[0]
+    job.folder = tmp_path / "decide" / "walk"
+    job.folder.mkdir(parents=True)
+    (job.folder / PROGRESS_FILE).write_text(json.dumps({"state": "running", "stage": "train-s0", "fraction": 0.4,
+                                                        "message": "step 3/16", "eta_s": 90}))
+    job._proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        bar, *_, timer = on_load.fn()
+        assert "running · train-s0 · step 3/16 · 40 % · ETA 1.5 min" in bar and "value='40'" in bar
+        assert timer.active is True  # the reloaded page follows the run from here
+    finally:
+        job._proc.kill()
+        job._proc.wait()

@@ -10,6 +10,7 @@ import pytest
 import retrieval.embedding
 from assistant.cli.main import main
 from assistant.runtime import Runtime
+from foundation.errors import ArenaError
 from foundation.settings import Settings
 
 
@@ -85,6 +86,18 @@ def test_cli_errors_exit_2(data_dir, tmp_path, capsys):
     assert code == 2 and "bad.jsonl line 2" in err
     code, _, err = run(capsys, "ingest", str(tmp_path), "--chunk-size", "5", "--data-dir", str(data_dir))
     assert code == 2 and "chunk size must be at least 20" in err
+    code, _, err = run(capsys, "ingest", str(tmp_path), "--chunk-size", "99999999999999", "--data-dir",
+                       str(data_dir))
+    assert code == 2 and "chunk size must be at most 10000" in err
+
+
+def test_chunk_size_bounds_and_defaults():
+    from retrieval.chunking import MAX_SIZE, ChunkConfig
+
+    assert ChunkConfig("recursive").resolved() == (800, 100) and ChunkConfig("tokens").resolved() == (200, 30)
+    assert ChunkConfig("recursive", MAX_SIZE).resolved() == (MAX_SIZE, 100)
+    with pytest.raises(ArenaError, match=f"chunk size must be at most {MAX_SIZE}.*got {MAX_SIZE + 1}"):
+        ChunkConfig("headers", MAX_SIZE + 1).resolved()
 
 
 def test_documents_tab_upload_search_delete(embedder, docs, data_dir, tiny_loaded):

@@ -6,7 +6,7 @@ from assistant.runtime import Runtime
 from foundation.settings import Settings
 from training import plan as P
 from training.plan import plan_job
-from ui.train import _job_config, _plan_config
+from ui.train import _job_config, _plan_config, plan_line
 
 HYPER = ["My Adapter", "lora", 2e-4, 16, 0, -1, 2, 20, 3, False, False, 0]  # epochs 0: fitted
 
@@ -37,3 +37,11 @@ def test_start_passes_the_paraphrase_count_to_the_job(qa_file, tiny_model_dir, d
     cfg = _job_config(runtime, *values(qa_file, paraphrases=3))
     assert cfg.augment == "paraphrases:3" and cfg.epochs == 0 and cfg.early_stopping_patience == 3
     assert _job_config(runtime, *values(qa_file)).augment == ""
+
+
+def test_plan_line_tildes_are_not_markdown_strikethrough(qa_file, tiny_model_dir, data_dir):
+    """'~60 steps (~30.0 epochs' rendered as <del>60 steps (</del>30.0 epochs in the page: the tildes are
+    escaped, so the line reads as the plan says."""
+    runtime = Runtime(Settings(data_dir=data_dir, model=str(tiny_model_dir)))
+    line = plan_line(runtime, *values(qa_file))
+    assert line.startswith("**Plan:** \\~60 steps (\\~") and "~" not in line.replace("\\~", "")

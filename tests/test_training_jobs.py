@@ -133,3 +133,32 @@ def test_train_json_stdout_is_one_json_object_and_progress_goes_to_stderr(tmp_pa
     assert steps and "4/4 [" in steps[-1] and "loss " in steps[-1], run.stderr[-2000:]
     assert "<00:00" in steps[-1]  # [elapsed<remaining, rate]
     assert any("val " in line for line in steps)  # validation every 2 steps
+
+
+def test_adapters_tab_lists_on_load_and_never_picks_for_the_user(data_dir, tmp_path):
+    """On page load the dropdown lists what the table lists; after a delete nothing is selected (a second
+    Delete must not remove another adapter); Delete or Rename with nothing picked asks for a pick."""
+    import gradio as gr
+
+    from tests.ui_wiring import load_handlers
+    from ui.adapters import build_adapters_tab
+
+    runtime = Runtime(Settings(data_dir=data_dir))
+    (tmp_path / "artifact").mkdir()
+    for name in ("first", "second", "third"):
+        runtime.registry.register(name, tmp_path / "artifact", {"method": "lora"}, [])
+    with gr.Blocks() as demo:
+        build_adapters_tab(runtime)
+    [on_load] = [fn for fn in load_handlers(demo) if any(o.elem_id == "adapters-choice" for o in fn.outputs)]
+    loaded = on_load.fn()
+    assert [value for _, value in loaded.choices] == ["first", "second", "third"] and loaded.value is None
+    [delete] = click_handlers(demo, "Delete")
+    _, choice, message = delete.fn("second")
+    assert message == "Deleted second" and choice.value is None
+    assert [value for _, value in choice.choices] == ["first", "third"]
+    [rename] = click_handlers(demo, "Rename")
+    assert rename.fn("third", "renamed")[1].value == "renamed"  # the one just renamed stays picked
+    for handler, args in ((delete, (None,)), (rename, ("", "x"))):
+        with pytest.raises(gr.Error, match="pick an adapter first"):
+            handler.fn(*args)
+    assert runtime.registry.names() == ["first", "renamed"]

@@ -86,3 +86,17 @@ def test_question_empty_or_too_long():
     text, notice = truncate_question("one two three four five six", 3, words)
     assert words(text.rstrip(" …")) <= 3 and "truncated from 6 to 3 tokens" in notice
     assert truncate_question(" ok ", 3, words) == ("ok", "")
+
+
+def test_rag_k_is_bounded_where_the_variant_settings_are_made():
+    """Chat's 'RAG passages (k)' 100000 made a 7,000-token prompt (100 s to the first token) without a word;
+    the bound is the Documents search's, one definition."""
+    from foundation.variants import MAX_RAG_K, VariantConfig
+    from ui.chat import _configs
+
+    assert VariantConfig(rag_k=MAX_RAG_K).rag_k == MAX_RAG_K
+    for k in (0, -5, MAX_RAG_K + 1, 100000):
+        with pytest.raises(ArenaError, match=f"RAG passages \\(k\\) must be between 1 and {MAX_RAG_K}, got {k}"):
+            VariantConfig(rag_k=k)
+    with pytest.raises(ArenaError, match="got 100000"):
+        _configs(None, "", "", 0, 100000, "hybrid", 64, 0.0, 1.0, 0, 1.0)

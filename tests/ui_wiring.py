@@ -13,3 +13,8 @@ def click_handlers(demo, text: str) -> list:
 def click_inputs(demo, text: str) -> set[str]:
     """Labels of the components a click on the button labelled `text` sends to its handlers."""
     return {getattr(c, "label", None) for fn in click_handlers(demo, text) for c in fn.inputs}
+
+
+def load_handlers(demo) -> list:
+    """The handlers that run when a page opens (or is reloaded): Blocks.load and gr.on(None, …) alike."""
+    return [fn for fn in demo.fns.values() if any(event == "load" for _, event in fn.targets)]

@@ -11,8 +11,9 @@ import pandas as pd
 from assistant.runtime import Runtime
 from assistant.ship.bundle import base_gguf, export_bundle
 from assistant.ship.strategy import from_flags
+from foundation.errors import ArenaError
 from foundation.paths import confine
-from ui.errors import shown
+from ui.errors import quiet, shown
 
 
 def adapter_choices(runtime: Runtime) -> list[str]:
@@ -49,34 +50,43 @@ def build_adapters_tab(runtime: Runtime) -> None:
         bundle = gr.Button("Export bundle (peft + GGUF adapter, index, SERVING.md)", elem_id="adapters-bundle")
     message = gr.Markdown(elem_id="adapters-message")
 
-    def refreshed(msg: str = ""):
+    # The selection is only ever one the user made: after a delete, a second Delete must not remove another one.
+    def refreshed(msg: str = "", selected: str | None = None):
         names = runtime.registry.names()
-        return _table(runtime), gr.Dropdown(choices=names, value=names[-1] if names else None), msg
+        return _table(runtime), gr.Dropdown(choices=names, value=selected if selected in names else None), msg
 
     def act(fn):
-        return shown(lambda *args: refreshed(fn(*args)))
+        def run(name, *args):
+            if not name:  # the registry would say "adapter name '' has no usable characters"
+                raise ArenaError("pick an adapter first")
+            return refreshed(*fn(name, *args))
+        return shown(run)
 
     def do_rename(name, new):
-        return f"Renamed {name} → {runtime.registry.rename(name or '', new or '').name}"
+        renamed = runtime.registry.rename(name, new or "").name
+        return f"Renamed {name} → {renamed}", renamed
 
     def do_delete(name):
-        runtime.registry.delete(name or "")
-        return f"Deleted {name}"
+        runtime.registry.delete(name)
+        return f"Deleted {name}", None
 
     def do_export(name, folder_name):
-        out = confine(Path(runtime.settings.data_dir) / "exports", folder_name or name or "", "export name")
-        runtime.registry.merge_export(name or "", out, runtime.settings)
-        return f"Exported {name} (merged) to `{out}`"
+        out = confine(Path(runtime.settings.data_dir) / "exports", folder_name or name, "export name")
+        runtime.registry.merge_export(name, out, runtime.settings)
+        return f"Exported {name} (merged) to `{out}`", name
 
     def do_bundle(name, variant, folder_name):
         out = confine(Path(runtime.settings.data_dir) / "exports", folder_name or f"{name}-bundle", "export name")
-        strategy = from_flags(variant, name or "", runtime.registry, runtime.settings)
+        strategy = from_flags(variant, name, runtime.registry, runtime.settings)
         exported = export_bundle(strategy, runtime.settings, out, base_gguf=base_gguf(runtime.settings.model))
-        return f"Exported bundle `{exported.strategy.model_name}` to `{out}` (commands in SERVING.md)"
+        return f"Exported bundle `{exported.strategy.model_name}` to `{out}` (commands in SERVING.md)", name
 
     outputs = [table, choice, message]
-    refresh.click(lambda: refreshed(), None, outputs)
-    rename.click(act(do_rename), [choice, new_name], outputs)
-    delete.click(act(do_delete), [choice], outputs)
-    export.click(act(do_export), [choice, export_name], outputs)
-    bundle.click(act(do_bundle), [choice, bundle_variant, export_name], outputs)
+    # triggers=None and no inputs: on page load, so the dropdown lists what the table lists from the start
+    gr.on(None, lambda: gr.Dropdown(choices=runtime.registry.names(), value=None), None, choice)
+    refresh.click(lambda picked: refreshed("", picked), choice, outputs)
+    # an export runs for a while: its progress (or failure) is drawn over the message line only
+    rename.click(act(do_rename), [choice, new_name], outputs, **quiet(message))
+    delete.click(act(do_delete), [choice], outputs, **quiet(message))
+    export.click(act(do_export), [choice, export_name], outputs, **quiet(message))
+    bundle.click(act(do_bundle), [choice, bundle_variant, export_name], outputs, **quiet(message))

@@ -13,12 +13,13 @@ from foundation.records import jsonl_rows
 from foundation.variants import (
     ADAPTER_VARIANTS,
     DEFAULT_SYSTEM_PROMPT,
+    MAX_RAG_K,
     VARIANTS,
     VariantConfig,
     format_passage,
 )
 from ui.adapters import adapter_choices
-from ui.errors import shown
+from ui.errors import quiet, shown
 
 TITLES = {"base": "Base", "prompt": "Prompt-engineered", "rag": "RAG", "finetuned": "Fine-tuned",
           "rag+finetuned": "RAG + fine-tuned", "routed": "Routed (per-question router)"}
@@ -163,12 +164,12 @@ def build_chat(runtime) -> None:
                                                 bool(blind_on)):
             yield [new_state, ""] + _render(views_now)
 
-    send.click(respond, inputs, outputs, api_name="ask").then(lambda: "", None, box)
-    box.submit(respond, inputs, outputs).then(lambda: "", None, box)
+    send.click(respond, inputs, outputs, api_name="ask", **quiet(status)).then(lambda: "", None, box)
+    box.submit(respond, inputs, outputs, **quiet(status)).then(lambda: "", None, box)
     adapter.focus(lambda: gr.update(choices=adapter_choices(runtime)), None, adapter)
     clear.click(lambda: [new_session(), ""] + _render(views(new_session(), {}, "")), None, outputs)
     for i, col in enumerate(columns):
-        col[6].click(_voter(runtime, i), [session], [session, status] + [c[1] for c in columns])
+        col[6].click(_voter(runtime, i), [session], [session, status] + [c[1] for c in columns], **quiet())
 
 
 def _voter(runtime, column: int):
@@ -188,7 +189,8 @@ def _settings_accordion() -> list:
                            lines=4, elem_id="chat-fewshot")
         with gr.Row():
             dynamic_k = gr.Number(0, label="Dynamic few-shot k (0 = use the whole list)", precision=0)
-            rag_k = gr.Number(4, label="RAG passages (k)", precision=0)
+            rag_k = gr.Number(4, label=f"RAG passages (k, 1 to {MAX_RAG_K})", precision=0, minimum=1,
+                              maximum=MAX_RAG_K, elem_id="chat-rag-k")
             rag_mode = gr.Dropdown(["hybrid", "dense", "bm25"], value="hybrid", label="Retrieval mode")
         with gr.Row():
             max_new = gr.Number(256, label="Max new tokens", precision=0, elem_id="chat-max-new")

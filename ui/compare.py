@@ -159,8 +159,8 @@ def build_compare_tab(runtime: Runtime) -> CompareView:
                                                                                value=None))
 
     shown = [state, recommendation, table, chart, warnings, pick, detail, export]
-    run.click(start, inputs, shown + [past], api_name="compare")
-    resume.click(resume_run, unfinished, shown + [past, unfinished])
+    run.click(start, inputs, shown + [past], api_name="compare", **errors.quiet(recommendation))
+    resume.click(resume_run, unfinished, shown + [past, unfinished], **errors.quiet(recommendation))
     unfinished.focus(lambda: gr.update(choices=_unfinished(runtime)), None, unfinished)
     refresh.click(lambda: gr.update(choices=adapter_choices(runtime)), None, adapter)
     only_disagree.change(lambda r, only: gr.update(choices=views.question_choices(r, only), value=None)
@@ -172,7 +172,7 @@ def build_compare_tab(runtime: Runtime) -> CompareView:
     state.change(lambda r: gr.update(choices=chart_metrics(r), value=r.metric, visible=True) if r
                  else gr.update(), state, chart_metric)
     chart_metric.input(lambda r, m: _chart(r, m) if r else gr.update(), [state, chart_metric], chart)
-    open_run.click(lambda i: _open(runtime, i), run_id, shown)
+    open_run.click(lambda i: _open(runtime, i), run_id, shown, **errors.quiet())
     return CompareView(run_id=run_id, outputs=shown, open=lambda i: _open(runtime, i))
 
 

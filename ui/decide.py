@@ -18,7 +18,11 @@ from assistant.decide.runner import plan_for
 from assistant.runtime import Runtime
 from foundation.errors import ArenaError
 from foundation.paths import confine, copy_upload
-from ui.errors import shown
+from ui.errors import quiet, shown
+
+INTRO = ("Upload your documents (and, if you have them, question/answer pairs). The run ingests them, holds out "
+         "evaluation questions, trains the adapter, compares all five strategies with paired statistics and writes "
+         "a report. Finished stages are cached: a re-run after a crash or a cancel continues where it stopped.")
 
 
 @dataclass
@@ -140,10 +144,7 @@ def _preview_view(got) -> tuple:
 def build_decide_tab(runtime: Runtime) -> DecideView:
     """Inputs, plan, start/cancel, progress, report; returns the handles app.py links to the Compare tab."""
     job = DecideJob(runtime.settings)
-    gr.Markdown("Upload your documents (and, if you have them, question/answer pairs). The run ingests them, "
-                "holds out evaluation questions, trains the adapter, compares all five strategies with "
-                "paired statistics and writes a report. Finished stages are cached: a re-run after a crash or "
-                "a cancel continues where it stopped.")
+    gr.Markdown(INTRO)
     inputs = _input_controls()
     with gr.Row():
         preview_btn = gr.Button("Preview questions", elem_id="decide-preview-btn")
@@ -190,9 +191,13 @@ def build_decide_tab(runtime: Runtime) -> DecideView:
         return (_bar(p), text, report_files or None, p.get("run_id"), gr.Button(visible=p.get("state") == "done"),
                 gr.Timer(active=not finished))
 
-    plan_btn.click(show_plan, inputs, [plan_table, plan_notes, start])
-    preview_btn.click(show_preview, inputs, [preview, preview_notes])
-    start.click(do_start, inputs, [timer, progress, report, files, open_compare])
-    cancel.click(do_cancel, None, progress)
-    timer.tick(tick, None, [progress, report, files, run_id, open_compare, timer])
+    plan_btn.click(show_plan, inputs, [plan_table, plan_notes, start], **quiet(plan_notes))
+    preview_btn.click(show_preview, inputs, [preview, preview_notes], **quiet(preview_notes))
+    start.click(do_start, inputs, [timer, progress, report, files, open_compare], **quiet())
+    cancel.click(do_cancel, None, progress, **quiet())
+    watched = [progress, report, files, run_id, open_compare, timer]
+    timer.tick(tick, None, watched)
+    # triggers=None, no inputs: on page load. The job belongs to the app, not the page, so a reloaded or second
+    # tab shows the running (or last) run and follows it, as if the page had never been left.
+    gr.on(None, tick, None, watched, show_progress="hidden")
     return DecideView(run_id=run_id, open_compare=open_compare)

@@ -11,10 +11,11 @@ import gradio as gr
 from assistant.runtime import Runtime
 from foundation.errors import ArenaError
 from foundation.paths import confine
-from retrieval.chunking import SPLITTERS, ChunkConfig
+from foundation.variants import MAX_RAG_K
+from retrieval.chunking import MAX_SIZE, SPLITTERS, ChunkConfig
 from retrieval.ingest import ingest_files
 from retrieval.store import MODES, list_documents
-from ui.errors import shown
+from ui.errors import quiet, shown
 
 DOC_HEADERS = ["name", "type", "chunks", "size (KB)", "added"]
 HIT_HEADERS = ["#", "score", "source", "text"]
@@ -31,7 +32,8 @@ def upload_files(runtime: Runtime, files: list[str], splitter: str, size, overla
     """Copy uploads under data_dir/uploads/documents, ingest them, and describe what happened per file."""
     if not files:
         raise ArenaError("choose one or more files first")
-    cfg = ChunkConfig(splitter, int(size) if size else None, int(overlap) if overlap is not None else None)
+    # None (an API caller leaving a value out) is the splitter's default; 0 is refused, never read as "default"
+    cfg = ChunkConfig(splitter, None if size is None else int(size), None if overlap is None else int(overlap))
     cfg.resolved()
     target = Path(runtime.settings.uploads_dir) / "documents"
     target.mkdir(parents=True, exist_ok=True)
@@ -78,8 +80,13 @@ def build_documents_tab(runtime: Runtime) -> None:
                         type="filepath", elem_id="docs-upload")
         with gr.Column():
             splitter = gr.Radio(list(SPLITTERS), value="recursive", label="Splitter")
-            size = gr.Number(label="Chunk size (empty = default: 800 chars / 200 tokens)", value=None, precision=0)
-            overlap = gr.Number(label="Overlap (empty = default: 100 chars / 30 tokens)", value=None, precision=0)
+            # The boxes show the splitter's real defaults (an empty number box reads and sends 0).
+            default_size, default_overlap = ChunkConfig("recursive").resolved()
+            size = gr.Number(label="Chunk size (characters; tokens for the tokens splitter)", value=default_size,
+                             precision=0, minimum=20, maximum=MAX_SIZE, elem_id="docs-chunk-size")
+            overlap = gr.Number(label="Overlap (characters / tokens shared by neighbouring chunks)",
+                                value=default_overlap, precision=0, minimum=0, maximum=MAX_SIZE - 1,
+                                elem_id="docs-chunk-overlap")
     add = gr.Button("Add to index", variant="primary", elem_id="docs-add")
     status = gr.Markdown(elem_id="docs-status")
     table = gr.Dataframe(value=lambda: document_rows(runtime), headers=DOC_HEADERS, interactive=False,
@@ -90,7 +97,7 @@ def build_documents_tab(runtime: Runtime) -> None:
         delete = gr.Button("Delete", variant="stop", elem_id="docs-delete")
     with gr.Row():
         query = gr.Textbox(label="Search", placeholder="a question…", elem_id="docs-query", scale=4)
-        k = gr.Slider(1, 20, value=5, step=1, label="k")
+        k = gr.Slider(1, MAX_RAG_K, value=5, step=1, label="k")
         mode = gr.Radio(list(MODES), value="hybrid", label="Mode")
     # Fixed widths: left to size itself, the text column outgrows the page and is cut at its right edge.
     hits = gr.Dataframe(headers=HIT_HEADERS, interactive=False, wrap=True, label="Top chunks", elem_id="docs-hits",
@@ -115,7 +122,8 @@ def build_documents_tab(runtime: Runtime) -> None:
     def on_search(q, kk, m):
         return search_rows(runtime, q, kk, m)
 
-    add.click(on_add, [files, splitter, size, overlap], [status, table, victim])
-    delete.click(on_delete, [victim], [status, table, victim])
+    splitter.change(lambda chosen: ChunkConfig(chosen).resolved(), splitter, [size, overlap])  # its defaults
+    add.click(on_add, [files, splitter, size, overlap], [status, table, victim], **quiet(status))
+    delete.click(on_delete, [victim], [status, table, victim], **quiet())
     victim.focus(lambda: gr.update(choices=[r[0] for r in document_rows(runtime)]), None, victim)
-    query.submit(on_search, [query, k, mode], hits, api_name="search")
+    query.submit(on_search, [query, k, mode], hits, api_name="search", **quiet())

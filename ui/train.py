@@ -15,7 +15,7 @@ from training.config import DEFAULT_LEARNING_RATES, DOC_KINDS, LORA_METHODS, MAX
 from training.jobs import JobManager
 from training.plan import plan_job
 from training.sources import preview
-from ui.errors import shown
+from ui.errors import quiet, shown
 
 LR_STEPS = (0.25, 0.5, 1, 2, 4)  # sweep learning rates, as multiples of the method's default
 RANKS = (4, 8, 16, 32, 64)
@@ -237,6 +237,19 @@ def _plan_config(runtime: Runtime, *values) -> JobConfig:
                      augment=f"paraphrases:{int(values[-1])}" if values[-1] else "")
 
 
+def plan_line(runtime: Runtime, *values) -> str:
+    """The plan line (Markdown): steps and minutes on this machine, before anything starts."""
+    cfg = _plan_config(runtime, *values)
+    if not cfg.data:
+        return "Add training data to see the plan."
+    try:
+        text = plan_job(cfg, runtime.settings, runtime.data_tools()).text()
+    except (ArenaError, OSError, ValueError) as exc:
+        return f"Plan unavailable: {exc}"
+    # "~60 steps (~30.0 epochs" would be read as Markdown strikethrough between the two tildes
+    return "**Plan:** " + text.replace("~", "\\~")
+
+
 def _paraphrases_box() -> gr.Number:
     return gr.Number(value=0, label="Paraphrases per training question (0 = none)", precision=0,
                      minimum=0, maximum=20, elem_id="train-augment",
@@ -289,14 +302,7 @@ def build_train_tab(runtime: Runtime, tabs: gr.Tabs | None = None) -> None:
         return gr.Dataframe(value=_preview_frame(runtime, specs), visible=True)
 
     def do_plan(*values):
-        """The plan line: steps and minutes on this machine, before anything starts."""
-        cfg = _plan_config(runtime, *values)
-        if not cfg.data:
-            return "Add training data to see the plan."
-        try:
-            return "**Plan:** " + plan_job(cfg, runtime.settings, runtime.data_tools()).text()
-        except (ArenaError, OSError, ValueError) as exc:
-            return f"Plan unavailable: {exc}"
+        return plan_line(runtime, *values)
 
     def do_start(*values):
         n = len(method_inputs)
@@ -313,19 +319,23 @@ def build_train_tab(runtime: Runtime, tabs: gr.Tabs | None = None) -> None:
 
     def tick():
         p = jobs.progress()
-        finished = p["state"] in {"done", "failed", "cancelled"} and not jobs.running()
+        finished = p["state"] == "idle" or p["state"] in {"done", "failed", "cancelled"} and not jobs.running()
         return (_progress_md(p), _plot_frame(p["records"]), _rl_frame(p["records"]), _summary_md(p),
                 p.get("log", ""), gr.Button(visible=p["state"] == "done"), gr.Timer(active=not finished))
 
-    preview_btn.click(shown(do_preview), data_inputs, data_table)
+    preview_btn.click(shown(do_preview), data_inputs, data_table, **quiet(plan))  # the table is hidden until then
     plan_inputs = data_inputs + hyper_inputs + sweep_inputs + [paraphrases]
     preview_btn.click(do_plan, plan_inputs, plan)
     for box in [*hyper_inputs[4:9], paraphrases]:  # epochs, max steps, batch, eval steps, patience; K
         box.change(do_plan, plan_inputs, plan)
     start.click(shown(do_start), plan_inputs + method_inputs, [timer, progress, chat_btn],
-                api_name="train_start")
-    cancel.click(shown(do_cancel), None, progress)
-    resume.click(shown(do_resume), None, [timer, progress])
-    timer.tick(tick, None, [progress, plot, rl_plot, summary, log, chat_btn, timer], api_name="train_status")
+                api_name="train_start", **quiet())
+    cancel.click(shown(do_cancel), None, progress, **quiet())
+    resume.click(shown(do_resume), None, [timer, progress], **quiet())
+    watched = [progress, plot, rl_plot, summary, log, chat_btn, timer]
+    timer.tick(tick, None, watched, api_name="train_status")
+    # triggers=None, no inputs: on page load. The job belongs to the app, not the page, so a reloaded or second
+    # tab shows the running (or last) job and follows it, as if the page had never been left.
+    gr.on(None, tick, None, watched, show_progress="hidden")
     if tabs is not None:
         chat_btn.click(lambda: gr.Tabs(selected="chat"), None, tabs)

@@ -12,6 +12,7 @@ from ui.chat import build_chat
 from ui.compare import build_compare_tab
 from ui.decide import build_decide_tab
 from ui.documents import build_documents_tab
+from ui.errors import quiet
 from ui.loading import build_header
 from ui.train import build_train_tab
 
@@ -51,7 +52,7 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> gr.Blocks:
                 build_adapters_tab(runtime)
         # The Decide report's button opens its comparison run in the Compare tab.
         decide.open_compare.click(lambda i: (gr.Tabs(selected="compare"), i), decide.run_id,
-                                  [tabs, compare.run_id]).then(compare.open, compare.run_id, compare.outputs)
+                                  [tabs, compare.run_id]).then(compare.open, compare.run_id, compare.outputs, **quiet())
     restrict_api(demo)
     return demo
 

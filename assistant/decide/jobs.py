@@ -11,6 +11,8 @@ from foundation.errors import ArenaError
 from foundation.launch import LaunchedJob, log_tail, spawn_arena
 
 LOG = "log.txt"
+# A run's last record names how it ended; its process may still be exiting for a moment after writing it.
+ENDED = {"done": "finished", "failed": "failed", "cancelled": "been cancelled"}
 
 
 class DecideJob(LaunchedJob):
@@ -38,6 +40,9 @@ class DecideJob(LaunchedJob):
         """Finished stages are kept; training checkpoints at its next step, so a new start resumes it."""
         if self.folder is None or not self.running():
             raise ArenaError("no decision is running")
+        ended = read_progress(self.folder).get("state")
+        if ended in ENDED:  # a CANCEL file now would change nothing, and the tab would show "cancelling…"
+            raise ArenaError(f"decision {self.folder.name} has already {ENDED[ended]}; nothing to cancel")
         (self.folder / CANCEL_FILE).touch()
 
     def progress(self) -> dict:
