@@ -16,9 +16,11 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from training.config import MAX_STEPS
+
 # A training job with this many steps (and early stopping off) cannot finish while a test waits for an event:
-# at a million tiny steps per second it would still run for a quarter of an hour.
-UNREACHABLE_STEPS = 10**9
+# the most a job may ask for, a million; a tiny model's step takes milliseconds, so that is over half an hour.
+UNREACHABLE_STEPS = MAX_STEPS
 
 GATE, SPIN = "arena_test_park", "arena_test_spin"
 

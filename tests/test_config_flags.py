@@ -59,6 +59,11 @@ def test_a_bad_flag_value_is_named_with_its_value():
     with pytest.raises(ArenaError, match="learning_rate must be less than or equal to 1, got 1000000000.0; "
                                          "max_steps must be greater than or equal to -1, got -5"):
         config_from_args(args).validate()
+    args = build_parser().parse_args(["train", "--data", "a.jsonl", "--max-steps", "999999999999", "--epochs",
+                                      "5000"])
+    with pytest.raises(ArenaError, match="epochs must be less than or equal to 1000, got 5000.0; max_steps must be "
+                                         "less than or equal to 1000000, got 999999999999"):
+        config_from_args(args).validate()
     args = build_parser().parse_args(["train", "--data", "a.jsonl", "--sweep-lr", "1e-4,2"])
     with pytest.raises(ArenaError, match="sweep.learning_rate.1 must be less than or equal to 1, got 2.0"):
         config_from_args(args).validate()

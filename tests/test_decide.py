@@ -182,6 +182,10 @@ def test_bad_input_is_named(inputs, tmp_path):
     with pytest.raises(ArenaError, match="max_steps must be greater than or equal to -1, got -5; "
                                          "learning_rate must be less than or equal to 1, got 5.0"):
         small_config(inputs, max_steps=-5, learning_rate=5.0).validate()
+    # typos a tester made in the Decide tab: each planned as weeks or years of work, with Start enabled
+    with pytest.raises(ArenaError, match="budget_minutes must be less than or equal to 10080, got 1e[+]300; "
+                                         "max_new_tokens must be less than or equal to 8192, got 999999999"):
+        small_config(inputs, budget_minutes=1e300, max_new_tokens=999_999_999).validate()
 
 
 # ---- progress -------------------------------------------------------------------------------------------

@@ -38,6 +38,10 @@ NonNegative = Annotated[float, Ge(0)]
 Fraction = Annotated[float, Ge(0), Lt(1)]  # a share held out or dropped: all of it would leave nothing
 # Above 1 every optimizer here diverges (the defaults above are 1e-5 to 3e-2): a typo, refused before it trains
 LearningRate = Annotated[float, Ge(0), Le(1)]
+# Past these a job runs for weeks on any machine this tool plans for: a typo, refused before it starts
+MAX_EPOCHS, MAX_STEPS = 1_000, 1_000_000
+Epochs = Annotated[float, Ge(0), Le(MAX_EPOCHS)]
+Steps = Annotated[int, Ge(-1), Le(MAX_STEPS)]  # -1 (or 0): the epochs or the fitted plan decide
 
 
 @with_config(config_file.STRICT)
@@ -90,8 +94,8 @@ class JobConfig(config_file.YamlFile):
     learning_rate: LearningRate = 0.0  # 0: the method's default, DEFAULT_LEARNING_RATES (set by validate)
     # 0 with max_steps <= 0: the plan fitted to the data (training/plan.py: several epochs, a floor of optimizer
     # steps, the best validation checkpoint, early stopping). A value > 0 trains exactly that many epochs.
-    epochs: NonNegative = 0.0
-    max_steps: Annotated[int, Ge(-1)] = -1  # > 0 overrides epochs
+    epochs: Epochs = 0.0
+    max_steps: Steps = -1  # > 0 overrides epochs
     batch_size: Count = 8
     grad_accum: Count = 1
     lr_scheduler: Scheduler = "cosine"

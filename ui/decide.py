@@ -11,13 +11,21 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from assistant.decide.config import ALL_VARIANTS, AUTO_SEEDS, DEFAULT_BUDGET_MINUTES, DecideConfig
+from assistant.decide.config import (
+    ALL_VARIANTS,
+    AUTO_SEEDS,
+    DEFAULT_BUDGET_MINUTES,
+    MAX_BUDGET_MINUTES,
+    MAX_NEW_TOKENS_ASKED,
+    DecideConfig,
+)
 from assistant.decide.jobs import DecideJob
 from assistant.decide.questions import preview_questions
 from assistant.decide.runner import plan_for
 from assistant.runtime import Runtime
 from foundation.errors import ArenaError
 from foundation.paths import confine, copy_upload
+from training.config import MAX_STEPS
 from ui.errors import quiet, shown
 
 INTRO = ("Upload your documents (and, if you have them, question/answer pairs). The run ingests them, holds out "
@@ -110,14 +118,15 @@ def _input_controls() -> list:
         seeds = gr.Number(label=f"Training seeds (0 = as many as the budget allows, up to {AUTO_SEEDS})", value=0,
                           precision=0, minimum=0, elem_id="decide-seeds")
         budget = gr.Number(label="Time budget of a fresh run, minutes (0 = fit the plan to the data: hours)",
-                           value=DEFAULT_BUDGET_MINUTES, minimum=0, elem_id="decide-budget")
+                           value=DEFAULT_BUDGET_MINUTES, minimum=0, maximum=MAX_BUDGET_MINUTES,
+                           elem_id="decide-budget")
     with gr.Accordion("Run settings", open=False):
         with gr.Row():
             name = gr.Textbox(label="Name", value="decide", elem_id="decide-name")
             max_steps = gr.Number(label="Max steps per seed (-1 = fitted to the data)", value=-1, precision=0,
-                                  elem_id="decide-max-steps")
+                                  minimum=-1, maximum=MAX_STEPS, elem_id="decide-max-steps")
             max_new = gr.Number(label="Max new tokens (0 = from the reference answers)", value=0, precision=0,
-                                elem_id="decide-max-new")
+                                minimum=0, maximum=MAX_NEW_TOKENS_ASKED, elem_id="decide-max-new")
         paraphrases = gr.Number(label="Paraphrases per training question (0 = none)", value=5, precision=0,
                                 minimum=0, maximum=20, elem_id="decide-paraphrases")
         variants = gr.CheckboxGroup(list(ALL_VARIANTS), value=list(ALL_VARIANTS), label="Variants")

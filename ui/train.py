@@ -11,7 +11,15 @@ import pandas as pd
 from assistant.runtime import Runtime
 from foundation.errors import ArenaError
 from foundation.paths import copy_upload
-from training.config import DEFAULT_LEARNING_RATES, DOC_KINDS, LORA_METHODS, MAX_TRIALS, METHODS, JobConfig
+from training.config import (
+    DEFAULT_LEARNING_RATES,
+    DOC_KINDS,
+    LORA_METHODS,
+    MAX_STEPS,
+    MAX_TRIALS,
+    METHODS,
+    JobConfig,
+)
 from training.jobs import JobManager
 from training.plan import plan_job
 from training.sources import preview
@@ -190,7 +198,8 @@ def _hyper_section():
         rank = gr.Number(value=16, label="LoRA rank", precision=0, minimum=1, maximum=256)
     with gr.Row():
         epochs = gr.Number(value=0, label="Epochs (0 = fitted to the data)", minimum=0, maximum=100)
-        max_steps = gr.Number(value=-1, label="Max steps (-1 = use epochs)", precision=0)
+        max_steps = gr.Number(value=-1, label="Max steps (-1 = use epochs)", precision=0, minimum=-1,
+                              maximum=MAX_STEPS)
         batch = gr.Number(value=8, label="Batch size", precision=0, minimum=1, maximum=256)
         eval_steps = gr.Number(value=20, label="Validate every N steps", precision=0, minimum=1)
         patience = gr.Number(value=3, label="Early-stopping patience (0 = off)", precision=0, minimum=0)

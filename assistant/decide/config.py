@@ -23,7 +23,7 @@ from foundation.metrics import PRIMARY_METRICS
 from foundation.paths import confine
 from foundation.variants import ADAPTER_VARIANTS, STRATEGIES
 from retrieval.chunking import SPLITTERS
-from training.config import JobConfig, LearningRate, Method, check_report_to, parse_augment
+from training.config import Epochs, JobConfig, LearningRate, Method, Steps, check_report_to, parse_augment
 from training.doc_questions import MAX_QUESTIONS, QUESTIONS, check_generator
 
 ALL_VARIANTS = STRATEGIES  # decide compares the strategies (the routed variant needs a comparison first)
@@ -45,6 +45,8 @@ AUTO_SEEDS = 3
 # without paraphrases; a larger FAQ or 5 paraphrases per question go over it, and the plan then keeps one epoch of
 # one seed and says so, instead of planning hours (the fitted plan: 664 steps, ~100 min for 105 training pairs).
 DEFAULT_BUDGET_MINUTES = 10.0
+MAX_BUDGET_MINUTES = 7 * 24 * 60  # a week; a larger figure is a typo (0 already means "no bound")
+MAX_NEW_TOKENS_ASKED = 8192  # a comparison's answers are a few sentences; larger is a typo
 Unset = Annotated[int, Ge(0)]  # 0 = the training job's own default
 Metric = Literal[PRIMARY_METRICS]
 Splitter = Literal[SPLITTERS]
@@ -89,12 +91,12 @@ class DecideConfig(config_file.YamlFile):
                 "budget allows, one without a budget)"})
     # Wall-time budget of a fresh run (every stage); training gets what the other stages' estimates leave, at
     # least one epoch of one seed. 0 = no bound: the plan fitted to the data (several epochs, hours on a CPU).
-    budget_minutes: Annotated[float, Ge(0)] = field(default=DEFAULT_BUDGET_MINUTES, metadata={
+    budget_minutes: Annotated[float, Ge(0), Le(MAX_BUDGET_MINUTES)] = field(default=DEFAULT_BUDGET_MINUTES, metadata={
         "help": f"wall-time budget of a fresh run (default {DEFAULT_BUDGET_MINUTES:g}); training gets what the "
                 "other stages leave, the plan says what fits; 0 = fit the plan to the data (hours)"})
     method: Method = field(default="lora", metadata={"help": "training method (default lora)"})
-    epochs: Annotated[float, Ge(0)] = 0.0  # 0 = the training job's own default
-    max_steps: Annotated[int, Ge(-1)] = -1
+    epochs: Epochs = 0.0  # 0 = the training job's own default
+    max_steps: Steps = -1
     learning_rate: LearningRate = 0.0  # 0 = the training job's own default
     lora_r: Unset = 0
     batch_size: Unset = 0
@@ -123,7 +125,8 @@ class DecideConfig(config_file.YamlFile):
     variants: Annotated[list[str], check(check_variants)] = field(default_factory=lambda: list(ALL_VARIANTS), metadata={
         "help": "default: all five", "metavar": "VARIANT"})
     metric: Metric = field(default="f1", metadata={"help": "primary metric (default f1)"})
-    max_new_tokens: Unset = 0  # 0 = from the evaluation set's reference lengths
+    # 0 = from the evaluation set's reference lengths; the engine also holds it to half the model's context
+    max_new_tokens: Annotated[int, Ge(0), Le(MAX_NEW_TOKENS_ASKED)] = 0
     # stop on repetition, the same for every variant (docs/decoding.md); 0 = off
     stop_on_loop: Annotated[int, check(check_stop_on_loop)] = field(default=LOOP_STOP, metadata={
         "help": STOP_ON_LOOP_HELP, "metavar": "N"})
