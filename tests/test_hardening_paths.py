@@ -220,14 +220,14 @@ def test_internal_handlers_confine_hostile_names(web):
     written = list((data / "uploads" / "documents").iterdir())
     assert written and all(len(p.name.encode()) <= MAX_BYTES for p in written)
     # Adapters tab: rename to each hostile name and back; merge-export under each hostile export name.
-    assert page.call("↻ Refresh", "click", [])["success"]
+    assert page.call("↻ Refresh", "click", [None])["success"]
     for name in HOSTILE:
         renamed = page.call("Rename", "click", ["good", name])
         if renamed["success"]:
             new = confine(data / "adapters", name, "").name
-            assert page.call("↻ Refresh", "click", [])["success"]
+            assert page.call("↻ Refresh", "click", [None])["success"]
             assert page.call("Rename", "click", [new, "good"])["success"]
-            assert page.call("↻ Refresh", "click", [])["success"]
+            assert page.call("↻ Refresh", "click", [None])["success"]
         else:
             assert "has no usable characters" in json.dumps(renamed), renamed
     for name in HOSTILE[:6] + ["..", "CON"]:
