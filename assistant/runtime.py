@@ -17,7 +17,7 @@ from foundation.registry import AdapterRegistry
 from foundation.settings import Settings
 from foundation.votes import VoteStore
 from retrieval.embedding import Embedder
-from retrieval.store import DocumentStore
+from retrieval.store import DocumentStore, app_index
 from training.augment import engine_generate
 from training.tools import DataTools, RagTeacher
 
@@ -30,7 +30,7 @@ class Runtime:
         """Tests and scripts may hand in ready-made resources by name (base=tiny model, embedder=...).
         `index_dir`: where the document store lives (default data_dir/index, the app's; a decision has its own)."""
         self.settings = settings
-        self.index_dir = index_dir or Path(settings.data_dir) / "index"
+        self.index_dir = index_dir or app_index(settings.data_dir)
         self._lock = threading.Lock()  # guards the per-resource lock table only
         self._locks: dict[str, threading.RLock] = {}
         self._made: dict[str, object] = {k: v for k, v in {"base": base, **preloaded}.items() if v is not None}

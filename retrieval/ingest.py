@@ -61,8 +61,8 @@ def collect_files(paths: list[Path]) -> tuple[list[tuple[Path, str]], list[FileR
     for raw in paths:
         path = Path(raw).expanduser()
         if path.is_dir():
-            found += [(child, child.relative_to(path)) for child in sorted(path.rglob("*")) if child.is_file()
-                      and not any(part.startswith(".") for part in child.relative_to(path).parts)]
+            rels = ((child, child.relative_to(path)) for child in sorted(path.rglob("*")) if child.is_file())
+            found += [(child, rel) for child, rel in rels if not any(part.startswith(".") for part in rel.parts)]
         elif path.is_file():
             found.append((path, Path(path.name)))
         else:

@@ -14,6 +14,7 @@ from contextlib import closing
 from pathlib import Path
 
 from foundation.errors import ArenaError
+from retrieval.store import DB_FILE, has_index
 
 ATTEMPTS = 5
 
@@ -21,12 +22,12 @@ ATTEMPTS = 5
 def snapshot_index(index_dir: Path, dest: Path) -> int:
     """Copy the store under `index_dir` into `dest` (a new folder); returns the generation copied."""
     index_dir, dest = Path(index_dir), Path(dest)
-    if not (index_dir / "store.sqlite").is_file():
+    if not has_index(index_dir):
         raise ArenaError(f"no document index in {index_dir}: ingest documents first (arena ingest ...)")
     for _ in range(ATTEMPTS):
         shutil.rmtree(dest, ignore_errors=True)
         dest.mkdir(parents=True)
-        generation = _backup(index_dir / "store.sqlite", dest / "store.sqlite")
+        generation = _backup(index_dir / DB_FILE, dest / DB_FILE)
         try:
             if generation:
                 shutil.copy2(index_dir / f"faiss-{generation}.index", dest)

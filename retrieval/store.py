@@ -91,6 +91,18 @@ def citation(source: str, section: str = "", page: int | None = None) -> str:
     return text + (f" § {section}" if section else "")
 
 
+DB_FILE = "store.sqlite"  # documents, chunks and vectors; the FAISS/BM25 files sit beside it
+
+
+def app_index(data_dir: Path) -> Path:
+    """The data folder's own index (the Documents tab's, chat's); a decision keeps another in its workspace."""
+    return Path(data_dir) / "index"
+
+
+def has_index(folder: Path) -> bool:
+    return (Path(folder) / DB_FILE).is_file()
+
+
 class DocumentStore:
     """Documents, chunks and their indexes under one folder; every change commits a new generation."""
 
@@ -100,7 +112,7 @@ class DocumentStore:
         self.embedder = embedder
         self.index_type = index_type
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.folder / "store.sqlite", check_same_thread=False, timeout=60,
+        self._db = sqlite3.connect(self.folder / DB_FILE, check_same_thread=False, timeout=60,
                                    isolation_level=None)  # explicit BEGIN/COMMIT below
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -112,7 +124,7 @@ class DocumentStore:
     @classmethod
     def open(cls, data_dir: Path, embedder, index_type: str = "auto") -> DocumentStore:
         """Open (or create) the store under ``data_dir/index``."""
-        return cls(Path(data_dir) / "index", embedder, index_type)
+        return cls(app_index(data_dir), embedder, index_type)
 
     def close(self) -> None:
         with self._lock:
@@ -316,9 +328,9 @@ class DocumentStore:
 
 def list_documents(index_dir: Path) -> list[DocumentInfo]:
     """The document table of ``index_dir`` (data_dir/index) without loading the embedder or indexes."""
-    path = Path(index_dir) / "store.sqlite"
-    if not path.is_file():
+    if not has_index(index_dir):
         return []
+    path = Path(index_dir) / DB_FILE
     with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)) as db:
         try:
             rows = db.execute("SELECT id, source, kind, n_chunks, size, added FROM documents "

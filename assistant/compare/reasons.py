@@ -91,9 +91,9 @@ def _tost(row: dict, margin: float) -> str:
             f"Holm-adjusted {row['tost_p_adjusted']:.3g})")
 
 
-def _about(needed: int) -> str:
+def _about(needed: int) -> int:
     """Two significant figures: the estimate is rough, more digits would pretend otherwise."""
-    return f"{needed:,}" if needed < 100 else f"{round(needed, 2 - len(str(needed))):,}"
+    return needed if needed < 100 else round(needed, 2 - len(str(needed)))
 
 
 def _seed_text(spreads: dict, v: str) -> str:
@@ -117,7 +117,7 @@ def _settle_text(best: str, closest: str, row: dict, n: int) -> str:
     if needed <= n:
         return (f" With {n} questions the difference between {best} and {closest} is at the edge of what this "
                 "test can detect; a few more questions would settle it.")
-    about = int(_about(needed).replace(",", ""))  # "more" from the rounded figure, so the two add up as read
+    about = _about(needed)  # "more" from the rounded figure, so the two add up as read
     return (f" About {about:,} questions would settle {best} vs {closest}; you have {n} (about "
             f"{max(1, about - n):,} more).")
 

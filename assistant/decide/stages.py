@@ -35,6 +35,7 @@ from foundation.row_cache import content_key
 from foundation.variants import VariantConfig
 from retrieval.chunking import ChunkConfig
 from retrieval.ingest import collect_files, ingest_paths
+from retrieval.store import has_index
 from retrieval.tuning import choose_retrieval
 from training.builders import cpt_from_sections, draw_from_sections, grounded_examples, qa_from_sections
 from training.data import chat
@@ -65,8 +66,7 @@ class DecideRun:
     def rebuild_missing_index(self) -> None:
         """A workspace made before decisions had their own index (or whose index was deleted): its ingest and
         retrieval stages run again to fill it; their keys, and so every later stage, stay cached."""
-        index_db = self.index_dir / "store.sqlite"
-        if not index_db.is_file() and self.cache.cached("ingest", self.keys["ingest"]):
+        if not has_index(self.index_dir) and self.cache.cached("ingest", self.keys["ingest"]):
             for stage in ("ingest", "retrieval"):
                 (self.cache.folder(stage) / "stage.json").unlink(missing_ok=True)
 

@@ -30,6 +30,7 @@ from foundation.errors import ArenaError
 from foundation.registry import AdapterRegistry
 from foundation.variants import ADAPTER_VARIANTS, RAG_INSTRUCTION, RAG_VARIANTS
 from retrieval.snapshot import snapshot_index
+from retrieval.store import app_index, has_index
 
 MARKER = "arena_bundle.json"
 STRATEGY = "strategy.yaml"
@@ -86,7 +87,7 @@ def _index_source(strategy: Strategy, settings) -> Path:
     """The index the strategy was measured on: its decision's own (decide/<name>/index), else the data
     folder's (a strategy from flags, or a decision made before decisions had their own index)."""
     own = decision_index(settings.data_dir, strategy.decision) if strategy.decision else None
-    return own if own and (own / "store.sqlite").is_file() else Path(settings.data_dir) / "index"
+    return own if own and has_index(own) else app_index(settings.data_dir)
 
 
 def _copy_adapter(strategy: Strategy, settings, tmp: Path) -> None:
